@@ -1,0 +1,47 @@
+# Shared helpers for the set-up scripts. Sourced, never run.
+# Every heavy artefact lives under $PIE_CACHE, outside the clone, so that a
+# fresh clone (and CI) re-uses it. Each artefact is built under a ".partial"
+# name and renamed only when complete, so an interrupted run never leaves
+# something a later run mistakes for finished.
+set -euo pipefail
+
+PIE_CACHE=${PIE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pie}
+PIE_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ORT_VERSION=1.31.1
+export PIE_CACHE PIE_ROOT ORT_VERSION
+
+log()  { printf '[pie %s] %s\n' "$(basename "$0" .sh)" "$*" >&2; }
+die()  { printf '[pie %s] error: %s\n' "$(basename "$0" .sh)" "$*" >&2; exit 1; }
+
+# need_disk MB WHAT: refuse to start a download that cannot fit.
+need_disk() {
+  mkdir -p "$PIE_CACHE"
+  local free_mb
+  free_mb=$(df -Pm "$PIE_CACHE" | awk 'NR==2{print $4}')
+  if [ "$free_mb" -lt "$1" ]; then
+    die "$2 needs about $1 MB free under $PIE_CACHE, only $free_mb MB left; free some space or set PIE_CACHE to another disk"
+  fi
+}
+
+# run_step WHAT CMD...: run a command, turning a failure into a message that
+# names the step (and the usual reason when a registry is out of reach).
+run_step() {
+  local what=$1; shift
+  local out
+  out=$(mktemp)
+  if ! "$@" >"$out" 2>&1; then
+    tail -n 25 "$out" >&2
+    rm -f "$out"
+    die "$what failed (command: $*). If the lines above mention a name resolution or connection error, the package registry cannot be reached from this machine."
+  fi
+  rm -f "$out"
+}
+
+# phase NAME CMD...: time a phase and print how long it took.
+phase() {
+  local name=$1; shift
+  local t0=$SECONDS
+  log "$name ..."
+  "$@"
+  log "$name done in $((SECONDS - t0)) s"
+}

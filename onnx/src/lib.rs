@@ -1,0 +1,1 @@
+//! pie's engine (being written).
