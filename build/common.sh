@@ -45,3 +45,15 @@ phase() {
   "$@"
   log "$name done in $((SECONDS - t0)) s"
 }
+
+# lock NAME: hold an exclusive lock for the rest of the script, so that two
+# set-up runs (two test runs, a test run and install.sh) never build the same
+# artefact at once; the second waits, then finds it complete.
+lock() {
+  mkdir -p "$PIE_CACHE"
+  exec {PIE_LOCK_FD}>"$PIE_CACHE/.lock-$1"
+  if ! flock -n "$PIE_LOCK_FD"; then
+    log "waiting for another set-up run to finish $1"
+    flock "$PIE_LOCK_FD"
+  fi
+}

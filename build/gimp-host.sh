@@ -40,6 +40,7 @@ in_root() { # run inside with a clean environment
 }
 
 create() {
+  lock gimp-host
   if [ -f "$ROOT/.pie-complete" ] && [ "$(cat "$ROOT/.pie-complete")" = "$STAMP_TEXT" ]; then return 0; fi
   local part=$ROOT.partial
   command -v debootstrap >/dev/null || run_step "apt-get install debootstrap" \

@@ -6,6 +6,7 @@
 # Prints the library's path on stdout.
 source "$(dirname "$0")/common.sh"
 
+lock onnxruntime
 flavour=${1:-auto}
 case "$flavour" in
   --cpu|cpu) flavour=cpu ;;

@@ -5,6 +5,7 @@
 # PYTHONPATH; install.sh installs a copy for users). Prints the venv's python.
 source "$(dirname "$0")/common.sh"
 
+lock trainer-env
 req=$PIE_ROOT/trainer/requirements.txt
 key=$(sha256sum "$req" | cut -c1-12)
 venv=$PIE_CACHE/venv-$key
