@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The whole test suite (README's test command; .ci/run calls exactly this).
+# Sets up everything it needs first (cached under ${PIE_CACHE:-~/.cache/pie}),
+# then runs: the engine's Rust tests, the trainer's pytest suite, the
+# command-line end-to-end tests, and the GIMP 3 headless tests.
+# PIE_SKIP_GIMP=1 leaves out the GIMP 3 host and its tests (they need root).
+source "$(dirname "$0")/../build/common.sh"
+cd "$PIE_ROOT"
+
+declare -a timings=()
+failed=()
+timed() { # timed NAME CMD...: run a phase, record its time, keep going on failure
+  local name=$1; shift
+  local t0=$SECONDS rc=0
+  printf '\n==== %s\n' "$name"
+  "$@" || rc=$?
+  timings+=("$(printf '%-34s %5d s  %s' "$name" $((SECONDS - t0)) "$([ $rc = 0 ] && echo ok || echo "FAILED (exit $rc)")")")
+  [ $rc = 0 ] || failed+=("$name")
+  return 0
+}
+summary() {
+  printf '\n==== phases\n'
+  printf '%s\n' "${timings[@]}"
+  printf '%-34s %5d s\n' "total" "$SECONDS"
+}
+trap summary EXIT
+
+setup_ort()     { ORT_DYLIB_PATH=$(bash build/onnxruntime.sh cpu); export ORT_DYLIB_PATH; }
+setup_trainer() { PIE_TRAINER_PYTHON=$(bash build/trainer-env.sh); export PIE_TRAINER_PYTHON; }
+setup_gimp()    { bash build/gimp-host.sh >/dev/null && bash build/gimp-host.sh run gimp-console-3.0 --version; }
+cargo_fetch()   { run_step "cargo fetch (crates.io)" cargo fetch --locked; }
+
+timed "set-up: ONNX Runtime library" setup_ort
+timed "set-up: trainer environment" setup_trainer
+[ "${PIE_SKIP_GIMP:-0}" = 1 ] || timed "set-up: GIMP 3 host" setup_gimp
+timed "set-up: cargo fetch" cargo_fetch
+if [ ${#failed[@]} -gt 0 ]; then
+  die "set-up failed (${failed[*]}); no test was run"
+fi
+
+export PIE_TRAINER_PATH=$PIE_ROOT/trainer
+# Nothing a test does may touch the user's own library or GIMP profile.
+export PIE_HOME=$(mktemp -d /tmp/pie-test-home.XXXXXX)
+trap 'summary; rm -rf "$PIE_HOME"' EXIT
+
+timed "engine: cargo test (release)" cargo test --release -p pie-engine
+timed "trainer: pytest" "$PIE_TRAINER_PYTHON" -m pytest -q trainer/tests
+if [ -d tests/cli ]; then
+  timed "pie command line: pytest" env PIE_BIN="$PIE_ROOT/target/release/pie" \
+    "$PIE_TRAINER_PYTHON" -m pytest -q tests/cli
+fi
+if [ "${PIE_SKIP_GIMP:-0}" != 1 ] && [ -f tests/gimp/run.sh ]; then
+  timed "GIMP 3 plug-in: headless tests" bash tests/gimp/run.sh
+fi
+[ "${PIE_SKIP_GIMP:-0}" = 1 ] || bash build/gimp-host.sh umount
+
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "FAILED phases: ${failed[*]}"
+  exit 1
+fi
+echo "all test phases passed"
