@@ -24,13 +24,13 @@ fi
 
 if [ "$flavour" = cuda ]; then pkg=onnxruntime-gpu; mb=800; else pkg=onnxruntime; mb=120; fi
 need_disk "$mb" "ONNX Runtime ($pkg==$ORT_VERSION)"
-command -v unzip >/dev/null || die "unzip is missing: apt-get install unzip"
 
 wheels=$PIE_CACHE/wheels
 mkdir -p "$wheels"
 if ! ls "$wheels"/"${pkg//-/_}"-"$ORT_VERSION"-*.whl >/dev/null 2>&1; then
   log "downloading $pkg==$ORT_VERSION from PyPI"
   tmpd=$(mktemp -d "$wheels/.dl.XXXXXX")
+  trap 'rm -rf "$tmpd"' EXIT
   run_step "downloading $pkg==$ORT_VERSION from PyPI" \
     python3 -m pip download --no-deps --only-binary=:all: --platform manylinux_2_28_x86_64 \
       --python-version 3.11 -d "$tmpd" "$pkg==$ORT_VERSION"
@@ -40,8 +40,19 @@ whl=$(ls "$wheels"/"${pkg//-/_}"-"$ORT_VERSION"-*.whl | head -n1)
 
 rm -rf "$dest.partial"
 mkdir -p "$dest.partial"
-run_step "extracting the libraries from $(basename "$whl")" \
-  unzip -q -o -j "$whl" 'onnxruntime/capi/libonnxruntime*' -d "$dest.partial"
+extract() { # the wheel is a zip; only its libonnxruntime* files are needed
+  python3 - "$1" "$2" <<'PY'
+import os, shutil, sys, zipfile
+whl, dest = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(whl) as z:
+    for info in z.infolist():
+        name = os.path.basename(info.filename)
+        if info.filename.startswith("onnxruntime/capi/libonnxruntime"):
+            with z.open(info) as src, open(os.path.join(dest, name), "wb") as dst:
+                shutil.copyfileobj(src, dst)
+PY
+}
+run_step "extracting the libraries from $(basename "$whl")" extract "$whl" "$dest.partial"
 [ -f "$dest.partial/libonnxruntime.so.$ORT_VERSION" ] || die "$(basename "$whl") holds no libonnxruntime.so.$ORT_VERSION"
 touch "$dest.partial/.complete"
 rm -rf "$dest"
