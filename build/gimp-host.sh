@@ -34,6 +34,28 @@ mount_all() {
   mountpoint -q "$ROOT/sys" || { mount --rbind /sys "$ROOT/sys"; mount --make-rslave "$ROOT/sys"; }
   mountpoint -q "$ROOT/dev" || { mount --rbind /dev "$ROOT/dev"; mount --make-rslave "$ROOT/dev"; }
 }
+# The ONNX Runtime library and the trainer's venv live under $PIE_CACHE; the
+# venv's python is a link into the Python it was made with (pyenv, /usr, ...).
+# Both are bound inside at the same paths, so that the absolute paths the
+# set-up scripts print (and install.sh records) are valid on both sides.
+# A Python under /usr or /bin is the host's system one: it cannot be bound
+# over the chroot's own /usr, so such a venv is not usable inside (say so).
+bind_runtime() {
+  local cfg home base
+  case "$PIE_CACHE" in /*) ;; *) die "PIE_CACHE must be an absolute path (is '$PIE_CACHE')";; esac
+  # A plain (non-recursive) bind: the chroot's own mounts stay out of it.
+  bind "$PIE_CACHE" "$ROOT$PIE_CACHE"
+  for cfg in "$PIE_CACHE"/venv-*/pyvenv.cfg; do
+    [ -f "$cfg" ] || continue
+    home=$(awk -F' *= *' '$1 == "home" {print $2}' "$cfg")
+    base=$(dirname "${home:-/}")      # .../versions/3.11.7 for .../3.11.7/bin
+    case "$base" in
+      /|/usr|/usr/*|/bin) log "note: $(dirname "$cfg") was made with the host's system Python ($home), which does not run inside the chroot" ;;
+      *) [ -d "$base" ] && bind "$base" "$ROOT$base" ;;
+    esac
+  done
+  return 0
+}
 in_root() { # run inside with a clean environment
   chroot "$1" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb \
     PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "${@:2}"
@@ -80,6 +102,7 @@ case "${1:-create}" in
     # Always re-bind the clone: a mount left by another clone would run stale code.
     mountpoint -q "$ROOT/pie" && umount -l "$ROOT/pie"
     bind "$PIE_ROOT" "$ROOT/pie"
+    bind_runtime
     in_root "$ROOT" bash -c 'cd /pie && exec "$@"' bash "$@" ;;
   umount) [ -d "$ROOT" ] && umount_all "$ROOT"; true ;;
   remove) [ -d "$ROOT" ] && { umount_all "$ROOT"; rm -rf "$ROOT"; }; true ;;
