@@ -1,1 +1,75 @@
-//! pie's engine (being written).
+//! pie's engine: concept bundles, ONNX Runtime sampling into a selection,
+//! the concept library on disk, and launching the trainer. The `pie`
+//! command line and the GIMP plug-in are both thin faces of this library.
+//!
+//! The API the plug-in uses:
+//!
+//! - [`library::Library`]: `open(explicit)` resolves `--library`, else
+//!   `$PIE_HOME`, else `$XDG_DATA_HOME/pie`, else `~/.local/share/pie`;
+//!   `path()`, `list()`, `load(name)` (a fully validated [`bundle::Bundle`]), `remove(name)`.
+//! - [`bundle::Bundle::load`]`(dir)`: manifest, sha256 of every file, the
+//!   denoiser's signature, tokens and path safety, all checked before use.
+//! - [`runtime`]: [`runtime::Device`] (`Auto`, `Cpu`, `Cuda`), finding and
+//!   loading the ONNX Runtime library ([`runtime::init`]), [`runtime::probe_cuda`].
+//! - [`add::add`]`(bundle, scene, selection, opts, progress) -> Vec<AddOutput>`:
+//!   the subject placed into the selection and re-synthesized; each output
+//!   has its seed, the image (same size and colour type, bit-identical where
+//!   the selection is 0, alpha preserved) and the rectangle that may differ.
+//! - [`train::learn_scene`] / [`train::learn_subject`]: run the trainer, return the bundle folder.
+//! - [`Progress`]: progress and cancellation, the GIMP progress bar or the CLI's.
+//! - [`Error`] with [`Error::kind`] → [`ErrorKind`] (`BadInput`, `Cancelled`,
+//!   `Unavailable`, `Internal`); messages name the bundle, file and what is wrong.
+
+pub mod add;
+pub mod bundle;
+pub mod error;
+pub mod imageops;
+pub mod library;
+pub mod manifest;
+pub mod onnxfile;
+pub mod plan;
+pub mod runtime;
+pub mod schedule;
+pub mod train;
+#[doc(hidden)]
+pub mod testkit;
+
+pub use add::{add, AddOptions, AddOutput, Sampler};
+pub use bundle::Bundle;
+pub use error::{Error, ErrorKind, Result};
+pub use imageops::Rect;
+pub use library::{ConceptInfo, Library};
+pub use runtime::Device;
+pub use train::TrainOptions;
+
+/// Progress and cancellation for long work.
+pub trait Progress {
+    /// `fraction` in [0, 1], or negative when only the text changed.
+    fn update(&mut self, fraction: f64, text: &str);
+    /// Polled between steps; `true` stops the work with [`Error::Cancelled`].
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// Progress that goes nowhere.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn update(&mut self, _fraction: f64, _text: &str) {}
+}
+
+/// Loads an image file the way `pie add` does, with a message that names it.
+pub fn open_image(path: &std::path::Path) -> Result<image::DynamicImage> {
+    let r = image::ImageReader::open(path)
+        .map_err(|e| Error::io("cannot read the image", path, e))?
+        .with_guessed_format()
+        .map_err(|e| Error::io("cannot read the image", path, e))?;
+    r.decode().map_err(|e| Error::bad(format!("{} is not an image pie can read (PNG, JPEG, TIFF): {e}", path.display())))
+}
+
+/// Loads a selection mask: 8-bit gray, 255 inside, 0 outside. Other colour
+/// types are converted (luma; 16-bit scaled), so a mask saved from anywhere works.
+pub fn open_mask(path: &std::path::Path) -> Result<image::GrayImage> {
+    Ok(open_image(path)?.to_luma8())
+}

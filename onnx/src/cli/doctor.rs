@@ -1,0 +1,78 @@
+//! `pie doctor`: what pie found, and what to do about what it did not.
+
+use std::path::PathBuf;
+
+use pie::{Library, Result};
+use serde_json::json;
+
+pub fn run(library: &Option<PathBuf>, json: bool) -> Result<()> {
+    let mut report = serde_json::Map::new();
+    let mut lines = vec![format!("pie {}", env!("CARGO_PKG_VERSION"))];
+
+    match Library::open(library.clone()).and_then(|l| Ok((l.path().to_path_buf(), l.list()?.len()))) {
+        Ok((p, n)) => {
+            lines.push(format!("concept library: {} ({n} concepts)", p.display()));
+            report.insert("library".into(), json!({"path": p, "concepts": n}));
+        }
+        Err(e) => {
+            lines.push(format!("concept library: {e}"));
+            report.insert("library".into(), json!({"error": e.to_string()}));
+        }
+    }
+
+    let mut ort_ok = false;
+    match pie::runtime::init() {
+        Ok(info) => {
+            ort_ok = true;
+            lines.push(format!("ONNX Runtime: {} (version {})", info.library.display(), info.version));
+            let cuda = pie::runtime::probe_cuda();
+            let (ok, why) = match cuda {
+                Ok(Ok(())) => (true, "usable".to_string()),
+                Ok(Err(w)) => (false, w),
+                Err(e) => (false, e.to_string()),
+            };
+            lines.push(if ok { "CUDA: usable; --device auto runs on the GPU".into() } else { format!("CUDA: not used: {why}") });
+            report.insert("onnxruntime".into(), json!({"library": info.library, "version": info.version, "cuda_ep_in_library": info.has_cuda_ep}));
+            report.insert("cuda".into(), json!({"usable": ok, "why": why}));
+        }
+        Err(e) => {
+            lines.push(format!("ONNX Runtime: {e}"));
+            report.insert("onnxruntime".into(), json!({"error": e.to_string()}));
+        }
+    }
+    lines.push(format!("threads for inference: {} (all cores but one)", pie::runtime::default_threads()));
+
+    match pie::train::check_trainer() {
+        Ok((env, version)) => {
+            lines.push(format!("trainer: {} ({}), {version}", env.python.display(), env.source));
+            report.insert("trainer".into(), json!({"python": env.python, "source": env.source, "versions": version}));
+        }
+        Err(e) => {
+            lines.push(format!("trainer: {e}"));
+            report.insert("trainer".into(), json!({"error": e.to_string()}));
+        }
+    }
+
+    let plugin = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/GIMP/3.0/plug-ins/pie/pie"));
+    let installed = plugin.as_ref().is_some_and(|p| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    });
+    let pshow = plugin.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "~/.config/GIMP/3.0/plug-ins/pie/pie".into());
+    lines.push(if installed { format!("GIMP plug-in: installed at {pshow}") } else { format!("GIMP plug-in: not installed ({pshow} missing; run install.sh)") });
+    report.insert("gimp_plugin".into(), json!({"path": pshow, "installed": installed}));
+
+    if json {
+        report.insert("event".into(), json!("doctor"));
+        println!("{}", serde_json::Value::Object(report));
+    } else {
+        for l in lines {
+            println!("{l}");
+        }
+    }
+    if ort_ok {
+        Ok(())
+    } else {
+        Err(pie::Error::Unavailable("pie cannot add subjects without the ONNX Runtime library (see above)".into()))
+    }
+}

@@ -1,0 +1,292 @@
+//! Argument parsing and the commands.
+
+mod demo;
+mod doctor;
+mod output;
+mod progress;
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+use pie::{AddOptions, Device, Library, Result, Sampler, TrainOptions};
+use serde_json::json;
+
+use progress::CliProgress;
+
+#[derive(Parser)]
+#[command(name = "pie", version, about = "Personalized image editing: learn a scene and a subject, then add the subject into a selection")]
+pub struct Cli {
+    /// Concept library folder (default: $PIE_HOME, else $XDG_DATA_HOME/pie, else ~/.local/share/pie)
+    #[arg(long, global = true, value_name = "DIR")]
+    library: Option<PathBuf>,
+    /// Machine-readable output: JSON lines on stdout, no progress bars
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args, Clone)]
+struct TrainArgs {
+    /// A short training run (minutes; for trying things out)
+    #[arg(long)]
+    quick: bool,
+    /// Training steps (default: the trainer's)
+    #[arg(long)]
+    steps: Option<u64>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// auto, cpu or cuda
+    #[arg(long, default_value = "auto")]
+    device: Device,
+    /// Replace an existing concept of the same name
+    #[arg(long)]
+    force: bool,
+    /// Continue a cancelled run from its checkpoint
+    #[arg(long)]
+    resume: bool,
+    /// Pass an extra argument to the trainer (repeatable), e.g. --trainer-arg=--resolution --trainer-arg=32
+    #[arg(long = "trainer-arg", value_name = "ARG", allow_hyphen_values = true)]
+    trainer_args: Vec<String>,
+}
+
+impl TrainArgs {
+    fn options(&self) -> TrainOptions {
+        TrainOptions {
+            quick: self.quick,
+            steps: self.steps,
+            seed: self.seed,
+            device: self.device,
+            force: self.force,
+            resume: self.resume,
+            extra_args: self.trainer_args.clone(),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Stage I: learn a scene from a photo
+    LearnScene {
+        image: PathBuf,
+        /// Concept name (a-z, 0-9, '-', '_')
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        train: TrainArgs,
+    },
+    /// Stage II: learn a subject on top of a learned scene
+    LearnSubject {
+        image: PathBuf,
+        /// The scene concept to grow from
+        #[arg(long)]
+        scene: String,
+        #[arg(long)]
+        name: String,
+        /// The subject's mask (white = subject), same size as IMAGE
+        #[arg(long)]
+        mask: Option<PathBuf>,
+        #[command(flatten)]
+        train: TrainArgs,
+    },
+    /// Add a learned subject into the selected region of a photo.
+    /// With --variants K > 1, OUT gets -1, -2, … before its extension (result.png → result-1.png, …).
+    Add {
+        image: PathBuf,
+        /// Selection mask: 8-bit gray, same size as IMAGE, 255 inside, 0 outside, values between feather
+        #[arg(long)]
+        selection: PathBuf,
+        /// The subject (or scene) concept
+        #[arg(long)]
+        concept: String,
+        /// Output image (.png, .tif or .jpg)
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value_t = 50)]
+        steps: usize,
+        /// How much of the selection is re-synthesized (0 < F ≤ 1)
+        #[arg(long, default_value_t = 0.7)]
+        strength: f32,
+        /// Classifier-free guidance scale
+        #[arg(long, default_value_t = 3.0)]
+        guidance: f32,
+        /// Results from seeds SEED, SEED+1, …
+        #[arg(long, default_value_t = 1)]
+        variants: usize,
+        /// auto, cpu or cuda
+        #[arg(long, default_value = "auto")]
+        device: Device,
+        /// ddim or ddpm
+        #[arg(long, default_value = "ddim")]
+        sampler: Sampler,
+        /// ONNX Runtime threads (default: all cores but one)
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// List, show or remove learned concepts
+    Concepts {
+        #[command(subcommand)]
+        action: Option<ConceptsCmd>,
+    },
+    /// Learn a drawn scene and subject quickly, add the subject, and write the results
+    Demo {
+        /// Folder for the demo's images and its own concept library
+        #[arg(long, default_value = "pie-demo")]
+        out: PathBuf,
+        #[arg(long, default_value = "auto")]
+        device: Device,
+        /// Pass an extra argument to the trainer (repeatable)
+        #[arg(long = "trainer-arg", value_name = "ARG", allow_hyphen_values = true)]
+        trainer_args: Vec<String>,
+    },
+    /// Show what pie found: ONNX Runtime, CUDA, the trainer, the GIMP plug-in
+    Doctor,
+}
+
+#[derive(Subcommand)]
+enum ConceptsCmd {
+    /// List the concepts (the default)
+    List,
+    /// Validate a concept and show its manifest
+    Show { name: String },
+    /// Delete a concept
+    Remove { name: String },
+}
+
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    progress::install_ctrlc();
+    let json = cli.json;
+    match run(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            let k = e.kind();
+            if json {
+                println!("{}", json!({"event": "error", "kind": k.as_str(), "message": e.to_string()}));
+            } else {
+                eprintln!("pie: {e}");
+            }
+            k.exit_code()
+        }
+    }
+}
+
+fn say(json: bool, human: &str, value: serde_json::Value) {
+    if json {
+        println!("{value}");
+    } else {
+        println!("{human}");
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let json = cli.json;
+    let lib = || Library::open(cli.library.clone());
+    match cli.cmd {
+        Cmd::LearnScene { ref image, ref name, ref train } => {
+            let lib = lib()?;
+            let mut p = CliProgress::new(json, "scene");
+            let dir = pie::train::learn_scene(&lib, image, name, &train.options(), &mut p)?;
+            p.finish();
+            say(json, &format!("learned scene {name:?}: {}", dir.display()), json!({"event": "done", "name": name, "bundle": dir}));
+            Ok(())
+        }
+        Cmd::LearnSubject { ref image, ref scene, ref name, ref mask, ref train } => {
+            let lib = lib()?;
+            let mut p = CliProgress::new(json, "subject");
+            let dir = pie::train::learn_subject(&lib, image, scene, name, mask.as_deref(), &train.options(), &mut p)?;
+            p.finish();
+            say(json, &format!("learned subject {name:?} in scene {scene:?}: {}", dir.display()), json!({"event": "done", "name": name, "bundle": dir}));
+            Ok(())
+        }
+        Cmd::Add { ref image, ref selection, ref concept, ref out, seed, steps, strength, guidance, variants, device, sampler, threads } => {
+            let opts = AddOptions { seed, steps, strength, guidance, variants, device, sampler, threads };
+            let outs = add(&lib()?, image, selection, concept, out, &opts, json)?;
+            for (path, o) in outs {
+                say(
+                    json,
+                    &format!("wrote {} (seed {}, {} on {}, {:.1} s)", path.display(), o.seed, o.stats.steps, o.device, o.stats.total.as_secs_f64()),
+                    json!({"event": "done", "out": path, "seed": o.seed, "device": o.device, "changed": o.changed, "seconds": o.stats.total.as_secs_f64()}),
+                );
+            }
+            Ok(())
+        }
+        Cmd::Concepts { ref action } => concepts(&lib()?, action.as_ref().unwrap_or(&ConceptsCmd::List), json),
+        Cmd::Demo { ref out, device, ref trainer_args } => demo::run(out, device, trainer_args, json),
+        Cmd::Doctor => doctor::run(&cli.library, json),
+    }
+}
+
+/// `pie add`, shared with the demo. Every input is checked before the model runs,
+/// and nothing is written unless everything succeeded.
+pub fn add(lib: &Library, image: &Path, selection: &Path, concept: &str, out: &Path, opts: &AddOptions, json: bool) -> Result<Vec<(PathBuf, pie::AddOutput)>> {
+    let paths = output::output_paths(out, opts.variants);
+    for p in &paths {
+        output::check_writable(p)?;
+    }
+    let scene = pie::open_image(image)?;
+    let mask = pie::open_mask(selection)?;
+    let bundle = lib.load(concept)?;
+    let mut p = CliProgress::new(json, "add");
+    let outs = pie::add(&bundle, &scene, &mask, opts, &mut p)?;
+    p.finish();
+    if let Some(n) = outs.first().and_then(|o| o.note.clone()) {
+        p.note(&n);
+    }
+    let items: Vec<(PathBuf, &image::DynamicImage)> = paths.iter().cloned().zip(outs.iter().map(|o| &o.image)).collect();
+    output::write_all(&items)?;
+    Ok(paths.into_iter().zip(outs).collect())
+}
+
+fn concepts(lib: &Library, action: &ConceptsCmd, json: bool) -> Result<()> {
+    match action {
+        ConceptsCmd::List => {
+            let list = lib.list()?;
+            if json {
+                println!("{}", json!({"event": "concepts", "library": lib.path(), "concepts": list}));
+            } else if list.is_empty() {
+                println!("no concepts in {} (learn one with `pie learn-scene`)", lib.path().display());
+            } else {
+                println!("concepts in {}:", lib.path().display());
+                for c in list {
+                    let extra = match (&c.problem, &c.parent) {
+                        (Some(p), _) => format!("  (unreadable: {p})"),
+                        (None, Some(parent)) => format!("  (in scene {parent})"),
+                        _ => String::new(),
+                    };
+                    println!("  {:<24} {:<8} {}{extra}", c.name, c.role, c.created);
+                }
+            }
+            Ok(())
+        }
+        ConceptsCmd::Show { name } => {
+            let b = lib.load(name)?;
+            if json {
+                println!("{}", json!({"event": "concept", "path": b.dir, "valid": true, "manifest": b.manifest}));
+            } else {
+                let m = &b.manifest;
+                println!("{} ({}), {}", m.name, if m.stage == 2 { "subject" } else { "scene" }, b.dir.display());
+                println!("  valid: every file present with its sha256, the denoiser's signature matches");
+                if let Some(p) = &m.parent {
+                    println!("  grown from scene: {}", p.name);
+                }
+                for c in &m.tokens.concepts {
+                    println!("  token {}: {} ({}, \"{}\")", c.id, c.name, c.role, c.identifier);
+                }
+                println!("  backbone {} at {} px, scene short side {} px", m.backbone, m.model.resolution, m.model.scene_short_side);
+                println!("  trainer {} {}, created {}", m.trainer.name, m.trainer.version, m.created);
+                for f in &m.files {
+                    println!("  file {} ({} bytes)", f.path, f.bytes);
+                }
+            }
+            Ok(())
+        }
+        ConceptsCmd::Remove { name } => {
+            lib.remove(name)?;
+            say(json, &format!("removed {name:?}"), json!({"event": "removed", "name": name}));
+            Ok(())
+        }
+    }
+}

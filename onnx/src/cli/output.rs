@@ -1,0 +1,93 @@
+//! Writing images: into a temporary file in the target folder, renamed
+//! into place only when every output is complete.
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use image::{DynamicImage, ImageFormat};
+use pie::{Error, Result};
+
+pub fn format_for(out: &Path) -> Result<ImageFormat> {
+    let ext = out.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
+    match ext.as_str() {
+        "png" => Ok(ImageFormat::Png),
+        "tif" | "tiff" => Ok(ImageFormat::Tiff),
+        "jpg" | "jpeg" => Ok(ImageFormat::Jpeg),
+        _ => Err(Error::bad(format!("{}: unknown output type; end the name with .png, .tif or .jpg", out.display()))),
+    }
+}
+
+/// `out` for one result; `stem-1.ext`, `stem-2.ext`, … for several.
+pub fn output_paths(out: &Path, n: usize) -> Vec<PathBuf> {
+    if n <= 1 {
+        return vec![out.to_path_buf()];
+    }
+    let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let ext = out.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
+    (1..=n).map(|i| out.with_file_name(format!("{stem}-{i}{ext}"))).collect()
+}
+
+fn folder_of(out: &Path) -> PathBuf {
+    match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Fails early, before any work, if `out` cannot be written.
+pub fn check_writable(out: &Path) -> Result<()> {
+    format_for(out)?;
+    if out.is_dir() {
+        return Err(Error::bad(format!("{} is a folder; give a file name such as result.png", out.display())));
+    }
+    let dir = folder_of(out);
+    if !dir.is_dir() {
+        return Err(Error::bad(format!("cannot write {}: the folder {} does not exist", out.display(), dir.display())));
+    }
+    tempfile::Builder::new()
+        .prefix(".pie-probe-")
+        .tempfile_in(&dir)
+        .map(drop)
+        .map_err(|e| Error::bad(format!("cannot write {}: {e}", out.display())))
+}
+
+/// Converts to what the format can store.
+fn storable(img: &DynamicImage, f: ImageFormat) -> DynamicImage {
+    use DynamicImage::*;
+    match (f, img) {
+        (ImageFormat::Jpeg, ImageLuma8(_)) | (ImageFormat::Jpeg, ImageRgb8(_)) => img.clone(),
+        (ImageFormat::Jpeg, ImageLuma16(_) | ImageLumaA8(_) | ImageLumaA16(_)) => ImageLuma8(img.to_luma8()),
+        (ImageFormat::Jpeg, _) => ImageRgb8(img.to_rgb8()),
+        (_, ImageRgb32F(_)) => ImageRgb16(img.to_rgb16()),
+        (_, ImageRgba32F(_)) => ImageRgba16(img.to_rgba16()),
+        _ => img.clone(),
+    }
+}
+
+/// Writes every image to a temporary file first; renames them all only
+/// when all are written, so an error leaves nothing behind.
+pub fn write_all(items: &[(PathBuf, &DynamicImage)]) -> Result<()> {
+    let mut temps = Vec::new();
+    for (path, img) in items {
+        let f = format_for(path)?;
+        let dir = folder_of(path);
+        let tmp = tempfile::Builder::new()
+            .prefix(".pie-")
+            .suffix(".tmp")
+            .tempfile_in(&dir)
+            .map_err(|e| Error::bad(format!("cannot write {}: {e}", path.display())))?;
+        {
+            let mut w = BufWriter::new(tmp.as_file());
+            storable(img, f)
+                .write_to(&mut w, f)
+                .map_err(|e| Error::internal(format!("cannot encode {}: {e}", path.display())))?;
+            w.flush().map_err(|e| Error::io("cannot write", path, e))?;
+        }
+        tmp.as_file().sync_all().map_err(|e| Error::io("cannot write", path, e))?;
+        temps.push((tmp, path.clone()));
+    }
+    for (tmp, path) in temps {
+        tmp.persist(&path).map_err(|e| Error::io("cannot write", &path, e.error))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,352 @@
+//! Pixel work in f32: reading a crop of any colour type, resampling,
+//! blurring, and writing the result back through the selection.
+
+use image::{DynamicImage, GrayImage};
+
+/// A rectangle in pixels; `x, y` top-left, `w, h` size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Rect {
+    pub x: u32,
+    pub y: u32,
+    pub w: u32,
+    pub h: u32,
+}
+
+impl Rect {
+    pub fn right(&self) -> u32 {
+        self.x + self.w
+    }
+    pub fn bottom(&self) -> u32 {
+        self.y + self.h
+    }
+}
+
+/// Planar f32 channels, row-major within each plane.
+#[derive(Debug, Clone)]
+pub struct Planes {
+    pub c: usize,
+    pub w: usize,
+    pub h: usize,
+    pub data: Vec<f32>,
+}
+
+impl Planes {
+    pub fn new(c: usize, w: usize, h: usize) -> Planes {
+        Planes { c, w, h, data: vec![0.0; c * w * h] }
+    }
+    pub fn plane(&self, i: usize) -> &[f32] {
+        &self.data[i * self.w * self.h..(i + 1) * self.w * self.h]
+    }
+}
+
+/// Bounding box of the pixels > 0; `None` when there are none.
+pub fn mask_bbox(mask: &GrayImage) -> Option<Rect> {
+    let (w, h) = mask.dimensions();
+    let (mut x0, mut y0, mut x1, mut y1) = (u32::MAX, u32::MAX, 0, 0);
+    for (y, row) in mask.as_raw().chunks_exact(w.max(1) as usize).enumerate().take(h as usize) {
+        for (x, &v) in row.iter().enumerate() {
+            if v > 0 {
+                let (x, y) = (x as u32, y as u32);
+                x0 = x0.min(x);
+                y0 = y0.min(y);
+                x1 = x1.max(x);
+                y1 = y1.max(y);
+            }
+        }
+    }
+    (x0 != u32::MAX).then(|| Rect { x: x0, y: y0, w: x1 - x0 + 1, h: y1 - y0 + 1 })
+}
+
+/// Sample types of the colour types pie accepts, mapped to [0, 1].
+trait Sample: Copy {
+    fn to_unit(self) -> f32;
+    fn from_unit(v: f32) -> Self;
+}
+impl Sample for u8 {
+    fn to_unit(self) -> f32 {
+        f32::from(self) / 255.0
+    }
+    fn from_unit(v: f32) -> u8 {
+        (v.clamp(0.0, 1.0) * 255.0).round() as u8
+    }
+}
+impl Sample for u16 {
+    fn to_unit(self) -> f32 {
+        f32::from(self) / 65535.0
+    }
+    fn from_unit(v: f32) -> u16 {
+        (v.clamp(0.0, 1.0) * 65535.0).round() as u16
+    }
+}
+impl Sample for f32 {
+    fn to_unit(self) -> f32 {
+        self
+    }
+    fn from_unit(v: f32) -> f32 {
+        v.clamp(0.0, 1.0)
+    }
+}
+
+fn luma(r: f32, g: f32, b: f32) -> f32 {
+    0.2126 * r + 0.7152 * g + 0.0722 * b
+}
+
+fn read_generic<S: Sample>(buf: &[S], img_w: u32, ch: usize, r: Rect) -> Planes {
+    let mut p = Planes::new(3, r.w as usize, r.h as usize);
+    let n = p.w * p.h;
+    for y in 0..r.h as usize {
+        let row = (r.y as usize + y) * img_w as usize;
+        for x in 0..r.w as usize {
+            let px = &buf[(row + r.x as usize + x) * ch..][..ch];
+            let (rv, gv, bv) = if ch >= 3 {
+                (px[0].to_unit(), px[1].to_unit(), px[2].to_unit())
+            } else {
+                let v = px[0].to_unit();
+                (v, v, v)
+            };
+            let i = y * p.w + x;
+            p.data[i] = rv;
+            p.data[n + i] = gv;
+            p.data[2 * n + i] = bv;
+        }
+    }
+    p
+}
+
+/// The RGB of `r` in [0, 1]; gray is replicated, alpha ignored.
+pub fn read_rgb(img: &DynamicImage, r: Rect) -> Planes {
+    let w = img.width();
+    match img {
+        DynamicImage::ImageLuma8(b) => read_generic(b.as_raw(), w, 1, r),
+        DynamicImage::ImageLumaA8(b) => read_generic(b.as_raw(), w, 2, r),
+        DynamicImage::ImageRgb8(b) => read_generic(b.as_raw(), w, 3, r),
+        DynamicImage::ImageRgba8(b) => read_generic(b.as_raw(), w, 4, r),
+        DynamicImage::ImageLuma16(b) => read_generic(b.as_raw(), w, 1, r),
+        DynamicImage::ImageLumaA16(b) => read_generic(b.as_raw(), w, 2, r),
+        DynamicImage::ImageRgb16(b) => read_generic(b.as_raw(), w, 3, r),
+        DynamicImage::ImageRgba16(b) => read_generic(b.as_raw(), w, 4, r),
+        DynamicImage::ImageRgb32F(b) => read_generic(b.as_raw(), w, 3, r),
+        DynamicImage::ImageRgba32F(b) => read_generic(b.as_raw(), w, 4, r),
+        other => {
+            let rgb = other.to_rgb32f();
+            read_generic(rgb.as_raw(), w, 3, r)
+        }
+    }
+}
+
+/// Writes `res` (RGB in [0, 1], the size of `r`) into `buf` through the
+/// selection: out = m·res + (1−m)·in with m = mask/255. Where the mask is 0
+/// the pixel is not touched at all; alpha is never touched.
+fn blend_generic<S: Sample>(buf: &mut [S], img_w: u32, ch: usize, r: Rect, res: &Planes, mask: &GrayImage) {
+    let n = res.w * res.h;
+    let color = if ch >= 3 { 3 } else { 1 };
+    for y in 0..r.h as usize {
+        let iy = r.y as usize + y;
+        for x in 0..r.w as usize {
+            let ix = r.x as usize + x;
+            let mv = mask.as_raw()[iy * mask.width() as usize + ix];
+            if mv == 0 {
+                continue;
+            }
+            let m = f32::from(mv) / 255.0;
+            let i = y * res.w + x;
+            let px = &mut buf[(iy * img_w as usize + ix) * ch..][..ch];
+            let rgb = [res.data[i], res.data[n + i], res.data[2 * n + i]];
+            for c in 0..color {
+                let new = if color == 1 { luma(rgb[0], rgb[1], rgb[2]) } else { rgb[c] };
+                px[c] = S::from_unit(m * new + (1.0 - m) * px[c].to_unit());
+            }
+        }
+    }
+}
+
+pub fn blend_into(img: &mut DynamicImage, r: Rect, res: &Planes, mask: &GrayImage) {
+    let w = img.width();
+    match img {
+        DynamicImage::ImageLuma8(b) => blend_generic(b, w, 1, r, res, mask),
+        DynamicImage::ImageLumaA8(b) => blend_generic(b, w, 2, r, res, mask),
+        DynamicImage::ImageRgb8(b) => blend_generic(b, w, 3, r, res, mask),
+        DynamicImage::ImageRgba8(b) => blend_generic(b, w, 4, r, res, mask),
+        DynamicImage::ImageLuma16(b) => blend_generic(b, w, 1, r, res, mask),
+        DynamicImage::ImageLumaA16(b) => blend_generic(b, w, 2, r, res, mask),
+        DynamicImage::ImageRgb16(b) => blend_generic(b, w, 3, r, res, mask),
+        DynamicImage::ImageRgba16(b) => blend_generic(b, w, 4, r, res, mask),
+        DynamicImage::ImageRgb32F(b) => blend_generic(b, w, 3, r, res, mask),
+        DynamicImage::ImageRgba32F(b) => blend_generic(b, w, 4, r, res, mask),
+        // `add` converts anything else to RGBA8 before it gets here.
+        _ => {}
+    }
+}
+
+/// Resamples one plane with a triangle filter whose support widens when
+/// shrinking (an area-like average), so downscaling does not alias.
+pub fn resize_plane(src: &[f32], sw: usize, sh: usize, dw: usize, dh: usize) -> Vec<f32> {
+    let tmp = resample_axis(src, sw, sh, dw, true);
+    resample_axis(&tmp, dw, sh, dh, false)
+}
+
+/// Weights per output index: (first source index, weights).
+fn weights(src: usize, dst: usize) -> Vec<(usize, Vec<f32>)> {
+    let scale = src as f64 / dst as f64;
+    let support = scale.max(1.0);
+    (0..dst)
+        .map(|i| {
+            let center = (i as f64 + 0.5) * scale;
+            let lo = ((center - support).floor().max(0.0)) as usize;
+            let hi = ((center + support).ceil() as usize).min(src);
+            let mut w: Vec<f32> = (lo..hi)
+                .map(|j| {
+                    let d = ((j as f64 + 0.5 - center) / support).abs();
+                    (1.0 - d).max(0.0) as f32
+                })
+                .collect();
+            let sum: f32 = w.iter().sum();
+            if sum > 0.0 {
+                w.iter_mut().for_each(|v| *v /= sum);
+                (lo, w)
+            } else {
+                // Degenerate: nearest neighbour.
+                (((center.floor() as usize).min(src - 1)), vec![1.0])
+            }
+        })
+        .collect()
+}
+
+fn resample_axis(src: &[f32], w: usize, h: usize, dst: usize, horizontal: bool) -> Vec<f32> {
+    if horizontal {
+        if dst == w {
+            return src.to_vec();
+        }
+        let ws = weights(w, dst);
+        let mut out = vec![0.0; dst * h];
+        for y in 0..h {
+            let row = &src[y * w..(y + 1) * w];
+            for (x, (lo, wt)) in ws.iter().enumerate() {
+                out[y * dst + x] = wt.iter().zip(&row[*lo..]).map(|(a, b)| a * b).sum();
+            }
+        }
+        out
+    } else {
+        if dst == h {
+            return src.to_vec();
+        }
+        let ws = weights(h, dst);
+        let mut out = vec![0.0; w * dst];
+        for (y, (lo, wt)) in ws.iter().enumerate() {
+            let o = &mut out[y * w..(y + 1) * w];
+            for (k, wv) in wt.iter().enumerate() {
+                let s = &src[(lo + k) * w..(lo + k + 1) * w];
+                o.iter_mut().zip(s).for_each(|(a, b)| *a += wv * b);
+            }
+        }
+        out
+    }
+}
+
+pub fn resize(p: &Planes, dw: usize, dh: usize) -> Planes {
+    let mut out = Planes::new(p.c, dw, dh);
+    for c in 0..p.c {
+        let r = resize_plane(p.plane(c), p.w, p.h, dw, dh);
+        out.data[c * dw * dh..(c + 1) * dw * dh].copy_from_slice(&r);
+    }
+    out
+}
+
+/// Separable box blur of one plane, edges clamped.
+pub fn box_blur(src: &[f32], w: usize, h: usize, radius: usize) -> Vec<f32> {
+    if radius == 0 {
+        return src.to_vec();
+    }
+    let pass = |src: &[f32], horizontal: bool| -> Vec<f32> {
+        let mut out = vec![0.0; w * h];
+        let (len, lines) = if horizontal { (w, h) } else { (h, w) };
+        let at = |line: usize, i: usize| if horizontal { line * w + i } else { i * w + line };
+        let k = (2 * radius + 1) as f32;
+        for line in 0..lines {
+            for i in 0..len {
+                let mut s = 0.0;
+                for d in 0..=2 * radius {
+                    let j = (i + d).saturating_sub(radius).min(len - 1);
+                    s += src[at(line, j)];
+                }
+                out[at(line, i)] = s / k;
+            }
+        }
+        out
+    };
+    let h1 = pass(src, true);
+    pass(&h1, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{ImageBuffer, Luma, Rgba};
+
+    #[test]
+    fn bbox_of_mask() {
+        let mut m = GrayImage::new(10, 8);
+        assert_eq!(mask_bbox(&m), None);
+        m.put_pixel(2, 3, Luma([1]));
+        m.put_pixel(6, 5, Luma([255]));
+        assert_eq!(mask_bbox(&m), Some(Rect { x: 2, y: 3, w: 5, h: 3 }));
+    }
+
+    #[test]
+    fn resize_keeps_constants_and_means() {
+        let src = vec![0.7f32; 40 * 30];
+        for (dw, dh) in [(10, 7), (40, 30), (80, 61), (13, 29)] {
+            let r = resize_plane(&src, 40, 30, dw, dh);
+            assert_eq!(r.len(), dw * dh);
+            assert!(r.iter().all(|v| (v - 0.7).abs() < 1e-5));
+        }
+        let ramp: Vec<f32> = (0..64 * 64).map(|i| (i % 64) as f32 / 63.0).collect();
+        let small = resize_plane(&ramp, 64, 64, 16, 16);
+        let mean: f32 = small.iter().sum::<f32>() / 256.0;
+        assert!((mean - 0.5).abs() < 0.01, "{mean}");
+        assert!(small.windows(2).take(15).all(|w| w[1] > w[0]));
+    }
+
+    #[test]
+    fn blending_leaves_outside_bit_identical_and_alpha_alone() {
+        let mut img = ImageBuffer::from_fn(6, 5, |x, y| Rgba([x as u16 * 1000 + 7, y as u16 * 999 + 3, 12345, 40000 + x as u16]));
+        let orig = img.clone();
+        let mut mask = GrayImage::new(6, 5);
+        mask.put_pixel(2, 2, Luma([255]));
+        mask.put_pixel(3, 2, Luma([128]));
+        let r = Rect { x: 1, y: 1, w: 4, h: 3 };
+        let mut res = Planes::new(3, 4, 3);
+        res.data.iter_mut().for_each(|v| *v = 1.0);
+        let mut dyn_img = DynamicImage::ImageRgba16(img.clone());
+        blend_into(&mut dyn_img, r, &res, &mask);
+        img = dyn_img.to_rgba16();
+        for (x, y, p) in img.enumerate_pixels() {
+            let o = orig.get_pixel(x, y);
+            assert_eq!(p.0[3], o.0[3]);
+            match mask.get_pixel(x, y).0[0] {
+                0 => assert_eq!(p, o),
+                255 => assert_eq!(&p.0[..3], &[65535, 65535, 65535]),
+                _ => assert!(p.0[0] > o.0[0] && p.0[0] < 65535),
+            }
+        }
+        // gray: written as luma
+        let mut g = DynamicImage::ImageLuma8(GrayImage::new(6, 5));
+        blend_into(&mut g, r, &res, &mask);
+        assert_eq!(g.to_luma8().get_pixel(2, 2).0[0], 255);
+        assert_eq!(g.to_luma8().get_pixel(1, 1).0[0], 0);
+    }
+
+    #[test]
+    fn read_crop_of_gray_and_rgb() {
+        let img = DynamicImage::ImageLuma8(GrayImage::from_fn(4, 4, |x, y| Luma([(x * 10 + y) as u8])));
+        let p = read_rgb(&img, Rect { x: 1, y: 2, w: 2, h: 2 });
+        assert_eq!(p.data[0], 12.0 / 255.0);
+        assert_eq!(p.plane(2)[3], 23.0 / 255.0);
+    }
+
+    #[test]
+    fn blur_keeps_constants() {
+        let b = box_blur(&[1.0; 20], 5, 4, 2);
+        assert!(b.iter().all(|v| (v - 1.0).abs() < 1e-6));
+    }
+}

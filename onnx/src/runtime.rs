@@ -1,0 +1,233 @@
+//! Finding and initialising the ONNX Runtime library, and choosing the device.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Mutex;
+
+use once_cell::sync::OnceCell;
+use ort::ep::{self, ExecutionProvider};
+use ort::environment::Environment;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+
+use crate::{Error, Result};
+
+/// The ONNX Runtime version this pie is built for (the `api-31` feature refuses older).
+pub const ORT_VERSION: &str = "1.31.1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    /// CUDA when it works, else the CPU (and say why, once).
+    #[default]
+    Auto,
+    Cpu,
+    /// CUDA or an error.
+    Cuda,
+}
+
+impl FromStr for Device {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Device> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Device::Auto),
+            "cpu" => Ok(Device::Cpu),
+            "cuda" | "gpu" => Ok(Device::Cuda),
+            _ => Err(Error::bad(format!("unknown device {s:?}: use auto, cpu or cuda"))),
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Device::Auto => "auto",
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+        })
+    }
+}
+
+/// The loaded library.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RuntimeInfo {
+    pub library: PathBuf,
+    pub version: String,
+    /// Whether the library was built with the CUDA execution provider.
+    pub has_cuda_ep: bool,
+}
+
+struct Loaded {
+    env: Environment,
+    info: RuntimeInfo,
+}
+
+static RUNTIME: OnceCell<Loaded> = OnceCell::new();
+/// The reason `auto` fell back to the CPU, reported once per process.
+static FALLBACK_SAID: Mutex<bool> = Mutex::new(false);
+
+fn cache_dir() -> Option<PathBuf> {
+    std::env::var_os("PIE_CACHE")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/pie")))
+}
+
+/// Where pie looks for the library, in order.
+pub fn library_candidates() -> Vec<PathBuf> {
+    let file = format!("libonnxruntime.so.{ORT_VERSION}");
+    let mut c = Vec::new();
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|v| !v.is_empty()) {
+        c.push(PathBuf::from(p));
+    }
+    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+        c.push(dir.join(&file));
+        c.push(dir.join("../lib/pie").join(&file));
+    }
+    if let Some(cache) = cache_dir() {
+        c.push(cache.join(format!("onnxruntime/cuda-{ORT_VERSION}")).join(&file));
+        c.push(cache.join(format!("onnxruntime/cpu-{ORT_VERSION}")).join(&file));
+    }
+    c
+}
+
+pub fn find_library() -> Result<PathBuf> {
+    let c = library_candidates();
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|v| !v.is_empty()) {
+        // An explicit choice that is wrong should not be silently replaced by another library.
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(Error::Unavailable(format!("ORT_DYLIB_PATH is {}, which is not a file", p.display())))
+        };
+    }
+    c.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
+        Error::Unavailable(format!(
+            "the ONNX Runtime {ORT_VERSION} library was not found (looked at: {}). Run `bash build/onnxruntime.sh cpu` \
+             (or `cuda`) from the pie source folder, or install pie with install.sh, or set ORT_DYLIB_PATH",
+            c.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        ))
+    })
+}
+
+/// Loads the library once per process.
+pub fn init() -> Result<RuntimeInfo> {
+    Ok(loaded()?.info.clone())
+}
+
+fn loaded() -> Result<&'static Loaded> {
+    RUNTIME.get_or_try_init(|| {
+        let path = find_library()?;
+        let builder = ort::init_from(&path).map_err(|e| {
+            Error::Unavailable(format!("cannot load the ONNX Runtime library {}: {e}", path.display()))
+        })?;
+        let env = builder
+            .with_name("pie")
+            .build()
+            .map_err(|e| Error::Unavailable(format!("cannot initialise ONNX Runtime ({}): {e}", path.display())))?;
+        let version = ort::info()
+            .split(',')
+            .find_map(|kv| kv.trim().strip_prefix("git-branch=rel-").map(str::to_string))
+            .unwrap_or_else(|| ORT_VERSION.to_string());
+        let has_cuda_ep = ep::CUDA::is_available().unwrap_or(false);
+        Ok(Loaded { env, info: RuntimeInfo { library: path, version, has_cuda_ep } })
+    })
+}
+
+/// Threads for one inference: all cores but one, so GIMP stays responsive.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).saturating_sub(1).max(1)
+}
+
+/// A session on the device that is really used, and why.
+pub struct Denoiser {
+    pub session: Session,
+    pub device: Device,
+    /// Set when `auto` fell back to the CPU: the reason, for the user.
+    pub note: Option<String>,
+}
+
+fn builder(threads: usize) -> Result<ort::session::builder::SessionBuilder> {
+    let env = &loaded()?.env;
+    let ie = |e: ort::Error| Error::internal(format!("ONNX Runtime session options: {e}"));
+    Session::builder(env)
+        .map_err(ie)?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(|e| ie(e.into()))?
+        .with_intra_threads(threads)
+        .map_err(|e| ie(e.into()))?
+        .with_inter_threads(1)
+        .map_err(|e| ie(e.into()))
+}
+
+/// Whether CUDA works here, and if not, why (without loading a model).
+pub fn probe_cuda() -> Result<std::result::Result<(), String>> {
+    let info = init()?;
+    if !info.has_cuda_ep {
+        return Ok(Err(format!(
+            "the ONNX Runtime library {} is a CPU-only build (use the CUDA build: `bash build/onnxruntime.sh cuda`)",
+            info.library.display()
+        )));
+    }
+    let b = builder(1)?;
+    match b.with_execution_providers([ep::CUDA::default().with_device_id(0).build().error_on_failure()]) {
+        Ok(_) => Ok(Ok(())),
+        Err(e) => Ok(Err(format!("the CUDA execution provider failed to start: {e}"))),
+    }
+}
+
+/// Opens the model on `device`. `Cuda` fails if CUDA cannot be used;
+/// `Auto` falls back to the CPU and says why in `note`.
+pub fn open(model: &Path, device: Device, threads: Option<usize>) -> Result<Denoiser> {
+    let threads = threads.unwrap_or_else(default_threads).max(1);
+    let mut b = builder(threads)?;
+    let mut used = Device::Cpu;
+    let mut note = None;
+    if device != Device::Cpu {
+        let why_not = match probe_cuda()? {
+            Err(why) => Some(why),
+            Ok(()) => {
+                // Nodes CUDA cannot run would silently go to the CPU; refuse that so "cuda" means CUDA.
+                let cuda = ep::CUDA::default().with_device_id(0).build().error_on_failure();
+                match b.with_execution_providers([cuda]) {
+                    Ok(nb) => match nb.with_config_entry("session.disable_cpu_ep_fallback", "1") {
+                        Ok(nb) => {
+                            used = Device::Cuda;
+                            b = nb;
+                            None
+                        }
+                        Err(e) => {
+                            let msg = format!("cannot configure CUDA: {e}");
+                            b = e.recover();
+                            Some(msg)
+                        }
+                    },
+                    Err(e) => {
+                        let msg = format!("the CUDA execution provider failed to start: {e}");
+                        b = e.recover();
+                        Some(msg)
+                    }
+                }
+            }
+        };
+        if let Some(why) = why_not {
+            if device == Device::Cuda {
+                return Err(Error::Unavailable(format!("--device cuda: CUDA cannot be used here: {why}")));
+            }
+            let mut said = FALLBACK_SAID.lock().unwrap_or_else(|p| p.into_inner());
+            if !*said {
+                note = Some(format!("running on the CPU: {why}"));
+                *said = true;
+            }
+        }
+    }
+    let session = b.commit_from_file(model).map_err(|e| {
+        if used == Device::Cuda && device == Device::Cuda {
+            Error::Unavailable(format!("--device cuda: cannot run {} on CUDA: {e}", model.display()))
+        } else {
+            Error::internal(format!("ONNX Runtime cannot load {}: {e}", model.display()))
+        }
+    })?;
+    Ok(Denoiser { session, device: used, note })
+}

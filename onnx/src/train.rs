@@ -1,0 +1,347 @@
+//! Launching the trainer (`python -m pie_trainer`) as an argument vector,
+//! reading its progress stream (schema/README.md, version 1), and stopping
+//! it cleanly with SIGINT when asked.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::library::Library;
+use crate::runtime::Device;
+use crate::{Error, Progress, Result};
+
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// A short run for trying things out (minutes, lower quality).
+    pub quick: bool,
+    pub steps: Option<u64>,
+    pub seed: Option<u64>,
+    pub device: Device,
+    /// Replace an existing concept of the same name.
+    pub force: bool,
+    /// Continue from the checkpoint a cancelled run left.
+    pub resume: bool,
+    /// Further trainer arguments, passed through as they are (e.g. `--resolution 32`).
+    pub extra_args: Vec<String>,
+}
+
+/// How the trainer was found, for `pie doctor` and error messages.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TrainerEnv {
+    pub python: PathBuf,
+    /// What chose it: PIE_TRAINER_PYTHON, install, build cache.
+    pub source: String,
+    pub pythonpath: Option<PathBuf>,
+}
+
+fn cache_dir() -> Option<PathBuf> {
+    std::env::var_os("PIE_CACHE")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/pie")))
+}
+
+/// `$PIE_TRAINER_PYTHON`, else the installed venv next to the executable,
+/// else a completed build-cache venv.
+pub fn find_trainer() -> Result<TrainerEnv> {
+    let pythonpath = std::env::var_os("PIE_TRAINER_PATH").filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(p) = std::env::var_os("PIE_TRAINER_PYTHON").filter(|v| !v.is_empty()) {
+        let p = PathBuf::from(p);
+        if !p.is_file() {
+            return Err(Error::Unavailable(format!("PIE_TRAINER_PYTHON is {}, which is not a file", p.display())));
+        }
+        return Ok(TrainerEnv { python: p, source: "PIE_TRAINER_PYTHON".into(), pythonpath });
+    }
+    let mut tried = Vec::new();
+    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+        let p = dir.join("../lib/pie/venv/bin/python");
+        if p.is_file() {
+            return Ok(TrainerEnv { python: p, source: "installed".into(), pythonpath });
+        }
+        tried.push(p.display().to_string());
+    }
+    if let Some(cache) = cache_dir() {
+        let mut venvs: Vec<PathBuf> = std::fs::read_dir(&cache)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.file_name().is_some_and(|n| {
+                            let n = n.to_string_lossy();
+                            n.starts_with("venv-") && !n.ends_with(".partial")
+                        }) && p.join(".complete").exists()
+                            && p.join("bin/python").is_file()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        // Newest first, so a rebuilt environment wins over an old one.
+        venvs.sort_by_key(|p| std::cmp::Reverse(std::fs::metadata(p).and_then(|m| m.modified()).ok()));
+        if let Some(v) = venvs.first() {
+            return Ok(TrainerEnv { python: v.join("bin/python"), source: "build cache".into(), pythonpath });
+        }
+        tried.push(cache.join("venv-*/bin/python").display().to_string());
+    }
+    Err(Error::Unavailable(format!(
+        "the trainer's Python environment was not found (looked at: {}). Run `bash build/trainer-env.sh` from the pie \
+         source folder, or install pie with install.sh, or set PIE_TRAINER_PYTHON",
+        tried.join(", ")
+    )))
+}
+
+/// Learns a scene (Stage I) from `image` as concept `name`; returns the bundle folder.
+pub fn learn_scene(lib: &Library, image: &Path, name: &str, opts: &TrainOptions, progress: &mut dyn Progress) -> Result<PathBuf> {
+    check_new(lib, name, opts)?;
+    check_image(image)?;
+    let mut args: Vec<String> = vec!["scene".into(), path_arg(image)?, "--name".into(), name.into()];
+    args.extend(common_args(lib, opts)?);
+    run(lib, name, &args, progress)
+}
+
+/// Learns a subject (Stage II) on top of scene `scene`; `mask` marks the subject in `image`.
+pub fn learn_subject(
+    lib: &Library,
+    image: &Path,
+    scene: &str,
+    name: &str,
+    mask: Option<&Path>,
+    opts: &TrainOptions,
+    progress: &mut dyn Progress,
+) -> Result<PathBuf> {
+    check_new(lib, name, opts)?;
+    check_image(image)?;
+    if name == scene {
+        return Err(Error::bad(format!("the subject needs its own name, not the scene's ({scene:?})")));
+    }
+    let sb = lib.load(scene)?;
+    if sb.manifest.stage != 1 {
+        return Err(Error::bad(format!("{scene:?} is a subject, not a scene: learn the subject on a scene concept")));
+    }
+    let mut args: Vec<String> = vec!["subject".into(), path_arg(image)?, "--scene".into(), scene.into(), "--name".into(), name.into()];
+    if let Some(m) = mask {
+        check_image(m)?;
+        args.push("--mask".into());
+        args.push(path_arg(m)?);
+    }
+    args.extend(common_args(lib, opts)?);
+    run(lib, name, &args, progress)
+}
+
+fn check_new(lib: &Library, name: &str, opts: &TrainOptions) -> Result<()> {
+    lib.concept_dir(name)?;
+    if lib.contains(name) && !opts.force && !opts.resume {
+        return Err(Error::bad(format!("a concept named {name:?} already exists: pick another name, or pass --force to replace it")));
+    }
+    Ok(())
+}
+
+fn check_image(p: &Path) -> Result<()> {
+    std::fs::File::open(p).map(|_| ()).map_err(|e| Error::io("cannot read", p, e))
+}
+
+fn path_arg(p: &Path) -> Result<String> {
+    // Absolute, so the trainer's working folder does not matter; a leading '-'
+    // could otherwise be read as an option.
+    let abs = std::path::absolute(p).map_err(|e| Error::io("bad path", p, e))?;
+    abs.to_str().map(str::to_string).ok_or_else(|| Error::bad(format!("{} is not a UTF-8 path", p.display())))
+}
+
+fn common_args(lib: &Library, o: &TrainOptions) -> Result<Vec<String>> {
+    let mut a = vec!["--library".to_string(), path_arg(lib.path())?];
+    if o.quick {
+        a.push("--quick".into());
+    }
+    if let Some(s) = o.steps {
+        a.extend(["--steps".into(), s.to_string()]);
+    }
+    if let Some(s) = o.seed {
+        a.extend(["--seed".into(), s.to_string()]);
+    }
+    a.extend(["--device".into(), o.device.to_string()]);
+    if o.force {
+        a.push("--force".into());
+    }
+    if o.resume {
+        a.push("--resume".into());
+    }
+    a.extend(o.extra_args.iter().cloned());
+    Ok(a)
+}
+
+enum Msg {
+    Line(String),
+    Eof,
+}
+
+fn run(lib: &Library, name: &str, args: &[String], progress: &mut dyn Progress) -> Result<PathBuf> {
+    let env = find_trainer()?;
+    std::fs::create_dir_all(lib.path()).map_err(|e| Error::io("cannot create the concept library", lib.path(), e))?;
+    let mut cmd = Command::new(&env.python);
+    cmd.arg("-m").arg("pie_trainer").args(args);
+    if let Some(pp) = &env.pythonpath {
+        let mut v = std::ffi::OsString::from(pp.as_os_str());
+        if let Some(old) = std::env::var_os("PYTHONPATH").filter(|o| !o.is_empty()) {
+            v.push(":");
+            v.push(old);
+        }
+        cmd.env("PYTHONPATH", v);
+    }
+    cmd.env("PYTHONUNBUFFERED", "1").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    {
+        use std::os::unix::process::CommandExt;
+        // Its own process group: a terminal's Ctrl-C reaches only pie, which
+        // then sends exactly one SIGINT, so the trainer can checkpoint in peace.
+        cmd.process_group(0);
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::Unavailable(format!("cannot start the trainer {}: {e}", env.python.display())))?;
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take();
+    let reader = std::thread::spawn(move || {
+        if let Some(out) = stdout {
+            for line in BufReader::new(out).lines() {
+                match line {
+                    Ok(l) => {
+                        if tx.send(Msg::Line(l)).is_err() {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        let _ = tx.send(Msg::Eof);
+    });
+    let stderr = child.stderr.take();
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut e) = stderr {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    });
+
+    let mut sent_sigint = false;
+    let mut done_bundle: Option<PathBuf> = None;
+    let mut error_msg: Option<(String, String)> = None;
+    let mut stage = 0u64;
+    loop {
+        if progress.cancelled() && !sent_sigint {
+            // SAFETY: kill(2) on our own child's pid; the child is not yet reaped, so the pid is still ours.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGINT);
+            }
+            sent_sigint = true;
+            progress.update(-1.0, "stopping the trainer (saving a checkpoint)");
+        }
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(Msg::Line(l)) => {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(&l) else { continue };
+                let get = |k: &str| v.get(k).and_then(|x| x.as_f64());
+                match v.get("event").and_then(|e| e.as_str()).unwrap_or("") {
+                    "start" => {
+                        stage = v.get("stage").and_then(|s| s.as_u64()).unwrap_or(0);
+                        let dev = v.get("device").and_then(|s| s.as_str()).unwrap_or("?");
+                        progress.update(0.0, &format!("stage {stage}: training on {dev}"));
+                    }
+                    "progress" => {
+                        let (step, total) = (get("step").unwrap_or(0.0), get("total").unwrap_or(0.0));
+                        let frac = if total > 0.0 { step / total } else { 0.0 };
+                        let mut text = format!("stage {stage}: step {step}/{total}");
+                        if let Some(l) = get("loss") {
+                            text.push_str(&format!(", loss {l:.4}"));
+                        }
+                        if let Some(e) = get("eta_s") {
+                            text.push_str(&format!(", {}s left", e.round()));
+                        }
+                        progress.update(frac.clamp(0.0, 1.0), &text);
+                    }
+                    "phase" => {
+                        let ph = v.get("message").or(v.get("phase")).and_then(|s| s.as_str()).unwrap_or("");
+                        progress.update(-1.0, ph);
+                    }
+                    "preview" => {
+                        if let Some(p) = v.get("path").and_then(|s| s.as_str()) {
+                            progress.update(-1.0, &format!("preview: {p}"));
+                        }
+                    }
+                    "done" => {
+                        done_bundle = v.get("bundle").and_then(|s| s.as_str()).map(PathBuf::from);
+                        progress.update(1.0, "done");
+                    }
+                    "error" => {
+                        let k = v.get("kind").and_then(|s| s.as_str()).unwrap_or("internal").to_string();
+                        let m = v.get("message").and_then(|s| s.as_str()).unwrap_or("").to_string();
+                        error_msg = Some((k, m));
+                    }
+                    _ => {}
+                }
+            }
+            Ok(Msg::Eof) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+    }
+    let status = child.wait().map_err(|e| Error::internal(format!("waiting for the trainer: {e}")))?;
+    let _ = reader.join();
+    let stderr = err_reader.join().unwrap_or_default();
+    let tail: String = {
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        lines[lines.len().saturating_sub(8)..].join("\n")
+    };
+    let msg = |fallback: &str| -> String {
+        match &error_msg {
+            Some((_, m)) if !m.is_empty() => m.clone(),
+            _ if !tail.is_empty() => format!("{fallback}:\n{tail}"),
+            _ => fallback.to_string(),
+        }
+    };
+    match status.code() {
+        Some(0) => {
+            let dir = done_bundle.unwrap_or_else(|| lib.path().join(name));
+            if !dir.join("bundle.json").is_file() {
+                return Err(Error::internal(format!("the trainer finished but wrote no bundle at {}", dir.display())));
+            }
+            Ok(dir)
+        }
+        Some(2) => Err(Error::BadInput(msg("the trainer refused its input"))),
+        Some(3) => Err(Error::Cancelled),
+        None if sent_sigint => Err(Error::Cancelled),
+        _ if sent_sigint => Err(Error::Cancelled),
+        code => {
+            if stderr.contains("No module named pie_trainer") || stderr.contains("No module named 'torch'") {
+                return Err(Error::Unavailable(format!(
+                    "the trainer's Python environment ({}) lacks pie_trainer or torch: run `bash build/trainer-env.sh` or set PIE_TRAINER_PATH",
+                    env.python.display()
+                )));
+            }
+            Err(Error::internal(msg(&format!("the trainer failed (exit status {code:?})"))))
+        }
+    }
+}
+
+/// Finds the trainer and checks it imports; returns what it reports.
+pub fn check_trainer() -> Result<(TrainerEnv, String)> {
+    let env = find_trainer()?;
+    let mut cmd = Command::new(&env.python);
+    cmd.args(["-c", "import torch, pie_trainer; print('torch', torch.__version__, '| cuda', torch.cuda.is_available())"]);
+    if let Some(pp) = &env.pythonpath {
+        cmd.env("PYTHONPATH", pp);
+    }
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::Unavailable(format!("cannot run {}: {e}", env.python.display())))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.lines().last().unwrap_or("").to_string();
+        return Err(Error::Unavailable(format!(
+            "{} cannot import the trainer ({last}); run `bash build/trainer-env.sh` or set PIE_TRAINER_PATH",
+            env.python.display()
+        )));
+    }
+    Ok((env, String::from_utf8_lossy(&out.stdout).trim().to_string()))
+}
