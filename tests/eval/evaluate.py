@@ -34,7 +34,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import shlex
 import shutil
 import subprocess
@@ -51,7 +50,9 @@ from PIL import Image, ImageDraw, ImageFont
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT / "bench"))
 import scores  # noqa: E402
+from common import machine, pie_env, run_monitored  # noqa: E402  (bench/common.py)
 
 METHODS = ("naive", "poisson", "pie")
 
@@ -236,21 +237,20 @@ class Pie:
     log: Path | None = None
     nice: int = 0
 
-    def _run(self, args: list[str], what: str) -> float:
-        cmd = [str(self.binary), *args]
+    def _run(self, args: list[str], what: str) -> dict:
+        """Runs `pie --json ARGS`; returns wall time and the peak memory of pie and its trainer."""
+        cmd = [str(self.binary), "--json", *args]
         if self.nice:
             cmd = ["nice", "-n", str(self.nice), *cmd]
         print(f"  $ {shlex.join(cmd)}", flush=True)
-        t0 = time.perf_counter()
         with open(self.log or os.devnull, "a") as log:
             log.write(f"\n$ {shlex.join(cmd)}\n")
             log.flush()
-            p = subprocess.run(cmd, env=self.env, stdout=log, stderr=subprocess.PIPE, text=True)
-            log.write(p.stderr)
-        wall = time.perf_counter() - t0
-        if p.returncode != 0:
-            raise RuntimeError(f"{what} failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
-        return wall
+            r = run_monitored(cmd, env=self.env, log=log)
+        if r.rc != 0:
+            raise RuntimeError(f"{what} failed (exit {r.rc}):\n{r.stderr[-3000:]}")
+        print(f"    {r.wall_s:.1f} s, peak {r.peak_rss_mb:.0f} MB", flush=True)
+        return {"wall_s": round(r.wall_s, 2), "peak_rss_mb": round(r.peak_rss_mb, 1)}
 
     def _quick(self) -> list[str]:
         return ["--quick"] if self.preset == "quick" else []
@@ -258,14 +258,14 @@ class Pie:
     def has(self, name: str) -> bool:
         return (self.library / name / "bundle.json").is_file()
 
-    def learn_scene(self, image: Path, name: str) -> float | None:
+    def learn_scene(self, image: Path, name: str) -> dict | None:
         if self.reuse and self.has(name):
             print(f"  (reusing the concept {name})")
             return None
         return self._run(["learn-scene", str(image), "--name", name, "--library", str(self.library), "--force",
                           *self._quick(), *self.scene_args], f"pie learn-scene {name}")
 
-    def learn_subject(self, image: Path, mask: Path, scene: str, name: str) -> float | None:
+    def learn_subject(self, image: Path, mask: Path, scene: str, name: str) -> dict | None:
         if self.reuse and self.has(name):
             print(f"  (reusing the concept {name})")
             return None
@@ -273,27 +273,10 @@ class Pie:
                           "--library", str(self.library), "--force", *self._quick(), *self.subject_args],
                          f"pie learn-subject {name}")
 
-    def add(self, image: Path, selection: Path, concept: str, out: Path, seed: int) -> float:
+    def add(self, image: Path, selection: Path, concept: str, out: Path, seed: int) -> dict:
         return self._run(["add", str(image), "--selection", str(selection), "--concept", concept,
                           "--library", str(self.library), "--seed", str(seed), "--out", str(out), *self.add_args],
                          f"pie add {concept}")
-
-
-def sh(cmd: str) -> str:
-    p = subprocess.run(["bash", "-c", cmd], cwd=ROOT, capture_output=True, text=True)
-    if p.returncode != 0:
-        raise RuntimeError(f"{cmd} failed: {p.stderr[-2000:]}")
-    return p.stdout.strip().splitlines()[-1]
-
-
-def pie_env(args: argparse.Namespace, library: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["ORT_DYLIB_PATH"] = args.ort_dylib or env.get("ORT_DYLIB_PATH") or sh("bash build/onnxruntime.sh cpu")
-    env["PIE_TRAINER_PYTHON"] = (args.trainer_python or env.get("PIE_TRAINER_PYTHON")
-                                 or sh("bash build/trainer-env.sh"))
-    env["PIE_TRAINER_PATH"] = str(args.trainer_path)
-    env["PIE_HOME"] = str(library)
-    return env
 
 
 # --------------------------------------------------------------------------- sheets
@@ -349,24 +332,6 @@ def score_all(result: np.ndarray, scene: np.ndarray, sel: np.ndarray, reference:
         "harmonization": scores.harmonization(result, sel, rim=rim),
         "fidelity": scores.subject_fidelity(result, reference, placement),
     }
-
-
-def machine() -> str:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = ""
-    try:
-        kb = int(Path("/proc/meminfo").read_text().split()[1])
-        mem = f", {kb / 2**20:.0f} GiB"
-    except (OSError, ValueError, IndexError):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores{mem}, {platform.system()} {platform.release()}"
 
 
 def git_commit() -> str:
@@ -496,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
             tmp_lib = tempfile.mkdtemp(prefix="pie-eval-lib.")
             library = Path(tmp_lib)
         library.mkdir(parents=True, exist_ok=True)
-        pie = Pie(args.pie.resolve(), library.resolve(), args.preset, pie_env(args, library.resolve()),
+        pie = Pie(args.pie.resolve(), library.resolve(), args.preset, pie_env(library.resolve(), args.ort_dylib, args.trainer_python, args.trainer_path),
                   add_args=shlex.split(args.add_args), scene_args=shlex.split(args.scene_args),
                   subject_args=shlex.split(args.subject_args), reuse=args.reuse, log=(out / "pie.log").resolve(),
                   nice=args.nice)
@@ -541,24 +506,24 @@ def main(argv: list[str] | None = None) -> int:
             placement = (alpha >= 0.5).astype(np.uint8) * 255
             reference = naive_paste(scene, colour, alpha)
             results: dict[str, np.ndarray] = {}
-            timings: dict[str, float | None] = {}
+            timings: dict[str, object] = {}
             errors: dict[str, str] = {}
             if "naive" in methods:
                 results["naive"] = reference
             if "poisson" in methods:
                 t0 = time.perf_counter()
                 results["poisson"] = poisson_blend(scene, colour, placement, args.poisson_mode)
-                timings["poisson_s"] = time.perf_counter() - t0
+                timings["poisson"] = {"wall_s": round(time.perf_counter() - t0, 4)}
             if pie is not None:
                 stem = pair.name.replace("+", "-").replace("_", "-")
                 scene_name = f"eval-{pair.scene.stem if pair.scene else pair.skimage_scene}".replace("_", "-")
                 subj_name = f"eval-{stem}"
                 try:
-                    timings["learn_scene_s"] = pie.learn_scene(scene_png.resolve(), scene_name)
-                    timings["learn_subject_s"] = pie.learn_subject(subj_png.resolve(), mask_png.resolve(),
+                    timings["learn_scene"] = pie.learn_scene(scene_png.resolve(), scene_name)
+                    timings["learn_subject"] = pie.learn_subject(subj_png.resolve(), mask_png.resolve(),
                                                                     scene_name, subj_name)
                     pie_png = pw / "pie.png"
-                    timings["add_s"] = pie.add(scene_png.resolve(), sel_png.resolve(), subj_name, pie_png.resolve(),
+                    timings["add"] = pie.add(scene_png.resolve(), sel_png.resolve(), subj_name, pie_png.resolve(),
                                                args.seed)
                     results["pie"] = load_rgb(pie_png)
                 except RuntimeError as e:

@@ -1,0 +1,300 @@
+#!/usr/bin/env python3
+"""Add with the engine (`pie add`, ONNX Runtime) against the same bundle sampled by PyTorch.
+
+Run with the trainer's python (it has torch and the pie_trainer package):
+
+  PYTHONPATH=trainer $(bash build/trainer-env.sh) bench/add_vs_torch.py \\
+      --library LIB --concept SUBJECT --image scene.png --selection selection.png
+
+Three samplers, alternated --repeat times in this one process so that the
+figures share the machine's load:
+
+- engine: `pie --json add --threads T --steps S --strength F --guidance G --seed N`;
+  its own `seconds` (session creation + preparation + sampling + blending, no
+  image decoding/encoding) and the process's wall time;
+- torch-masked: pie_trainer's TinyUNet with the bundle's weights.pt, the same
+  masked DDIM loop as the engine (onnx/src/add.rs: the same working size, timesteps,
+  batch of 3 tokens subject/scene/null, guidance, known pixels re-imposed every
+  step), torch.set_num_threads(T), fp32 like the trainer's sampler; timed from
+  loading the weights to the blended crop, like the engine's `seconds`;
+- trainer-cli: the trainer's own reference sampler, `python -m pie_trainer sample
+  --bundle B --token SUBJECT --count 1 --steps K --height H --width W`, at the
+  engine's working size and number of denoiser steps (it runs a batch of 2 per
+  step, cond + null, from pure noise; its wall time includes importing torch).
+
+Prints a table of medians and the speed-ups; never asserts on time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+from common import load, machine, pie_env  # noqa: E402
+
+
+# --- mirrors of the engine's plan (onnx/src/plan.rs) and timesteps (onnx/src/schedule.rs)
+
+def plan(img_w: int, img_h: int, sel: tuple[int, int, int, int], model: dict) -> dict:
+    """onnx/src/plan.rs::plan: the crop around the selection and its working size."""
+    short = max(min(img_w, img_h), 1)
+    scale = min(model["scene_short_side"] / short, 1.0)
+    sx, sy, sw0, sh0 = sel
+    sw, sh = sw0 * scale, sh0 * scale
+    mult = max(model.get("size_multiple", 4), 1)
+    min_size = max(model.get("min_size", 16), mult)
+    iw, ih = img_w * scale, img_h * scale
+    margin = max(16.0, max(sw, sh) / 2.0)
+
+    def span(pos: float, length: float, full: float) -> tuple[float, float]:
+        need = max(length + 2 * margin, float(min_size))
+        a = pos - (need - length) / 2
+        b = a + need
+        if a < 0:
+            b -= a
+            a = 0.0
+        if b > full:
+            a = max(a - (b - full), 0.0)
+            b = full
+        return a, b
+
+    def to_img(a: float, b: float, full: int) -> tuple[int, int]:
+        a2 = min(math.floor(a / scale), full - 1)
+        b2 = min(max(math.ceil(b / scale), a2 + 1), full)
+        return a2, b2
+
+    wx0, wx1 = span(sx * scale, sw, iw)
+    wy0, wy1 = span(sy * scale, sh, ih)
+    x0, x1 = to_img(wx0, wx1, img_w)
+    y0, y1 = to_img(wy0, wy1, img_h)
+
+    def work(length: int) -> int:
+        v = length * scale / mult
+        return max(max(round(v), 1) * mult, -(-min_size // mult) * mult)
+
+    return {"crop": (x0, y0, x1 - x0, y1 - y0), "work_w": work(x1 - x0), "work_h": work(y1 - y0), "scale": scale}
+
+
+def timesteps(n_train: int, steps: int, strength: float) -> list[int]:
+    """onnx/src/schedule.rs::timesteps."""
+    last = n_train - 1
+    t_start = min(round(min(max(strength, 0.0), 1.0) * last), last)
+    ts = []
+    for k in range(steps, 0, -1):
+        t = round(t_start * k / steps)
+        if not ts or ts[-1] != t:
+            ts.append(t)
+    return ts or [0]
+
+
+def bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+    ys, xs = np.nonzero(mask)
+    return int(xs.min()), int(ys.min()), int(xs.max() + 1 - xs.min()), int(ys.max() + 1 - ys.min())
+
+
+# --- the PyTorch twin of the engine's Add
+
+def torch_add(bundle: Path, scene: np.ndarray, sel: np.ndarray, steps: int, strength: float, guidance: float,
+              seed: int, threads: int, bf16: bool = False) -> dict:
+    import torch
+    from pie_trainer.checkpoint import load_weights
+    from pie_trainer.diffusion import Schedule
+
+    t0 = time.perf_counter()
+    torch.set_num_threads(threads)
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    model, _info = load_weights(bundle / "weights.pt")
+    t_loaded = time.perf_counter()
+    H, W = sel.shape
+    p = plan(W, H, bbox(sel > 0), manifest["model"])
+    cx, cy, cw, ch = p["crop"]
+    w, h = p["work_w"], p["work_h"]
+    crop = Image.fromarray(scene[cy:cy + ch, cx:cx + cw])
+    known = torch.from_numpy(np.asarray(crop.resize((w, h), Image.BILINEAR), np.float32) / 127.5 - 1.0)
+    known = known.permute(2, 0, 1).contiguous()
+    m = np.asarray(Image.fromarray(sel[cy:cy + ch, cx:cx + cw]).resize((w, h), Image.BILINEAR), np.float32) / 255.0
+    m = torch.from_numpy(m)
+    comp = known.clone()
+    subj_png = bundle / manifest.get("subject", {}).get("file", "subject.png") if isinstance(
+        manifest.get("subject"), dict) else bundle / "subject.png"
+    place = torch.zeros_like(m)
+    if subj_png.is_file():  # the subject scaled to fit the selection's bounds, as the engine does
+        s = Image.open(subj_png).convert("RGBA")
+        a = np.asarray(s)[..., 3]
+        bx, by, bw, bh = bbox(a > 0)
+        sx, sy, sw, sh = bbox(np.asarray(m) > 0.5)
+        fit = min(sw / bw, sh / bh)
+        pw, ph = max(1, round(bw * fit)), max(1, round(bh * fit))
+        r = np.asarray(s.crop((bx, by, bx + bw, by + bh)).resize((pw, ph), Image.BILINEAR), np.float32) / 255.0
+        ox, oy = round(sx + (sw - pw) / 2), round(sy + (sh - ph) / 2)
+        pm = torch.zeros_like(m)
+        pm[oy:oy + ph, ox:ox + pw] = torch.from_numpy(r[..., 3])[: h - oy, : w - ox]
+        pc = torch.zeros_like(known)
+        pc[:, oy:oy + ph, ox:ox + pw] = torch.from_numpy(r[..., :3] * 2 - 1).permute(2, 0, 1)[:, : h - oy, : w - ox]
+        place = (pm * m).clamp(0, 1)
+        comp = place * pc + (1 - place) * comp
+    radius = max(1, math.ceil(min(w, h) / 64))
+    subj = torch.nn.functional.avg_pool2d(place[None, None], 2 * radius + 1, 1, radius, count_include_pad=False)[0, 0]
+
+    tokens_info = manifest["tokens"]
+    by_role = {c["role"]: int(c["id"]) for c in tokens_info["concepts"]}
+    null = int(tokens_info["null"])
+    toks = [by_role["subject"], by_role["scene"], null] if "subject" in by_role and manifest["stage"] == 2 \
+        else [by_role["scene"], null]
+    tokens = torch.tensor(toks, dtype=torch.int64)
+    sch = manifest["schedule"]
+    schedule = Schedule(num_train_timesteps=int(sch["num_train_timesteps"]), beta_start=float(sch["beta_start"]),
+                        beta_end=float(sch["beta_end"]), beta_schedule=str(sch["beta_schedule"]))
+    acp = schedule.alphas_cumprod()
+    ts = timesteps(schedule.num_train_timesteps, steps, strength)
+    gen = torch.Generator().manual_seed(seed)
+    a0 = float(acp[ts[0]])
+    x = math.sqrt(a0) * comp + math.sqrt(1 - a0) * torch.randn(comp.shape, generator=gen)
+    nb = len(toks)
+    t_loop = time.perf_counter()
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else torch.autocast("cpu", enabled=False)
+    with torch.inference_mode(), ctx:
+        for i, t in enumerate(ts):
+            out = model(x[None].expand(nb, -1, -1, -1), torch.full((nb,), t, dtype=torch.int64), tokens).float()
+            if nb == 3:
+                c = subj * out[0] + (1 - subj) * out[1]
+                eps = out[2] + guidance * (c - out[2])
+            else:
+                eps = out[1] + guidance * (out[0] - out[1])
+            at = float(acp[t])
+            ap = float(acp[ts[i + 1]]) if i + 1 < len(ts) else 1.0
+            x0 = ((x - math.sqrt(1 - at) * eps) / math.sqrt(at)).clamp(-1, 1)
+            e = (x - math.sqrt(at) * x0) / math.sqrt(1 - at)
+            x = math.sqrt(ap) * x0 + math.sqrt(1 - ap) * e
+            kn = math.sqrt(ap) * known + (math.sqrt(1 - ap) * torch.randn(known.shape, generator=gen)
+                                          if i + 1 < len(ts) else 0)
+            x = m * x + (1 - m) * kn
+    t_end_loop = time.perf_counter()
+    res = ((x + 1) * 127.5).clamp(0, 255).round().byte().permute(1, 2, 0).numpy()
+    res = np.asarray(Image.fromarray(res).resize((cw, ch), Image.BILINEAR), np.float32)
+    mc = sel[cy:cy + ch, cx:cx + cw, None].astype(np.float32) / 255.0
+    out_img = scene.copy()
+    out_img[cy:cy + ch, cx:cx + cw] = (mc * res + (1 - mc) * scene[cy:cy + ch, cx:cx + cw]).round().astype(np.uint8)
+    t_end = time.perf_counter()
+    return {"total_s": t_end - t0, "load_s": t_loaded - t0, "loop_s": t_end_loop - t_loop, "steps": len(ts),
+            "work": (w, h), "image": out_img}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--library", type=Path, required=True, help="concept library holding --concept")
+    ap.add_argument("--concept", required=True, help="a subject (Stage II) or scene concept")
+    ap.add_argument("--image", type=Path, required=True, help="scene image")
+    ap.add_argument("--selection", type=Path, required=True, help="selection mask (same size)")
+    ap.add_argument("--pie", type=Path, default=ROOT / "target/release/pie")
+    ap.add_argument("--steps", type=int, default=50, help="engine --steps (default 50)")
+    ap.add_argument("--strength", type=float, default=0.7, help="engine --strength (default 0.7)")
+    ap.add_argument("--guidance", type=float, default=3.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="threads for both (default 1, the engine's default here)")
+    ap.add_argument("--repeat", type=int, default=3, help="alternated runs of each sampler (default 3)")
+    ap.add_argument("--no-trainer-cli", action="store_true", help="leave out `python -m pie_trainer sample`")
+    ap.add_argument("--bf16", action="store_true", help="also time torch-masked under bf16 autocast")
+    ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    args = ap.parse_args()
+
+    bundle = args.library / args.concept
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    scene = np.asarray(Image.open(args.image).convert("RGB"))
+    sel = np.asarray(Image.open(args.selection).convert("L"))
+    env = pie_env(args.library.resolve())
+    tmp = Path(tempfile.mkdtemp(prefix="pie-bench."))
+    engine_cmd = [str(args.pie), "--json", "--library", str(args.library), "add", str(args.image), "--selection",
+                  str(args.selection), "--concept", args.concept, "--steps", str(args.steps), "--strength",
+                  str(args.strength), "--guidance", str(args.guidance), "--seed", str(args.seed), "--threads",
+                  str(args.threads), "--device", "cpu", "--out", str(tmp / "engine.png")]
+    p = plan(scene.shape[1], scene.shape[0], bbox(sel > 0), manifest["model"])
+    ts = timesteps(int(manifest["schedule"]["num_train_timesteps"]), args.steps, args.strength)
+    token = next((c["identifier"] for c in manifest["tokens"]["concepts"] if c["role"] == "subject"),
+                 manifest["tokens"]["concepts"][0]["identifier"])
+    trainer_cmd = [sys.executable, "-m", "pie_trainer", "sample", "--bundle", str(bundle), "--token", token,
+                   "--count", "1", "--steps", str(len(ts)), "--guidance", str(args.guidance), "--seed",
+                   str(args.seed), "--height", str(p["work_h"]), "--width", str(p["work_w"]), "--threads",
+                   str(args.threads), "--device", "cpu", "--out", str(tmp / "trainer.png")]
+    tenv = dict(os.environ, PYTHONPATH=str(ROOT / "trainer"))
+    print(f"# add_vs_torch: {args.concept} ({manifest['stage'] == 2 and 'subject' or 'scene'}), image "
+          f"{scene.shape[1]}x{scene.shape[0]}, crop {p['crop']}, working size {p['work_w']}x{p['work_h']}, "
+          f"{len(ts)} denoiser steps (steps {args.steps}, strength {args.strength}), threads {args.threads}")
+    print(f"# {machine()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {load()}")
+    print(f"# engine: {' '.join(engine_cmd)}")
+    if not args.no_trainer_cli:
+        print(f"# trainer-cli: {' '.join(trainer_cmd)}")
+    rec: dict[str, list[float]] = {k: [] for k in ("engine_s", "engine_wall_s", "torch_s", "torch_loop_s",
+                                                   "torch_bf16_s", "trainer_cli_wall_s")}
+    for r in range(args.repeat):
+        t0 = time.perf_counter()
+        e = subprocess.run(engine_cmd, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if e.returncode != 0:
+            print(e.stderr, file=sys.stderr)
+            return 1
+        done = [json.loads(line) for line in e.stdout.splitlines() if '"done"' in line][-1]
+        rec["engine_s"].append(float(done["seconds"]))
+        rec["engine_wall_s"].append(wall)
+        t = torch_add(bundle, scene, sel, args.steps, args.strength, args.guidance, args.seed, args.threads)
+        rec["torch_s"].append(t["total_s"])
+        rec["torch_loop_s"].append(t["loop_s"])
+        assert t["work"] == (p["work_w"], p["work_h"]) and t["steps"] == len(ts)
+        if args.bf16:
+            rec["torch_bf16_s"].append(torch_add(bundle, scene, sel, args.steps, args.strength, args.guidance,
+                                                 args.seed, args.threads, bf16=True)["total_s"])
+        if not args.no_trainer_cli:
+            t0 = time.perf_counter()
+            c = subprocess.run(trainer_cmd, env=tenv, capture_output=True, text=True)
+            if c.returncode != 0:
+                print(c.stderr[-2000:], file=sys.stderr)
+                return 1
+            rec["trainer_cli_wall_s"].append(time.perf_counter() - t0)
+        print(f"  run {r + 1}: engine {rec['engine_s'][-1]:.2f} s (wall {wall:.2f}), torch-masked "
+              f"{rec['torch_s'][-1]:.2f} s (loop {rec['torch_loop_s'][-1]:.2f})"
+              + (f", trainer-cli wall {rec['trainer_cli_wall_s'][-1]:.2f} s" if rec["trainer_cli_wall_s"] else "")
+              + f"; {load()}", flush=True)
+        if r == 0:
+            Image.fromarray(t["image"]).save(tmp / "torch.png")
+    med = {k: statistics.median(v) for k, v in rec.items() if v}
+    print()
+    print("| sampler | what is timed | median s |")
+    print("|---|---|---:|")
+    print(f"| engine (ONNX Runtime) | pie add's own seconds: session + prep + {len(ts)} steps x batch 3 + blend | "
+          f"{med['engine_s']:.2f} |")
+    print(f"| engine, process | `pie add` wall: + start, image decode/encode | {med['engine_wall_s']:.2f} |")
+    print(f"| PyTorch, same masked loop | load weights + prep + {len(ts)} steps x batch 3 + blend (fp32) | "
+          f"{med['torch_s']:.2f} |")
+    print(f"| PyTorch, loop only | the {len(ts)} steps | {med['torch_loop_s']:.2f} |")
+    if "torch_bf16_s" in med:
+        print(f"| PyTorch bf16 autocast | as above, bf16 | {med['torch_bf16_s']:.2f} |")
+    if "trainer_cli_wall_s" in med:
+        print(f"| `python -m pie_trainer sample` | process wall: import torch + {len(ts)} steps x batch 2 | "
+              f"{med['trainer_cli_wall_s']:.2f} |")
+    print()
+    print(f"speed-up, same work (PyTorch masked / engine): {med['torch_s'] / med['engine_s']:.2f}x (goal >= 1.3x)")
+    if "trainer_cli_wall_s" in med:
+        print(f"speed-up, process wall (trainer sample CLI / pie add): "
+              f"{med['trainer_cli_wall_s'] / med['engine_wall_s']:.2f}x")
+    if args.out:
+        args.out.write_text(json.dumps({"medians": med, "runs": rec, "work": [p["work_w"], p["work_h"]],
+                                        "steps": len(ts), "threads": args.threads, "machine": machine()}, indent=2))
+    print(f"# images: {tmp}/engine.png, {tmp}/torch.png" + ("" if args.no_trainer_cli else f", {tmp}/trainer.png"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
