@@ -96,9 +96,13 @@ case "${1:-create}" in
   create) create; echo "$ROOT" ;;
   run)
     shift; create
+    # The lock only guards creating the chroot: let several runs (a build and
+    # a test, two tests) share the finished one.
+    [ -n "${PIE_LOCK_FD:-}" ] && exec {PIE_LOCK_FD}>&-
     mount_all
-    bind "$HOME/.cargo" "$ROOT/root/.cargo"
-    bind "$HOME/.rustup" "$ROOT/root/.rustup"
+    # CARGO_HOME/RUSTUP_HOME first: a caller may run with a throwaway HOME.
+    bind "${CARGO_HOME:-$HOME/.cargo}" "$ROOT/root/.cargo"
+    bind "${RUSTUP_HOME:-$HOME/.rustup}" "$ROOT/root/.rustup"
     # Always re-bind the clone: a mount left by another clone would run stale code.
     mountpoint -q "$ROOT/pie" && umount -l "$ROOT/pie"
     bind "$PIE_ROOT" "$ROOT/pie"

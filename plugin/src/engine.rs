@@ -1,0 +1,154 @@
+//! The plug-in's only door to the pie engine (the `pie-engine` crate, lib
+//! `pie`): the library listing, Add, Learn Scene and Learn Subject. Thin
+//! calls; the plug-in holds no image processing of its own, so the same
+//! inputs and seed give the same pixels as the `pie` command line.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use image::{DynamicImage, GrayImage};
+
+use crate::failure::{Failure, Outcome};
+use crate::pixels::Rect;
+use crate::progress::GimpProgress;
+
+/// A concept of the library, for the dialogs' lists and error messages.
+pub struct Concept {
+    pub name: String,
+    /// 1 scene, 2 subject, 0 unreadable.
+    pub stage: u8,
+    pub parent: Option<String>,
+}
+
+pub struct Listing {
+    pub path: PathBuf,
+    pub concepts: Vec<Concept>,
+}
+
+impl From<pie::Error> for Failure {
+    fn from(e: pie::Error) -> Failure {
+        match e.kind() {
+            pie::ErrorKind::Cancelled => Failure::Cancelled,
+            _ => Failure::Error(sentence(&e.to_string())),
+        }
+    }
+}
+
+/// The engine's messages start in lower case (they follow "pie: " on the
+/// command line); GIMP shows them on their own.
+fn sentence(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+impl pie::Progress for GimpProgress {
+    fn update(&mut self, fraction: f64, text: &str) {
+        GimpProgress::update(self, fraction, text)
+    }
+    // GIMP's cancel button kills the plug-in (see progress.rs): nothing to poll.
+}
+
+fn library() -> Outcome<pie::Library> {
+    Ok(pie::Library::open(None)?)
+}
+
+pub fn list() -> Outcome<Listing> {
+    let lib = library()?;
+    let concepts = lib
+        .list()?
+        .into_iter()
+        .filter(|c| c.problem.is_none())
+        .map(|c| Concept { name: c.name, stage: c.stage, parent: c.parent })
+        .collect();
+    Ok(Listing { path: lib.path().to_path_buf(), concepts })
+}
+
+fn device(name: &str) -> Outcome<pie::Device> {
+    Ok(pie::Device::from_str(if name.is_empty() { "auto" } else { name })?)
+}
+
+pub struct AddParams {
+    pub concept: String,
+    pub seed: u64,
+    pub steps: u32,
+    pub strength: f64,
+    pub guidance: f64,
+    pub variants: u32,
+    pub device: String,
+}
+
+pub struct Variant {
+    pub seed: u64,
+    pub image: DynamicImage,
+    pub changed: Rect,
+    /// Something the user should know (e.g. CUDA fell back to the CPU).
+    pub note: Option<String>,
+}
+
+pub fn add(p: &AddParams, scene: &DynamicImage, mask: &GrayImage, progress: &mut GimpProgress) -> Outcome<Vec<Variant>> {
+    let lib = library()?;
+    progress.update(-1.0, "checking the concept");
+    let bundle = lib.load(&p.concept)?;
+    let opts = pie::AddOptions {
+        seed: p.seed,
+        steps: p.steps as usize,
+        strength: p.strength as f32,
+        guidance: p.guidance as f32,
+        variants: p.variants as usize,
+        device: device(&p.device)?,
+        ..pie::AddOptions::default()
+    };
+    let outputs = pie::add(&bundle, scene, mask, &opts, progress)?;
+    Ok(outputs
+        .into_iter()
+        .map(|o| Variant {
+            seed: o.seed,
+            image: o.image,
+            changed: Rect { x: o.changed.x, y: o.changed.y, w: o.changed.w, h: o.changed.h },
+            note: o.note,
+        })
+        .collect())
+}
+
+pub struct LearnParams {
+    pub name: String,
+    pub preset: String,
+    pub device: String,
+    /// 0: the preset's.
+    pub steps: u32,
+    pub replace: bool,
+}
+
+fn train_options(p: &LearnParams) -> Outcome<pie::TrainOptions> {
+    Ok(pie::TrainOptions {
+        quick: p.preset != "default",
+        steps: (p.steps > 0).then_some(p.steps as u64),
+        device: device(&p.device)?,
+        force: p.replace,
+        ..pie::TrainOptions::default()
+    })
+}
+
+/// Returns a sentence saying what was learned and where it is.
+pub fn learn_scene(image: &Path, p: &LearnParams, progress: &mut GimpProgress) -> Outcome<String> {
+    let lib = library()?;
+    let opts = train_options(p)?;
+    let dir = pie::train::learn_scene(&lib, image, &p.name, &opts, progress)?;
+    Ok(format!("pie learned the scene '{}' ({}).", p.name, dir.display()))
+}
+
+pub fn learn_subject(
+    image: &Path,
+    scene: &str,
+    mask: Option<&Path>,
+    p: &LearnParams,
+    progress: &mut GimpProgress,
+) -> Outcome<String> {
+    let lib = library()?;
+    let opts = train_options(p)?;
+    let dir = pie::train::learn_subject(&lib, image, scene, &p.name, mask, &opts, progress)?;
+    Ok(format!("pie learned the subject '{}' in the scene '{scene}' ({}).", p.name, dir.display()))
+}

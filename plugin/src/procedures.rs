@@ -1,0 +1,489 @@
+//! The three procedures under Filters > Personalize: their arguments
+//! (declared once; the dialogs are generated from them), and their runs.
+
+use std::hash::{BuildHasher, Hasher};
+
+use gimp::prelude::*;
+use gimp_ui::prelude::*;
+
+use crate::engine::{self, AddParams, LearnParams, Listing};
+use crate::failure::{finish, Failure, Outcome};
+use crate::pixels::{self, Source};
+use crate::progress::GimpProgress;
+
+pub const LEARN_SCENE: &str = "plug-in-pie-learn-scene";
+pub const LEARN_SUBJECT: &str = "plug-in-pie-learn-subject";
+pub const ADD_SUBJECT: &str = "plug-in-pie-add-subject";
+pub const NAMES: [&str; 3] = [LEARN_SCENE, LEARN_SUBJECT, ADD_SUBJECT];
+
+const MENU: &str = "<Image>/Filters/Personalize";
+const AUTHORS: &str = "The pie authors";
+const COPYRIGHT: &str = "The pie authors, MIT licence";
+const DATE: &str = "2026";
+const RW: glib::ParamFlags = glib::ParamFlags::READWRITE;
+/// The nick of the dialogs' list entry shown when the library has nothing to offer.
+const NOTHING: &str = "none";
+
+pub fn create(plug_in: &gimp::PlugIn, name: &str) -> Option<gimp::Procedure> {
+    let p = match name {
+        LEARN_SCENE => learn_scene_procedure(plug_in),
+        LEARN_SUBJECT => learn_subject_procedure(plug_in),
+        ADD_SUBJECT => add_subject_procedure(plug_in),
+        _ => return None,
+    };
+    Some(p.upcast())
+}
+
+fn common(p: &gimp::ImageProcedure, label: &str, blurb: &str, help: &str) {
+    p.set_image_types("RGB*, GRAY*");
+    p.set_sensitivity_mask(gimp::ProcedureSensitivityMask::DRAWABLE);
+    p.set_menu_label(label);
+    p.add_menu_path(MENU);
+    p.set_documentation(blurb, Some(help), None);
+    p.set_attribution(AUTHORS, COPYRIGHT, DATE);
+}
+
+fn device_choice() -> gimp::Choice {
+    let c = gimp::Choice::new();
+    c.add("auto", 0, "Automatic", "CUDA when a working NVIDIA GPU is found, otherwise the CPU");
+    c.add("cpu", 1, "CPU", "Always the CPU");
+    c.add("cuda", 2, "CUDA GPU", "An NVIDIA GPU through CUDA; fails when there is none");
+    c
+}
+
+fn preset_choice() -> gimp::Choice {
+    let c = gimp::Choice::new();
+    c.add("quick", 0, "Quick", "A short training run (minutes on a CPU): rougher results");
+    c.add("default", 1, "Default", "The full training run: better results, several times longer");
+    c
+}
+
+/// The library's concepts of one stage as a list for a dialog, with `NOTHING`
+/// as the only entry when there are none.
+fn concept_choice(listing: Option<&Listing>, stage: u8) -> (gimp::Choice, String) {
+    let c = gimp::Choice::new();
+    let mut first = None;
+    if let Some(l) = listing {
+        for (i, k) in l.concepts.iter().filter(|k| k.stage == stage).enumerate() {
+            let label = match &k.parent {
+                Some(parent) => format!("{} (in {parent})", k.name),
+                None => k.name.clone(),
+            };
+            c.add(&k.name, i as i32 + 1, &label, "");
+            first.get_or_insert_with(|| k.name.clone());
+        }
+    }
+    let default = first.unwrap_or_else(|| {
+        let what = if stage == 1 { "no learned scene yet" } else { "no learned subject yet" };
+        c.add(NOTHING, 0, &format!("({what})"), "");
+        NOTHING.to_string()
+    });
+    (c, default)
+}
+
+/// `gimp_procedure_add_choice_aux_argument` keeps the choice (it goes into the
+/// param spec, as with `add_choice_argument`), but gimp 0.1's binding lends it
+/// and unrefs it afterwards, which frees it under GIMP's feet: hand over a
+/// reference of our own.
+fn add_choice_aux(p: &gimp::ImageProcedure, name: &str, nick: &str, blurb: &str, choice: gimp::Choice, value: &str) {
+    p.add_choice_aux_argument(name, nick, Some(blurb), &choice, value, RW);
+    std::mem::forget(choice);
+}
+
+fn learn_common_arguments(p: &gimp::ImageProcedure, default_name: &str) {
+    p.add_string_argument(
+        "name",
+        "Concept _name",
+        Some("Name of the new concept in the library: 1-64 characters a-z, 0-9, '-' or '_'"),
+        default_name,
+        RW,
+    );
+    p.add_choice_argument("preset", "_Quality", Some("Training preset"), preset_choice(), "quick", RW);
+    p.add_choice_argument("device", "_Device", Some("Where to train"), device_choice(), "auto", RW);
+    p.add_int_argument(
+        "steps",
+        "Training s_teps",
+        Some("Training steps; 0 uses the preset's number"),
+        0,
+        1_000_000,
+        0,
+        RW,
+    );
+    p.add_boolean_argument(
+        "replace",
+        "_Replace an existing concept of that name",
+        Some("Replace a concept of the same name instead of refusing"),
+        false,
+        RW,
+    );
+}
+
+fn learn_scene_procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
+    let p = gimp::ImageProcedure::new(plug_in, LEARN_SCENE, gimp::PDBProcType::Plugin, |proc_, mode, image, drawables, config| {
+        finish(proc_, run_learn_scene(proc_, mode, image, drawables, config))
+    });
+    common(
+        &p,
+        "Learn _Scene...",
+        "Learn the active layer as a scene (Stage I) for Add Subject",
+        "Fine-tunes pie's small diffusion model on the active layer, the scene photo you want to put \
+         subjects into, and stores it under the given name in pie's concept library. Learn a subject \
+         from this scene next (Learn Subject).",
+    );
+    learn_common_arguments(&p, "my-scene");
+    p
+}
+
+fn learn_subject_procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
+    let p = gimp::ImageProcedure::new(plug_in, LEARN_SUBJECT, gimp::PDBProcType::Plugin, |proc_, mode, image, drawables, config| {
+        finish(proc_, run_learn_subject(proc_, mode, image, drawables, config))
+    });
+    common(
+        &p,
+        "Learn Su_bject...",
+        "Learn the active layer as a subject (Stage II), grown from a learned scene",
+        "Fine-tunes the model of a learned scene on the active layer, a photo of your subject (a pet, \
+         an object, a person), while keeping what it knows about the scene. The selection, if any, \
+         marks the subject in the photo. The result is a new concept in pie's library that Add Subject \
+         can paint into the scene.",
+    );
+    // A string, so that scripts may name any scene, also one learned after
+    // GIMP started; the dialog offers the library's scenes as a list instead.
+    p.add_string_argument(
+        "scene",
+        "Scene",
+        Some("Name of the learned scene (Stage I) to grow from"),
+        "",
+        RW,
+    );
+    learn_common_arguments(&p, "my-subject");
+    let listing = engine::list().ok();
+    let (choice, default) = concept_choice(listing.as_ref(), 1);
+    add_choice_aux(&p, "scene-choice", "_Scene to grow from", "A scene learned with Learn Scene", choice, &default);
+    p
+}
+
+fn add_subject_procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
+    let p = gimp::ImageProcedure::new(plug_in, ADD_SUBJECT, gimp::PDBProcType::Plugin, |proc_, mode, image, drawables, config| {
+        finish(proc_, run_add_subject(proc_, mode, image, drawables, config))
+    });
+    common(
+        &p,
+        "_Add Subject to Selection...",
+        "Paint a learned subject into the selection, as if photographed there",
+        "Samples the learned subject into the selected region of the active layer with pie's \
+         personalized diffusion model. The result is a new layer above the active one, named after the \
+         subject and the seed, covering only the region that changed; the active layer is never \
+         modified. With several variants, each becomes its own layer. The same seed gives the same \
+         pixels as `pie add` on the command line.",
+    );
+    p.add_string_argument(
+        "concept",
+        "Subject",
+        Some("Name of the learned subject (Stage II concept) to add"),
+        "",
+        RW,
+    );
+    p.add_int_argument(
+        "seed",
+        "S_eed",
+        Some("Random seed; -1 picks a new one (the layer's name shows which)"),
+        -1,
+        i32::MAX,
+        -1,
+        RW,
+    );
+    p.add_int_argument("steps", "Sampling s_teps", Some("Denoising steps: more is slower and finer"), 1, 1000, 50, RW);
+    p.add_double_argument(
+        "strength",
+        "St_rength",
+        Some("How much of the selection is re-synthesized: 1 starts from noise, lower keeps more of the subject as photographed"),
+        0.05,
+        1.0,
+        0.7,
+        RW,
+    );
+    p.add_double_argument(
+        "guidance",
+        "_Guidance",
+        Some("Classifier-free guidance: higher follows the subject more closely"),
+        0.0,
+        20.0,
+        3.0,
+        RW,
+    );
+    p.add_int_argument("variants", "_Variants", Some("How many results, each as its own layer"), 1, 16, 1, RW);
+    p.add_choice_argument("device", "_Device", Some("Where to sample"), device_choice(), "auto", RW);
+    let listing = engine::list().ok();
+    let (choice, default) = concept_choice(listing.as_ref(), 2);
+    add_choice_aux(&p, "concept-choice", "_Subject", "A subject learned with Learn Subject", choice, &default);
+    p
+}
+
+// ---------------------------------------------------------------------------
+
+fn get_string(config: &gimp::ProcedureConfig, name: &str) -> String {
+    config.property::<Option<String>>(name).unwrap_or_default().trim().to_string()
+}
+
+/// Shows the procedure's dialog (built from its declared arguments).
+/// `choice` is (list argument, string argument): the list starts at the
+/// string's value when the library has it, and its pick is copied back.
+fn dialog(
+    procedure: &gimp::ImageProcedure,
+    config: &gimp::ProcedureConfig,
+    properties: &[&str],
+    choice: Option<(&str, &str)>,
+) -> Outcome {
+    if let Some((list, string)) = choice {
+        let current = get_string(config, string);
+        if !current.is_empty() && engine::list().is_ok_and(|l| l.concepts.iter().any(|c| c.name == current)) {
+            config.set_property(list, &current);
+        }
+    }
+    gimp_ui::init("pie");
+    let d = gimp_ui::ProcedureDialog::new(procedure, config, None);
+    d.fill_list(properties);
+    let ok = ProcedureDialogExt::run(&d);
+    // SAFETY: the dialog is ours, used no more after this.
+    unsafe { d.destroy() };
+    if !ok {
+        return Err(Failure::Cancelled);
+    }
+    if let Some((list, string)) = choice {
+        let picked = get_string(config, list);
+        config.set_property(string, if picked == NOTHING { "" } else { picked.as_str() });
+    }
+    Ok(())
+}
+
+fn names_of(listing: &Listing, stage: u8) -> Vec<String> {
+    listing.concepts.iter().filter(|c| c.stage == stage).map(|c| c.name.clone()).collect()
+}
+
+/// The named concept of `stage`, or an error that lists what there is.
+fn require_concept(name: &str, stage: u8) -> Outcome<String> {
+    let listing = engine::list()?;
+    let names = names_of(&listing, stage);
+    let (what, how) = if stage == 1 {
+        ("scene", "Learn one with Filters > Personalize > Learn Scene (or `pie learn-scene`)")
+    } else {
+        ("subject", "Learn one with Filters > Personalize > Learn Subject (or `pie learn-subject`)")
+    };
+    if names.is_empty() {
+        return Err(Failure::msg(format!(
+            "The pie library ({}) has no learned {what} yet. {how}.",
+            listing.path.display()
+        )));
+    }
+    if name.is_empty() {
+        return Err(Failure::msg(format!("Name the {what} to use; the library has: {}.", names.join(", "))));
+    }
+    if names.iter().any(|n| n == name) {
+        return Ok(name.to_string());
+    }
+    let other = listing.concepts.iter().find(|c| c.name == name);
+    let hint = match other {
+        Some(c) if c.stage != stage => format!(" ('{name}' is a {}, not a {what})", if c.stage == 1 { "scene" } else { "subject" }),
+        _ => String::new(),
+    };
+    Err(Failure::msg(format!(
+        "There is no learned {what} '{name}' in the pie library ({}){hint}. Learned {what}s: {}.",
+        listing.path.display(),
+        names.join(", ")
+    )))
+}
+
+fn learn_params(config: &gimp::ProcedureConfig) -> Outcome<LearnParams> {
+    let name = get_string(config, "name");
+    if name.is_empty() {
+        return Err(Failure::msg("Give the new concept a name (letters a-z, digits, '-' or '_')."));
+    }
+    Ok(LearnParams {
+        name,
+        preset: get_string(config, "preset"),
+        device: get_string(config, "device"),
+        steps: config.property::<i32>("steps").max(0) as u32,
+        replace: config.property::<bool>("replace"),
+    })
+}
+
+/// Writes the layer (and the mask) as PNG files for the trainer, in a
+/// temporary folder that is removed when the returned guard is dropped.
+fn export_for_trainer(
+    src: &Source,
+    mask: Option<&image::GrayImage>,
+) -> Outcome<(tempfile::TempDir, std::path::PathBuf, Option<std::path::PathBuf>)> {
+    let dir = tempfile::Builder::new()
+        .prefix("pie-gimp-")
+        .tempdir()
+        .map_err(|e| Failure::msg(format!("Cannot create a temporary folder for the trainer: {e}")))?;
+    let image_path = dir.path().join("layer.png");
+    src.for_png()
+        .save(&image_path)
+        .map_err(|e| Failure::msg(format!("Cannot write {}: {e}", image_path.display())))?;
+    let mask_path = match mask {
+        Some(m) => {
+            let p = dir.path().join("mask.png");
+            m.save(&p).map_err(|e| Failure::msg(format!("Cannot write {}: {e}", p.display())))?;
+            Some(p)
+        }
+        None => None,
+    };
+    Ok((dir, image_path, mask_path))
+}
+
+fn run_learn_scene(
+    procedure: &gimp::ImageProcedure,
+    mode: gimp::RunMode,
+    image: &gimp::Image,
+    drawables: &[gimp::Drawable],
+    config: &gimp::ProcedureConfig,
+) -> Outcome {
+    let layer = pixels::single_layer(drawables)?;
+    if mode == gimp::RunMode::Interactive {
+        dialog(procedure, config, &["name", "preset", "device", "steps", "replace"], None)?;
+    }
+    let params = learn_params(config)?;
+    let src = pixels::read_layer(image, &layer)?;
+    let (_tmp, png, _) = export_for_trainer(&src, None)?;
+    let mut progress = GimpProgress::start(&format!("Learning scene '{}'", params.name));
+    let result = engine::learn_scene(&png, &params, &mut progress);
+    progress.finish();
+    let summary = result?;
+    if mode == gimp::RunMode::Interactive {
+        gimp::message(&summary);
+    }
+    Ok(())
+}
+
+fn run_learn_subject(
+    procedure: &gimp::ImageProcedure,
+    mode: gimp::RunMode,
+    image: &gimp::Image,
+    drawables: &[gimp::Drawable],
+    config: &gimp::ProcedureConfig,
+) -> Outcome {
+    let layer = pixels::single_layer(drawables)?;
+    if mode == gimp::RunMode::Interactive {
+        dialog(
+            procedure,
+            config,
+            &["scene-choice", "name", "preset", "device", "steps", "replace"],
+            Some(("scene-choice", "scene")),
+        )?;
+    }
+    let scene = require_concept(&get_string(config, "scene"), 1)?;
+    let params = learn_params(config)?;
+    let src = pixels::read_layer(image, &layer)?;
+    let mask = match pixels::selection_bounds(image) {
+        Some(_) => {
+            let m = pixels::read_mask(image, &src)?;
+            if m.pixels().all(|p| p[0] == 0) {
+                return Err(Failure::msg(
+                    "The selection does not touch the active layer. Select the subject on this layer, \
+                     or Select > None to learn the whole layer.",
+                ));
+            }
+            Some(m)
+        }
+        None => None,
+    };
+    let (_tmp, png, mask_png) = export_for_trainer(&src, mask.as_ref())?;
+    let mut progress = GimpProgress::start(&format!("Learning subject '{}' in '{scene}'", params.name));
+    let result = engine::learn_subject(&png, &scene, mask_png.as_deref(), &params, &mut progress);
+    progress.finish();
+    let summary = result?;
+    if mode == gimp::RunMode::Interactive {
+        gimp::message(&summary);
+    }
+    Ok(())
+}
+
+fn random_seed() -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.finish() & 0x7fff_ffff
+}
+
+/// Undo group that is closed however the run ends.
+struct UndoGroup<'a>(&'a gimp::Image);
+
+impl<'a> UndoGroup<'a> {
+    fn start(image: &'a gimp::Image) -> UndoGroup<'a> {
+        image.undo_group_start();
+        UndoGroup(image)
+    }
+}
+
+impl Drop for UndoGroup<'_> {
+    fn drop(&mut self) {
+        self.0.undo_group_end();
+    }
+}
+
+fn run_add_subject(
+    procedure: &gimp::ImageProcedure,
+    mode: gimp::RunMode,
+    image: &gimp::Image,
+    drawables: &[gimp::Drawable],
+    config: &gimp::ProcedureConfig,
+) -> Outcome {
+    let layer = pixels::single_layer(drawables)?;
+    if pixels::selection_bounds(image).is_none() {
+        return Err(Failure::msg(
+            "Add Subject needs a selection: select the region where the subject should appear \
+             (for example with the Rectangle or Free Select tool), then run it again.",
+        ));
+    }
+    if mode == gimp::RunMode::Interactive {
+        dialog(
+            procedure,
+            config,
+            &["concept-choice", "seed", "steps", "strength", "guidance", "variants", "device"],
+            Some(("concept-choice", "concept")),
+        )?;
+    }
+    let concept = require_concept(&get_string(config, "concept"), 2)?;
+    let seed = match config.property::<i32>("seed") {
+        s if s < 0 => random_seed(),
+        s => s as u64,
+    };
+    let params = AddParams {
+        concept: concept.clone(),
+        seed,
+        steps: config.property::<i32>("steps").max(1) as u32,
+        strength: config.property::<f64>("strength"),
+        guidance: config.property::<f64>("guidance"),
+        variants: config.property::<i32>("variants").max(1) as u32,
+        device: get_string(config, "device"),
+    };
+    let src = pixels::read_layer(image, &layer)?;
+    let mask = pixels::read_mask(image, &src)?;
+    if mask.pixels().all(|p| p[0] == 0) {
+        return Err(Failure::msg(
+            "The selection does not overlap the active layer: select a region on this layer.",
+        ));
+    }
+    let mut progress = GimpProgress::start(&format!("Adding '{concept}'"));
+    let result = engine::add(&params, &src.image, &mask, &mut progress);
+    progress.finish();
+    let variants = result?;
+    {
+        let _undo = UndoGroup::start(image);
+        for v in variants.iter().rev() {
+            // inserted at the source's position, so the first variant ends on top
+            let name = format!("{concept} (seed {})", v.seed);
+            pixels::add_result_layer(image, &src, &v.image, v.changed, &name)?;
+        }
+    }
+    let notes: Vec<&str> = variants.iter().filter_map(|v| v.note.as_deref()).collect();
+    if let Some(note) = notes.first() {
+        if mode == gimp::RunMode::Interactive {
+            gimp::message(note);
+        } else {
+            eprintln!("pie: {note}");
+        }
+    }
+    Ok(())
+}
