@@ -21,11 +21,14 @@ pub struct Synthetic {
     pub subject_rgb: [f32; 3],
     pub scene_short_side: u32,
     pub timesteps: u32,
+    /// ε is scaled by this: below 1 the denoiser is slightly wrong, so some of
+    /// the starting noise survives and different seeds give different images.
+    pub gain: f32,
 }
 
 impl Default for Synthetic {
     fn default() -> Self {
-        Synthetic { name: "synthetic".into(), stage: 2, scene_rgb: [0.2, 0.5, 0.8], subject_rgb: [0.9, 0.2, 0.1], scene_short_side: 256, timesteps: 1000 }
+        Synthetic { name: "synthetic".into(), stage: 2, scene_rgb: [0.2, 0.5, 0.8], subject_rgb: [0.9, 0.2, 0.1], scene_short_side: 256, timesteps: 1000, gain: 0.9 }
     }
 }
 
@@ -33,7 +36,7 @@ fn schedule(t: u32) -> Schedule {
     Schedule { kind: "ddpm".into(), num_train_timesteps: t, beta_schedule: "linear".into(), beta_start: 1e-4, beta_end: 0.02, prediction_type: "epsilon".into() }
 }
 
-/// eps = (x − √ᾱ_t·c_token) / √(1−ᾱ_t).
+/// eps = gain · (x − √ᾱ_t·c_token) / √(1−ᾱ_t).
 pub fn denoiser_onnx(s: &Synthetic) -> Vec<u8> {
     let sched = NoiseSchedule::from_manifest(&schedule(s.timesteps));
     let sa: Vec<f32> = sched.alphas_cumprod.iter().map(|a| a.sqrt() as f32).collect();
@@ -53,12 +56,14 @@ pub fn denoiser_onnx(s: &Synthetic) -> Vec<u8> {
             node("Reshape", &["c", "shape_n311"], &["c4"]),
             node("Mul", &["sat4", "c4"], &["mean"]),
             node("Sub", &["x", "mean"], &["diff"]),
-            node("Div", &["diff", "s1t4"], &["eps"]),
+            node("Div", &["diff", "s1t4"], &["eps1"]),
+            node("Mul", &["eps1", "gain"], &["eps"]),
         ],
         &[
             tensor_f32("sa", &[t], &sa),
             tensor_f32("s1", &[t], &s1),
             tensor_f32("colors", &[3, 3], &colors),
+            tensor_f32("gain", &[], &[s.gain]),
             tensor_i64("shape_n111", &[4], &[-1, 1, 1, 1]),
             tensor_i64("shape_n311", &[4], &[-1, 3, 1, 1]),
         ],

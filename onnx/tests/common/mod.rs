@@ -1,0 +1,159 @@
+//! Shared set-up for the integration tests: the ONNX Runtime library,
+//! synthetic bundles (exact, known denoisers written as real ONNX graphs)
+//! and a bundle made by the real trainer, cached under target/.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+
+use pie::testkit::{write_bundle, Synthetic};
+
+pub const SCENE_RGB: [f32; 3] = [0.2, 0.5, 0.8];
+pub const SUBJECT_RGB: [f32; 3] = [0.9, 0.2, 0.1];
+
+/// Points ORT_DYLIB_PATH at the CPU library when the caller did not choose one,
+/// so runs here are not cluttered by a CUDA build that cannot start.
+pub fn ort() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        if std::env::var_os("ORT_DYLIB_PATH").is_none() {
+            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+            let cache = std::env::var_os("PIE_CACHE").map(PathBuf::from).unwrap_or(home.join(".cache/pie"));
+            let cpu = cache.join("onnxruntime/cpu-1.31.1/libonnxruntime.so.1.31.1");
+            if cpu.is_file() {
+                std::env::set_var("ORT_DYLIB_PATH", cpu);
+            }
+        }
+    });
+}
+
+/// A library with "ball" (stage 2: scene + subject) and "meadow" (stage 1).
+pub fn synthetic_library() -> tempfile::TempDir {
+    let d = tempfile::tempdir().expect("tempdir");
+    write_bundle(d.path(), &Synthetic { name: "ball".into(), ..Default::default() }).expect("write ball");
+    write_bundle(d.path(), &Synthetic { name: "meadow".into(), stage: 1, ..Default::default() }).expect("write meadow");
+    d
+}
+
+/// A scene of the synthetic scene colour with mild texture.
+pub fn scene_rgb8(w: u32, h: u32) -> image::RgbImage {
+    let c = SCENE_RGB.map(|v| v * 255.0);
+    image::RgbImage::from_fn(w, h, |x, y| {
+        let t = ((x * 7 + y * 13) % 17) as f32 - 8.0;
+        image::Rgb(c.map(|v| (v + t).clamp(0.0, 255.0) as u8))
+    })
+}
+
+/// A rectangle selection, feathered over `feather` pixels inside its edge.
+pub fn rect_mask(w: u32, h: u32, x0: u32, y0: u32, rw: u32, rh: u32, feather: u32) -> image::GrayImage {
+    image::GrayImage::from_fn(w, h, |x, y| {
+        if x < x0 || y < y0 || x >= x0 + rw || y >= y0 + rh {
+            return image::Luma([0]);
+        }
+        let d = (x - x0).min(y - y0).min(x0 + rw - 1 - x).min(y0 + rh - 1 - y) + 1;
+        let v = if feather == 0 { 255 } else { (255 * d.min(feather) / feather) as u8 };
+        image::Luma([v.max(1)])
+    })
+}
+
+pub fn target_dir() -> PathBuf {
+    // tests run with the package folder as working directory; target/ is the workspace's.
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or(manifest.join("../target"))
+}
+
+pub fn trainer_source() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../trainer")
+}
+
+/// A library holding "scene" and "subject" learned by the real trainer with
+/// tiny settings; made once and cached under target/ (keyed by the trainer's
+/// sources). `None`, with the reason printed, where the trainer cannot run.
+pub fn trained_library() -> Option<PathBuf> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    if std::env::var_os("PIE_TRAINER_PATH").is_none() {
+        std::env::set_var("PIE_TRAINER_PATH", trainer_source());
+    }
+    if let Err(e) = pie::train::find_trainer() {
+        eprintln!("SKIP (no trainer environment): {e}");
+        return None;
+    }
+    let key = trainer_key();
+    let lib = target_dir().join(format!("pie-test-bundles/{key}"));
+    if lib.join("subject/bundle.json").is_file() {
+        return Some(lib);
+    }
+    let _ = std::fs::remove_dir_all(&lib);
+    std::fs::create_dir_all(&lib).ok()?;
+    let img = lib.join("scene-source.png");
+    let subj = lib.join("subject-source.png");
+    scene_rgb8(96, 64).save(&img).ok()?;
+    image::RgbaImage::from_fn(40, 40, |x, y| {
+        let (dx, dy) = (x as f32 - 19.5, y as f32 - 19.5);
+        let a = if dx * dx + dy * dy <= 18.0 * 18.0 { 255 } else { 0 };
+        image::Rgba([230, 50, 30, a])
+    })
+    .save(&subj)
+    .ok()?;
+    let tiny = ["--steps", "20", "--bench-steps", "0", "--preview-every", "0", "--checkpoint-every", "0", "--resolution", "16", "--threads", "1"];
+    let pie = env!("CARGO_BIN_EXE_pie");
+    let mut args: Vec<String> = vec!["--library".into(), lib.display().to_string(), "learn-scene".into(), img.display().to_string(), "--name".into(), "scene".into(), "--device".into(), "cpu".into()];
+    args.extend(tiny.iter().map(|a| format!("--trainer-arg={a}")));
+    run_ok(pie, &args);
+    let mut args: Vec<String> = vec!["--library".into(), lib.display().to_string(), "learn-subject".into(), subj.display().to_string(), "--scene".into(), "scene".into(), "--name".into(), "subject".into(), "--device".into(), "cpu".into()];
+    args.extend(tiny.iter().map(|a| format!("--trainer-arg={a}")));
+    run_ok(pie, &args);
+    Some(lib)
+}
+
+fn run_ok(exe: &str, args: &[String]) {
+    let out = Command::new(exe).args(args).output().expect("run pie");
+    assert!(
+        out.status.success(),
+        "pie {:?} failed: {}\n{}",
+        args,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn trainer_key() -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let dir = trainer_source().join("pie_trainer");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default();
+    files.sort();
+    for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "py")) {
+        h.update(f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+        h.update(std::fs::read(f).unwrap_or_default());
+    }
+    pie::bundle::hex(&h.finalize())[..16].to_string()
+}
+
+/// Files in `dir` (names), for "nothing was written" checks.
+pub fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir).map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Mean RGB (0-255) of the pixels where the mask is 255.
+pub fn mean_inside(img: &image::RgbImage, mask: &image::GrayImage) -> [f64; 3] {
+    let mut s = [0.0; 3];
+    let mut n = 0.0;
+    for (x, y, p) in img.enumerate_pixels() {
+        if mask.get_pixel(x, y).0[0] == 255 {
+            for c in 0..3 {
+                s[c] += f64::from(p.0[c]);
+            }
+            n += 1.0;
+        }
+    }
+    s.map(|v| v / n)
+}
+
+pub fn dist(a: [f64; 3], b: [f64; 3]) -> f64 {
+    a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>().sqrt()
+}
