@@ -39,6 +39,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 from common import load, machine, pie_env  # noqa: E402
+from add_vs_torch import bbox, plan  # noqa: E402  (mirror of onnx/src/plan.rs)
 
 
 def square(shape: tuple[int, int], side: int, centre: tuple[int, int] | None = None) -> np.ndarray:
@@ -78,6 +79,7 @@ def main() -> int:
     args = ap.parse_args()
 
     env = pie_env(args.library.resolve())
+    model = json.loads((args.library / args.concept / "bundle.json").read_text())["model"]
     scene = np.asarray(Image.open(args.image).convert("RGB"))
     H, W = scene.shape[:2]
     short = min(H, W)
@@ -89,7 +91,8 @@ def main() -> int:
         ip, sp = tmp / f"{name}.png", tmp / f"{name}-sel.png"
         Image.fromarray(img).save(ip)
         Image.fromarray(sel).save(sp)
-        points.append({"series": series, "label": label, "image": ip, "selection": sp,
+        pl = plan(img.shape[1], img.shape[0], bbox(sel > 0), model)
+        points.append({"work": f"{pl['work_w']}x{pl['work_h']}", "series": series, "label": label, "image": ip, "selection": sp,
                        "size": f"{img.shape[1]}x{img.shape[0]}", "sel_px": int((sel > 0).sum()),
                        "engine_s": [], "wall_s": []})
 
@@ -125,14 +128,14 @@ def main() -> int:
         print(f"  pass {r + 1}/{args.repeat} done; {load()}", flush=True)
 
     print()
-    print("| series | point | image | selection px | pie add seconds (median) | process wall s | "
+    print("| series | point | image | selection px | working size | pie add seconds (median) | process wall s | "
           "vs first of series |")
-    print("|---|---|---|---:|---:|---:|---:|")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
     first: dict[str, float] = {}
     for p in points:
         e, w = statistics.median(p["engine_s"]), statistics.median(p["wall_s"])
         first.setdefault(p["series"], e)
-        print(f"| {p['series']} | {p['label']} | {p['size']} | {p['sel_px']} | {e:.3f} | {w:.3f} | "
+        print(f"| {p['series']} | {p['label']} | {p['size']} | {p['sel_px']} | {p['work']} | {e:.3f} | {w:.3f} | "
               f"{e / first[p['series']]:.2f}x |")
     if args.out:
         args.out.write_text(json.dumps([{k: (str(v) if isinstance(v, Path) else v) for k, v in p.items()}

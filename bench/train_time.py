@@ -43,6 +43,9 @@ def main() -> int:
     ap.add_argument("--pie", type=Path, default=ROOT / "target/release/pie")
     ap.add_argument("--library", type=Path, default=None, help="concept library (default: a temporary one)")
     ap.add_argument("--nice", type=int, default=10, help="nice level for pie (0: none; default 10)")
+    ap.add_argument("--work", type=Path, default=None,
+                    help="folder for the inputs (scene.png, subject.png, mask.png, selection.png) and Add's results "
+                         "(default: a temporary one)")
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = ap.parse_args()
 
@@ -51,7 +54,8 @@ def main() -> int:
     lib = (args.library or Path(tempfile.mkdtemp(prefix="pie-bench-lib."))).resolve()
     lib.mkdir(parents=True, exist_ok=True)
     env = pie_env(lib)
-    work = Path(tempfile.mkdtemp(prefix="pie-bench-train."))
+    work = (args.work or Path(tempfile.mkdtemp(prefix="pie-bench-train."))).resolve()
+    work.mkdir(parents=True, exist_ok=True)
     scene = ev.load_rgb(pair.scene) if pair.scene else ev.skimage_photo(pair.skimage_scene, pair.scene_short_side)
     subj = ev.load_rgb(pair.subject.path) if pair.subject.path else ev.skimage_photo(pair.subject.skimage_name)
     mask = ev.subject_mask(subj, pair.subject)
@@ -63,6 +67,7 @@ def main() -> int:
     print(f"# train_time: pair {pair.name}, scene {scene.shape[1]}x{scene.shape[0]}, subject "
           f"{subj.shape[1]}x{subj.shape[0]}")
     print(f"# {machine()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print(f"# library {lib}, inputs in {work}")
     nice = ["nice", "-n", str(args.nice)] if args.nice else []
     results = []
     for preset in args.presets.split(","):

@@ -399,7 +399,7 @@ def acceptance(sc: dict[str, dict[str, float]]) -> dict[str, dict]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=Path("eval-out"), help="output folder (default ./eval-out)")
+    ap.add_argument("--out", type=Path, default=HERE / "out", help="output folder (default tests/eval/out, git-ignored)")
     ap.add_argument("--preset", choices=("default", "quick"), default="default",
                     help="pie's training preset for both stages (default: default)")
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared/data",
