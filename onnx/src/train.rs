@@ -194,6 +194,15 @@ fn run(lib: &Library, name: &str, args: &[String], progress: &mut dyn Progress) 
         // Its own process group: a terminal's Ctrl-C reaches only pie, which
         // then sends exactly one SIGINT, so the trainer can checkpoint in peace.
         cmd.process_group(0);
+        // SAFETY: prctl is async-signal-safe and touches only the child being set up.
+        // If pie itself dies (GIMP kills a plug-in on cancel), the trainer still
+        // gets its SIGINT, checkpoints and stops, instead of running on orphaned.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT);
+                Ok(())
+            });
+        }
     }
     let mut child = cmd
         .spawn()

@@ -36,10 +36,10 @@ fn folder_of(out: &Path) -> PathBuf {
 
 /// Fails early, before any work, if `out` cannot be written.
 pub fn check_writable(out: &Path) -> Result<()> {
-    format_for(out)?;
     if out.is_dir() {
         return Err(Error::bad(format!("{} is a folder; give a file name such as result.png", out.display())));
     }
+    format_for(out)?;
     let dir = folder_of(out);
     if !dir.is_dir() {
         return Err(Error::bad(format!("cannot write {}: the folder {} does not exist", out.display(), dir.display())));

@@ -1,0 +1,246 @@
+//! The `pie` command line: exit codes, messages, outputs written whole or
+//! not at all, and the trainer round trip.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+
+fn pie(lib: &Path, args: &[&str]) -> Output {
+    ort();
+    Command::new(env!("CARGO_BIN_EXE_pie"))
+        .arg("--library")
+        .arg(lib)
+        .args(args)
+        .env_remove("PIE_HOME")
+        .output()
+        .expect("run pie")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// A scene, a selection and an empty output folder.
+struct Case {
+    _dir: tempfile::TempDir,
+    lib: tempfile::TempDir,
+    scene: PathBuf,
+    mask: PathBuf,
+    outdir: PathBuf,
+}
+
+fn case() -> Case {
+    let dir = tempfile::tempdir().unwrap();
+    let scene = dir.path().join("scene.png");
+    let mask = dir.path().join("sel.png");
+    scene_rgb8(96, 72).save(&scene).unwrap();
+    rect_mask(96, 72, 30, 20, 32, 32, 4).save(&mask).unwrap();
+    let outdir = dir.path().join("out");
+    std::fs::create_dir(&outdir).unwrap();
+    Case { lib: synthetic_library(), _dir: dir, scene, mask, outdir }
+}
+
+fn add_args<'a>(c: &'a Case, out: &'a str, extra: &[&'a str]) -> Vec<String> {
+    let mut v: Vec<String> = vec!["add".into(), c.scene.display().to_string(), "--selection".into(), c.mask.display().to_string(), "--concept".into(), "ball".into(), "--out".into(), out.into(), "--steps".into(), "8".into(), "--device".into(), "cpu".into()];
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+fn run_add(c: &Case, out: &str, extra: &[&str]) -> Output {
+    let a = add_args(c, out, extra);
+    let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+    pie(c.lib.path(), &refs)
+}
+
+#[test]
+fn add_writes_the_result_and_variants_get_suffixes() {
+    let c = case();
+    let out = c.outdir.join("res.png");
+    let o = run_add(&c, out.to_str().unwrap(), &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let img = image::open(&out).unwrap().to_rgb8();
+    let scene = image::open(&c.scene).unwrap().to_rgb8();
+    let mask = image::open(&c.mask).unwrap().to_luma8();
+    for (x, y, p) in img.enumerate_pixels() {
+        if mask.get_pixel(x, y).0[0] == 0 {
+            assert_eq!(p, scene.get_pixel(x, y));
+        }
+    }
+    let o = run_add(&c, c.outdir.join("v.png").to_str().unwrap(), &["--variants", "3", "--seed", "5"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(listing(&c.outdir), ["res.png", "v-1.png", "v-2.png", "v-3.png"]);
+    // --json: JSON lines only, one "done" per output, with its seed
+    let o = run_add(&c, c.outdir.join("j.tif").to_str().unwrap(), &["--json", "--seed", "9"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    let done: Vec<_> = lines.iter().filter(|v| v["event"] == "done").collect();
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0]["seed"], 9);
+    assert!(c.outdir.join("j.tif").is_file());
+}
+
+#[test]
+fn bad_inputs_exit_2_with_a_specific_message_and_write_nothing() {
+    let c = case();
+    let small = c.outdir.parent().unwrap().join("small.png");
+    image::GrayImage::new(50, 50).save(&small).unwrap();
+    let empty = c.outdir.parent().unwrap().join("empty.png");
+    image::GrayImage::new(96, 72).save(&empty).unwrap();
+    let full = c.outdir.parent().unwrap().join("full.png");
+    image::GrayImage::from_pixel(96, 72, image::Luma([255])).save(&full).unwrap();
+    let tiny = c.outdir.parent().unwrap().join("tiny.png");
+    rect_mask(96, 72, 40, 30, 4, 4, 0).save(&tiny).unwrap();
+    let out = c.outdir.join("r.png");
+    let o = out.to_str().unwrap();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (swap(add_args(&c, o, &[]), "--selection", &small), "same size"),
+        (swap(add_args(&c, o, &[]), "--selection", &empty), "empty"),
+        (swap(add_args(&c, o, &[]), "--selection", &full), "whole image"),
+        (swap(add_args(&c, o, &[]), "--selection", &tiny), "selection is 4x4"),
+        (swap(add_args(&c, o, &[]), "--concept", Path::new("nosuch")), "no concept named \"nosuch\""),
+        (swap(add_args(&c, o, &[]), "--concept", Path::new("../etc")), "not a concept name"),
+        (add_args(&c, o, &["--strength", "2"]), "--strength"),
+        (add_args(&c, c.outdir.join("r.bmpx").to_str().unwrap(), &[]), "unknown output type"),
+        (add_args(&c, "/nonexistent-dir/r.png", &[]), "does not exist"),
+        (add_args(&c, c.outdir.to_str().unwrap(), &[]), "is a folder"),
+    ];
+    for (args, want) in cases {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = pie(c.lib.path(), &refs);
+        assert_eq!(r.status.code(), Some(2), "{args:?}: {}", text(&r));
+        assert!(text(&r).contains(want), "{args:?} should say {want:?}: {}", text(&r));
+        assert!(listing(&c.outdir).is_empty(), "{args:?} wrote {:?}", listing(&c.outdir));
+    }
+    // a missing input image
+    let r = pie(c.lib.path(), &["add", "/no/such.png", "--selection", c.mask.to_str().unwrap(), "--concept", "ball", "--out", o]);
+    assert_eq!(r.status.code(), Some(2), "{}", text(&r));
+    assert!(text(&r).contains("/no/such.png"));
+    // a corrupt bundle names itself and the file
+    std::fs::write(c.lib.path().join("ball/subject.png"), b"xx").unwrap();
+    let r = run_add(&c, o, &[]);
+    assert_eq!(r.status.code(), Some(2), "{}", text(&r));
+    assert!(text(&r).contains("concept bundle ball: subject.png"), "{}", text(&r));
+    assert!(listing(&c.outdir).is_empty());
+}
+
+fn swap(mut v: Vec<String>, flag: &str, val: &Path) -> Vec<String> {
+    if let Some(i) = v.iter().position(|a| a == flag) {
+        v[i + 1] = val.display().to_string();
+    }
+    v
+}
+
+#[test]
+fn unavailable_things_exit_4() {
+    let c = case();
+    let out = c.outdir.join("r.png");
+    let a = swap(add_args(&c, out.to_str().unwrap(), &[]), "--device", Path::new("cuda"));
+    let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+    let o = pie(c.lib.path(), &refs);
+    let cuda_works = o.status.success();
+    if !cuda_works {
+        assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+        assert!(text(&o).contains("--device cuda: CUDA cannot be used here"), "{}", text(&o));
+        assert!(listing(&c.outdir).is_empty());
+    }
+    // no ONNX Runtime library
+    let a = add_args(&c, out.to_str().unwrap(), &[]);
+    let r = Command::new(env!("CARGO_BIN_EXE_pie"))
+        .arg("--library")
+        .arg(c.lib.path())
+        .args(&a)
+        .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(4), "{}", text(&r));
+    assert!(text(&r).contains("ORT_DYLIB_PATH"), "{}", text(&r));
+    // no trainer
+    let r = Command::new(env!("CARGO_BIN_EXE_pie"))
+        .arg("--library")
+        .arg(c.lib.path())
+        .args(["learn-scene", c.scene.to_str().unwrap(), "--name", "s"])
+        .env("PIE_TRAINER_PYTHON", "/nonexistent/python")
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(4), "{}", text(&r));
+    assert!(text(&r).contains("PIE_TRAINER_PYTHON"), "{}", text(&r));
+}
+
+#[test]
+fn concepts_list_show_remove() {
+    let c = case();
+    let o = pie(c.lib.path(), &["concepts"]);
+    assert!(o.status.success());
+    assert!(text(&o).contains("ball") && text(&o).contains("meadow"), "{}", text(&o));
+    let o = pie(c.lib.path(), &["--json", "concepts", "list"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["concepts"].as_array().unwrap().len(), 2);
+    let o = pie(c.lib.path(), &["concepts", "show", "ball"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("token 2: ball (subject"), "{}", text(&o));
+    let o = pie(c.lib.path(), &["concepts", "show", "nosuch"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = pie(c.lib.path(), &["concepts", "remove", "meadow"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!c.lib.path().join("meadow").exists());
+    let o = pie(c.lib.path(), &["concepts", "remove", "meadow"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn doctor_reports() {
+    let c = case();
+    let o = pie(c.lib.path(), &["doctor"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("ONNX Runtime:") && t.contains("1.31.1"), "{t}");
+    assert!(t.contains("CUDA:") && t.contains("trainer:") && t.contains("GIMP plug-in:"), "{t}");
+    let o = pie(c.lib.path(), &["--json", "doctor"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["event"], "doctor");
+    assert!(v["cuda"]["why"].is_string());
+}
+
+/// The real trainer (tiny settings) → bundles → `pie add`.
+#[test]
+fn trained_bundles_round_trip() {
+    let Some(lib) = trained_library() else { return };
+    let l = pie::Library::open(Some(lib.clone())).unwrap();
+    let b = l.load("subject").expect("the trainer's bundle validates");
+    assert_eq!(b.manifest.stage, 2);
+    assert_eq!(b.subject_token, Some(2));
+    let scene = l.load("scene").unwrap();
+    assert_eq!(b.manifest.parent.as_ref().unwrap().manifest_sha256, scene.manifest_sha256);
+
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("scene.png");
+    let sel = dir.path().join("sel.png");
+    scene_rgb8(96, 64).save(&img).unwrap();
+    rect_mask(96, 64, 30, 14, 36, 36, 4).save(&sel).unwrap();
+    let out = |n: &str| dir.path().join(n).display().to_string();
+    let go = |o: &str, seed: &str| {
+        let r = pie(&lib, &["add", img.to_str().unwrap(), "--selection", sel.to_str().unwrap(), "--concept", "subject", "--out", o, "--steps", "10", "--seed", seed, "--device", "cpu"]);
+        assert!(r.status.success(), "{}", text(&r));
+        image::open(o).unwrap().to_rgb8()
+    };
+    let a = go(&out("a.png"), "1");
+    let a2 = go(&out("a2.png"), "1");
+    let b2 = go(&out("b.png"), "2");
+    assert!(a == a2, "same seed, different images");
+    assert!(a != b2, "different seeds, same image");
+    let scene_img = image::open(&img).unwrap().to_rgb8();
+    let mask = image::open(&sel).unwrap().to_luma8();
+    for (x, y, p) in a.enumerate_pixels() {
+        if mask.get_pixel(x, y).0[0] == 0 {
+            assert_eq!(p, scene_img.get_pixel(x, y));
+        }
+    }
+    // The subject is red (230, 50, 30) on a blue scene: the selection should redden.
+    let before = mean_inside(&scene_img, &mask);
+    let after = mean_inside(&a, &mask);
+    let subject = [230.0, 50.0, 30.0];
+    assert!(dist(after, subject) < dist(before, subject), "selection mean {after:?} did not move toward the subject from {before:?}");
+}
