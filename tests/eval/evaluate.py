@@ -17,7 +17,8 @@ goes to `pie learn-subject --mask` and to both baselines, so all three insert
 the same cut-out.
 
 Photos: ../shared/data/ (relative to the repository root) when present, else
-scikit-image's bundled sample photos (rocket, coffee, chelsea, astronaut).
+scikit-image's bundled sample photos (scenes rocket, astronaut, coffee;
+subjects chelsea the cat and the coffee cup).
 
 Writes into --out: results.md, results.json, sheet-<pair>.png (scene, selection,
 naive, Poisson, pie, labelled, with 2x crops around the selection), and the
@@ -101,15 +102,17 @@ def shared_pairs(data: Path) -> list[Pair]:
 
 
 def registry_pairs() -> list[Pair]:
-    cat = Subject("chelsea", None, (0.15, 0.02, 0.70, 0.96), skimage_name="chelsea")
-    astro = Subject("astronaut", None, (0.05, 0.02, 0.55, 0.96), skimage_name="astronaut")
+    """Without ../shared/data: scikit-image's bundled photos (public-domain / CC0, see skimage/data/README)."""
+    cat = Subject("chelsea", None, (0.12, 0.02, 0.76, 0.96), skimage_name="chelsea")
+    cup = Subject("coffee-cup", None, (0.14, 0.02, 0.84, 0.88), skimage_name="coffee")
     return [
-        # rocket is 640x427, shown at short side 180 (270x180): the launch pad's ground, left
+        # rocket is 640x427, used at short side 180 (270x180): the launch pad's ground, left
         Pair("rocket+chelsea", None, cat, (20, 110, 80, 60), skimage_scene="rocket", scene_short_side=180),
-        Pair("rocket+astronaut", None, astro, (170, 90, 70, 80), skimage_scene="rocket", scene_short_side=180),
-        # coffee is 600x400, at short side 180 (270x180): on the table, right of the cup
-        Pair("coffee+chelsea", None, cat, (190, 100, 70, 60), skimage_scene="coffee", scene_short_side=180),
-        Pair("coffee+astronaut", None, astro, (10, 20, 60, 80), skimage_scene="coffee", scene_short_side=180),
+        Pair("rocket+coffee-cup", None, cup, (170, 110, 80, 60), skimage_scene="rocket", scene_short_side=180),
+        # astronaut is 512x512, used at 180x180: the flag and wall at the left
+        Pair("astronaut+coffee-cup", None, cup, (4, 100, 70, 50), skimage_scene="astronaut", scene_short_side=180),
+        # coffee is 600x400, used at 270x180: on the table, left of the cup
+        Pair("coffee+chelsea", None, cat, (8, 16, 70, 50), skimage_scene="coffee", scene_short_side=180),
     ]
 
 
@@ -445,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"unknown pairs {sorted(unknown)}; known: {[p.name for p in pairs]}")
         pairs = [p for p in pairs if p.name in want]
     source = (f"shared photographs from {args.data}" if use_shared
-              else "scikit-image's bundled sample photos (rocket, coffee, chelsea, astronaut)")
+              else "scikit-image's bundled sample photos (rocket, astronaut, coffee, chelsea)")
     print(f"pairs: {', '.join(p.name for p in pairs)} ({source})", flush=True)
 
     out = args.out
