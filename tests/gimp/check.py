@@ -1,0 +1,122 @@
+"""Checks for tests/gimp/run.sh, run with the trainer venv's Python (numpy,
+Pillow). Each sub-command exits 0 when the check holds, else prints why and
+exits 1.
+
+  mask SCENE X,Y,W,H OUT      write the selection rectangle as a mask PNG
+  layer E2E_JSON X,Y,W,H      the new layer: on top, named after subject+seed, in the selection
+  outside SCENE RESULT MASK   pixels outside the mask are bit-identical
+  changed SCENE RESULT MASK   the masked region changed
+  same A B                    two images are bit-identical (RGB and alpha)
+  variants E2E_JSON           two variant layers named after seeds 50 and 51
+  why E2E_JSON                print the failure recorded by e2e.py
+  gui-dialog | gui-last-values | gui-undo GUI_JSON
+"""
+import json
+import sys
+
+import numpy as np
+from PIL import Image
+
+
+def rgb(path):
+    im = Image.open(path)
+    a = np.asarray(im.convert("RGBA"))
+    return a
+
+
+def fail(msg):
+    print(msg)
+    sys.exit(1)
+
+
+def rect(s):
+    return tuple(int(v) for v in s.split(","))
+
+
+def main(argv):
+    cmd = argv[0]
+    if cmd == "mask":
+        scene, r, out = argv[1], rect(argv[2]), argv[3]
+        w, h = Image.open(scene).size
+        m = np.zeros((h, w), np.uint8)
+        x, y, rw, rh = r
+        m[y:y + rh, x:x + rw] = 255
+        Image.fromarray(m, "L").save(out)
+    elif cmd == "layer":
+        r = json.load(open(argv[1]))
+        x, y, w, h = rect(argv[2])
+        if r["layers_after"] != r["layers_before"] + 1:
+            fail(f"{r['layers_before']} layers before, {r['layers_after']} after (want one more)")
+        top = r["layers"][0]
+        if "subj" not in top["name"] or "1234" not in top["name"]:
+            fail(f"the new layer is named {top['name']!r}: want the subject 'subj' and the seed 1234 in it")
+        if r["source_position"] != 1:
+            fail(f"the source layer is at position {r['source_position']}, want 1 (right under the new layer)")
+        if not (top["x"] >= x and top["y"] >= y and top["x"] + top["w"] <= x + w and top["y"] + top["h"] <= y + h):
+            fail(f"the new layer {top} is not inside the selection {x},{y} {w}x{h}")
+        if top["w"] <= 0 or top["h"] <= 0:
+            fail(f"the new layer is empty: {top}")
+    elif cmd in ("outside", "changed"):
+        a, b = rgb(argv[1]), rgb(argv[2])
+        m = np.asarray(Image.open(argv[3]).convert("L")) > 0
+        if a.shape != b.shape:
+            fail(f"sizes differ: {a.shape} vs {b.shape}")
+        if cmd == "outside":
+            diff = np.any(a != b, axis=2) & ~m
+            if diff.any():
+                ys, xs = np.nonzero(diff)
+                fail(f"{diff.sum()} pixels outside the selection changed, e.g. at ({xs[0]},{ys[0]})")
+        else:
+            d = np.abs(a[m][:, :3].astype(int) - b[m][:, :3].astype(int)).mean()
+            if d < 2.0:
+                fail(f"the selected region barely changed (mean abs difference {d:.2f})")
+            print(f"mean abs difference inside: {d:.1f}")
+    elif cmd == "same":
+        a, b = rgb(argv[1]), rgb(argv[2])
+        if a.shape != b.shape:
+            fail(f"sizes differ: {a.shape} vs {b.shape}")
+        diff = np.any(a != b, axis=2)
+        if diff.any():
+            ys, xs = np.nonzero(diff)
+            fail(f"{diff.sum()} pixels differ (max {np.abs(a.astype(int) - b.astype(int)).max()}), "
+                 f"e.g. at ({xs[0]},{ys[0]}): {a[ys[0], xs[0]]} vs {b[ys[0], xs[0]]}")
+    elif cmd == "variants":
+        r = json.load(open(argv[1]))
+        v = r.get("variant_layers", [])
+        names = [l["name"] for l in v]
+        if len(v) != 2 or not any("50" in n for n in names) or not any("51" in n for n in names):
+            fail(f"variant layers: {names} (want two, seeds 50 and 51)")
+    elif cmd == "why":
+        r = json.load(open(argv[1]))
+        bad = {k: s for k, s in r.get("steps", {}).items() if not s["ok"]}
+        print(json.dumps(bad) if bad else (r.get("traceback") or "no failure recorded").strip().splitlines()[-1])
+        sys.exit(1)
+    elif cmd.startswith("gui-"):
+        r = json.load(open(argv[1]))
+        if r.get("traceback"):
+            fail(r["traceback"].strip().splitlines()[-1])
+        n0 = len(r["layers_0"])
+        if cmd == "gui-dialog":
+            st, err = r["interactive"]
+            if "SUCCESS" not in st or len(r["layers_1"]) != n0 + 1:
+                fail(f"interactive run: {st} {err}; layers {r['layers_1']}")
+            if "777" not in r["layers_1"][0]:
+                fail(f"the dialog's run made {r['layers_1'][0]!r}, want seed 777")
+        elif cmd == "gui-last-values":
+            st, err = r["last_vals"]
+            if "SUCCESS" not in st or len(r["layers_2"]) != n0 + 2:
+                fail(f"WITH_LAST_VALS run: {st} {err}; layers {r['layers_2']}")
+            if "777" not in r["layers_2"][0]:
+                fail(f"WITH_LAST_VALS made {r['layers_2'][0]!r}: want the remembered seed 777, not the argument 5")
+        elif cmd == "gui-undo":
+            st, err = r["variants"]
+            if "SUCCESS" not in st or len(r["layers_3"]) != n0 + 4:
+                fail(f"variants run: {st} {err}; layers {r['layers_3']}")
+            if r["layers_4"] != r["layers_2"]:
+                fail(f"after one undo the layers are {r['layers_4']}, want {r['layers_2']}")
+    else:
+        fail(f"unknown check {cmd}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,127 @@
+# Headless end-to-end run of pie's GIMP plug-in, executed by GIMP 3's
+# Python-Fu batch interpreter (gimp-console-3.0 --batch-interpreter=python-fu-eval)
+# inside the GIMP 3 host. tests/gimp/run.sh starts it and checks the files it
+# writes; this script only drives GIMP and records what GIMP reports.
+#
+# Environment: PIE_TEST_DIR (the test folder as seen inside the host, with
+# data/scene.png, data/subject.*), PIE_TEST_RECT "x,y,w,h" (the selection),
+# PIE_TEST_TRAIN_STEPS, PIE_TEST_ADD_STEPS.
+import json
+import os
+import time
+import traceback
+
+import gi
+
+gi.require_version("Gimp", "3.0")
+from gi.repository import Gimp, Gio  # noqa: E402
+
+T = os.environ["PIE_TEST_DIR"]
+OUT = os.path.join(T, "out")
+TRAIN_STEPS = int(os.environ.get("PIE_TEST_TRAIN_STEPS", "40"))
+ADD_STEPS = int(os.environ.get("PIE_TEST_ADD_STEPS", "12"))
+X, Y, W, H = (int(v) for v in os.environ["PIE_TEST_RECT"].split(","))
+SUBJECT = os.environ["PIE_TEST_SUBJECT"]
+R = {"steps": {}, "times": {}}
+PDB = Gimp.get_pdb()
+
+
+def last_error():
+    try:
+        return PDB.get_last_error()
+    except Exception:  # noqa: BLE001 - only for the report
+        return "?"
+
+
+def call(proc_name, image, drawables, **args):
+    proc = PDB.lookup_procedure(proc_name)
+    if proc is None:
+        raise RuntimeError(f"{proc_name} is not registered: the plug-in was not installed or did not register")
+    cfg = proc.create_config()
+    cfg.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+    cfg.set_property("image", image)
+    cfg.set_core_object_array("drawables", drawables)
+    for k, v in args.items():
+        cfg.set_property(k.replace("_", "-"), v)
+    t0 = time.time()
+    res = proc.run(cfg)
+    status = res.index(0)
+    ok = status == Gimp.PDBStatusType.SUCCESS
+    R["steps"][f"{proc_name} {args.get('name') or args.get('seed') or ''}".strip()] = {
+        "ok": ok,
+        "status": str(status),
+        "error": None if ok else last_error(),
+        "seconds": round(time.time() - t0, 2),
+    }
+    if not ok:
+        raise RuntimeError(f"{proc_name} failed: {status}: {last_error()}")
+    return time.time() - t0
+
+
+def load(path):
+    return Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(path))
+
+
+def save_flat(image, path, hide=()):
+    dup = image.duplicate()
+    layers = dup.get_layers()
+    for i in hide:
+        layers[i].set_visible(False)
+    dup.flatten()
+    Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, dup, Gio.File.new_for_path(path), None)
+    dup.delete()
+
+
+def layer_info(layer):
+    off = layer.get_offsets()
+    # GI returns (ok, x, y) or (x, y) depending on the binding
+    off = list(off)[-2:]
+    return {"name": layer.get_name(), "x": off[0], "y": off[1], "w": layer.get_width(), "h": layer.get_height()}
+
+
+try:
+    os.makedirs(OUT, exist_ok=True)
+    scene = load(os.path.join(T, "data", "scene.png"))
+    scene_layer = scene.get_layers()[0]
+    R["times"]["learn_scene"] = call(
+        "plug-in-pie-learn-scene", scene, [scene_layer],
+        name="scene", preset="quick", device="cpu", steps=TRAIN_STEPS, replace=True)
+
+    subject = load(SUBJECT)
+    subject_layer = subject.get_layers()[0]
+    sw, sh = subject.get_width(), subject.get_height()
+    # the subject's mask: an ellipse around the middle of the photo
+    subject.select_ellipse(Gimp.ChannelOps.REPLACE, sw * 0.1, sh * 0.08, sw * 0.8, sh * 0.84)
+    R["times"]["learn_subject"] = call(
+        "plug-in-pie-learn-subject", subject, [subject_layer],
+        scene="scene", name="subj", preset="quick", device="cpu", steps=TRAIN_STEPS, replace=True)
+    subject.delete()
+
+    scene.select_rectangle(Gimp.ChannelOps.REPLACE, X, Y, W, H)
+    R["layers_before"] = len(scene.get_layers())
+    R["times"]["add"] = call(
+        "plug-in-pie-add-subject", scene, [scene_layer],
+        concept="subj", seed=1234, steps=ADD_STEPS, strength=0.7, guidance=3.0, variants=1, device="cpu")
+    layers = scene.get_layers()
+    R["layers_after"] = len(layers)
+    R["layers"] = [layer_info(l) for l in layers]
+    R["source_position"] = scene.get_item_position(scene_layer)
+    R["selected"] = [l.get_name() for l in scene.get_selected_layers()]
+    save_flat(scene, os.path.join(OUT, "flat.png"))
+    save_flat(scene, os.path.join(OUT, "source.png"), hide=[0])
+
+    # K variants: K layers, named after their seeds
+    before = {l.get_id() for l in scene.get_layers()}
+    R["times"]["add_variants"] = call(
+        "plug-in-pie-add-subject", scene, [scene_layer],
+        concept="subj", seed=50, steps=ADD_STEPS, strength=0.7, guidance=3.0, variants=2, device="cpu")
+    layers = scene.get_layers()
+    R["variant_layers"] = [layer_info(l) for l in layers if l.get_id() not in before]
+    R["done"] = True
+finally:
+    R["traceback"] = traceback.format_exc() if not R.get("done") else None
+    with open(os.path.join(OUT, "e2e.json"), "w") as f:
+        json.dump(R, f, indent=1, default=str)
+
+if not R.get("done"):
+    raise SystemExit("pie GIMP e2e: failed, see e2e.json")

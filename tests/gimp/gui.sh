@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Runs inside the GIMP 3 host under xvfb-run (tests/gimp/run.sh starts it):
+# starts GIMP 3 with tests/gimp/gui.py as a Python-Fu batch, confirms the Add
+# Subject dialog with Return (after a screenshot), presses Ctrl+Z in the image
+# window when gui.py asks, and waits for GIMP to quit. The checks are in run.sh.
+set -u
+OUT=$PIE_TEST_DIR/out
+mkdir -p "$OUT"
+log() { echo "[gui.sh] $*"; }
+wait_file() { # wait_file FILE SECONDS
+  local i=0
+  while [ ! -e "$1" ] && [ $i -lt $(($2 * 5)) ]; do sleep 0.2; i=$((i + 1)); done
+  [ -e "$1" ]
+}
+focus() { # give a window the keyboard; Xvfb has no window manager
+  xdotool windowfocus --sync "$1" 2>/dev/null || xdotool windowactivate --sync "$1" 2>/dev/null || true
+}
+
+gimp-3.0 --no-splash --batch-interpreter=python-fu-eval \
+  -b "exec(open('/pie/tests/gimp/gui.py').read())" --quit >"$OUT/gui-gimp.log" 2>&1 &
+gimp_pid=$!
+
+if wait_file "$OUT/dialog-expected" 180; then
+  dialog=
+  for _ in $(seq 1 150); do
+    dialog=$(xdotool search --onlyvisible --name 'Add Subject' 2>/dev/null | head -n1)
+    [ -n "$dialog" ] && break
+    sleep 0.4
+  done
+  if [ -n "$dialog" ]; then
+    sleep 1.5   # let it draw
+    import -window root "$OUT/add-subject-dialog.png"
+    xdotool getwindowname "$dialog" >"$OUT/dialog-title.txt"
+    focus "$dialog"
+    xdotool key --window "$dialog" Return
+    log "dialog '$(cat "$OUT/dialog-title.txt")' confirmed"
+  else
+    import -window root "$OUT/no-dialog.png"
+    log "no Add Subject dialog appeared"
+  fi
+else
+  log "gui.py never reached the dialog"
+fi
+
+if wait_file "$OUT/undo-ready" 400; then
+  win=$(xdotool search --onlyvisible --name 'scene.*GIMP' 2>/dev/null | head -n1)
+  [ -n "$win" ] || win=$(xdotool search --onlyvisible --name 'GIMP' 2>/dev/null | head -n1)
+  if [ -n "$win" ]; then
+    focus "$win"
+    xdotool key --clearmodifiers ctrl+z
+    log "Ctrl+Z sent to '$(xdotool getwindowname "$win")'"
+    sleep 2
+    import -window root "$OUT/after-undo.png"
+  else
+    log "no image window found"
+  fi
+fi
+
+wait_file "$OUT/gui-finished" 120 || log "gui.py did not finish"
+for _ in $(seq 1 60); do kill -0 "$gimp_pid" 2>/dev/null || break; sleep 0.5; done
+if kill -0 "$gimp_pid" 2>/dev/null; then
+  log "GIMP did not quit; stopping it"
+  kill "$gimp_pid" 2>/dev/null
+fi
+wait "$gimp_pid" 2>/dev/null
+exit 0

@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# End-to-end tests of pie's GIMP 3 plug-in against real GIMP 3.0 in the GIMP 3
+# build-and-test host (build/gimp-host.sh; needs root). Assumes the host, the
+# ONNX Runtime library and the trainer environment are set up (tests/run.sh
+# does that first); builds nothing itself except through install.sh.
+#
+#   bash tests/gimp/run.sh        prints PASS/FAIL per check and "N passed, M failed";
+#                                 exits 1 when any check failed
+#
+# What it does, in a throwaway HOME inside the host:
+#  1. install.sh --gimp-host --cpu into that HOME (pie, ONNX Runtime, trainer, plug-in)
+#  2. a Python-Fu batch (tests/gimp/e2e.py) in gimp-console-3.0: loads a real
+#     photo, Learn Scene and Learn Subject (quick preset, few steps), selects a
+#     rectangle, Add Subject, 2 variants, exports
+#  3. checks: new layer above the source, named after subject and seed, inside
+#     the selection; pixels outside the selection unchanged; the region changed;
+#     the source layer untouched; equal to `pie add` with the same seed and inputs
+#  4. bad input from Script-Fu: no selection, unknown subject, empty library:
+#     GIMP exits with the batch failure code (70) and prints the message
+#  5. the interactive dialog under Xvfb, driven by xdotool (tests/gimp/gui.sh):
+#     screenshot in tests/artifacts/gimp/, confirmed, last values remembered,
+#     one Ctrl+Z removes all the layers of one Add
+# Photos: ../shared/data beside the clone when present, else drawn in code.
+# Knobs: PIE_GIMP_TEST_TRAIN_STEPS (default 60; 0 = the quick preset's own),
+# PIE_GIMP_TEST_ADD_STEPS (default 12), PIE_GIMP_TEST_KEEP=1 keeps the test folder,
+# PIE_GIMP_TEST_SKIP_GUI=1 leaves out step 5.
+source "$(dirname "$0")/../../build/common.sh"
+cd "$PIE_ROOT"
+[ "$(id -u)" = 0 ] || die "the GIMP 3 host is a chroot and needs root (or skip these tests with PIE_SKIP_GIMP=1)"
+
+TRAIN_STEPS=${PIE_GIMP_TEST_TRAIN_STEPS:-60}
+ADD_STEPS=${PIE_GIMP_TEST_ADD_STEPS:-12}
+RECT=${PIE_GIMP_TEST_RECT:-96,56,80,80}
+ART=$PIE_ROOT/tests/artifacts/gimp
+PY=${PIE_TRAINER_PYTHON:-$(bash build/trainer-env.sh)}
+
+HOSTROOT=$(bash build/gimp-host.sh)
+T=$(mktemp -d "$HOSTROOT/tmp/pie-gimp-test.XXXXXX")
+TI=${T#"$HOSTROOT"}              # the same folder, as seen inside the host
+H=$T/home HI=$TI/home
+mkdir -p "$H" "$T/data" "$T/out" "$ART"
+rm -f "$ART"/*.png "$ART"/*.json "$ART"/*.log 2>/dev/null || true
+cleanup() {
+  cp -f "$T"/out/*.png "$T"/out/*.json "$T"/out/*.log "$ART"/ 2>/dev/null || true
+  if [ "${PIE_GIMP_TEST_KEEP:-0}" = 1 ]; then log "kept $T"; else rm -rf "$T"; fi
+}
+trap cleanup EXIT
+
+passed=0 failed=0
+declare -a failures=()
+pass() { passed=$((passed + 1)); printf 'PASS  %s\n' "$1"; }
+fail() { failed=$((failed + 1)); failures+=("$1"); printf 'FAIL  %s%s\n' "$1" "${2:+: $2}"; }
+check() { # check NAME CMD...: PASS when CMD succeeds; its output explains a failure
+  local name=$1 out; shift
+  if out=$("$@" 2>&1); then pass "$name"; else fail "$name" "$(printf '%s' "$out" | tail -n 5)"; fi
+}
+inside() { # inside CMD...: run in the host with the test HOME
+  bash build/gimp-host.sh run env HOME="$HI" LANG=C.UTF-8 PIE_TEST_DIR="$TI" PIE_TEST_RECT="$RECT" \
+    PIE_TEST_TRAIN_STEPS="$TRAIN_STEPS" PIE_TEST_ADD_STEPS="$ADD_STEPS" PIE_TEST_SUBJECT="$TI/data/$subject_file" "$@"
+}
+console() { # console INTERPRETER CODE: gimp-console-3.0 batch, headless
+  inside timeout 900 gimp-console-3.0 -i --batch-interpreter="$1" -b "$2" --quit
+}
+timings=()
+timed() { local t0=$SECONDS; "$@"; local rc=$?; timings+=("$1 $((SECONDS - t0)) s"); return $rc; }
+
+# --- photos -------------------------------------------------------------------
+shared=$PIE_ROOT/../shared/data
+if [ -f "$shared/scenes/mountains.png" ] && [ -f "$shared/instances/dog.jpg" ]; then
+  cp "$shared/scenes/mountains.png" "$T/data/scene.png"
+  cp "$shared/instances/dog.jpg" "$T/data/subject.jpg"
+  subject_file=subject.jpg
+  log "photos: ../shared/data (mountains.png, dog.jpg)"
+else
+  "$PY" tests/gimp/draw.py "$T/data/scene.png" "$T/data/subject.png"
+  subject_file=subject.png
+  log "photos: drawn by tests/gimp/draw.py (no ../shared/data here)"
+fi
+"$PY" tests/gimp/check.py mask "$T/data/scene.png" "$RECT" "$T/data/mask.png"
+
+# --- 1. install ---------------------------------------------------------------
+cargo_home=${CARGO_HOME:-$HOME/.cargo} rustup_home=${RUSTUP_HOME:-$HOME/.rustup}
+install_it() {
+  HOME=$H PREFIX=$H/.local CARGO_HOME=$cargo_home RUSTUP_HOME=$rustup_home \
+    bash install.sh --gimp-host --cpu >"$T/out/install.log" 2>&1
+}
+mkdir -p "$H/.config/GIMP/3.0"
+# no first-run welcome dialog in the GUI test
+printf '(show-welcome-dialog no)\n(check-updates no)\n' >"$H/.config/GIMP/3.0/gimprc"
+if timed install_it; then pass "install.sh --gimp-host installs into a fresh HOME"; else
+  fail "install.sh --gimp-host installs into a fresh HOME" "$(tail -n 8 "$T/out/install.log")"; fi
+plugin=$H/.config/GIMP/3.0/plug-ins/pie
+check "installed: pie command, ONNX Runtime, trainer venv, plug-in with pie.env" \
+  test -x "$H/.local/bin/pie" -a -f "$H/.local/lib/pie/libonnxruntime.so.$ORT_VERSION" \
+  -a -x "$H/.local/lib/pie/venv/bin/python" -a -x "$plugin/pie" -a -f "$plugin/pie.env" \
+  -a -f "$plugin/libonnxruntime.so.$ORT_VERSION"
+
+# --- 2./3. headless end to end -------------------------------------------------
+e2e() { console python-fu-eval "exec(open('/pie/tests/gimp/e2e.py').read())" >"$T/out/e2e.log" 2>&1; }
+if timed e2e; then pass "Python-Fu batch: Learn Scene, Learn Subject, Add Subject, export"; else
+  fail "Python-Fu batch: Learn Scene, Learn Subject, Add Subject, export" \
+    "$("$PY" tests/gimp/check.py why "$T/out/e2e.json" 2>&1 || tail -n 8 "$T/out/e2e.log")"; fi
+if [ -f "$T/out/e2e.json" ] && [ -f "$T/out/flat.png" ]; then
+  check "new layer above the source, named after subject and seed, inside the selection" \
+    "$PY" tests/gimp/check.py layer "$T/out/e2e.json" "$RECT"
+  check "pixels outside the selection unchanged" \
+    "$PY" tests/gimp/check.py outside "$T/data/scene.png" "$T/out/flat.png" "$T/data/mask.png"
+  check "the selected region changed" \
+    "$PY" tests/gimp/check.py changed "$T/data/scene.png" "$T/out/flat.png" "$T/data/mask.png"
+  check "the source layer is untouched" \
+    "$PY" tests/gimp/check.py same "$T/data/scene.png" "$T/out/source.png"
+  check "2 variants: 2 layers, named after seeds 50 and 51" \
+    "$PY" tests/gimp/check.py variants "$T/out/e2e.json"
+  cli() {
+    inside "$HI/.local/bin/pie" add "$TI/data/scene.png" --selection "$TI/data/mask.png" --concept subj \
+      --seed 1234 --steps "$ADD_STEPS" --strength 0.7 --guidance 3 --device cpu --out "$TI/out/cli.png" \
+      >"$T/out/cli.log" 2>&1
+  }
+  if timed cli; then
+    check "the result equals \`pie add\` with the same seed and inputs" \
+      "$PY" tests/gimp/check.py same "$T/out/cli.png" "$T/out/flat.png"
+  else
+    fail "the result equals \`pie add\` with the same seed and inputs" "pie add failed: $(tail -n 5 "$T/out/cli.log")"
+  fi
+else
+  fail "the e2e batch wrote its results" "no e2e.json / flat.png"
+fi
+
+# --- 4. bad input from Script-Fu -------------------------------------------------
+sf_add() { # sf_add SELECT-EXPR CONCEPT: load the scene, maybe select, Add Subject
+  cat <<SCM
+(let* ((image (car (gimp-file-load RUN-NONINTERACTIVE "$TI/data/scene.png")))
+       (layer (vector-ref (car (gimp-image-get-layers image)) 0)))
+  $1
+  (plug-in-pie-add-subject #:run-mode RUN-NONINTERACTIVE #:image image #:drawables (vector layer)
+                           #:concept "$2" #:seed 1 #:steps 2 #:device "cpu"))
+SCM
+}
+bad_input() { # bad_input NAME EXPECTED-TEXT SCHEME [ENV...]
+  local name=$1 want=$2 code=$3 rc out; shift 3
+  rc=0
+  out=$(inside "$@" timeout 300 gimp-console-3.0 -i --batch-interpreter=plug-in-script-fu-eval -b "$code" --quit 2>&1) || rc=$?
+  printf '%s\n' "$out" >"$T/out/bad-$(echo "$name" | tr -c 'a-z' '-' | cut -c1-30).log"
+  if [ $rc -eq 70 ] && grep -qF "$want" <<<"$out"; then pass "$name"
+  else fail "$name" "exit $rc (want 70), message: $(grep -i 'pie\|error' <<<"$out" | head -n 3)"; fi
+}
+bad_input "Add with no selection: GIMP exits 70 with the message" \
+  "Add Subject needs a selection" "$(sf_add "" subj)"
+bad_input "Add with an unknown subject: the message lists the learned ones" \
+  "Learned subjects: subj" "$(sf_add "(gimp-image-select-rectangle image CHANNEL-OP-REPLACE ${RECT//,/ })" nope)"
+mkdir -p "$T/empty-library"
+bad_input "Add with an empty library: the message says how to learn one" \
+  "has no learned subject yet" "$(sf_add "(gimp-image-select-rectangle image CHANNEL-OP-REPLACE ${RECT//,/ })" subj)" \
+  PIE_HOME="$TI/empty-library"
+
+# --- 5. the dialog under Xvfb ---------------------------------------------------
+if [ "${PIE_GIMP_TEST_SKIP_GUI:-0}" = 1 ]; then
+  log "skipped the dialog test (PIE_GIMP_TEST_SKIP_GUI=1)"
+else
+  gui() { inside timeout 900 xvfb-run -a -s '-screen 0 1280x900x24' bash /pie/tests/gimp/gui.sh >"$T/out/gui.log" 2>&1; }
+  timed gui || true
+  check "the Add Subject dialog appears under Xvfb (screenshot in tests/artifacts/gimp/)" \
+    test -s "$T/out/add-subject-dialog.png"
+  check "the dialog, confirmed with Return, runs and adds the layer" \
+    "$PY" tests/gimp/check.py gui-dialog "$T/out/gui.json"
+  check "the dialog's values are remembered (RUN_WITH_LAST_VALS uses its seed)" \
+    "$PY" tests/gimp/check.py gui-last-values "$T/out/gui.json"
+  check "one undo removes all the layers of one Add (2 variants)" \
+    "$PY" tests/gimp/check.py gui-undo "$T/out/gui.json"
+fi
+
+echo
+echo "timings: ${timings[*]}"
+[ ${#failures[@]} -eq 0 ] || printf 'failed: %s\n' "${failures[@]}"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
