@@ -32,4 +32,4 @@ echo; echo "==== Add: time vs selection area and vs image size"
   --image "$BENCH_DIR/work/scene.png" --repeat "$REPEAT" --out "$BENCH_DIR/add_scaling.json"
 
 echo; echo "==== Add: the engine's overhead outside ONNX Runtime"
-bash bench/overhead.sh "$BENCH_DIR/lib" "bench-subject-$last" "$BENCH_DIR/work/scene.png" "$BENCH_DIR/work/selection.png"
+bash bench/overhead.sh "$BENCH_DIR/lib" "bench-subject-$last" --runs "$REPEAT" --threads 1
