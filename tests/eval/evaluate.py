@@ -253,7 +253,8 @@ class Pie:
         if r.rc != 0:
             raise RuntimeError(f"{what} failed (exit {r.rc}):\n{r.stderr[-3000:]}")
         print(f"    {r.wall_s:.1f} s, peak {r.peak_rss_mb:.0f} MB", flush=True)
-        return {"wall_s": round(r.wall_s, 2), "peak_rss_mb": round(r.peak_rss_mb, 1)}
+        return {"wall_s": round(r.wall_s, 2), "peak_rss_mb": round(r.peak_rss_mb, 1),
+                "phases": [{"phase": p, "start_s": round(t, 1), "peak_rss_mb": round(m, 1)} for p, t, m in r.phases]}
 
     def _quick(self) -> list[str]:
         return ["--quick"] if self.preset == "quick" else []
