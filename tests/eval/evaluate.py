@@ -381,6 +381,16 @@ def markdown_table(rows: list[dict], meta: dict) -> str:
         out.append("| {} | {} | {} | {} | {} |".format(r["pair"], *(a[k]["text"] for k in
                                                                    ("seam", "harmonization", "preservation",
                                                                     "fidelity"))))
+    timed = [r for r in rows if r.get("timings", {}).get("add")]
+    if timed:
+        out += ["", "pie's time and peak memory (pie + trainer, summed RSS) per pair:", "",
+                "| pair | Stage I (learn-scene) | Stage II (learn-subject) | Add |", "|---|---|---|---|"]
+        for r in timed:
+            cells = []
+            for k in ("learn_scene", "learn_subject", "add"):
+                t = r["timings"].get(k)
+                cells.append(f"{t['wall_s']:.1f} s, {t['peak_rss_mb']:.0f} MB" if t else "(reused)")
+            out.append(f"| {r['pair']} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
 
