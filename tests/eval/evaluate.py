@@ -411,6 +411,13 @@ def acceptance(sc: dict[str, dict[str, float]]) -> dict[str, dict]:
     return res
 
 
+def write_results(out: Path, meta: dict, rows: list[dict]) -> str:
+    (out / "results.json").write_text(json.dumps({"meta": meta, "pairs": rows}, indent=2) + "\n")
+    md = markdown_table(rows, meta) if all("naive" in r["scores"] for r in rows) else ""
+    (out / "results.md").write_text(md)
+    return md
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=HERE / "out", help="output folder (default tests/eval/out, git-ignored)")
@@ -569,13 +576,12 @@ def main(argv: list[str] | None = None) -> int:
                     panels.append((label + " (failed)", np.full_like(scene, 255), errors.get(m, "")[:40]))
             title = (f"{pair.name}   (preset {args.preset}, seed {args.seed}, {meta['date']})")
             contact_sheet(pair.name, panels, pair.selection, title, args.zoom).save(out / f"sheet-{pair.name}.png")
+            write_results(out, meta, rows)  # after every pair, so that a long run leaves what it has
     finally:
         if tmp_lib:
             shutil.rmtree(tmp_lib, ignore_errors=True)
 
-    (out / "results.json").write_text(json.dumps({"meta": meta, "pairs": rows}, indent=2) + "\n")
-    md = markdown_table(rows, meta) if all("naive" in r["scores"] for r in rows) else ""
-    (out / "results.md").write_text(md)
+    md = write_results(out, meta, rows)
     print("\n" + md)
     print(f"wrote {out / 'results.md'}, {out / 'results.json'} and {len(rows)} contact sheets in {out}")
     failed = [r["pair"] for r in rows if r["errors"]]
