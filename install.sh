@@ -92,9 +92,12 @@ if [ "$with_trainer" = 1 ]; then
   py=$(bash build/trainer-env.sh)
   venv=$(cd "$(dirname "$py")/.." && pwd)
   ln -sfn "$venv" "$libdir/venv"
-  # --no-build-isolation: no download of a build backend (setuptools is in the venv).
+  # With setuptools in the venv (Python < 3.12), build without isolation: no
+  # download of a build backend; otherwise pip fetches setuptools from PyPI.
+  isolation=
+  "$py" -c 'import setuptools' >/dev/null 2>&1 && isolation=--no-build-isolation
   run_step "pip install of the trainer into $venv" \
-    "$py" -m pip install -q --no-deps --no-build-isolation --disable-pip-version-check --upgrade ./trainer
+    "$py" -m pip install -q --no-deps $isolation --disable-pip-version-check --upgrade ./trainer
   trainer_python=$libdir/venv/bin/python
   log "installed the trainer into $venv (linked as $libdir/venv)"
 else

@@ -111,7 +111,7 @@ fn learn_common_arguments(p: &gimp::ImageProcedure, default_name: &str) {
     );
     p.add_boolean_argument(
         "replace",
-        "_Replace an existing concept of that name",
+        "Re_place an existing concept of that name",
         Some("Replace a concept of the same name instead of refusing"),
         false,
         RW,
@@ -159,7 +159,7 @@ fn learn_subject_procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
     learn_common_arguments(&p, "my-subject");
     let listing = engine::list().ok();
     let (choice, default) = concept_choice(listing.as_ref(), 1);
-    add_choice_aux(&p, "scene-choice", "_Scene to grow from", "A scene learned with Learn Scene", choice, &default);
+    add_choice_aux(&p, "scene-choice", "S_cene to grow from", "A scene learned with Learn Scene", choice, &default);
     p
 }
 
@@ -196,9 +196,9 @@ fn add_subject_procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
     p.add_int_argument("steps", "Sampling s_teps", Some("Denoising steps: more is slower and finer"), 1, 1000, 50, RW);
     p.add_double_argument(
         "strength",
-        "St_rength",
+        "Stre_ngth",
         Some("How much of the selection is re-synthesized: 1 starts from noise, lower keeps more of the subject as photographed"),
-        0.05,
+        0.0,
         1.0,
         0.7,
         RW,
@@ -216,7 +216,7 @@ fn add_subject_procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
     p.add_choice_argument("device", "_Device", Some("Where to sample"), device_choice(), "auto", RW);
     let listing = engine::list().ok();
     let (choice, default) = concept_choice(listing.as_ref(), 2);
-    add_choice_aux(&p, "concept-choice", "_Subject", "A subject learned with Learn Subject", choice, &default);
+    add_choice_aux(&p, "concept-choice", "Su_bject", "A subject learned with Learn Subject", choice, &default);
     p
 }
 
@@ -449,11 +449,15 @@ fn run_add_subject(
         s if s < 0 => random_seed(),
         s => s as u64,
     };
+    let strength = config.property::<f64>("strength");
+    if strength <= 0.0 {
+        return Err(Failure::msg("Strength must be above 0 (1 re-synthesizes the whole selection)."));
+    }
     let params = AddParams {
         concept: concept.clone(),
         seed,
         steps: config.property::<i32>("steps").max(1) as u32,
-        strength: config.property::<f64>("strength"),
+        strength,
         guidance: config.property::<f64>("guidance"),
         variants: config.property::<i32>("variants").max(1) as u32,
         device: get_string(config, "device"),
@@ -471,8 +475,9 @@ fn run_add_subject(
     let variants = result?;
     {
         let _undo = UndoGroup::start(image);
-        for v in variants.iter().rev() {
-            // inserted at the source's position, so the first variant ends on top
+        for v in &variants {
+            // each goes right above the source layer, under the previous one:
+            // the first variant ends on top
             let name = format!("{concept} (seed {})", v.seed);
             pixels::add_result_layer(image, &src, &v.image, v.changed, &name)?;
         }

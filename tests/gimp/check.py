@@ -9,7 +9,7 @@ exits 1.
   same A B                    two images are bit-identical (RGB and alpha)
   variants E2E_JSON           two variant layers named after seeds 50 and 51
   why E2E_JSON                print the failure recorded by e2e.py
-  gui-dialog | gui-last-values | gui-undo GUI_JSON
+  gui-dialog | gui-last-values | gui-undo | gui-cancel GUI_JSON
 """
 import json
 import sys
@@ -114,6 +114,11 @@ def main(argv):
                 fail(f"variants run: {st} {err}; layers {r['layers_3']}")
             if r["layers_4"] != r["layers_2"]:
                 fail(f"after one undo the layers are {r['layers_4']}, want {r['layers_2']}")
+        elif cmd == "gui-cancel":
+            if "CANCEL" not in r.get("learn_cancel", ""):
+                fail(f"Learn Subject after Escape returned {r.get('learn_cancel')}, want CANCEL")
+            if "never-learned" in r.get("library_after_cancel", []):
+                fail("the cancelled Learn Subject left a concept in the library")
     else:
         fail(f"unknown check {cmd}")
 

@@ -7,6 +7,8 @@
 #    values are remembered, so the layer carries the dialog's seed.
 # 3. Run NONINTERACTIVE with 2 variants, then write "undo-ready": gui.sh
 #    presses Ctrl+Z in the image window, and one undo must remove both layers.
+# 4. Learn Subject INTERACTIVE: gui.sh screenshots its dialog (the scene list
+#    comes from the library) and presses Escape: cancelled, nothing learned.
 #
 # Writes $PIE_TEST_DIR/out/gui.json; the checks are in tests/gimp/run.sh.
 import json
@@ -85,6 +87,17 @@ try:
         time.sleep(0.2)
     time.sleep(1.0)  # an undo that wrongly removed one layer at a time would show now
     R["layers_4"] = names(image)
+
+    # Learn Subject's dialog lists the library's scenes; Escape cancels it
+    proc = PDB.lookup_procedure("plug-in-pie-learn-subject")
+    cfg = proc.create_config()
+    cfg.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
+    cfg.set_property("image", image)
+    cfg.set_core_object_array("drawables", [layer])
+    cfg.set_property("name", "never-learned")
+    marker("learn-dialog-expected")
+    R["learn_cancel"] = str(proc.run(cfg).index(0))
+    R["library_after_cancel"] = sorted(os.listdir(os.path.join(os.environ["HOME"], ".local", "share", "pie")))
     image.clean_all()
     R["done"] = True
 finally:

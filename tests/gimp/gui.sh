@@ -56,6 +56,24 @@ if wait_file "$OUT/undo-ready" 400; then
   fi
 fi
 
+if wait_file "$OUT/learn-dialog-expected" 120; then
+  dialog=
+  for _ in $(seq 1 100); do
+    dialog=$(xdotool search --onlyvisible --name 'Learn Subject' 2>/dev/null | head -n1)
+    [ -n "$dialog" ] && break
+    sleep 0.3
+  done
+  if [ -n "$dialog" ]; then
+    sleep 1.5
+    import -window root "$OUT/learn-subject-dialog.png"
+    focus "$dialog"
+    xdotool key --window "$dialog" Escape
+    log "Learn Subject dialog cancelled"
+  else
+    log "no Learn Subject dialog appeared"
+  fi
+fi
+
 wait_file "$OUT/gui-finished" 120 || log "gui.py did not finish"
 for _ in $(seq 1 60); do kill -0 "$gimp_pid" 2>/dev/null || break; sleep 0.5; done
 if kill -0 "$gimp_pid" 2>/dev/null; then

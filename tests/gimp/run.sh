@@ -16,7 +16,9 @@
 #     the selection; pixels outside the selection unchanged; the region changed;
 #     the source layer untouched; equal to `pie add` with the same seed and inputs
 #  4. bad input from Script-Fu: no selection, unknown subject, empty library:
-#     GIMP exits with the batch failure code (70) and prints the message
+#     GIMP exits with the batch failure code (70) and prints the message;
+#     killing the plug-in during Learn Scene (what GIMP's cancel does) stops the
+#     trainer and leaves the library as it was
 #  5. the interactive dialog under Xvfb, driven by xdotool (tests/gimp/gui.sh):
 #     screenshot in tests/artifacts/gimp/, confirmed, last values remembered,
 #     one Ctrl+Z removes all the layers of one Add
@@ -153,6 +155,49 @@ bad_input "Add with an empty library: the message says how to learn one" \
   "has no learned subject yet" "$(sf_add "(gimp-image-select-rectangle image CHANNEL-OP-REPLACE ${RECT//,/ })" subj)" \
   PIE_HOME="$TI/empty-library"
 
+# --- 4b. cancel while learning ---------------------------------------------------
+# GIMP's cancel button kills the plug-in (SIGKILL; GIMP 3.0
+# app/plug-in/gimpplugin-progress.c). Do the same to a Learn Scene run and check
+# that the trainer stops too and the library gains nothing.
+cancel_learning() {
+  local plug= trainer= bg rc=0 i
+  inside timeout 600 gimp-console-3.0 -i --batch-interpreter=plug-in-script-fu-eval -b "
+(let* ((image (car (gimp-file-load RUN-NONINTERACTIVE \"$TI/data/scene.png\")))
+       (layer (vector-ref (car (gimp-image-get-layers image)) 0)))
+  (plug-in-pie-learn-scene #:run-mode RUN-NONINTERACTIVE #:image image #:drawables (vector layer)
+                           #:name \"cancelled\" #:preset \"default\" #:device \"cpu\"))" --quit \
+    >"$T/out/cancel.log" 2>&1 &
+  bg=$!
+  for i in $(seq 1 300); do
+    plug=$(pgrep -f "^$HI/.config/GIMP/3.0/plug-ins/pie/pie " | head -n1 || true)
+    [ -n "$plug" ] && trainer=$(pgrep -P "$plug" -f pie_trainer | head -n1 || true)
+    [ -n "$trainer" ] && break
+    sleep 0.2
+  done
+  if [ -z "$trainer" ]; then
+    fail "cancelling Learn Scene stops the trainer" "the trainer never started (see cancel.log)"
+    wait "$bg" || true
+    return 0
+  fi
+  sleep 4                      # let it train a little
+  kill -9 "$plug"              # what GIMP's cancel does
+  for i in $(seq 1 100); do kill -0 "$trainer" 2>/dev/null || break; sleep 0.2; done
+  if kill -0 "$trainer" 2>/dev/null; then
+    fail "cancelling Learn Scene stops the trainer" "trainer $trainer still runs 20 s after the plug-in was killed"
+    kill "$trainer" 2>/dev/null || true
+  else
+    pass "cancelling Learn Scene stops the trainer"
+  fi
+  wait "$bg" || rc=$?
+  if [ $rc -ne 0 ] && [ ! -e "$H/.local/share/pie/cancelled" ]; then
+    pass "after the cancel GIMP reports the failure and the library gained nothing"
+  else
+    fail "after the cancel GIMP reports the failure and the library gained nothing" \
+      "GIMP exit $rc; library: $(ls -A "$H/.local/share/pie" | tr '\n' ' ')"
+  fi
+}
+timed cancel_learning
+
 # --- 5. the dialog under Xvfb ---------------------------------------------------
 if [ "${PIE_GIMP_TEST_SKIP_GUI:-0}" = 1 ]; then
   log "skipped the dialog test (PIE_GIMP_TEST_SKIP_GUI=1)"
@@ -167,6 +212,8 @@ else
     "$PY" tests/gimp/check.py gui-last-values "$T/out/gui.json"
   check "one undo removes all the layers of one Add (2 variants)" \
     "$PY" tests/gimp/check.py gui-undo "$T/out/gui.json"
+  check "the Learn Subject dialog (scenes listed from the library) cancels cleanly" \
+    "$PY" tests/gimp/check.py gui-cancel "$T/out/gui.json"
 fi
 
 echo
