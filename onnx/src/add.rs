@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use image::{DynamicImage, GenericImageView, GrayImage, RgbaImage};
 use ort::value::TensorRef;
 use rand_chacha::ChaCha8Rng;
-use rand_core::{RngCore, SeedableRng};
+use rand::Rng;
+use rand_core::SeedableRng;
+use rand_distr::StandardNormal;
 
 use crate::bundle::Bundle;
 use crate::imageops::{self, Planes, Rect};
@@ -40,7 +42,8 @@ impl std::str::FromStr for Sampler {
 #[derive(Debug, Clone)]
 pub struct AddOptions {
     pub seed: u64,
-    /// Denoiser steps per result (each runs the graph once on a batch of 3).
+    /// Denoiser steps over the whole schedule; `steps × strength` of them run
+    /// per result, each one graph run on a batch of 3 (subject, scene, null).
     pub steps: usize,
     /// How much of the selection is re-synthesized, (0, 1]: 1 starts from noise,
     /// lower keeps more of the placed subject.
@@ -272,21 +275,14 @@ fn paste_subject(subject: &RgbaImage, (sx, sy, sw, sh): (f64, f64, f64, f64), w:
     }
 }
 
-/// Standard normal samples from the seeded stream (Box–Muller in f64, so
-/// the sequence is the same on every machine).
+/// Standard normal samples from the seeded stream (ChaCha8 + ziggurat:
+/// the same sequence for the same seed on every run).
 struct Noise(ChaCha8Rng);
 
 impl Noise {
     fn fill(&mut self, out: &mut [f32]) {
-        let unit = |r: &mut ChaCha8Rng| ((r.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-        for pair in out.chunks_mut(2) {
-            let (u1, u2) = (unit(&mut self.0), unit(&mut self.0));
-            let rad = (-2.0 * u1.ln()).sqrt();
-            let th = std::f64::consts::TAU * u2;
-            pair[0] = (rad * th.cos()) as f32;
-            if pair.len() > 1 {
-                pair[1] = (rad * th.sin()) as f32;
-            }
+        for v in out.iter_mut() {
+            *v = self.0.sample(StandardNormal);
         }
     }
 }
@@ -315,16 +311,20 @@ fn sample(
         tokens.push(s);
     }
     tokens.push(bundle.scene_token);
-    tokens.push(bundle.null_token);
+    let g = opts.guidance;
+    // Guidance 1 is the conditional prediction alone: no need to run the null token.
+    let guided = g != 1.0;
+    if guided {
+        tokens.push(bundle.null_token);
+    }
     let batch = tokens.len();
-    let has_subject = batch == 3;
+    let has_subject = bundle.subject_token.is_some();
 
     let a0 = sched.abar(Some(ts[0]));
     noise.fill(&mut z);
     let mut x: Vec<f32> = p.composite.iter().zip(&z).map(|(c, e)| (a0.sqrt() as f32) * c + ((1.0 - a0).sqrt() as f32) * e).collect();
     let mut xin = vec![0.0f32; batch * n];
     let mut eps = vec![0.0f32; n];
-    let g = opts.guidance;
     let eta = if opts.sampler == Sampler::Ddpm { 1.0 } else { 0.0 };
     let ie = |e: ort::Error| Error::internal(format!("ONNX Runtime failed while running the denoiser of {}: {e}", bundle.name()));
 
@@ -348,18 +348,23 @@ fn sample(
                 return Err(Error::internal(format!("the denoiser of {} returned eps of shape {shape:?}, expected [{batch}, 3, {h}, {w}]", bundle.name())));
             }
             *ort_time += t_run.elapsed();
+            // Conditional ε: the subject's where it is placed, the scene's around it.
             if has_subject {
-                let (s, rest) = out.split_at(n);
-                let (sc, nu) = rest.split_at(n);
-                for k in 0..n {
-                    let m = p.subj[k % plane];
-                    let c = m * s[k] + (1.0 - m) * sc[k];
-                    eps[k] = nu[k] + g * (c - nu[k]);
+                let (s, sc) = (&out[..n], &out[n..2 * n]);
+                for c in 0..3 {
+                    let r = c * plane..(c + 1) * plane;
+                    let it = eps[r.clone()].iter_mut().zip(&s[r.clone()]).zip(&sc[r]).zip(&p.subj);
+                    for (((e, s), sc), m) in it {
+                        *e = m * s + (1.0 - m) * sc;
+                    }
                 }
             } else {
-                let (sc, nu) = out.split_at(n);
-                for k in 0..n {
-                    eps[k] = nu[k] + g * (sc[k] - nu[k]);
+                eps.copy_from_slice(&out[..n]);
+            }
+            if guided {
+                let nu = &out[(batch - 1) * n..batch * n];
+                for (e, nu) in eps.iter_mut().zip(nu) {
+                    *e = nu + g * (*e - nu);
                 }
             }
         }
@@ -369,24 +374,28 @@ fn sample(
         let (sa, s1, sp, ce, sg) = (c.sqrt_abar as f32, c.sqrt_one_minus as f32, c.sqrt_abar_prev as f32, c.c_eps as f32, c.sigma as f32);
         if sg > 0.0 {
             noise.fill(&mut z);
+        } else {
+            z.iter_mut().for_each(|v| *v = 0.0);
         }
-        for k in 0..n {
-            let x0 = ((x[k] - s1 * eps[k]) / sa).clamp(-1.0, 1.0);
+        let (inv_sa, inv_s1) = (1.0 / sa, 1.0 / s1);
+        for ((xv, e), zv) in x.iter_mut().zip(&eps).zip(&z) {
+            let x0 = ((*xv - s1 * e) * inv_sa).clamp(-1.0, 1.0);
             // ε consistent with the clamped x̂0, so the step stays on its trajectory.
-            let e = (x[k] - sa * x0) / s1;
-            x[k] = sp * x0 + ce * e + if sg > 0.0 { sg * z[k] } else { 0.0 };
+            let e = (*xv - sa * x0) * inv_s1;
+            *xv = sp * x0 + ce * e + sg * zv;
         }
         // Re-impose what is known, noised to the level x is now at.
         let ap = sched.abar(prev);
         let (ka, kn) = (ap.sqrt() as f32, (1.0 - ap).sqrt() as f32);
-        if prev.is_some() {
-            noise.fill(&mut z);
-        }
-        for k in 0..n {
-            let m = p.sel[k % plane];
-            if m < 1.0 {
-                let known = ka * p.known[k] + if prev.is_some() { kn * z[k] } else { 0.0 };
-                x[k] = m * x[k] + (1.0 - m) * known;
+        // Noise only where the known pixels show through, so a small selection costs little.
+        for c in 0..3 {
+            let xs = &mut x[c * plane..(c + 1) * plane];
+            let ks = &p.known[c * plane..(c + 1) * plane];
+            for ((xv, kv), m) in xs.iter_mut().zip(ks).zip(&p.sel) {
+                if *m < 1.0 {
+                    let noise_v = if prev.is_some() { kn * noise.0.sample::<f32, _>(StandardNormal) } else { 0.0 };
+                    *xv = m * *xv + (1.0 - m) * (ka * kv + noise_v);
+                }
             }
         }
     }

@@ -46,13 +46,14 @@ impl NoiseSchedule {
         t.map_or(1.0, |t| self.alphas_cumprod[t])
     }
 
-    /// The descending timesteps to visit. `strength` in (0, 1] picks the
-    /// starting noise level (1 = pure noise); `steps` of them, evenly spaced
-    /// from there down, fewer only if the schedule has fewer distinct levels.
+    /// The descending timesteps to visit. `steps` is the density of the full
+    /// schedule (as in img2img): `strength` in (0, 1] picks the starting noise
+    /// level (1 = pure noise) and only `round(steps × strength)` of them run,
+    /// evenly spaced from there down (fewer only if the schedule has fewer levels).
     pub fn timesteps(&self, steps: usize, strength: f32) -> Vec<usize> {
         let last = self.len().saturating_sub(1);
         let t_start = ((f64::from(strength.clamp(0.0, 1.0)) * last as f64).round() as usize).min(last);
-        let n = steps.max(1);
+        let n = ((steps as f64 * f64::from(strength.clamp(0.0, 1.0))).round() as usize).max(1);
         let mut ts: Vec<usize> = (1..=n).rev().map(|k| ((t_start as f64) * k as f64 / n as f64).round() as usize).collect();
         ts.dedup();
         if ts.is_empty() {
@@ -128,12 +129,12 @@ mod tests {
         assert_eq!(*ts.last().unwrap(), 20);
         let half = s.timesteps(10, 0.5);
         assert_eq!(half[0], 500);
-        assert_eq!(half.len(), 10);
+        assert_eq!(half.len(), 5);
+        assert_eq!(s.timesteps(50, 0.7).len(), 35);
         // more steps than levels: no repeats
-        let tiny = s.timesteps(100, 0.01);
+        let tiny = s.timesteps(2000, 0.01);
         assert!(tiny.windows(2).all(|w| w[0] > w[1]));
-        assert_eq!(tiny.len(), 11);
-        assert_eq!(*tiny.last().unwrap(), 0);
+        assert_eq!(tiny, (1..=10).rev().collect::<Vec<_>>());
     }
 
     #[test]

@@ -244,3 +244,54 @@ fn trained_bundles_round_trip() {
     let subject = [230.0, 50.0, 30.0];
     assert!(dist(after, subject) < dist(before, subject), "selection mean {after:?} did not move toward the subject from {before:?}");
 }
+
+fn interrupt_after(mut child: std::process::Child, wait: std::time::Duration) -> Output {
+    std::thread::sleep(wait);
+    // SAFETY: kill(2) on a child we spawned and have not reaped.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    child.wait_with_output().expect("wait for pie")
+}
+
+#[test]
+fn ctrl_c_during_add_exits_3_and_writes_nothing() {
+    let c = case();
+    let big = c.outdir.parent().unwrap().join("big.png");
+    let bigmask = c.outdir.parent().unwrap().join("bigmask.png");
+    scene_rgb8(1024, 768).save(&big).unwrap();
+    rect_mask(1024, 768, 200, 200, 500, 400, 8).save(&bigmask).unwrap();
+    let out = c.outdir.join("r.png");
+    ort();
+    let child = Command::new(env!("CARGO_BIN_EXE_pie"))
+        .arg("--library")
+        .arg(c.lib.path())
+        .args(["add", big.to_str().unwrap(), "--selection", bigmask.to_str().unwrap(), "--concept", "ball", "--out", out.to_str().unwrap(), "--steps", "1000", "--device", "cpu"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = interrupt_after(child, std::time::Duration::from_millis(1500));
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(listing(&c.outdir).is_empty(), "{:?}", listing(&c.outdir));
+}
+
+#[test]
+fn ctrl_c_during_training_stops_the_trainer() {
+    let Some(_) = trained_library() else { return };
+    let c = case();
+    let child = Command::new(env!("CARGO_BIN_EXE_pie"))
+        .arg("--library")
+        .arg(c.lib.path())
+        .args(["--json", "learn-scene", c.scene.to_str().unwrap(), "--name", "long", "--device", "cpu", "--steps", "100000"])
+        .args(["--trainer-arg=--bench-steps", "--trainer-arg=0", "--trainer-arg=--resolution", "--trainer-arg=16", "--trainer-arg=--threads", "--trainer-arg=1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = interrupt_after(child, std::time::Duration::from_secs(12));
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(!c.lib.path().join("long").exists(), "a cancelled run left a concept");
+    let last: serde_json::Value = String::from_utf8_lossy(&o.stdout).lines().last().and_then(|l| serde_json::from_str(l).ok()).unwrap_or_default();
+    assert_eq!(last["kind"], "cancelled", "{}", text(&o));
+}

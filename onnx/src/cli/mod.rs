@@ -104,12 +104,13 @@ enum Cmd {
         out: PathBuf,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Denoising steps over the whole schedule; STEPS × STRENGTH of them run
         #[arg(long, default_value_t = 50)]
         steps: usize,
-        /// How much of the selection is re-synthesized (0 < F ≤ 1)
+        /// How much of the selection is re-synthesized (0 < F ≤ 1; 1 starts from noise)
         #[arg(long, default_value_t = 0.7)]
         strength: f32,
-        /// Classifier-free guidance scale
+        /// Classifier-free guidance scale (1 = none, and faster)
         #[arg(long, default_value_t = 3.0)]
         guidance: f32,
         /// Results from seeds SEED, SEED+1, …
