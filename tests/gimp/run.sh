@@ -22,6 +22,7 @@
 #  5. the interactive dialog under Xvfb, driven by xdotool (tests/gimp/gui.sh):
 #     screenshot in tests/artifacts/gimp/, confirmed, last values remembered,
 #     one Ctrl+Z removes all the layers of one Add
+#  6. install.sh again (idempotent), then install.sh --uninstall
 # Photos: ../shared/data beside the clone when present, else drawn in code.
 # Knobs: PIE_GIMP_TEST_TRAIN_STEPS (default 60; 0 = the quick preset's own),
 # PIE_GIMP_TEST_ADD_STEPS (default 12), PIE_GIMP_TEST_KEEP=1 keeps the test folder,
@@ -215,6 +216,19 @@ else
   check "the Learn Subject dialog (scenes listed from the library) cancels cleanly" \
     "$PY" tests/gimp/check.py gui-cancel "$T/out/gui.json"
 fi
+
+# --- 6. install.sh again (idempotent), then --uninstall ---------------------------
+install_again() {
+  install_it && test -x "$plugin/pie" -a -x "$H/.local/bin/pie" -a -L "$H/.local/lib/pie/venv"
+}
+check "install.sh again over the installed pie (idempotent)" install_again
+venv_target=$(readlink -f "$H/.local/lib/pie/venv" || true)
+uninstall_it() {
+  HOME=$H PREFIX=$H/.local bash install.sh --uninstall >"$T/out/uninstall.log" 2>&1 &&
+    test ! -e "$H/.local/bin/pie" -a ! -e "$H/.local/lib/pie" -a ! -e "$plugin" &&
+    test -d "$H/.local/share/pie/subj" -a -x "$venv_target/bin/python"
+}
+check "install.sh --uninstall removes pie and the plug-in, keeps the library and the cached venv" uninstall_it
 
 echo
 echo "timings: ${timings[*]}"
