@@ -8,6 +8,7 @@ exits 1.
   changed SCENE RESULT MASK   the masked region changed
   same A B                    two images are bit-identical (RGB and alpha)
   variants E2E_JSON           two variant layers named after seeds 50 and 51
+  format E2E_JSON KIND X,Y,W,H BEFORE AFTER MASK   other precisions/modes/offsets
   why E2E_JSON                print the failure recorded by e2e.py
   gui-dialog | gui-last-values | gui-undo | gui-cancel GUI_JSON
 """
@@ -86,6 +87,25 @@ def main(argv):
         names = [l["name"] for l in v]
         if len(v) != 2 or not any("50" in n for n in names) or not any("51" in n for n in names):
             fail(f"variant layers: {names} (want two, seeds 50 and 51)")
+    elif cmd == "format":
+        r = json.load(open(argv[1]))
+        f = r.get("formats", {}).get(argv[2])
+        if not f:
+            fail(f"no result for {argv[2]}")
+        x, y, w, h = rect(argv[3])
+        if len(f["layers"]) < 2:
+            fail(f"no new layer: {f['layers']}")
+        top = f["layers"][0]
+        if not (top["x"] >= x and top["y"] >= y and top["x"] + top["w"] <= x + w and top["y"] + top["h"] <= y + h):
+            fail(f"the new layer {top} is not inside the selection {x},{y} {w}x{h}")
+        a, b = rgb(argv[4]), rgb(argv[5])
+        m = np.asarray(Image.open(argv[6]).convert("L")) > 0
+        diff = np.any(a != b, axis=2) & ~m
+        if diff.any():
+            fail(f"{diff.sum()} pixels outside the selection changed ({f['precision']})")
+        d = np.abs(a[m][:, :3].astype(int) - b[m][:, :3].astype(int)).mean()
+        if d < 2.0:
+            fail(f"the selected region barely changed (mean abs difference {d:.2f})")
     elif cmd == "why":
         r = json.load(open(argv[1]))
         bad = {k: s for k, s in r.get("steps", {}).items() if not s["ok"]}

@@ -117,6 +117,33 @@ try:
         concept="subj", seed=50, steps=ADD_STEPS, strength=0.7, guidance=3.0, variants=2, device="cpu")
     layers = scene.get_layers()
     R["variant_layers"] = [layer_info(l) for l in layers if l.get_id() not in before]
+
+    # Other precisions and modes, and a layer that is offset on the canvas:
+    # each is flattened before and after Add, for run.sh to compare.
+    R["formats"] = {}
+    for kind in ("u16", "float-linear", "gray", "offset-layer"):
+        img = load(os.path.join(T, "data", "scene.png"))
+        layer = img.get_layers()[0]
+        if kind == "u16":
+            img.convert_precision(Gimp.Precision.U16_NON_LINEAR)
+        elif kind == "float-linear":
+            img.convert_precision(Gimp.Precision.FLOAT_LINEAR)
+        elif kind == "gray":
+            img.convert_grayscale()
+        elif kind == "offset-layer":
+            layer.add_alpha()
+            layer.resize(layer.get_width() - 30, layer.get_height() - 20, 0, 0)
+            layer.set_offsets(30, 20)
+        layer = img.get_layers()[0]
+        img.select_rectangle(Gimp.ChannelOps.REPLACE, X, Y, W, H)
+        save_flat(img, os.path.join(OUT, f"{kind}-before.png"))
+        call("plug-in-pie-add-subject", img, [layer],
+             concept="subj", seed=7, steps=ADD_STEPS, strength=0.7, guidance=3.0, variants=1, device="cpu")
+        save_flat(img, os.path.join(OUT, f"{kind}-after.png"))
+        layers = img.get_layers()
+        R["formats"][kind] = {"layers": [layer_info(l) for l in layers],
+                              "precision": str(img.get_precision()), "base_type": str(img.get_base_type())}
+        img.delete()
     R["done"] = True
 finally:
     R["traceback"] = traceback.format_exc() if not R.get("done") else None

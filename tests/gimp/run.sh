@@ -14,7 +14,8 @@
 #     rectangle, Add Subject, 2 variants, exports
 #  3. checks: new layer above the source, named after subject and seed, inside
 #     the selection; pixels outside the selection unchanged; the region changed;
-#     the source layer untouched; equal to `pie add` with the same seed and inputs
+#     the source layer untouched; equal to `pie add` with the same seed and inputs;
+#     the same in 16-bit, linear float and grayscale images and for an offset layer
 #  4. bad input from Script-Fu: no selection, unknown subject, empty library:
 #     GIMP exits with the batch failure code (70) and prints the message;
 #     killing the plug-in during Learn Scene (what GIMP's cancel does) stops the
@@ -26,7 +27,8 @@
 # Photos: ../shared/data beside the clone when present, else drawn in code.
 # Knobs: PIE_GIMP_TEST_TRAIN_STEPS (default 60; 0 = the quick preset's own),
 # PIE_GIMP_TEST_ADD_STEPS (default 12), PIE_GIMP_TEST_KEEP=1 keeps the test folder,
-# PIE_GIMP_TEST_SKIP_GUI=1 leaves out step 5.
+# PIE_GIMP_TEST_SKIP_GUI=1 leaves out step 5, PIE_GIMP_TEST_DRAWN=1 uses the drawn
+# photos even where ../shared/data exists.
 source "$(dirname "$0")/../../build/common.sh"
 cd "$PIE_ROOT"
 [ "$(id -u)" = 0 ] || die "the GIMP 3 host is a chroot and needs root (or skip these tests with PIE_SKIP_GIMP=1)"
@@ -69,7 +71,7 @@ timed() { local t0=$SECONDS; "$@"; local rc=$?; timings+=("$1 $((SECONDS - t0)) 
 
 # --- photos -------------------------------------------------------------------
 shared=$PIE_ROOT/../shared/data
-if [ -f "$shared/scenes/mountains.png" ] && [ -f "$shared/instances/dog.jpg" ]; then
+if [ "${PIE_GIMP_TEST_DRAWN:-0}" != 1 ] && [ -f "$shared/scenes/mountains.png" ] && [ -f "$shared/instances/dog.jpg" ]; then
   cp "$shared/scenes/mountains.png" "$T/data/scene.png"
   cp "$shared/instances/dog.jpg" "$T/data/subject.jpg"
   subject_file=subject.jpg
@@ -114,6 +116,11 @@ if [ -f "$T/out/e2e.json" ] && [ -f "$T/out/flat.png" ]; then
     "$PY" tests/gimp/check.py same "$T/data/scene.png" "$T/out/source.png"
   check "2 variants: 2 layers, named after seeds 50 and 51" \
     "$PY" tests/gimp/check.py variants "$T/out/e2e.json"
+  for kind in u16 float-linear gray offset-layer; do
+    check "$kind: Add writes a layer inside the selection, outside unchanged, region changed" \
+      "$PY" tests/gimp/check.py format "$T/out/e2e.json" "$kind" "$RECT" "$T/out/$kind-before.png" \
+      "$T/out/$kind-after.png" "$T/data/mask.png"
+  done
   cli() {
     inside "$HI/.local/bin/pie" add "$TI/data/scene.png" --selection "$TI/data/mask.png" --concept subj \
       --seed 1234 --steps "$ADD_STEPS" --strength 0.7 --guidance 3 --device cpu --out "$TI/out/cli.png" \
