@@ -56,11 +56,14 @@ pub struct AddOptions {
     pub sampler: Sampler,
     /// ONNX Runtime threads; `None` = all cores but one.
     pub threads: Option<usize>,
+    /// 0 to 1: how much full-resolution detail of the placed subject and the
+    /// scene is put back when the model works below 1:1 (large photos).
+    pub detail: f32,
 }
 
 impl Default for AddOptions {
     fn default() -> Self {
-        AddOptions { seed: 0, steps: 50, strength: 0.7, guidance: 3.0, variants: 1, device: Device::Auto, sampler: Sampler::Ddim, threads: None }
+        AddOptions { seed: 0, steps: 50, strength: 0.7, guidance: 3.0, variants: 1, device: Device::Auto, sampler: Sampler::Ddim, threads: None, detail: 1.0 }
     }
 }
 
@@ -104,6 +107,9 @@ fn check_options(o: &AddOptions) -> Result<()> {
     if !(1..=64).contains(&o.variants) {
         return Err(Error::bad(format!("--variants {} is out of range (1 to 64)", o.variants)));
     }
+    if !(0.0..=1.0).contains(&o.detail) {
+        return Err(Error::bad(format!("--detail {} is out of range (0 to 1)", o.detail)));
+    }
     if o.threads == Some(0) {
         return Err(Error::bad("--threads must be at least 1"));
     }
@@ -141,7 +147,7 @@ pub fn add(bundle: &Bundle, scene: &DynamicImage, selection: &GrayImage, opts: &
     check_options(opts)?;
     let bbox = check_selection(scene, selection)?;
     let plan = plan::plan(scene.width(), scene.height(), bbox, &bundle.manifest.model)?;
-    let prep = prepare(bundle, scene, selection, &plan, bbox);
+    let prep = prepare(bundle, scene, selection, &plan, bbox, opts.detail);
 
     progress.update(0.0, "loading the model");
     if progress.cancelled() {
@@ -179,8 +185,11 @@ pub fn add(bundle: &Bundle, scene: &DynamicImage, selection: &GrayImage, opts: &
         };
         let work = sample(&mut den.session, bundle, &prep, &sched, &ts, opts, seed, &mut stats.runtime, &mut on_step)?;
         // Back to [0, 1] at the crop's size, then through the user's selection.
-        let mut res = Planes { c: 3, w: plan.work_w, h: plan.work_h, data: work.iter().map(|v| (v + 1.0) * 0.5).collect() };
-        res = imageops::resize(&res, plan.crop.w as usize, plan.crop.h as usize);
+        let mut res = imageops::resize(&Planes { c: 3, w: plan.work_w, h: plan.work_h, data: work }, plan.crop.w as usize, plan.crop.h as usize);
+        if let Some(d) = &prep.detail {
+            res.data.iter_mut().zip(d).for_each(|(v, d)| *v += d);
+        }
+        res.data.iter_mut().for_each(|v| *v = (*v + 1.0) * 0.5);
         let mut image = base.clone();
         imageops::blend_into(&mut image, plan.crop, &res, selection);
         stats.total = started.elapsed();
@@ -202,28 +211,43 @@ struct Prepared {
     sel: Vec<f32>,
     /// Where the subject token applies, [0, 1] (blurred placement).
     subj: Vec<f32>,
+    /// At crop size, in model units: detail to add back after upsampling.
+    detail: Option<Vec<f32>>,
 }
 
-fn prepare(bundle: &Bundle, scene: &DynamicImage, selection: &GrayImage, plan: &Plan, bbox: Rect) -> Prepared {
+fn prepare(bundle: &Bundle, scene: &DynamicImage, selection: &GrayImage, plan: &Plan, bbox: Rect, detail: f32) -> Prepared {
     let (w, h) = (plan.work_w, plan.work_h);
+    let (cw, ch) = (plan.crop.w as usize, plan.crop.h as usize);
     let crop = imageops::read_rgb(scene, plan.crop);
-    let known_p = imageops::resize(&crop, w, h);
-    let known: Vec<f32> = known_p.data.iter().map(|v| v * 2.0 - 1.0).collect();
-    let mut mcrop = Vec::with_capacity((plan.crop.w * plan.crop.h) as usize);
+    let known: Vec<f32> = imageops::resize(&crop, w, h).data.iter().map(|v| v * 2.0 - 1.0).collect();
+    let mut mcrop = Vec::with_capacity(cw * ch);
     for y in plan.crop.y..plan.crop.bottom() {
         for x in plan.crop.x..plan.crop.right() {
             mcrop.push(f32::from(selection.get_pixel(x, y).0[0]) / 255.0);
         }
     }
-    let sel = imageops::resize_plane(&mcrop, plan.crop.w as usize, plan.crop.h as usize, w, h);
-    let mut composite = known.clone();
-    let mut place = vec![0.0f32; w * h];
+    let sel = imageops::resize_plane(&mcrop, cw, ch, w, h);
+    // The subject is placed at full resolution, then brought to the working scale.
+    let mut full = Planes { c: 3, w: cw, h: ch, data: crop.data.iter().map(|v| v * 2.0 - 1.0).collect() };
+    let mut place_full = vec![0.0f32; cw * ch];
     if let Some(subject) = &bundle.subject {
-        paste_subject(subject, plan.to_work(bbox), w, h, &sel, &mut composite, &mut place);
+        let rel = ((bbox.x - plan.crop.x) as f64, (bbox.y - plan.crop.y) as f64, bbox.w as f64, bbox.h as f64);
+        paste_subject(subject, rel, cw, ch, &mcrop, &mut full.data, &mut place_full);
     }
+    let composite = imageops::resize(&full, w, h).data;
+    let place = imageops::resize_plane(&place_full, cw, ch, w, h);
     let radius = ((w.min(h) as f32) / 64.0).ceil() as usize;
     let subj = imageops::box_blur(&place, w, h, radius.max(1));
-    Prepared { w, h, known, composite, sel, subj }
+    // What the working scale cannot hold: the composite minus its round trip
+    // through the working size. Added back, it keeps the subject and the scene's
+    // texture sharp when the model works below 1:1 (and is ~0 at 1:1).
+    let detail = if detail > 0.0 && (w != cw || h != ch) {
+        let back = imageops::resize(&Planes { c: 3, w, h, data: composite.clone() }, cw, ch);
+        Some(full.data.iter().zip(&back.data).map(|(f, b)| detail * (f - b)).collect())
+    } else {
+        None
+    };
+    Prepared { w, h, known, composite, sel, subj, detail }
 }
 
 /// Scales the subject (cut to its mask's bounds) to fit the selection's

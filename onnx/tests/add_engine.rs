@@ -207,3 +207,30 @@ fn a_small_selection_in_a_large_photo_works_on_a_small_crop() {
     assert!(s.work_w <= 128 && s.work_h <= 128, "worked at {}x{}", s.work_w, s.work_h);
     assert_outside_identical(&scene, &out[0].image, &mask);
 }
+
+/// Mean |horizontal gradient| inside the selection: how sharp it is.
+fn sharpness(img: &image::RgbImage, mask: &GrayImage) -> f64 {
+    let (mut s, mut n) = (0.0, 0.0);
+    for y in 0..img.height() {
+        for x in 1..img.width() {
+            if mask.get_pixel(x, y).0[0] == 255 && mask.get_pixel(x - 1, y).0[0] == 255 {
+                s += (f64::from(img.get_pixel(x, y).0[1]) - f64::from(img.get_pixel(x - 1, y).0[1])).abs();
+                n += 1.0;
+            }
+        }
+    }
+    s / n
+}
+
+#[test]
+fn detail_is_put_back_below_one_to_one() {
+    let (_d, lib) = setup();
+    let b = lib.load("meadow").unwrap();
+    let scene = DynamicImage::ImageRgb8(scene_rgb8(1200, 800));
+    let mask = rect_mask(1200, 800, 500, 300, 200, 200, 0);
+    let with = add(&b, &scene, &mask, &AddOptions { detail: 1.0, ..opts(0) }, &mut NoProgress).unwrap();
+    let without = add(&b, &scene, &mask, &AddOptions { detail: 0.0, ..opts(0) }, &mut NoProgress).unwrap();
+    assert!(with[0].stats.work_w < 400, "expected sampling below 1:1");
+    let (sw, so, ss) = (sharpness(&with[0].image.to_rgb8(), &mask), sharpness(&without[0].image.to_rgb8(), &mask), sharpness(&scene.to_rgb8(), &mask));
+    assert!(sw > 2.0 * so && sw > 0.5 * ss, "sharpness with detail {sw}, without {so}, scene {ss}");
+}

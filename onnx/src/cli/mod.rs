@@ -125,6 +125,9 @@ enum Cmd {
         /// ONNX Runtime threads (default: all cores but one)
         #[arg(long)]
         threads: Option<usize>,
+        /// Full-resolution detail put back when the concept works below 1:1 (0 to 1)
+        #[arg(long, default_value_t = 1.0)]
+        detail: f32,
     },
     /// List, show or remove learned concepts
     Concepts {
@@ -202,8 +205,8 @@ fn run(cli: Cli) -> Result<()> {
             say(json, &format!("learned subject {name:?} in scene {scene:?}: {}", dir.display()), json!({"event": "done", "name": name, "bundle": dir}));
             Ok(())
         }
-        Cmd::Add { ref image, ref selection, ref concept, ref out, seed, steps, strength, guidance, variants, device, sampler, threads } => {
-            let opts = AddOptions { seed, steps, strength, guidance, variants, device, sampler, threads };
+        Cmd::Add { ref image, ref selection, ref concept, ref out, seed, steps, strength, guidance, variants, device, sampler, threads, detail } => {
+            let opts = AddOptions { seed, steps, strength, guidance, variants, device, sampler, threads, detail };
             let outs = add(&lib()?, image, selection, concept, out, &opts, json)?;
             for (path, o) in outs {
                 say(
