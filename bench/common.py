@@ -84,9 +84,13 @@ def phase_of(line: str) -> str | None:
         v = json.loads(line)
     except ValueError:
         return None
-    if isinstance(v, dict) and v.get("event") == "progress" and v.get("fraction") is None and v.get("text"):
-        text = str(v["text"])
+    if not (isinstance(v, dict) and v.get("event") == "progress" and v.get("text")):
+        return None
+    text = str(v["text"])
+    if v.get("fraction") is None:
         return None if text.startswith("preview:") else text
+    if text.startswith("stage ") and ": training on " in text:  # the engine's line for the trainer's start event
+        return "training (" + text.split(": ", 1)[1] + ")"
     return None
 
 
