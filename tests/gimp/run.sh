@@ -79,7 +79,7 @@ if [ "${PIE_GIMP_TEST_DRAWN:-0}" != 1 ] && [ -f "$shared/scenes/mountains.png" ]
 else
   "$PY" tests/gimp/draw.py "$T/data/scene.png" "$T/data/subject.png"
   subject_file=subject.png
-  log "photos: drawn by tests/gimp/draw.py (no ../shared/data here)"
+  log "photos: drawn by tests/gimp/draw.py (PIE_GIMP_TEST_DRAWN=1 or no ../shared/data)"
 fi
 "$PY" tests/gimp/check.py mask "$T/data/scene.png" "$RECT" "$T/data/mask.png"
 
@@ -99,6 +99,9 @@ check "installed: pie command, ONNX Runtime, trainer venv, plug-in with pie.env"
   test -x "$H/.local/bin/pie" -a -f "$H/.local/lib/pie/libonnxruntime.so.$ORT_VERSION" \
   -a -x "$H/.local/lib/pie/venv/bin/python" -a -x "$plugin/pie" -a -f "$plugin/pie.env" \
   -a -f "$plugin/libonnxruntime.so.$ORT_VERSION"
+
+check "plug-in unit tests (cargo test -p pie-gimp in the host)" \
+  nice bash build/gimp-host.sh run env CARGO_TARGET_DIR=/pie/target/trixie cargo test --offline --release -p pie-gimp
 
 # --- 2./3. headless end to end -------------------------------------------------
 e2e() { console python-fu-eval "exec(open('/pie/tests/gimp/e2e.py').read())" >"$T/out/e2e.log" 2>&1; }
