@@ -51,6 +51,11 @@ def square(shape: tuple[int, int], side: int, centre: tuple[int, int] | None = N
     return m
 
 
+def work_px(work: str) -> int:
+    w, h = work.split("x")
+    return int(w) * int(h)
+
+
 def widen(img: np.ndarray, k: int) -> np.ndarray:
     """k times as wide: the image, then alternately mirrored copies of it."""
     parts = [img if i % 2 == 0 else img[:, ::-1] for i in range(k)]
@@ -129,14 +134,14 @@ def main() -> int:
 
     print()
     print("| series | point | image | selection px | working size | pie add seconds (median) | process wall s | "
-          "vs first of series |")
-    print("|---|---|---|---:|---:|---:|---:|---:|")
+          "vs first of series | ms per 1000 working px |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     first: dict[str, float] = {}
     for p in points:
         e, w = statistics.median(p["engine_s"]), statistics.median(p["wall_s"])
         first.setdefault(p["series"], e)
         print(f"| {p['series']} | {p['label']} | {p['size']} | {p['sel_px']} | {p['work']} | {e:.3f} | {w:.3f} | "
-              f"{e / first[p['series']]:.2f}x |")
+              f"{e / first[p['series']]:.2f}x | {1e6 * e / work_px(p['work']):.1f} |")
     if args.out:
         args.out.write_text(json.dumps([{k: (str(v) if isinstance(v, Path) else v) for k, v in p.items()}
                                         for p in points], indent=2))
