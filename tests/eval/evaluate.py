@@ -334,6 +334,8 @@ def score_all(result: np.ndarray, scene: np.ndarray, sel: np.ndarray, reference:
         "preservation": scores.background_preservation(result, scene, sel),
         "seam": scores.seam(result, scene, sel, width=seam_width),
         "harmonization": scores.harmonization(result, sel, rim=rim),
+        # diagnostic: the colour (mean) and spread (std) parts of harmonization
+        **dict(zip(("harmonization_mean", "harmonization_spread"), scores.harmonization_parts(result, sel, rim))),
         "fidelity": scores.subject_fidelity(result, reference, placement),
     }
 

@@ -133,3 +133,11 @@ def subject_fidelity(result: np.ndarray, reference: np.ndarray, placement: np.nd
         raise ValueError("placement too small for SSIM")
     _, smap = structural_similarity(a, b, win_size=win, channel_axis=2, data_range=255, full=True)
     return float(smap.mean(axis=2)[pm[y0:y1, x0:x1]].mean())
+
+
+def harmonization_parts(result: np.ndarray, selection: np.ndarray, rim: int = 6) -> tuple[float, float]:
+    """(‖Δ mean‖₂, ‖Δ std‖₂) of the same Lab statistics as harmonization(): which of colour or spread (texture,
+    sharpness, grain) differs between the inserted region's rim and the scene around it. Diagnostic only."""
+    inner, outer = rim_masks(selection, rim)
+    d = lab_stats(result, inner) - lab_stats(result, outer)
+    return float(np.linalg.norm(d[:3])), float(np.linalg.norm(d[3:]))

@@ -117,3 +117,11 @@ def test_selection_at_the_image_border_ignores_the_border(scene):
     inner, outer = scores.rim_masks(sel, 4)
     assert not inner[0, 10:40].any() and inner[37, 10]
     assert outer[41, 10] and not outer[45, 10]
+
+
+def test_harmonization_parts_split_colour_from_spread(scene, sel):
+    flat = scene.copy()
+    flat[sel > 0] = scene[sel > 0].reshape(-1, 3).mean(axis=0).astype(np.uint8)
+    mean_d, spread_d = scores.harmonization_parts(flat, sel)
+    assert spread_d > mean_d
+    assert np.hypot(mean_d, spread_d) == pytest.approx(scores.harmonization(flat, sel))
