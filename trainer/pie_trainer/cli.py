@@ -207,7 +207,10 @@ def _train(args: argparse.Namespace, progress: Progress) -> int:
         if not 0.0 < args.replay < 1.0:
             raise BadInput(f"--replay must be between 0 and 1, got {args.replay}")
 
-    # Heavy imports from here on.
+    # Heavy imports from here on. cuBLAS is only reproducible with a fixed workspace,
+    # which must be set before CUDA starts.
+    import os
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     import torch
 
     from .settings import Settings
@@ -218,6 +221,11 @@ def _train(args: argparse.Namespace, progress: Progress) -> int:
     stop = StopFlag()
     stop.install()
     device = resolve_device(args.device)
+    if device.type == "cuda":
+        # Same seed, same device, same weights: deterministic kernels (a small cost for this net).
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
     threads = args.threads or default_threads()
     torch.set_num_threads(threads)
     try:
