@@ -246,7 +246,7 @@ class Pie:
         if self.nice:
             cmd = ["nice", "-n", str(self.nice), *cmd]
         print(f"  $ {shlex.join(cmd)}", flush=True)
-        with open(self.log or os.devnull, "a") as log:
+        with open(self.log or os.devnull, "a", buffering=1) as log:  # line-buffered: tail -f works
             log.write(f"\n$ {shlex.join(cmd)}\n")
             log.flush()
             r = run_monitored(cmd, env=self.env, log=log)
