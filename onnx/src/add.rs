@@ -263,8 +263,8 @@ fn paste_subject(subject: &RgbaImage, (sx, sy, sw, sh): (f64, f64, f64, f64), w:
             let px = subject.get_pixel(b.x + x, b.y + y).0;
             let a = f32::from(px[3]) / 255.0;
             let i = (y * b.w + x) as usize;
-            for c in 0..3 {
-                p.data[c * n + i] = f32::from(px[c]) / 255.0 * a;
+            for (c, v) in px.iter().take(3).enumerate() {
+                p.data[c * n + i] = f32::from(*v) / 255.0 * a;
             }
             p.data[3 * n + i] = a;
         }

@@ -187,9 +187,8 @@ fn check_manifest(m: &Manifest) -> std::result::Result<(), String> {
     if !(s.beta_schedule == "linear" || s.beta_schedule == "scaled_linear") {
         return Err(format!("unknown beta_schedule {:?}", s.beta_schedule));
     }
-    if !(2..=100_000).contains(&s.num_train_timesteps)
-        || !(s.beta_start > 0.0 && s.beta_end > 0.0 && s.beta_start <= s.beta_end && s.beta_end < 1.0)
-    {
+    let betas_ok = s.beta_start > 0.0 && s.beta_start <= s.beta_end && s.beta_end < 1.0;
+    if !(2..=100_000).contains(&s.num_train_timesteps) || !betas_ok {
         return Err("schedule betas or num_train_timesteps are out of range".into());
     }
 

@@ -170,64 +170,108 @@ pub fn probe_cuda() -> Result<std::result::Result<(), String>> {
             info.library.display()
         )));
     }
+    preload_cuda_libraries();
     let b = builder(1)?;
     match b.with_execution_providers([ep::CUDA::default().with_device_id(0).build().error_on_failure()]) {
         Ok(_) => Ok(Ok(())),
-        Err(e) => Ok(Err(format!("the CUDA execution provider failed to start: {e}"))),
+        Err(e) => Ok(Err(format!("the CUDA execution provider failed to start: {}", trimmed(&e)))),
     }
 }
 
 /// Opens the model on `device`. `Cuda` fails if CUDA cannot be used;
-/// `Auto` falls back to the CPU and says why in `note`.
+/// `Auto` falls back to the CPU and says why in `note` (once per process).
 pub fn open(model: &Path, device: Device, threads: Option<usize>) -> Result<Denoiser> {
     let threads = threads.unwrap_or_else(default_threads).max(1);
-    let mut b = builder(threads)?;
-    let mut used = Device::Cpu;
-    let mut note = None;
-    if device != Device::Cpu {
-        let why_not = match probe_cuda()? {
-            Err(why) => Some(why),
-            Ok(()) => {
-                // Nodes CUDA cannot run would silently go to the CPU; refuse that so "cuda" means CUDA.
-                let cuda = ep::CUDA::default().with_device_id(0).build().error_on_failure();
-                match b.with_execution_providers([cuda]) {
-                    Ok(nb) => match nb.with_config_entry("session.disable_cpu_ep_fallback", "1") {
-                        Ok(nb) => {
-                            used = Device::Cuda;
-                            b = nb;
-                            None
-                        }
-                        Err(e) => {
-                            let msg = format!("cannot configure CUDA: {e}");
-                            b = e.recover();
-                            Some(msg)
-                        }
-                    },
-                    Err(e) => {
-                        let msg = format!("the CUDA execution provider failed to start: {e}");
-                        b = e.recover();
-                        Some(msg)
-                    }
+    let cpu_load = |b: &mut ort::session::builder::SessionBuilder| {
+        b.commit_from_file(model).map_err(|e| Error::internal(format!("ONNX Runtime cannot load {}: {e}", model.display())))
+    };
+    if device == Device::Cpu {
+        return Ok(Denoiser { session: cpu_load(&mut builder(threads)?)?, device: Device::Cpu, note: None });
+    }
+    let why = match probe_cuda()? {
+        Err(why) => why,
+        Ok(()) => match cuda_session(model, device, threads)? {
+            Ok(session) => return Ok(Denoiser { session, device: Device::Cuda, note: None }),
+            Err(why) => why,
+        },
+    };
+    if device == Device::Cuda {
+        return Err(Error::Unavailable(format!("--device cuda: CUDA cannot be used here: {why}")));
+    }
+    let mut said = FALLBACK_SAID.lock().unwrap_or_else(|p| p.into_inner());
+    let note = (!*said).then(|| format!("running on the CPU: {why}"));
+    *said = true;
+    Ok(Denoiser { session: cpu_load(&mut builder(threads)?)?, device: Device::Cpu, note })
+}
+
+/// A CUDA session, or why there is none.
+fn cuda_session(model: &Path, device: Device, threads: usize) -> Result<std::result::Result<Session, String>> {
+    let cuda = ep::CUDA::default().with_device_id(0).build().error_on_failure();
+    let mut b = match builder(threads)?.with_execution_providers([cuda]) {
+        Ok(b) => b,
+        Err(e) => return Ok(Err(format!("the CUDA execution provider failed to start: {}", trimmed(&e)))),
+    };
+    if device == Device::Cuda {
+        // Nodes CUDA cannot run would silently go to the CPU; refuse that, so "cuda" means CUDA.
+        b = match b.with_config_entry("session.disable_cpu_ep_fallback", "1") {
+            Ok(b) => b,
+            Err(e) => return Ok(Err(format!("cannot configure CUDA: {}", trimmed(&e)))),
+        };
+    }
+    Ok(b.commit_from_file(model).map_err(|e| format!("cannot run {} on CUDA: {}", model.display(), trimmed(&e))))
+}
+
+/// ONNX Runtime's messages end in a newline; ours continue after them.
+fn trimmed(e: &dyn std::fmt::Display) -> String {
+    e.to_string().trim().to_string()
+}
+
+static CUDA_PRELOAD: OnceCell<Option<String>> = OnceCell::new();
+
+/// Where the CUDA 13 and cuDNN 9 libraries were preloaded from, if anywhere.
+pub fn cuda_libraries() -> Option<String> {
+    CUDA_PRELOAD.get().cloned().flatten()
+}
+
+/// The CUDA provider needs cuBLAS/cudart 13 and cuDNN 9. A machine with a GPU
+/// often has them only inside the trainer's PyTorch environment (the
+/// `nvidia-*-cu13` wheels): load them from there before the provider looks,
+/// so the GPU works without LD_LIBRARY_PATH. `PIE_CUDA_LIBS=cuda_dir:cudnn_dir` overrides.
+fn preload_cuda_libraries() {
+    CUDA_PRELOAD.get_or_init(|| {
+        let dirs: Vec<PathBuf> = match std::env::var("PIE_CUDA_LIBS").ok().filter(|v| !v.is_empty()) {
+            Some(v) => v.split(':').map(PathBuf::from).collect(),
+            None => {
+                let nvidia = crate::train::find_trainer().ok().and_then(|t| {
+                    let venv = t.python.parent()?.parent()?.to_path_buf();
+                    let lib = std::fs::read_dir(venv.join("lib")).ok()?;
+                    lib.filter_map(|e| e.ok()).map(|e| e.path().join("site-packages/nvidia")).find(|p| p.is_dir())
+                })?;
+                // cu13/ holds most of CUDA 13; older layouts have one folder per library.
+                let mut d = vec![nvidia.join("cu13/lib"), nvidia.join("cudnn/lib")];
+                if let Ok(rd) = std::fs::read_dir(&nvidia) {
+                    let mut rest: Vec<PathBuf> = rd.filter_map(|e| e.ok()).map(|e| e.path().join("lib")).filter(|p| p.is_dir()).collect();
+                    rest.sort();
+                    d.extend(rest);
                 }
+                d
             }
         };
-        if let Some(why) = why_not {
-            if device == Device::Cuda {
-                return Err(Error::Unavailable(format!("--device cuda: CUDA cannot be used here: {why}")));
-            }
-            let mut said = FALLBACK_SAID.lock().unwrap_or_else(|p| p.into_inner());
-            if !*said {
-                note = Some(format!("running on the CPU: {why}"));
-                *said = true;
+        let mut from: Vec<String> = Vec::new();
+        // Each one that is there; one that is missing is named by the provider itself, later.
+        for name in ep::cuda::CUDA_DYLIBS.iter().chain(ep::cuda::CUDNN_DYLIBS) {
+            let Some(p) = dirs.iter().map(|d| d.join(name)).find(|p| p.is_file()) else { continue };
+            let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else { continue };
+            // SAFETY: dlopen of a shared library by path; the handle is kept for the
+            // life of the process, as the provider will link against it.
+            let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+            if !h.is_null() {
+                let dir = p.parent().map(|d| d.display().to_string()).unwrap_or_default();
+                if !from.contains(&dir) {
+                    from.push(dir);
+                }
             }
         }
-    }
-    let session = b.commit_from_file(model).map_err(|e| {
-        if used == Device::Cuda && device == Device::Cuda {
-            Error::Unavailable(format!("--device cuda: cannot run {} on CUDA: {e}", model.display()))
-        } else {
-            Error::internal(format!("ONNX Runtime cannot load {}: {e}", model.display()))
-        }
-    })?;
-    Ok(Denoiser { session, device: used, note })
+        (!from.is_empty()).then(|| from.join(", "))
+    });
 }

@@ -245,7 +245,7 @@ fn trained_bundles_round_trip() {
     assert!(dist(after, subject) < dist(before, subject), "selection mean {after:?} did not move toward the subject from {before:?}");
 }
 
-fn interrupt_after(mut child: std::process::Child, wait: std::time::Duration) -> Output {
+fn interrupt_after(child: std::process::Child, wait: std::time::Duration) -> Output {
     std::thread::sleep(wait);
     // SAFETY: kill(2) on a child we spawned and have not reaped.
     unsafe {

@@ -32,8 +32,11 @@ pub fn run(library: &Option<PathBuf>, json: bool) -> Result<()> {
                 Err(e) => (false, e.to_string()),
             };
             lines.push(if ok { "CUDA: usable; --device auto runs on the GPU".into() } else { format!("CUDA: not used: {why}") });
+            if let Some(from) = pie::runtime::cuda_libraries() {
+                lines.push(format!("CUDA libraries: loaded from {from}"));
+            }
             report.insert("onnxruntime".into(), json!({"library": info.library, "version": info.version, "cuda_ep_in_library": info.has_cuda_ep}));
-            report.insert("cuda".into(), json!({"usable": ok, "why": why}));
+            report.insert("cuda".into(), json!({"usable": ok, "why": why, "libraries": pie::runtime::cuda_libraries()}));
         }
         Err(e) => {
             lines.push(format!("ONNX Runtime: {e}"));
