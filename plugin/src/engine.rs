@@ -29,6 +29,11 @@ impl From<pie::Error> for Failure {
     fn from(e: pie::Error) -> Failure {
         match e.kind() {
             pie::ErrorKind::Cancelled => Failure::Cancelled,
+            pie::ErrorKind::Unavailable if !e.to_string().contains("install.sh") => Failure::Error(format!(
+                "{} (pie's install.sh sets up ONNX Runtime and the trainer for the plug-in: run it again \
+                 from the pie source folder; `pie doctor` shows what pie finds.)",
+                sentence(&e.to_string())
+            )),
             _ => Failure::Error(sentence(&e.to_string())),
         }
     }

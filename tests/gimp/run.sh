@@ -166,6 +166,18 @@ bad_input "Add with an empty library: the message says how to learn one" \
   "has no learned subject yet" "$(sf_add "(gimp-image-select-rectangle image CHANNEL-OP-REPLACE ${RECT//,/ })" subj)" \
   PIE_HOME="$TI/empty-library"
 
+bad_input "Add on CUDA where there is none: the message says why" \
+  "CUDA cannot be used here" \
+  "$(sf_add "(gimp-image-select-rectangle image CHANNEL-OP-REPLACE ${RECT//,/ })" subj | sed 's/#:device "cpu"/#:device "cuda"/')"
+bad_input "Add without the ONNX Runtime library: the message says how to install it" \
+  "install.sh" "$(sf_add "(gimp-image-select-rectangle image CHANNEL-OP-REPLACE ${RECT//,/ })" subj)" \
+  ORT_DYLIB_PATH=/nonexistent/libonnxruntime.so
+bad_input "Learn Scene without the trainer environment: the message says how to install it" \
+  "install.sh" "(let* ((image (car (gimp-file-load RUN-NONINTERACTIVE \"$TI/data/scene.png\")))
+       (layer (vector-ref (car (gimp-image-get-layers image)) 0)))
+  (plug-in-pie-learn-scene #:run-mode RUN-NONINTERACTIVE #:image image #:drawables (vector layer) #:name \"x\"))" \
+  PIE_TRAINER_PYTHON=/nonexistent/python
+
 # --- 4b. cancel while learning ---------------------------------------------------
 # GIMP's cancel button kills the plug-in (SIGKILL; GIMP 3.0
 # app/plug-in/gimpplugin-progress.c). Do the same to a Learn Scene run and check
