@@ -234,3 +234,25 @@ fn detail_is_put_back_below_one_to_one() {
     let (sw, so, ss) = (sharpness(&with[0].image.to_rgb8(), &mask), sharpness(&without[0].image.to_rgb8(), &mask), sharpness(&scene.to_rgb8(), &mask));
     assert!(sw > 2.0 * so && sw > 0.5 * ss, "sharpness with detail {sw}, without {so}, scene {ss}");
 }
+
+/// Where CUDA works (a GPU machine with the CUDA build of ONNX Runtime):
+/// it really runs there, and agrees with the CPU.
+#[test]
+fn cuda_where_there_is_one_matches_the_cpu() {
+    let (_d, lib) = setup();
+    if !pie::runtime::probe_cuda().map(|r| r.is_ok()).unwrap_or(false) {
+        eprintln!("SKIP: CUDA is not usable here");
+        return;
+    }
+    let b = lib.load("ball").unwrap();
+    let scene = DynamicImage::ImageRgb8(scene_rgb8(160, 120));
+    let mask = rect_mask(160, 120, 50, 30, 48, 48, 6);
+    let gpu = add(&b, &scene, &mask, &AddOptions { device: Device::Cuda, ..opts(4) }, &mut NoProgress).unwrap();
+    let gpu2 = add(&b, &scene, &mask, &AddOptions { device: Device::Cuda, ..opts(4) }, &mut NoProgress).unwrap();
+    let cpu = add(&b, &scene, &mask, &opts(4), &mut NoProgress).unwrap();
+    assert_eq!(gpu[0].device, Device::Cuda);
+    assert_outside_identical(&scene, &gpu[0].image, &mask);
+    assert!(gpu[0].image.as_bytes() == gpu2[0].image.as_bytes(), "CUDA: same seed, different images");
+    let diff: f64 = gpu[0].image.as_bytes().iter().zip(cpu[0].image.as_bytes()).map(|(a, b)| f64::from(a.abs_diff(*b))).sum::<f64>() / gpu[0].image.as_bytes().len() as f64;
+    assert!(diff < 1.0, "CUDA and CPU differ by {diff} per sample on average");
+}
