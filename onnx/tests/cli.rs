@@ -295,3 +295,19 @@ fn ctrl_c_during_training_stops_the_trainer() {
     let last: serde_json::Value = String::from_utf8_lossy(&o.stdout).lines().last().and_then(|l| serde_json::from_str(l).ok()).unwrap_or_default();
     assert_eq!(last["kind"], "cancelled", "{}", text(&o));
 }
+
+#[test]
+fn trainer_refusals_are_bad_input() {
+    let Some(_) = trained_library() else { return };
+    let c = case();
+    let o = pie(c.lib.path(), &["learn-scene", c.scene.to_str().unwrap(), "--name", "odd", "--steps", "1", "--trainer-arg=--resolution", "--trainer-arg=7"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("multiple of 4"), "{}", text(&o));
+    let o = pie(c.lib.path(), &["learn-scene", c.scene.to_str().unwrap(), "--name", "ball"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("already exists"), "{}", text(&o));
+    let o = pie(c.lib.path(), &["learn-subject", c.scene.to_str().unwrap(), "--scene", "ball", "--name", "x"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("is a subject, not a scene"), "{}", text(&o));
+    assert!(!c.lib.path().join("odd").exists() && !c.lib.path().join("x").exists());
+}

@@ -48,8 +48,9 @@ fn subject() -> (RgbaImage, GrayImage) {
         mask.put_pixel(x, y, Luma([255]));
         let light = (1.0 - ((dx + 0.35).powi(2) + (dy + 0.35).powi(2)).sqrt()).max(0.0);
         let shade = 0.55 + 0.45 * (1.0 - r2).sqrt();
-        let c = [200.0 * shade + 55.0 * light, 30.0 * shade + 150.0 * light * light, 30.0 * shade + 150.0 * light * light];
-        Rgba(c.map(|v: f32| v.clamp(0.0, 255.0) as u8).into_iter().chain([255]).collect::<Vec<u8>>().try_into().unwrap_or([0, 0, 0, 255]))
+        let hi = 150.0 * light * light;
+        let [r, g, b] = [200.0 * shade + 55.0 * light, 30.0 * shade + hi, 30.0 * shade + hi].map(|v: f32| v.clamp(0.0, 255.0) as u8);
+        Rgba([r, g, b, 255])
     });
     (img, mask)
 }
