@@ -103,8 +103,11 @@ case "${1:-create}" in
     # CARGO_HOME/RUSTUP_HOME first: a caller may run with a throwaway HOME.
     bind "${CARGO_HOME:-$HOME/.cargo}" "$ROOT/root/.cargo"
     bind "${RUSTUP_HOME:-$HOME/.rustup}" "$ROOT/root/.rustup"
-    # Always re-bind the clone: a mount left by another clone would run stale code.
-    mountpoint -q "$ROOT/pie" && umount -l "$ROOT/pie"
+    # Re-bind the clone when another one is mounted (it would run stale code),
+    # but not under a run of this clone that is still going.
+    if mountpoint -q "$ROOT/pie" && [ "$(stat -c %d:%i "$ROOT/pie")" != "$(stat -c %d:%i "$PIE_ROOT")" ]; then
+      umount -l "$ROOT/pie"
+    fi
     bind "$PIE_ROOT" "$ROOT/pie"
     bind_runtime
     in_root "$ROOT" bash -c 'cd /pie && exec "$@"' bash "$@" ;;

@@ -40,8 +40,10 @@ impl From<pie::Error> for Failure {
 }
 
 /// The engine's messages start in lower case (they follow "pie: " on the
-/// command line); GIMP shows them on their own.
+/// command line) and may name the command line's option ("--device cuda: ");
+/// GIMP shows them on their own, after the dialog's "Device".
 fn sentence(s: &str) -> String {
+    let s = s.strip_prefix("--device ").map(|rest| format!("device {rest}")).unwrap_or_else(|| s.to_string());
     let mut c = s.chars();
     match c.next() {
         Some(f) => f.to_uppercase().chain(c).collect(),
@@ -156,4 +158,16 @@ pub fn learn_subject(
     let opts = train_options(p)?;
     let dir = pie::train::learn_subject(&lib, image, scene, &p.name, mask, &opts, progress)?;
     Ok(format!("pie learned the subject '{}' in the scene '{scene}' ({}).", p.name, dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sentence;
+
+    #[test]
+    fn messages_read_as_sentences() {
+        assert_eq!(sentence("--device cuda: CUDA cannot be used here"), "Device cuda: CUDA cannot be used here");
+        assert_eq!(sentence("no concept named \"x\""), "No concept named \"x\"");
+        assert_eq!(sentence(""), "");
+    }
 }

@@ -9,6 +9,7 @@
 #    presses Ctrl+Z in the image window, and one undo must remove both layers.
 # 4. Learn Subject INTERACTIVE: gui.sh screenshots its dialog (the scene list
 #    comes from the library) and presses Escape: cancelled, nothing learned.
+# 5. Learn Scene with the display open: gui.sh screenshots the progress.
 #
 # Writes $PIE_TEST_DIR/out/gui.json; the checks are in tests/gimp/run.sh.
 import json
@@ -98,6 +99,19 @@ try:
     marker("learn-dialog-expected")
     R["learn_cancel"] = str(proc.run(cfg).index(0))
     R["library_after_cancel"] = sorted(os.listdir(os.path.join(os.environ["HOME"], ".local", "share", "pie")))
+
+    # Learning with GIMP's progress bar showing stage, step and time left
+    # (gui.sh takes a screenshot while it runs)
+    proc = PDB.lookup_procedure("plug-in-pie-learn-scene")
+    cfg = proc.create_config()
+    cfg.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+    cfg.set_property("image", image)
+    cfg.set_core_object_array("drawables", [layer])
+    cfg.set_property("name", "gui-scene")
+    cfg.set_property("device", "cpu")
+    cfg.set_property("steps", int(os.environ.get("PIE_TEST_TRAIN_STEPS", "60")) * 2)
+    marker("learning")
+    R["learn_progress"] = str(proc.run(cfg).index(0))
     image.clean_all()
     R["done"] = True
 finally:

@@ -74,7 +74,16 @@ if wait_file "$OUT/learn-dialog-expected" 120; then
   fi
 fi
 
-wait_file "$OUT/gui-finished" 120 || log "gui.py did not finish"
+if wait_file "$OUT/learning" 120; then
+  # a wider window, so that the status bar has room for the progress text
+  win=$(xdotool search --onlyvisible --name 'GIMP' 2>/dev/null | head -n1)
+  [ -n "$win" ] && xdotool windowmove "$win" 0 0 windowsize "$win" 1280 900 2>/dev/null
+  sleep 12   # past the trainer's start-up, into the steps
+  import -window root "$OUT/learning-progress.png"
+  log "screenshot of the progress while learning"
+fi
+
+wait_file "$OUT/gui-finished" 300 || log "gui.py did not finish"
 for _ in $(seq 1 60); do kill -0 "$gimp_pid" 2>/dev/null || break; sleep 0.5; done
 if kill -0 "$gimp_pid" 2>/dev/null; then
   log "GIMP did not quit; stopping it"
