@@ -139,6 +139,11 @@ def main(argv: Sequence[str] | None = None, stdout_stream: object | None = None)
         progress.emit("cancelled", stage=exc.stage, step=exc.step, checkpoint=exc.checkpoint)
         log(f"cancelled at step {exc.step}; resume with --resume (checkpoint {exc.checkpoint})")
         return EXIT_CANCELLED
+    except PermissionError as exc:
+        msg = f"permission denied: cannot write {exc.filename or 'to the library'}; no bundle was written"
+        progress.emit("error", kind="bad_input", message=msg)
+        log(f"error: {msg}")
+        return EXIT_BAD_INPUT
     except OSError as exc:
         if is_disk_full(exc):
             where = f" ({exc.filename})" if exc.filename else ""
@@ -238,6 +243,17 @@ def _train(args: argparse.Namespace, progress: Progress) -> int:
                   lr=args.lr or preset["lr"], seed=args.seed, null_prob=args.null_prob, ema_max=args.ema,
                   preview_every=args.preview_every, checkpoint_every=args.checkpoint_every, preset=preset_name)
     taken = taken_identifiers(library)
+    saved: Settings | None = None
+    if args.resume:
+        # A resumed run keeps the settings it began with, whatever the command line says now.
+        from .checkpoint import STATE, load_state
+        from .library import checkpoint_dir
+        ckdir = checkpoint_dir(library, name)
+        if not (ckdir / STATE).is_file():
+            raise BadInput(f"there is no checkpoint to resume for {name!r} (looked in {ckdir})")
+        saved = Settings.from_dict(load_state(ckdir)["settings"])
+        if saved.stage != stage:
+            raise BadInput(f"the checkpoint for {name!r} is of stage {saved.stage}, not {stage}")
     if stage == 1:
         resolution = args.resolution or preset["resolution"]
         settings = Settings(stage=1, resolution=resolution,
@@ -246,6 +262,7 @@ def _train(args: argparse.Namespace, progress: Progress) -> int:
         if settings.scene_short_side < resolution:
             raise BadInput(f"--scene-short-side ({settings.scene_short_side}) must be at least the resolution "
                            f"({resolution})")
+        settings = saved or settings
         ident = new_identifier(args.seed, taken)
         job = scene_job(name, library, image, settings, ident)
     else:
@@ -256,6 +273,7 @@ def _train(args: argparse.Namespace, progress: Progress) -> int:
         settings = Settings(stage=2, resolution=args.resolution or pm["resolution"],
                             scene_short_side=pm["scene_short_side"], base_channels=pm["base_channels"],
                             replay=args.replay, **common)
+        settings = saved or settings
         taken |= {c["identifier"] for c in parent.manifest["tokens"]["concepts"]}
         ident = new_identifier(args.seed + 1, taken)
         job = subject_job(name, library, parent, image, mask, mask_sha, settings, ident)

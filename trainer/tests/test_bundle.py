@@ -80,3 +80,15 @@ def test_only_bundles_are_visible(library: Path, subject_bundle: Path) -> None:
     assert not [p for p in library.iterdir() if p.name.startswith(".partial-")]
     ck = library / ".checkpoints" / "lake"
     assert (ck / "weights.pt").is_file() and not (ck / "state.pt").exists()
+
+
+def test_sample_command(subject_bundle: Path, tmp_path: Path) -> None:
+    from conftest import run_trainer
+    out, npy = tmp_path / "s.png", tmp_path / "s.npy"
+    run = run_trainer("sample", "--bundle", str(subject_bundle), "--token", "subject", "--count", "2",
+                      "--height", "24", "--width", "40", "--steps", "5", "--out", str(out), "--npy", str(npy),
+                      "--threads", "1")
+    assert run.rc == 0 and run.events == [], run.stderr[-2000:]
+    x = np.load(npy)
+    assert x.shape == (2, 3, 24, 40) and x.dtype == np.float32 and np.abs(x).max() <= 1
+    assert Image.open(out).size == (80, 24)
