@@ -367,7 +367,10 @@ fn sample(
                     "token" => TensorRef::from_array_view(([batch], &tokens[..])).map_err(ie)?,
                 ])
                 .map_err(ie)?;
-            let (shape, out) = outputs["eps"].try_extract_tensor::<f32>().map_err(ie)?;
+            let eps_value = outputs
+                .get("eps")
+                .ok_or_else(|| Error::internal(format!("the denoiser of {} gave no output named eps", bundle.name())))?;
+            let (shape, out) = eps_value.try_extract_tensor::<f32>().map_err(ie)?;
             if out.len() != batch * n {
                 return Err(Error::internal(format!("the denoiser of {} returned eps of shape {shape:?}, expected [{batch}, 3, {h}, {w}]", bundle.name())));
             }
