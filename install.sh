@@ -75,7 +75,8 @@ command -v cargo >/dev/null || die "cargo is missing: install Rust from https://
 phase "building the pie command (cargo build --release -p pie-engine)" \
   run_step "cargo build --release -p pie-engine" nice cargo build --release -p pie-engine
 mkdir -p "$bindir" "$libdir"
-install -m 755 target/release/pie "$bindir/pie.new" && mv -f "$bindir/pie.new" "$bindir/pie"
+target=${CARGO_TARGET_DIR:-$PIE_ROOT/target}
+install -m 755 "$target/release/pie" "$bindir/pie.new" && mv -f "$bindir/pie.new" "$bindir/pie"
 log "installed $bindir/pie"
 
 # --- ONNX Runtime -------------------------------------------------------------
@@ -155,7 +156,7 @@ elif command -v gimp-console-3.0 >/dev/null 2>&1 || command -v gimp-3.0 >/dev/nu
   else
     phase "building the plug-in (cargo build --release -p pie-gimp)" \
       run_step "cargo build --release -p pie-gimp" nice cargo build --release -p pie-gimp
-    install_plugin target/release/pie-gimp
+    install_plugin "$target/release/pie-gimp"
   fi
 elif gimp2_only; then
   plugin_note="only GIMP 2.10 was found; pie's plug-in needs GIMP 3, so the plug-in was NOT installed.
