@@ -16,7 +16,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 MIN_SIDE = 32          # smallest width or height the trainer accepts
 MAX_WORK_SIDE = 2048   # larger images are downscaled (never refused) to this long side on load
-MAX_PIXELS = 1_000_000_000  # beyond this an image cannot be decoded in reasonable memory
+MAX_PIXELS = 1_000_000_000
+MIN_MASK_BOX = 8       # smallest subject box (width and height) a mask may select  # beyond this an image cannot be decoded in reasonable memory
 
 
 @dataclass
@@ -82,6 +83,11 @@ def load_image(path: str, what: str = "image") -> LoadedImage:
     w, h = declared
     if w < MIN_SIDE or h < MIN_SIDE:
         raise_bad(f"{what} {path!r} is {w}x{h} pixels; the smallest the trainer accepts is {MIN_SIDE}x{MIN_SIDE}")
+    if im.mode.startswith("I") or im.mode == "F":
+        # 16-bit or float greyscale: scale to 8 bits (convert("RGB") would clip it to white).
+        arr = np.asarray(im, dtype=np.float64)
+        top = 1.0 if im.mode == "F" and arr.max() <= 1.0 else 65535.0 if arr.max() > 255 else 255.0
+        im = Image.fromarray((arr / top * 255.0).clip(0, 255).round().astype(np.uint8))
     has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
     im = im.convert("RGBA" if has_alpha else "RGB")
     downscaled = False
@@ -115,6 +121,11 @@ def load_mask(path: str, image: LoadedImage) -> np.ndarray:
     arr = np.asarray(grey, dtype=np.float32) / 255.0
     if float(arr.max()) < 0.5:
         raise_bad(f"mask {path!r} selects nothing (no pixel is at least half white)")
+    ys, xs = np.nonzero(arr >= 0.5)
+    bw, bh = int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)
+    if min(bw, bh) < MIN_MASK_BOX:
+        raise_bad(f"mask {path!r} selects only a {bw}x{bh} pixel area; the subject must span at least "
+                  f"{MIN_MASK_BOX}x{MIN_MASK_BOX} pixels")
     return arr
 
 

@@ -79,3 +79,18 @@ def test_mask_from_alpha_or_grey(tmp_path: Path) -> None:
     Image.new("L", (40, 40), 0).save(tmp_path / "empty.png")
     with pytest.raises(BadInput, match="selects nothing"):
         load_mask(str(tmp_path / "empty.png"), loaded)
+
+
+def test_tiny_mask_and_16_bit_images(tmp_path: Path) -> None:
+    img = tmp_path / "i.png"
+    Image.new("RGB", (40, 40)).save(img)
+    loaded = load_image(str(img))
+    m = Image.new("L", (40, 40), 0)
+    m.paste(255, (5, 5, 9, 30))
+    m.save(tmp_path / "thin.png")
+    with pytest.raises(BadInput, match="4x25 pixel area"):
+        load_mask(str(tmp_path / "thin.png"), loaded)
+    deep = tmp_path / "deep.png"
+    Image.fromarray(np.full((40, 40), 32768, np.uint16)).save(deep)
+    rgb = np.asarray(load_image(str(deep)).image)
+    assert rgb.shape == (40, 40, 3) and 120 < rgb.mean() < 136
