@@ -311,3 +311,29 @@ fn trainer_refusals_are_bad_input() {
     assert!(text(&o).contains("is a subject, not a scene"), "{}", text(&o));
     assert!(!c.lib.path().join("odd").exists() && !c.lib.path().join("x").exists());
 }
+
+#[test]
+fn sixteen_bit_rgba_in_sixteen_bit_rgba_out() {
+    let c = case();
+    let src = c.outdir.parent().unwrap().join("deep.png");
+    let rgba = image::DynamicImage::ImageRgb8(scene_rgb8(96, 72)).to_rgba16();
+    let mut rgba = rgba;
+    for (x, _, p) in rgba.enumerate_pixels_mut() {
+        p.0[3] = 20000 + x as u16 * 300;
+    }
+    rgba.save(&src).unwrap();
+    let out = c.outdir.join("deep-out.png");
+    let o = pie(c.lib.path(), &["add", src.to_str().unwrap(), "--selection", c.mask.to_str().unwrap(), "--concept", "ball", "--out", out.to_str().unwrap(), "--steps", "6", "--device", "cpu"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let back = image::open(&out).unwrap();
+    assert_eq!(back.color(), image::ColorType::Rgba16);
+    let back = back.to_rgba16();
+    let mask = image::open(&c.mask).unwrap().to_luma8();
+    for (x, y, p) in back.enumerate_pixels() {
+        let q = rgba.get_pixel(x, y);
+        assert_eq!(p.0[3], q.0[3], "alpha changed at {x},{y}");
+        if mask.get_pixel(x, y).0[0] == 0 {
+            assert_eq!(p, q);
+        }
+    }
+}
