@@ -28,7 +28,7 @@ from .model import MIN_SIZE, NULL_TOKEN, SCENE_TOKEN, SIZE_MULTIPLE, SUBJECT_TOK
 from .progress import Progress, log
 from .settings import Settings
 from .speed import MODES, RateWatcher, bf16_usable, time_modes
-from .train import LoopContext, StopFlag, new_state, preview_grid, restore_state, save_checkpoint, train_loop
+from .train import LoopContext, StopFlag, cancel, new_state, preview_grid, restore_state, train_loop
 
 
 @dataclass
@@ -123,7 +123,6 @@ def execute(job: Job, rt: Runtime, progress: Progress, stop: StopFlag) -> Path:
     ctx = LoopContext(stage=job.stage, settings=s, device=rt.device, mode=mode, schedule=job.schedule,
                       progress=progress, stop=stop, ckpt_dir=ckdir, make_batch=job.make_batch,
                       preview_tokens=job.preview_tokens, watcher=watcher, weights_info=weights_info)
-    from .train import cancel
     progress.phase(job.stage, "train", f"training {job.name!r}: step {st.step} of {s.steps}")
     train_loop(ctx, st)
     t_trained = time.monotonic()
