@@ -9,6 +9,7 @@ exits 1.
   same A B                    two images are bit-identical (RGB and alpha)
   variants E2E_JSON           two variant layers named after seeds 50 and 51
   format E2E_JSON KIND X,Y,W,H BEFORE AFTER MASK   other precisions/modes/offsets
+  menus E2E_JSON              the three procedures: labels, Filters > Personalize, help, attribution
   why E2E_JSON                print the failure recorded by e2e.py
   gui-dialog | gui-last-values | gui-undo | gui-cancel GUI_JSON
 """
@@ -106,6 +107,21 @@ def main(argv):
         d = np.abs(a[m][:, :3].astype(int) - b[m][:, :3].astype(int)).mean()
         if d < 2.0:
             fail(f"the selected region barely changed (mean abs difference {d:.2f})")
+    elif cmd == "menus":
+        r = json.load(open(argv[1]))
+        want = {"plug-in-pie-learn-scene": "Learn Scene", "plug-in-pie-learn-subject": "Learn Subject",
+                "plug-in-pie-add-subject": "Add Subject to Selection"}
+        for name, label in want.items():
+            m = r.get("menus", {}).get(name)
+            if not m:
+                fail(f"{name} is not registered")
+            if m["label"].replace("_", "").rstrip(".") != label:
+                fail(f"{name}: menu label {m['label']!r}, want {label}")
+            if "<Image>/Filters/Personalize" not in m["paths"]:
+                fail(f"{name}: menu paths {m['paths']}")
+            for k in ("blurb", "help", "authors", "copyright", "date"):
+                if not m.get(k):
+                    fail(f"{name}: no {k}")
     elif cmd == "why":
         r = json.load(open(argv[1]))
         bad = {k: s for k, s in r.get("steps", {}).items() if not s["ok"]}

@@ -81,6 +81,14 @@ def layer_info(layer):
 
 try:
     os.makedirs(OUT, exist_ok=True)
+    R["menus"] = {}
+    for n in ("plug-in-pie-learn-scene", "plug-in-pie-learn-subject", "plug-in-pie-add-subject"):
+        p = PDB.lookup_procedure(n)
+        R["menus"][n] = None if p is None else {
+            "label": p.get_menu_label(), "paths": list(p.get_menu_paths()), "blurb": p.get_blurb(),
+            "help": p.get_help(), "authors": p.get_authors(), "copyright": p.get_copyright(),
+            "date": p.get_date(), "image_types": p.get_image_types(),
+            "arguments": [a.name for a in p.get_arguments()]}
     scene = load(os.path.join(T, "data", "scene.png"))
     scene_layer = scene.get_layers()[0]
     R["times"]["learn_scene"] = call(

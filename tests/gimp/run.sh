@@ -109,6 +109,8 @@ if timed e2e; then pass "Python-Fu batch: Learn Scene, Learn Subject, Add Subjec
   fail "Python-Fu batch: Learn Scene, Learn Subject, Add Subject, export" \
     "$("$PY" tests/gimp/check.py why "$T/out/e2e.json" 2>&1 || tail -n 8 "$T/out/e2e.log")"; fi
 if [ -f "$T/out/e2e.json" ] && [ -f "$T/out/flat.png" ]; then
+  check "the procedures are in Filters > Personalize with labels, help text and attribution" \
+    "$PY" tests/gimp/check.py menus "$T/out/e2e.json"
   check "new layer above the source, named after subject and seed, inside the selection" \
     "$PY" tests/gimp/check.py layer "$T/out/e2e.json" "$RECT"
   check "pixels outside the selection unchanged" \
