@@ -213,6 +213,7 @@ cancel_learning() {
   else
     pass "cancelling Learn Scene stops the trainer"
   fi
+  killed_plugin=$plug
   wait "$bg" || rc=$?
   if [ $rc -ne 0 ] && [ ! -e "$H/.local/share/pie/cancelled" ]; then
     pass "after the cancel GIMP reports the failure and the library gained nothing"
@@ -221,6 +222,7 @@ cancel_learning() {
       "GIMP exit $rc; library: $(ls -A "$H/.local/share/pie" | tr '\n' ' ')"
   fi
 }
+killed_plugin=
 timed cancel_learning
 
 # --- 5. the dialog under Xvfb ---------------------------------------------------
@@ -239,6 +241,10 @@ else
     "$PY" tests/gimp/check.py gui-undo "$T/out/gui.json"
   check "the Learn Subject dialog (scenes listed from the library) cancels cleanly" \
     "$PY" tests/gimp/check.py gui-cancel "$T/out/gui.json"
+  if [ -n "$killed_plugin" ]; then
+    check "the next Learn removes the temporary files of the cancelled one" \
+      bash -c "! ls -d '$HOSTROOT'/tmp/pie-gimp-$killed_plugin-* 2>/dev/null"
+  fi
 fi
 
 # --- 6. install.sh again (idempotent), then --uninstall ---------------------------
