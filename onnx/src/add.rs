@@ -169,6 +169,16 @@ pub fn add(bundle: &Bundle, scene: &DynamicImage, selection: &GrayImage, opts: &
         | DynamicImage::ImageRgb32F(_) | DynamicImage::ImageRgba32F(_) => scene.clone(),
         other => DynamicImage::ImageRgba8(other.to_rgba8()),
     };
+    // A hard-edged selection would show its edge as a seam: fade the result in
+    // over a few pixels inside it (outside stays untouched either way).
+    let soft_owned;
+    let blend_mask = if imageops::is_hard(selection) {
+        let r = (bbox.w.min(bbox.h) / 24).clamp(1, 12);
+        soft_owned = imageops::feather_inward(selection, bbox, r);
+        &soft_owned
+    } else {
+        selection
+    };
     for v in 0..opts.variants {
         let seed = opts.seed.wrapping_add(v as u64);
         let mut stats = AddStats { session: session_time, steps: ts.len(), work_w: plan.work_w, work_h: plan.work_h, ..Default::default() };
@@ -191,7 +201,7 @@ pub fn add(bundle: &Bundle, scene: &DynamicImage, selection: &GrayImage, opts: &
         }
         res.data.iter_mut().for_each(|v| *v = (*v + 1.0) * 0.5);
         let mut image = base.clone();
-        imageops::blend_into(&mut image, plan.crop, &res, selection);
+        imageops::blend_into(&mut image, plan.crop, &res, blend_mask);
         stats.total = started.elapsed();
         outs.push(AddOutput { seed, image, changed: bbox, device: den.device, note: den.note.clone(), stats });
     }

@@ -350,3 +350,120 @@ mod tests {
         assert!(b.iter().all(|v| (v - 1.0).abs() < 1e-6));
     }
 }
+
+/// True when the selection is hard-edged: (almost) no values between 0 and 255.
+pub fn is_hard(mask: &GrayImage) -> bool {
+    let (mut partial, mut inside) = (0usize, 0usize);
+    for &v in mask.as_raw() {
+        inside += usize::from(v > 0);
+        partial += usize::from(v > 0 && v < 255);
+    }
+    partial * 100 < inside
+}
+
+/// A copy of `mask` whose inside fades from 0 at the selection's edge to its
+/// value `radius` pixels in (chamfer distance). Zero stays zero, so what is
+/// outside the selection stays untouched; a hard edge becomes a soft seam.
+pub fn feather_inward(mask: &GrayImage, bbox: Rect, radius: u32) -> GrayImage {
+    let mut out = mask.clone();
+    if radius == 0 {
+        return out;
+    }
+    // Work on the bounding box plus a border, so the box's edge counts as outside.
+    let (bw, bh) = (bbox.w as usize + 2, bbox.h as usize + 2);
+    let big = u32::MAX / 4;
+    let mut d = vec![big; bw * bh];
+    let at = |x: usize, y: usize| -> u8 {
+        if x == 0 || y == 0 || x > bbox.w as usize || y > bbox.h as usize {
+            return 0;
+        }
+        mask.get_pixel(bbox.x + x as u32 - 1, bbox.y + y as u32 - 1).0[0]
+    };
+    for y in 0..bh {
+        for x in 0..bw {
+            if at(x, y) == 0 {
+                d[y * bw + x] = 0;
+            }
+        }
+    }
+    // Two-pass 3-4 chamfer: 3 per straight step, 4 per diagonal.
+    for y in 0..bh {
+        for x in 0..bw {
+            let mut v = d[y * bw + x];
+            if x > 0 {
+                v = v.min(d[y * bw + x - 1] + 3);
+            }
+            if y > 0 {
+                v = v.min(d[(y - 1) * bw + x] + 3);
+                if x > 0 {
+                    v = v.min(d[(y - 1) * bw + x - 1] + 4);
+                }
+                if x + 1 < bw {
+                    v = v.min(d[(y - 1) * bw + x + 1] + 4);
+                }
+            }
+            d[y * bw + x] = v;
+        }
+    }
+    for y in (0..bh).rev() {
+        for x in (0..bw).rev() {
+            let mut v = d[y * bw + x];
+            if x + 1 < bw {
+                v = v.min(d[y * bw + x + 1] + 3);
+            }
+            if y + 1 < bh {
+                v = v.min(d[(y + 1) * bw + x] + 3);
+                if x + 1 < bw {
+                    v = v.min(d[(y + 1) * bw + x + 1] + 4);
+                }
+                if x > 0 {
+                    v = v.min(d[(y + 1) * bw + x - 1] + 4);
+                }
+            }
+            d[y * bw + x] = v;
+        }
+    }
+    for y in 1..=bbox.h as usize {
+        for x in 1..=bbox.w as usize {
+            let m = at(x, y);
+            if m == 0 {
+                continue;
+            }
+            // Distance in pixels to the nearest unselected pixel: 1 next to it.
+            let dist = d[y * bw + x] as f32 / 3.0;
+            let w = ((dist - 0.5) / radius as f32).clamp(0.0, 1.0);
+            let v = (f32::from(m) * w).round().clamp(1.0, 255.0) as u8;
+            out.put_pixel(bbox.x + x as u32 - 1, bbox.y + y as u32 - 1, image::Luma([v]));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod feather_tests {
+    use super::*;
+    use image::Luma;
+
+    #[test]
+    fn hard_edges_fade_inward_and_outside_stays_zero() {
+        let mut m = GrayImage::new(40, 30);
+        for y in 5..25 {
+            for x in 10..30 {
+                m.put_pixel(x, y, Luma([255]));
+            }
+        }
+        assert!(is_hard(&m));
+        let bbox = mask_bbox(&m).unwrap();
+        let f = feather_inward(&m, bbox, 4);
+        for (x, y, p) in f.enumerate_pixels() {
+            let o = m.get_pixel(x, y).0[0];
+            assert_eq!(p.0[0] == 0, o == 0, "zero-ness changed at {x},{y}");
+        }
+        assert!(f.get_pixel(10, 15).0[0] < 64, "edge {}", f.get_pixel(10, 15).0[0]);
+        assert!(f.get_pixel(11, 15).0[0] < f.get_pixel(12, 15).0[0]);
+        assert_eq!(f.get_pixel(20, 15).0[0], 255);
+        // a mask that is already soft is not hard
+        let soft = GrayImage::from_fn(20, 20, |x, _| Luma([(x * 12) as u8]));
+        assert!(!is_hard(&soft));
+    }
+}
