@@ -192,7 +192,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::LearnScene { ref image, ref name, ref train } => {
             let lib = lib()?;
             let mut p = CliProgress::new(json, "scene");
-            let dir = pie::train::learn_scene(&lib, image, name, &train.options(), &mut p)?;
+            let dir = pie::train::learn_scene(&lib, image, name, &train.options(), &mut p).map_err(|e| resume_hint(e, json))?;
             p.finish();
             say(json, &format!("learned scene {name:?}: {}", dir.display()), json!({"event": "done", "name": name, "bundle": dir}));
             Ok(())
@@ -200,7 +200,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::LearnSubject { ref image, ref scene, ref name, ref mask, ref train } => {
             let lib = lib()?;
             let mut p = CliProgress::new(json, "subject");
-            let dir = pie::train::learn_subject(&lib, image, scene, name, mask.as_deref(), &train.options(), &mut p)?;
+            let dir = pie::train::learn_subject(&lib, image, scene, name, mask.as_deref(), &train.options(), &mut p).map_err(|e| resume_hint(e, json))?;
             p.finish();
             say(json, &format!("learned subject {name:?} in scene {scene:?}: {}", dir.display()), json!({"event": "done", "name": name, "bundle": dir}));
             Ok(())
@@ -221,6 +221,14 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Demo { ref out, device, ref trainer_args } => demo::run(out, device, trainer_args, json),
         Cmd::Doctor => doctor::run(&cli.library, json),
     }
+}
+
+/// A stopped training run keeps a checkpoint: say how to continue it.
+fn resume_hint(e: pie::Error, json: bool) -> pie::Error {
+    if e.kind() == pie::ErrorKind::Cancelled && !json {
+        eprintln!("pie: training stopped; its checkpoint is kept: run the same command with --resume to continue");
+    }
+    e
 }
 
 /// `pie add`, shared with the demo. Every input is checked before the model runs,
