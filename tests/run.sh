@@ -9,11 +9,16 @@ cd "$PIE_ROOT"
 
 declare -a timings=()
 failed=()
+LOGS=$(mktemp -d /tmp/pie-test-logs.XXXXXX)
+nlog=0
 timed() { # timed NAME CMD...: run a phase, record its time, keep going on failure
   local name=$1; shift
   local t0=$SECONDS rc=0
+  nlog=$((nlog + 1))
   printf '\n==== %s\n' "$name"
-  "$@" || rc=$?
+  # Not a pipeline: set-up phases export variables into this shell.
+  "$@" > >(tee "$LOGS/$nlog.log") 2>&1 || rc=$?
+  wait $! 2>/dev/null || true   # let tee finish writing the log
   timings+=("$(printf '%-34s %5d s  %s' "$name" $((SECONDS - t0)) "$([ $rc = 0 ] && echo ok || echo "FAILED (exit $rc)")")")
   [ $rc = 0 ] || failed+=("$name")
   return 0
@@ -22,16 +27,37 @@ summary() {
   printf '\n==== phases\n'
   printf '%s\n' "${timings[@]}"
   printf '%-34s %5d s\n' "total" "$SECONDS"
+  # One closing count over every runner: cargo's "test result" lines, pytest's
+  # last summary line and the GIMP tests' "N passed, M failed".
+  python3 - "$LOGS" <<'PY'
+import pathlib, re, sys
+passed = failed = 0
+for log in sorted(pathlib.Path(sys.argv[1]).glob("*.log")):
+    text = log.read_text(errors="replace")
+    cargo = re.findall(r"test result: \w+\. (\d+) passed; (\d+) failed", text)
+    if cargo:
+        passed += sum(int(p) for p, _ in cargo); failed += sum(int(f) for _, f in cargo)
+        continue
+    lines = [l for l in text.splitlines() if re.search(r"\d+ (passed|failed)", l)]
+    if lines:
+        last = lines[-1]
+        count = lambda word: sum(int(n) for n in re.findall(r"(\d+) " + word, last))
+        passed += count("passed"); failed += count("failed") + count("errors?")
+print(f"{passed} passed, {failed} failed")
+PY
+  rm -rf "$LOGS"
 }
 trap summary EXIT
 
 setup_ort()     { ORT_DYLIB_PATH=$(bash build/onnxruntime.sh cpu); export ORT_DYLIB_PATH; }
 setup_trainer() { PIE_TRAINER_PYTHON=$(bash build/trainer-env.sh); export PIE_TRAINER_PYTHON; }
+setup_eval()    { PIE_EVAL_PYTHON=$(bash build/python-env.sh eval-venv tests/eval/requirements.txt 800 "cv2, skimage, numpy, PIL"); export PIE_EVAL_PYTHON; }
 setup_gimp()    { bash build/gimp-host.sh >/dev/null && bash build/gimp-host.sh run gimp-console-3.0 --version; }
 cargo_fetch()   { run_step "cargo fetch (crates.io)" cargo fetch --locked; }
 
 timed "set-up: ONNX Runtime library" setup_ort
 timed "set-up: trainer environment" setup_trainer
+timed "set-up: evaluation environment" setup_eval
 [ "${PIE_SKIP_GIMP:-0}" = 1 ] || timed "set-up: GIMP 3 host" setup_gimp
 timed "set-up: cargo fetch" cargo_fetch
 if [ ${#failed[@]} -gt 0 ]; then
@@ -45,11 +71,8 @@ trap 'summary; rm -rf "$PIE_HOME"' EXIT
 
 timed "engine: cargo test (release)" cargo test --release -p pie-engine
 timed "trainer: pytest" "$PIE_TRAINER_PYTHON" -m pytest -q trainer/tests
-if [ -d tests/cli ]; then
-  timed "pie command line: pytest" env PIE_BIN="$PIE_ROOT/target/release/pie" \
-    "$PIE_TRAINER_PYTHON" -m pytest -q tests/cli
-fi
-if [ "${PIE_SKIP_GIMP:-0}" != 1 ] && [ -f tests/gimp/run.sh ]; then
+timed "evaluation: scores and harness (pytest)" "$PIE_EVAL_PYTHON" -m pytest -q tests/eval
+if [ "${PIE_SKIP_GIMP:-0}" != 1 ]; then
   timed "GIMP 3 plug-in: headless tests" bash tests/gimp/run.sh
 fi
 [ "${PIE_SKIP_GIMP:-0}" = 1 ] || bash build/gimp-host.sh umount
