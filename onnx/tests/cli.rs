@@ -69,6 +69,11 @@ fn add_writes_the_result_and_variants_get_suffixes() {
             assert_eq!(p, scene.get_pixel(x, y));
         }
     }
+    // Results are ordinary files: readable by others under the usual umask,
+    // not the 0600 of the temporary file they were written through.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&out).unwrap().permissions().mode();
+    assert_eq!(mode & 0o044, 0o044, "result mode {mode:o}");
     let o = run_add(&c, c.outdir.join("v.png").to_str().unwrap(), &["--variants", "3", "--seed", "5"]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(listing(&c.outdir), ["res.png", "v-1.png", "v-2.png", "v-3.png"]);

@@ -71,9 +71,12 @@ pub fn write_all(items: &[(PathBuf, &DynamicImage)]) -> Result<()> {
     for (path, img) in items {
         let f = format_for(path)?;
         let dir = folder_of(path);
+        // 0666 less the umask, as for any file the user writes: tempfile's
+        // default 0600 would survive the rename and hide results from others.
         let tmp = tempfile::Builder::new()
             .prefix(".pie-")
             .suffix(".tmp")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
             .tempfile_in(&dir)
             .map_err(|e| Error::bad(format!("cannot write {}: {e}", path.display())))?;
         {
