@@ -342,3 +342,33 @@ fn sixteen_bit_rgba_in_sixteen_bit_rgba_out() {
         }
     }
 }
+
+#[test]
+fn add_never_overwrites_its_inputs_or_a_read_only_file() {
+    let c = case();
+    let scene_before = std::fs::read(&c.scene).unwrap();
+    let mask_before = std::fs::read(&c.mask).unwrap();
+    // the scene itself, the same file through a link, and the selection
+    let link = c.outdir.parent().unwrap().join("link.png");
+    std::os::unix::fs::symlink(&c.scene, &link).unwrap();
+    for (out, input) in [(&c.scene, "scene.png"), (&link, "scene.png"), (&c.mask, "sel.png")] {
+        let o = run_add(&c, out.to_str().unwrap(), &[]);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(text(&o).contains("does not overwrite its inputs") && text(&o).contains(input), "{}", text(&o));
+    }
+    assert_eq!(std::fs::read(&c.scene).unwrap(), scene_before, "the input image was overwritten");
+    assert_eq!(std::fs::read(&c.mask).unwrap(), mask_before, "the selection was overwritten");
+    // a read-only result of an earlier run is not replaced behind the user's back
+    let ro = c.outdir.join("keep.png");
+    std::fs::write(&ro, b"precious").unwrap();
+    std::fs::set_permissions(&ro, std::os::unix::fs::PermissionsExt::from_mode(0o444)).unwrap();
+    let o = run_add(&c, ro.to_str().unwrap(), &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("read-only"), "{}", text(&o));
+    assert_eq!(std::fs::read(&ro).unwrap(), b"precious");
+    assert_eq!(listing(&c.outdir), ["keep.png"]);
+    // an unwritable folder is named without pie's temporary probe file
+    let o = run_add(&c, "/proc/r.png", &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(!text(&o).contains(".pie-probe"), "{}", text(&o));
+}

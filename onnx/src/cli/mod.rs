@@ -236,7 +236,7 @@ fn resume_hint(e: pie::Error, json: bool) -> pie::Error {
 pub fn add(lib: &Library, image: &Path, selection: &Path, concept: &str, out: &Path, opts: &AddOptions, json: bool) -> Result<Vec<(PathBuf, pie::AddOutput)>> {
     let paths = output::output_paths(out, opts.variants);
     for p in &paths {
-        output::check_writable(p)?;
+        output::check_writable(p, &[image, selection])?;
     }
     let scene = pie::open_image(image)?;
     let mask = pie::open_mask(selection)?;

@@ -34,12 +34,33 @@ fn folder_of(out: &Path) -> PathBuf {
     }
 }
 
-/// Fails early, before any work, if `out` cannot be written.
-pub fn check_writable(out: &Path) -> Result<()> {
+/// Whether `a` and `b` name the same existing file (links and `./` included).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+/// Fails early, before any work, if `out` cannot be written. `inputs` are the
+/// files the command reads: the result is renamed over `out`, so writing to one
+/// of them would silently destroy the user's original (even a read-only one).
+pub fn check_writable(out: &Path, inputs: &[&Path]) -> Result<()> {
     if out.is_dir() {
         return Err(Error::bad(format!("{} is a folder; give a file name such as result.png", out.display())));
     }
     format_for(out)?;
+    if let Some(input) = inputs.iter().find(|i| same_file(out, i)) {
+        return Err(Error::bad(format!(
+            "--out {} is the input {}: pie does not overwrite its inputs; choose another output name",
+            out.display(),
+            input.display()
+        )));
+    }
+    if std::fs::metadata(out).is_ok_and(|m| m.permissions().readonly()) {
+        return Err(Error::bad(format!("{} exists and is read-only; choose another output name or make it writable", out.display())));
+    }
     let dir = folder_of(out);
     if !dir.is_dir() {
         return Err(Error::bad(format!("cannot write {}: the folder {} does not exist", out.display(), dir.display())));
@@ -48,7 +69,16 @@ pub fn check_writable(out: &Path) -> Result<()> {
         .prefix(".pie-probe-")
         .tempfile_in(&dir)
         .map(drop)
-        .map_err(|e| Error::bad(format!("cannot write {}: {e}", out.display())))
+        .map_err(|e| Error::io(&format!("cannot write {}: cannot create a file in", out.display()), &dir, without_temp_name(e)))
+}
+
+/// tempfile's errors name the random temporary file, which means nothing to
+/// the user; the OS error underneath is what they need.
+fn without_temp_name(e: std::io::Error) -> std::io::Error {
+    let msg = e.to_string();
+    // tempfile appends ` at path "<dir>/.pie-…"` to the OS error's own text.
+    let os = msg.split_once(" at path \"").map_or(msg.as_str(), |(os, _)| os);
+    std::io::Error::new(e.kind(), os.to_string())
 }
 
 /// Converts to what the format can store.
@@ -78,7 +108,7 @@ pub fn write_all(items: &[(PathBuf, &DynamicImage)]) -> Result<()> {
             .suffix(".tmp")
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
             .tempfile_in(&dir)
-            .map_err(|e| Error::bad(format!("cannot write {}: {e}", path.display())))?;
+            .map_err(|e| Error::io("cannot write", path, without_temp_name(e)))?;
         {
             let mut w = BufWriter::new(tmp.as_file());
             storable(img, f)
