@@ -108,17 +108,38 @@ impl Library {
         Ok(out)
     }
 
+    /// The folder of the existing concept `name`, or an error that says what
+    /// the library does hold and which of those names the user probably meant.
+    fn existing_dir(&self, name: &str) -> Result<PathBuf> {
+        let known: Vec<String> = self.list().unwrap_or_default().into_iter().map(|c| c.name).collect();
+        let dir = match self.concept_dir(name) {
+            Ok(dir) => dir,
+            Err(e) => {
+                return Err(match suggest(name, &known) {
+                    Some(s) => Error::bad(format!("{e} (did you mean {s:?}?)")),
+                    None => e,
+                })
+            }
+        };
+        if dir.is_dir() {
+            return Ok(dir);
+        }
+        const SHOWN: usize = 12;
+        let mut names = known.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+        if known.len() > SHOWN {
+            names.push_str(&format!(" and {} more: `pie concepts list`", known.len() - SHOWN));
+        }
+        let hint = match (suggest(name, &known), known.is_empty()) {
+            (_, true) => "the library is empty; learn one with `pie learn-scene`".to_string(),
+            (Some(s), false) => format!("did you mean {s:?}? known: {names}"),
+            (None, false) => format!("known: {names}"),
+        };
+        Err(Error::bad(format!("no concept named {name:?} in {} ({hint})", self.path.display())))
+    }
+
     /// Loads and fully validates concept `name`.
     pub fn load(&self, name: &str) -> Result<Bundle> {
-        let dir = self.concept_dir(name)?;
-        if !dir.is_dir() {
-            let known: Vec<String> = self.list().unwrap_or_default().into_iter().map(|c| c.name).collect();
-            return Err(Error::bad(format!(
-                "no concept named {name:?} in {} (known: {})",
-                self.path.display(),
-                if known.is_empty() { "none; learn one with `pie learn-scene`".to_string() } else { known.join(", ") }
-            )));
-        }
+        let dir = self.existing_dir(name)?;
         let b = Bundle::load(&dir)?;
         if b.manifest.name != name {
             return Err(Error::Bundle {
@@ -133,12 +154,66 @@ impl Library {
     /// Deletes concept `name`. It is first renamed to a dot-folder, so a
     /// half-deleted concept is never listed.
     pub fn remove(&self, name: &str) -> Result<()> {
-        let dir = self.concept_dir(name)?;
+        let dir = self.existing_dir(name)?;
         if !dir.join("bundle.json").is_file() {
-            return Err(Error::bad(format!("no concept named {name:?} in {}", self.path.display())));
+            // Only ever delete what is certainly a concept, whatever folder --library points at.
+            return Err(Error::bad(format!("{} has no bundle.json: it is not a concept, so pie leaves it alone", dir.display())));
         }
         let trash = self.path.join(format!(".removing-{name}-{}", std::process::id()));
         std::fs::rename(&dir, &trash).map_err(|e| Error::io("cannot remove concept", &dir, e))?;
         std::fs::remove_dir_all(&trash).map_err(|e| Error::io("cannot finish removing concept (left in)", &trash, e))
+    }
+}
+
+/// The known name closest to `name` (case folded, at most two edits, or one
+/// containing the other), if one is close enough to be what the user meant.
+pub fn suggest<'a>(name: &str, known: &'a [String]) -> Option<&'a str> {
+    let want = name.to_lowercase();
+    known
+        .iter()
+        .map(|k| (edit_distance(&want, k), k))
+        .filter(|(d, k)| *d <= 2.min(k.chars().count().saturating_sub(1)) || (want.len() >= 3 && (k.contains(&want) || want.contains(k.as_str()))))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k.as_str())
+}
+
+/// Levenshtein distance, counting an adjacent swap as one edit.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions_catch_typos_but_not_strangers() {
+        let known: Vec<String> = ["dog", "forest", "kitchen-2", "my-backpack"].map(String::from).to_vec();
+        assert_eq!(suggest("dgo", &known), Some("dog"));
+        assert_eq!(suggest("Dog", &known), Some("dog"));
+        assert_eq!(suggest("forst", &known), Some("forest"));
+        assert_eq!(suggest("kitchen", &known), Some("kitchen-2"));
+        assert_eq!(suggest("backpack", &known), Some("my-backpack"));
+        assert_eq!(suggest("car", &known), None);
+        assert_eq!(suggest("x", &known), None);
+        assert_eq!(suggest("seascape", &known), None);
     }
 }

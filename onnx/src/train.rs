@@ -117,7 +117,12 @@ pub fn learn_subject(
     }
     let sb = lib.load(scene)?;
     if sb.manifest.stage != 1 {
-        return Err(Error::bad(format!("{scene:?} is a subject, not a scene: learn the subject on a scene concept")));
+        let scenes: Vec<String> = lib.list().unwrap_or_default().into_iter().filter(|c| c.stage == 1).map(|c| c.name).collect();
+        let grown_from = sb.manifest.parent.as_ref().map(|p| format!(" (it was learned on the scene {:?})", p.name)).unwrap_or_default();
+        return Err(Error::bad(format!(
+            "{scene:?} is a subject, not a scene{grown_from}: --scene takes a scene concept ({})",
+            if scenes.is_empty() { "the library has none; learn one with `pie learn-scene`".to_string() } else { format!("scenes: {}", scenes.join(", ")) }
+        )));
     }
     let mut args: Vec<String> = vec!["subject".into(), path_arg(image)?, "--scene".into(), scene.into(), "--name".into(), name.into()];
     if let Some(m) = mask {

@@ -372,3 +372,23 @@ fn add_never_overwrites_its_inputs_or_a_read_only_file() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(!text(&o).contains(".pie-probe"), "{}", text(&o));
 }
+
+#[test]
+fn a_mistyped_concept_name_gets_the_close_name_suggested() {
+    let c = case();
+    for (typo, want) in [("bal", "did you mean \"ball\""), ("Ball", "did you mean \"ball\""), ("medow", "did you mean \"meadow\"")] {
+        let o = pie(c.lib.path(), &swap(add_args(&c, c.outdir.join("r.png").to_str().unwrap(), &[]), "--concept", Path::new(typo)).iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(text(&o).contains(want), "{typo}: {}", text(&o));
+    }
+    let o = pie(c.lib.path(), &["concepts", "remove", "medow"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("did you mean \"meadow\"") && text(&o).contains("known: ball, meadow"), "{}", text(&o));
+    assert!(c.lib.path().join("meadow/bundle.json").is_file());
+    let o = pie(c.lib.path(), &["concepts", "show", "zebra"]);
+    assert!(text(&o).contains("known: ball, meadow") && !text(&o).contains("did you mean"), "{}", text(&o));
+    // a subject given as the scene: say which scenes there are
+    let o = pie(c.lib.path(), &["learn-subject", c.scene.to_str().unwrap(), "--scene", "ball", "--name", "x"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("is a subject, not a scene") && text(&o).contains("scenes: meadow"), "{}", text(&o));
+}
