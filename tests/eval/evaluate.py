@@ -403,7 +403,7 @@ def acceptance(sc: dict[str, dict[str, float]]) -> dict[str, dict]:
         best = min(n[k], q[k])
         ok = p[k] < best
         res[k] = {"pass": ok, "pie": p[k], "best_baseline": best,
-                  "text": f"{'pass' if ok else 'FAIL'}: {p[k]:.2f} vs {best:.2f} ({p[k] / best:.2f}x)"
+                  "text": f"{'pass' if ok else 'FAIL'}: {p[k]:.3f} vs {best:.3f} ({p[k] / best:.3f}x)"
                   if best else f"{'pass' if ok else 'FAIL'}"}
     ok = p["preservation"] == 0
     res["preservation"] = {"pass": ok, "text": f"{'pass' if ok else 'FAIL'}: {p['preservation']}"}
@@ -411,6 +411,28 @@ def acceptance(sc: dict[str, dict[str, float]]) -> dict[str, dict]:
     ok = ratio >= 0.6
     res["fidelity"] = {"pass": ok, "ratio": ratio, "text": f"{'pass' if ok else 'FAIL'}: {ratio:.2f}"}
     return res
+
+
+def rescore(out: Path, rim: int, seam_width: int) -> int:
+    """Scores the images of an earlier run again (e.g. after a change to scores.py), keeping its metadata."""
+    data = json.loads((out / "results.json").read_text())
+    meta, rows = data["meta"], data["pairs"]
+    meta.update(rim=rim, seam_width=seam_width, rescored=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    for row in rows:
+        pw = out / "work" / row["pair"]
+        scene, subj = load_rgb(pw / "scene.png"), load_rgb(pw / "subject.png")
+        smask = np.asarray(Image.open(pw / "subject-mask.png").convert("L"))
+        sel = np.asarray(Image.open(pw / "selection.png").convert("L"))
+        colour, alpha = place_subject(subj, smask, tuple(row["selection"]), scene.shape[:2])
+        placement = (alpha >= 0.5).astype(np.uint8) * 255
+        reference = naive_paste(scene, colour, alpha)
+        row["scores"] = {m: score_all(load_rgb(pw / f"{m}.png"), scene, sel, reference, placement, rim, seam_width)
+                         for m in METHODS if (pw / f"{m}.png").is_file()}
+        row.pop("acceptance", None)
+        if all(m in row["scores"] for m in METHODS):
+            row["acceptance"] = acceptance(row["scores"])
+    print(write_results(out, meta, rows))
+    return 0
 
 
 def write_results(out: Path, meta: dict, rows: list[dict]) -> str:
@@ -453,7 +475,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seam-width", type=int, default=1, help="half-width of the seam band, px (default 1)")
     ap.add_argument("--grabcut-iterations", type=int, default=5, help="GrabCut iterations (default 5)")
     ap.add_argument("--zoom", type=int, default=2, help="magnification of the crops in the contact sheets (default 2)")
+    ap.add_argument("--rescore", action="store_true",
+                    help="run nothing: score again the images an earlier run left in --out (its work/ folder and "
+                         "results.json), and write results.md/json anew")
     args = ap.parse_args(argv)
+    if args.rescore:
+        return rescore(args.out, args.rim, args.seam_width)
 
     methods = [m for m in args.methods.split(",") if m]
     for m in methods:

@@ -73,3 +73,7 @@ def test_baselines_only_run_writes_table_json_and_sheet(tmp_path):
     assert row["scores"]["poisson"]["harmonization"] < row["scores"]["naive"]["harmonization"]
     assert "rocket+chelsea" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "sheet-rocket+chelsea.png").stat().st_size > 10_000
+    before = data["pairs"][0]["scores"]
+    assert ev.main(["--rescore", "--out", str(tmp_path)]) == 0
+    after = json.loads((tmp_path / "results.json").read_text())["pairs"][0]["scores"]
+    assert after == pytest.approx(before)
