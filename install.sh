@@ -143,12 +143,16 @@ elif [ -n "$plugin_binary" ]; then
 elif [ "$gimp_host" = 1 ]; then
   host_root=$(bash build/gimp-host.sh)
   run_step "cargo fetch (crates.io)" cargo fetch
+  # The host's build folder lives in the cache (bound inside at the same path,
+  # and the clone is always /pie there), so a fresh clone re-uses the
+  # compiled dependencies instead of rebuilding them for minutes.
+  host_target=$PIE_CACHE/target-trixie
   phase "building the plug-in in the GIMP 3 host" \
     run_step "cargo build -p pie-gimp in the GIMP 3 host" \
-    nice bash build/gimp-host.sh run env CARGO_TARGET_DIR=/pie/target/trixie cargo build --offline --release -p pie-gimp
+    nice bash build/gimp-host.sh run env CARGO_TARGET_DIR="$host_target" cargo build --offline --release -p pie-gimp
   root=
   case "$prefix" in "$host_root"/*) root=$host_root ;; esac
-  install_plugin target/trixie/release/pie-gimp "$root"
+  install_plugin "$host_target/release/pie-gimp" "$root"
   [ -n "$root" ] || plugin_note="the plug-in links the GIMP 3 host's libgimp-3.0: it runs in that host's GIMP (build/gimp-host.sh run gimp-3.0)"
 elif command -v gimp-console-3.0 >/dev/null 2>&1 || command -v gimp-3.0 >/dev/null 2>&1; then
   if ! pkg-config --exists gimp-3.0 2>/dev/null; then

@@ -101,7 +101,7 @@ check "installed: pie command, ONNX Runtime, trainer venv, plug-in with pie.env"
   -a -f "$plugin/libonnxruntime.so.$ORT_VERSION"
 
 check "plug-in unit tests (cargo test -p pie-gimp in the host)" \
-  nice bash build/gimp-host.sh run env CARGO_TARGET_DIR=/pie/target/trixie cargo test --offline --release -p pie-gimp
+  nice bash build/gimp-host.sh run env CARGO_TARGET_DIR="$PIE_CACHE/target-trixie" cargo test --offline --release -p pie-gimp
 
 # --- 2./3. headless end to end -------------------------------------------------
 e2e() { console python-fu-eval "exec(open('/pie/tests/gimp/e2e.py').read())" >"$T/out/e2e.log" 2>&1; }
