@@ -68,8 +68,32 @@ pub fn open_image(path: &std::path::Path) -> Result<image::DynamicImage> {
     r.decode().map_err(|e| Error::bad(format!("{} is not an image pie can read (PNG, JPEG, TIFF): {e}", path.display())))
 }
 
-/// Loads a selection mask: 8-bit gray, 255 inside, 0 outside. Other colour
-/// types are converted (luma; 16-bit scaled), so a mask saved from anywhere works.
+/// Loads a selection mask: 8-bit gray, 255 inside, 0 outside (16-bit is
+/// scaled). A mask with a transparent part is read from its alpha, as the
+/// trainer reads a subject mask. A colour image is refused: it is almost
+/// always the photo or another wrong file, and its luma would make a weak,
+/// patchy selection without a word.
 pub fn open_mask(path: &std::path::Path) -> Result<image::GrayImage> {
-    Ok(open_image(path)?.to_luma8())
+    let img = open_image(path)?;
+    if img.color().has_alpha() {
+        let la = img.to_luma_alpha8();
+        if la.pixels().any(|p| p.0[1] < 255) {
+            return Ok(image::GrayImage::from_fn(la.width(), la.height(), |x, y| image::Luma([la.get_pixel(x, y).0[1]])));
+        }
+    }
+    if img.color().has_color() {
+        // JPEG's chroma noise on a gray mask stays well under this.
+        const TOLERANCE: u8 = 24;
+        let rgb = img.to_rgb8();
+        let colored = rgb.pixels().filter(|p| p.0.iter().max().unwrap_or(&0) - p.0.iter().min().unwrap_or(&0) > TOLERANCE).count();
+        if colored > 0 {
+            return Err(Error::bad(format!(
+                "the selection mask {} is a colour image ({colored} of its {} pixels are not gray): a selection mask is grayscale, \
+                 white (255) where the subject goes, black (0) elsewhere, gray between to feather",
+                path.display(),
+                rgb.width() as u64 * rgb.height() as u64
+            )));
+        }
+    }
+    Ok(img.to_luma8())
 }

@@ -392,3 +392,37 @@ fn a_mistyped_concept_name_gets_the_close_name_suggested() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("is a subject, not a scene") && text(&o).contains("scenes: meadow"), "{}", text(&o));
 }
+
+#[test]
+fn a_colour_mask_is_refused_and_a_transparent_one_is_read_from_its_alpha() {
+    let c = case();
+    let dir = c.outdir.parent().unwrap();
+    // the photo given as the selection, by mistake
+    let o = run_add(&c, c.outdir.join("r.png").to_str().unwrap(), &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    std::fs::remove_file(c.outdir.join("r.png")).unwrap();
+    let a = swap(add_args(&c, c.outdir.join("r.png").to_str().unwrap(), &[]), "--selection", &c.scene);
+    let o = pie(c.lib.path(), &a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("is a colour image"), "{}", text(&o));
+    assert!(listing(&c.outdir).is_empty());
+    // a gray mask saved as RGB is fine, and gives the same result as the gray one
+    let gray = image::open(&c.mask).unwrap().to_luma8();
+    let as_rgb = dir.join("sel-rgb.png");
+    image::DynamicImage::ImageLuma8(gray.clone()).to_rgb8().save(&as_rgb).unwrap();
+    // the same selection as the alpha of a white layer
+    let as_alpha = dir.join("sel-alpha.png");
+    image::RgbaImage::from_fn(96, 72, |x, y| image::Rgba([255, 255, 255, gray.get_pixel(x, y).0[0]])).save(&as_alpha).unwrap();
+    let reference = {
+        let o = run_add(&c, c.outdir.join("ref.png").to_str().unwrap(), &[]);
+        assert!(o.status.success(), "{}", text(&o));
+        std::fs::read(c.outdir.join("ref.png")).unwrap()
+    };
+    for (mask, out) in [(&as_rgb, "rgb.png"), (&as_alpha, "alpha.png")] {
+        let a = swap(add_args(&c, c.outdir.join(out).to_str().unwrap(), &[]), "--selection", mask);
+        let o = pie(c.lib.path(), &a.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(o.status.success(), "{out}: {}", text(&o));
+        assert!(std::fs::read(c.outdir.join(out)).unwrap() == reference, "{out} differs from the gray mask's result");
+    }
+}
+
