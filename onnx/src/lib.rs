@@ -60,12 +60,22 @@ impl Progress for NoProgress {
 }
 
 /// Loads an image file the way `pie add` does, with a message that names it.
+/// An EXIF orientation is applied, as GIMP and the trainer apply it, so a
+/// phone photo and a mask drawn over it in GIMP have the same size and pixels.
 pub fn open_image(path: &std::path::Path) -> Result<image::DynamicImage> {
-    let r = image::ImageReader::open(path)
+    use image::ImageDecoder;
+    let unreadable = |e: image::ImageError| Error::bad(format!("{} is not an image pie can read (PNG, JPEG, TIFF): {e}", path.display()));
+    let mut decoder = image::ImageReader::open(path)
         .map_err(|e| Error::io("cannot read the image", path, e))?
         .with_guessed_format()
-        .map_err(|e| Error::io("cannot read the image", path, e))?;
-    r.decode().map_err(|e| Error::bad(format!("{} is not an image pie can read (PNG, JPEG, TIFF): {e}", path.display())))
+        .map_err(|e| Error::io("cannot read the image", path, e))?
+        .into_decoder()
+        .map_err(unreadable)?;
+    // A broken EXIF block is no reason to refuse the pixels.
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = image::DynamicImage::from_decoder(decoder).map_err(unreadable)?;
+    img.apply_orientation(orientation);
+    Ok(img)
 }
 
 /// Loads a selection mask: 8-bit gray, 255 inside, 0 outside (16-bit is

@@ -426,3 +426,45 @@ fn a_colour_mask_is_refused_and_a_transparent_one_is_read_from_its_alpha() {
     }
 }
 
+/// EXIF orientation 6 (the camera was turned: rotate 90° clockwise to view).
+fn save_rotated_png(img: &image::RgbImage, path: &Path) {
+    use image::ImageEncoder;
+    let exif = vec![
+        0x49, 0x49, 0x2a, 0x00, 0x08, 0x00, 0x00, 0x00, // TIFF header, little-endian, IFD at 8
+        0x01, 0x00, // one entry
+        0x12, 0x01, 0x03, 0x00, 0x01, 0x00, 0x00, 0x00, 0x06, 0x00, 0x00, 0x00, // Orientation = 6
+        0x00, 0x00, 0x00, 0x00,
+    ];
+    let f = std::fs::File::create(path).unwrap();
+    let mut enc = image::codecs::png::PngEncoder::new(f);
+    enc.set_exif_metadata(exif).unwrap();
+    enc.write_image(img.as_raw(), img.width(), img.height(), image::ExtendedColorType::Rgb8).unwrap();
+}
+
+#[test]
+fn an_exif_rotated_photo_is_used_the_way_gimp_shows_it() {
+    let c = case();
+    let dir = c.outdir.parent().unwrap();
+    // stored 96x72 landscape, shown (by GIMP, viewers, the trainer) as 72x96 portrait
+    let stored = scene_rgb8(96, 72);
+    let photo = dir.join("phone.png");
+    save_rotated_png(&stored, &photo);
+    let shown = pie::open_image(&photo).unwrap();
+    assert_eq!((shown.width(), shown.height()), (72, 96));
+    assert_eq!(shown.to_rgb8().get_pixel(71, 0), stored.get_pixel(0, 0), "not rotated clockwise");
+    // a selection drawn over what GIMP shows
+    let sel = dir.join("portrait-sel.png");
+    rect_mask(72, 96, 20, 30, 32, 32, 4).save(&sel).unwrap();
+    let out = c.outdir.join("r.png");
+    let o = pie(c.lib.path(), &["add", photo.to_str().unwrap(), "--selection", sel.to_str().unwrap(), "--concept", "ball", "--out", out.to_str().unwrap(), "--steps", "4", "--device", "cpu"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let res = image::open(&out).unwrap().to_rgb8();
+    assert_eq!(res.dimensions(), (72, 96));
+    let mask = image::open(&sel).unwrap().to_luma8();
+    let shown = shown.to_rgb8();
+    for (x, y, p) in res.enumerate_pixels() {
+        if mask.get_pixel(x, y).0[0] == 0 {
+            assert_eq!(p, shown.get_pixel(x, y));
+        }
+    }
+}
