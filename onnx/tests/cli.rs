@@ -468,3 +468,27 @@ fn an_exif_rotated_photo_is_used_the_way_gimp_shows_it() {
         }
     }
 }
+
+#[test]
+fn option_mistakes_are_caught_before_anything_runs() {
+    let c = case();
+    let learn = |extra: &[&str]| {
+        let mut a = vec!["learn-scene", c.scene.to_str().unwrap(), "--name", "s"];
+        a.extend(extra);
+        // No trainer here: a mistake must be reported before pie looks for one.
+        Command::new(env!("CARGO_BIN_EXE_pie")).arg("--library").arg(c.lib.path()).args(&a).env("PIE_TRAINER_PYTHON", "/nonexistent/python").output().unwrap()
+    };
+    let o = learn(&["--steps", "0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--steps") && text(&o).contains("at least 1"), "{}", text(&o));
+    let o = learn(&["--device", "gpuu"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("possible values: auto, cpu, cuda"), "{}", text(&o));
+    let o = run_add(&c, c.outdir.join("r.png").to_str().unwrap(), &["--sampler", "euler"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("possible values: ddim, ddpm"), "{}", text(&o));
+    // `gpu` still means cuda
+    let a = swap(add_args(&c, c.outdir.join("r.png").to_str().unwrap(), &[]), "--device", Path::new("gpu"));
+    let o = pie(c.lib.path(), &a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success() || o.status.code() == Some(4), "{}", text(&o));
+}

@@ -13,8 +13,73 @@ use serde_json::json;
 
 use progress::CliProgress;
 
+const MAIN_EXAMPLES: &str = "\
+Examples:
+  pie learn-scene garden.jpg --name garden
+  pie learn-subject rex.jpg --mask rex-mask.png --scene garden --name rex
+  pie add garden.jpg --selection where.png --concept rex --out garden-rex.png
+  pie concepts
+  pie doctor            # what pie found: ONNX Runtime, CUDA, the trainer, the plug-in
+
+Exit status: 0 ok, 1 internal error, 2 bad input, 3 cancelled (Ctrl-C),
+4 something pie needs is missing (ONNX Runtime, CUDA, the trainer).";
+
+const LEARN_SCENE_EXAMPLES: &str = "\
+Examples:
+  pie learn-scene garden.jpg --name garden
+  pie learn-scene garden.jpg --name garden --quick          # minutes, to try things out
+  pie learn-scene garden.jpg --name garden --resume         # after Ctrl-C
+  pie learn-scene garden.jpg --name garden --trainer-arg=--resolution --trainer-arg=32";
+
+const LEARN_SUBJECT_EXAMPLES: &str = "\
+Examples:
+  pie learn-subject rex.jpg --scene garden --name rex
+  pie learn-subject rex.jpg --mask rex-mask.png --scene garden --name rex --quick";
+
+const ADD_EXAMPLES: &str = "\
+Pixels outside the selection stay exactly as they are. With --variants K > 1,
+OUT gets -1, -2, … before its extension (result.png → result-1.png, …).
+OUT is written only when complete, and never over IMAGE or the selection.
+
+Examples:
+  pie add garden.jpg --selection where.png --concept rex --out garden-rex.png
+  pie add garden.jpg --selection where.png --concept rex --out try.png --variants 4 --seed 10
+      # writes try-1.png .. try-4.png from seeds 10..13
+  pie add garden.jpg --selection where.png --concept rex --out soft.png --strength 0.5";
+
+const CONCEPTS_EXAMPLES: &str = "\
+Examples:
+  pie concepts                 # list
+  pie concepts show rex        # validate and describe
+  pie concepts remove rex
+  pie --json concepts list";
+
+/// How --device is read: the three names, `gpu` accepted for cuda.
+fn device_parser() -> impl clap::builder::TypedValueParser<Value = Device> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new([
+        PossibleValue::new("auto"),
+        PossibleValue::new("cpu"),
+        PossibleValue::new("cuda").alias("gpu"),
+    ])
+    .try_map(|s| s.parse::<Device>())
+}
+
+fn at_least_one(s: &str) -> std::result::Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a whole number ({e})")),
+    }
+}
+
+fn sampler_parser() -> impl clap::builder::TypedValueParser<Value = Sampler> {
+    use clap::builder::{PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new(["ddim", "ddpm"]).try_map(|s| s.parse::<Sampler>())
+}
+
 #[derive(Parser)]
-#[command(name = "pie", version, about = "Personalized image editing: learn a scene and a subject, then add the subject into a selection")]
+#[command(name = "pie", version, about = "Personalized image editing: learn a scene and a subject, then add the subject into a selection", after_help = MAIN_EXAMPLES)]
 pub struct Cli {
     /// Concept library folder (default: $PIE_HOME, else $XDG_DATA_HOME/pie, else ~/.local/share/pie)
     #[arg(long, global = true, value_name = "DIR")]
@@ -31,13 +96,14 @@ struct TrainArgs {
     /// A short training run (minutes; for trying things out)
     #[arg(long)]
     quick: bool,
-    /// Training steps (default: the trainer's)
-    #[arg(long)]
+    /// Training steps (default: the trainer's, fewer with --quick)
+    #[arg(long, value_parser = at_least_one)]
     steps: Option<u64>,
+    /// Random seed, for a reproducible run (default: the trainer's)
     #[arg(long)]
     seed: Option<u64>,
-    /// auto, cpu or cuda
-    #[arg(long, default_value = "auto")]
+    /// Where to train: auto = CUDA when PyTorch can use it, else the CPU; cuda = CUDA or an error
+    #[arg(long, default_value = "auto", value_parser = device_parser())]
     device: Device,
     /// Replace an existing concept of the same name
     #[arg(long)]
@@ -67,7 +133,9 @@ impl TrainArgs {
 #[derive(Subcommand)]
 enum Cmd {
     /// Stage I: learn a scene from a photo
+    #[command(after_help = LEARN_SCENE_EXAMPLES)]
     LearnScene {
+        /// The scene photo (PNG, JPEG, TIFF, WebP)
         image: PathBuf,
         /// Concept name (a-z, 0-9, '-', '_')
         #[arg(long)]
@@ -76,11 +144,14 @@ enum Cmd {
         train: TrainArgs,
     },
     /// Stage II: learn a subject on top of a learned scene
+    #[command(after_help = LEARN_SUBJECT_EXAMPLES)]
     LearnSubject {
+        /// A photo of the subject (PNG, JPEG, TIFF, WebP)
         image: PathBuf,
-        /// The scene concept to grow from
+        /// The scene concept to grow from (see `pie concepts`)
         #[arg(long)]
         scene: String,
+        /// Name for the new subject concept (a-z, 0-9, '-', '_')
         #[arg(long)]
         name: String,
         /// The subject's mask (white = subject), same size as IMAGE
@@ -89,9 +160,10 @@ enum Cmd {
         #[command(flatten)]
         train: TrainArgs,
     },
-    /// Add a learned subject into the selected region of a photo.
-    /// With --variants K > 1, OUT gets -1, -2, … before its extension (result.png → result-1.png, …).
+    /// Add a learned subject into the selected region of a photo
+    #[command(after_help = ADD_EXAMPLES)]
     Add {
+        /// The photo to edit (PNG, JPEG or TIFF; 8/16-bit, gray and alpha are kept)
         image: PathBuf,
         /// Selection mask: 8-bit gray, same size as IMAGE, 255 inside, 0 outside, values between feather
         #[arg(long)]
@@ -102,6 +174,7 @@ enum Cmd {
         /// Output image (.png, .tif or .jpg)
         #[arg(long)]
         out: PathBuf,
+        /// Random seed: the same seed gives the same result on the same device
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Denoising steps over the whole schedule; STEPS × STRENGTH of them run
@@ -116,11 +189,11 @@ enum Cmd {
         /// Results from seeds SEED, SEED+1, …
         #[arg(long, default_value_t = 1)]
         variants: usize,
-        /// auto, cpu or cuda
-        #[arg(long, default_value = "auto")]
+        /// Where to run the model: auto = CUDA when it works here, else the CPU (saying why); cuda = CUDA or an error
+        #[arg(long, default_value = "auto", value_parser = device_parser())]
         device: Device,
-        /// ddim or ddpm
-        #[arg(long, default_value = "ddim")]
+        /// ddim (deterministic) or ddpm (adds fresh noise each step)
+        #[arg(long, default_value = "ddim", value_parser = sampler_parser())]
         sampler: Sampler,
         /// ONNX Runtime threads (default: all cores but one)
         #[arg(long)]
@@ -130,16 +203,19 @@ enum Cmd {
         detail: f32,
     },
     /// List, show or remove learned concepts
+    #[command(after_help = CONCEPTS_EXAMPLES)]
     Concepts {
         #[command(subcommand)]
         action: Option<ConceptsCmd>,
     },
     /// Learn a drawn scene and subject quickly, add the subject, and write the results
+    #[command(after_help = "Needs no photos and no network. The demo keeps its concepts in DIR/library,\nnever in your concept library (so --library does not apply to it).")]
     Demo {
         /// Folder for the demo's images and its own concept library
-        #[arg(long, default_value = "pie-demo")]
+        #[arg(long, default_value = "pie-demo", value_name = "DIR")]
         out: PathBuf,
-        #[arg(long, default_value = "auto")]
+        /// Where to train and run the model
+        #[arg(long, default_value = "auto", value_parser = device_parser())]
         device: Device,
         /// Pass an extra argument to the trainer (repeatable)
         #[arg(long = "trainer-arg", value_name = "ARG", allow_hyphen_values = true)]
@@ -154,9 +230,15 @@ enum ConceptsCmd {
     /// List the concepts (the default)
     List,
     /// Validate a concept and show its manifest
-    Show { name: String },
+    Show {
+        /// The concept's name
+        name: String,
+    },
     /// Delete a concept
-    Remove { name: String },
+    Remove {
+        /// The concept's name
+        name: String,
+    },
 }
 
 pub fn main() -> i32 {
@@ -299,6 +381,31 @@ fn concepts(lib: &Library, action: &ConceptsCmd, json: bool) -> Result<()> {
             lib.remove(name)?;
             say(json, &format!("removed {name:?}"), json!({"event": "removed", "name": name}));
             Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_argument_is_explained_and_the_main_commands_have_examples() {
+        let cmd = super::Cli::command();
+        cmd.clone().debug_assert();
+        fn walk(c: &clap::Command, path: &str) {
+            for a in c.get_arguments().filter(|a| !matches!(a.get_id().as_str(), "help" | "version")) {
+                assert!(a.get_help().is_some(), "`{path}`: {} has no help text", a.get_id());
+            }
+            for s in c.get_subcommands().filter(|s| s.get_name() != "help") {
+                assert!(s.get_about().is_some(), "`{path} {}` has no description", s.get_name());
+                walk(s, &format!("{path} {}", s.get_name()));
+            }
+        }
+        walk(&cmd, "pie");
+        for name in ["learn-scene", "learn-subject", "add", "concepts"] {
+            let sub = cmd.find_subcommand(name).expect(name);
+            assert!(sub.get_after_help().is_some_and(|h| h.to_string().contains("Examples:")), "`pie {name} --help` has no examples");
         }
     }
 }
