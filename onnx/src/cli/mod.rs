@@ -290,10 +290,14 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Add { ref image, ref selection, ref concept, ref out, seed, steps, strength, guidance, variants, device, sampler, threads, detail } => {
             let opts = AddOptions { seed, steps, strength, guidance, variants, device, sampler, threads, detail };
             let outs = add(&lib()?, image, selection, concept, out, &opts, json)?;
+            let mut before = std::time::Duration::ZERO;
             for (path, o) in outs {
+                // stats.total runs from the start of the whole add: a variant's own time is the step since the last.
+                let own = o.stats.total.saturating_sub(before);
+                before = o.stats.total;
                 say(
                     json,
-                    &format!("wrote {} (seed {}, {} on {}, {:.1} s)", path.display(), o.seed, o.stats.steps, o.device, o.stats.total.as_secs_f64()),
+                    &format!("wrote {} (seed {}, {} steps on {}, {:.1} s)", path.display(), o.seed, o.stats.steps, o.device, own.as_secs_f64()),
                     json!({"event": "done", "out": path, "seed": o.seed, "device": o.device, "changed": o.changed, "seconds": o.stats.total.as_secs_f64()}),
                 );
             }
