@@ -29,6 +29,17 @@ pub struct ConceptInfo {
     pub problem: Option<String>,
 }
 
+/// A training run that was stopped and can be continued with `--resume`:
+/// its checkpoint is all that is left of it (and can be large).
+#[derive(Debug, Clone, Serialize)]
+pub struct InterruptedRun {
+    pub name: String,
+    pub checkpoint: PathBuf,
+    /// 1 = scene, 2 = subject; 0 when the checkpoint does not say.
+    pub stage: u8,
+    pub bytes: u64,
+}
+
 impl Library {
     /// `explicit` (`--library`), else `$PIE_HOME`, else `$XDG_DATA_HOME/pie`,
     /// else `~/.local/share/pie`. The folder need not exist yet.
@@ -151,18 +162,66 @@ impl Library {
         Ok(b)
     }
 
-    /// Deletes concept `name`. It is first renamed to a dot-folder, so a
-    /// half-deleted concept is never listed.
+    /// Where the trainer keeps the checkpoints of concept `name`.
+    pub fn checkpoint_dir(&self, name: &str) -> Result<PathBuf> {
+        self.concept_dir(name)?;
+        Ok(self.path.join(".checkpoints").join(name))
+    }
+
+    /// Stopped training runs that `--resume` can continue, sorted by name.
+    pub fn interrupted(&self) -> Vec<InterruptedRun> {
+        let Ok(rd) = std::fs::read_dir(self.path.join(".checkpoints")) else { return Vec::new() };
+        let mut out: Vec<InterruptedRun> = rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_str()?.to_string();
+                let checkpoint = e.path();
+                // The trainer resumes from state.pt; a finished run leaves only its weights.
+                if !manifest::is_concept_name(&name) || !checkpoint.join("state.pt").is_file() {
+                    return None;
+                }
+                let stage = std::fs::read(checkpoint.join("meta.json"))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                    .and_then(|v| v.get("stage").and_then(|s| s.as_u64()))
+                    .and_then(|s| u8::try_from(s).ok())
+                    .unwrap_or(0);
+                let bytes = std::fs::read_dir(&checkpoint)
+                    .map(|rd| rd.filter_map(|f| f.ok()?.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum())
+                    .unwrap_or(0);
+                Some(InterruptedRun { name, checkpoint, stage, bytes })
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Deletes concept `name` and its training checkpoints, or only the
+    /// checkpoints of a stopped run that never became a concept. Each is first
+    /// renamed to a dot-name, so a half-deleted concept is never listed and a
+    /// half-deleted checkpoint is never resumed.
     pub fn remove(&self, name: &str) -> Result<()> {
+        let ck = self.checkpoint_dir(name)?;
+        if !self.contains(name) && ck.is_dir() {
+            return remove_tree(&ck, &self.path.join(".checkpoints").join(format!(".removing-{name}-{}", std::process::id())));
+        }
         let dir = self.existing_dir(name)?;
         if !dir.join("bundle.json").is_file() {
             // Only ever delete what is certainly a concept, whatever folder --library points at.
             return Err(Error::bad(format!("{} has no bundle.json: it is not a concept, so pie leaves it alone", dir.display())));
         }
-        let trash = self.path.join(format!(".removing-{name}-{}", std::process::id()));
-        std::fs::rename(&dir, &trash).map_err(|e| Error::io("cannot remove concept", &dir, e))?;
-        std::fs::remove_dir_all(&trash).map_err(|e| Error::io("cannot finish removing concept (left in)", &trash, e))
+        remove_tree(&dir, &self.path.join(format!(".removing-{name}-{}", std::process::id())))?;
+        if ck.is_dir() {
+            remove_tree(&ck, &self.path.join(".checkpoints").join(format!(".removing-{name}-{}", std::process::id())))?;
+        }
+        Ok(())
     }
+}
+
+/// Renames `dir` to `trash` (same folder, a dot-name), then deletes it.
+fn remove_tree(dir: &Path, trash: &Path) -> Result<()> {
+    std::fs::rename(dir, trash).map_err(|e| Error::io("cannot remove", dir, e))?;
+    std::fs::remove_dir_all(trash).map_err(|e| Error::io("cannot finish removing (left in)", trash, e))
 }
 
 /// The known name closest to `name` (case folded, at most two edits, or one

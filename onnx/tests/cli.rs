@@ -493,3 +493,30 @@ fn option_mistakes_are_caught_before_anything_runs() {
     let o = pie(c.lib.path(), &a.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success() || o.status.code() == Some(4), "{}", text(&o));
 }
+
+#[test]
+fn stopped_runs_are_listed_and_remove_takes_the_checkpoints_too() {
+    let c = case();
+    let ck = c.lib.path().join(".checkpoints");
+    std::fs::create_dir_all(ck.join("ball")).unwrap();
+    std::fs::write(ck.join("ball/weights.pt"), vec![0u8; 1000]).unwrap();
+    std::fs::create_dir_all(ck.join("garden")).unwrap();
+    std::fs::write(ck.join("garden/state.pt"), vec![0u8; 2_500_000]).unwrap();
+    std::fs::write(ck.join("garden/meta.json"), br#"{"stage": 1, "identifier": "zqx"}"#).unwrap();
+    let o = pie(c.lib.path(), &["concepts"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("stopped training runs") && text(&o).contains("garden") && text(&o).contains("2.5 MB"), "{}", text(&o));
+    let o = pie(c.lib.path(), &["--json", "concepts"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["interrupted"][0]["name"], "garden");
+    assert_eq!(v["interrupted"][0]["stage"], 1);
+    // removing a concept frees its checkpoints as well
+    let o = pie(c.lib.path(), &["concepts", "remove", "ball"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!c.lib.path().join("ball").exists() && !ck.join("ball").exists(), "{:?}", listing(&ck));
+    // a stopped run can be discarded by name
+    let o = pie(c.lib.path(), &["concepts", "remove", "garden"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(listing(&ck).is_empty(), "{:?}", listing(&ck));
+    assert!(!text(&pie(c.lib.path(), &["concepts"])).contains("stopped"));
+}

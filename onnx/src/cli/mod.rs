@@ -342,9 +342,12 @@ fn concepts(lib: &Library, action: &ConceptsCmd, json: bool) -> Result<()> {
     match action {
         ConceptsCmd::List => {
             let list = lib.list()?;
+            let stopped = lib.interrupted();
             if json {
-                println!("{}", json!({"event": "concepts", "library": lib.path(), "concepts": list}));
-            } else if list.is_empty() {
+                println!("{}", json!({"event": "concepts", "library": lib.path(), "concepts": list, "interrupted": stopped}));
+                return Ok(());
+            }
+            if list.is_empty() {
                 println!("no concepts in {} (learn one with `pie learn-scene`)", lib.path().display());
             } else {
                 println!("concepts in {}:", lib.path().display());
@@ -355,6 +358,17 @@ fn concepts(lib: &Library, action: &ConceptsCmd, json: bool) -> Result<()> {
                         _ => String::new(),
                     };
                     println!("  {:<24} {:<8} {}{extra}", c.name, c.role, c.created);
+                }
+            }
+            if !stopped.is_empty() {
+                println!("stopped training runs (continue: the same learn command with --resume; discard: `pie concepts remove NAME`):");
+                for r in stopped {
+                    let what = match r.stage {
+                        1 => "scene",
+                        2 => "subject",
+                        _ => "?",
+                    };
+                    println!("  {:<24} {:<8} checkpoint {:.1} MB", r.name, what, r.bytes as f64 / 1e6);
                 }
             }
             Ok(())
