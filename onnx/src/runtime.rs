@@ -66,13 +66,6 @@ static RUNTIME: OnceCell<Loaded> = OnceCell::new();
 /// The reason `auto` fell back to the CPU, reported once per process.
 static FALLBACK_SAID: Mutex<bool> = Mutex::new(false);
 
-fn cache_dir() -> Option<PathBuf> {
-    std::env::var_os("PIE_CACHE")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/pie")))
-}
-
 /// Where pie looks for the library, in order.
 pub fn library_candidates() -> Vec<PathBuf> {
     let file = format!("libonnxruntime.so.{ORT_VERSION}");
@@ -84,7 +77,7 @@ pub fn library_candidates() -> Vec<PathBuf> {
         c.push(dir.join(&file));
         c.push(dir.join("../lib/pie").join(&file));
     }
-    if let Some(cache) = cache_dir() {
+    if let Some(cache) = crate::train::cache_dir() {
         c.push(cache.join(format!("onnxruntime/cuda-{ORT_VERSION}")).join(&file));
         c.push(cache.join(format!("onnxruntime/cpu-{ORT_VERSION}")).join(&file));
     }

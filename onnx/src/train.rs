@@ -36,7 +36,25 @@ pub struct TrainerEnv {
     pub pythonpath: Option<PathBuf>,
 }
 
-fn cache_dir() -> Option<PathBuf> {
+impl TrainerEnv {
+    /// The trainer's Python with `PIE_TRAINER_PATH` ahead of any `PYTHONPATH`
+    /// already set, so `pie doctor` checks exactly what `pie learn-*` runs.
+    pub fn python_command(&self) -> Command {
+        let mut cmd = Command::new(&self.python);
+        if let Some(pp) = &self.pythonpath {
+            let mut v = std::ffi::OsString::from(pp.as_os_str());
+            if let Some(old) = std::env::var_os("PYTHONPATH").filter(|o| !o.is_empty()) {
+                v.push(":");
+                v.push(old);
+            }
+            cmd.env("PYTHONPATH", v);
+        }
+        cmd
+    }
+}
+
+/// `$PIE_CACHE`, else `~/.cache/pie`: where the build scripts put ONNX Runtime and the trainer's venv.
+pub(crate) fn cache_dir() -> Option<PathBuf> {
     std::env::var_os("PIE_CACHE")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
@@ -183,16 +201,8 @@ enum Msg {
 fn run(lib: &Library, name: &str, args: &[String], progress: &mut dyn Progress) -> Result<PathBuf> {
     let env = find_trainer()?;
     std::fs::create_dir_all(lib.path()).map_err(|e| Error::io("cannot create the concept library", lib.path(), e))?;
-    let mut cmd = Command::new(&env.python);
+    let mut cmd = env.python_command();
     cmd.arg("-m").arg("pie_trainer").args(args);
-    if let Some(pp) = &env.pythonpath {
-        let mut v = std::ffi::OsString::from(pp.as_os_str());
-        if let Some(old) = std::env::var_os("PYTHONPATH").filter(|o| !o.is_empty()) {
-            v.push(":");
-            v.push(old);
-        }
-        cmd.env("PYTHONPATH", v);
-    }
     cmd.env("PYTHONUNBUFFERED", "1").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     {
         use std::os::unix::process::CommandExt;
@@ -340,11 +350,8 @@ fn run(lib: &Library, name: &str, args: &[String], progress: &mut dyn Progress) 
 /// Finds the trainer and checks it imports; returns what it reports.
 pub fn check_trainer() -> Result<(TrainerEnv, String)> {
     let env = find_trainer()?;
-    let mut cmd = Command::new(&env.python);
+    let mut cmd = env.python_command();
     cmd.args(["-c", "import torch, pie_trainer; print('torch', torch.__version__, '| cuda', torch.cuda.is_available())"]);
-    if let Some(pp) = &env.pythonpath {
-        cmd.env("PYTHONPATH", pp);
-    }
     let out = cmd
         .stdin(Stdio::null())
         .output()

@@ -520,3 +520,22 @@ fn stopped_runs_are_listed_and_remove_takes_the_checkpoints_too() {
     assert!(listing(&ck).is_empty(), "{:?}", listing(&ck));
     assert!(!text(&pie(c.lib.path(), &["concepts"])).contains("stopped"));
 }
+
+#[test]
+fn doctor_checks_the_trainer_with_the_environment_learning_uses() {
+    let c = case();
+    let dir = c.outdir.parent().unwrap();
+    // A stand-in Python that reports the PYTHONPATH it was given.
+    let fake = dir.join("python");
+    std::fs::write(&fake, "#!/bin/sh\necho \"torch 0 | cuda False | PYTHONPATH=$PYTHONPATH\"\n").unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    ort();
+    let o = Command::new(env!("CARGO_BIN_EXE_pie"))
+        .args(["--library", c.lib.path().to_str().unwrap(), "doctor"])
+        .env("PIE_TRAINER_PYTHON", &fake)
+        .env("PIE_TRAINER_PATH", "/src/trainer")
+        .env("PYTHONPATH", "/users/site")
+        .output()
+        .unwrap();
+    assert!(text(&o).contains("PYTHONPATH=/src/trainer:/users/site"), "{}", text(&o));
+}
