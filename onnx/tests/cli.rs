@@ -539,3 +539,21 @@ fn doctor_checks_the_trainer_with_the_environment_learning_uses() {
         .unwrap();
     assert!(text(&o).contains("PYTHONPATH=/src/trainer:/users/site"), "{}", text(&o));
 }
+
+#[test]
+fn doctor_finds_the_plug_in_where_gimp_looks_for_it() {
+    let c = case();
+    let cfg = c.outdir.parent().unwrap().join("config");
+    let plugin = cfg.join("GIMP/3.0/plug-ins/pie/pie");
+    std::fs::create_dir_all(plugin.parent().unwrap()).unwrap();
+    std::fs::write(&plugin, "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(&plugin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    ort();
+    let doctor = |k: &str, v: &Path| Command::new(env!("CARGO_BIN_EXE_pie")).args(["--library", c.lib.path().to_str().unwrap(), "doctor"]).env(k, v).output().unwrap();
+    let o = doctor("XDG_CONFIG_HOME", &cfg);
+    assert!(text(&o).contains(&format!("GIMP plug-in: installed at {}", plugin.display())), "{}", text(&o));
+    let o = doctor("GIMP3_DIRECTORY", &cfg.join("GIMP/3.0"));
+    assert!(text(&o).contains(&format!("GIMP plug-in: installed at {}", plugin.display())), "{}", text(&o));
+    let o = doctor("XDG_CONFIG_HOME", &cfg.join("elsewhere"));
+    assert!(text(&o).contains("GIMP plug-in: not installed (looked at"), "{}", text(&o));
+}
