@@ -557,3 +557,23 @@ fn doctor_finds_the_plug_in_where_gimp_looks_for_it() {
     let o = doctor("XDG_CONFIG_HOME", &cfg.join("elsewhere"));
     assert!(text(&o).contains("GIMP plug-in: not installed (looked at"), "{}", text(&o));
 }
+
+#[test]
+fn a_closed_pipe_stops_pie_quietly() {
+    let c = case();
+    ort();
+    for args in [&["concepts"][..], &["--json", "concepts"], &["--help"]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pie"))
+            .arg("--library")
+            .arg(c.lib.path())
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // `| head -0`
+        let o = child.wait_with_output().unwrap();
+        assert!(!String::from_utf8_lossy(&o.stderr).contains("panicked"), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        assert_ne!(o.status.code(), Some(101), "{args:?}");
+    }
+}
