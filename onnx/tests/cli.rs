@@ -577,3 +577,18 @@ fn a_closed_pipe_stops_pie_quietly() {
         assert_ne!(o.status.code(), Some(101), "{args:?}");
     }
 }
+
+#[test]
+fn with_json_even_a_usage_mistake_is_a_json_error() {
+    let c = case();
+    let o = pie(c.lib.path(), &["--json", "add", c.scene.to_str().unwrap(), "--steps", "many"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&o)));
+    assert_eq!(v["event"], "error");
+    assert_eq!(v["kind"], "bad_input");
+    assert!(v["message"].as_str().unwrap().contains("--steps"), "{v}");
+    // without --json it stays text for a person
+    let o = pie(c.lib.path(), &["add", c.scene.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Usage:"), "{}", text(&o));
+}

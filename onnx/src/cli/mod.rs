@@ -242,7 +242,10 @@ enum ConceptsCmd {
 }
 
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     progress::install_ctrlc();
     let json = cli.json;
     match run(cli) {
@@ -257,6 +260,22 @@ pub fn main() -> i32 {
             k.exit_code()
         }
     }
+}
+
+/// A command line clap refused. With --json anywhere on it, a script gets
+/// the usual error event on stdout rather than text meant for a person.
+fn usage_error(e: clap::Error) -> i32 {
+    use clap::error::ErrorKind as K;
+    let json = std::env::args_os().skip(1).take_while(|a| a != "--").any(|a| a == "--json");
+    if !json || matches!(e.kind(), K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand) {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    // The first paragraph is the error; what follows is usage for a terminal.
+    let message = text.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect::<Vec<_>>().join(" ");
+    let message = message.trim_start_matches("error: ");
+    println!("{}", json!({"event": "error", "kind": pie::ErrorKind::BadInput.as_str(), "message": message}));
+    pie::ErrorKind::BadInput.exit_code()
 }
 
 fn say(json: bool, human: &str, value: serde_json::Value) {
