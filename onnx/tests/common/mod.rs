@@ -52,7 +52,7 @@ pub fn rect_mask(w: u32, h: u32, x0: u32, y0: u32, rw: u32, rh: u32, feather: u3
             return image::Luma([0]);
         }
         let d = (x - x0).min(y - y0).min(x0 + rw - 1 - x).min(y0 + rh - 1 - y) + 1;
-        let v = if feather == 0 { 255 } else { (255 * d.min(feather) / feather) as u8 };
+        let v = (255 * d.min(feather)).checked_div(feather).map_or(255, |v| v as u8);
         image::Luma([v.max(1)])
     })
 }
@@ -145,8 +145,8 @@ pub fn mean_inside(img: &image::RgbImage, mask: &image::GrayImage) -> [f64; 3] {
     let mut n = 0.0;
     for (x, y, p) in img.enumerate_pixels() {
         if mask.get_pixel(x, y).0[0] == 255 {
-            for c in 0..3 {
-                s[c] += f64::from(p.0[c]);
+            for (sc, v) in s.iter_mut().zip(p.0) {
+                *sc += f64::from(v);
             }
             n += 1.0;
         }
