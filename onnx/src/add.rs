@@ -143,6 +143,25 @@ pub fn check_selection(scene: &DynamicImage, selection: &GrayImage) -> Result<Re
 /// Adds the bundle's subject into `selection` of `scene`. A scene (Stage I)
 /// bundle re-synthesizes the selection as more of the scene.
 pub fn add(bundle: &Bundle, scene: &DynamicImage, selection: &GrayImage, opts: &AddOptions, progress: &mut dyn Progress) -> Result<Vec<AddOutput>> {
+    let mut outs = Vec::with_capacity(opts.variants);
+    add_each(bundle, scene, selection, opts, progress, &mut |o| {
+        outs.push(o);
+        Ok(())
+    })?;
+    Ok(outs)
+}
+
+/// [`add`], handing each result to `sink` as soon as it is made, so a caller
+/// that stores them (the command line) never holds K full-size copies of a
+/// large photo at once. An error from `sink` stops the work.
+pub fn add_each(
+    bundle: &Bundle,
+    scene: &DynamicImage,
+    selection: &GrayImage,
+    opts: &AddOptions,
+    progress: &mut dyn Progress,
+    sink: &mut dyn FnMut(AddOutput) -> Result<()>,
+) -> Result<()> {
     let started = Instant::now();
     check_options(opts)?;
     let bbox = check_selection(scene, selection)?;
@@ -162,7 +181,6 @@ pub fn add(bundle: &Bundle, scene: &DynamicImage, selection: &GrayImage, opts: &
 
     let sched = NoiseSchedule::from_manifest(&bundle.manifest.schedule);
     let ts = sched.timesteps(opts.steps, opts.strength);
-    let mut outs = Vec::with_capacity(opts.variants);
     let base = match scene {
         DynamicImage::ImageLuma8(_) | DynamicImage::ImageLumaA8(_) | DynamicImage::ImageRgb8(_) | DynamicImage::ImageRgba8(_)
         | DynamicImage::ImageLuma16(_) | DynamicImage::ImageLumaA16(_) | DynamicImage::ImageRgb16(_) | DynamicImage::ImageRgba16(_)
@@ -203,10 +221,10 @@ pub fn add(bundle: &Bundle, scene: &DynamicImage, selection: &GrayImage, opts: &
         let mut image = base.clone();
         imageops::blend_into(&mut image, plan.crop, &res, blend_mask);
         stats.total = started.elapsed();
-        outs.push(AddOutput { seed, image, changed: bbox, device: den.device, note: den.note.clone(), stats });
+        sink(AddOutput { seed, image, changed: bbox, device: den.device, note: den.note.clone(), stats })?;
     }
     progress.update(1.0, "done");
-    Ok(outs)
+    Ok(())
 }
 
 /// Everything at working resolution, in the model's [-1, 1].

@@ -34,7 +34,7 @@ pub mod train;
 #[doc(hidden)]
 pub mod testkit;
 
-pub use add::{add, AddOptions, AddOutput, Sampler};
+pub use add::{add, add_each, AddOptions, AddOutput, Sampler};
 pub use bundle::Bundle;
 pub use error::{Error, ErrorKind, Result};
 pub use imageops::Rect;

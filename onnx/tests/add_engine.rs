@@ -256,3 +256,29 @@ fn cuda_where_there_is_one_matches_the_cpu() {
     let diff: f64 = gpu[0].image.as_bytes().iter().zip(cpu[0].image.as_bytes()).map(|(a, b)| f64::from(a.abs_diff(*b))).sum::<f64>() / gpu[0].image.as_bytes().len() as f64;
     assert!(diff < 1.0, "CUDA and CPU differ by {diff} per sample on average");
 }
+
+#[test]
+fn add_each_hands_over_each_variant_as_it_is_made_and_stops_on_a_sink_error() {
+    let (_d, lib) = setup();
+    let b = lib.load("ball").unwrap();
+    let scene = DynamicImage::ImageRgb8(scene_rgb8(96, 72));
+    let mask = rect_mask(96, 72, 30, 20, 32, 32, 4);
+    let o = AddOptions { variants: 3, steps: 4, ..opts(5) };
+    let all = add(&b, &scene, &mask, &o, &mut NoProgress).unwrap();
+    let mut seen = Vec::new();
+    pie::add_each(&b, &scene, &mask, &o, &mut NoProgress, &mut |out| {
+        seen.push((out.seed, out.image));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), [5, 6, 7]);
+    assert!(seen.iter().zip(&all).all(|(s, a)| s.1 == a.image), "add_each and add disagree");
+    // a sink that fails (a full disk) stops the work at once
+    let mut calls = 0;
+    let e = pie::add_each(&b, &scene, &mask, &o, &mut NoProgress, &mut |_| {
+        calls += 1;
+        Err(pie::Error::bad("disk full"))
+    })
+    .unwrap_err();
+    assert_eq!((calls, e.to_string()), (1, "disk full".to_string()));
+}

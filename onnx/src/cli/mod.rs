@@ -310,7 +310,8 @@ fn run(cli: Cli) -> Result<()> {
             let opts = AddOptions { seed, steps, strength, guidance, variants, device, sampler, threads, detail };
             let outs = add(&lib()?, image, selection, concept, out, &opts, json)?;
             let mut before = std::time::Duration::ZERO;
-            for (path, o) in outs {
+            for o in outs {
+                let path = &o.path;
                 // stats.total runs from the start of the whole add: a variant's own time is the step since the last.
                 let own = o.stats.total.saturating_sub(before);
                 before = o.stats.total;
@@ -336,9 +337,20 @@ fn resume_hint(e: pie::Error, json: bool) -> pie::Error {
     e
 }
 
+/// What `pie add` reports of one result it wrote.
+pub struct Written {
+    pub path: PathBuf,
+    pub seed: u64,
+    pub device: Device,
+    pub changed: pie::Rect,
+    pub stats: pie::add::AddStats,
+}
+
 /// `pie add`, shared with the demo. Every input is checked before the model runs,
-/// and nothing is written unless everything succeeded.
-pub fn add(lib: &Library, image: &Path, selection: &Path, concept: &str, out: &Path, opts: &AddOptions, json: bool) -> Result<Vec<(PathBuf, pie::AddOutput)>> {
+/// and nothing is written unless everything succeeded. Each result goes to a
+/// temporary file as soon as it is made, so K variants of a large photo are
+/// never all in memory at once.
+pub fn add(lib: &Library, image: &Path, selection: &Path, concept: &str, out: &Path, opts: &AddOptions, json: bool) -> Result<Vec<Written>> {
     let paths = output::output_paths(out, opts.variants);
     for p in &paths {
         output::check_writable(p, &[image, selection])?;
@@ -347,14 +359,23 @@ pub fn add(lib: &Library, image: &Path, selection: &Path, concept: &str, out: &P
     let mask = pie::open_mask(selection)?;
     let bundle = lib.load(concept)?;
     let mut p = CliProgress::new(json, "add");
-    let outs = pie::add(&bundle, &scene, &mask, opts, &mut p)?;
+    let mut staged = output::Staged::default();
+    let mut written = Vec::with_capacity(paths.len());
+    let mut note = None;
+    let mut names = paths.iter();
+    pie::add_each(&bundle, &scene, &mask, opts, &mut p, &mut |o| {
+        let path = names.next().ok_or_else(|| pie::Error::internal("add made more results than --variants"))?;
+        staged.write(path, &o.image)?;
+        note = note.take().or(o.note);
+        written.push(Written { path: path.clone(), seed: o.seed, device: o.device, changed: o.changed, stats: o.stats });
+        Ok(())
+    })?;
     p.finish();
-    if let Some(n) = outs.first().and_then(|o| o.note.clone()) {
+    if let Some(n) = note {
         p.note(&n);
     }
-    let items: Vec<(PathBuf, &image::DynamicImage)> = paths.iter().cloned().zip(outs.iter().map(|o| &o.image)).collect();
-    output::write_all(&items)?;
-    Ok(paths.into_iter().zip(outs).collect())
+    staged.commit()?;
+    Ok(written)
 }
 
 fn concepts(lib: &Library, action: &ConceptsCmd, json: bool) -> Result<()> {

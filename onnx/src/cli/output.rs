@@ -94,11 +94,16 @@ fn storable(img: &DynamicImage, f: ImageFormat) -> DynamicImage {
     }
 }
 
-/// Writes every image to a temporary file first; renames them all only
-/// when all are written, so an error leaves nothing behind.
-pub fn write_all(items: &[(PathBuf, &DynamicImage)]) -> Result<()> {
-    let mut temps = Vec::new();
-    for (path, img) in items {
+/// Results written to temporary files in their target folders as they come,
+/// renamed into place by `commit` only when all are there. Dropped without
+/// `commit` (an error, Ctrl-C), the temporary files are deleted: nothing is left.
+#[derive(Default)]
+pub struct Staged {
+    temps: Vec<(tempfile::NamedTempFile, PathBuf)>,
+}
+
+impl Staged {
+    pub fn write(&mut self, path: &Path, img: &DynamicImage) -> Result<()> {
         let f = format_for(path)?;
         let dir = folder_of(path);
         // 0666 less the umask, as for any file the user writes: tempfile's
@@ -117,10 +122,14 @@ pub fn write_all(items: &[(PathBuf, &DynamicImage)]) -> Result<()> {
             w.flush().map_err(|e| Error::io("cannot write", path, e))?;
         }
         tmp.as_file().sync_all().map_err(|e| Error::io("cannot write", path, e))?;
-        temps.push((tmp, path.clone()));
+        self.temps.push((tmp, path.to_path_buf()));
+        Ok(())
     }
-    for (tmp, path) in temps {
-        tmp.persist(&path).map_err(|e| Error::io("cannot write", &path, e.error))?;
+
+    pub fn commit(self) -> Result<()> {
+        for (tmp, path) in self.temps {
+            tmp.persist(&path).map_err(|e| Error::io("cannot write", &path, e.error))?;
+        }
+        Ok(())
     }
-    Ok(())
 }
