@@ -592,3 +592,44 @@ fn with_json_even_a_usage_mistake_is_a_json_error() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("Usage:"), "{}", text(&o));
 }
+
+#[test]
+fn a_second_ctrl_c_quits_at_once_and_still_leaves_no_temporary_files() {
+    let c = case();
+    let big = c.outdir.parent().unwrap().join("big.png");
+    let bigmask = c.outdir.parent().unwrap().join("bigmask.png");
+    scene_rgb8(1600, 1200).save(&big).unwrap();
+    rect_mask(1600, 1200, 200, 200, 1000, 800, 8).save(&bigmask).unwrap();
+    // Sampled at full size, so each step lasts long enough for the second press to land inside one.
+    pie::testkit::write_bundle(c.lib.path(), &pie::testkit::Synthetic { name: "full".into(), scene_short_side: 4096, ..Default::default() }).unwrap();
+    let out = c.outdir.join("r.png");
+    ort();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pie"))
+        .arg("--library")
+        .arg(c.lib.path())
+        .args(["add", big.to_str().unwrap(), "--selection", bigmask.to_str().unwrap(), "--concept", "full", "--out", out.to_str().unwrap()])
+        .args(["--steps", "20", "--variants", "3", "--device", "cpu", "--threads", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the first variant sits in its temporary file.
+    let t0 = std::time::Instant::now();
+    while listing(&c.outdir).is_empty() {
+        assert!(t0.elapsed().as_secs() < 120, "no temporary file appeared");
+        if child.try_wait().unwrap().is_some() {
+            panic!("pie finished before it could be interrupted");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    for _ in 0..2 {
+        // SAFETY: kill(2) on a child we spawned and have not reaped.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(3));
+    assert!(listing(&c.outdir).is_empty(), "left behind: {:?}", listing(&c.outdir));
+}

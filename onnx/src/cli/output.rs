@@ -102,6 +102,28 @@ pub struct Staged {
     temps: Vec<(tempfile::NamedTempFile, PathBuf)>,
 }
 
+/// The temporary files of every `Staged` alive, for a second Ctrl-C: it ends
+/// the process at once, and `exit` runs no destructors.
+static PENDING: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+fn pending() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    PENDING.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Deletes the temporary files of results not yet committed (before `exit`).
+pub fn discard_pending() {
+    for p in pending().drain(..) {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        let mut p = pending();
+        p.retain(|q| !self.temps.iter().any(|(t, _)| t.path() == q));
+    }
+}
+
 impl Staged {
     pub fn write(&mut self, path: &Path, img: &DynamicImage) -> Result<()> {
         let f = format_for(path)?;
@@ -114,6 +136,7 @@ impl Staged {
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
             .tempfile_in(&dir)
             .map_err(|e| Error::io("cannot write", path, without_temp_name(e)))?;
+        pending().push(tmp.path().to_path_buf());
         {
             let mut w = BufWriter::new(tmp.as_file());
             storable(img, f)
@@ -126,8 +149,9 @@ impl Staged {
         Ok(())
     }
 
-    pub fn commit(self) -> Result<()> {
-        for (tmp, path) in self.temps {
+    pub fn commit(mut self) -> Result<()> {
+        for (tmp, path) in std::mem::take(&mut self.temps) {
+            pending().retain(|q| q != tmp.path());
             tmp.persist(&path).map_err(|e| Error::io("cannot write", &path, e.error))?;
         }
         Ok(())

@@ -13,6 +13,7 @@ pub fn install_ctrlc() {
     let _ = ctrlc::set_handler(|| {
         CANCEL.store(true, Ordering::SeqCst);
         if PRESSES.fetch_add(1, Ordering::SeqCst) >= 1 {
+            super::output::discard_pending();
             eprintln!("pie: stopped");
             std::process::exit(3);
         }
