@@ -331,7 +331,7 @@ fn run(lib: &Library, name: &str, args: &[String], progress: &mut dyn Progress) 
             }
             Ok(dir)
         }
-        Some(2) => Err(Error::BadInput(msg("the trainer refused its input"))),
+        Some(2) => Err(Error::BadInput(argparse_hint(&msg("the trainer refused its input"), args))),
         Some(3) => Err(Error::Cancelled),
         None if sent_sigint => Err(Error::Cancelled),
         _ if sent_sigint => Err(Error::Cancelled),
@@ -345,6 +345,16 @@ fn run(lib: &Library, name: &str, args: &[String], progress: &mut dyn Progress) 
             Err(Error::internal(msg(&format!("the trainer failed (exit status {code:?})"))))
         }
     }
+}
+
+/// The trainer's option parser names itself `python -m pie_trainer …`, which
+/// the user never typed: what it refused came through --trainer-arg (or an
+/// option pie passed on), so say that, and where the trainer's options are listed.
+fn argparse_hint(msg: &str, args: &[String]) -> String {
+    let Some(rest) = msg.strip_prefix("python -m pie_trainer") else { return msg.to_string() };
+    let text = rest.split_once(": ").map_or(rest, |(_, t)| t);
+    let stage = args.first().map(String::as_str).unwrap_or("scene");
+    format!("the trainer refused its arguments: {text} (--trainer-arg passes options of `python -m pie_trainer {stage} --help`)")
 }
 
 /// Finds the trainer and checks it imports; returns what it reports.
@@ -365,4 +375,15 @@ pub fn check_trainer() -> Result<(TrainerEnv, String)> {
         )));
     }
     Ok((env, String::from_utf8_lossy(&out.stdout).trim().to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn trainer_option_errors_point_at_trainer_arg() {
+        let args = vec!["subject".to_string()];
+        let m = super::argparse_hint("python -m pie_trainer subject: argument --lr: invalid float value: 'x'", &args);
+        assert_eq!(m, "the trainer refused its arguments: argument --lr: invalid float value: 'x' (--trainer-arg passes options of `python -m pie_trainer subject --help`)");
+        assert_eq!(super::argparse_hint("--resolution must be a multiple of 4, got 7", &args), "--resolution must be a multiple of 4, got 7");
+    }
 }
