@@ -633,3 +633,18 @@ fn a_second_ctrl_c_quits_at_once_and_still_leaves_no_temporary_files() {
     assert_eq!(status.code(), Some(3));
     assert!(listing(&c.outdir).is_empty(), "left behind: {:?}", listing(&c.outdir));
 }
+
+#[test]
+fn saving_an_alpha_image_as_jpeg_says_what_is_lost() {
+    let c = case();
+    let src = c.outdir.parent().unwrap().join("alpha.png");
+    image::DynamicImage::ImageRgb8(scene_rgb8(96, 72)).to_rgba8().save(&src).unwrap();
+    let out = c.outdir.join("r.jpg");
+    let o = pie(c.lib.path(), &["add", src.to_str().unwrap(), "--selection", c.mask.to_str().unwrap(), "--concept", "ball", "--out", out.to_str().unwrap(), "--steps", "4", "--device", "cpu"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("cannot hold the image's alpha"), "{}", text(&o));
+    assert!(out.is_file());
+    // an RGB photo to JPEG loses nothing worth a word
+    let o = run_add(&c, c.outdir.join("plain.jpg").to_str().unwrap(), &[]);
+    assert!(o.status.success() && !text(&o).contains("cannot hold"), "{}", text(&o));
+}

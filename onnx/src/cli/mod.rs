@@ -359,6 +359,9 @@ pub fn add(lib: &Library, image: &Path, selection: &Path, concept: &str, out: &P
     let mask = pie::open_mask(selection)?;
     let bundle = lib.load(concept)?;
     let mut p = CliProgress::new(json, "add");
+    if let Some(lost) = output::jpeg_loses(out, scene.color()) {
+        p.note(&format!("{} is a JPEG, which cannot hold the image's {lost}: use .png or .tif to keep it", out.display()));
+    }
     let mut staged = output::Staged::default();
     let mut written = Vec::with_capacity(paths.len());
     let mut note = None;

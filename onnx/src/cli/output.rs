@@ -81,6 +81,20 @@ fn without_temp_name(e: std::io::Error) -> std::io::Error {
     std::io::Error::new(e.kind(), os.to_string())
 }
 
+/// What writing an image of colour type `c` to `out` would drop, if `out` is a JPEG.
+pub fn jpeg_loses(out: &Path, c: image::ColorType) -> Option<&'static str> {
+    if !matches!(format_for(out), Ok(ImageFormat::Jpeg)) {
+        return None;
+    }
+    let deep = c.bytes_per_pixel() / c.channel_count() > 1;
+    match (c.has_alpha(), deep) {
+        (true, true) => Some("alpha and 16 bits"),
+        (true, false) => Some("alpha"),
+        (false, true) => Some("16 bits"),
+        (false, false) => None,
+    }
+}
+
 /// Converts to what the format can store.
 fn storable(img: &DynamicImage, f: ImageFormat) -> DynamicImage {
     use DynamicImage::*;
