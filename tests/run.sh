@@ -71,7 +71,7 @@ trap 'summary; rm -rf "$PIE_HOME"' EXIT
 
 timed "engine: cargo test (release)" cargo test --release -p pie-engine
 timed "trainer: pytest" "$PIE_TRAINER_PYTHON" -m pytest -q trainer/tests
-timed "evaluation: scores and harness (pytest)" "$PIE_EVAL_PYTHON" -m pytest -q tests/eval
+timed "evaluation: pytest" "$PIE_EVAL_PYTHON" -m pytest -q tests/eval
 if [ "${PIE_SKIP_GIMP:-0}" != 1 ]; then
   timed "GIMP 3 plug-in: headless tests" bash tests/gimp/run.sh
 fi
