@@ -369,8 +369,20 @@ fn run_learn_scene(
     let params = learn_params(config)?;
     let src = pixels::read_layer(image, &layer)?;
     let (_tmp, png, _) = export_for_trainer(&src, None)?;
-    let mut progress = GimpProgress::start(&format!("Learning scene '{}'", params.name));
-    let result = engine::learn_scene(&png, &params, &mut progress);
+    learn_with_progress(mode, &format!("Learning scene '{}'", params.name), |progress| {
+        engine::learn_scene(&png, &params, progress)
+    })
+}
+
+/// Runs one learning job under GIMP's progress bar; from the dialog, the
+/// user is also told where the concept went (a batch caller reads the PDB status).
+fn learn_with_progress(
+    mode: gimp::RunMode,
+    title: &str,
+    job: impl FnOnce(&mut GimpProgress) -> Outcome<String>,
+) -> Outcome {
+    let mut progress = GimpProgress::start(title);
+    let result = job(&mut progress);
     progress.finish();
     let summary = result?;
     if mode == gimp::RunMode::Interactive {
@@ -412,14 +424,9 @@ fn run_learn_subject(
         None => None,
     };
     let (_tmp, png, mask_png) = export_for_trainer(&src, mask.as_ref())?;
-    let mut progress = GimpProgress::start(&format!("Learning subject '{}' in '{scene}'", params.name));
-    let result = engine::learn_subject(&png, &scene, mask_png.as_deref(), &params, &mut progress);
-    progress.finish();
-    let summary = result?;
-    if mode == gimp::RunMode::Interactive {
-        gimp::message(&summary);
-    }
-    Ok(())
+    learn_with_progress(mode, &format!("Learning subject '{}' in '{scene}'", params.name), |progress| {
+        engine::learn_subject(&png, &scene, mask_png.as_deref(), &params, progress)
+    })
 }
 
 fn random_seed() -> u64 {
