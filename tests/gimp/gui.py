@@ -35,8 +35,8 @@ def marker(name):
         f.write("1")
 
 
-def call(mode, image, drawables, **args):
-    proc = PDB.lookup_procedure("plug-in-pie-add-subject")
+def call(mode, image, drawables, proc_name="plug-in-pie-add-subject", **args):
+    proc = PDB.lookup_procedure(proc_name)
     cfg = proc.create_config()
     cfg.set_property("run-mode", mode)
     cfg.set_property("image", image)
@@ -90,28 +90,17 @@ try:
     R["layers_4"] = names(image)
 
     # Learn Subject's dialog lists the library's scenes; Escape cancels it
-    proc = PDB.lookup_procedure("plug-in-pie-learn-subject")
-    cfg = proc.create_config()
-    cfg.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
-    cfg.set_property("image", image)
-    cfg.set_core_object_array("drawables", [layer])
-    cfg.set_property("name", "never-learned")
     marker("learn-dialog-expected")
-    R["learn_cancel"] = str(proc.run(cfg).index(0))
+    R["learn_cancel"] = call(Gimp.RunMode.INTERACTIVE, image, [layer],
+                             proc_name="plug-in-pie-learn-subject", name="never-learned")[0]
     R["library_after_cancel"] = sorted(os.listdir(os.path.join(os.environ["HOME"], ".local", "share", "pie")))
 
     # Learning with GIMP's progress bar showing stage, step and time left
     # (gui.sh takes a screenshot while it runs)
-    proc = PDB.lookup_procedure("plug-in-pie-learn-scene")
-    cfg = proc.create_config()
-    cfg.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
-    cfg.set_property("image", image)
-    cfg.set_core_object_array("drawables", [layer])
-    cfg.set_property("name", "gui-scene")
-    cfg.set_property("device", "cpu")
-    cfg.set_property("steps", int(os.environ.get("PIE_TEST_TRAIN_STEPS", "60")) * 2)
     marker("learning")
-    R["learn_progress"] = str(proc.run(cfg).index(0))
+    R["learn_progress"] = call(Gimp.RunMode.NONINTERACTIVE, image, [layer],
+                               proc_name="plug-in-pie-learn-scene", name="gui-scene", device="cpu",
+                               steps=int(os.environ.get("PIE_TEST_TRAIN_STEPS", "60")) * 2)[0]
     image.clean_all()
     R["done"] = True
 finally:

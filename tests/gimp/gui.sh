@@ -12,6 +12,15 @@ wait_file() { # wait_file FILE SECONDS
   while [ ! -e "$1" ] && [ $i -lt $(($2 * 5)) ]; do sleep 0.2; i=$((i + 1)); done
   [ -e "$1" ]
 }
+find_window() { # find_window TITLE TRIES DELAY: the first visible window whose title matches, or nothing
+  local w= _
+  for _ in $(seq 1 "$2"); do
+    w=$(xdotool search --onlyvisible --name "$1" 2>/dev/null | head -n1)
+    [ -n "$w" ] && break
+    sleep "$3"
+  done
+  printf '%s' "$w"
+}
 focus() { # give a window the keyboard; Xvfb has no window manager
   xdotool windowfocus --sync "$1" 2>/dev/null || xdotool windowactivate --sync "$1" 2>/dev/null || true
 }
@@ -21,12 +30,7 @@ gimp-3.0 --no-splash --batch-interpreter=python-fu-eval \
 gimp_pid=$!
 
 if wait_file "$OUT/dialog-expected" 180; then
-  dialog=
-  for _ in $(seq 1 150); do
-    dialog=$(xdotool search --onlyvisible --name 'Add Subject' 2>/dev/null | head -n1)
-    [ -n "$dialog" ] && break
-    sleep 0.4
-  done
+  dialog=$(find_window 'Add Subject' 150 0.4)
   if [ -n "$dialog" ]; then
     sleep 1.5   # let it draw
     import -window root "$OUT/add-subject-dialog.png"
@@ -57,12 +61,7 @@ if wait_file "$OUT/undo-ready" 400; then
 fi
 
 if wait_file "$OUT/learn-dialog-expected" 120; then
-  dialog=
-  for _ in $(seq 1 100); do
-    dialog=$(xdotool search --onlyvisible --name 'Learn Subject' 2>/dev/null | head -n1)
-    [ -n "$dialog" ] && break
-    sleep 0.3
-  done
+  dialog=$(find_window 'Learn Subject' 100 0.3)
   if [ -n "$dialog" ]; then
     sleep 1.5
     import -window root "$OUT/learn-subject-dialog.png"
