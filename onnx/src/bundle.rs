@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::manifest::{self, DimSpec, Manifest, TensorSpec};
+use crate::manifest::{self, DimSpec, Graphs, Manifest, Model, TensorSpec};
 use crate::onnxfile::{self, Dim};
 use crate::{Error, Result};
 
@@ -27,6 +27,8 @@ pub struct Bundle {
     pub null_token: i64,
     /// Stage II only: the subject cut-out, alpha = its mask.
     pub subject: Option<image::RgbaImage>,
+    /// Backbone `sd`: the loaded tokenizer, ready to encode prompts.
+    pub prompter: Option<std::sync::Arc<crate::sd::text::Prompter>>,
 }
 
 impl Bundle {
@@ -34,8 +36,17 @@ impl Bundle {
         &self.manifest.name
     }
 
+    /// The pixel-unet denoiser (for an sd bundle, its UNet).
     pub fn denoiser_path(&self) -> PathBuf {
-        self.dir.join(&self.manifest.graphs.denoiser.file)
+        match &self.manifest.graphs {
+            Graphs::Pixel(g) => self.dir.join(&g.denoiser.file),
+            Graphs::Sd(g) => self.dir.join(&g.unet.file),
+        }
+    }
+
+    /// The file of graph `key` (`denoiser`; `text_encoder`, `unet`, `vae_encoder`, `vae_decoder`).
+    pub fn graph_path(&self, key: &str) -> Option<PathBuf> {
+        self.manifest.graphs.all().into_iter().find(|(k, _)| *k == key).map(|(_, g)| self.dir.join(&g.file))
     }
 
     /// Loads and validates the bundle in `dir`: manifest, every file and its
@@ -113,20 +124,27 @@ impl Bundle {
             }
         }
 
-        let g = &m.graphs.denoiser;
-        let bytes = std::fs::read(dir.join(&g.file)).map_err(|e| fail(&g.file, e.to_string()))?;
-        let info = onnxfile::inspect(&bytes).map_err(|e| fail(&g.file, format!("not a readable ONNX model: {e}")))?;
         let listed: HashSet<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
-        for loc in &info.external_locations {
-            if !manifest::is_relpath(loc) || !listed.contains(loc.as_str()) {
-                return Err(fail(
-                    &g.file,
-                    format!("refers to external data {loc:?} that is not a file of this bundle listed in bundle.json"),
-                ));
+        for (_, g) in m.graphs.all() {
+            let bytes = std::fs::read(dir.join(&g.file)).map_err(|e| fail(&g.file, e.to_string()))?;
+            let info = onnxfile::inspect(&bytes).map_err(|e| fail(&g.file, format!("not a readable ONNX model: {e}")))?;
+            for loc in &info.external_locations {
+                if !manifest::is_relpath(loc) || !listed.contains(loc.as_str()) {
+                    return Err(fail(
+                        &g.file,
+                        format!("refers to external data {loc:?} that is not a file of this bundle listed in bundle.json"),
+                    ));
+                }
             }
+            check_signature(&g.inputs, &info.inputs).map_err(|w| fail(&g.file, format!("graph inputs: {w}")))?;
+            check_signature(&g.outputs, &info.outputs).map_err(|w| fail(&g.file, format!("graph outputs: {w}")))?;
         }
-        check_signature(&g.inputs, &info.inputs).map_err(|w| fail(&g.file, format!("graph inputs: {w}")))?;
-        check_signature(&g.outputs, &info.outputs).map_err(|w| fail(&g.file, format!("graph outputs: {w}")))?;
+        let prompter = match &m.text {
+            Some(t) => Some(std::sync::Arc::new(
+                crate::sd::text::Prompter::load(&dir.join(&t.tokenizer), t).map_err(|w| fail(&t.tokenizer, w))?,
+            )),
+            None => None,
+        };
 
         let subject = match &m.subject {
             None => None,
@@ -148,6 +166,7 @@ impl Bundle {
             null_token: m.tokens.null,
             scene_token,
             subject,
+            prompter,
             manifest_sha256,
             manifest: m,
         })
@@ -158,9 +177,6 @@ impl Bundle {
 fn check_manifest(m: &Manifest) -> std::result::Result<(), String> {
     if !manifest::is_concept_name(&m.name) {
         return Err(format!("name {:?} is not a valid concept name (a-z, 0-9, '-', '_')", m.name));
-    }
-    if m.backbone != "pixel-unet" {
-        return Err(format!("backbone {:?} is not supported by this pie (only \"pixel-unet\")", m.backbone));
     }
     match (m.stage, &m.parent) {
         (1, None) => {}
@@ -173,16 +189,30 @@ fn check_manifest(m: &Manifest) -> std::result::Result<(), String> {
         (2, None) => return Err("a stage 2 (subject) bundle must name its parent scene".into()),
         (s, _) => return Err(format!("stage {s} is neither 1 (scene) nor 2 (subject)")),
     }
-    let md = &m.model;
-    if md.channels != 3 || md.value_range != [-1, 1] {
-        return Err("model.channels must be 3 and model.value_range [-1, 1]".into());
-    }
-    if md.size_multiple == 0 || md.size_multiple > 1024 || md.min_size == 0 || md.min_size > 4096 || md.scene_short_side < 8 || md.resolution < 8 {
-        return Err("model sizes are out of range".into());
+    match &m.model {
+        Model::Pixel(md) => {
+            if md.channels != 3 || md.value_range != [-1, 1] {
+                return Err("model.channels must be 3 and model.value_range [-1, 1]".into());
+            }
+            if md.size_multiple == 0 || md.size_multiple > 1024 || md.min_size == 0 || md.min_size > 4096 || md.scene_short_side < 8 || md.resolution < 8 {
+                return Err("model sizes are out of range".into());
+            }
+        }
+        Model::Sd(md) => crate::sd::check_model(md)?,
     }
     let s = &m.schedule;
-    if s.kind != "ddpm" || s.prediction_type != "epsilon" {
-        return Err("schedule must be type \"ddpm\" with prediction_type \"epsilon\"".into());
+    let prediction_ok = match &m.model {
+        Model::Pixel(_) => s.prediction_type == "epsilon",
+        Model::Sd(_) => s.prediction_type == "epsilon" || s.prediction_type == "v_prediction",
+    };
+    if s.kind != "ddpm" || !prediction_ok {
+        return Err(match &m.model {
+            Model::Pixel(_) => "schedule must be type \"ddpm\" with prediction_type \"epsilon\"".to_string(),
+            Model::Sd(_) => "schedule must be type \"ddpm\" with prediction_type \"epsilon\" or \"v_prediction\"".to_string(),
+        });
+    }
+    if s.steps_offset.is_some_and(|o| o >= s.num_train_timesteps) {
+        return Err("schedule.steps_offset must be below num_train_timesteps".into());
     }
     if !(s.beta_schedule == "linear" || s.beta_schedule == "scaled_linear") {
         return Err(format!("unknown beta_schedule {:?}", s.beta_schedule));
@@ -235,7 +265,11 @@ fn check_manifest(m: &Manifest) -> std::result::Result<(), String> {
             return Err(format!("files: {:?} has a malformed sha256", f.path));
         }
     }
-    let mut referenced = vec![("graphs.denoiser.file", m.graphs.denoiser.file.as_str())];
+    let keys: Vec<(String, &str)> = m.graphs.all().into_iter().map(|(k, g)| (format!("graphs.{k}.file"), g.file.as_str())).collect();
+    let mut referenced: Vec<(&str, &str)> = keys.iter().map(|(k, f)| (k.as_str(), *f)).collect();
+    if let Some(t) = &m.text {
+        referenced.push(("text.tokenizer", t.tokenizer.as_str()));
+    }
     if let Some(s) = &m.subject {
         referenced.push(("subject.file", s.file.as_str()));
     }
@@ -256,23 +290,33 @@ fn check_manifest(m: &Manifest) -> std::result::Result<(), String> {
         _ => {}
     }
 
-    let g = &m.graphs.denoiser;
-    let expect_in: [(&str, &str, usize); 3] = [("x", "float32", 4), ("t", "int64", 1), ("token", "int64", 1)];
-    let expect_out: [(&str, &str, usize); 1] = [("eps", "float32", 4)];
-    check_contract("inputs", &g.inputs, &expect_in)?;
-    check_contract("outputs", &g.outputs, &expect_out)?;
-    for spec in [&g.inputs[0], &g.outputs[0]] {
-        if let DimSpec::Fixed(c) = &spec.shape[1] {
-            if *c != 3 {
-                return Err(format!("graphs.denoiser: {} has {c} channels, expected 3", spec.name));
+    match (&m.graphs, &m.model) {
+        (Graphs::Pixel(g), _) => {
+            let g = &g.denoiser;
+            let expect_in: [(&str, &str, usize); 3] = [("x", "float32", 4), ("t", "int64", 1), ("token", "int64", 1)];
+            let expect_out: [(&str, &str, usize); 1] = [("eps", "float32", 4)];
+            check_contract("graphs.denoiser", "pixel-unet", "inputs", &g.inputs, &expect_in)?;
+            check_contract("graphs.denoiser", "pixel-unet", "outputs", &g.outputs, &expect_out)?;
+            for spec in [&g.inputs[0], &g.outputs[0]] {
+                if let DimSpec::Fixed(c) = &spec.shape[1] {
+                    if *c != 3 {
+                        return Err(format!("graphs.denoiser: {} has {c} channels, expected 3", spec.name));
+                    }
+                }
             }
         }
+        (Graphs::Sd(g), Model::Sd(md)) => {
+            let text = m.text.as_ref().ok_or("an sd bundle needs a text section")?;
+            crate::sd::check_graphs(g, md, text)?;
+        }
+        (Graphs::Sd(_), Model::Pixel(_)) => return Err("graphs and model are of different backbones".into()),
     }
     Ok(())
 }
 
-/// The pixel-unet interface: x[N,3,H,W] f32, t[N] i64, token[N] i64 -> eps[N,3,H,W] f32.
-fn check_contract(what: &str, got: &[TensorSpec], want: &[(&str, &str, usize)]) -> std::result::Result<(), String> {
+/// A graph's declared inputs or outputs against the contract's (name, dtype, rank);
+/// e.g. pixel-unet: x[N,3,H,W] f32, t[N] i64, token[N] i64 -> eps[N,3,H,W] f32.
+pub(crate) fn check_contract(graph: &str, backbone: &str, what: &str, got: &[TensorSpec], want: &[(&str, &str, usize)]) -> std::result::Result<(), String> {
     let show = |v: &[TensorSpec]| v.iter().map(|t| format!("{} {} rank {}", t.name, t.dtype, t.shape.len())).collect::<Vec<_>>().join(", ");
     let ok = got.len() == want.len()
         && got.iter().zip(want).all(|(g, (n, d, r))| g.name == *n && g.dtype == *d && g.shape.len() == *r);
@@ -280,7 +324,7 @@ fn check_contract(what: &str, got: &[TensorSpec], want: &[(&str, &str, usize)]) 
         Ok(())
     } else {
         let w: Vec<String> = want.iter().map(|(n, d, r)| format!("{n} {d} rank {r}")).collect();
-        Err(format!("graphs.denoiser.{what} are [{}], the pixel-unet contract is [{}]", show(got), w.join(", ")))
+        Err(format!("{graph}.{what} are [{}], the {backbone} contract is [{}]", show(got), w.join(", ")))
     }
 }
 

@@ -30,17 +30,69 @@ pub mod onnxfile;
 pub mod plan;
 pub mod runtime;
 pub mod schedule;
+pub mod sd;
 pub mod train;
 #[doc(hidden)]
 pub mod testkit;
 
-pub use add::{add, add_each, AddOptions, AddOutput, Sampler};
+pub use add::{AddOptions, AddOutput, Sampler};
+pub use schedule::Scheduler;
+pub use sd::SdOptions;
 pub use bundle::Bundle;
 pub use error::{Error, ErrorKind, Result};
 pub use imageops::Rect;
 pub use library::{ConceptInfo, Library};
 pub use runtime::Device;
 pub use train::TrainOptions;
+
+/// Adds the bundle's subject into `selection` of `scene`, with whichever
+/// backbone the bundle has (see [`add::add`] and [`sd::add_each`]).
+pub fn add(bundle: &Bundle, scene: &image::DynamicImage, selection: &image::GrayImage, opts: &AddOptions, progress: &mut dyn Progress) -> Result<Vec<AddOutput>> {
+    let mut outs = Vec::with_capacity(opts.variants);
+    add_each_with(bundle, scene, selection, opts, &SdOptions::default(), progress, &mut |o| {
+        outs.push(o);
+        Ok(())
+    })?;
+    Ok(outs)
+}
+
+/// [`add`], handing each result to `sink` as soon as it is made.
+pub fn add_each(
+    bundle: &Bundle,
+    scene: &image::DynamicImage,
+    selection: &image::GrayImage,
+    opts: &AddOptions,
+    progress: &mut dyn Progress,
+    sink: &mut dyn FnMut(AddOutput) -> Result<()>,
+) -> Result<()> {
+    add_each_with(bundle, scene, selection, opts, &SdOptions::default(), progress, sink)
+}
+
+/// [`add_each`] with the options only the sd backbone reads (prompt,
+/// scheduler, CUDA graphs). A pixel-unet bundle refuses the ones it cannot honour.
+pub fn add_each_with(
+    bundle: &Bundle,
+    scene: &image::DynamicImage,
+    selection: &image::GrayImage,
+    opts: &AddOptions,
+    sd: &SdOptions,
+    progress: &mut dyn Progress,
+    sink: &mut dyn FnMut(AddOutput) -> Result<()>,
+) -> Result<()> {
+    if bundle.manifest.is_sd() {
+        return sd::add_each(bundle, scene, selection, opts, sd, progress, sink);
+    }
+    let pixel = |what: &str| {
+        Err(Error::bad(format!("{what} is for sd concepts; {:?} is a pixel-unet concept (no text encoder, DDIM/DDPM only)", bundle.name())))
+    };
+    if sd.prompt.is_some() || sd.negative_prompt.is_some() {
+        return pixel("--prompt");
+    }
+    if sd.scheduler != Scheduler::Ddim {
+        return pixel(&format!("--scheduler {}", sd.scheduler));
+    }
+    add::add_each(bundle, scene, selection, opts, progress, sink)
+}
 
 /// Progress and cancellation for long work.
 pub trait Progress {

@@ -7,7 +7,7 @@ pub const FORMAT: &str = "pie-bundle";
 pub const FORMAT_VERSION: u64 = 1;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawManifest")]
 pub struct Manifest {
     pub format: String,
     pub format_version: u64,
@@ -19,6 +19,9 @@ pub struct Manifest {
     pub schedule: Schedule,
     pub tokens: Tokens,
     pub graphs: Graphs,
+    /// sd only: how prompts become the text encoder's input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<Text>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<Subject>,
     pub files: Vec<FileEntry>,
@@ -29,6 +32,89 @@ pub struct Manifest {
     pub preview: Option<String>,
 }
 
+/// The backbones this pie runs.
+pub const PIXEL_UNET: &str = "pixel-unet";
+pub const SD: &str = "sd";
+
+/// `bundle.json` as written, before `model` and `graphs` are read by the
+/// backbone they belong to.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    format: String,
+    format_version: u64,
+    name: String,
+    stage: u8,
+    backbone: String,
+    parent: Option<Parent>,
+    model: serde_json::Value,
+    schedule: Schedule,
+    tokens: Tokens,
+    graphs: serde_json::Value,
+    #[serde(default)]
+    text: Option<Text>,
+    #[serde(default)]
+    subject: Option<Subject>,
+    files: Vec<FileEntry>,
+    training: serde_json::Map<String, serde_json::Value>,
+    trainer: Trainer,
+    created: String,
+    #[serde(default)]
+    preview: Option<String>,
+}
+
+impl TryFrom<RawManifest> for Manifest {
+    type Error = String;
+    fn try_from(r: RawManifest) -> Result<Manifest, String> {
+        let (model, graphs) = match r.backbone.as_str() {
+            PIXEL_UNET => {
+                if r.text.is_some() {
+                    return Err("a pixel-unet bundle has no text section".into());
+                }
+                (
+                    Model::Pixel(serde_json::from_value(r.model).map_err(|e| format!("model: {e}"))?),
+                    Graphs::Pixel(serde_json::from_value(r.graphs).map_err(|e| format!("graphs: {e}"))?),
+                )
+            }
+            SD => {
+                if r.text.is_none() {
+                    return Err("an sd bundle needs a text section (tokenizer, max_length, prompts)".into());
+                }
+                (
+                    Model::Sd(serde_json::from_value(r.model).map_err(|e| format!("model: {e}"))?),
+                    Graphs::Sd(serde_json::from_value(r.graphs).map_err(|e| format!("graphs: {e}"))?),
+                )
+            }
+            other => return Err(format!("backbone {other:?} is not supported by this pie (only \"pixel-unet\" and \"sd\")")),
+        };
+        Ok(Manifest {
+            format: r.format,
+            format_version: r.format_version,
+            name: r.name,
+            stage: r.stage,
+            backbone: r.backbone,
+            parent: r.parent,
+            model,
+            schedule: r.schedule,
+            tokens: r.tokens,
+            graphs,
+            text: r.text,
+            subject: r.subject,
+            files: r.files,
+            training: r.training,
+            trainer: r.trainer,
+            created: r.created,
+            preview: r.preview,
+        })
+    }
+}
+
+impl Manifest {
+    pub fn is_sd(&self) -> bool {
+        matches!(self.model, Model::Sd(_))
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Parent {
@@ -36,9 +122,74 @@ pub struct Parent {
     pub manifest_sha256: String,
 }
 
+/// `model`, by backbone.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Model {
+    Pixel(PixelModel),
+    Sd(SdModel),
+}
+
+impl Model {
+    /// The native image side in pixels.
+    pub fn resolution(&self) -> u32 {
+        match self {
+            Model::Pixel(m) => m.resolution,
+            Model::Sd(m) => m.resolution,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Model {
+pub struct SdModel {
+    pub resolution: u32,
+    pub size_multiple: u32,
+    pub min_size: u32,
+    pub channels: u32,
+    pub value_range: [i32; 2],
+    pub latent_channels: u32,
+    pub vae_scale_factor: u32,
+    pub scaling_factor: f64,
+    pub unet_in_channels: u32,
+    /// `float32` or `float16` (the weights; graph I/O is float32 either way).
+    pub precision: String,
+    pub base: SdBase,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SdBase {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Text {
+    pub tokenizer: String,
+    pub max_length: u32,
+    pub bos_id: i64,
+    pub eos_id: i64,
+    pub pad_id: i64,
+    pub hidden_size: u32,
+    pub prompts: Prompts,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Prompts {
+    pub add: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scene: Option<String>,
+    pub negative: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PixelModel {
     pub resolution: u32,
     pub size_multiple: u32,
     pub min_size: u32,
@@ -58,6 +209,9 @@ pub struct Schedule {
     pub beta_start: f64,
     pub beta_end: f64,
     pub prediction_type: String,
+    /// sd: the base scheduler's steps_offset (diffusers); 0 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps_offset: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -79,12 +233,45 @@ pub struct Concept {
     pub stage: u8,
     pub source_sha256: String,
     pub source_size: [u32; 2],
+    /// sd: the class noun trained with the identifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_word: Option<String>,
+    /// sd: the exact prompt the concept was trained with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+}
+
+/// `graphs`, by backbone.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Graphs {
+    Pixel(PixelGraphs),
+    Sd(SdGraphs),
+}
+
+impl Graphs {
+    /// Every graph, with its key in `graphs`.
+    pub fn all(&self) -> Vec<(&'static str, &Graph)> {
+        match self {
+            Graphs::Pixel(g) => vec![("denoiser", &g.denoiser)],
+            Graphs::Sd(g) => vec![("text_encoder", &g.text_encoder), ("unet", &g.unet), ("vae_encoder", &g.vae_encoder), ("vae_decoder", &g.vae_decoder)],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Graphs {
+pub struct PixelGraphs {
     pub denoiser: Graph,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SdGraphs {
+    pub text_encoder: Graph,
+    pub unet: Graph,
+    pub vae_encoder: Graph,
+    pub vae_decoder: Graph,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -381,6 +381,17 @@ pub mod write {
         m.str(4, op)
     }
 
+    /// A node with integer attributes, e.g. Concat's `axis`.
+    pub fn node_attrs(op: &str, inputs: &[&str], outputs: &[&str], attrs: &[(&str, i64)]) -> Msg {
+        let mut m = node(op, inputs, outputs);
+        for (name, v) in attrs {
+            // AttributeProto: name = 1, i = 3, type = 20 (INT = 2).
+            let a = Msg::default().str(1, name).int(3, *v).int(20, 2);
+            m = m.msg(5, &a);
+        }
+        m
+    }
+
     /// ModelProto (IR 8, opset 17) around the given graph parts.
     pub fn model(nodes: &[Msg], inits: &[Msg], inputs: &[Msg], outputs: &[Msg]) -> Vec<u8> {
         let mut g = Msg::default();

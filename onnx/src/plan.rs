@@ -1,7 +1,7 @@
 //! Where to sample: the crop around the selection, and its working size.
 
 use crate::imageops::Rect;
-use crate::manifest::Model;
+use crate::manifest::{Model, PixelModel, SdModel};
 use crate::{Error, Result};
 
 /// Context around the selection, in working pixels: at least this, or half the selection's long side.
@@ -33,11 +33,20 @@ impl Plan {
 }
 
 /// The smallest selection side, in working pixels, worth sampling.
-pub fn min_selection_side(m: &Model) -> u32 {
+pub fn min_selection_side(m: &PixelModel) -> u32 {
     m.size_multiple.max(8)
 }
 
+/// The crop and working size for the bundle's backbone.
 pub fn plan(img_w: u32, img_h: u32, sel: Rect, m: &Model) -> Result<Plan> {
+    match m {
+        Model::Pixel(m) => plan_pixel(img_w, img_h, sel, m),
+        Model::Sd(m) => plan_sd(img_w, img_h, sel, m),
+    }
+}
+
+/// pixel-unet: the whole image at the scene's learned scale (never upscaled), cropped.
+pub fn plan_pixel(img_w: u32, img_h: u32, sel: Rect, m: &PixelModel) -> Result<Plan> {
     let short = img_w.min(img_h).max(1);
     let scale = (f64::from(m.scene_short_side) / f64::from(short)).min(1.0);
     let min_sel = min_selection_side(m);
@@ -85,12 +94,94 @@ pub fn plan(img_w: u32, img_h: u32, sel: Rect, m: &Model) -> Result<Plan> {
     Ok(Plan { crop, work_w: work(crop.w), work_h: work(crop.h), scale })
 }
 
+/// sd: the selection plus context (half its long side each way, at least
+/// 1/8 of it), grown towards the aspect of the working size, scaled (up or
+/// down) so its area is about `resolution`², in multiples of `size_multiple`.
+pub fn plan_sd(img_w: u32, img_h: u32, sel: Rect, m: &SdModel) -> Result<Plan> {
+    let mult = m.size_multiple.max(1) as f64;
+    let min_size = f64::from(m.min_size.max(m.size_multiple).max(1));
+    let res = f64::from(m.resolution);
+    let (iw, ih) = (f64::from(img_w), f64::from(img_h));
+    let long = f64::from(sel.w.max(sel.h));
+    let margin = (long / 2.0).max(4.0);
+    // One span of the crop: `need` long, centred on the selection, inside the image.
+    let span = |pos: f64, len: f64, need: f64, full: f64| -> (f64, f64) {
+        let need = need.max(len).min(full);
+        let mut a = pos + len / 2.0 - need / 2.0;
+        a = a.clamp(0.0, full - need);
+        (a, a + need)
+    };
+    let (cw, ch) = ((f64::from(sel.w) + 2.0 * margin).min(iw), (f64::from(sel.h) + 2.0 * margin).min(ih));
+    // Working size: area ≈ resolution², multiples of size_multiple, at least min_size.
+    let scale = res / (cw * ch).sqrt();
+    let snap = |v: f64| ((v / mult).round().max(1.0) * mult).max((min_size / mult).ceil() * mult);
+    let (ww, wh) = (snap(cw * scale), snap(ch * scale));
+    // Grow the crop (where the image allows) to the working aspect, so the
+    // scale is the same both ways.
+    let aspect = ww / wh;
+    let (cw, ch) = if cw / ch < aspect { ((ch * aspect).min(iw), ch) } else { (cw, (cw / aspect).min(ih)) };
+    let (x0, x1) = span(f64::from(sel.x), f64::from(sel.w), cw, iw);
+    let (y0, y1) = span(f64::from(sel.y), f64::from(sel.h), ch, ih);
+    let (x0, y0) = (x0.floor() as u32, y0.floor() as u32);
+    let (x1, y1) = ((x1.ceil() as u32).clamp(x0 + 1, img_w), (y1.ceil() as u32).clamp(y0 + 1, img_h));
+    let crop = Rect { x: x0, y: y0, w: x1 - x0, h: y1 - y0 };
+    let scale = (ww / f64::from(crop.w)).min(wh / f64::from(crop.h));
+    let vsf = f64::from(m.vae_scale_factor.max(1));
+    if f64::from(sel.w) * scale < vsf || f64::from(sel.h) * scale < vsf {
+        return Err(Error::bad(format!(
+            "the selection is {}x{} px, smaller than one latent cell at the working scale: select a larger region",
+            sel.w, sel.h
+        )));
+    }
+    Ok(Plan { crop, work_w: ww as usize, work_h: wh as usize, scale })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn model(short: u32) -> Model {
-        Model { resolution: 64, size_multiple: 4, min_size: 16, channels: 3, value_range: [-1, 1], base_channels: 32, scene_short_side: short }
+        Model::Pixel(PixelModel { resolution: 64, size_multiple: 4, min_size: 16, channels: 3, value_range: [-1, 1], base_channels: 32, scene_short_side: short })
+    }
+
+    fn sd(res: u32, mult: u32) -> SdModel {
+        SdModel {
+            resolution: res,
+            size_multiple: mult,
+            min_size: mult,
+            channels: 3,
+            value_range: [-1, 1],
+            latent_channels: 4,
+            vae_scale_factor: 8,
+            scaling_factor: 0.18215,
+            unet_in_channels: 4,
+            precision: "float32".into(),
+            base: crate::manifest::SdBase { name: "x".into(), path: None, extra: Default::default() },
+        }
+    }
+
+    #[test]
+    fn sd_crops_around_the_selection_at_about_the_native_area() {
+        // A large photo: the crop is the selection plus context, scaled down to ~512².
+        let sel = Rect { x: 3000, y: 2000, w: 400, h: 300 };
+        let p = plan_sd(6000, 4000, sel, &sd(512, 64)).unwrap();
+        assert_eq!((p.work_w % 64, p.work_h % 64), (0, 0));
+        let area = (p.work_w * p.work_h) as f64;
+        assert!(area > 0.6 * 512.0 * 512.0 && area < 1.5 * 512.0 * 512.0, "{p:?}");
+        assert!(p.crop.x <= 3000 && p.crop.right() >= 3400 && p.crop.y <= 2000 && p.crop.bottom() >= 2300, "{p:?}");
+        // same scale both ways (the crop was grown to the working aspect)
+        let (sx, sy) = (p.work_w as f64 / p.crop.w as f64, p.work_h as f64 / p.crop.h as f64);
+        assert!((sx / sy - 1.0).abs() < 0.01, "{p:?}");
+        // A small image is upscaled to the native size.
+        let p = plan_sd(96, 72, Rect { x: 30, y: 20, w: 32, h: 32 }, &sd(64, 16)).unwrap();
+        assert!(p.work_w >= 48 && p.work_h >= 48, "{p:?}");
+        assert!(p.crop.right() <= 96 && p.crop.bottom() <= 72);
+        // At the border.
+        let p = plan_sd(100, 100, Rect { x: 0, y: 80, w: 20, h: 20 }, &sd(64, 16)).unwrap();
+        assert_eq!((p.crop.x, p.crop.bottom()), (0, 100));
+        // One latent cell is the least.
+        let e = plan_sd(4000, 4000, Rect { x: 10, y: 10, w: 2, h: 3000 }, &sd(512, 64)).unwrap_err();
+        assert!(e.to_string().contains("latent cell"), "{e}");
     }
 
     #[test]

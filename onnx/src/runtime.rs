@@ -171,19 +171,50 @@ pub fn probe_cuda() -> Result<std::result::Result<(), String>> {
     }
 }
 
+/// Where a graph comes from: a file of a bundle, or bytes pie wrote itself.
+#[derive(Clone, Copy)]
+pub enum ModelSource<'a> {
+    File(&'a Path),
+    /// The bytes and a name for messages.
+    Bytes(&'a [u8], &'a str),
+}
+
+impl ModelSource<'_> {
+    fn label(&self) -> String {
+        match self {
+            ModelSource::File(p) => p.display().to_string(),
+            ModelSource::Bytes(_, name) => name.to_string(),
+        }
+    }
+
+    fn commit(&self, b: &mut ort::session::builder::SessionBuilder) -> ort::Result<Session> {
+        match self {
+            ModelSource::File(p) => b.commit_from_file(p),
+            ModelSource::Bytes(bytes, _) => b.commit_from_memory(bytes),
+        }
+    }
+}
+
 /// Opens the model on `device`. `Cuda` fails if CUDA cannot be used;
 /// `Auto` falls back to the CPU and says why in `note` (once per process).
 pub fn open(model: &Path, device: Device, threads: Option<usize>) -> Result<Denoiser> {
+    open_with(ModelSource::File(model), device, threads, false)
+}
+
+/// [`open`] for any [`ModelSource`]; `cuda_graph` asks the CUDA execution
+/// provider to capture the graph on its first runs and replay it after
+/// (every input and output must then be bound to fixed device memory).
+pub fn open_with(model: ModelSource<'_>, device: Device, threads: Option<usize>, cuda_graph: bool) -> Result<Denoiser> {
     let threads = threads.unwrap_or_else(default_threads).max(1);
     let cpu_load = |b: &mut ort::session::builder::SessionBuilder| {
-        b.commit_from_file(model).map_err(|e| Error::internal(format!("ONNX Runtime cannot load {}: {e}", model.display())))
+        model.commit(b).map_err(|e| Error::internal(format!("ONNX Runtime cannot load {}: {e}", model.label())))
     };
     if device == Device::Cpu {
         return Ok(Denoiser { session: cpu_load(&mut builder(threads)?)?, device: Device::Cpu, note: None });
     }
     let why = match probe_cuda()? {
         Err(why) => why,
-        Ok(()) => match cuda_session(model, device, threads)? {
+        Ok(()) => match cuda_session(model, device, threads, cuda_graph)? {
             Ok(session) => return Ok(Denoiser { session, device: Device::Cuda, note: None }),
             Err(why) => why,
         },
@@ -198,20 +229,21 @@ pub fn open(model: &Path, device: Device, threads: Option<usize>) -> Result<Deno
 }
 
 /// A CUDA session, or why there is none.
-fn cuda_session(model: &Path, device: Device, threads: usize) -> Result<std::result::Result<Session, String>> {
-    let cuda = ep::CUDA::default().with_device_id(0).build().error_on_failure();
+fn cuda_session(model: ModelSource<'_>, device: Device, threads: usize, cuda_graph: bool) -> Result<std::result::Result<Session, String>> {
+    let cuda = ep::CUDA::default().with_device_id(0).with_cuda_graph(cuda_graph).build().error_on_failure();
     let mut b = match builder(threads)?.with_execution_providers([cuda]) {
         Ok(b) => b,
         Err(e) => return Ok(Err(format!("the CUDA execution provider failed to start: {}", trimmed(&e)))),
     };
-    if device == Device::Cuda {
-        // Nodes CUDA cannot run would silently go to the CPU; refuse that, so "cuda" means CUDA.
+    if device == Device::Cuda || cuda_graph {
+        // Nodes CUDA cannot run would silently go to the CPU; refuse that, so "cuda" means CUDA
+        // (and a CUDA graph can only hold CUDA nodes).
         b = match b.with_config_entry("session.disable_cpu_ep_fallback", "1") {
             Ok(b) => b,
             Err(e) => return Ok(Err(format!("cannot configure CUDA: {}", trimmed(&e)))),
         };
     }
-    Ok(b.commit_from_file(model).map_err(|e| format!("cannot run {} on CUDA: {}", model.display(), trimmed(&e))))
+    Ok(model.commit(&mut b).map_err(|e| format!("cannot run {} on CUDA: {}", model.label(), trimmed(&e))))
 }
 
 /// ONNX Runtime's messages end in a newline; ours continue after them.

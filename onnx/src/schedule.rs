@@ -1,6 +1,9 @@
-//! The noise schedule from the bundle, and the DDIM/DDPM update.
+//! The noise schedule from the bundle, and the DDIM/DDPM update; the
+//! diffusers-equivalent DDIM and DPM-Solver++(2M) schedulers, written as one
+//! linear update so the CPU loop and the device's step graph share them.
 
 use crate::manifest::Schedule;
+use crate::{Error, Result};
 
 #[derive(Debug, Clone)]
 pub struct NoiseSchedule {
@@ -91,6 +94,205 @@ pub fn step_coef(abar_t: f64, abar_prev: f64, eta: f64) -> StepCoef {
     }
 }
 
+/// Which scheduler runs the denoising steps (`--scheduler`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub enum Scheduler {
+    /// diffusers' DDIMScheduler: "leading" spacing plus steps_offset,
+    /// set_alpha_to_one = False, no clipping; η from `--sampler` (ddim 0, ddpm 1).
+    #[default]
+    #[serde(rename = "ddim")]
+    Ddim,
+    /// diffusers' DPMSolverMultistepScheduler: dpmsolver++, order 2,
+    /// "linspace" spacing, final sigma 0 (first order on the first and last step).
+    #[serde(rename = "dpm++2m")]
+    DpmSolver2M,
+}
+
+impl std::str::FromStr for Scheduler {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Scheduler> {
+        match s.to_ascii_lowercase().as_str() {
+            "ddim" => Ok(Scheduler::Ddim),
+            "dpm++2m" | "dpmpp2m" | "dpm-solver++" => Ok(Scheduler::DpmSolver2M),
+            _ => Err(Error::bad(format!("unknown scheduler {s:?}: use ddim or dpm++2m"))),
+        }
+    }
+}
+
+impl std::fmt::Display for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Scheduler::Ddim => "ddim",
+            Scheduler::DpmSolver2M => "dpm++2m",
+        })
+    }
+}
+
+/// What the model predicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prediction {
+    Epsilon,
+    V,
+}
+
+impl Prediction {
+    pub fn from_manifest(s: &Schedule) -> Prediction {
+        if s.prediction_type == "v_prediction" {
+            Prediction::V
+        } else {
+            Prediction::Epsilon
+        }
+    }
+}
+
+/// One step as a linear update, whatever the scheduler:
+///
+/// - `out` = the guided model output,
+/// - x̂0 = a·x + b·out (the data prediction),
+/// - x_next = p·x + q·x̂0 + r·x̂0_prev + s·z (z fresh standard noise),
+/// - then, where the image is known: x_next = keep_a·known + keep_n·noise0.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinearStep {
+    /// The timestep fed to the model.
+    pub t: i64,
+    pub a: f64,
+    pub b: f64,
+    pub p: f64,
+    pub q: f64,
+    pub r: f64,
+    pub s: f64,
+    pub keep_a: f64,
+    pub keep_n: f64,
+}
+
+impl LinearStep {
+    /// The coefficients in the order of the step graph's `coef` input
+    /// (guidance first): [g, a, b, p, q, r, s, keep_a, keep_n].
+    pub fn coef(&self, guidance: f32) -> [f32; 9] {
+        [guidance, self.a as f32, self.b as f32, self.p as f32, self.q as f32, self.r as f32, self.s as f32, self.keep_a as f32, self.keep_n as f32]
+    }
+}
+
+/// The steps of one img2img run and the level the start is noised to.
+#[derive(Debug, Clone)]
+pub struct StepPlan {
+    /// ᾱ of the first timestep: start = √ᾱ·x0 + √(1−ᾱ)·noise.
+    pub abar_start: f64,
+    pub steps: Vec<LinearStep>,
+}
+
+/// The timesteps diffusers' DDIMScheduler visits for `n` steps ("leading").
+pub fn ddim_timesteps(train_steps: usize, n: usize, steps_offset: usize) -> Vec<usize> {
+    let ratio = train_steps / n.max(1);
+    (0..n).rev().map(|i| (i * ratio + steps_offset).min(train_steps - 1)).collect()
+}
+
+/// The timesteps diffusers' DPMSolverMultistepScheduler visits for `n` steps ("linspace").
+pub fn dpm_timesteps(train_steps: usize, n: usize) -> Vec<usize> {
+    let last = (train_steps - 1) as f64;
+    // np.linspace(0, T-1, n+1).round()[::-1][:-1]; numpy rounds half to even.
+    let mut ts: Vec<usize> = (0..=n).map(|i| round_half_even(last * i as f64 / n as f64) as usize).collect();
+    ts.reverse();
+    ts.pop();
+    ts
+}
+
+fn round_half_even(v: f64) -> f64 {
+    let r = v.round();
+    if (v - v.trunc()).abs() == 0.5 && r % 2.0 != 0.0 {
+        r - v.signum()
+    } else {
+        r
+    }
+}
+
+/// The part of the `n` timesteps that img2img with `strength` runs, as the
+/// diffusers pipelines cut it: the last min(floor(n·strength), n) (at least one).
+pub fn strength_cut(ts: &[usize], strength: f32) -> &[usize] {
+    let n = ts.len();
+    let init = ((n as f64 * f64::from(strength)).floor() as usize).clamp(1, n);
+    &ts[n - init..]
+}
+
+/// x̂0 = a·x + b·out at ᾱ.
+fn data_prediction(abar: f64, pred: Prediction) -> (f64, f64) {
+    let (sa, s1) = (abar.sqrt(), (1.0 - abar).sqrt());
+    match pred {
+        Prediction::Epsilon => (1.0 / sa, -s1 / sa),
+        Prediction::V => (sa, -s1),
+    }
+}
+
+impl NoiseSchedule {
+    /// The plan of `scheduler` for `steps` (the density of the whole
+    /// schedule) at `strength`, as diffusers' img2img/inpainting pipelines run it.
+    pub fn plan(&self, scheduler: Scheduler, pred: Prediction, steps: usize, strength: f32, steps_offset: usize, eta: f64) -> StepPlan {
+        let t_len = self.len();
+        let steps = steps.clamp(1, t_len);
+        let ac = &self.alphas_cumprod;
+        match scheduler {
+            Scheduler::Ddim => {
+                let all = ddim_timesteps(t_len, steps, steps_offset);
+                let ts = strength_cut(&all, strength);
+                let ratio = t_len / steps;
+                let steps = ts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &t)| {
+                        let abar = ac[t];
+                        // set_alpha_to_one = False: before t = 0 is ᾱ_0, not 1.
+                        let prev = if t >= ratio { ac[t - ratio] } else { ac[0] };
+                        let var = (1.0 - prev) / (1.0 - abar) * (1.0 - abar / prev);
+                        let sigma = eta * var.max(0.0).sqrt();
+                        let (a, b) = data_prediction(abar, pred);
+                        let p = (1.0 - prev - sigma * sigma).max(0.0).sqrt() / (1.0 - abar).sqrt();
+                        let q = prev.sqrt() - p * abar.sqrt();
+                        let (keep_a, keep_n) = match ts.get(i + 1) {
+                            Some(&n) => (ac[n].sqrt(), (1.0 - ac[n]).sqrt()),
+                            None => (1.0, 0.0),
+                        };
+                        LinearStep { t: t as i64, a, b, p, q, r: 0.0, s: sigma, keep_a, keep_n }
+                    })
+                    .collect();
+                StepPlan { abar_start: ac[ts[0]], steps }
+            }
+            Scheduler::DpmSolver2M => {
+                let all = dpm_timesteps(t_len, steps);
+                let ts = strength_cut(&all, strength);
+                // α_t = √ᾱ, σ_t = √(1−ᾱ), λ = ln α − ln σ; the last step goes to σ = 0.
+                let lambda = |abar: f64| 0.5 * abar.ln() - 0.5 * (1.0 - abar).ln();
+                let n = ts.len();
+                let steps = (0..n)
+                    .map(|i| {
+                        let abar = ac[ts[i]];
+                        let (a, b) = data_prediction(abar, pred);
+                        let (keep_a, keep_n) = match ts.get(i + 1) {
+                            Some(&nx) => (ac[nx].sqrt(), (1.0 - ac[nx]).sqrt()),
+                            None => (1.0, 0.0),
+                        };
+                        if i + 1 == n {
+                            // Final sigma 0: first order lands on x̂0.
+                            return LinearStep { t: ts[i] as i64, a, b, p: 0.0, q: 1.0, r: 0.0, s: 0.0, keep_a, keep_n };
+                        }
+                        let next = ac[ts[i + 1]];
+                        let h = lambda(next) - lambda(abar);
+                        let big_a = next.sqrt() * ((-h).exp() - 1.0);
+                        let p = (1.0 - next).sqrt() / (1.0 - abar).sqrt();
+                        if i == 0 {
+                            LinearStep { t: ts[i] as i64, a, b, p, q: -big_a, r: 0.0, s: 0.0, keep_a, keep_n }
+                        } else {
+                            let h0 = lambda(abar) - lambda(ac[ts[i - 1]]);
+                            let r0 = h0 / h;
+                            LinearStep { t: ts[i] as i64, a, b, p, q: -big_a * (1.0 + 0.5 / r0), r: big_a * 0.5 / r0, s: 0.0, keep_a, keep_n }
+                        }
+                    })
+                    .collect();
+                StepPlan { abar_start: ac[ts[0]], steps }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,6 +305,7 @@ mod tests {
             beta_start: 1e-4,
             beta_end: 0.02,
             prediction_type: "epsilon".into(),
+            steps_offset: None,
         })
     }
 
@@ -115,7 +318,7 @@ mod tests {
         assert!((s.alphas_cumprod[999] - 4.0358e-5).abs() < 1e-8, "{}", s.alphas_cumprod[999]);
         assert!(s.alphas_cumprod.windows(2).all(|w| w[1] < w[0]));
         let sl = NoiseSchedule::from_manifest(&Schedule { beta_schedule: "scaled_linear".into(), beta_start: 0.00085, beta_end: 0.012, ..Schedule {
-            kind: "ddpm".into(), num_train_timesteps: 1000, beta_schedule: String::new(), beta_start: 0.0, beta_end: 0.0, prediction_type: "epsilon".into() } });
+            kind: "ddpm".into(), num_train_timesteps: 1000, beta_schedule: String::new(), beta_start: 0.0, beta_end: 0.0, prediction_type: "epsilon".into(), steps_offset: None } });
         assert!((sl.alphas_cumprod[0] - (1.0 - 0.00085)).abs() < 1e-12);
     }
 

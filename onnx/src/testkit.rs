@@ -33,7 +33,7 @@ impl Default for Synthetic {
 }
 
 fn schedule(t: u32) -> Schedule {
-    Schedule { kind: "ddpm".into(), num_train_timesteps: t, beta_schedule: "linear".into(), beta_start: 1e-4, beta_end: 0.02, prediction_type: "epsilon".into() }
+    Schedule { kind: "ddpm".into(), num_train_timesteps: t, beta_schedule: "linear".into(), beta_start: 1e-4, beta_end: 0.02, prediction_type: "epsilon".into(), steps_offset: None }
 }
 
 /// eps = gain · (x − √ᾱ_t·c_token) / √(1−ᾱ_t).

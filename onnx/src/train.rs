@@ -25,6 +25,12 @@ pub struct TrainOptions {
     pub resume: bool,
     /// Further trainer arguments, passed through as they are (e.g. `--resolution 32`).
     pub extra_args: Vec<String>,
+    /// `pixel-unet` (the trainer's default) or `sd`; a subject follows its scene when unset.
+    pub backbone: Option<String>,
+    /// sd: the local Stable Diffusion checkpoint (diffusers layout) to fine-tune.
+    pub base: Option<PathBuf>,
+    /// sd: the class noun trained with the identifier ("dog", "backpack", "scene").
+    pub class_word: Option<String>,
 }
 
 /// How the trainer was found, for `pie doctor` and error messages.
@@ -142,6 +148,17 @@ pub fn learn_subject(
             if scenes.is_empty() { "the library has none; learn one with `pie learn-scene`".to_string() } else { format!("scenes: {}", scenes.join(", ")) }
         )));
     }
+    // A subject is learned on its scene's backbone.
+    let scene_backbone = sb.manifest.backbone.clone();
+    let mut opts = opts.clone();
+    match &opts.backbone {
+        None if scene_backbone != crate::manifest::PIXEL_UNET => opts.backbone = Some(scene_backbone),
+        Some(b) if *b != scene_backbone => {
+            return Err(Error::bad(format!("--backbone {b}: the scene {scene:?} was learned with the {scene_backbone} backbone, and a subject grows from its scene's")))
+        }
+        _ => {}
+    }
+    let opts = &opts;
     let mut args: Vec<String> = vec!["subject".into(), path_arg(image)?, "--scene".into(), scene.into(), "--name".into(), name.into()];
     if let Some(m) = mask {
         check_image(m)?;
@@ -183,6 +200,26 @@ fn common_args(lib: &Library, o: &TrainOptions) -> Result<Vec<String>> {
         a.extend(["--seed".into(), s.to_string()]);
     }
     a.extend(["--device".into(), o.device.to_string()]);
+    match o.backbone.as_deref() {
+        None => {}
+        Some(b @ (crate::manifest::PIXEL_UNET | crate::manifest::SD)) => a.extend(["--backbone".into(), b.to_string()]),
+        Some(b) => return Err(Error::bad(format!("--backbone {b:?}: use pixel-unet or sd"))),
+    }
+    if let Some(base) = &o.base {
+        if o.backbone.as_deref() != Some(crate::manifest::SD) {
+            return Err(Error::bad("--base is the Stable Diffusion checkpoint of --backbone sd; add --backbone sd"));
+        }
+        if !base.is_dir() {
+            return Err(Error::bad(format!(
+                "--base {}: not a folder; it must be a local Stable Diffusion checkpoint in diffusers layout (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)",
+                base.display()
+            )));
+        }
+        a.extend(["--base".into(), path_arg(base)?]);
+    }
+    if let Some(w) = &o.class_word {
+        a.extend(["--class-word".into(), w.clone()]);
+    }
     if o.force {
         a.push("--force".into());
     }

@@ -92,7 +92,7 @@ pub fn run(out: &Path, device: Device, trainer_args: &[String], json: bool) -> R
     pie::train::learn_subject(&lib, &subject_p, "demo-scene", "demo-ball", Some(&mask_p), &topts, &mut p)?;
     p.finish();
     let opts = AddOptions { variants: 3, device, ..Default::default() };
-    let outs = super::add(&lib, &scene_p, &sel_p, "demo-ball", &out.join("result.png"), &opts, json)?;
+    let outs = super::add(&lib, &scene_p, &sel_p, "demo-ball", &out.join("result.png"), &opts, &pie::SdOptions::default(), json)?;
     let files: Vec<_> = outs.iter().map(|o| o.path.clone()).collect();
     let list = files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
     super::say(

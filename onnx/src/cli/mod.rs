@@ -8,7 +8,7 @@ mod progress;
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
-use pie::{AddOptions, Device, Library, Result, Sampler, TrainOptions};
+use pie::{AddOptions, Device, Library, Result, Sampler, Scheduler, SdOptions, TrainOptions};
 use serde_json::json;
 
 use progress::CliProgress;
@@ -73,6 +73,11 @@ fn at_least_one(s: &str) -> std::result::Result<u64, String> {
     }
 }
 
+fn scheduler_parser() -> impl clap::builder::TypedValueParser<Value = Scheduler> {
+    use clap::builder::{PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new(["ddim", "dpm++2m"]).try_map(|s| s.parse::<Scheduler>())
+}
+
 fn sampler_parser() -> impl clap::builder::TypedValueParser<Value = Sampler> {
     use clap::builder::{PossibleValuesParser, TypedValueParser};
     PossibleValuesParser::new(["ddim", "ddpm"]).try_map(|s| s.parse::<Sampler>())
@@ -114,6 +119,16 @@ struct TrainArgs {
     /// Pass an extra argument to the trainer (repeatable), e.g. --trainer-arg=--resolution --trainer-arg=32
     #[arg(long = "trainer-arg", value_name = "ARG", allow_hyphen_values = true)]
     trainer_args: Vec<String>,
+    /// The model to learn with: pixel-unet (small, trained from scratch; the default) or sd
+    /// (fine-tunes a local Stable Diffusion checkpoint, see --base). A subject takes its scene's
+    #[arg(long, value_parser = ["pixel-unet", "sd"])]
+    backbone: Option<String>,
+    /// With --backbone sd: the local Stable Diffusion checkpoint folder (diffusers layout)
+    #[arg(long, value_name = "DIR")]
+    base: Option<PathBuf>,
+    /// With --backbone sd: the class noun of what is learned (e.g. dog, backpack; default: the trainer's)
+    #[arg(long, value_name = "WORD")]
+    class_word: Option<String>,
 }
 
 impl TrainArgs {
@@ -126,6 +141,9 @@ impl TrainArgs {
             force: self.force,
             resume: self.resume,
             extra_args: self.trainer_args.clone(),
+            backbone: self.backbone.clone(),
+            base: self.base.clone(),
+            class_word: self.class_word.clone(),
         }
     }
 }
@@ -183,9 +201,9 @@ enum Cmd {
         /// How much of the selection is re-synthesized (0 < F ≤ 1; 1 starts from noise)
         #[arg(long, default_value_t = 0.7)]
         strength: f32,
-        /// Classifier-free guidance scale (1 = none, and faster)
-        #[arg(long, default_value_t = 3.0)]
-        guidance: f32,
+        /// Classifier-free guidance scale (1 = none, and faster) [default: 3, 7.5 for sd concepts]
+        #[arg(long)]
+        guidance: Option<f32>,
         /// Results from seeds SEED, SEED+1, …
         #[arg(long, default_value_t = 1)]
         variants: usize,
@@ -198,9 +216,22 @@ enum Cmd {
         /// ONNX Runtime threads (default: all cores but one)
         #[arg(long)]
         threads: Option<usize>,
-        /// Full-resolution detail put back when the concept works below 1:1 (0 to 1)
+        /// Full-resolution detail put back when the concept works below 1:1 (0 to 1; pixel-unet concepts)
         #[arg(long, default_value_t = 1.0)]
         detail: f32,
+        /// sd concepts: ddim or dpm++2m (DPM-Solver++ 2M, good in 20-25 steps)
+        #[arg(long, default_value = "ddim", value_parser = scheduler_parser())]
+        scheduler: Scheduler,
+        /// sd concepts: the prompt instead of the concept's; {subject} and {scene} become
+        /// the concepts' identifier and class word, e.g. "a photo of {subject} on the grass in {scene}"
+        #[arg(long, value_name = "TEXT")]
+        prompt: Option<String>,
+        /// sd concepts: the negative prompt instead of the concept's (usually empty)
+        #[arg(long, value_name = "TEXT")]
+        negative_prompt: Option<String>,
+        /// sd concepts on CUDA: capture the UNet in a CUDA graph and replay it every step
+        #[arg(long)]
+        cuda_graph: bool,
     },
     /// List, show or remove learned concepts
     #[command(after_help = CONCEPTS_EXAMPLES)]
@@ -306,9 +337,13 @@ fn run(cli: Cli) -> Result<()> {
             say(json, &format!("learned subject {name:?} in scene {scene:?}: {}", dir.display()), json!({"event": "done", "name": name, "bundle": dir}));
             Ok(())
         }
-        Cmd::Add { ref image, ref selection, ref concept, ref out, seed, steps, strength, guidance, variants, device, sampler, threads, detail } => {
-            let opts = AddOptions { seed, steps, strength, guidance, variants, device, sampler, threads, detail };
-            let outs = add(&lib()?, image, selection, concept, out, &opts, json)?;
+        Cmd::Add {
+            ref image, ref selection, ref concept, ref out, seed, steps, strength, guidance, variants, device, sampler, threads, detail,
+            scheduler, ref prompt, ref negative_prompt, cuda_graph,
+        } => {
+            let opts = AddOptions { seed, steps, strength, guidance: guidance.unwrap_or(f32::NAN), variants, device, sampler, threads, detail };
+            let sd = SdOptions { prompt: prompt.clone(), negative_prompt: negative_prompt.clone(), scheduler, cuda_graph };
+            let outs = add(&lib()?, image, selection, concept, out, &opts, &sd, json)?;
             let mut before = std::time::Duration::ZERO;
             for o in outs {
                 let path = &o.path;
@@ -350,7 +385,9 @@ pub struct Written {
 /// and nothing is written unless everything succeeded. Each result goes to a
 /// temporary file as soon as it is made, so K variants of a large photo are
 /// never all in memory at once.
-pub fn add(lib: &Library, image: &Path, selection: &Path, concept: &str, out: &Path, opts: &AddOptions, json: bool) -> Result<Vec<Written>> {
+/// A NaN `opts.guidance` means "not given": 3 for pixel-unet concepts, 7.5 for sd.
+#[allow(clippy::too_many_arguments)]
+pub fn add(lib: &Library, image: &Path, selection: &Path, concept: &str, out: &Path, opts: &AddOptions, sd: &SdOptions, json: bool) -> Result<Vec<Written>> {
     let paths = output::output_paths(out, opts.variants);
     for p in &paths {
         output::check_writable(p, &[image, selection])?;
@@ -358,6 +395,11 @@ pub fn add(lib: &Library, image: &Path, selection: &Path, concept: &str, out: &P
     let scene = pie::open_image(image)?;
     let mask = pie::open_mask(selection)?;
     let bundle = lib.load(concept)?;
+    let mut opts = opts.clone();
+    if opts.guidance.is_nan() {
+        opts.guidance = if bundle.manifest.is_sd() { pie::sd::DEFAULT_GUIDANCE } else { AddOptions::default().guidance };
+    }
+    let opts = &opts;
     let mut p = CliProgress::new(json, "add");
     if let Some(lost) = output::jpeg_loses(out, scene.color()) {
         p.note(&format!("{} is a JPEG, which cannot hold the image's {lost}: use .png or .tif to keep it", out.display()));
@@ -366,7 +408,7 @@ pub fn add(lib: &Library, image: &Path, selection: &Path, concept: &str, out: &P
     let mut written = Vec::with_capacity(paths.len());
     let mut note = None;
     let mut names = paths.iter();
-    pie::add_each(&bundle, &scene, &mask, opts, &mut p, &mut |o| {
+    pie::add_each_with(&bundle, &scene, &mask, opts, sd, &mut p, &mut |o| {
         let path = names.next().ok_or_else(|| pie::Error::internal("add made more results than --variants"))?;
         staged.write(path, &o.image)?;
         note = note.take().or(o.note);
@@ -423,14 +465,31 @@ fn concepts(lib: &Library, action: &ConceptsCmd, json: bool) -> Result<()> {
             } else {
                 let m = &b.manifest;
                 println!("{} ({}), {}", m.name, if m.stage == 2 { "subject" } else { "scene" }, b.dir.display());
-                println!("  valid: every file present with its sha256, the denoiser's signature matches");
+                println!("  valid: every file present with its sha256, every graph's signature matches");
                 if let Some(p) = &m.parent {
                     println!("  grown from scene: {}", p.name);
                 }
                 for c in &m.tokens.concepts {
                     println!("  token {}: {} ({}, \"{}\")", c.id, c.name, c.role, c.identifier);
                 }
-                println!("  backbone {} at {} px, scene short side {} px", m.backbone, m.model.resolution, m.model.scene_short_side);
+                match &m.model {
+                    pie::manifest::Model::Pixel(md) => {
+                        println!("  backbone {} at {} px, scene short side {} px", m.backbone, md.resolution, md.scene_short_side)
+                    }
+                    pie::manifest::Model::Sd(md) => {
+                        let base = md.base.path.as_deref().map(|p| format!(" ({p})")).unwrap_or_default();
+                        println!("  backbone {} at {} px, base {}{base}, precision {}", m.backbone, md.resolution, md.base.name, md.precision);
+                        println!(
+                            "  UNet {} input channels{}, {} prediction",
+                            md.unet_in_channels,
+                            if md.unet_in_channels > md.latent_channels { " (inpainting)" } else { "" },
+                            m.schedule.prediction_type
+                        );
+                        if let Some(t) = &m.text {
+                            println!("  prompt: {:?}{}", t.prompts.add, if t.prompts.negative.is_empty() { String::new() } else { format!(", negative: {:?}", t.prompts.negative) });
+                        }
+                    }
+                }
                 println!("  trainer {} {}, created {}", m.trainer.name, m.trainer.version, m.created);
                 for f in &m.files {
                     println!("  file {} ({} bytes)", f.path, f.bytes);

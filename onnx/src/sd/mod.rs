@@ -1,0 +1,146 @@
+//! The `sd` backbone: a fine-tuned Stable Diffusion checkpoint exported as
+//! text encoder, UNet and VAE graphs plus its tokenizer (schema/README.md,
+//! "Backbone sd"). Sampling happens in latent space around the selection;
+//! the result is composited back so pixels outside the selection stay exact.
+
+pub mod pipeline;
+pub mod step;
+pub mod text;
+
+use std::collections::HashMap;
+
+use crate::manifest::{DimSpec, Graph, Manifest, SdGraphs, SdModel, TensorSpec, Text};
+use crate::schedule::Scheduler;
+
+pub use pipeline::add_each;
+
+/// What only the sd backbone reads (the pixel path ignores it).
+#[derive(Debug, Clone, Default)]
+pub struct SdOptions {
+    /// Replaces `text.prompts.add`; `{subject}` and `{scene}` become the
+    /// concepts' identifier and class word (e.g. "qbz dog").
+    pub prompt: Option<String>,
+    /// Replaces `text.prompts.negative`.
+    pub negative_prompt: Option<String>,
+    pub scheduler: Scheduler,
+    /// CUDA only: capture the UNet in a CUDA graph and replay it each step.
+    pub cuda_graph: bool,
+}
+
+/// The classifier-free guidance scale the command line uses for sd bundles
+/// when `--guidance` is not given (as diffusers' pipelines).
+pub const DEFAULT_GUIDANCE: f32 = 7.5;
+
+/// `model` of an sd bundle: the rules the schema cannot state.
+pub(crate) fn check_model(m: &SdModel) -> Result<(), String> {
+    if m.channels != 3 || m.value_range != [-1, 1] {
+        return Err("model.channels must be 3 and model.value_range [-1, 1]".into());
+    }
+    if !(1..=64).contains(&m.vae_scale_factor) || !(1..=64).contains(&m.latent_channels) {
+        return Err("model.vae_scale_factor and model.latent_channels must be 1 to 64".into());
+    }
+    if m.size_multiple == 0 || m.size_multiple > 1024 || m.size_multiple % m.vae_scale_factor != 0 {
+        return Err(format!(
+            "model.size_multiple {} must be a multiple of model.vae_scale_factor {} (and at most 1024)",
+            m.size_multiple, m.vae_scale_factor
+        ));
+    }
+    if !(8..=8192).contains(&m.resolution) || m.min_size == 0 || m.min_size > 8192 {
+        return Err("model sizes are out of range".into());
+    }
+    if m.unet_in_channels != m.latent_channels && m.unet_in_channels != 2 * m.latent_channels + 1 {
+        return Err(format!(
+            "model.unet_in_channels {} is neither latent_channels ({}) nor an inpainting UNet's 2·latent_channels+1",
+            m.unet_in_channels, m.latent_channels
+        ));
+    }
+    if !(m.scaling_factor.is_finite() && m.scaling_factor > 0.0) {
+        return Err("model.scaling_factor must be a positive number".into());
+    }
+    if m.precision != "float32" && m.precision != "float16" {
+        return Err(format!("model.precision {:?} is neither \"float32\" nor \"float16\"", m.precision));
+    }
+    if m.base.name.trim().is_empty() {
+        return Err("model.base.name is empty".into());
+    }
+    Ok(())
+}
+
+/// A graph's inputs or outputs against the contract, by name: each
+/// (name, dtype, fixed sizes by axis, where the contract fixes them).
+fn check_io(graph: &str, what: &str, got: &[TensorSpec], want: &[(&str, &str, Vec<Option<i64>>)]) -> Result<(), String> {
+    let show = |v: &[TensorSpec]| v.iter().map(|t| format!("{} {} rank {}", t.name, t.dtype, t.shape.len())).collect::<Vec<_>>().join(", ");
+    let contract = want.iter().map(|(n, d, s)| format!("{n} {d} rank {}", s.len())).collect::<Vec<_>>().join(", ");
+    let mismatch = || format!("graphs.{graph}.{what} are [{}], the sd contract is [{contract}]", show(got));
+    if got.len() != want.len() {
+        return Err(mismatch());
+    }
+    let by_name: HashMap<&str, &TensorSpec> = got.iter().map(|t| (t.name.as_str(), t)).collect();
+    for (name, dtype, dims) in want {
+        let t = by_name.get(name).ok_or_else(mismatch)?;
+        if t.dtype != *dtype || t.shape.len() != dims.len() {
+            return Err(mismatch());
+        }
+        for (axis, (have, need)) in t.shape.iter().zip(dims).enumerate() {
+            if let (DimSpec::Fixed(h), Some(n)) = (have, need) {
+                if h != n {
+                    return Err(format!("graphs.{graph}: {name} has size {h} on axis {axis}, the bundle's model and text say {n}"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every sd graph's declared signature against the contract and the bundle's sizes.
+pub(crate) fn check_graphs(g: &SdGraphs, m: &SdModel, t: &Text) -> Result<(), String> {
+    let (l, d) = (Some(i64::from(t.max_length)), Some(i64::from(t.hidden_size)));
+    let (c, lc) = (Some(i64::from(m.unet_in_channels)), Some(i64::from(m.latent_channels)));
+    let check = |name: &str, gr: &Graph, ins: &[(&str, &str, Vec<Option<i64>>)], outs: &[(&str, &str, Vec<Option<i64>>)]| {
+        check_io(name, "inputs", &gr.inputs, ins)?;
+        check_io(name, "outputs", &gr.outputs, outs)
+    };
+    check("text_encoder", &g.text_encoder, &[("input_ids", "int64", vec![None, l])], &[("last_hidden_state", "float32", vec![None, l, d])])?;
+    check(
+        "unet",
+        &g.unet,
+        &[("sample", "float32", vec![None, c, None, None]), ("timestep", "int64", vec![None]), ("encoder_hidden_states", "float32", vec![None, l, d])],
+        &[("noise_pred", "float32", vec![None, lc, None, None])],
+    )?;
+    check("vae_encoder", &g.vae_encoder, &[("image", "float32", vec![None, Some(3), None, None])], &[("latent", "float32", vec![None, lc, None, None])])?;
+    check("vae_decoder", &g.vae_decoder, &[("latent", "float32", vec![None, lc, None, None])], &[("image", "float32", vec![None, Some(3), None, None])])?;
+    Ok(())
+}
+
+/// The prompt for Add: `--prompt` with its placeholders filled, else the bundle's.
+pub fn add_prompt(m: &Manifest, text: &Text, template: Option<&str>) -> crate::Result<String> {
+    let Some(tpl) = template else { return Ok(text.prompts.add.clone()) };
+    let phrase = |role: &str| {
+        m.tokens.concepts.iter().find(|c| c.role == role).map(|c| match &c.class_word {
+            Some(w) => format!("{} {w}", c.identifier),
+            None => c.identifier.clone(),
+        })
+    };
+    let mut out = String::new();
+    let mut rest = tpl;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let close = after.find('}').ok_or_else(|| crate::Error::bad(format!("--prompt {tpl:?}: a '{{' is not closed (placeholders are {{subject}} and {{scene}})")))?;
+        let key = &after[..close];
+        let value = match key {
+            "subject" => phrase("subject").ok_or_else(|| {
+                crate::Error::bad(format!("--prompt uses {{subject}}, but {:?} is a scene concept (it has no subject)", m.name))
+            })?,
+            "scene" => phrase("scene").ok_or_else(|| crate::Error::bad(format!("--prompt uses {{scene}}, but {:?} has no scene concept", m.name)))?,
+            other => return Err(crate::Error::bad(format!("--prompt: unknown placeholder {{{other}}} (use {{subject}} and {{scene}})"))),
+        };
+        out.push_str(&value);
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    if out.trim().is_empty() {
+        return Err(crate::Error::bad("--prompt is empty"));
+    }
+    Ok(out)
+}

@@ -1,0 +1,519 @@
+//! Add with an sd bundle: crop around the selection, scale it to the
+//! model's native area, place the subject, VAE-encode, noise to the
+//! strength, denoise with classifier-free guidance (known latents re-imposed
+//! outside the mask each step, or an inpainting UNet's extra channels),
+//! decode, and blend back through the selection.
+//!
+//! The latents stay where the UNet runs: every tensor of the loop is
+//! allocated on the session's device and bound with IoBinding, and the step
+//! after the UNet (guidance, scheduler, re-imposing) is a small ONNX graph
+//! ([`super::step`]) on the same device. On the CPU the same code runs with
+//! host memory, so the tests exercise the path the GPU takes.
+
+use std::time::{Duration, Instant};
+
+use image::{DynamicImage, GrayImage, RgbaImage};
+use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::Session;
+use ort::value::{Tensor, TensorRef};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use rand_core::SeedableRng;
+use rand_distr::StandardNormal;
+
+use crate::add::{AddOptions, AddOutput, AddStats, Sampler};
+use crate::bundle::Bundle;
+use crate::imageops::{self, Planes};
+use crate::manifest::Model;
+use crate::plan;
+use crate::runtime::{self, Device, ModelSource};
+use crate::schedule::{NoiseSchedule, Prediction, Scheduler, StepPlan};
+use crate::sd::step::{self, StepShape};
+use crate::sd::SdOptions;
+use crate::{Error, Progress, Result};
+
+fn check_options(o: &AddOptions, sd: &SdOptions) -> Result<()> {
+    if !(1..=1000).contains(&o.steps) {
+        return Err(Error::bad(format!("--steps {} is out of range (1 to 1000)", o.steps)));
+    }
+    if !(o.strength > 0.0 && o.strength <= 1.0) {
+        return Err(Error::bad(format!("--strength {} is out of range (above 0, at most 1)", o.strength)));
+    }
+    if !(o.guidance.is_finite() && (0.0..=30.0).contains(&o.guidance)) {
+        return Err(Error::bad(format!("--guidance {} is out of range (0 to 30)", o.guidance)));
+    }
+    if !(1..=64).contains(&o.variants) {
+        return Err(Error::bad(format!("--variants {} is out of range (1 to 64)", o.variants)));
+    }
+    if o.threads == Some(0) {
+        return Err(Error::bad("--threads must be at least 1"));
+    }
+    if sd.scheduler == Scheduler::DpmSolver2M && o.sampler == Sampler::Ddpm {
+        return Err(Error::bad("--sampler ddpm adds fresh noise every step, which DPM-Solver++(2M) does not: use it with --scheduler ddim"));
+    }
+    Ok(())
+}
+
+/// The device the bundle's precision allows: float16 graphs run on CUDA only.
+fn device_for(bundle: &Bundle, precision: &str, asked: Device) -> Result<Device> {
+    if precision != "float16" {
+        return Ok(asked);
+    }
+    let refuse = |why: String| {
+        Error::bad(format!(
+            "concept {:?} has float16 weights, which pie runs on CUDA only{why}: use --device cuda on a machine with an NVIDIA GPU, \
+             or learn the concept again with float32 weights (the trainer's fp32 export) to run it on the CPU",
+            bundle.name()
+        ))
+    };
+    match asked {
+        Device::Cpu => Err(refuse(String::from(" (--device cpu was asked)"))),
+        Device::Cuda => Ok(Device::Cuda),
+        Device::Auto => match runtime::probe_cuda()? {
+            Ok(()) => Ok(Device::Cuda),
+            Err(why) => Err(refuse(format!(", and CUDA cannot be used here ({why})"))),
+        },
+    }
+}
+
+/// Adds the bundle's subject into `selection` of `scene` with an sd bundle;
+/// each result goes to `sink` as soon as it is made (see [`crate::add::add_each`]).
+pub fn add_each(
+    bundle: &Bundle,
+    scene: &DynamicImage,
+    selection: &GrayImage,
+    opts: &AddOptions,
+    sd: &SdOptions,
+    progress: &mut dyn Progress,
+    sink: &mut dyn FnMut(AddOutput) -> Result<()>,
+) -> Result<()> {
+    let started = Instant::now();
+    check_options(opts, sd)?;
+    let m = &bundle.manifest;
+    let (Model::Sd(model), Some(text), Some(prompter)) = (&m.model, &m.text, &bundle.prompter) else {
+        return Err(Error::internal(format!("concept {:?} is not an sd bundle", bundle.name())));
+    };
+    let bbox = crate::add::check_selection(scene, selection)?;
+    let plan = plan::plan_sd(scene.width(), scene.height(), bbox, model)?;
+    let prompt = super::add_prompt(m, text, sd.prompt.as_deref())?;
+    let negative = sd.negative_prompt.clone().unwrap_or_else(|| text.prompts.negative.clone());
+    let device = device_for(bundle, &model.precision, opts.device)?;
+
+    progress.update(0.0, "loading the model");
+    if progress.cancelled() {
+        return Err(Error::Cancelled);
+    }
+    let path = |key: &str| bundle.graph_path(key).ok_or_else(|| Error::internal(format!("no {key} graph")));
+    let t0 = Instant::now();
+    let unet = runtime::open_with(ModelSource::File(&path("unet")?), device, opts.threads, sd.cuda_graph)?;
+    // Everything else on the device the UNet really got.
+    let dev = unet.device;
+    let note = unet.note.clone();
+    if let Some(n) = &note {
+        progress.update(0.0, n);
+    }
+    let mut unet = unet.session;
+    let open = |key: &str| -> Result<Session> { Ok(runtime::open_with(ModelSource::File(&path(key)?), dev, opts.threads, false)?.session) };
+    let mut text_encoder = open("text_encoder")?;
+    let mut vae_encoder = open("vae_encoder")?;
+    let mut vae_decoder = open("vae_decoder")?;
+
+    let vsf = model.vae_scale_factor as usize;
+    let (ww, wh) = (plan.work_w, plan.work_h);
+    let (lw, lh) = (ww / vsf, wh / vsf);
+    let lc = model.latent_channels as usize;
+    let guided = opts.guidance != 1.0;
+    let shape = StepShape { batch: if guided { 2 } else { 1 }, latent: lc, unet_in: model.unet_in_channels as usize, h: lh, w: lw };
+    let step_graph = step::graph(&shape);
+    let mut step_session = runtime::open_with(ModelSource::Bytes(&step_graph, "the step graph"), dev, Some(1), false)?.session;
+    let session_time = t0.elapsed();
+    let mut ort_time = Duration::ZERO;
+    let ie = |what: &'static str| move |e: ort::Error| Error::internal(format!("ONNX Runtime failed while running the {what} of {}: {e}", bundle.name()));
+
+    // Prompts → text embeddings, once: [negative, prompt] (just the prompt without guidance).
+    progress.update(0.0, "encoding the prompt");
+    let l = prompter.max_length();
+    let mut ids = Vec::with_capacity(shape.batch * l);
+    let prompts: Vec<&str> = if guided { vec![negative.as_str(), prompt.as_str()] } else { vec![prompt.as_str()] };
+    for p in &prompts {
+        let (v, cut) = prompter.ids(p).map_err(Error::bad)?;
+        if cut {
+            progress.update(-1.0, &format!("the prompt is longer than the text encoder's {} tokens; the rest is ignored", l - 2));
+        }
+        ids.extend(v);
+    }
+    let d = text.hidden_size as usize;
+    let t_run = Instant::now();
+    let ehs: Vec<f32> = {
+        let out = text_encoder
+            .run(ort::inputs!["input_ids" => TensorRef::from_array_view(([shape.batch, l], &ids[..])).map_err(ie("text encoder"))?])
+            .map_err(ie("text encoder"))?;
+        let (s, v) = out["last_hidden_state"].try_extract_tensor::<f32>().map_err(ie("text encoder"))?;
+        if v.len() != shape.batch * l * d {
+            return Err(Error::internal(format!("the text encoder of {} returned shape {s:?}, expected [{}, {l}, {d}]", bundle.name(), shape.batch)));
+        }
+        v.to_vec()
+    };
+
+    // The crop at working size, in the model's [-1, 1], with the subject placed.
+    let crop = imageops::read_rgb(scene, plan.crop);
+    let (cw, ch) = (plan.crop.w as usize, plan.crop.h as usize);
+    let mut mcrop = Vec::with_capacity(cw * ch);
+    for y in plan.crop.y..plan.crop.bottom() {
+        for x in plan.crop.x..plan.crop.right() {
+            mcrop.push(f32::from(selection.get_pixel(x, y).0[0]) / 255.0);
+        }
+    }
+    let sel = imageops::resize_plane(&mcrop, cw, ch, ww, wh);
+    let mut composite: Vec<f32> = imageops::resize(&crop, ww, wh).data.iter().map(|v| v * 2.0 - 1.0).collect();
+    if let Some(subject) = &bundle.subject {
+        place_subject(subject, plan.to_work(bbox), ww, wh, &sel, &mut composite);
+    }
+    // The mask at latent resolution: every cell the selection touches, grown by one cell.
+    let lmask = latent_mask(&sel, ww, wh, vsf);
+    let inpainting = shape.cond_channels() > 0;
+
+    progress.update(0.0, "encoding the image");
+    let mut image_batch = composite.clone();
+    if inpainting {
+        // diffusers: the masked image is the image with the region to generate set to 0.
+        let plane = ww * wh;
+        let mut masked = composite.clone();
+        for y in 0..wh {
+            for x in 0..ww {
+                if lmask[(y / vsf) * lw + x / vsf] > 0.5 {
+                    for c in 0..3 {
+                        masked[c * plane + y * ww + x] = 0.0;
+                    }
+                }
+            }
+        }
+        image_batch.extend(masked);
+    }
+    let nb = if inpainting { 2 } else { 1 };
+    let latents: Vec<f32> = {
+        let out = vae_encoder
+            .run(ort::inputs!["image" => TensorRef::from_array_view(([nb, 3, wh, ww], &image_batch[..])).map_err(ie("VAE encoder"))?])
+            .map_err(ie("VAE encoder"))?;
+        let (s, v) = out["latent"].try_extract_tensor::<f32>().map_err(ie("VAE encoder"))?;
+        if v.len() != nb * lc * lh * lw {
+            return Err(Error::internal(format!("the VAE encoder of {} returned shape {s:?}, expected [{nb}, {lc}, {lh}, {lw}]", bundle.name())));
+        }
+        v.to_vec()
+    };
+    ort_time += t_run.elapsed();
+    let n_lat = lc * lh * lw;
+    let known = latents[..n_lat].to_vec();
+    // Inpainting UNet: concat(latents, mask, masked-image latents), nothing re-imposed.
+    let (keep, cond): (Vec<f32>, Vec<f32>) = if inpainting {
+        let mut cond = lmask.clone();
+        cond.extend_from_slice(&latents[n_lat..]);
+        (vec![0.0; lh * lw], cond)
+    } else {
+        (lmask.iter().map(|m| 1.0 - m).collect(), Vec::new())
+    };
+
+    let schedule = &m.schedule;
+    let sched = NoiseSchedule::from_manifest(schedule);
+    let eta = if opts.sampler == Sampler::Ddpm { 1.0 } else { 0.0 };
+    let steps = sched.plan(sd.scheduler, Prediction::from_manifest(schedule), opts.steps, opts.strength, schedule.steps_offset.unwrap_or(0) as usize, eta);
+
+    let base = match scene {
+        DynamicImage::ImageLuma8(_) | DynamicImage::ImageLumaA8(_) | DynamicImage::ImageRgb8(_) | DynamicImage::ImageRgba8(_)
+        | DynamicImage::ImageLuma16(_) | DynamicImage::ImageLumaA16(_) | DynamicImage::ImageRgb16(_) | DynamicImage::ImageRgba16(_)
+        | DynamicImage::ImageRgb32F(_) | DynamicImage::ImageRgba32F(_) => scene.clone(),
+        other => DynamicImage::ImageRgba8(other.to_rgba8()),
+    };
+    let soft_owned;
+    let blend_mask = if imageops::is_hard(selection) {
+        let r = (bbox.w.min(bbox.h) / 24).clamp(1, 12);
+        soft_owned = imageops::feather_inward(selection, bbox, r);
+        &soft_owned
+    } else {
+        selection
+    };
+    let cuda_graph = sd.cuda_graph && dev == Device::Cuda;
+    let mut lp = Loop::new(&unet, dev, &shape, &ehs, l, d, &known, &keep, &cond, cuda_graph).map_err(ie("UNet"))?;
+    let n = steps.steps.len();
+    for v in 0..opts.variants {
+        let seed = opts.seed.wrapping_add(v as u64);
+        let mut stats = AddStats { session: session_time, steps: n, work_w: ww, work_h: wh, ..Default::default() };
+        let total = (opts.variants * n) as f64;
+        let mut on_step = |i: usize| -> Result<()> {
+            progress.update(
+                (v * n + i) as f64 / total,
+                &if opts.variants > 1 { format!("variant {}/{}: step {}/{}", v + 1, opts.variants, i, n) } else { format!("step {i}/{n}") },
+            );
+            if progress.cancelled() {
+                return Err(Error::Cancelled);
+            }
+            Ok(())
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let noise0 = normals(&mut rng, n_lat);
+        let (sa, s1) = (steps.abar_start.sqrt() as f32, (1.0 - steps.abar_start).sqrt() as f32);
+        let start: Vec<f32> = known.iter().zip(&noise0).map(|(k, e)| sa * k + s1 * e).collect();
+        let t_run = Instant::now();
+        let x = lp
+            .run(&mut unet, &mut step_session, &steps, opts.guidance, &start, &noise0, &mut rng, &mut on_step)
+            .map_err(|e| match e {
+                LoopError::Stop(e) => e,
+                LoopError::Ort(e) => ie("UNet")(e),
+            })?;
+        let decoded: Vec<f32> = {
+            let out = vae_decoder.run(ort::inputs!["latent" => &x]).map_err(ie("VAE decoder"))?;
+            let (s, v) = out["image"].try_extract_tensor::<f32>().map_err(ie("VAE decoder"))?;
+            if v.len() != 3 * wh * ww {
+                return Err(Error::internal(format!("the VAE decoder of {} returned shape {s:?}, expected [1, 3, {wh}, {ww}]", bundle.name())));
+            }
+            v.iter().map(|p| (p.clamp(-1.0, 1.0) + 1.0) * 0.5).collect()
+        };
+        stats.runtime = t_run.elapsed() + ort_time;
+        let res = imageops::resize(&Planes { c: 3, w: ww, h: wh, data: decoded }, cw, ch);
+        let mut image = base.clone();
+        imageops::blend_into(&mut image, plan.crop, &res, blend_mask);
+        stats.total = started.elapsed();
+        sink(AddOutput { seed, image, changed: bbox, device: dev, note: note.clone(), stats })?;
+    }
+    progress.update(1.0, "done");
+    Ok(())
+}
+
+fn normals(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.sample(StandardNormal)).collect()
+}
+
+/// 1 in every latent cell that any selected pixel falls in, dilated by one cell.
+pub fn latent_mask(sel: &[f32], w: usize, h: usize, f: usize) -> Vec<f32> {
+    let (lw, lh) = (w / f, h / f);
+    let mut cell = vec![false; lw * lh];
+    for y in 0..lh * f {
+        for x in 0..lw * f {
+            // Feathered edges below half a grey level are not the selection.
+            if sel[y * w + x] > 0.5 / 255.0 {
+                cell[(y / f) * lw + x / f] = true;
+            }
+        }
+    }
+    let mut out = vec![0.0; lw * lh];
+    for y in 0..lh {
+        for x in 0..lw {
+            let near = (y.saturating_sub(1)..(y + 2).min(lh)).any(|yy| (x.saturating_sub(1)..(x + 2).min(lw)).any(|xx| cell[yy * lw + xx]));
+            out[y * lw + x] = if near { 1.0 } else { 0.0 };
+        }
+    }
+    out
+}
+
+/// Places the subject (cut to its mask's bounds) to fit the selection's
+/// bounds `(x, y, w, h)` in working pixels, keeping its aspect, centred;
+/// alpha ∧ selection decides where. `comp` is planar RGB in [-1, 1].
+fn place_subject(subject: &RgbaImage, (sx, sy, sw, sh): (f64, f64, f64, f64), w: usize, h: usize, sel: &[f32], comp: &mut [f32]) {
+    let alpha = GrayImage::from_fn(subject.width(), subject.height(), |x, y| image::Luma([subject.get_pixel(x, y).0[3]]));
+    let Some(b) = imageops::mask_bbox(&alpha) else { return };
+    // Premultiplied, so the resampled edge does not pick up the colour under alpha 0.
+    let mut p = Planes::new(4, b.w as usize, b.h as usize);
+    let n = p.w * p.h;
+    for y in 0..b.h {
+        for x in 0..b.w {
+            let px = subject.get_pixel(b.x + x, b.y + y).0;
+            let a = f32::from(px[3]) / 255.0;
+            let i = (y * b.w + x) as usize;
+            for (c, v) in px.iter().take(3).enumerate() {
+                p.data[c * n + i] = f32::from(*v) / 255.0 * a;
+            }
+            p.data[3 * n + i] = a;
+        }
+    }
+    let fit = (sw / f64::from(b.w)).min(sh / f64::from(b.h));
+    let pw = ((f64::from(b.w) * fit).round() as usize).max(1);
+    let ph = ((f64::from(b.h) * fit).round() as usize).max(1);
+    let r = imageops::resize(&p, pw, ph);
+    let ox = (sx + (sw - pw as f64) / 2.0).round() as isize;
+    let oy = (sy + (sh - ph as f64) / 2.0).round() as isize;
+    let (rn, wn) = (pw * ph, w * h);
+    for y in 0..ph {
+        for x in 0..pw {
+            let (tx, ty) = (ox + x as isize, oy + y as isize);
+            if tx < 0 || ty < 0 || tx >= w as isize || ty >= h as isize {
+                continue;
+            }
+            let t = ty as usize * w + tx as usize;
+            let i = y * pw + x;
+            let a = r.data[3 * rn + i];
+            let m = (a * sel[t]).clamp(0.0, 1.0);
+            if m <= 0.0 {
+                continue;
+            }
+            for c in 0..3 {
+                let col = if a > 1e-6 { (r.data[c * rn + i] / a).clamp(0.0, 1.0) } else { 0.0 };
+                comp[c * wn + t] = m * (col * 2.0 - 1.0) + (1.0 - m) * comp[c * wn + t];
+            }
+        }
+    }
+}
+
+enum LoopError {
+    /// Cancelled, or the progress callback's error.
+    Stop(Error),
+    Ort(ort::Error),
+}
+
+impl From<ort::Error> for LoopError {
+    fn from(e: ort::Error) -> Self {
+        LoopError::Ort(e)
+    }
+}
+
+/// The tensors of the denoising loop, allocated once on the device.
+struct Loop {
+    dev: Device,
+    alloc: Allocator,
+    shape: StepShape,
+    /// The UNet's input batch, written by the step graph.
+    sample: Tensor<f32>,
+    noise_pred: Tensor<f32>,
+    /// x and x̂0, ping-pong: step k reads [k % 2] and writes [1 − k % 2].
+    x: [Tensor<f32>; 2],
+    x0: [Tensor<f32>; 2],
+    ehs: Tensor<f32>,
+    known: Tensor<f32>,
+    keep: Tensor<f32>,
+    /// Inpainting: mask and masked-image latents, [1, C − lc, h, w].
+    cond: Option<Tensor<f32>>,
+    cond_host: Vec<f32>,
+    /// CUDA graphs replay fixed device addresses: the timestep lives on the device too.
+    timestep: Option<Tensor<i64>>,
+}
+
+impl Loop {
+    #[allow(clippy::too_many_arguments)]
+    fn new(unet: &Session, dev: Device, shape: &StepShape, ehs: &[f32], l: usize, d: usize, known: &[f32], keep: &[f32], cond: &[f32], cuda_graph: bool) -> ort::Result<Loop> {
+        let alloc = if dev == Device::Cuda {
+            Allocator::new(unet, MemoryInfo::new(AllocationDevice::CUDA, 0, AllocatorType::Device, MemoryType::Default)?)?
+        } else {
+            Allocator::default()
+        };
+        let (b, lc, h, w) = (shape.batch, shape.latent, shape.h, shape.w);
+        let lat = [1, lc, h, w];
+        let up = |data: &[f32], s: &[usize]| upload(&alloc, dev, data, s);
+        let zeros = vec![0.0f32; lc * h * w];
+        Ok(Loop {
+            dev,
+            shape: *shape,
+            sample: up(&vec![0.0; b * shape.unet_in * h * w], &[b, shape.unet_in, h, w])?,
+            noise_pred: up(&vec![0.0; b * lc * h * w], &[b, lc, h, w])?,
+            x: [up(&zeros, &lat)?, up(&zeros, &lat)?],
+            x0: [up(&zeros, &lat)?, up(&zeros, &lat)?],
+            ehs: up(ehs, &[b, l, d])?,
+            known: up(known, &lat)?,
+            keep: up(keep, &[1, 1, h, w])?,
+            cond: if shape.cond_channels() > 0 { Some(up(cond, &[1, shape.cond_channels(), h, w])?) } else { None },
+            cond_host: cond.to_vec(),
+            timestep: if cuda_graph { Some(Tensor::<i64>::new(&alloc, [b])?) } else { None },
+            alloc,
+        })
+    }
+
+
+    /// Runs every step of `plan` from `start`; returns x at the end (on the device).
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &mut self,
+        unet: &mut Session,
+        step_session: &mut Session,
+        plan: &StepPlan,
+        guidance: f32,
+        start: &[f32],
+        noise0: &[f32],
+        rng: &mut ChaCha8Rng,
+        on_step: &mut dyn FnMut(usize) -> Result<()>,
+    ) -> std::result::Result<Tensor<f32>, LoopError> {
+        let s = self.shape;
+        let (b, n_lat, plane) = (s.batch, s.latent * s.h * s.w, s.h * s.w);
+        // The first UNet input: [x ⊕ cond] for each batch entry.
+        let mut first = Vec::with_capacity(b * s.unet_in * plane);
+        for _ in 0..b {
+            first.extend_from_slice(start);
+            first.extend_from_slice(&self.cond_host);
+        }
+        fill(self.dev, &mut self.sample, &first)?;
+        fill(self.dev, &mut self.x[0], start)?;
+        let noise0_t = upload(&self.alloc, self.dev, noise0, &[1, s.latent, s.h, s.w])?;
+
+        let mut ub = unet.create_binding()?;
+        ub.bind_input("sample", &self.sample)?;
+        ub.bind_input("encoder_hidden_states", &self.ehs)?;
+        if let Some(t) = &self.timestep {
+            ub.bind_input("timestep", t)?;
+        }
+        ub.bind_output("noise_pred", &mut self.noise_pred)?;
+        let mut sb = [step_session.create_binding()?, step_session.create_binding()?];
+        for (k, bnd) in sb.iter_mut().enumerate() {
+            bnd.bind_input("noise_pred", &self.noise_pred)?;
+            bnd.bind_input("x", &self.x[k])?;
+            bnd.bind_input("x0_prev", &self.x0[k])?;
+            bnd.bind_input("known", &self.known)?;
+            bnd.bind_input("noise0", &noise0_t)?;
+            bnd.bind_input("keep", &self.keep)?;
+            if let Some(c) = &self.cond {
+                bnd.bind_input("cond", c)?;
+            }
+            bnd.bind_output("x_next", &mut self.x[1 - k])?;
+            bnd.bind_output("x0", &mut self.x0[1 - k])?;
+            bnd.bind_output("sample", &mut self.sample)?;
+        }
+        let zeros = vec![0.0f32; n_lat];
+        let mut z = vec![0.0f32; n_lat];
+        for (i, st) in plan.steps.iter().enumerate() {
+            on_step(i).map_err(LoopError::Stop)?;
+            let tv = Tensor::from_array((vec![b], vec![st.t; b]))?;
+            match &mut self.timestep {
+                Some(t) => tv.copy_into(t)?,
+                None => ub.bind_input("timestep", &tv)?,
+            }
+            unet.run_binding(&ub)?;
+            let k = i % 2;
+            // Fresh noise only where the scheduler adds some (DDIM with η > 0).
+            let zt = if st.s > 0.0 {
+                z.iter_mut().for_each(|v| *v = rng.sample(StandardNormal));
+                Tensor::from_array((vec![1, s.latent, s.h, s.w], z.clone()))?
+            } else {
+                Tensor::from_array((vec![1, s.latent, s.h, s.w], zeros.clone()))?
+            };
+            let coef = Tensor::from_array((vec![9usize], st.coef(guidance).to_vec()))?;
+            sb[k].bind_input("z", &zt)?;
+            sb[k].bind_input("coef", &coef)?;
+            step_session.run_binding(&sb[k])?;
+        }
+        on_step(plan.steps.len()).map_err(LoopError::Stop)?;
+        drop(ub);
+        drop(sb);
+        let last = plan.steps.len() % 2;
+        // Hand the result out; a fresh buffer takes its place for the next result.
+        let fresh = upload(&self.alloc, self.dev, &zeros, &[1, s.latent, s.h, s.w])?;
+        Ok(std::mem::replace(&mut self.x[last], fresh))
+    }
+}
+
+/// Overwrites a tensor's contents in place (its address stays, as CUDA graphs need).
+fn fill(dev: Device, t: &mut Tensor<f32>, data: &[f32]) -> ort::Result<()> {
+    if dev == Device::Cuda {
+        let cpu = Tensor::from_array((t.shape().to_vec(), data.to_vec()))?;
+        cpu.copy_into(t)
+    } else {
+        t.try_extract_tensor_mut::<f32>()?.1.copy_from_slice(data);
+        Ok(())
+    }
+}
+
+/// A tensor on `dev` holding `data`.
+fn upload(alloc: &Allocator, dev: Device, data: &[f32], shape: &[usize]) -> ort::Result<Tensor<f32>> {
+    let cpu = Tensor::from_array((shape.to_vec(), data.to_vec()))?;
+    if dev != Device::Cuda {
+        return Ok(cpu);
+    }
+    let mut t = Tensor::<f32>::new(alloc, shape.to_vec())?;
+    cpu.copy_into(&mut t)?;
+    Ok(t)
+}
