@@ -392,6 +392,49 @@ pub mod write {
         m
     }
 
+    /// A node with integer-list attributes, e.g. Conv's `strides`.
+    pub fn node_ints(op: &str, inputs: &[&str], outputs: &[&str], attrs: &[(&str, &[i64])]) -> Msg {
+        let mut m = node(op, inputs, outputs);
+        for (name, vs) in attrs {
+            // AttributeProto: name = 1, ints = 8, type = 20 (INTS = 7).
+            let mut a = Msg::default().str(1, name);
+            for v in *vs {
+                a = a.int(8, *v);
+            }
+            m = m.msg(5, &a.int(20, 7));
+        }
+        m
+    }
+
+    /// A float16 tensor (values rounded from f32; tests only need simple ones).
+    pub fn tensor_f16(name: &str, dims: &[i64], data: &[f32]) -> Msg {
+        let mut m = Msg::default();
+        for d in dims {
+            m = m.int(1, *d);
+        }
+        let raw: Vec<u8> = data.iter().flat_map(|v| f32_to_f16(*v).to_le_bytes()).collect();
+        m.int(2, i64::from(super::FLOAT16)).str(8, name).bytes(9, &raw)
+    }
+
+    /// IEEE half from f32, rounding to nearest (normal range; smaller → 0, larger → inf).
+    pub fn f32_to_f16(v: f32) -> u16 {
+        let b = v.to_bits();
+        let sign = ((b >> 16) & 0x8000) as u16;
+        let exp = ((b >> 23) & 0xff) as i32 - 127 + 15;
+        let man = b & 0x7f_ffff;
+        if exp <= 0 {
+            return sign;
+        }
+        if exp >= 31 {
+            return sign | 0x7c00;
+        }
+        let mut h = u32::from(sign) | ((exp as u32) << 10) | (man >> 13);
+        if man & 0x1000 != 0 {
+            h += 1;
+        }
+        h as u16
+    }
+
     /// ModelProto (IR 8, opset 17) around the given graph parts.
     pub fn model(nodes: &[Msg], inits: &[Msg], inputs: &[Msg], outputs: &[Msg]) -> Vec<u8> {
         let mut g = Msg::default();

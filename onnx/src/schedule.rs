@@ -210,7 +210,8 @@ fn round_half_even(v: f64) -> f64 {
 /// diffusers pipelines cut it: the last min(floor(n·strength), n) (at least one).
 pub fn strength_cut(ts: &[usize], strength: f32) -> &[usize] {
     let n = ts.len();
-    let init = ((n as f64 * f64::from(strength)).floor() as usize).clamp(1, n);
+    // strength is an f32 (0.7 is 0.69999998…): a hair of slack keeps int(10 × 0.7) = 7 as in Python.
+    let init = ((n as f64 * f64::from(strength) + 1e-6).floor() as usize).clamp(1, n);
     &ts[n - init..]
 }
 
@@ -356,5 +357,74 @@ mod tests {
         // DDPM: variance keeps the marginal
         let d = step_coef(a_t, a_p, 1.0);
         assert!((d.c_eps * d.c_eps + d.sigma * d.sigma - (1.0 - a_p)).abs() < 1e-12);
+    }
+
+    fn sd15(pred: &str) -> (NoiseSchedule, Prediction) {
+        let s = Schedule {
+            kind: "ddpm".into(),
+            num_train_timesteps: 1000,
+            beta_schedule: "scaled_linear".into(),
+            beta_start: 0.00085,
+            beta_end: 0.012,
+            prediction_type: pred.into(),
+            steps_offset: Some(1),
+        };
+        (NoiseSchedule::from_manifest(&s), Prediction::from_manifest(&s))
+    }
+
+    /// Values from diffusers 0.42.1 (DDIMScheduler with steps_offset 1,
+    /// set_alpha_to_one False; DPMSolverMultistepScheduler dpmsolver++ order 2),
+    /// 10 steps at strength 0.7 as the img2img pipelines cut them, on x = [0.3, −1.2, 0.8]
+    /// with the model output 0.5·x + 0.001·t − 0.2. (diffusers works in f32, hence 1e-4.)
+    #[test]
+    fn ddim_and_dpm_solver_match_diffusers() {
+        type Case = (Scheduler, &'static str, [usize; 7], [f64; 3], [f64; 3]);
+        let cases: [Case; 4] = [
+            (Scheduler::Ddim, "epsilon", [601, 501, 401, 301, 201, 101, 1], [0.2001766338813883, -1.50428251050758, 0.7683296820110446], [0.08826064973872799, -1.6716448011263123, 0.6748958000270747]),
+            (Scheduler::DpmSolver2M, "epsilon", [699, 599, 500, 400, 300, 200, 100], [0.1458131575467274, -1.6314776849976478, 0.7382433986584226], [0.0194862169104385, -1.961411915542293, 0.6797855190048486]),
+            (Scheduler::Ddim, "v_prediction", [601, 501, 401, 301, 201, 101, 1], [0.2197370980814743, -1.160217205578323, 0.6797218659680735], [0.08575024956875407, -0.6464419194108718, 0.32981430589529626]),
+            (Scheduler::DpmSolver2M, "v_prediction", [699, 599, 500, 400, 300, 200, 100], [0.21917640565472948, -1.1789295944443472, 0.6852116992846584], [0.09295960036828474, -0.6445224538317087, 0.3387869093477489]),
+        ];
+        assert_eq!(ddim_timesteps(1000, 10, 1), vec![901, 801, 701, 601, 501, 401, 301, 201, 101, 1]);
+        assert_eq!(dpm_timesteps(1000, 10), vec![999, 899, 799, 699, 599, 500, 400, 300, 200, 100]);
+        for (sch, pred, ts, first, last) in cases {
+            let (sched, p) = sd15(pred);
+            let plan = sched.plan(sch, p, 10, 0.7, 1, 0.0);
+            let got: Vec<usize> = plan.steps.iter().map(|s| s.t as usize).collect();
+            assert_eq!(got, ts, "{sch} {pred}");
+            let mut x = [0.3f64, -1.2, 0.8];
+            let mut x0_prev = [0.0f64; 3];
+            for (i, st) in plan.steps.iter().enumerate() {
+                let mut x0 = [0.0; 3];
+                for k in 0..3 {
+                    let out = 0.5 * x[k] + 0.001 * st.t as f64 - 0.2;
+                    x0[k] = st.a * x[k] + st.b * out;
+                    x[k] = st.p * x[k] + st.q * x0[k] + st.r * x0_prev[k];
+                }
+                x0_prev = x0;
+                let want = if i == 0 { Some(first) } else if i + 1 == plan.steps.len() { Some(last) } else { None };
+                if let Some(w) = want {
+                    for k in 0..3 {
+                        assert!((x[k] - w[k]).abs() < 1e-4, "{sch} {pred} step {i}: {x:?} vs diffusers {w:?}");
+                    }
+                }
+            }
+            // The known latents are re-imposed at the next step's level, clean after the last.
+            let l = plan.steps.last().unwrap();
+            assert_eq!((l.keep_a, l.keep_n), (1.0, 0.0));
+            assert!((plan.steps[0].keep_a - sched.alphas_cumprod[ts[1]].sqrt()).abs() < 1e-12);
+            assert!((plan.abar_start - sched.alphas_cumprod[ts[0]]).abs() < 1e-12);
+        }
+    }
+
+    #[test]
+    fn strength_cuts_like_the_diffusers_pipelines() {
+        let ts: Vec<usize> = (0..10).rev().collect();
+        assert_eq!(strength_cut(&ts, 0.7).len(), 7);
+        assert_eq!(strength_cut(&ts, 1.0).len(), 10);
+        assert_eq!(strength_cut(&ts, 0.01), &[0]);
+        assert_eq!(strength_cut(&(0..50).rev().collect::<Vec<_>>(), 0.3).len(), 15);
+        assert_eq!("dpm++2m".parse::<Scheduler>().unwrap(), Scheduler::DpmSolver2M);
+        assert!("euler".parse::<Scheduler>().is_err());
     }
 }

@@ -5,6 +5,8 @@
 
 pub mod pipeline;
 pub mod step;
+#[doc(hidden)]
+pub mod testkit;
 pub mod text;
 
 use std::collections::HashMap;

@@ -507,13 +507,10 @@ fn fill(dev: Device, t: &mut Tensor<f32>, data: &[f32]) -> ort::Result<()> {
     }
 }
 
-/// A tensor on `dev` holding `data`.
+/// A tensor on `dev` holding `data`, allocated by ONNX Runtime (only such
+/// tensors can be bound to outputs).
 fn upload(alloc: &Allocator, dev: Device, data: &[f32], shape: &[usize]) -> ort::Result<Tensor<f32>> {
-    let cpu = Tensor::from_array((shape.to_vec(), data.to_vec()))?;
-    if dev != Device::Cuda {
-        return Ok(cpu);
-    }
     let mut t = Tensor::<f32>::new(alloc, shape.to_vec())?;
-    cpu.copy_into(&mut t)?;
+    fill(dev, &mut t, data)?;
     Ok(t)
 }
