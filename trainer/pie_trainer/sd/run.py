@@ -375,7 +375,7 @@ def execute(job: SdJob, rt: SdRuntime, progress: Progress, stop: StopFlag) -> Pa
             if stop():
                 raise _cancel_from_weights(job, staging.file(WEIGHTS), saved, ckdir, s)
         del exp_parts
-        tokenizer.backend_tokenizer.save(str(staging.file(TOKENIZER)))
+        save_tokenizer(tokenizer, staging.file(TOKENIZER))
         written.append(TOKENIZER)
         if job.stage == 1:
             # At the largest scale Stage II's replay crops use, so they are never upsampled.
@@ -442,6 +442,16 @@ def _cancel_from_weights(job: SdJob, weights: Path, saved: dict[str, Any] | None
                    "trainable": state, "opt": None, "gen": None, "scaler": None, "extra": {"meta": job.meta},
                    "finished": True}, ckdir / ck.STATE)
     return Cancelled(job.stage, s.steps, str(ckdir))
+
+
+def save_tokenizer(tokenizer: Any, path: Path) -> None:
+    """tokenizer.json without the padding and truncation transformers leaves switched on in its backend:
+    the engine encodes without special tokens and adds bos/eos/pad itself (schema/README.md)."""
+    from tokenizers import Tokenizer
+    t = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    t.no_padding()
+    t.no_truncation()
+    t.save(str(path))
 
 
 def export_precision(requested: str, device: torch.device) -> str:
