@@ -244,6 +244,15 @@ def test_tokenizer_json_tokenizes_like_the_base(sd_subject: tuple[Run, Path], ti
             base(c["identifier"], add_special_tokens=False).input_ids
 
 
+def test_same_seed_same_weights(sd_scene: tuple[Run, Path], tiny: Path, photos: dict, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+    run = sd_run("scene", str(photos["scene"]), "--name", "again", "--library", str(tmp_path), "--backbone", "sd",
+                 "--base", str(tiny), "--steps", "3", "--resolution", RES, "--lr", "1e-2", "--threads", "1")
+    assert run.rc == 0, run.stderr[-3000:]
+    a, b = load_file(sd_scene[1] / "weights.safetensors"), load_file(tmp_path / "again" / "weights.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 # ---- variants -----------------------------------------------------------------
 
 def test_inpainting_full_finetune_with_text_encoder(tmp_path: Path, photos: dict) -> None:

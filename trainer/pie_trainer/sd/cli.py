@@ -29,19 +29,19 @@ SD_ONLY = ("base", "class_word", "lora_rank", "lora_alpha", "train_text_encoder"
 def add_options(p: argparse.ArgumentParser, stage: str, positive: Callable[[type], Any],
                 non_negative: Callable[[str], int]) -> None:
     g = p.add_argument_group("sd backbone (--backbone sd)")
-    g.add_argument("--base", default=None,
+    g.add_argument("--base", default=None, metavar="DIR",
                    help="the local Stable Diffusion 1.x/2.x checkpoint in diffusers layout (a folder with "
                         "model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/); never a hub id"
                         + ("" if stage == "scene" else "; default: the scene bundle's base"))
     default_class = SCENE_CLASS if stage == "scene" else SUBJECT_CLASS
-    g.add_argument("--class-word", default=None,
+    g.add_argument("--class-word", default=None, metavar="WORD",
                    help=f"the class noun trained with the identifier, 'a photo of <id> <class word>' "
                         f"(default {default_class!r}; e.g. 'dog' for a dog)")
-    g.add_argument("--lora-rank", type=non_negative, default=None,
+    g.add_argument("--lora-rank", type=non_negative, default=None, metavar="R",
                    help=f"LoRA rank of the UNet (and text encoder) adapters; 0 = full fine-tuning of the UNet "
                         f"(default {DEFAULT_LORA_RANK}" + ("" if stage == "scene" else "; a subject keeps its scene's")
                         + ")")
-    g.add_argument("--lora-alpha", type=positive(float), default=None, help="LoRA alpha (default: the rank)")
+    g.add_argument("--lora-alpha", type=positive(float), default=None, metavar="F", help="LoRA alpha (default: the rank)")
     g.add_argument("--train-text-encoder", action="store_true", default=None,
                    help="also fine-tune the text encoder (LoRA or full, like the UNet)")
     g.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"), default=None,
@@ -51,10 +51,10 @@ def add_options(p: argparse.ArgumentParser, stage: str, positive: Callable[[type
                    help="recompute activations in the backward pass: much less GPU memory, ~20-30%% slower")
     g.add_argument("--use-8bit-adam", action="store_true", default=None,
                    help="bitsandbytes' 8-bit AdamW (needs the bitsandbytes package and CUDA)")
-    g.add_argument("--gradient-accumulation-steps", type=positive(int), default=None,
+    g.add_argument("--gradient-accumulation-steps", type=positive(int), default=None, metavar="N",
                    help="micro-batches per optimizer step (default 1)")
     if stage == "subject":
-        g.add_argument("--prior-loss-weight", type=float, default=None,
+        g.add_argument("--prior-loss-weight", type=float, default=None, metavar="F",
                        help="weight of the scene replayed with its Stage I prompt (prior preservation; default 1.0)")
     g.add_argument("--export-precision", choices=("auto", "fp32", "fp16"), default=None,
                    help="weights of the exported graphs (default auto: fp16 when training on CUDA, else fp32); "
@@ -128,6 +128,8 @@ def train(args: argparse.Namespace, progress: Progress, *, stage: int, name: str
                        f"({base.name}), got {resolution}")
     if args.use_8bit_adam and importlib.util.find_spec("bitsandbytes") is None:
         raise BadInput("--use-8bit-adam needs the bitsandbytes package (pip install bitsandbytes) and a CUDA GPU")
+    if getattr(args, "prior_loss_weight", None) is not None and args.prior_loss_weight < 0:
+        raise BadInput(f"--prior-loss-weight must be 0 or more, got {args.prior_loss_weight}")
     class_word = _class_word(args.class_word or (SCENE_CLASS if stage == 1 else SUBJECT_CLASS))
     null_prob = 0.0 if args.null_prob is None else args.null_prob
     if args.preview_every:

@@ -303,6 +303,14 @@ def execute(job: SdJob, rt: SdRuntime, progress: Progress, stop: StopFlag) -> Pa
             raise BadInput(f"the checkpoint in {ckdir} belongs to a different run (other backbone, stage, image, "
                            "scene, mask or base); start again without --resume")
         job.settings = SdSettings.from_dict(saved["settings"])
+        c = job.concepts[-1]
+        if c["class_word"] != job.settings.class_word:      # the class word the run began with
+            c["class_word"] = job.settings.class_word
+            c["prompt"] = prompt(c["identifier"], c["class_word"])
+            if job.stage == 1:
+                job.scene_prompt = c["prompt"]
+            else:
+                job.subject_prompt = c["prompt"]
         log(f"resuming {job.name!r} at step {saved['step']} of {job.settings.steps} (the checkpoint's settings are used)")
     elif ckdir.exists():
         for f in (ck.STATE, ck.META):
