@@ -16,6 +16,7 @@ from typing import Sequence
 
 from .errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_DONE, EXIT_INTERNAL, BadInput, Cancelled, is_disk_full
 from .progress import Progress, claim_stdout, log
+from .sd import cli as sd_cli
 from .settings import PRESETS
 
 
@@ -45,6 +46,10 @@ class _Parser(argparse.ArgumentParser):
 
 def _training_knobs(p: argparse.ArgumentParser, stage: str) -> None:
     d, q = PRESETS[stage]["default"], PRESETS[stage]["quick"]
+    p.add_argument("--backbone", choices=("pixel-unet", "sd"), default=None,
+                   help="pixel-unet: the small embedded model trained from scratch; sd: DreamBooth on a local "
+                        "Stable Diffusion checkpoint (--base). Default: pixel-unet for a scene, the scene's "
+                        "backbone for a subject")
     p.add_argument("--name", required=True, help="the concept's name in the library (a-z, 0-9, _ and -)")
     p.add_argument("--library", default=None,
                    help="the concept library (default: $PIE_HOME, else $XDG_DATA_HOME/pie, else ~/.local/share/pie)")
@@ -65,13 +70,15 @@ def _training_knobs(p: argparse.ArgumentParser, stage: str) -> None:
                    help="timed steps per precision mode when --precision auto (0: fp32 without timing; default 6)")
     p.add_argument("--force", action="store_true", help="replace an existing concept of the same name")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint of a cancelled run")
-    p.add_argument("--preview-every", type=_non_negative_int, default=250,
-                   help="write a preview grid every N steps (0: never; default 250)")
-    p.add_argument("--checkpoint-every", type=_non_negative_int, default=500,
-                   help="write a resumable checkpoint every N steps (0: only when stopped; default 500)")
-    p.add_argument("--null-prob", type=float, default=0.1,
-                   help="probability of the null token, for classifier-free guidance (default 0.1)")
-    p.add_argument("--ema", type=float, default=0.999, help="largest EMA decay (default 0.999)")
+    p.add_argument("--preview-every", type=_non_negative_int, default=None,
+                   help="write a preview grid every N steps (0: never; default 250; pixel-unet only)")
+    p.add_argument("--checkpoint-every", type=_non_negative_int, default=None,
+                   help="write a resumable checkpoint every N steps (0: only when stopped; default 500; "
+                        "sd: 200 with LoRA, 0 with full fine-tuning)")
+    p.add_argument("--null-prob", type=float, default=None,
+                   help="probability of the null token (sd: the empty prompt), for classifier-free guidance "
+                        "(default 0.1; sd 0)")
+    p.add_argument("--ema", type=float, default=None, help="largest EMA decay (default 0.999; pixel-unet only)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="side of the square training crops, a multiple of 4 (default 64, quick 32)")
     sc.add_argument("--scene-short-side", type=_positive(int),
                     help="short side the scene is learned at and sampled at (default 2 x resolution)")
-    sc.add_argument("--channels", type=_positive(int), default=32, help="UNet base channels (default 32)")
+    sc.add_argument("--channels", type=_positive(int), default=None,
+                    help="UNet base channels (default 32; pixel-unet only)")
+    sd_cli.add_options(sc, "scene", _positive, _non_negative_int)
 
     su = sub.add_parser("subject", help="Stage II: learn a subject, growing from a scene bundle")
     su.add_argument("image", help="the subject photograph")
@@ -95,8 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     _training_knobs(su, "subject")
     su.add_argument("--resolution", type=_positive(int),
                     help="working size of the subject view, a multiple of 4 (default: the scene's resolution)")
-    su.add_argument("--replay", type=float, default=0.5,
-                    help="fraction of each batch replaying the scene (prior preservation; default 0.5)")
+    su.add_argument("--replay", type=float, default=None,
+                    help="fraction of each batch replaying the scene (prior preservation; default 0.5; "
+                         "pixel-unet only)")
+    sd_cli.add_options(su, "subject", _positive, _non_negative_int)
 
     sa = sub.add_parser("sample", help="PyTorch reference sampler (DDIM, classifier-free guidance)")
     src = sa.add_mutually_exclusive_group(required=True)
@@ -171,7 +182,7 @@ def _file_sha256(path: str) -> str:
 def _train(args: argparse.Namespace, progress: Progress) -> int:
     # Everything that can be refused is checked before torch is imported.
     from .images import alpha_mask, load_image, load_mask
-    from .library import check_name, library_path, new_identifier, taken_identifiers
+    from .library import NAME_RE, check_name, library_path, new_identifier, read_manifest, taken_identifiers
 
     stage = 1 if args.command == "scene" else 2
     name = check_name(args.name)
@@ -181,6 +192,22 @@ def _train(args: argparse.Namespace, progress: Progress) -> int:
     if (library / name).exists() and not args.force:
         raise BadInput(f"a concept named {name!r} already exists in {library}; "
                        "choose another name or pass --force to replace it")
+    backbone = args.backbone
+    if stage == 2 and backbone is None:
+        scene_manifest = read_manifest(library / args.scene) if NAME_RE.match(args.scene) else None
+        backbone = (scene_manifest or {}).get("backbone")
+        backbone = backbone if backbone in ("pixel-unet", "sd") else None
+    backbone = backbone or "pixel-unet"
+    sd_cli.refuse_mixed(args, backbone)
+    if backbone == "pixel-unet":
+        for opt, default in (("null_prob", 0.1), ("ema", 0.999), ("preview_every", 250), ("checkpoint_every", 500),
+                             ("channels", 32), ("replay", 0.5)):
+            if getattr(args, opt, None) is None and hasattr(args, opt):
+                setattr(args, opt, default)
+    if args.null_prob is not None and not 0.0 <= args.null_prob < 1.0:
+        raise BadInput(f"--null-prob must be in [0, 1), got {args.null_prob}")
+    if backbone == "sd":
+        return _train_sd(args, progress, stage, name, library)
     if args.resolution is not None and args.resolution % 4:
         raise BadInput(f"--resolution must be a multiple of 4, got {args.resolution}")
     if not 0.0 <= args.null_prob < 1.0:
@@ -287,6 +314,31 @@ def _train(args: argparse.Namespace, progress: Progress) -> int:
             job.concepts[-1]["identifier"] = json.loads(ck_meta.read_text(encoding="utf-8"))["identifier"]
     execute(job, rt, progress, stop)
     return EXIT_DONE
+
+
+def _train_sd(args: argparse.Namespace, progress: Progress, stage: int, name: str, library: Path) -> int:
+    from .images import alpha_mask, load_image, load_mask
+    from .library import check_name
+
+    image = load_image(args.image, "scene image" if stage == 1 else "subject image")
+    if image.downscaled:
+        log(f"{args.image} is {image.source_size[0]}x{image.source_size[1]}; working on a downscaled copy "
+            f"({image.image.size[0]}x{image.image.size[1]})")
+    mask = None
+    mask_sha = None
+    if stage == 2:
+        check_name(args.scene)
+        if args.scene == name:
+            raise BadInput("the subject needs a name of its own, different from the scene's")
+        if args.mask:
+            mask = load_mask(args.mask, image)
+            mask_sha = _file_sha256(args.mask)
+        else:
+            mask = alpha_mask(image)
+            if mask is not None:
+                log("using the subject image's alpha channel as its mask")
+    return sd_cli.train(args, progress, stage=stage, name=name, library=library, image=image, mask=mask,
+                        mask_sha=mask_sha)
 
 
 def console_main() -> None:

@@ -79,8 +79,12 @@ def test_subject_scene_of_another_backbone(own_library: Path, photos: dict) -> N
     m["backbone"] = "sd"
     (sd / "bundle.json").write_text(json.dumps(m))
     run = run_trainer("subject", str(photos["subject"]), "--scene", "sdscene", "--name", "x",
-                      "--library", str(own_library))
+                      "--library", str(own_library), "--backbone", "pixel-unet")
     refused(run, "backbone 'sd'")
+    # Without --backbone a subject follows its scene's backbone: this fake sd scene is not a valid sd bundle.
+    run = run_trainer("subject", str(photos["subject"]), "--scene", "sdscene", "--name", "x",
+                      "--library", str(own_library))
+    refused(run, "'sdscene' is not a valid bundle")
 
 
 def test_subject_scene_is_a_subject(subject_bundle: Path, library: Path, photos: dict) -> None:

@@ -1,0 +1,220 @@
+"""The `--backbone sd` side of `python -m pie_trainer scene|subject`.
+
+`add_options` declares the sd knobs on both sub-commands (defaults None, so
+the pixel path can refuse them); `train` checks everything that can be
+refused before torch or diffusers is imported, then runs `run.execute`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+from typing import Any, Callable
+
+from ..errors import BadInput
+from ..progress import Progress, log
+from .settings import (DEFAULT_LORA_RANK, DEFAULT_RESOLUTION, LR_FULL, LR_LORA, SCENE_CLASS, SD_PRESETS,
+                       SUBJECT_CLASS, SdSettings, prompt)
+
+CLASS_WORD_HELP = "lowercase letters and spaces, at most 32 characters"
+# Options that mean something only to pixel-unet; an explicit one with --backbone sd is refused.
+PIXEL_ONLY = ("channels", "ema", "replay", "scene_short_side")
+# Options that mean something only to sd.
+SD_ONLY = ("base", "class_word", "lora_rank", "lora_alpha", "train_text_encoder", "mixed_precision",
+           "gradient_checkpointing", "use_8bit_adam", "gradient_accumulation_steps", "prior_loss_weight",
+           "export_precision")
+
+
+def add_options(p: argparse.ArgumentParser, stage: str, positive: Callable[[type], Any],
+                non_negative: Callable[[str], int]) -> None:
+    g = p.add_argument_group("sd backbone (--backbone sd)")
+    g.add_argument("--base", default=None, metavar="DIR",
+                   help="the local Stable Diffusion 1.x/2.x checkpoint in diffusers layout (a folder with "
+                        "model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/); never a hub id"
+                        + ("" if stage == "scene" else "; default: the scene bundle's base"))
+    default_class = SCENE_CLASS if stage == "scene" else SUBJECT_CLASS
+    g.add_argument("--class-word", default=None, metavar="WORD",
+                   help=f"the class noun trained with the identifier, 'a photo of <id> <class word>' "
+                        f"(default {default_class!r}; e.g. 'dog' for a dog)")
+    g.add_argument("--lora-rank", type=non_negative, default=None, metavar="R",
+                   help=f"LoRA rank of the UNet (and text encoder) adapters; 0 = full fine-tuning of the UNet "
+                        f"(default {DEFAULT_LORA_RANK}" + ("" if stage == "scene" else "; a subject keeps its scene's")
+                        + ")")
+    g.add_argument("--lora-alpha", type=positive(float), default=None, metavar="F", help="LoRA alpha (default: the rank)")
+    g.add_argument("--train-text-encoder", action="store_true", default=None,
+                   help="also fine-tune the text encoder (LoRA or full, like the UNet)")
+    g.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"), default=None,
+                   help="autocast precision; trained weights stay fp32 (default auto: fp16 on CUDA, bf16 on a "
+                        "CPU with native bf16, else no)")
+    g.add_argument("--gradient-checkpointing", action="store_true", default=None,
+                   help="recompute activations in the backward pass: much less GPU memory, ~20-30%% slower")
+    g.add_argument("--use-8bit-adam", action="store_true", default=None,
+                   help="bitsandbytes' 8-bit AdamW (needs the bitsandbytes package and CUDA)")
+    g.add_argument("--gradient-accumulation-steps", type=positive(int), default=None, metavar="N",
+                   help="micro-batches per optimizer step (default 1)")
+    if stage == "subject":
+        g.add_argument("--prior-loss-weight", type=float, default=None, metavar="F",
+                       help="weight of the scene replayed with its Stage I prompt (prior preservation; default 1.0)")
+    g.add_argument("--export-precision", choices=("auto", "fp32", "fp16"), default=None,
+                   help="weights of the exported graphs (default auto: fp16 when training on CUDA, else fp32); "
+                        "graph inputs and outputs are float32 either way")
+
+
+def refuse_mixed(args: argparse.Namespace, backbone: str) -> None:
+    if backbone == "sd":
+        bad = [n for n in PIXEL_ONLY if getattr(args, n, None) is not None]
+        if getattr(args, "precision", "auto") != "auto":
+            bad.append("precision (use --mixed-precision)")
+        if bad:
+            raise BadInput("--backbone sd does not use " + ", ".join("--" + b.replace("_", "-") for b in bad))
+    else:
+        bad = [n for n in SD_ONLY if getattr(args, n, None) is not None]
+        if bad:
+            raise BadInput(f"{', '.join('--' + b.replace('_', '-') for b in bad)} "
+                           f"{'needs' if len(bad) == 1 else 'need'} --backbone sd")
+
+
+def _class_word(text: str) -> str:
+    import re
+    word = " ".join(text.split())
+    if not re.match(r"^[a-z][a-z ]{0,31}$", word):
+        raise BadInput(f"--class-word {text!r} is not allowed: use {CLASS_WORD_HELP}")
+    return word
+
+
+def train(args: argparse.Namespace, progress: Progress, *, stage: int, name: str, library: Any, image: Any,
+          mask: Any, mask_sha: str | None) -> int:
+    from ..errors import EXIT_DONE
+    from ..library import IDENTIFIER_RE, checkpoint_dir, new_identifier, taken_identifiers
+    from .base import check_base
+
+    preset_name = "quick" if args.quick else "default"
+    preset = SD_PRESETS[args.command][preset_name]
+    parent = None
+    if stage == 2:
+        from .run import load_scene  # imports torch: fine, the cheap checks are done
+        parent = load_scene(library, args.scene)
+        pm = parent.manifest
+        base_arg = args.base or pm["model"]["base"].get("path")
+        if not base_arg:
+            raise BadInput(f"the scene bundle {args.scene!r} does not record its base checkpoint; pass --base DIR")
+        base = check_base(base_arg)
+        want = pm["model"]["base"].get("fingerprint")
+        if want and base.fingerprint != want:
+            raise BadInput(f"the base checkpoint {str(base.path)!r} is not the one the scene {args.scene!r} was "
+                           f"trained on ({pm['model']['base'].get('path')}), or it changed since")
+        ptrain = pm["training"]
+        if args.lora_rank is not None and args.lora_rank != ptrain["lora_rank"]:
+            raise BadInput(f"the scene {args.scene!r} was trained with --lora-rank {ptrain['lora_rank']}; a subject "
+                           "continues the same weights, so it keeps that rank (leave --lora-rank out)")
+        lora_rank, lora_alpha = int(ptrain["lora_rank"]), float(ptrain["lora_alpha"])
+        if args.lora_alpha is not None and args.lora_alpha != lora_alpha:
+            raise BadInput(f"the scene {args.scene!r} was trained with --lora-alpha {lora_alpha}; leave it out")
+        train_te = bool(args.train_text_encoder) or bool(ptrain.get("train_text_encoder"))
+        if ptrain.get("train_text_encoder") and not args.train_text_encoder:
+            log("the scene's text encoder was fine-tuned, so the subject fine-tunes it too")
+        resolution = args.resolution or int(pm["model"]["resolution"])
+    else:
+        if not args.base:
+            raise BadInput("--backbone sd needs --base DIR: a local Stable Diffusion checkpoint in diffusers layout")
+        base = check_base(args.base)
+        lora_rank = DEFAULT_LORA_RANK if args.lora_rank is None else args.lora_rank
+        lora_alpha = args.lora_alpha or float(max(1, lora_rank))
+        train_te = bool(args.train_text_encoder)
+        resolution = args.resolution or DEFAULT_RESOLUTION
+    if resolution % base.size_multiple or resolution < base.size_multiple:
+        raise BadInput(f"--resolution must be a multiple of {base.size_multiple} for this checkpoint "
+                       f"({base.name}), got {resolution}")
+    if args.use_8bit_adam and importlib.util.find_spec("bitsandbytes") is None:
+        raise BadInput("--use-8bit-adam needs the bitsandbytes package (pip install bitsandbytes) and a CUDA GPU")
+    if getattr(args, "prior_loss_weight", None) is not None and args.prior_loss_weight < 0:
+        raise BadInput(f"--prior-loss-weight must be 0 or more, got {args.prior_loss_weight}")
+    class_word = _class_word(args.class_word or (SCENE_CLASS if stage == 1 else SUBJECT_CLASS))
+    null_prob = 0.0 if args.null_prob is None else args.null_prob
+    if args.preview_every:
+        log("--preview-every: the sd backbone writes no preview grids (ignored)")
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    from . import offline
+    offline()
+    import torch
+
+    from ..speed import default_threads, resolve_device
+    from ..train import StopFlag
+    from .run import SdJob, SdRuntime, concept, execute, resolve_mixed_precision
+
+    stop = StopFlag()
+    stop.install()
+    device = resolve_device(args.device)
+    if args.use_8bit_adam and device.type != "cuda":
+        raise BadInput("--use-8bit-adam needs a CUDA device")
+    threads = args.threads or default_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass
+    mixed = resolve_mixed_precision(args.mixed_precision or "auto", device)
+    if args.export_precision == "fp16" and device.type != "cuda":
+        raise BadInput("--export-precision fp16 needs a CUDA device (fp16 graphs run on CUDA only)")
+    settings = SdSettings(
+        stage=stage, steps=args.steps or preset["steps"], batch=args.batch or preset["batch"],
+        lr=args.lr or (LR_LORA if lora_rank > 0 else LR_FULL), resolution=resolution, class_word=class_word,
+        seed=args.seed, lora_rank=lora_rank, lora_alpha=lora_alpha, train_text_encoder=train_te,
+        mixed_precision=mixed, gradient_checkpointing=bool(args.gradient_checkpointing),
+        use_8bit_adam=bool(args.use_8bit_adam), grad_accum=args.gradient_accumulation_steps or 1,
+        prior_loss_weight=1.0 if getattr(args, "prior_loss_weight", None) is None else args.prior_loss_weight,
+        caption_dropout=null_prob,
+        checkpoint_every=args.checkpoint_every if args.checkpoint_every is not None else (200 if lora_rank else 0),
+        export_precision=args.export_precision or "auto", preset=preset_name)
+    rt = SdRuntime(device=device, threads=threads, force=args.force, resume=args.resume)
+
+    taken = taken_identifiers(library)
+    if args.resume:
+        import json
+        meta = checkpoint_dir(library, name) / "meta.json"
+        if meta.is_file():
+            taken.discard(json.loads(meta.read_text(encoding="utf-8")).get("identifier"))
+    from PIL import Image
+    if stage == 1:
+        ident = new_identifier(args.seed, taken)
+        text = prompt(ident, class_word)
+        concepts = [concept(ident, name, "scene", 1, image, 1, class_word, text)]
+        job = SdJob(stage=1, name=name, library=library, base=base, settings=settings, concepts=concepts,
+                    parent=None, meta={"backbone": "sd", "stage": 1, "scene_sha256": image.sha256,
+                                       "base": base.fingerprint},
+                    scene=image.image.convert("RGB"), scene_prompt=text,
+                    notes={"source_downscaled": image.downscaled, "working_size": list(image.image.size)})
+    else:
+        assert parent is not None
+        pm = parent.manifest
+        scene_c = next(c for c in pm["tokens"]["concepts"] if c["role"] == "scene")
+        taken |= {c["identifier"] for c in pm["tokens"]["concepts"]}
+        ident = new_identifier(args.seed + 1, taken)
+        text = prompt(ident, class_word)
+        with Image.open(parent.path / "scene.png") as im:
+            scene = im.convert("RGB")
+        concepts = [dict(scene_c), concept(ident, name, "subject", 2, image, 2, class_word, text)]
+        job = SdJob(stage=2, name=name, library=library, base=base, settings=settings, concepts=concepts,
+                    parent={"name": pm["name"], "manifest_sha256": parent.manifest_sha256},
+                    meta={"backbone": "sd", "stage": 2, "parent_sha256": parent.manifest_sha256,
+                          "subject_sha256": image.sha256, "mask_sha256": mask_sha, "base": base.fingerprint},
+                    scene=scene, scene_prompt=scene_c["prompt"], subject=image, mask=mask, subject_prompt=text,
+                    init_weights=parent.path / "weights.safetensors",
+                    notes={"source_downscaled": image.downscaled})
+    if args.resume:
+        import json
+        meta = checkpoint_dir(library, name) / "meta.json"
+        if meta.is_file():
+            ident = json.loads(meta.read_text(encoding="utf-8"))["identifier"]
+            if IDENTIFIER_RE.match(ident):
+                c = job.concepts[-1]
+                c["identifier"] = ident
+                c["prompt"] = prompt(ident, c["class_word"])
+                if stage == 1:
+                    job.scene_prompt = c["prompt"]
+                else:
+                    job.subject_prompt = c["prompt"]
+    execute(job, rt, progress, stop)
+    return EXIT_DONE

@@ -1,0 +1,509 @@
+"""Stage I and Stage II on the sd backbone: DreamBooth (LoRA or full) on a local
+Stable Diffusion checkpoint, then export, verification and the atomic bundle.
+
+Stage I: random crops/flips of the scene, prompt "a photo of <id> scene".
+Stage II: the subject's whole bounding box (mask-weighted loss, mild
+augmentation), prompt "a photo of <id2> <class_word>", with prior preservation:
+the scene replayed with its Stage I prompt in every step, weighted by
+--prior-loss-weight. Stage II continues from Stage I's weights.safetensors.
+An inpainting base (UNet in_channels 9) is trained with its inpainting input:
+random masks, the masked image's latents, the mask at latent resolution.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .. import TRAINER_NAME, __version__
+from .. import bundle as bd
+from .. import checkpoint as ck
+from ..data import SceneCrops, SubjectViews, cutout_rgba, resize_short_side
+from ..errors import BadInput, Cancelled
+from ..images import LoadedImage
+from ..library import checkpoint_dir
+from ..progress import Progress, log
+from ..speed import RateWatcher
+from ..train import StopFlag
+from . import export as ex
+from . import models as md
+from .base import Base, schedule_manifest
+from .settings import SdSettings, prompt
+
+WEIGHTS = "weights.safetensors"
+TOKENIZER = "tokenizer.json"
+NULL_TOKEN, SCENE_TOKEN, SUBJECT_TOKEN = 0, 1, 2
+
+
+@dataclass
+class SdRuntime:
+    device: torch.device
+    threads: int
+    force: bool
+    resume: bool
+
+
+@dataclass
+class SdJob:
+    stage: int
+    name: str
+    library: Path
+    base: Base
+    settings: SdSettings
+    concepts: list[dict[str, Any]]
+    parent: dict[str, str] | None
+    meta: dict[str, Any]
+    scene: Image.Image                       # the scene (Stage I: the image; Stage II: the parent's scene.png)
+    scene_prompt: str
+    subject: LoadedImage | None = None
+    mask: np.ndarray | None = None
+    subject_prompt: str | None = None
+    init_weights: Path | None = None          # Stage II: the scene bundle's weights.safetensors
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_mixed_precision(requested: str, device: torch.device) -> str:
+    if requested == "auto":
+        if device.type == "cuda":
+            return "fp16"
+        try:
+            return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no"
+        except (AttributeError, RuntimeError):
+            return "no"
+    if requested == "fp16" and device.type != "cuda":
+        raise BadInput("--mixed-precision fp16 needs a CUDA device; on the CPU use bf16 or no")
+    if requested == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise BadInput("--mixed-precision bf16 was asked for but this GPU has no bf16 support")
+    return requested
+
+
+def _half(mode: str) -> torch.dtype | None:
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mode)
+
+
+def _autocast(device: torch.device, mode: str) -> contextlib.AbstractContextManager[object]:
+    dt = _half(mode)
+    return torch.autocast(device.type, dtype=dt) if dt is not None else contextlib.nullcontext()
+
+
+def _randint(high: int, gen: torch.Generator) -> int:
+    return int(torch.randint(0, high, (1,), generator=gen).item()) if high > 1 else 0
+
+
+def random_masks(n: int, r: int, gen: torch.Generator) -> torch.Tensor:
+    """Inpainting training masks [n,1,r,r], 1 = to be generated: a random box (3 in 4) or everything."""
+    m = torch.zeros(n, 1, r, r)
+    for i in range(n):
+        if float(torch.rand(1, generator=gen)) < 0.25:
+            m[i] = 1.0
+            continue
+        bh, bw = (max(1, int(r * (0.25 + 0.5 * float(torch.rand(1, generator=gen))))) for _ in range(2))
+        y, x = _randint(r - bh + 1, gen), _randint(r - bw + 1, gen)
+        m[i, :, y:y + bh, x:x + bw] = 1.0
+    return m
+
+
+class Trainer:
+    """The models, optimizer and one optimisation step; everything random comes from `gen` (CPU)."""
+
+    def __init__(self, job: SdJob, rt: SdRuntime) -> None:
+        s = job.settings
+        self.job, self.rt, self.s = job, rt, s
+        self.device = rt.device
+        self.mode = s.mixed_precision
+        torch.manual_seed(s.seed)
+        self.tuning = md.Tuning(lora_rank=s.lora_rank, lora_alpha=s.lora_alpha, text_encoder=s.train_text_encoder)
+        parts = md.load_base(job.base)
+        md.prepare(parts, self.tuning)
+        if job.init_weights is not None:
+            state, _, _ = md.read_weights(job.init_weights)
+            md.load_trained(parts, state)
+        self.parts = parts
+        half = _half(self.mode) if self.device.type == "cuda" else None
+        # Frozen weights in half precision on the GPU (memory); trained ones stay fp32.
+        parts.vae.to(self.device, dtype=half or torch.float32)
+        parts.text_encoder.to(self.device, dtype=torch.float32 if (s.train_text_encoder and s.lora_rank == 0)
+                              else (half or torch.float32))
+        parts.unet.to(self.device, dtype=torch.float32 if s.lora_rank == 0 else (half or torch.float32))
+        for p in md.trainable(parts, self.tuning).values():
+            p.data = p.data.float()
+        if s.gradient_checkpointing:
+            parts.unet.enable_gradient_checkpointing()
+            if s.train_text_encoder:
+                parts.text_encoder.gradient_checkpointing_enable()
+        parts.unet.train()
+        if s.train_text_encoder:
+            parts.text_encoder.train()
+        self.params = list(md.trainable(parts, self.tuning).values())
+        if s.use_8bit_adam:
+            import bitsandbytes as bnb  # checked importable by the CLI
+            self.opt = bnb.optim.AdamW8bit(self.params, lr=s.lr, weight_decay=s.weight_decay)
+        else:
+            self.opt = torch.optim.AdamW(self.params, lr=s.lr, weight_decay=s.weight_decay)
+        self.scaler = torch.amp.GradScaler("cuda") if self.mode == "fp16" and self.device.type == "cuda" else None
+        self.gen = torch.Generator().manual_seed(s.seed)
+        sch = parts.scheduler
+        self.T = int(sch.config.num_train_timesteps)
+        self.prediction = sch.config.prediction_type
+        self.acp = sch.alphas_cumprod.to(torch.float32)
+        self.sf = float(parts.vae.config.scaling_factor)
+        self.vsf = job.base.vae_scale_factor
+        self.inpainting = int(parts.unet.config.in_channels) == 9
+        self.L = int(parts.tokenizer.model_max_length)
+        # Data.
+        r = s.resolution
+        self.scene_crops = SceneCrops(job.scene, r, max(r, round(r * s.scene_zoom)))
+        self.views = SubjectViews(job.subject.image, job.mask, r) if job.subject is not None else None
+        self.prompts = {"scene": job.scene_prompt, "subject": job.subject_prompt or "", "null": ""}
+        self.ids = {k: self.tokenize(v) for k, v in self.prompts.items()}
+        self.cached: dict[str, torch.Tensor] = {}
+        if not s.train_text_encoder:
+            with torch.no_grad(), _autocast(self.device, self.mode):
+                for k, v in self.ids.items():
+                    self.cached[k] = parts.text_encoder(v.to(self.device))[0].float()
+        self.step = 0
+        self.loss_avg = 0.0
+
+    def tokenize(self, text: str) -> torch.Tensor:
+        return self.parts.tokenizer(text, padding="max_length", max_length=self.L, truncation=True,
+                                    return_tensors="pt").input_ids
+
+    def embed(self, keys: list[str]) -> torch.Tensor:
+        if self.cached:
+            return torch.cat([self.cached[k] for k in keys])
+        ids = torch.cat([self.ids[k] for k in keys]).to(self.device)
+        return self.parts.text_encoder(ids)[0]
+
+    def encode(self, x: torch.Tensor, sample: bool) -> torch.Tensor:
+        vae = self.parts.vae
+        with torch.no_grad():
+            dist = vae.encode(x.to(self.device, dtype=vae.dtype)).latent_dist
+            lat = dist.mean
+            if sample:
+                noise = torch.randn(lat.shape, generator=self.gen).to(self.device, lat.dtype)
+                lat = lat + dist.std * noise
+        return lat.float() * self.sf
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor, list[str], torch.Tensor]:
+        """Pixels [n,3,R,R], loss weights [n,1,R,R], prompt keys, and per-item loss factors [n]."""
+        s, n = self.s, self.s.batch
+        if self.views is None:
+            x = self.scene_crops.sample(n, self.gen)
+            return x, torch.ones(n, 1, s.resolution, s.resolution), ["scene"] * n, torch.ones(n)
+        xs, ws = self.views.sample(n, self.gen)
+        xc = self.scene_crops.sample(n, self.gen)
+        factors = torch.tensor([1.0] * n + [s.prior_loss_weight] * n)
+        return (torch.cat([xs, xc]), torch.cat([ws, torch.ones(n, 1, s.resolution, s.resolution)]),
+                ["subject"] * n + ["scene"] * n, factors)
+
+    def loss(self) -> torch.Tensor:
+        x, w, keys, factors = self.batch()
+        n = x.shape[0]
+        keys = [("null" if float(torch.rand(1, generator=self.gen)) < self.s.caption_dropout else k) for k in keys]
+        latents = self.encode(x, sample=True)
+        noise = torch.randn(latents.shape, generator=self.gen).to(self.device)
+        t = torch.randint(0, self.T, (n,), generator=self.gen).to(self.device)
+        a = self.acp.to(self.device)[t].view(n, 1, 1, 1)
+        noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
+        target = noise if self.prediction == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * latents
+        inp = noisy
+        if self.inpainting:
+            m = random_masks(n, self.s.resolution, self.gen)
+            masked = self.encode(x * (1 - m), sample=False)
+            ml = F.interpolate(m, size=latents.shape[-2:]).to(self.device)
+            inp = torch.cat([noisy, ml, masked], dim=1)
+        with _autocast(self.device, self.mode):
+            enc = self.embed(keys)
+            pred = self.parts.unet(inp, t, enc, return_dict=False)[0]
+        wl = F.avg_pool2d(w, self.vsf).to(self.device) if self.vsf > 1 else w.to(self.device)
+        err = (pred.float() - target).pow(2) * wl
+        per = err.sum(dim=(1, 2, 3)) / (wl.sum(dim=(1, 2, 3)) * latents.shape[1]).clamp_min(1e-6)
+        f = factors.to(self.device)
+        return (per * f).sum() / n if self.views is None else (per * f).sum() / (n // 2)
+
+    def train_step(self) -> float:
+        acc = max(1, self.s.grad_accum)
+        self.opt.zero_grad(set_to_none=True)
+        total = 0.0
+        for _ in range(acc):
+            loss = self.loss() / acc
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+            else:
+                loss.backward()
+            total += float(loss.detach())
+        if self.scaler is not None:
+            self.scaler.unscale_(self.opt)
+        if self.s.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.s.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            self.opt.step()
+        self.step += 1
+        self.loss_avg = total if self.step == 1 else 0.95 * self.loss_avg + 0.05 * total
+        return total
+
+    # ---- checkpoints --------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {"version": 1, "backbone": "sd", "settings": self.s.to_dict(), "step": self.step,
+                "loss_avg": self.loss_avg, "trainable": md.trained_state(self.parts, self.tuning),
+                "opt": self.opt.state_dict(), "gen": self.gen.get_state(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "extra": {"meta": self.job.meta}}
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        md.load_trained(self.parts, saved["trainable"])
+        if saved.get("opt") is not None:      # None: stopped after training had finished
+            self.opt.load_state_dict(saved["opt"])
+        if saved.get("gen") is not None:
+            self.gen.set_state(saved["gen"])
+        if self.scaler is not None and saved.get("scaler"):
+            self.scaler.load_state_dict(saved["scaler"])
+        self.step = int(saved["step"])
+        self.loss_avg = float(saved["loss_avg"])
+
+
+def _save_checkpoint(tr: Trainer, ckdir: Path) -> None:
+    ckdir.mkdir(parents=True, exist_ok=True)
+    ck.save_torch(tr.state(), ckdir / ck.STATE)
+
+
+def _cancel(tr: Trainer, ckdir: Path) -> Cancelled:
+    _save_checkpoint(tr, ckdir)
+    return Cancelled(tr.job.stage, tr.step, str(ckdir))
+
+
+def concept(ident: str, name: str, role: str, stage: int, img: LoadedImage, token: int, class_word: str,
+            text: str) -> dict[str, Any]:
+    return {"id": token, "identifier": ident, "name": name, "role": role, "stage": stage,
+            "source_sha256": img.sha256, "source_size": [img.source_size[0], img.source_size[1]],
+            "class_word": class_word, "prompt": text}
+
+
+def execute(job: SdJob, rt: SdRuntime, progress: Progress, stop: StopFlag) -> Path:
+    t_start = time.monotonic()
+    ckdir = checkpoint_dir(job.library, job.name)
+    saved: dict[str, Any] | None = None
+    if rt.resume:
+        if not (ckdir / ck.STATE).is_file():
+            raise BadInput(f"there is no checkpoint to resume for {job.name!r} (looked in {ckdir})")
+        saved = ck.load_state(ckdir)
+        if saved.get("backbone") != "sd" or saved.get("extra", {}).get("meta") != job.meta:
+            raise BadInput(f"the checkpoint in {ckdir} belongs to a different run (other backbone, stage, image, "
+                           "scene, mask or base); start again without --resume")
+        job.settings = SdSettings.from_dict(saved["settings"])
+        c = job.concepts[-1]
+        if c["class_word"] != job.settings.class_word:      # the class word the run began with
+            c["class_word"] = job.settings.class_word
+            c["prompt"] = prompt(c["identifier"], c["class_word"])
+            if job.stage == 1:
+                job.scene_prompt = c["prompt"]
+            else:
+                job.subject_prompt = c["prompt"]
+        log(f"resuming {job.name!r} at step {saved['step']} of {job.settings.steps} (the checkpoint's settings are used)")
+    elif ckdir.exists():
+        for f in (ck.STATE, ck.META):
+            (ckdir / f).unlink(missing_ok=True)
+    ckdir.mkdir(parents=True, exist_ok=True)
+    ck.save_json({**job.meta, "identifier": job.concepts[-1]["identifier"]}, ckdir / ck.META)
+    s = job.settings
+    torch.set_num_threads(rt.threads)
+
+    tr = Trainer(job, rt)
+    if saved is not None:
+        tr.restore(saved)
+    progress.emit("start", stage=job.stage, name=job.name, total=s.steps, device=str(rt.device),
+                  precision=s.mixed_precision, threads=rt.threads)
+    progress.phase(job.stage, "train", f"training {job.name!r} on {job.base.name}: step {tr.step} of {s.steps}")
+    watcher = RateWatcher(rt.threads, rt.device)
+    recent: list[float] = []
+    last = time.perf_counter()
+    while tr.step < s.steps:
+        if stop():
+            raise _cancel(tr, ckdir)
+        t0 = time.perf_counter()
+        tr.train_step()
+        msg = watcher.add(time.perf_counter() - t0)
+        if msg:
+            log(msg)
+        now = time.perf_counter()
+        recent = (recent + [now - last])[-20:]
+        last = now
+        rate = len(recent) / max(sum(recent), 1e-9)
+        progress.progress(job.stage, tr.step, s.steps, tr.loss_avg, rate, force=tr.step == s.steps)
+        if s.checkpoint_every > 0 and tr.step % s.checkpoint_every == 0 and tr.step < s.steps:
+            _save_checkpoint(tr, ckdir)
+            last = time.perf_counter()
+    t_trained = time.monotonic()
+
+    bd.remove_stale_partials(job.library, job.name)
+    with bd.Staging(job.library, job.name) as staging:
+        info = {"stage": job.stage, "name": job.name, "base": str(job.base.path),
+                "base_fingerprint": job.base.fingerprint, "step": tr.step}
+        md.save_weights(tr.parts, tr.tuning, staging.file(WEIGHTS), info)
+        tokenizer = tr.parts.tokenizer
+        L = tr.L
+        final_loss = tr.loss_avg
+        del tr
+        if rt.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if stop():
+            raise _cancel_from_weights(job, staging.file(WEIGHTS), saved, ckdir, s)
+        progress.phase(job.stage, "export", "exporting text encoder, UNet and VAE to ONNX")
+        parts, _ = md.finetuned(job.base, staging.file(WEIGHTS))
+        precision = export_precision(s.export_precision, rt.device)
+        dtype = torch.float16 if precision == "float16" else torch.float32
+        exp_device = rt.device if precision == "float16" else torch.device("cpu")
+        if precision == "float16":
+            import copy
+            exp_parts = copy.copy(parts)
+            exp_parts.unet = copy.deepcopy(parts.unet).to(exp_device, dtype)
+            exp_parts.vae = copy.deepcopy(parts.vae).to(exp_device, dtype)
+            exp_parts.text_encoder = copy.deepcopy(parts.text_encoder).to(exp_device, dtype)
+        else:
+            exp_parts = parts
+        files: dict[str, str] = {}
+        written: list[str] = [WEIGHTS]
+        for g in ex.GRAPHS:
+            made = ex.export_graph(g, exp_parts, staging.path, L, job.base.size_multiple, job.base.vae_scale_factor,
+                                   exp_device, dtype)
+            files[g] = made[0]
+            written += made
+            if stop():
+                raise _cancel_from_weights(job, staging.file(WEIGHTS), saved, ckdir, s)
+        del exp_parts
+        save_tokenizer(tokenizer, staging.file(TOKENIZER))
+        written.append(TOKENIZER)
+        if job.stage == 1:
+            # At the largest scale Stage II's replay crops use, so they are never upsampled.
+            resize_short_side(job.scene.convert("RGB"), max(s.resolution, round(s.resolution * s.scene_zoom))) \
+                .save(staging.file(bd.SCENE))
+            written.append(bd.SCENE)
+        else:
+            assert job.subject is not None
+            cutout_rgba(job.subject.image, job.mask).save(staging.file(bd.SUBJECT))
+            written.append(bd.SUBJECT)
+        progress.phase(job.stage, "verify", "checking every graph against PyTorch with ONNX Runtime")
+        diffs = ex.verify(parts, staging.path, files, L, job.base.size_multiple, job.base.vae_scale_factor,
+                          rt.threads, precision)
+        if stop():
+            raise _cancel_from_weights(job, staging.file(WEIGHTS), saved, ckdir, s)
+        progress.phase(job.stage, "write", f"writing the bundle {job.name!r}")
+        base = job.base
+        D = int(parts.text_encoder.config.hidden_size)
+        scene_c = job.concepts[0]
+        add = job.scene_prompt if job.stage == 1 else \
+            f"{job.subject_prompt} in {scene_c['identifier']} {scene_c['class_word']}"
+        training = {**s.to_dict(), "device": str(rt.device), "threads": rt.threads,
+                    "final_loss": round(final_loss, 6), "train_wall_s": round(t_trained - t_start, 1),
+                    "resumed": saved is not None, "onnx_max_abs_diff": diffs, "torch": torch.__version__,
+                    "export_precision": precision, **job.notes}
+        manifest = {
+            "format": "pie-bundle", "format_version": 1, "name": job.name, "stage": job.stage,
+            "backbone": "sd", "parent": job.parent,
+            "model": {"resolution": s.resolution, "size_multiple": base.size_multiple,
+                      "min_size": base.size_multiple, "channels": 3, "value_range": [-1, 1],
+                      "latent_channels": int(base.vae.get("latent_channels", 4)),
+                      "vae_scale_factor": base.vae_scale_factor, "scaling_factor": float(parts.vae.config.scaling_factor),
+                      "unet_in_channels": base.in_channels, "precision": precision,
+                      "base": {"name": base.name, "path": str(base.path), "fingerprint": base.fingerprint}},
+            "schedule": schedule_manifest(base),
+            "tokens": {"null": NULL_TOKEN, "concepts": job.concepts},
+            "text": {"tokenizer": TOKENIZER, "max_length": L, "bos_id": int(tokenizer.bos_token_id),
+                     "eos_id": int(tokenizer.eos_token_id), "pad_id": int(tokenizer.pad_token_id),
+                     "hidden_size": D,
+                     "prompts": {"add": add, "scene": job.scene_prompt, "negative": ""}},
+            "graphs": ex.graphs_manifest(files, L, D, base.in_channels),
+            **({"subject": {"file": bd.SUBJECT, "has_mask": job.mask is not None}} if job.stage == 2 else {}),
+            "training": training,
+            "trainer": {"name": TRAINER_NAME, "version": __version__, "torch": torch.__version__},
+            "created": bd.utc_now(),
+        }
+        folder = staging.commit(manifest, written, rt.force)
+    for f in (ck.STATE, ck.META):
+        (ckdir / f).unlink(missing_ok=True)
+    try:
+        ckdir.rmdir()
+    except OSError:
+        pass
+    progress.emit("done", stage=job.stage, name=job.name, bundle=str(folder),
+                  wall_s=round(time.monotonic() - t_start, 2))
+    return folder
+
+
+def _cancel_from_weights(job: SdJob, weights: Path, saved: dict[str, Any] | None, ckdir: Path,
+                         s: SdSettings) -> Cancelled:
+    """Stopped after training: keep a checkpoint at the last step (no optimizer state is needed to export)."""
+    state, _, _ = md.read_weights(weights)
+    ck.save_torch({"version": 1, "backbone": "sd", "settings": s.to_dict(), "step": s.steps, "loss_avg": 0.0,
+                   "trainable": state, "opt": None, "gen": None, "scaler": None, "extra": {"meta": job.meta},
+                   "finished": True}, ckdir / ck.STATE)
+    return Cancelled(job.stage, s.steps, str(ckdir))
+
+
+def save_tokenizer(tokenizer: Any, path: Path) -> None:
+    """tokenizer.json without the padding and truncation transformers leaves switched on in its backend:
+    the engine encodes without special tokens and adds bos/eos/pad itself (schema/README.md)."""
+    from tokenizers import Tokenizer
+    t = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    t.no_padding()
+    t.no_truncation()
+    t.save(str(path))
+
+
+def export_precision(requested: str, device: torch.device) -> str:
+    if requested == "auto":
+        return "float16" if device.type == "cuda" else "float32"
+    if requested == "fp16":
+        if device.type != "cuda":
+            raise BadInput("--export-precision fp16 needs a CUDA device (fp16 graphs run on CUDA only)")
+        return "float16"
+    return "float32"
+
+
+# ---- Stage II's parent ------------------------------------------------------
+
+@dataclass
+class SdScene:
+    path: Path
+    manifest: dict[str, Any]
+    manifest_sha256: str
+
+
+def load_scene(library: Path, scene: str) -> SdScene:
+    import hashlib
+    folder = library / scene
+    mpath = folder / bd.MANIFEST
+    if not mpath.is_file():
+        raise BadInput(f"there is no scene bundle named {scene!r} in {library}; train the scene first "
+                       "(python -m pie_trainer scene IMAGE --name NAME --backbone sd --base DIR)")
+    raw = mpath.read_bytes()
+    try:
+        manifest = json.loads(raw)
+    except ValueError as exc:
+        raise BadInput(f"the scene bundle {scene!r} has an unreadable bundle.json ({exc})")
+    if manifest.get("backbone") != "sd":
+        raise BadInput(f"the scene bundle {scene!r} uses the backbone {manifest.get('backbone')!r}, not 'sd'")
+    if manifest.get("stage") != 1:
+        raise BadInput(f"{scene!r} is a subject (Stage II) bundle, not a scene; a subject must grow from a scene bundle")
+    errors = bd.schema_errors(manifest)
+    if errors:
+        raise BadInput(f"the scene bundle {scene!r} is not a valid bundle: {errors[0]}")
+    listed = {e["path"]: e for e in manifest["files"]}
+    for needed in (WEIGHTS, bd.SCENE):
+        if needed not in listed or not (folder / needed).is_file():
+            raise BadInput(f"the scene bundle {scene!r} has no {needed}, so it cannot be fine-tuned further")
+        if bd.sha256_file(folder / needed) != listed[needed]["sha256"]:
+            raise BadInput(f"the scene bundle {scene!r} is damaged: {needed} does not match its recorded sha256")
+    return SdScene(path=folder, manifest=manifest, manifest_sha256=hashlib.sha256(raw).hexdigest())
