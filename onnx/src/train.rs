@@ -31,6 +31,12 @@ pub struct TrainOptions {
     pub base: Option<PathBuf>,
     /// sd: the class noun trained with the identifier ("dog", "backpack", "scene").
     pub class_word: Option<String>,
+    /// sd: LoRA rank (0 = full fine-tuning of the UNet); the trainer's default when unset.
+    pub lora_rank: Option<u32>,
+    /// sd: fine-tune the text encoder too.
+    pub train_text_encoder: bool,
+    /// sd: weights of the exported graphs, `auto`, `fp32` or `fp16` (fp16 runs on CUDA only).
+    pub export_precision: Option<String>,
 }
 
 /// How the trainer was found, for `pie doctor` and error messages.
@@ -217,8 +223,25 @@ fn common_args(lib: &Library, o: &TrainOptions) -> Result<Vec<String>> {
         }
         a.extend(["--base".into(), path_arg(base)?]);
     }
-    if let Some(w) = &o.class_word {
-        a.extend(["--class-word".into(), w.clone()]);
+    let sd_only = [
+        ("--class-word", o.class_word.clone()),
+        ("--lora-rank", o.lora_rank.map(|r| r.to_string())),
+        ("--export-precision", o.export_precision.clone()),
+    ];
+    let is_sd = o.backbone.as_deref() == Some(crate::manifest::SD);
+    for (flag, v) in sd_only {
+        if let Some(v) = v {
+            if !is_sd {
+                return Err(Error::bad(format!("{flag} is an option of --backbone sd")));
+            }
+            a.extend([flag.to_string(), v]);
+        }
+    }
+    if o.train_text_encoder {
+        if !is_sd {
+            return Err(Error::bad("--train-text-encoder is an option of --backbone sd"));
+        }
+        a.push("--train-text-encoder".into());
     }
     if o.force {
         a.push("--force".into());

@@ -29,11 +29,13 @@ Examples:
   pie learn-scene garden.jpg --name garden
   pie learn-scene garden.jpg --name garden --quick          # minutes, to try things out
   pie learn-scene garden.jpg --name garden --resume         # after Ctrl-C
-  pie learn-scene garden.jpg --name garden --trainer-arg=--resolution --trainer-arg=32";
+  pie learn-scene garden.jpg --name garden --trainer-arg=--resolution --trainer-arg=32
+  pie learn-scene garden.jpg --name garden-sd --backbone sd --base ~/models/stable-diffusion-v1-5";
 
 const LEARN_SUBJECT_EXAMPLES: &str = "\
 Examples:
   pie learn-subject rex.jpg --scene garden --name rex
+  pie learn-subject rex.jpg --scene garden-sd --name rex-sd --class-word dog   # grows on the scene's sd backbone
   pie learn-subject rex.jpg --mask rex-mask.png --scene garden --name rex --quick";
 
 const ADD_EXAMPLES: &str = "\
@@ -45,7 +47,10 @@ Examples:
   pie add garden.jpg --selection where.png --concept rex --out garden-rex.png
   pie add garden.jpg --selection where.png --concept rex --out try.png --variants 4 --seed 10
       # writes try-1.png .. try-4.png from seeds 10..13
-  pie add garden.jpg --selection where.png --concept rex --out soft.png --strength 0.5";
+  pie add garden.jpg --selection where.png --concept rex --out soft.png --strength 0.5
+  pie add garden.jpg --selection where.png --concept rex-sd --out sd.png --scheduler dpm++2m --steps 25
+  pie add garden.jpg --selection where.png --concept rex-sd --out sit.png \\
+      --prompt \"a photo of {subject} sitting on the grass in {scene}\"";
 
 const CONCEPTS_EXAMPLES: &str = "\
 Examples:
@@ -129,6 +134,15 @@ struct TrainArgs {
     /// With --backbone sd: the class noun of what is learned (e.g. dog, backpack; default: the trainer's)
     #[arg(long, value_name = "WORD")]
     class_word: Option<String>,
+    /// With --backbone sd: LoRA rank, 0 = full fine-tuning of the UNet (default: the trainer's, 8)
+    #[arg(long, value_name = "R")]
+    lora_rank: Option<u32>,
+    /// With --backbone sd: fine-tune the text encoder too
+    #[arg(long)]
+    train_text_encoder: bool,
+    /// With --backbone sd: weights of the exported graphs; fp16 runs on CUDA only (default auto: fp16 when training on CUDA)
+    #[arg(long, value_parser = ["auto", "fp32", "fp16"])]
+    export_precision: Option<String>,
 }
 
 impl TrainArgs {
@@ -144,6 +158,9 @@ impl TrainArgs {
             backbone: self.backbone.clone(),
             base: self.base.clone(),
             class_word: self.class_word.clone(),
+            lora_rank: self.lora_rank,
+            train_text_encoder: self.train_text_encoder,
+            export_precision: self.export_precision.clone(),
         }
     }
 }

@@ -157,3 +157,96 @@ pub fn mean_inside(img: &image::RgbImage, mask: &image::GrayImage) -> [f64; 3] {
 pub fn dist(a: [f64; 3], b: [f64; 3]) -> f64 {
     a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>().sqrt()
 }
+
+/// Key of everything the trainer runs, sd included (sources of pie_trainer and its sub-packages).
+fn trainer_tree_key() -> String {
+    use sha2::{Digest, Sha256};
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        for e in rd.filter_map(|e| e.ok()) {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|e| e == "py") {
+                out.push(p);
+            }
+        }
+    }
+    let root = trainer_source().join("pie_trainer");
+    let mut files = Vec::new();
+    walk(&root, &mut files);
+    files.sort();
+    let mut h = Sha256::new();
+    for f in files {
+        h.update(f.strip_prefix(&root).map(|p| p.display().to_string()).unwrap_or_default());
+        h.update(std::fs::read(&f).unwrap_or_default());
+    }
+    pie::bundle::hex(&h.finalize())[..16].to_string()
+}
+
+/// A library with sd concepts learned by the real trainer on its tiny
+/// checkpoints (`python -m pie_trainer.sd.tiny`), 2 steps each: "scene" and
+/// "subject" (4-channel UNet) and "inpaint-scene" (9-channel); made once
+/// and cached under target/ (keyed by the trainer's sources). `None`, with
+/// the reason printed, where the trainer cannot run sd.
+pub fn trained_sd_library() -> Option<PathBuf> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    if std::env::var_os("PIE_TRAINER_PATH").is_none() {
+        std::env::set_var("PIE_TRAINER_PATH", trainer_source());
+    }
+    let env = match pie::train::find_trainer() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("SKIP (no trainer environment): {e}");
+            return None;
+        }
+    };
+    let probe = env.python_command().args(["-c", "import diffusers, transformers, peft, pie_trainer.sd.tiny"]).output();
+    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIP (the trainer's environment cannot run the sd backbone): {:?}", probe.map(|o| String::from_utf8_lossy(&o.stderr).into_owned()));
+        return None;
+    }
+    let root = target_dir().join(format!("pie-test-sd-bundles/{}", trainer_tree_key()));
+    let lib = root.join("library");
+    if lib.join("inpaint-scene/bundle.json").is_file() {
+        return Some(lib);
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&lib).ok()?;
+    for (dir, extra) in [("tiny", None), ("tiny-inpaint", Some("--inpainting"))] {
+        let mut c = env.python_command();
+        c.args(["-m", "pie_trainer.sd.tiny"]).arg(root.join(dir));
+        if let Some(e) = extra {
+            c.arg(e);
+        }
+        let out = c.output().expect("run the trainer's python");
+        assert!(out.status.success(), "pie_trainer.sd.tiny failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let img = root.join("scene-source.png");
+    let subj = root.join("subject-source.png");
+    scene_rgb8(96, 64).save(&img).ok()?;
+    image::RgbaImage::from_fn(40, 40, |x, y| {
+        let (dx, dy) = (x as f32 - 19.5, y as f32 - 19.5);
+        let a = if dx * dx + dy * dy <= 18.0 * 18.0 { 255 } else { 0 };
+        image::Rgba([230, 50, 30, a])
+    })
+    .save(&subj)
+    .ok()?;
+    let pie = env!("CARGO_BIN_EXE_pie");
+    let l = lib.display().to_string();
+    let tiny = ["--steps", "2", "--device", "cpu", "--trainer-arg=--resolution", "--trainer-arg=64"];
+    let base = root.join("tiny").display().to_string();
+    let inpaint_base = root.join("tiny-inpaint").display().to_string();
+    let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<String>>();
+    let mut a = s(&["--library", &l, "learn-scene", &img.display().to_string(), "--name", "scene", "--backbone", "sd", "--base", &base]);
+    a.extend(s(&tiny));
+    run_ok(pie, &a);
+    let mut a = s(&["--library", &l, "learn-subject", &subj.display().to_string(), "--scene", "scene", "--name", "subject", "--class-word", "ball"]);
+    a.extend(s(&tiny));
+    run_ok(pie, &a);
+    let mut a = s(&["--library", &l, "learn-scene", &img.display().to_string(), "--name", "inpaint-scene", "--backbone", "sd", "--base", &inpaint_base]);
+    a.extend(s(&tiny));
+    run_ok(pie, &a);
+    Some(lib)
+}

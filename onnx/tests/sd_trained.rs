@@ -1,0 +1,63 @@
+//! `pie learn-scene/learn-subject --backbone sd` with the real trainer on its
+//! tiny checkpoints, then `pie add` on what it wrote (real exported graphs,
+//! the real CLIP tokenizer files the trainer ships into the bundle).
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::*;
+
+fn pie(lib: &std::path::Path, args: &[&str]) -> Output {
+    ort();
+    Command::new(env!("CARGO_BIN_EXE_pie")).arg("--library").arg(lib).args(args).env_remove("PIE_HOME").output().expect("run pie")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn trained_sd_bundles_load_and_add_keeps_the_outside() {
+    let Some(lib) = trained_sd_library() else { return };
+    let o = pie(&lib, &["concepts", "show", "subject"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("backbone sd at") && text(&o).contains("precision float32"), "{}", text(&o));
+    let b = pie::Library::open(Some(lib.clone())).unwrap().load("inpaint-scene").unwrap();
+    match &b.manifest.model {
+        pie::manifest::Model::Sd(m) => assert_eq!(m.unet_in_channels, 9),
+        _ => panic!("not sd"),
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let scene = dir.path().join("scene.png");
+    let mask = dir.path().join("sel.png");
+    scene_rgb8(96, 72).save(&scene).unwrap();
+    rect_mask(96, 72, 30, 20, 32, 28, 1).save(&mask).unwrap();
+    let scene_img = image::open(&scene).unwrap().to_rgb8();
+    let sel = image::open(&mask).unwrap().to_luma8();
+    let run = |concept: &str, out: &str, extra: &[&str]| {
+        let out = dir.path().join(out);
+        let mut a = vec!["add", scene.to_str().unwrap(), "--selection", mask.to_str().unwrap(), "--concept", concept, "--out", out.to_str().unwrap(), "--steps", "4", "--device", "cpu", "--seed", "1"];
+        a.extend_from_slice(extra);
+        let o = pie(&lib, &a);
+        assert!(o.status.success(), "{concept} {extra:?}: {}", text(&o));
+        let img = image::open(&out).unwrap().to_rgb8();
+        let mut inside_changed = 0;
+        for (x, y, p) in img.enumerate_pixels() {
+            if sel.get_pixel(x, y).0[0] == 0 {
+                assert_eq!(p, scene_img.get_pixel(x, y), "{concept}: outside the selection at {x},{y}");
+            } else if p != scene_img.get_pixel(x, y) {
+                inside_changed += 1;
+            }
+        }
+        assert!(inside_changed > 100, "{concept} {extra:?}: only {inside_changed} pixels changed inside");
+        std::fs::read(&out).unwrap()
+    };
+    let a = run("subject", "a.png", &[]);
+    let b = run("subject", "b.png", &[]);
+    assert_eq!(a, b, "same seed, different bytes");
+    run("subject", "c.png", &["--scheduler", "dpm++2m", "--prompt", "a photo of {subject} in {scene}"]);
+    run("scene", "d.png", &["--strength", "1"]);
+    run("inpaint-scene", "e.png", &["--scheduler", "dpm++2m"]);
+}
