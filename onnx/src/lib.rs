@@ -91,6 +91,9 @@ pub fn add_each_with(
     if sd.scheduler != Scheduler::Ddim {
         return pixel(&format!("--scheduler {}", sd.scheduler));
     }
+    if sd.cuda_graph {
+        return pixel("--cuda-graph");
+    }
     add::add_each(bundle, scene, selection, opts, progress, sink)
 }
 

@@ -106,14 +106,21 @@ pub fn add_each(
     let path = |key: &str| bundle.graph_path(key).ok_or_else(|| Error::internal(format!("no {key} graph")));
     let t0 = Instant::now();
     let unet = runtime::open_with(ModelSource::File(&path("unet")?), device, opts.threads, sd.cuda_graph)?;
-    // Everything else on the device the UNet really got.
+    // The step graph on the device the UNet really got (it shares the loop's
+    // device memory); the text encoder and the VAE there too, where they can
+    // run (with per-node CPU fallback unless CUDA was required).
     let dev = unet.device;
+    let others = match (dev, device) {
+        (Device::Cpu | Device::Auto, _) => Device::Cpu,
+        (Device::Cuda, Device::Cuda) => Device::Cuda,
+        (Device::Cuda, _) => Device::Auto,
+    };
     let note = unet.note.clone();
     if let Some(n) = &note {
         progress.update(0.0, n);
     }
     let mut unet = unet.session;
-    let open = |key: &str| -> Result<Session> { Ok(runtime::open_with(ModelSource::File(&path(key)?), dev, opts.threads, false)?.session) };
+    let open = |key: &str| -> Result<Session> { Ok(runtime::open_with(ModelSource::File(&path(key)?), others, opts.threads, false)?.session) };
     let mut text_encoder = open("text_encoder")?;
     let mut vae_encoder = open("vae_encoder")?;
     let mut vae_decoder = open("vae_decoder")?;
