@@ -244,6 +244,7 @@ pub struct Concept {
 /// `graphs`, by backbone.
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
+#[allow(clippy::large_enum_variant)] // one per bundle
 pub enum Graphs {
     Pixel(PixelGraphs),
     Sd(SdGraphs),

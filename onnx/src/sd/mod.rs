@@ -41,7 +41,9 @@ pub(crate) fn check_model(m: &SdModel) -> Result<(), String> {
     if !(1..=64).contains(&m.vae_scale_factor) || !(1..=64).contains(&m.latent_channels) {
         return Err("model.vae_scale_factor and model.latent_channels must be 1 to 64".into());
     }
-    if m.size_multiple == 0 || m.size_multiple > 1024 || m.size_multiple % m.vae_scale_factor != 0 {
+    #[allow(clippy::manual_is_multiple_of)] // is_multiple_of needs Rust 1.87; the workspace says 1.83
+    let aligned = m.size_multiple % m.vae_scale_factor == 0;
+    if m.size_multiple == 0 || m.size_multiple > 1024 || !aligned {
         return Err(format!(
             "model.size_multiple {} must be a multiple of model.vae_scale_factor {} (and at most 1024)",
             m.size_multiple, m.vae_scale_factor
