@@ -395,3 +395,72 @@ fn ctrl_c_during_sd_add_exits_3_and_writes_nothing() {
     assert!(!out.exists());
     assert_eq!(listing(c.dir.path()), ["big.png", "bigmask.png", "scene.png", "sel.png"]);
 }
+
+fn library_add(b: &pie::Bundle, scene: &image::DynamicImage, mask: &image::GrayImage, device: pie::Device, sd: &pie::SdOptions) -> pie::Result<Vec<pie::AddOutput>> {
+    let opts = pie::AddOptions { steps: 10, guidance: pie::sd::DEFAULT_GUIDANCE, device, seed: 2, ..Default::default() };
+    let mut outs = Vec::new();
+    pie::add_each_with(b, scene, mask, &opts, sd, &mut pie::NoProgress, &mut |o| {
+        outs.push(o);
+        Ok(())
+    })?;
+    Ok(outs)
+}
+
+/// What the plug-in calls (`pie::add`, no sd options) runs sd bundles too.
+#[test]
+fn the_library_entry_point_dispatches_on_the_backbone() {
+    ort();
+    let lib = sd_library();
+    let l = pie::Library::open(Some(lib.path().to_path_buf())).unwrap();
+    let scene = image::DynamicImage::ImageRgb8(scene_rgb8(96, 72));
+    let mask = rect_mask(96, 72, 30, 20, 32, 28, 1);
+    for name in ["dog", "ball"] {
+        let b = l.load(name).unwrap();
+        let opts = pie::AddOptions { steps: 6, device: pie::Device::Cpu, ..Default::default() };
+        let outs = pie::add(&b, &scene, &mask, &opts, &mut pie::NoProgress).unwrap();
+        assert_eq!(outs.len(), 1);
+        assert_eq!((outs[0].image.width(), outs[0].image.height()), (96, 72));
+        assert!(outs[0].image.as_bytes() != scene.as_bytes(), "{name}: nothing changed");
+    }
+}
+
+/// On a machine with CUDA (skipped elsewhere): CUDA with device-resident
+/// latents, with a CUDA graph, and a float16 bundle, against the CPU.
+#[test]
+fn cuda_where_there_is_one_matches_the_cpu() {
+    ort();
+    if !pie::runtime::probe_cuda().map(|r| r.is_ok()).unwrap_or(false) {
+        eprintln!("SKIP: CUDA is not usable here");
+        return;
+    }
+    let lib = sd_library();
+    let l = pie::Library::open(Some(lib.path().to_path_buf())).unwrap();
+    let scene = image::DynamicImage::ImageRgb8(scene_rgb8(160, 120));
+    let mask = rect_mask(160, 120, 50, 30, 48, 48, 6);
+    let mean_diff = |a: &pie::AddOutput, b: &pie::AddOutput| {
+        a.image.as_bytes().iter().zip(b.image.as_bytes()).map(|(x, y)| f64::from(x.abs_diff(*y))).sum::<f64>() / a.image.as_bytes().len() as f64
+    };
+    for name in ["dog", "inpaint", "vpred"] {
+        let b = l.load(name).unwrap();
+        for scheduler in [pie::Scheduler::Ddim, pie::Scheduler::DpmSolver2M] {
+            let cpu = library_add(&b, &scene, &mask, pie::Device::Cpu, &pie::SdOptions { scheduler, ..Default::default() }).unwrap();
+            for cuda_graph in [false, true] {
+                let sd = pie::SdOptions { scheduler, cuda_graph, ..Default::default() };
+                let gpu = library_add(&b, &scene, &mask, pie::Device::Cuda, &sd).unwrap_or_else(|e| panic!("{name} {scheduler} graph {cuda_graph}: {e}"));
+                let again = library_add(&b, &scene, &mask, pie::Device::Cuda, &sd).unwrap();
+                assert_eq!(gpu[0].device, pie::Device::Cuda);
+                assert!(gpu[0].image.as_bytes() == again[0].image.as_bytes(), "{name}: CUDA, same seed, different images");
+                let d = mean_diff(&gpu[0], &cpu[0]);
+                assert!(d < 1.0, "{name} {scheduler} graph {cuda_graph}: CUDA and CPU differ by {d} per sample");
+            }
+        }
+    }
+    // float16 weights: CUDA only, also under auto.
+    let half = l.load("half").unwrap();
+    let dog = l.load("dog").unwrap();
+    let h = library_add(&half, &scene, &mask, pie::Device::Auto, &pie::SdOptions::default()).unwrap();
+    assert_eq!(h[0].device, pie::Device::Cuda);
+    let f = library_add(&dog, &scene, &mask, pie::Device::Cuda, &pie::SdOptions::default()).unwrap();
+    let d = mean_diff(&h[0], &f[0]);
+    assert!(d < 3.0, "float16 and float32 differ by {d} per sample");
+}
