@@ -184,7 +184,10 @@ pub struct StepPlan {
 /// The timesteps diffusers' DDIMScheduler visits for `n` steps ("leading").
 pub fn ddim_timesteps(train_steps: usize, n: usize, steps_offset: usize) -> Vec<usize> {
     let ratio = train_steps / n.max(1);
-    (0..n).rev().map(|i| (i * ratio + steps_offset).min(train_steps - 1)).collect()
+    let mut ts: Vec<usize> = (0..n).rev().map(|i| (i * ratio + steps_offset).min(train_steps - 1)).collect();
+    // With as many steps as levels, the offset would push the first past the end (diffusers fails there).
+    ts.dedup();
+    ts
 }
 
 /// The timesteps diffusers' DPMSolverMultistepScheduler visits for `n` steps ("linspace").
@@ -194,6 +197,8 @@ pub fn dpm_timesteps(train_steps: usize, n: usize) -> Vec<usize> {
     let mut ts: Vec<usize> = (0..=n).map(|i| round_half_even(last * i as f64 / n as f64) as usize).collect();
     ts.reverse();
     ts.pop();
+    // Near T steps, rounding can repeat a timestep (a zero-length step would divide by 0).
+    ts.dedup();
     ts
 }
 
@@ -386,6 +391,13 @@ mod tests {
             (Scheduler::DpmSolver2M, "v_prediction", [699, 599, 500, 400, 300, 200, 100], [0.21917640565472948, -1.1789295944443472, 0.6852116992846584], [0.09295960036828474, -0.6445224538317087, 0.3387869093477489]),
         ];
         assert_eq!(ddim_timesteps(1000, 10, 1), vec![901, 801, 701, 601, 501, 401, 301, 201, 101, 1]);
+        let dense = dpm_timesteps(1000, 1000);
+        assert!(dense.windows(2).all(|w| w[0] > w[1]));
+        let (sched, p) = sd15("epsilon");
+        let plan = sched.plan(Scheduler::DpmSolver2M, p, 1000, 1.0, 1, 0.0);
+        assert!(plan.steps.iter().all(|s| [s.a, s.b, s.p, s.q, s.r].iter().all(|v| v.is_finite())));
+        let every = ddim_timesteps(1000, 1000, 1);
+        assert_eq!((every.len(), every[0], every[998]), (999, 999, 1));
         assert_eq!(dpm_timesteps(1000, 10), vec![999, 899, 799, 699, 599, 500, 400, 300, 200, 100]);
         for (sch, pred, ts, first, last) in cases {
             let (sched, p) = sd15(pred);
