@@ -267,8 +267,17 @@ pub fn add_each(
                 LoopError::Stop(e) => e,
                 LoopError::Ort(e) => ie("UNet")(e),
             })?;
+        // The final latents come to the host (a few kB): the decoder may sit on
+        // another device than the loop (CUDA with a per-node fallback, or the CPU).
+        let x: Vec<f32> = if dev == Device::Cuda {
+            x.to(AllocationDevice::CPU, 0).and_then(|c| c.try_extract_tensor::<f32>().map(|(_, v)| v.to_vec())).map_err(ie("UNet"))?
+        } else {
+            x.try_extract_tensor::<f32>().map_err(ie("UNet"))?.1.to_vec()
+        };
         let decoded: Vec<f32> = {
-            let out = vae_decoder.run(ort::inputs!["latent" => &x]).map_err(ie("VAE decoder"))?;
+            let out = vae_decoder
+                .run(ort::inputs!["latent" => TensorRef::from_array_view(([1, lc, lh, lw], &x[..])).map_err(ie("VAE decoder"))?])
+                .map_err(ie("VAE decoder"))?;
             let (s, v) = out["image"].try_extract_tensor::<f32>().map_err(ie("VAE decoder"))?;
             if v.len() != 3 * wh * ww {
                 return Err(Error::internal(format!("the VAE decoder of {} returned shape {s:?}, expected [1, 3, {wh}, {ww}]", bundle.name())));
