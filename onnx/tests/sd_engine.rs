@@ -464,3 +464,19 @@ fn cuda_where_there_is_one_matches_the_cpu() {
     let d = mean_diff(&h[0], &f[0]);
     assert!(d < 3.0, "float16 and float32 differ by {d} per sample");
 }
+
+#[test]
+fn learn_options_for_sd_are_checked_before_the_trainer_starts() {
+    let c = case();
+    let img = c.scene.to_str().unwrap();
+    let o = pie(c.lib.path(), &["learn-scene", img, "--name", "new", "--backbone", "sd", "--base", "/nonexistent/sd15"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--base /nonexistent/sd15: not a folder"), "{}", text(&o));
+    let o = pie(c.lib.path(), &["learn-scene", img, "--name", "new", "--lora-rank", "4"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--lora-rank is an option of --backbone sd"), "{}", text(&o));
+    // A subject grows on its scene's backbone: "field" is an sd scene.
+    let o = pie(c.lib.path(), &["learn-subject", img, "--scene", "field", "--name", "new", "--backbone", "pixel-unet"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("was learned with the sd backbone"), "{}", text(&o));
+}
