@@ -180,8 +180,8 @@ enum Cmd {
         /// Denoising steps over the whole schedule; STEPS × STRENGTH of them run
         #[arg(long, default_value_t = 50)]
         steps: usize,
-        /// How much of the selection is re-synthesized (0 < F ≤ 1; 1 starts from noise)
-        #[arg(long, default_value_t = 0.7)]
+        /// How much is re-synthesized where subject and scene meet (0 < F ≤ 1; 1 starts from noise)
+        #[arg(long, default_value_t = 0.2)]
         strength: f32,
         /// Classifier-free guidance scale (1 = none, and faster)
         #[arg(long, default_value_t = 3.0)]
