@@ -269,7 +269,7 @@ struct Prepared {
 /// selection's shorter side, so that they mean the same at any photo size.
 struct Fit {
     /// The ring of scene around the subject's footprint that is re-synthesized
-    /// (the subject's shadow side, its soft edge) ...
+    /// (where the subject's soft edge meets the scene) ...
     ring: f32,
     /// ... and beyond it, the fade into the pixels that are kept as they are.
     fade: f32,
