@@ -1,6 +1,9 @@
-//! Adding the subject into a selection: crop, place, re-synthesize with the
-//! personalized denoiser (masked DDIM/DDPM with classifier-free guidance,
-//! known pixels re-imposed every step), and blend back.
+//! Adding the subject into a selection: crop, place, match the subject's
+//! colour to the scene around it, re-synthesize where subject and scene meet
+//! with the personalized denoiser (masked DDIM/DDPM with classifier-free
+//! guidance, known pixels re-imposed every step), and blend back: outside
+//! the selection nothing changes, and inside it only the subject's footprint
+//! and a thin ring around it.
 
 use std::time::{Duration, Instant};
 
@@ -45,8 +48,11 @@ pub struct AddOptions {
     /// Denoiser steps over the whole schedule; `steps × strength` of them run
     /// per result, each one graph run on a batch of 3 (subject, scene, null).
     pub steps: usize,
-    /// How much of the selection is re-synthesized, (0, 1]: 1 starts from noise,
-    /// lower keeps more of the placed subject.
+    /// How much is re-synthesized where the model is free, (0, 1]: 1 starts
+    /// from noise. A scene concept is free in the whole selection; with a
+    /// subject, the model is free where subject and scene meet (its outline,
+    /// a thin ring around it, where it meets the selection's edge) and the
+    /// subject's inside and the rest of the selection keep their pixels.
     pub strength: f32,
     /// Classifier-free guidance scale; 1 = none.
     pub guidance: f32,
@@ -63,7 +69,7 @@ pub struct AddOptions {
 
 impl Default for AddOptions {
     fn default() -> Self {
-        AddOptions { seed: 0, steps: 50, strength: 0.7, guidance: 3.0, variants: 1, device: Device::Auto, sampler: Sampler::Ddim, threads: None, detail: 1.0 }
+        AddOptions { seed: 0, steps: 50, strength: 0.2, guidance: 3.0, variants: 1, device: Device::Auto, sampler: Sampler::Ddim, threads: None, detail: 1.0 }
     }
 }
 
@@ -191,11 +197,22 @@ pub fn add_each(
     // over a few pixels inside it (outside stays untouched either way).
     let soft_owned;
     let blend_mask = if imageops::is_hard(selection) {
-        let r = (bbox.w.min(bbox.h) / 24).clamp(1, 12);
+        let div = if prep.edit.is_some() { FEATHER_DIV_SUBJECT } else { FEATHER_DIV };
+        let r = (bbox.w.min(bbox.h) / div).clamp(1, 12);
         soft_owned = imageops::feather_inward(selection, bbox, r);
         &soft_owned
     } else {
         selection
+    };
+    // With a subject, only its footprint and the ring around it are written;
+    // the rest of the selection keeps its pixels exactly, like the outside.
+    let edit_owned;
+    let write_mask = match &prep.edit {
+        Some(e) => {
+            edit_owned = imageops::scale_mask_in(blend_mask, plan.crop, e);
+            &edit_owned
+        }
+        None => blend_mask,
     };
     for v in 0..opts.variants {
         let seed = opts.seed.wrapping_add(v as u64);
@@ -219,7 +236,7 @@ pub fn add_each(
         }
         res.data.iter_mut().for_each(|v| *v = (*v + 1.0) * 0.5);
         let mut image = base.clone();
-        imageops::blend_into(&mut image, plan.crop, &res, blend_mask);
+        imageops::blend_into(&mut image, plan.crop, &res, write_mask);
         stats.total = started.elapsed();
         sink(AddOutput { seed, image, changed: bbox, device: den.device, note: den.note.clone(), stats })?;
     }
@@ -231,17 +248,56 @@ pub fn add_each(
 struct Prepared {
     w: usize,
     h: usize,
-    /// The scene crop (the known pixels).
+    /// What is re-imposed where the model is not free: the scene crop, or,
+    /// with a subject, the scene with the colour-matched subject in it.
     known: Vec<f32>,
     /// Scene with the subject pasted in: where sampling starts.
     composite: Vec<f32>,
-    /// The selection, [0, 1].
+    /// How free the model is, [0, 1]: the selection, or, with a subject, the
+    /// band where subject and scene meet (see [`around_subject`]).
     sel: Vec<f32>,
     /// Where the subject token applies, [0, 1] (blurred placement).
     subj: Vec<f32>,
     /// At crop size, in model units: detail to add back after upsampling.
     detail: Option<Vec<f32>>,
+    /// At crop size, [0, 1]: with a subject, the part of the selection that is
+    /// written (its footprint and a ring around it); `None`: all of it.
+    edit: Option<Vec<f32>>,
 }
+
+/// How a subject is fitted into the scene. Lengths are fractions of the
+/// selection's shorter side, so that they mean the same at any photo size.
+struct Fit {
+    /// The ring of scene around the subject's footprint that is re-synthesized
+    /// (where the subject's soft edge meets the scene) ...
+    ring: f32,
+    /// ... and beyond it, the fade into the pixels that are kept as they are.
+    fade: f32,
+    /// Inside the footprint, the band along its edge where the model is free;
+    /// further in, the subject's own pixels are kept (the small model cannot
+    /// redraw a subject faithfully: it pulls it toward the scene it memorized).
+    edge: f32,
+    /// Along the subject's outline, how much of the colour difference between
+    /// the scene just outside and the subject just inside is taken away at the
+    /// outline (light from the scene wrapping around the subject) ...
+    wrap: f32,
+    /// ... fading over this toward the subject's inside.
+    wrap_depth: f32,
+    /// Where the subject meets the selection's edge, all of that difference is
+    /// taken away (as Poisson blending does) over this depth, and the model
+    /// redraws it without the pasted detail, so the cut shows no seam.
+    cut_depth: f32,
+    /// The neighbourhood over which "local colour" is averaged.
+    colour_scale: f32,
+}
+
+const FIT: Fit = Fit { ring: 0.03, fade: 0.03, edge: 0.02, wrap: 0.7, wrap_depth: 0.05, cut_depth: 0.05, colour_scale: 0.1 };
+
+/// A hard-edged selection's edge is faded over its shorter side divided by
+/// this; with a subject the fade is wider, so where the subject meets the
+/// selection's edge it melts into the kept scene.
+const FEATHER_DIV: u32 = 24;
+const FEATHER_DIV_SUBJECT: u32 = 12;
 
 fn prepare(bundle: &Bundle, scene: &DynamicImage, selection: &GrayImage, plan: &Plan, bbox: Rect, detail: f32) -> Prepared {
     let (w, h) = (plan.work_w, plan.work_h);
@@ -254,15 +310,24 @@ fn prepare(bundle: &Bundle, scene: &DynamicImage, selection: &GrayImage, plan: &
             mcrop.push(f32::from(selection.get_pixel(x, y).0[0]) / 255.0);
         }
     }
-    let sel = imageops::resize_plane(&mcrop, cw, ch, w, h);
+    let mut sel = imageops::resize_plane(&mcrop, cw, ch, w, h);
     // The subject is placed at full resolution, then brought to the working scale.
     let mut full = Planes { c: 3, w: cw, h: ch, data: crop.data.iter().map(|v| v * 2.0 - 1.0).collect() };
     let mut place_full = vec![0.0f32; cw * ch];
+    let mut around = None;
     if let Some(subject) = &bundle.subject {
         let rel = ((bbox.x - plan.crop.x) as f64, (bbox.y - plan.crop.y) as f64, bbox.w as f64, bbox.h as f64);
         paste_subject(subject, rel, cw, ch, &mcrop, &mut full.data, &mut place_full);
+        let short = bbox.w.min(bbox.h) as f32;
+        let known_p = Planes { c: 3, w, h, data: known.clone() };
+        match_colour(&mut full, &place_full, &known_p, &sel, short * plan.scale as f32, &FIT);
+        let a = around_subject(&place_full, &mcrop, cw, ch, short, &FIT);
+        let free = imageops::resize_plane(&a.free, cw, ch, w, h);
+        sel.iter_mut().zip(&free).for_each(|(s, f)| *s *= f.clamp(0.0, 1.0));
+        around = Some(a);
     }
     let composite = imageops::resize(&full, w, h).data;
+    let known = if around.is_some() { composite.clone() } else { known };
     let place = imageops::resize_plane(&place_full, cw, ch, w, h);
     let radius = ((w.min(h) as f32) / 64.0).ceil() as usize;
     let subj = imageops::box_blur(&place, w, h, radius.max(1));
@@ -271,11 +336,102 @@ fn prepare(bundle: &Bundle, scene: &DynamicImage, selection: &GrayImage, plan: &
     // texture sharp when the model works below 1:1 (and is ~0 at 1:1).
     let detail = if detail > 0.0 && (w != cw || h != ch) {
         let back = imageops::resize(&Planes { c: 3, w, h, data: composite.clone() }, cw, ch);
-        Some(full.data.iter().zip(&back.data).map(|(f, b)| detail * (f - b)).collect())
+        let mut d: Vec<f32> = full.data.iter().zip(&back.data).map(|(f, b)| detail * (f - b)).collect();
+        // Where the subject is cut by the selection's edge the model's redrawing
+        // stands alone: the pasted cut's detail would bring its seam back.
+        if let Some(a) = &around {
+            for c in 0..3 {
+                let it = d[c * cw * ch..(c + 1) * cw * ch].iter_mut().zip(&a.free).zip(&place_full).zip(&a.cut);
+                it.for_each(|(((v, f), m), k)| *v *= 1.0 - m.min(1.0) * f * k);
+            }
+        }
+        Some(d)
     } else {
         None
     };
-    Prepared { w, h, known, composite, sel, subj, detail }
+    Prepared { w, h, known, composite, sel, subj, detail, edit: around.map(|a| a.write) }
+}
+
+/// Around a placed subject, at the crop's size, [0, 1] each.
+struct Around {
+    /// What is written: the footprint, the ring around it, the fade beyond.
+    write: Vec<f32>,
+    /// How free the model is: on both sides of the footprint's edge (the ring
+    /// outside, the `edge` band inside) and where the subject meets the
+    /// selection's edge; 0 in the subject's inside, whose pixels are kept.
+    free: Vec<f32>,
+    /// Where the subject meets the selection's edge (within `cut_depth`).
+    cut: Vec<f32>,
+}
+
+fn around_subject(place: &[f32], sel: &[f32], w: usize, h: usize, short: f32, f: &Fit) -> Around {
+    let outside: Vec<bool> = place.iter().map(|&m| m <= 0.0).collect();
+    let inside: Vec<bool> = place.iter().map(|&m| m >= 0.5).collect();
+    let in_sel: Vec<bool> = sel.iter().map(|&m| m >= 0.5).collect();
+    let d_out = imageops::distance_inside(&outside, w, h);
+    let d_in = imageops::distance_inside(&inside, w, h);
+    let d_sel = imageops::distance_inside(&in_sel, w, h);
+    let (ring, fade, edge) = ((short * f.ring).max(1.0), (short * f.fade).max(1.0), (short * f.edge).max(1.0));
+    let cut_depth = (short * f.cut_depth).max(1.0);
+    let write: Vec<f32> = d_out.iter().map(|&d| (1.0 - (d - ring) / fade).clamp(0.0, 1.0)).collect();
+    let cut: Vec<f32> =
+        d_sel.iter().zip(place).map(|(&d, &m)| if m > 0.0 { (1.0 - (d - cut_depth) / cut_depth).clamp(0.0, 1.0) } else { 0.0 }).collect();
+    let free = write
+        .iter()
+        .zip(&d_in)
+        .zip(&cut)
+        .map(|((&wr, &di), &c)| if di <= 0.0 { wr } else { (1.0 - (di - edge) / fade).clamp(0.0, 1.0) }.max(c))
+        .collect();
+    Around { write, free, cut }
+}
+
+/// Matches the placed subject's colour to the scene around it, in the low
+/// frequencies only, so that the subject keeps all its detail: the subject's
+/// local mean colour over a band just inside its outline is moved toward the
+/// scene's local mean colour over the kept pixels just outside it, by `wrap`
+/// at the outline fading over `wrap_depth` inward, and all the way (as Poisson
+/// blending does) where the subject meets the selection's edge, fading over
+/// `cut_depth`. Works at the model's scale on `known` (the scene crop) and
+/// `sel`; `full` and `place` are at the crop's size.
+fn match_colour(full: &mut Planes, place: &[f32], known: &Planes, sel: &[f32], short_work: f32, f: &Fit) {
+    let (w, h) = (known.w, known.h);
+    let (cw, ch) = (full.w, full.h);
+    let comp = imageops::resize(full, w, h);
+    let pw = imageops::resize_plane(place, cw, ch, w, h);
+    let inside: Vec<bool> = pw.iter().map(|&m| m >= 0.5).collect();
+    let outside: Vec<bool> = inside.iter().map(|v| !v).collect();
+    let in_sel: Vec<bool> = sel.iter().map(|&m| m >= 0.5).collect();
+    let d_in = imageops::distance_inside(&inside, w, h);
+    let d_out = imageops::distance_inside(&outside, w, h);
+    let d_sel = imageops::distance_inside(&in_sel, w, h);
+    let band = (0.05 * short_work).max(2.0);
+    let ring_w: Vec<f32> = d_out.iter().map(|&d| if d > 0.0 && d <= band { 1.0 } else { 0.0 }).collect();
+    let band_w: Vec<f32> = d_in.iter().map(|&d| if d > 0.0 && d <= band { 1.0 } else { 0.0 }).collect();
+    let sigma = (f.colour_scale * short_work).max(1.0);
+    let (scene_mean, sd) = imageops::local_mean(known, &ring_w, sigma);
+    let (subj_mean, bd) = imageops::local_mean(&comp, &band_w, sigma);
+    let (depth, cut_depth) = ((f.wrap_depth * short_work).max(0.5), (f.cut_depth * short_work).max(0.5));
+    let n = w * h;
+    let mut corr = Planes::new(3, w, h);
+    for i in 0..n {
+        if sd[i] <= 1e-4 || bd[i] <= 1e-4 {
+            continue;
+        }
+        let k_wrap = f.wrap * (-(d_in[i] - 0.5).max(0.0) / depth).exp();
+        let k_cut = (1.0 - (d_sel[i] - cut_depth) / cut_depth).clamp(0.0, 1.0);
+        let k = k_wrap.max(k_cut);
+        for c in 0..3 {
+            corr.data[c * n + i] = k * (scene_mean.data[c * n + i] - subj_mean.data[c * n + i]);
+        }
+    }
+    let up = imageops::resize(&corr, cw, ch);
+    let cn = cw * ch;
+    for c in 0..3 {
+        for i in 0..cn {
+            let v = &mut full.data[c * cn + i];
+            *v = (*v + place[i] * up.data[c * cn + i]).clamp(-1.0, 1.0);
+        }
+    }
 }
 
 /// Scales the subject (cut to its mask's bounds) to fit the selection's
@@ -456,4 +612,75 @@ fn sample(
     }
     on_step(ts.len())?;
     Ok(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 60x50 crop of scene colour `a`, a selection x 10..50, y 10..40, and
+    /// a subject of colour `b` filling x 20..40 over the selection's height
+    /// (so it meets the selection's top and bottom edges).
+    fn setup() -> (Planes, Vec<f32>, Vec<f32>, Planes) {
+        let (w, h) = (60, 50);
+        let (a, b) = ([-0.6f32, 0.0, 0.6], [0.8f32, -0.6, -0.8]);
+        let inside = |x: usize, y: usize, x0, x1| (x0..x1).contains(&x) && (10..40).contains(&y);
+        let sel: Vec<f32> = (0..w * h).map(|i| if inside(i % w, i / w, 10, 50) { 1.0 } else { 0.0 }).collect();
+        let place: Vec<f32> = (0..w * h).map(|i| if inside(i % w, i / w, 20, 40) { 1.0 } else { 0.0 }).collect();
+        let mut known = Planes::new(3, w, h);
+        let mut full = Planes::new(3, w, h);
+        for c in 0..3 {
+            for i in 0..w * h {
+                known.data[c * w * h + i] = a[c];
+                full.data[c * w * h + i] = if place[i] > 0.0 { b[c] } else { a[c] };
+            }
+        }
+        (known, sel, place, full)
+    }
+
+    fn px(p: &Planes, x: usize, y: usize) -> [f32; 3] {
+        [0, 1, 2].map(|c| p.data[c * p.w * p.h + y * p.w + x])
+    }
+
+    fn d(p: [f32; 3], q: [f32; 3]) -> f32 {
+        p.iter().zip(q).map(|(a, b)| (a - b) * (a - b)).sum::<f32>().sqrt()
+    }
+
+    #[test]
+    fn the_subject_takes_the_scene_colour_where_it_meets_the_selection_edge_and_keeps_its_own_inside() {
+        let (known, sel, place, mut full) = setup();
+        let (a, b) = (px(&known, 0, 0), px(&full, 30, 25));
+        match_colour(&mut full, &place, &known, &sel, 30.0, &FIT);
+        // at the selection's top and bottom edges, in the middle of the subject's width
+        for y in [10, 39] {
+            assert!(d(px(&full, 30, y), a) < 0.1 * d(a, b), "row {y}: {:?}", px(&full, 30, y));
+        }
+        // along its outline inside the selection the scene's light only wraps
+        // around it: moved toward the scene, by less than the wrap
+        let side = px(&full, 20, 25);
+        assert!(d(side, b) > 0.2 * d(a, b) && d(side, b) < FIT.wrap * d(a, b), "outline {side:?}");
+        // the middle is the subject's own colour
+        assert!(d(px(&full, 30, 25), b) < 0.01, "middle {:?}", px(&full, 30, 25));
+        // outside the footprint nothing is touched
+        assert_eq!(px(&full, 15, 25), a);
+    }
+
+    #[test]
+    fn only_the_footprint_and_a_thin_ring_are_written_and_the_model_is_free_only_where_subject_and_scene_meet() {
+        let (_, sel, place, _) = setup();
+        let r = around_subject(&place, &sel, 60, 50, 30.0, &FIT);
+        let at = |v: &[f32], x: usize, y: usize| v[y * 60 + x];
+        // written: the footprint and about 2 px around it (3% of 30 px, then a 1 px fade)
+        assert_eq!(at(&r.write, 30, 25), 1.0);
+        assert_eq!(at(&r.write, 19, 25), 1.0);
+        assert_eq!(at(&r.write, 15, 25), 0.0);
+        assert_eq!(at(&r.write, 44, 25), 0.0);
+        // free: on both sides of the outline and where the subject meets the selection's edge ...
+        assert_eq!(at(&r.free, 19, 25), 1.0);
+        assert_eq!(at(&r.free, 20, 25), 1.0);
+        assert_eq!(at(&r.free, 30, 10), 1.0);
+        assert!(at(&r.cut, 30, 10) == 1.0 && at(&r.cut, 30, 25) == 0.0);
+        // ... and not in the subject's inside, whose pixels are kept
+        assert_eq!(at(&r.free, 30, 25), 0.0);
+    }
 }

@@ -467,3 +467,147 @@ mod feather_tests {
         assert!(!is_hard(&soft));
     }
 }
+
+/// Chamfer (3-4) distance, in pixels, from each pixel where `inside` is true
+/// to the nearest pixel where it is false (0 where it is false). Pixels beyond
+/// the plane's edge count as inside, so the edge itself is no boundary.
+pub fn distance_inside(inside: &[bool], w: usize, h: usize) -> Vec<f32> {
+    let big = u32::MAX / 4;
+    let mut d: Vec<u32> = inside.iter().map(|&v| if v { big } else { 0 }).collect();
+    for y in 0..h {
+        for x in 0..w {
+            let i = y * w + x;
+            let mut v = d[i];
+            if x > 0 {
+                v = v.min(d[i - 1] + 3);
+            }
+            if y > 0 {
+                v = v.min(d[i - w] + 3);
+                if x > 0 {
+                    v = v.min(d[i - w - 1] + 4);
+                }
+                if x + 1 < w {
+                    v = v.min(d[i - w + 1] + 4);
+                }
+            }
+            d[i] = v;
+        }
+    }
+    for y in (0..h).rev() {
+        for x in (0..w).rev() {
+            let i = y * w + x;
+            let mut v = d[i];
+            if x + 1 < w {
+                v = v.min(d[i + 1] + 3);
+            }
+            if y + 1 < h {
+                v = v.min(d[i + w] + 3);
+                if x + 1 < w {
+                    v = v.min(d[i + w + 1] + 4);
+                }
+                if x > 0 {
+                    v = v.min(d[i + w - 1] + 4);
+                }
+            }
+            d[i] = v;
+        }
+    }
+    d.into_iter().map(|v| if v >= big { f32::INFINITY } else { v as f32 / 3.0 }).collect()
+}
+
+/// Box blur of one plane whose cost does not grow with the radius (running
+/// sums); near the edges it averages only what is inside the plane.
+fn box_blur_sum(src: &[f32], w: usize, h: usize, r: usize) -> Vec<f32> {
+    let pass = |src: &[f32], horizontal: bool| -> Vec<f32> {
+        let (len, lines) = if horizontal { (w, h) } else { (h, w) };
+        let at = |line: usize, i: usize| if horizontal { line * w + i } else { i * w + line };
+        let mut out = vec![0.0f32; w * h];
+        let mut pre = vec![0.0f64; len + 1];
+        for line in 0..lines {
+            for i in 0..len {
+                pre[i + 1] = pre[i] + f64::from(src[at(line, i)]);
+            }
+            for i in 0..len {
+                let (a, b) = (i.saturating_sub(r), (i + r + 1).min(len));
+                out[at(line, i)] = ((pre[b] - pre[a]) / (b - a) as f64) as f32;
+            }
+        }
+        out
+    };
+    let h1 = pass(src, true);
+    pass(&h1, false)
+}
+
+/// A smooth (three box passes, about Gaussian with σ ≈ `sigma`) blur of one plane.
+pub fn smooth(src: &[f32], w: usize, h: usize, sigma: f32) -> Vec<f32> {
+    let r = sigma.round().max(1.0) as usize;
+    let mut v = src.to_vec();
+    for _ in 0..3 {
+        v = box_blur_sum(&v, w, h, r);
+    }
+    v
+}
+
+/// The local mean colour of `img` (3 planes) over the pixels where `weight`
+/// is > 0, around every pixel (normalized convolution with [`smooth`]), and
+/// how much weight it rests on (0: none of those pixels nearby).
+pub fn local_mean(img: &Planes, weight: &[f32], sigma: f32) -> (Planes, Vec<f32>) {
+    let (w, h) = (img.w, img.h);
+    let den = smooth(weight, w, h, sigma);
+    let mut out = Planes::new(3, w, h);
+    for c in 0..3 {
+        let num: Vec<f32> = img.plane(c).iter().zip(weight).map(|(v, m)| v * m).collect();
+        let num = smooth(&num, w, h, sigma);
+        for (i, (n, d)) in num.iter().zip(&den).enumerate() {
+            out.data[c * w * h + i] = if *d > 1e-6 { n / d } else { 0.0 };
+        }
+    }
+    (out, den)
+}
+
+#[cfg(test)]
+mod footprint_tests {
+    use super::*;
+
+    #[test]
+    fn distance_grows_inward_from_the_boundary() {
+        let (w, h) = (20, 12);
+        let inside: Vec<bool> = (0..w * h).map(|i| (5..15).contains(&(i % w)) && (2..10).contains(&(i / w))).collect();
+        let d = distance_inside(&inside, w, h);
+        assert_eq!(d[0], 0.0);
+        assert_eq!(d[6 * w + 5], 1.0);
+        assert_eq!(d[6 * w + 7], 3.0);
+        assert!(d[6 * w + 9] >= 4.0);
+    }
+
+    #[test]
+    fn smooth_and_local_mean_keep_constants() {
+        let (w, h) = (30, 20);
+        let s = smooth(&vec![0.25; w * h], w, h, 4.0);
+        assert!(s.iter().all(|v| (v - 0.25).abs() < 1e-5));
+        let mut img = Planes::new(3, w, h);
+        img.data.iter_mut().enumerate().for_each(|(i, v)| *v = if i % (w * h) % w < 10 { 0.5 } else { -1.0 });
+        // the mean of only the left part is the left part's colour, wherever it is taken
+        let wt: Vec<f32> = (0..w * h).map(|i| if i % w < 10 { 1.0 } else { 0.0 }).collect();
+        let (m, den) = local_mean(&img, &wt, 3.0);
+        assert!((m.data[5 * w + 12] - 0.5).abs() < 1e-5 && den[5 * w + 12] > 0.0);
+        assert_eq!(den[5 * w + 29], 0.0);
+    }
+}
+
+/// A copy of `mask` whose values inside `r` are multiplied by `scale` (the
+/// size of `r`, [0, 1]); outside `r`, and where it is 0, it is unchanged, so
+/// what the mask leaves alone stays alone.
+pub fn scale_mask_in(mask: &GrayImage, r: Rect, scale: &[f32]) -> GrayImage {
+    let mut out = mask.clone();
+    let mw = mask.width() as usize;
+    let raw: &mut [u8] = &mut out;
+    for y in 0..r.h as usize {
+        for x in 0..r.w as usize {
+            let i = (r.y as usize + y) * mw + r.x as usize + x;
+            let s = scale[y * r.w as usize + x].clamp(0.0, 1.0);
+            raw[i] = (f32::from(raw[i]) * s).round() as u8;
+        }
+    }
+    out
+}

@@ -282,3 +282,40 @@ fn add_each_hands_over_each_variant_as_it_is_made_and_stops_on_a_sink_error() {
     .unwrap_err();
     assert_eq!((calls, e.to_string()), (1, "disk full".to_string()));
 }
+
+/// A wide selection: the ball (a disc, 3:4) fits its height, centred, and
+/// leaves the selection's sides to the scene.
+fn wide_ball_add(seed: u64, strength: f32) -> (DynamicImage, GrayImage, DynamicImage) {
+    let (_d, lib) = setup();
+    let b = lib.load("ball").unwrap();
+    let scene = DynamicImage::ImageRgb8(scene_rgb8(200, 124));
+    let mask = rect_mask(200, 124, 40, 30, 120, 64, 0);
+    let out = add(&b, &scene, &mask, &AddOptions { strength, ..opts(seed) }, &mut NoProgress).unwrap();
+    (scene, mask, out.into_iter().next().unwrap().image)
+}
+
+#[test]
+fn with_a_subject_only_its_footprint_and_a_thin_ring_change() {
+    let (scene, mask, out) = wide_ball_add(3, 0.8);
+    assert_outside_identical(&scene, &out, &mask);
+    let (s, o) = (scene.to_rgb8(), out.to_rgb8());
+    // The disc is 47 px wide (x 77..124); the ring and its fade are 6% of the
+    // selection's short side (about 4 px). The rest of the selection is kept.
+    let mut changed = 0;
+    for y in 30..94 {
+        for x in 40..160 {
+            if s.get_pixel(x, y) != o.get_pixel(x, y) {
+                changed += 1;
+                assert!((70..132).contains(&x), "pixel ({x}, {y}) changed, far from the subject");
+            }
+        }
+    }
+    assert!(changed > 47 * 64 / 2, "only {changed} pixels changed");
+    // The subject's inside keeps the subject's own pixels (the model only
+    // redraws where subject and scene meet).
+    let want = SUBJECT_RGB.map(|v| (v * 255.0).round() as i32);
+    for (x, y) in [(100, 62), (96, 56), (104, 68)] {
+        let p = o.get_pixel(x, y).0.map(i32::from);
+        assert!(p.iter().zip(want).all(|(a, b)| (a - b).abs() <= 2), "({x}, {y}) is {p:?}, not the subject's {want:?}");
+    }
+}

@@ -77,7 +77,7 @@ fn add_writes_the_result_and_variants_get_suffixes() {
     let o = run_add(&c, c.outdir.join("v.png").to_str().unwrap(), &["--variants", "3", "--seed", "5"]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(listing(&c.outdir), ["res.png", "v-1.png", "v-2.png", "v-3.png"]);
-    assert!(text(&o).contains("v-3.png (seed 7, 6 steps on cpu,"), "{}", text(&o));
+    assert!(text(&o).contains("v-3.png (seed 7, 2 steps on cpu,"), "{}", text(&o));
     // --json: JSON lines only, one "done" per output, with its seed
     let o = run_add(&c, c.outdir.join("j.tif").to_str().unwrap(), &["--json", "--seed", "9"]);
     assert!(o.status.success(), "{}", text(&o));

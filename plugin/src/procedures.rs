@@ -197,10 +197,10 @@ fn add_subject_procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
     p.add_double_argument(
         "strength",
         "Stre_ngth",
-        Some("How much of the selection is re-synthesized: 1 starts from noise, lower keeps more of the subject as photographed"),
+        Some("How much is re-synthesized where the subject meets the scene: 1 starts from noise, lower keeps more of the subject as photographed"),
         0.0,
         1.0,
-        0.7,
+        0.2,
         RW,
     );
     p.add_double_argument(

@@ -340,6 +340,12 @@ def score_all(result: np.ndarray, scene: np.ndarray, sel: np.ndarray, reference:
     }
 
 
+def scene_as_is(scene: np.ndarray, sel: np.ndarray, seam_width: int, rim: int) -> dict[str, float]:
+    """Seam and harmonization of the untouched scene: what the scene itself contributes around the selection."""
+    return {"seam": scores.seam(scene, scene, sel, width=seam_width),
+            "harmonization": scores.harmonization(scene, sel, rim=rim)}
+
+
 def git_commit() -> str:
     p = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     return p.stdout.strip() or "unknown"
@@ -372,6 +378,13 @@ def markdown_table(rows: list[dict], meta: dict) -> str:
             rel = s["fidelity"] / nf if nf else None
             out.append(f"| {r['pair']} | {m} | {s['preservation']} | {fmt(s['seam'], 2)} | "
                        f"{fmt(s['harmonization'], 2)} | {fmt(s['fidelity'])} | {fmt(rel, 2)} |")
+        ref = r.get("scene_as_is")
+        if ref:
+            out.append(f"| {r['pair']} | *scene as is (reference)* | 0 | {fmt(ref['seam'], 2)} | "
+                       f"{fmt(ref['harmonization'], 2)} | — | — |")
+    if any(r.get("scene_as_is") for r in rows):
+        out += ["", "*Scene as is*: the photograph without any insertion, scored the same way: the seam and "
+                    "harmonization that come from the scene itself around the selection (not a method)."]
     out += ["", "Acceptance (pie beats naive and Poisson on seam and harmonization, preservation 0, "
                 "fidelity at least 0.6 of naive's):", "",
             "| pair | seam | harmonization | preservation | fidelity ≥ 0.6 × naive |", "|---|---|---|---|---|"]
@@ -428,6 +441,7 @@ def rescore(out: Path, rim: int, seam_width: int) -> int:
         reference = naive_paste(scene, colour, alpha)
         row["scores"] = {m: score_all(load_rgb(pw / f"{m}.png"), scene, sel, reference, placement, rim, seam_width)
                          for m in METHODS if (pw / f"{m}.png").is_file()}
+        row["scene_as_is"] = scene_as_is(scene, sel, seam_width, rim)
         row.pop("acceptance", None)
         if all(m in row["scores"] for m in METHODS):
             row["acceptance"] = acceptance(row["scores"])
@@ -585,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
                   for m, img in results.items()}
             row = {"pair": pair.name, "selection": list(pair.selection), "scene_size": [W, H],
                    "subject_mask_fraction": float((smask > 0).mean()), "scores": sc, "timings": timings,
-                   "errors": errors}
+                   "errors": errors, "scene_as_is": scene_as_is(scene, sel, args.seam_width, args.rim)}
             if all(m in sc for m in METHODS):
                 row["acceptance"] = acceptance(sc)
             rows.append(row)

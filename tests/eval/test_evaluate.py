@@ -72,6 +72,9 @@ def test_baselines_only_run_writes_table_json_and_sheet(tmp_path):
     assert row["scores"]["naive"]["preservation"] == 0 and row["scores"]["poisson"]["preservation"] == 0
     assert row["scores"]["poisson"]["harmonization"] < row["scores"]["naive"]["harmonization"]
     assert "rocket+chelsea" in (tmp_path / "results.md").read_text()
+    # the untouched scene is scored too, as a reference row (not a method)
+    assert row["scene_as_is"]["seam"] > 0 and row["scene_as_is"]["harmonization"] >= 0
+    assert "scene as is (reference)" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "sheet-rocket+chelsea.png").stat().st_size > 10_000
     before = data["pairs"][0]["scores"]
     assert ev.main(["--rescore", "--out", str(tmp_path)]) == 0

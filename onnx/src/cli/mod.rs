@@ -215,9 +215,10 @@ enum Cmd {
         /// Denoising steps over the whole schedule; STEPS × STRENGTH of them run
         #[arg(long, default_value_t = 50)]
         steps: usize,
-        /// How much of the selection is re-synthesized (0 < F ≤ 1; 1 starts from noise)
-        #[arg(long, default_value_t = 0.7)]
-        strength: f32,
+        /// How much is re-synthesized where subject and scene meet (0 < F ≤ 1; 1 starts from noise)
+        /// [default: 0.2, 0.7 for sd concepts]
+        #[arg(long)]
+        strength: Option<f32>,
         /// Classifier-free guidance scale (1 = none, and faster) [default: 3, 7.5 for sd concepts]
         #[arg(long)]
         guidance: Option<f32>,
@@ -358,7 +359,17 @@ fn run(cli: Cli) -> Result<()> {
             ref image, ref selection, ref concept, ref out, seed, steps, strength, guidance, variants, device, sampler, threads, detail,
             scheduler, ref prompt, ref negative_prompt, cuda_graph,
         } => {
-            let opts = AddOptions { seed, steps, strength, guidance: guidance.unwrap_or(f32::NAN), variants, device, sampler, threads, detail };
+            let opts = AddOptions {
+                seed,
+                steps,
+                strength: strength.unwrap_or(f32::NAN),
+                guidance: guidance.unwrap_or(f32::NAN),
+                variants,
+                device,
+                sampler,
+                threads,
+                detail,
+            };
             let sd = SdOptions { prompt: prompt.clone(), negative_prompt: negative_prompt.clone(), scheduler, cuda_graph };
             let outs = add(&lib()?, image, selection, concept, out, &opts, &sd, json)?;
             let mut before = std::time::Duration::ZERO;
@@ -402,7 +413,7 @@ pub struct Written {
 /// and nothing is written unless everything succeeded. Each result goes to a
 /// temporary file as soon as it is made, so K variants of a large photo are
 /// never all in memory at once.
-/// A NaN `opts.guidance` means "not given": 3 for pixel-unet concepts, 7.5 for sd.
+/// A NaN `opts.guidance` or `opts.strength` means "not given": the backbone's default.
 #[allow(clippy::too_many_arguments)]
 pub fn add(lib: &Library, image: &Path, selection: &Path, concept: &str, out: &Path, opts: &AddOptions, sd: &SdOptions, json: bool) -> Result<Vec<Written>> {
     let paths = output::output_paths(out, opts.variants);
@@ -413,8 +424,12 @@ pub fn add(lib: &Library, image: &Path, selection: &Path, concept: &str, out: &P
     let mask = pie::open_mask(selection)?;
     let bundle = lib.load(concept)?;
     let mut opts = opts.clone();
+    let sd_concept = bundle.manifest.is_sd();
     if opts.guidance.is_nan() {
-        opts.guidance = if bundle.manifest.is_sd() { pie::sd::DEFAULT_GUIDANCE } else { AddOptions::default().guidance };
+        opts.guidance = if sd_concept { pie::sd::DEFAULT_GUIDANCE } else { AddOptions::default().guidance };
+    }
+    if opts.strength.is_nan() {
+        opts.strength = if sd_concept { pie::sd::DEFAULT_STRENGTH } else { AddOptions::default().strength };
     }
     let opts = &opts;
     let mut p = CliProgress::new(json, "add");

@@ -33,6 +33,11 @@ pub struct SdOptions {
 /// when `--guidance` is not given (as diffusers' pipelines).
 pub const DEFAULT_GUIDANCE: f32 = 7.5;
 
+/// The strength the command line uses for sd bundles when `--strength` is
+/// not given: the placed subject is a start, redrawn by the fine-tuned model
+/// (the pixel path's 0.2 would keep the paste nearly as it is).
+pub const DEFAULT_STRENGTH: f32 = 0.7;
+
 /// `model` of an sd bundle: the rules the schema cannot state.
 pub(crate) fn check_model(m: &SdModel) -> Result<(), String> {
     if m.channels != 3 || m.value_range != [-1, 1] {
