@@ -272,7 +272,7 @@ fn ctrl_c_during_add_exits_3_and_writes_nothing() {
     let child = Command::new(env!("CARGO_BIN_EXE_pie"))
         .arg("--library")
         .arg(c.lib.path())
-        .args(["add", big.to_str().unwrap(), "--selection", bigmask.to_str().unwrap(), "--concept", "ball", "--out", out.to_str().unwrap(), "--steps", "1000", "--device", "cpu"])
+        .args(["add", big.to_str().unwrap(), "--selection", bigmask.to_str().unwrap(), "--concept", "ball", "--out", out.to_str().unwrap(), "--steps", "1000", "--strength", "1", "--device", "cpu"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
