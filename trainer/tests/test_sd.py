@@ -290,6 +290,46 @@ def test_inpainting_full_finetune_with_text_encoder(tmp_path: Path, photos: dict
     assert sm["model"]["unet_in_channels"] == 9 and sm["training"]["train_text_encoder"] is True
 
 
+def test_fp16_export_keeps_float32_interface(tiny: Path, photos: dict, tmp_path: Path) -> None:
+    """fp16 graphs (normally exported on CUDA; traced on the CPU here) take and give float32."""
+    import onnx
+    run = sd_run("scene", str(photos["scene"]), "--name", "half", "--library", str(tmp_path), "--backbone", "sd",
+                 "--base", str(tiny), "--steps", "1", "--resolution", RES, "--export-precision", "fp16",
+                 "--threads", "1")
+    assert run.rc == 0, run.stderr[-3000:]
+    folder = tmp_path / "half"
+    assert bundle_problems(folder) == []
+    m = manifest(folder)
+    assert m["model"]["precision"] == "float16"
+    for name, g in m["graphs"].items():
+        proto = onnx.load(str(folder / g["file"]))
+        io = {v.name: v.type.tensor_type.elem_type for v in list(proto.graph.input) + list(proto.graph.output)}
+        assert io == {t["name"]: (onnx.TensorProto.INT64 if t["dtype"] == "int64" else onnx.TensorProto.FLOAT)
+                      for t in g["inputs"] + g["outputs"]}, name
+        kinds = {t.data_type for t in proto.graph.initializer if len(t.dims) >= 2}
+        assert kinds == {onnx.TensorProto.FLOAT16}, (name, kinds)
+    assert all(isinstance(v, float) for v in m["training"]["onnx_max_abs_diff"].values())
+
+
+def test_large_graph_keeps_its_weights_in_one_data_file(tiny: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from pie_trainer.sd import export as ex
+    from pie_trainer.sd import models as md
+    from pie_trainer.sd.base import check_base
+
+    monkeypatch.setattr(ex, "EXTERNAL_LIMIT", 1000)   # stands in for a > 2 GB UNet
+    parts = md.load_base(check_base(str(tiny)))
+    made = ex.export_graph("unet", parts, tmp_path, 77, 4, 2, torch.device("cpu"), torch.float32)
+    assert made == ["unet.onnx", "unet.onnx.data"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == made       # no temporary files left
+    assert 5 * (tmp_path / "unet.onnx").stat().st_size < (tmp_path / "unet.onnx.data").stat().st_size
+    files = {"unet": "unet.onnx"}
+    for g in ("text_encoder", "vae_encoder", "vae_decoder"):
+        files[g] = ex.export_graph(g, parts, tmp_path, 77, 4, 2, torch.device("cpu"), torch.float32)[0]
+    report = ex.verify(parts, tmp_path, files, 77, 4, 2, 1, "float32")
+    assert report["unet"] < 1e-3
+
+
 # ---- refusals -----------------------------------------------------------------
 
 def test_hub_id_and_bad_bases_are_refused_without_network(tmp_path: Path, photos: dict, tiny: Path) -> None:

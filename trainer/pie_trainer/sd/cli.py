@@ -156,8 +156,6 @@ def train(args: argparse.Namespace, progress: Progress, *, stage: int, name: str
     except RuntimeError:
         pass
     mixed = resolve_mixed_precision(args.mixed_precision or "auto", device)
-    if args.export_precision == "fp16" and device.type != "cuda":
-        raise BadInput("--export-precision fp16 needs a CUDA device (fp16 graphs run on CUDA only)")
     settings = SdSettings(
         stage=stage, steps=args.steps or preset["steps"], batch=args.batch or preset["batch"],
         lr=args.lr or (LR_LORA if lora_rank > 0 else LR_FULL), resolution=resolution, class_word=class_word,
