@@ -162,6 +162,7 @@ def test_sd_subject_bundle(sd_subject: tuple[Run, Path], sd_scene: tuple[Run, Pa
     assert alpha.min() == 0 and alpha.max() == 255
     assert m["model"]["base"] == manifest(scene)["model"]["base"]
     assert m["training"]["prior_loss_weight"] == 1.0 and m["training"]["mixed_precision"] == "no"
+    assert m["model"]["base"]["name"] == "tiny"
     # Stage II continued Stage I's LoRA: same keys, other values.
     from safetensors.torch import load_file
     a, b = load_file(scene / "weights.safetensors"), load_file(folder / "weights.safetensors")
@@ -179,6 +180,15 @@ def _feeds(name: str, rng: np.random.Generator, n: int, h: int, w: int, vocab: i
     if name == "vae_encoder":
         return {"image": rng.uniform(-1, 1, (n, 3, 2 * h, 2 * w)).astype(np.float32)}
     return {"latent": rng.standard_normal((n, 4, h, w)).astype(np.float32)}
+
+
+def test_subject_refuses_another_base(sd_scene: tuple[Run, Path], sd_lib: Path, photos: dict,
+                                      tmp_path: Path) -> None:
+    other = make_tiny(tmp_path / "tiny", "--seed", "7")      # same architecture, same sizes, other weights
+    run = sd_run("subject", str(photos["subject"]), "--scene", "lake", "--name", "other", "--library", str(sd_lib),
+                 "--base", str(other), "--steps", "1")
+    assert run.rc == 2 and "is not the one the scene 'lake' was trained on" in run.last("error")["message"]
+    assert not (sd_lib / "other").exists()
 
 
 def test_sd_onnx_matches_pytorch_and_training_changed_the_unet(sd_subject: tuple[Run, Path], tiny: Path) -> None:
@@ -290,12 +300,12 @@ def test_inpainting_full_finetune_with_text_encoder(tmp_path: Path, photos: dict
     assert sm["model"]["unet_in_channels"] == 9 and sm["training"]["train_text_encoder"] is True
 
 
-def test_fp16_export_keeps_float32_interface(tiny: Path, photos: dict, tmp_path: Path) -> None:
+def test_fp16_export_and_text_encoder_lora(tiny: Path, photos: dict, tmp_path: Path) -> None:
     """fp16 graphs (normally exported on CUDA; traced on the CPU here) take and give float32."""
     import onnx
     run = sd_run("scene", str(photos["scene"]), "--name", "half", "--library", str(tmp_path), "--backbone", "sd",
                  "--base", str(tiny), "--steps", "1", "--resolution", RES, "--export-precision", "fp16",
-                 "--threads", "1")
+                 "--train-text-encoder", "--gradient-checkpointing", "--lr", "1e-2", "--threads", "1")
     assert run.rc == 0, run.stderr[-3000:]
     folder = tmp_path / "half"
     assert bundle_problems(folder) == []
@@ -309,6 +319,11 @@ def test_fp16_export_keeps_float32_interface(tiny: Path, photos: dict, tmp_path:
         kinds = {t.data_type for t in proto.graph.initializer if len(t.dims) >= 2}
         assert kinds == {onnx.TensorProto.FLOAT16}, (name, kinds)
     assert all(isinstance(v, float) for v in m["training"]["onnx_max_abs_diff"].values())
+    # LoRA on the text encoder learnt through gradient checkpointing (its B matrices start at 0).
+    from safetensors.torch import load_file
+    w = load_file(folder / "weights.safetensors")
+    te_b = [v for k, v in w.items() if k.startswith("text_encoder.") and "lora_B" in k]
+    assert te_b and all(float(v.abs().max()) > 0 for v in te_b)
 
 
 def test_large_graph_keeps_its_weights_in_one_data_file(tiny: Path, tmp_path: Path,

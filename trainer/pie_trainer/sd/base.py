@@ -24,6 +24,7 @@ CONFIGS = {"unet": "config.json", "vae": "config.json", "text_encoder": "config.
            "scheduler": "scheduler_config.json"}
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+SAMPLE = 1 << 20
 LAYOUT = "model_index.json, unet/, vae/, text_encoder/, tokenizer/ and scheduler/"
 
 
@@ -59,7 +60,10 @@ class Base:
 
     @property
     def native_resolution(self) -> int:
-        return int(self.unet.get("sample_size") or 64) * self.vae_scale_factor
+        size = self.unet.get("sample_size") or 64
+        size = min(size) if isinstance(size, (list, tuple)) else size
+        side = int(size) * self.vae_scale_factor
+        return max(self.size_multiple, side - side % self.size_multiple)
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
@@ -88,7 +92,10 @@ def _weights_variant(folder: Path, part: str) -> tuple[list[Path], str | None]:
 
 
 def check_base(arg: str) -> Base:
-    """Check `--base` without loading any weights; BadInput with a specific message otherwise."""
+    """Check `--base` without loading any weights; BadInput with a specific message otherwise.
+
+    The fingerprint covers every config, the tokenizer files, and each weight file's name,
+    size and first and last MiB: a subject refuses a base that is not its scene's."""
     p = Path(arg).expanduser()
     if not p.exists():
         if _HUB_ID.match(arg) and not arg.startswith((".", "/")):
@@ -151,7 +158,15 @@ def check_base(arg: str) -> Base:
             weights, v = _weights_variant(folder, part)
             variant = variant or v
             for w in weights:
-                h.update(f"{part}/{w.name}:{w.stat().st_size}\n".encode())
+                size = w.stat().st_size
+                h.update(f"{part}/{w.name}:{size}\n".encode())
+                # The first and last MiB (header, first and last tensors): cheap, and tells
+                # checkpoints of the same architecture apart.
+                with open(w, "rb") as f:
+                    h.update(f.read(SAMPLE))
+                    if size > 2 * SAMPLE:
+                        f.seek(size - SAMPLE)
+                        h.update(f.read(SAMPLE))
         for f in sorted(folder.glob("*.json")) + sorted(folder.glob("*.txt")):
             h.update(f"{part}/{f.name}\n".encode())
             h.update(f.read_bytes())

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from ..errors import BadInput
 from ..progress import Progress, log
-from .settings import (DEFAULT_LORA_RANK, DEFAULT_RESOLUTION, LR_FULL, LR_LORA, SCENE_CLASS, SD_PRESETS,
+from .settings import (DEFAULT_LORA_RANK, LR_FULL, LR_LORA, SCENE_CLASS, SD_PRESETS,
                        SUBJECT_CLASS, SdSettings, prompt)
 
 CLASS_WORD_HELP = "lowercase letters and spaces, at most 32 characters"
@@ -122,7 +122,7 @@ def train(args: argparse.Namespace, progress: Progress, *, stage: int, name: str
         lora_rank = DEFAULT_LORA_RANK if args.lora_rank is None else args.lora_rank
         lora_alpha = args.lora_alpha or float(max(1, lora_rank))
         train_te = bool(args.train_text_encoder)
-        resolution = args.resolution or DEFAULT_RESOLUTION
+        resolution = args.resolution or base.native_resolution
     if resolution % base.size_multiple or resolution < base.size_multiple:
         raise BadInput(f"--resolution must be a multiple of {base.size_multiple} for this checkpoint "
                        f"({base.name}), got {resolution}")

@@ -139,7 +139,12 @@ class Trainer:
         if s.gradient_checkpointing:
             parts.unet.enable_gradient_checkpointing()
             if s.train_text_encoder:
-                parts.text_encoder.gradient_checkpointing_enable()
+                # Non-reentrant: with frozen embeddings the reentrant variant would cut the LoRA gradients.
+                te = parts.text_encoder
+                if hasattr(te, "activation_checkpointing_enable"):        # transformers >= 5
+                    te.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+                else:
+                    te.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         parts.unet.train()
         if s.train_text_encoder:
             parts.text_encoder.train()

@@ -14,7 +14,6 @@ SD_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 LR_LORA = 1e-4
 LR_FULL = 2e-6
 DEFAULT_LORA_RANK = 8
-DEFAULT_RESOLUTION = 512
 SCENE_CLASS = "scene"
 SUBJECT_CLASS = "object"
 
