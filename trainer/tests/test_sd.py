@@ -229,6 +229,42 @@ def test_sd_onnx_matches_pytorch_and_training_changed_the_unet(sd_subject: tuple
         assert (refs["unet"](*args) - UNet(base.unet, torch.float32)(*args)).abs().max() > 1e-4
 
 
+def test_bundle_alone_samples_like_diffusers(sd_subject: tuple[Run, Path], tiny: Path, tmp_path: Path) -> None:
+    """Text-to-image from the bundle's files only (ONNX Runtime, tokenizer.json, manifest schedule) equals
+    diffusers' StableDiffusionPipeline on base + weights.safetensors, same prompt and noise."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    from pie_trainer.sd import models as md
+    from pie_trainer.sd.base import check_base
+    from pie_trainer.sd.sample import Bundle
+
+    _, folder = sd_subject
+    b = Bundle(folder)
+    noise = np.random.default_rng(5).standard_normal((2, 4, 16, 24)).astype(np.float32)
+    ours = b.txt2img(b.m["text"]["prompts"]["add"], noise, steps=6, guidance=4.0)
+    parts, _ = md.finetuned(check_base(str(tiny)), folder / "weights.safetensors")
+    s = b.m["schedule"]
+    sched = DDIMScheduler(num_train_timesteps=s["num_train_timesteps"], beta_start=s["beta_start"],
+                          beta_end=s["beta_end"], beta_schedule=s["beta_schedule"],
+                          prediction_type=s["prediction_type"], steps_offset=s["steps_offset"], clip_sample=False,
+                          set_alpha_to_one=False, timestep_spacing="leading")
+    pipe = StableDiffusionPipeline(vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer,
+                                   unet=parts.unet, scheduler=sched, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    want = pipe([b.m["text"]["prompts"]["add"]] * 2, negative_prompt=[""] * 2, height=32, width=48, num_inference_steps=6,
+                guidance_scale=4.0, latents=torch.from_numpy(noise), output_type="np").images
+    got = np.clip(ours / 2 + 0.5, 0, 1).transpose(0, 2, 3, 1)
+    assert got.shape == want.shape == (2, 32, 48, 3)
+    assert np.abs(got - want).max() < 2e-3
+
+    out, npy = tmp_path / "s.png", tmp_path / "s.npy"
+    run = sd_run("sample", "--bundle", str(folder), "--token", "subject", "--count", "2", "--steps", "3",
+                 "--height", "32", "--width", "40", "--out", str(out), "--npy", str(npy))
+    assert run.rc == 0 and run.events == [], run.stderr[-2000:]
+    assert Image.open(out).size == (80, 32) and np.load(npy).shape == (2, 3, 32, 40)
+
+
 def test_tokenizer_json_tokenizes_like_the_base(sd_subject: tuple[Run, Path], tiny: Path) -> None:
     from tokenizers import Tokenizer
     from transformers import CLIPTokenizer

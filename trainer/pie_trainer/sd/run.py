@@ -325,11 +325,12 @@ def execute(job: SdJob, rt: SdRuntime, progress: Progress, stop: StopFlag) -> Pa
     s = job.settings
     torch.set_num_threads(rt.threads)
 
+    # `start` before loading the base: an SD checkpoint takes a while to load.
+    progress.emit("start", stage=job.stage, name=job.name, total=s.steps, device=str(rt.device),
+                  precision=s.mixed_precision, threads=rt.threads)
     tr = Trainer(job, rt)
     if saved is not None:
         tr.restore(saved)
-    progress.emit("start", stage=job.stage, name=job.name, total=s.steps, device=str(rt.device),
-                  precision=s.mixed_precision, threads=rt.threads)
     progress.phase(job.stage, "train", f"training {job.name!r} on {job.base.name}: step {tr.step} of {s.steps}")
     watcher = RateWatcher(rt.threads, rt.device)
     recent: list[float] = []
