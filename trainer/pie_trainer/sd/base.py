@@ -56,7 +56,7 @@ class Base:
 
     @property
     def size_multiple(self) -> int:
-        return self.vae_scale_factor * 2 ** (len(self.unet["block_out_channels"]) - 1)
+        return self.vae_scale_factor * 2 ** (len(self.unet.get("block_out_channels", (320, 640, 1280, 1280))) - 1)
 
     @property
     def native_resolution(self) -> int:
