@@ -474,3 +474,8 @@ def test_sd_cancel_leaves_no_bundle_and_resumes(tmp_path: Path, photos: dict, ti
     assert run.rc == 3, run.stderr[-2000:]
     assert [p.name for p in visible_entries(lib)] == ["c"]
     assert not [p for p in lib.iterdir() if p.name.startswith(".partial")]
+    # Resuming a run stopped after training exports at once, from the trained weights.
+    done = sd_run(*[a if a != "c" else "d" for a in common], "--resume")
+    assert done.rc == 0, done.stderr[-2000:]
+    assert not [e for e in done.events if e["event"] == "progress"]
+    assert bundle_problems(lib / "d") == [] and manifest(lib / "d")["training"]["steps"] == 40
