@@ -147,6 +147,9 @@ def check_base(arg: str) -> Base:
     if sch.get("beta_schedule", "linear") not in ("linear", "scaled_linear") or sch.get("trained_betas"):
         raise BadInput(f"the base checkpoint's scheduler uses beta_schedule {sch.get('beta_schedule')!r}; "
                        "pie's engine supports 'linear' and 'scaled_linear'")
+    if sch.get("rescale_betas_zero_snr"):
+        raise BadInput("the base checkpoint's scheduler rescales its betas to zero terminal SNR; pie's engine "
+                       "derives alphas_cumprod from beta_start/beta_end/beta_schedule alone and would sample it wrong")
     if sch.get("prediction_type", "epsilon") not in ("epsilon", "v_prediction"):
         raise BadInput(f"the base checkpoint's scheduler predicts {sch.get('prediction_type')!r}; "
                        "pie supports 'epsilon' and 'v_prediction'")

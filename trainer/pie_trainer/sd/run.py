@@ -99,6 +99,12 @@ def _randint(high: int, gen: torch.Generator) -> int:
     return int(torch.randint(0, high, (1,), generator=gen).item()) if high > 1 else 0
 
 
+def text_length(parts: md.Parts) -> int:
+    """L: the tokenizer's model_max_length, bounded by the text encoder's positions (some tokenizer
+    configs leave model_max_length at a huge sentinel)."""
+    return int(min(int(parts.tokenizer.model_max_length), int(parts.text_encoder.config.max_position_embeddings)))
+
+
 def random_masks(n: int, r: int, gen: torch.Generator) -> torch.Tensor:
     """Inpainting training masks [n,1,r,r], 1 = to be generated: a random box (3 in 4) or everything."""
     m = torch.zeros(n, 1, r, r)
@@ -163,7 +169,7 @@ class Trainer:
         self.sf = float(parts.vae.config.scaling_factor)
         self.vsf = job.base.vae_scale_factor
         self.inpainting = int(parts.unet.config.in_channels) == 9
-        self.L = int(parts.tokenizer.model_max_length)
+        self.L = text_length(parts)
         # Data.
         r = s.resolution
         self.scene_crops = SceneCrops(job.scene, r, max(r, round(r * s.scene_zoom)))
