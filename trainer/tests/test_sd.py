@@ -119,7 +119,8 @@ def test_sd_scene_bundle(sd_scene: tuple[Run, Path], tiny: Path) -> None:
     assert m["backbone"] == "sd" and m["stage"] == 1 and m["parent"] is None
     assert {f["path"] for f in m["files"]} == {"text_encoder.onnx", "unet.onnx", "vae_encoder.onnx",
                                               "vae_decoder.onnx", "tokenizer.json", "weights.safetensors",
-                                              "scene.png"}
+                                              "scene.png", "preview.png"}
+    assert m["preview"] == "preview.png" and Image.open(folder / "preview.png").size == (64, 32)  # 2 samples
     (c,) = m["tokens"]["concepts"]
     assert c["role"] == "scene" and c["class_word"] == "scene"
     assert c["prompt"] == f"a photo of {c['identifier']} scene" == m["text"]["prompts"]["scene"]
@@ -341,12 +342,14 @@ def test_fp16_export_and_text_encoder_lora(tiny: Path, photos: dict, tmp_path: P
     import onnx
     run = sd_run("scene", str(photos["scene"]), "--name", "half", "--library", str(tmp_path), "--backbone", "sd",
                  "--base", str(tiny), "--steps", "1", "--resolution", RES, "--export-precision", "fp16",
-                 "--train-text-encoder", "--gradient-checkpointing", "--lr", "1e-2", "--threads", "1")
+                 "--train-text-encoder", "--gradient-checkpointing", "--lr", "1e-2", "--threads", "1",
+                 "--preview-steps", "0")
     assert run.rc == 0, run.stderr[-3000:]
     folder = tmp_path / "half"
     assert bundle_problems(folder) == []
     m = manifest(folder)
     assert m["model"]["precision"] == "float16"
+    assert "preview" not in m and not (folder / "preview.png").exists()
     for name, g in m["graphs"].items():
         proto = onnx.load(str(folder / g["file"]))
         io = {v.name: v.type.tensor_type.elem_type for v in list(proto.graph.input) + list(proto.graph.output)}

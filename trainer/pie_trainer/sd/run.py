@@ -409,11 +409,12 @@ def execute(job: SdJob, rt: SdRuntime, progress: Progress, stop: StopFlag) -> Pa
         progress.phase(job.stage, "verify", "checking every graph against PyTorch with ONNX Runtime")
         diffs = ex.verify(parts, staging.path, files, L, job.base.size_multiple, job.base.vae_scale_factor,
                           rt.threads, precision)
+        D = int(parts.text_encoder.config.hidden_size)
+        scaling = float(parts.vae.config.scaling_factor)
         if stop():
             raise _cancel_from_weights(job, staging.file(WEIGHTS), saved, ckdir, s)
-        progress.phase(job.stage, "write", f"writing the bundle {job.name!r}")
+        del parts
         base = job.base
-        D = int(parts.text_encoder.config.hidden_size)
         scene_c = job.concepts[0]
         add = job.scene_prompt if job.stage == 1 else \
             f"{job.subject_prompt} in {scene_c['identifier']} {scene_c['class_word']}"
@@ -427,7 +428,7 @@ def execute(job: SdJob, rt: SdRuntime, progress: Progress, stop: StopFlag) -> Pa
             "model": {"resolution": s.resolution, "size_multiple": base.size_multiple,
                       "min_size": base.size_multiple, "channels": 3, "value_range": [-1, 1],
                       "latent_channels": int(base.vae.get("latent_channels", 4)),
-                      "vae_scale_factor": base.vae_scale_factor, "scaling_factor": float(parts.vae.config.scaling_factor),
+                      "vae_scale_factor": base.vae_scale_factor, "scaling_factor": scaling,
                       "unet_in_channels": base.in_channels, "precision": precision,
                       "base": {"name": base.name, "path": str(base.path), "fingerprint": base.fingerprint}},
             "schedule": schedule_manifest(base),
@@ -442,6 +443,14 @@ def execute(job: SdJob, rt: SdRuntime, progress: Progress, stop: StopFlag) -> Pa
             "trainer": {"name": TRAINER_NAME, "version": __version__, "torch": torch.__version__},
             "created": bd.utc_now(),
         }
+        if s.preview_steps > 0:
+            log(f"drawing preview.png with the exported graphs ({s.preview_steps} DDIM steps)")
+            draw_preview(staging.path, manifest, s, rt.threads, stop)
+            if stop():
+                raise _cancel_from_weights(job, staging.file(WEIGHTS), saved, ckdir, s)
+            manifest["preview"] = bd.PREVIEW
+            written.append(bd.PREVIEW)
+        progress.phase(job.stage, "write", f"writing the bundle {job.name!r}")
         folder = staging.commit(manifest, written, rt.force)
     for f in (ck.STATE, ck.META):
         (ckdir / f).unlink(missing_ok=True)
@@ -462,6 +471,21 @@ def _cancel_from_weights(job: SdJob, weights: Path, saved: dict[str, Any] | None
                    "trainable": state, "opt": None, "gen": None, "scaler": None, "extra": {"meta": job.meta},
                    "finished": True}, ckdir / ck.STATE)
     return Cancelled(job.stage, s.steps, str(ckdir))
+
+
+PREVIEW_GUIDANCE = 7.5
+PREVIEW_COUNT = 2
+
+
+def draw_preview(folder: Path, manifest: dict[str, Any], s: SdSettings, threads: int, stop: StopFlag) -> None:
+    """preview.png: two samples of Add's prompt (Stage I: the scene's) at the training resolution, drawn
+    by the exported graphs with ONNX Runtime, as the engine would (sd/sample.py)."""
+    from .sample import Bundle, grid
+    b = Bundle(folder, threads, manifest)
+    r, vsf = s.resolution, int(manifest["model"]["vae_scale_factor"])
+    noise = np.random.default_rng(s.seed).standard_normal((PREVIEW_COUNT, 4, r // vsf, r // vsf)).astype(np.float32)
+    x = b.txt2img(manifest["text"]["prompts"]["add"], noise, s.preview_steps, PREVIEW_GUIDANCE, should_stop=stop)
+    grid(x, r, r).save(folder / bd.PREVIEW)
 
 
 def save_tokenizer(tokenizer: Any, path: Path) -> None:

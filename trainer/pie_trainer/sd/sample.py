@@ -2,7 +2,8 @@
 *alone*, the way the engine reads it: tokenizer.json + the `text` recipe, the
 four ONNX graphs through ONNX Runtime, the schedule from the manifest. DDIM
 (eta 0, "leading" spacing plus `steps_offset`, the last step to alpha_cumprod[0]),
-classifier-free guidance with `text.prompts.negative`.
+classifier-free guidance with `text.prompts.negative`. An inpainting UNet (9
+channels) draws with everything masked (mask 1, masked-image latents of a zero image).
 
 A reference for people and for the engine's tests; the tests check it against
 diffusers' StableDiffusionPipeline on the same fine-tuned weights and noise.
@@ -45,12 +46,12 @@ def encode_prompt(tok: Any, text: dict[str, Any], prompt: str) -> np.ndarray:
 
 
 class Bundle:
-    def __init__(self, folder: Path, threads: int = 1) -> None:
+    def __init__(self, folder: Path, threads: int = 1, manifest: dict[str, Any] | None = None) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
         self.folder = folder
-        self.m = json.loads((folder / "bundle.json").read_text(encoding="utf-8"))
+        self.m = manifest if manifest is not None else json.loads((folder / "bundle.json").read_text(encoding="utf-8"))
         if self.m.get("backbone") != "sd":
             raise BadInput(f"{folder} is not an sd bundle")
         opts = ort.SessionOptions()
@@ -67,12 +68,19 @@ class Bundle:
         ids = encode_prompt(self.tok, self.m["text"], prompt)
         return self.sess["text_encoder"].run(None, {"input_ids": ids})[0]
 
-    def txt2img(self, prompt: str, noise: np.ndarray, steps: int, guidance: float) -> np.ndarray:
+    def txt2img(self, prompt: str, noise: np.ndarray, steps: int, guidance: float,
+                should_stop: Any = None) -> np.ndarray:
         """noise [N,4,h,w] float32 -> images [N,3,H,W] float32 in [-1, 1]."""
         model = self.m["model"]
-        if model["unet_in_channels"] != 4:
-            raise BadInput("this sampler draws text-to-image only; the bundle has an inpainting UNet")
         n = noise.shape[0]
+        extra = None
+        if model["unet_in_channels"] == 9:
+            # An inpainting UNet draws text-to-image with everything masked: mask 1, masked image all 0.
+            vsf = int(model["vae_scale_factor"])
+            zeros = np.zeros((n, 3, noise.shape[2] * vsf, noise.shape[3] * vsf), np.float32)
+            masked = self.sess["vae_encoder"].run(None, {"image": zeros})[0]
+            extra = np.concatenate([np.ones((n, 1, *noise.shape[2:]), np.float32), masked], axis=1)
+            extra = np.concatenate([extra, extra])
         cond = np.repeat(self.embed(prompt), n, axis=0)
         uncond = np.repeat(self.embed(self.m["text"]["prompts"]["negative"]), n, axis=0)
         sch = self.m["schedule"]
@@ -81,8 +89,13 @@ class Bundle:
         ratio = int(sch["num_train_timesteps"]) // steps
         x = noise.astype(np.float32)
         for t in ts:
+            if should_stop is not None and should_stop():
+                break
+            inp = np.concatenate([x, x])
+            if extra is not None:
+                inp = np.concatenate([inp, extra], axis=1)
             out = self.sess["unet"].run(None, {
-                "sample": np.concatenate([x, x]), "timestep": np.full(2 * n, t, np.int64),
+                "sample": inp, "timestep": np.full(2 * n, t, np.int64),
                 "encoder_hidden_states": np.concatenate([uncond, cond]).astype(np.float32)})[0].astype(np.float64)
             u, c = out[:n], out[n:]
             pred = u + guidance * (c - u)
@@ -97,6 +110,19 @@ class Bundle:
                 eps = pred
             x = (math.sqrt(a_prev) * x0 + math.sqrt(1 - a_prev) * eps).astype(np.float32)
         return self.sess["vae_decoder"].run(None, {"latent": x})[0]
+
+
+def grid(x: np.ndarray, h: int, w: int) -> "Any":
+    """[N,3,H,W] in [-1, 1] -> a PIL image, samples in a near-square grid."""
+    from PIL import Image
+    n = x.shape[0]
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    out = np.zeros((rows * h, cols * w, 3), np.uint8)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        out[r * h:(r + 1) * h, c * w:(c + 1) * w] = ((np.clip(x[i], -1, 1).transpose(1, 2, 0) + 1) * 127.5).round()
+    return Image.fromarray(out)
 
 
 def prompt_for(m: dict[str, Any], spec: str | None, text: str | None) -> str:
@@ -114,8 +140,6 @@ def prompt_for(m: dict[str, Any], spec: str | None, text: str | None) -> str:
 
 
 def run_sample(args: Any) -> None:
-    from PIL import Image
-
     from ..progress import log
     folder = Path(args.bundle)
     b = Bundle(folder, args.threads or 1)
@@ -128,13 +152,7 @@ def run_sample(args: Any) -> None:
     rng = np.random.default_rng(args.seed)
     noise = rng.standard_normal((args.count, 4, h // vsf, w // vsf)).astype(np.float32)
     x = np.clip(b.txt2img(text, noise, args.steps, args.guidance), -1, 1)
-    cols = math.ceil(math.sqrt(args.count))
-    rows = math.ceil(args.count / cols)
-    grid = np.zeros((rows * h, cols * w, 3), np.uint8)
-    for i in range(args.count):
-        r, c = divmod(i, cols)
-        grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = ((x[i].transpose(1, 2, 0) + 1) * 127.5).round().astype(np.uint8)
-    Image.fromarray(grid).save(args.out)
+    grid(x, h, w).save(args.out)
     if args.npy:
         np.save(args.npy, x.astype(np.float32))
     log(f"wrote {args.count} samples of {text!r} at {w}x{h} to {args.out}")
