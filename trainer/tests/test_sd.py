@@ -482,3 +482,43 @@ def test_sd_cancel_leaves_no_bundle_and_resumes(tmp_path: Path, photos: dict, ti
     assert done.rc == 0, done.stderr[-2000:]
     assert not [e for e in done.events if e["event"] == "progress"]
     assert bundle_problems(lib / "d") == [] and manifest(lib / "d")["training"]["steps"] == 40
+
+
+def test_export_failure_keeps_the_training_for_resume(tmp_path: Path, photos: dict, tiny: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Simulated full disk while exporting: exit 2, no bundle; the trained weights stay, --resume exports."""
+    import errno
+    import io
+
+    from pie_trainer import cli
+    from pie_trainer.sd import export as ex
+
+    real = ex.export_graph
+
+    def full(name: str, parts: object, folder: Path, *a: object) -> list[str]:
+        if name == "unet":
+            (folder / "unet.onnx").write_bytes(b"\0" * 1000)
+            raise OSError(errno.ENOSPC, "No space left on device", str(folder / "unet.onnx"))
+        return real(name, parts, folder, *a)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ex, "export_graph", full)
+    lib = tmp_path / "lib"
+    args = ["scene", str(photos["scene"]), "--name", "full", "--library", str(lib), "--backbone", "sd", "--base",
+            str(tiny), "--steps", "2", "--resolution", RES, "--threads", "1", "--preview-steps", "0"]
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    out = io.StringIO()
+    try:
+        rc = cli.main(args, stdout_stream=out)
+    finally:
+        for sig, h in handlers.items():
+            signal.signal(sig, h)
+    err = [e for e in parse_stream(out.getvalue()) if e["event"] == "error"][-1]
+    assert rc == 2 and "disk is full" in err["message"]
+    assert visible_entries(lib) == [] and not [p for p in lib.iterdir() if p.name.startswith(".partial-")]
+    assert (lib / ".checkpoints" / "full" / "state.pt").is_file()
+
+    run = sd_run(*args[:-2], "--resume")     # a fresh process: the real exporter
+    assert run.rc == 0, run.stderr[-2000:]
+    assert not [e for e in run.events if e["event"] == "progress"]
+    assert bundle_problems(lib / "full") == []
+

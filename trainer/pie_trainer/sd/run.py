@@ -372,86 +372,97 @@ def execute(job: SdJob, rt: SdRuntime, progress: Progress, stop: StopFlag) -> Pa
             torch.cuda.empty_cache()
         if stop():
             raise _cancel_from_weights(job, staging.file(WEIGHTS), saved, ckdir, s)
-        progress.phase(job.stage, "export", "exporting text encoder, UNet and VAE to ONNX")
-        parts, _ = md.finetuned(job.base, staging.file(WEIGHTS))
-        precision = export_precision(s.export_precision, rt.device)
-        dtype = torch.float16 if precision == "float16" else torch.float32
-        exp_device = rt.device if precision == "float16" else torch.device("cpu")
-        if precision == "float16":
-            import copy
-            exp_parts = copy.copy(parts)
-            exp_parts.unet = copy.deepcopy(parts.unet).to(exp_device, dtype)
-            exp_parts.vae = copy.deepcopy(parts.vae).to(exp_device, dtype)
-            exp_parts.text_encoder = copy.deepcopy(parts.text_encoder).to(exp_device, dtype)
-        else:
-            exp_parts = parts
-        files: dict[str, str] = {}
-        written: list[str] = [WEIGHTS]
-        for g in ex.GRAPHS:
-            made = ex.export_graph(g, exp_parts, staging.path, L, job.base.size_multiple, job.base.vae_scale_factor,
-                                   exp_device, dtype)
-            files[g] = made[0]
-            written += made
+        try:
+            progress.phase(job.stage, "export", "exporting text encoder, UNet and VAE to ONNX")
+            parts, _ = md.finetuned(job.base, staging.file(WEIGHTS))
+            precision = export_precision(s.export_precision, rt.device)
+            dtype = torch.float16 if precision == "float16" else torch.float32
+            exp_device = rt.device if precision == "float16" else torch.device("cpu")
+            if precision == "float16":
+                import copy
+                exp_parts = copy.copy(parts)
+                exp_parts.unet = copy.deepcopy(parts.unet).to(exp_device, dtype)
+                exp_parts.vae = copy.deepcopy(parts.vae).to(exp_device, dtype)
+                exp_parts.text_encoder = copy.deepcopy(parts.text_encoder).to(exp_device, dtype)
+            else:
+                exp_parts = parts
+            files: dict[str, str] = {}
+            written: list[str] = [WEIGHTS]
+            for g in ex.GRAPHS:
+                made = ex.export_graph(g, exp_parts, staging.path, L, job.base.size_multiple, job.base.vae_scale_factor,
+                                       exp_device, dtype)
+                files[g] = made[0]
+                written += made
+                if stop():
+                    raise _cancel_from_weights(job, staging.file(WEIGHTS), saved, ckdir, s)
+            del exp_parts
+            save_tokenizer(tokenizer, staging.file(TOKENIZER))
+            written.append(TOKENIZER)
+            if job.stage == 1:
+                # At the largest scale Stage II's replay crops use, so they are never upsampled.
+                resize_short_side(job.scene.convert("RGB"), max(s.resolution, round(s.resolution * s.scene_zoom))) \
+                    .save(staging.file(bd.SCENE))
+                written.append(bd.SCENE)
+            else:
+                assert job.subject is not None
+                cutout_rgba(job.subject.image, job.mask).save(staging.file(bd.SUBJECT))
+                written.append(bd.SUBJECT)
+            progress.phase(job.stage, "verify", "checking every graph against PyTorch with ONNX Runtime")
+            diffs = ex.verify(parts, staging.path, files, L, job.base.size_multiple, job.base.vae_scale_factor,
+                              rt.threads, precision)
+            D = int(parts.text_encoder.config.hidden_size)
+            scaling = float(parts.vae.config.scaling_factor)
             if stop():
                 raise _cancel_from_weights(job, staging.file(WEIGHTS), saved, ckdir, s)
-        del exp_parts
-        save_tokenizer(tokenizer, staging.file(TOKENIZER))
-        written.append(TOKENIZER)
-        if job.stage == 1:
-            # At the largest scale Stage II's replay crops use, so they are never upsampled.
-            resize_short_side(job.scene.convert("RGB"), max(s.resolution, round(s.resolution * s.scene_zoom))) \
-                .save(staging.file(bd.SCENE))
-            written.append(bd.SCENE)
-        else:
-            assert job.subject is not None
-            cutout_rgba(job.subject.image, job.mask).save(staging.file(bd.SUBJECT))
-            written.append(bd.SUBJECT)
-        progress.phase(job.stage, "verify", "checking every graph against PyTorch with ONNX Runtime")
-        diffs = ex.verify(parts, staging.path, files, L, job.base.size_multiple, job.base.vae_scale_factor,
-                          rt.threads, precision)
-        D = int(parts.text_encoder.config.hidden_size)
-        scaling = float(parts.vae.config.scaling_factor)
-        if stop():
-            raise _cancel_from_weights(job, staging.file(WEIGHTS), saved, ckdir, s)
-        del parts
-        base = job.base
-        scene_c = job.concepts[0]
-        add = job.scene_prompt if job.stage == 1 else \
-            f"{job.subject_prompt} in {scene_c['identifier']} {scene_c['class_word']}"
-        training = {**s.to_dict(), "device": str(rt.device), "threads": rt.threads,
-                    "final_loss": round(final_loss, 6), "train_wall_s": round(t_trained - t_start, 1),
-                    "resumed": saved is not None, "onnx_max_abs_diff": diffs, "torch": torch.__version__,
-                    "export_precision": precision, **job.notes}
-        manifest = {
-            "format": "pie-bundle", "format_version": 1, "name": job.name, "stage": job.stage,
-            "backbone": "sd", "parent": job.parent,
-            "model": {"resolution": s.resolution, "size_multiple": base.size_multiple,
-                      "min_size": base.size_multiple, "channels": 3, "value_range": [-1, 1],
-                      "latent_channels": int(base.vae.get("latent_channels", 4)),
-                      "vae_scale_factor": base.vae_scale_factor, "scaling_factor": scaling,
-                      "unet_in_channels": base.in_channels, "precision": precision,
-                      "base": {"name": base.name, "path": str(base.path), "fingerprint": base.fingerprint}},
-            "schedule": schedule_manifest(base),
-            "tokens": {"null": NULL_TOKEN, "concepts": job.concepts},
-            "text": {"tokenizer": TOKENIZER, "max_length": L, "bos_id": int(tokenizer.bos_token_id),
-                     "eos_id": int(tokenizer.eos_token_id), "pad_id": int(tokenizer.pad_token_id),
-                     "hidden_size": D,
-                     "prompts": {"add": add, "scene": job.scene_prompt, "negative": ""}},
-            "graphs": ex.graphs_manifest(files, L, D, base.in_channels),
-            **({"subject": {"file": bd.SUBJECT, "has_mask": job.mask is not None}} if job.stage == 2 else {}),
-            "training": training,
-            "trainer": {"name": TRAINER_NAME, "version": __version__, "torch": torch.__version__},
-            "created": bd.utc_now(),
-        }
-        if s.preview_steps > 0:
-            log(f"drawing preview.png with the exported graphs ({s.preview_steps} DDIM steps)")
-            draw_preview(staging.path, manifest, s, rt.threads, stop)
-            if stop():
-                raise _cancel_from_weights(job, staging.file(WEIGHTS), saved, ckdir, s)
-            manifest["preview"] = bd.PREVIEW
-            written.append(bd.PREVIEW)
-        progress.phase(job.stage, "write", f"writing the bundle {job.name!r}")
-        folder = staging.commit(manifest, written, rt.force)
+            del parts
+            base = job.base
+            scene_c = job.concepts[0]
+            add = job.scene_prompt if job.stage == 1 else \
+                f"{job.subject_prompt} in {scene_c['identifier']} {scene_c['class_word']}"
+            training = {**s.to_dict(), "device": str(rt.device), "threads": rt.threads,
+                        "final_loss": round(final_loss, 6), "train_wall_s": round(t_trained - t_start, 1),
+                        "resumed": saved is not None, "onnx_max_abs_diff": diffs, "torch": torch.__version__,
+                        "export_precision": precision, **job.notes}
+            manifest = {
+                "format": "pie-bundle", "format_version": 1, "name": job.name, "stage": job.stage,
+                "backbone": "sd", "parent": job.parent,
+                "model": {"resolution": s.resolution, "size_multiple": base.size_multiple,
+                          "min_size": base.size_multiple, "channels": 3, "value_range": [-1, 1],
+                          "latent_channels": int(base.vae.get("latent_channels", 4)),
+                          "vae_scale_factor": base.vae_scale_factor, "scaling_factor": scaling,
+                          "unet_in_channels": base.in_channels, "precision": precision,
+                          "base": {"name": base.name, "path": str(base.path), "fingerprint": base.fingerprint}},
+                "schedule": schedule_manifest(base),
+                "tokens": {"null": NULL_TOKEN, "concepts": job.concepts},
+                "text": {"tokenizer": TOKENIZER, "max_length": L, "bos_id": int(tokenizer.bos_token_id),
+                         "eos_id": int(tokenizer.eos_token_id), "pad_id": int(tokenizer.pad_token_id),
+                         "hidden_size": D,
+                         "prompts": {"add": add, "scene": job.scene_prompt, "negative": ""}},
+                "graphs": ex.graphs_manifest(files, L, D, base.in_channels),
+                **({"subject": {"file": bd.SUBJECT, "has_mask": job.mask is not None}} if job.stage == 2 else {}),
+                "training": training,
+                "trainer": {"name": TRAINER_NAME, "version": __version__, "torch": torch.__version__},
+                "created": bd.utc_now(),
+            }
+            if s.preview_steps > 0:
+                log(f"drawing preview.png with the exported graphs ({s.preview_steps} DDIM steps)")
+                draw_preview(staging.path, manifest, s, rt.threads, stop)
+                if stop():
+                    raise _cancel_from_weights(job, staging.file(WEIGHTS), saved, ckdir, s)
+                manifest["preview"] = bd.PREVIEW
+                written.append(bd.PREVIEW)
+            progress.phase(job.stage, "write", f"writing the bundle {job.name!r}")
+            folder = staging.commit(manifest, written, rt.force)
+        except (Cancelled, KeyboardInterrupt):
+            raise
+        except Exception:
+            # Training is done: keep its result so that --resume retries only the export.
+            try:
+                _cancel_from_weights(job, staging.file(WEIGHTS), saved, ckdir, s)
+                log(f"the trained weights are kept in {ckdir}; --resume retries the export")
+            except Exception:  # noqa: BLE001 - the original error matters more
+                pass
+            raise
     for f in (ck.STATE, ck.META):
         (ckdir / f).unlink(missing_ok=True)
     try:
