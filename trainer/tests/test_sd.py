@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import TRAINER, Run, bundle_problems, env, parse_stream, visible_entries
+from conftest import Run, bundle_problems, env, parse_stream, visible_entries
 
 RES = "32"
 NET_BLOCK = '''
