@@ -113,8 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     src = sa.add_mutually_exclusive_group(required=True)
     src.add_argument("--bundle", help="a bundle folder (its weights.pt)")
     src.add_argument("--checkpoint", help="a checkpoint folder, <library>/.checkpoints/<name> (its weights.pt)")
-    sa.add_argument("--token", required=True,
-                    help="token id, the concept's identifier or name, or 'null'")
+    sa.add_argument("--token", default=None,
+                    help="token id, the concept's identifier or name, or 'null' (required for pixel-unet; sd: "
+                         "whose prompt to draw, default the bundle's Add prompt)")
+    sa.add_argument("--prompt", default=None, help="sd bundles: the prompt to draw (overrides --token)")
     sa.add_argument("--out", required=True, help="PNG grid to write")
     sa.add_argument("--npy", default=None, help="also write the raw samples, float32 [N,3,H,W] in [-1,1]")
     sa.add_argument("--count", type=_positive(int), default=4, help="number of samples (default 4)")
@@ -138,6 +140,13 @@ def main(argv: Sequence[str] | None = None, stdout_stream: object | None = None)
         except SystemExit as exc:  # --help
             return int(exc.code or 0)
         if args.command == "sample":
+            from .library import read_manifest
+            if args.bundle and (read_manifest(Path(args.bundle)) or {}).get("backbone") == "sd":
+                from .sd.sample import run_sample as run_sd_sample
+                run_sd_sample(args)
+                return EXIT_DONE
+            if args.token is None:
+                raise BadInput("sample: --token is required")
             from .sample import run_sample
             run_sample(args)
             return EXIT_DONE

@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import TRAINER, Run, bundle_problems, env, parse_stream, visible_entries
+from conftest import Run, bundle_problems, env, parse_stream, visible_entries
 
 RES = "32"
 NET_BLOCK = '''
@@ -119,7 +119,8 @@ def test_sd_scene_bundle(sd_scene: tuple[Run, Path], tiny: Path) -> None:
     assert m["backbone"] == "sd" and m["stage"] == 1 and m["parent"] is None
     assert {f["path"] for f in m["files"]} == {"text_encoder.onnx", "unet.onnx", "vae_encoder.onnx",
                                               "vae_decoder.onnx", "tokenizer.json", "weights.safetensors",
-                                              "scene.png"}
+                                              "scene.png", "preview.png"}
+    assert m["preview"] == "preview.png" and Image.open(folder / "preview.png").size == (64, 32)  # 2 samples
     (c,) = m["tokens"]["concepts"]
     assert c["role"] == "scene" and c["class_word"] == "scene"
     assert c["prompt"] == f"a photo of {c['identifier']} scene" == m["text"]["prompts"]["scene"]
@@ -162,6 +163,7 @@ def test_sd_subject_bundle(sd_subject: tuple[Run, Path], sd_scene: tuple[Run, Pa
     assert alpha.min() == 0 and alpha.max() == 255
     assert m["model"]["base"] == manifest(scene)["model"]["base"]
     assert m["training"]["prior_loss_weight"] == 1.0 and m["training"]["mixed_precision"] == "no"
+    assert m["model"]["base"]["name"] == "tiny"
     # Stage II continued Stage I's LoRA: same keys, other values.
     from safetensors.torch import load_file
     a, b = load_file(scene / "weights.safetensors"), load_file(folder / "weights.safetensors")
@@ -179,6 +181,15 @@ def _feeds(name: str, rng: np.random.Generator, n: int, h: int, w: int, vocab: i
     if name == "vae_encoder":
         return {"image": rng.uniform(-1, 1, (n, 3, 2 * h, 2 * w)).astype(np.float32)}
     return {"latent": rng.standard_normal((n, 4, h, w)).astype(np.float32)}
+
+
+def test_subject_refuses_another_base(sd_scene: tuple[Run, Path], sd_lib: Path, photos: dict,
+                                      tmp_path: Path) -> None:
+    other = make_tiny(tmp_path / "tiny", "--seed", "7")      # same architecture, same sizes, other weights
+    run = sd_run("subject", str(photos["subject"]), "--scene", "lake", "--name", "other", "--library", str(sd_lib),
+                 "--base", str(other), "--steps", "1")
+    assert run.rc == 2 and "is not the one the scene 'lake' was trained on" in run.last("error")["message"]
+    assert not (sd_lib / "other").exists()
 
 
 def test_sd_onnx_matches_pytorch_and_training_changed_the_unet(sd_subject: tuple[Run, Path], tiny: Path) -> None:
@@ -217,6 +228,42 @@ def test_sd_onnx_matches_pytorch_and_training_changed_the_unet(sd_subject: tuple
         f = _feeds("unet", rng, 1, 8, 8, vocab)
         args = [torch.from_numpy(v) for v in f.values()]
         assert (refs["unet"](*args) - UNet(base.unet, torch.float32)(*args)).abs().max() > 1e-4
+
+
+def test_bundle_alone_samples_like_diffusers(sd_subject: tuple[Run, Path], tiny: Path, tmp_path: Path) -> None:
+    """Text-to-image from the bundle's files only (ONNX Runtime, tokenizer.json, manifest schedule) equals
+    diffusers' StableDiffusionPipeline on base + weights.safetensors, same prompt and noise."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    from pie_trainer.sd import models as md
+    from pie_trainer.sd.base import check_base
+    from pie_trainer.sd.sample import Bundle
+
+    _, folder = sd_subject
+    b = Bundle(folder)
+    noise = np.random.default_rng(5).standard_normal((2, 4, 16, 24)).astype(np.float32)
+    ours = b.txt2img(b.m["text"]["prompts"]["add"], noise, steps=6, guidance=4.0)
+    parts, _ = md.finetuned(check_base(str(tiny)), folder / "weights.safetensors")
+    s = b.m["schedule"]
+    sched = DDIMScheduler(num_train_timesteps=s["num_train_timesteps"], beta_start=s["beta_start"],
+                          beta_end=s["beta_end"], beta_schedule=s["beta_schedule"],
+                          prediction_type=s["prediction_type"], steps_offset=s["steps_offset"], clip_sample=False,
+                          set_alpha_to_one=False, timestep_spacing="leading")
+    pipe = StableDiffusionPipeline(vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer,
+                                   unet=parts.unet, scheduler=sched, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    want = pipe([b.m["text"]["prompts"]["add"]] * 2, negative_prompt=[""] * 2, height=32, width=48, num_inference_steps=6,
+                guidance_scale=4.0, latents=torch.from_numpy(noise), output_type="np").images
+    got = np.clip(ours / 2 + 0.5, 0, 1).transpose(0, 2, 3, 1)
+    assert got.shape == want.shape == (2, 32, 48, 3)
+    assert np.abs(got - want).max() < 2e-3
+
+    out, npy = tmp_path / "s.png", tmp_path / "s.npy"
+    run = sd_run("sample", "--bundle", str(folder), "--token", "subject", "--count", "2", "--steps", "3",
+                 "--height", "32", "--width", "40", "--out", str(out), "--npy", str(npy))
+    assert run.rc == 0 and run.events == [], run.stderr[-2000:]
+    assert Image.open(out).size == (80, 32) and np.load(npy).shape == (2, 3, 32, 40)
 
 
 def test_tokenizer_json_tokenizes_like_the_base(sd_subject: tuple[Run, Path], tiny: Path) -> None:
@@ -288,6 +335,53 @@ def test_inpainting_full_finetune_with_text_encoder(tmp_path: Path, photos: dict
     assert bundle_problems(lib / "toy") == []
     sm = manifest(lib / "toy")
     assert sm["model"]["unet_in_channels"] == 9 and sm["training"]["train_text_encoder"] is True
+
+
+def test_fp16_export_and_text_encoder_lora(tiny: Path, photos: dict, tmp_path: Path) -> None:
+    """fp16 graphs (normally exported on CUDA; traced on the CPU here) take and give float32."""
+    import onnx
+    run = sd_run("scene", str(photos["scene"]), "--name", "half", "--library", str(tmp_path), "--backbone", "sd",
+                 "--base", str(tiny), "--steps", "1", "--resolution", RES, "--export-precision", "fp16",
+                 "--train-text-encoder", "--gradient-checkpointing", "--lr", "1e-2", "--threads", "1",
+                 "--preview-steps", "0")
+    assert run.rc == 0, run.stderr[-3000:]
+    folder = tmp_path / "half"
+    assert bundle_problems(folder) == []
+    m = manifest(folder)
+    assert m["model"]["precision"] == "float16"
+    assert "preview" not in m and not (folder / "preview.png").exists()
+    for name, g in m["graphs"].items():
+        proto = onnx.load(str(folder / g["file"]))
+        io = {v.name: v.type.tensor_type.elem_type for v in list(proto.graph.input) + list(proto.graph.output)}
+        assert io == {t["name"]: (onnx.TensorProto.INT64 if t["dtype"] == "int64" else onnx.TensorProto.FLOAT)
+                      for t in g["inputs"] + g["outputs"]}, name
+        kinds = {t.data_type for t in proto.graph.initializer if len(t.dims) >= 2}
+        assert kinds == {onnx.TensorProto.FLOAT16}, (name, kinds)
+    assert all(isinstance(v, float) for v in m["training"]["onnx_max_abs_diff"].values())
+    # LoRA on the text encoder learnt through gradient checkpointing (its B matrices start at 0).
+    from safetensors.torch import load_file
+    w = load_file(folder / "weights.safetensors")
+    te_b = [v for k, v in w.items() if k.startswith("text_encoder.") and "lora_B" in k]
+    assert te_b and all(float(v.abs().max()) > 0 for v in te_b)
+
+
+def test_large_graph_keeps_its_weights_in_one_data_file(tiny: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from pie_trainer.sd import export as ex
+    from pie_trainer.sd import models as md
+    from pie_trainer.sd.base import check_base
+
+    monkeypatch.setattr(ex, "EXTERNAL_LIMIT", 1000)   # stands in for a > 2 GB UNet
+    parts = md.load_base(check_base(str(tiny)))
+    made = ex.export_graph("unet", parts, tmp_path, 77, 4, 2, torch.device("cpu"), torch.float32)
+    assert made == ["unet.onnx", "unet.onnx.data"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == made       # no temporary files left
+    assert 5 * (tmp_path / "unet.onnx").stat().st_size < (tmp_path / "unet.onnx.data").stat().st_size
+    files = {"unet": "unet.onnx"}
+    for g in ("text_encoder", "vae_encoder", "vae_decoder"):
+        files[g] = ex.export_graph(g, parts, tmp_path, 77, 4, 2, torch.device("cpu"), torch.float32)[0]
+    report = ex.verify(parts, tmp_path, files, 77, 4, 2, 1, "float32")
+    assert report["unet"] < 1e-3
 
 
 # ---- refusals -----------------------------------------------------------------
@@ -383,3 +477,48 @@ def test_sd_cancel_leaves_no_bundle_and_resumes(tmp_path: Path, photos: dict, ti
     assert run.rc == 3, run.stderr[-2000:]
     assert [p.name for p in visible_entries(lib)] == ["c"]
     assert not [p for p in lib.iterdir() if p.name.startswith(".partial")]
+    # Resuming a run stopped after training exports at once, from the trained weights.
+    done = sd_run(*[a if a != "c" else "d" for a in common], "--resume")
+    assert done.rc == 0, done.stderr[-2000:]
+    assert not [e for e in done.events if e["event"] == "progress"]
+    assert bundle_problems(lib / "d") == [] and manifest(lib / "d")["training"]["steps"] == 40
+
+
+def test_export_failure_keeps_the_training_for_resume(tmp_path: Path, photos: dict, tiny: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Simulated full disk while exporting: exit 2, no bundle; the trained weights stay, --resume exports."""
+    import errno
+    import io
+
+    from pie_trainer import cli
+    from pie_trainer.sd import export as ex
+
+    real = ex.export_graph
+
+    def full(name: str, parts: object, folder: Path, *a: object) -> list[str]:
+        if name == "unet":
+            (folder / "unet.onnx").write_bytes(b"\0" * 1000)
+            raise OSError(errno.ENOSPC, "No space left on device", str(folder / "unet.onnx"))
+        return real(name, parts, folder, *a)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ex, "export_graph", full)
+    lib = tmp_path / "lib"
+    args = ["scene", str(photos["scene"]), "--name", "full", "--library", str(lib), "--backbone", "sd", "--base",
+            str(tiny), "--steps", "2", "--resolution", RES, "--threads", "1", "--preview-steps", "0"]
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    out = io.StringIO()
+    try:
+        rc = cli.main(args, stdout_stream=out)
+    finally:
+        for sig, h in handlers.items():
+            signal.signal(sig, h)
+    err = [e for e in parse_stream(out.getvalue()) if e["event"] == "error"][-1]
+    assert rc == 2 and "disk is full" in err["message"]
+    assert visible_entries(lib) == [] and not [p for p in lib.iterdir() if p.name.startswith(".partial-")]
+    assert (lib / ".checkpoints" / "full" / "state.pt").is_file()
+
+    run = sd_run(*args[:-2], "--resume")     # a fresh process: the real exporter
+    assert run.rc == 0, run.stderr[-2000:]
+    assert not [e for e in run.events if e["event"] == "progress"]
+    assert bundle_problems(lib / "full") == []
+

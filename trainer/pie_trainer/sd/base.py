@@ -24,6 +24,7 @@ CONFIGS = {"unet": "config.json", "vae": "config.json", "text_encoder": "config.
            "scheduler": "scheduler_config.json"}
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+SAMPLE = 1 << 20
 LAYOUT = "model_index.json, unet/, vae/, text_encoder/, tokenizer/ and scheduler/"
 
 
@@ -55,11 +56,14 @@ class Base:
 
     @property
     def size_multiple(self) -> int:
-        return self.vae_scale_factor * 2 ** (len(self.unet["block_out_channels"]) - 1)
+        return self.vae_scale_factor * 2 ** (len(self.unet.get("block_out_channels", (320, 640, 1280, 1280))) - 1)
 
     @property
     def native_resolution(self) -> int:
-        return int(self.unet.get("sample_size") or 64) * self.vae_scale_factor
+        size = self.unet.get("sample_size") or 64
+        size = min(size) if isinstance(size, (list, tuple)) else size
+        side = int(size) * self.vae_scale_factor
+        return max(self.size_multiple, side - side % self.size_multiple)
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
@@ -88,7 +92,10 @@ def _weights_variant(folder: Path, part: str) -> tuple[list[Path], str | None]:
 
 
 def check_base(arg: str) -> Base:
-    """Check `--base` without loading any weights; BadInput with a specific message otherwise."""
+    """Check `--base` without loading any weights; BadInput with a specific message otherwise.
+
+    The fingerprint covers every config, the tokenizer files, and each weight file's name,
+    size and first and last MiB: a subject refuses a base that is not its scene's."""
     p = Path(arg).expanduser()
     if not p.exists():
         if _HUB_ID.match(arg) and not arg.startswith((".", "/")):
@@ -140,6 +147,9 @@ def check_base(arg: str) -> Base:
     if sch.get("beta_schedule", "linear") not in ("linear", "scaled_linear") or sch.get("trained_betas"):
         raise BadInput(f"the base checkpoint's scheduler uses beta_schedule {sch.get('beta_schedule')!r}; "
                        "pie's engine supports 'linear' and 'scaled_linear'")
+    if sch.get("rescale_betas_zero_snr"):
+        raise BadInput("the base checkpoint's scheduler rescales its betas to zero terminal SNR; pie's engine "
+                       "derives alphas_cumprod from beta_start/beta_end/beta_schedule alone and would sample it wrong")
     if sch.get("prediction_type", "epsilon") not in ("epsilon", "v_prediction"):
         raise BadInput(f"the base checkpoint's scheduler predicts {sch.get('prediction_type')!r}; "
                        "pie supports 'epsilon' and 'v_prediction'")
@@ -151,7 +161,15 @@ def check_base(arg: str) -> Base:
             weights, v = _weights_variant(folder, part)
             variant = variant or v
             for w in weights:
-                h.update(f"{part}/{w.name}:{w.stat().st_size}\n".encode())
+                size = w.stat().st_size
+                h.update(f"{part}/{w.name}:{size}\n".encode())
+                # The first and last MiB (header, first and last tensors): cheap, and tells
+                # checkpoints of the same architecture apart.
+                with open(w, "rb") as f:
+                    h.update(f.read(SAMPLE))
+                    if size > 2 * SAMPLE:
+                        f.seek(size - SAMPLE)
+                        h.update(f.read(SAMPLE))
         for f in sorted(folder.glob("*.json")) + sorted(folder.glob("*.txt")):
             h.update(f"{part}/{f.name}\n".encode())
             h.update(f.read_bytes())

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from ..errors import BadInput
 from ..progress import Progress, log
-from .settings import (DEFAULT_LORA_RANK, DEFAULT_RESOLUTION, LR_FULL, LR_LORA, SCENE_CLASS, SD_PRESETS,
+from .settings import (DEFAULT_LORA_RANK, LR_FULL, LR_LORA, SCENE_CLASS, SD_PRESETS,
                        SUBJECT_CLASS, SdSettings, prompt)
 
 CLASS_WORD_HELP = "lowercase letters and spaces, at most 32 characters"
@@ -23,7 +23,7 @@ PIXEL_ONLY = ("channels", "ema", "replay", "scene_short_side")
 # Options that mean something only to sd.
 SD_ONLY = ("base", "class_word", "lora_rank", "lora_alpha", "train_text_encoder", "mixed_precision",
            "gradient_checkpointing", "use_8bit_adam", "gradient_accumulation_steps", "prior_loss_weight",
-           "export_precision")
+           "export_precision", "preview_steps")
 
 
 def add_options(p: argparse.ArgumentParser, stage: str, positive: Callable[[type], Any],
@@ -56,6 +56,9 @@ def add_options(p: argparse.ArgumentParser, stage: str, positive: Callable[[type
     if stage == "subject":
         g.add_argument("--prior-loss-weight", type=float, default=None, metavar="F",
                        help="weight of the scene replayed with its Stage I prompt (prior preservation; default 1.0)")
+    g.add_argument("--preview-steps", type=non_negative, default=None, metavar="N",
+                   help="DDIM steps of the bundle's preview.png, drawn with the exported graphs on the CPU "
+                        "(0: no preview; default 15)")
     g.add_argument("--export-precision", choices=("auto", "fp32", "fp16"), default=None,
                    help="weights of the exported graphs (default auto: fp16 when training on CUDA, else fp32); "
                         "graph inputs and outputs are float32 either way")
@@ -122,7 +125,7 @@ def train(args: argparse.Namespace, progress: Progress, *, stage: int, name: str
         lora_rank = DEFAULT_LORA_RANK if args.lora_rank is None else args.lora_rank
         lora_alpha = args.lora_alpha or float(max(1, lora_rank))
         train_te = bool(args.train_text_encoder)
-        resolution = args.resolution or DEFAULT_RESOLUTION
+        resolution = args.resolution or base.native_resolution
     if resolution % base.size_multiple or resolution < base.size_multiple:
         raise BadInput(f"--resolution must be a multiple of {base.size_multiple} for this checkpoint "
                        f"({base.name}), got {resolution}")
@@ -133,7 +136,8 @@ def train(args: argparse.Namespace, progress: Progress, *, stage: int, name: str
     class_word = _class_word(args.class_word or (SCENE_CLASS if stage == 1 else SUBJECT_CLASS))
     null_prob = 0.0 if args.null_prob is None else args.null_prob
     if args.preview_every:
-        log("--preview-every: the sd backbone writes no preview grids (ignored)")
+        log("--preview-every: the sd backbone writes no preview grids while training, only the bundle's "
+            "preview.png (--preview-steps); ignored")
 
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     from . import offline
@@ -156,8 +160,6 @@ def train(args: argparse.Namespace, progress: Progress, *, stage: int, name: str
     except RuntimeError:
         pass
     mixed = resolve_mixed_precision(args.mixed_precision or "auto", device)
-    if args.export_precision == "fp16" and device.type != "cuda":
-        raise BadInput("--export-precision fp16 needs a CUDA device (fp16 graphs run on CUDA only)")
     settings = SdSettings(
         stage=stage, steps=args.steps or preset["steps"], batch=args.batch or preset["batch"],
         lr=args.lr or (LR_LORA if lora_rank > 0 else LR_FULL), resolution=resolution, class_word=class_word,
@@ -167,7 +169,8 @@ def train(args: argparse.Namespace, progress: Progress, *, stage: int, name: str
         prior_loss_weight=1.0 if getattr(args, "prior_loss_weight", None) is None else args.prior_loss_weight,
         caption_dropout=null_prob,
         checkpoint_every=args.checkpoint_every if args.checkpoint_every is not None else (200 if lora_rank else 0),
-        export_precision=args.export_precision or "auto", preset=preset_name)
+        export_precision=args.export_precision or "auto", preset=preset_name,
+        preview_steps=15 if args.preview_steps is None else args.preview_steps)
     rt = SdRuntime(device=device, threads=threads, force=args.force, resume=args.resume)
 
     taken = taken_identifiers(library)

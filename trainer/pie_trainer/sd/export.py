@@ -163,7 +163,8 @@ def verify(parts: Any, folder: Path, files: dict[str, str], L: int, size_multipl
 
     Checks names, dtypes and ranks first. fp32 graphs must agree within a
     tolerance; fp16 graphs are compared when ONNX Runtime can run them here
-    (the CUDA provider, else the CPU one), with a looser tolerance, and
+    (the CUDA provider, else the CPU one), with a looser tolerance (0.1 x scale: it
+    catches a broken graph, not half-precision rounding), and
     otherwise only their interface is checked. Returns the worst |diff| per graph.
     """
     import onnx
@@ -228,7 +229,7 @@ def verify(parts: Any, folder: Path, files: dict[str, str], L: int, size_multipl
             raise RuntimeError(f"{files[name]}: ONNX output {got.shape} {got.dtype}, PyTorch {expected.shape} float32")
         diff = float(np.abs(got - expected).max())
         scale = max(1.0, float(np.abs(expected).max()))
-        limit = (2e-3 if precision == "float32" else 5e-2) * scale
+        limit = (2e-3 if precision == "float32" else 1e-1) * scale
         if not diff <= limit:
             raise RuntimeError(f"{files[name]}: ONNX Runtime and PyTorch disagree by {diff:.3g} (limit {limit:.3g})")
         report[name] = round(diff, 8)

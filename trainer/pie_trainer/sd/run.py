@@ -99,6 +99,12 @@ def _randint(high: int, gen: torch.Generator) -> int:
     return int(torch.randint(0, high, (1,), generator=gen).item()) if high > 1 else 0
 
 
+def text_length(parts: md.Parts) -> int:
+    """L: the tokenizer's model_max_length, bounded by the text encoder's positions (some tokenizer
+    configs leave model_max_length at a huge sentinel)."""
+    return int(min(int(parts.tokenizer.model_max_length), int(parts.text_encoder.config.max_position_embeddings)))
+
+
 def random_masks(n: int, r: int, gen: torch.Generator) -> torch.Tensor:
     """Inpainting training masks [n,1,r,r], 1 = to be generated: a random box (3 in 4) or everything."""
     m = torch.zeros(n, 1, r, r)
@@ -139,7 +145,12 @@ class Trainer:
         if s.gradient_checkpointing:
             parts.unet.enable_gradient_checkpointing()
             if s.train_text_encoder:
-                parts.text_encoder.gradient_checkpointing_enable()
+                # Non-reentrant: with frozen embeddings the reentrant variant would cut the LoRA gradients.
+                te = parts.text_encoder
+                if hasattr(te, "activation_checkpointing_enable"):        # transformers >= 5
+                    te.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+                else:
+                    te.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         parts.unet.train()
         if s.train_text_encoder:
             parts.text_encoder.train()
@@ -158,7 +169,7 @@ class Trainer:
         self.sf = float(parts.vae.config.scaling_factor)
         self.vsf = job.base.vae_scale_factor
         self.inpainting = int(parts.unet.config.in_channels) == 9
-        self.L = int(parts.tokenizer.model_max_length)
+        self.L = text_length(parts)
         # Data.
         r = s.resolution
         self.scene_crops = SceneCrops(job.scene, r, max(r, round(r * s.scene_zoom)))
@@ -320,11 +331,12 @@ def execute(job: SdJob, rt: SdRuntime, progress: Progress, stop: StopFlag) -> Pa
     s = job.settings
     torch.set_num_threads(rt.threads)
 
+    # `start` before loading the base: an SD checkpoint takes a while to load.
+    progress.emit("start", stage=job.stage, name=job.name, total=s.steps, device=str(rt.device),
+                  precision=s.mixed_precision, threads=rt.threads)
     tr = Trainer(job, rt)
     if saved is not None:
         tr.restore(saved)
-    progress.emit("start", stage=job.stage, name=job.name, total=s.steps, device=str(rt.device),
-                  precision=s.mixed_precision, threads=rt.threads)
     progress.phase(job.stage, "train", f"training {job.name!r} on {job.base.name}: step {tr.step} of {s.steps}")
     watcher = RateWatcher(rt.threads, rt.device)
     recent: list[float] = []
@@ -360,77 +372,97 @@ def execute(job: SdJob, rt: SdRuntime, progress: Progress, stop: StopFlag) -> Pa
             torch.cuda.empty_cache()
         if stop():
             raise _cancel_from_weights(job, staging.file(WEIGHTS), saved, ckdir, s)
-        progress.phase(job.stage, "export", "exporting text encoder, UNet and VAE to ONNX")
-        parts, _ = md.finetuned(job.base, staging.file(WEIGHTS))
-        precision = export_precision(s.export_precision, rt.device)
-        dtype = torch.float16 if precision == "float16" else torch.float32
-        exp_device = rt.device if precision == "float16" else torch.device("cpu")
-        if precision == "float16":
-            import copy
-            exp_parts = copy.copy(parts)
-            exp_parts.unet = copy.deepcopy(parts.unet).to(exp_device, dtype)
-            exp_parts.vae = copy.deepcopy(parts.vae).to(exp_device, dtype)
-            exp_parts.text_encoder = copy.deepcopy(parts.text_encoder).to(exp_device, dtype)
-        else:
-            exp_parts = parts
-        files: dict[str, str] = {}
-        written: list[str] = [WEIGHTS]
-        for g in ex.GRAPHS:
-            made = ex.export_graph(g, exp_parts, staging.path, L, job.base.size_multiple, job.base.vae_scale_factor,
-                                   exp_device, dtype)
-            files[g] = made[0]
-            written += made
+        try:
+            progress.phase(job.stage, "export", "exporting text encoder, UNet and VAE to ONNX")
+            parts, _ = md.finetuned(job.base, staging.file(WEIGHTS))
+            precision = export_precision(s.export_precision, rt.device)
+            dtype = torch.float16 if precision == "float16" else torch.float32
+            exp_device = rt.device if precision == "float16" else torch.device("cpu")
+            if precision == "float16":
+                import copy
+                exp_parts = copy.copy(parts)
+                exp_parts.unet = copy.deepcopy(parts.unet).to(exp_device, dtype)
+                exp_parts.vae = copy.deepcopy(parts.vae).to(exp_device, dtype)
+                exp_parts.text_encoder = copy.deepcopy(parts.text_encoder).to(exp_device, dtype)
+            else:
+                exp_parts = parts
+            files: dict[str, str] = {}
+            written: list[str] = [WEIGHTS]
+            for g in ex.GRAPHS:
+                made = ex.export_graph(g, exp_parts, staging.path, L, job.base.size_multiple, job.base.vae_scale_factor,
+                                       exp_device, dtype)
+                files[g] = made[0]
+                written += made
+                if stop():
+                    raise _cancel_from_weights(job, staging.file(WEIGHTS), saved, ckdir, s)
+            del exp_parts
+            save_tokenizer(tokenizer, staging.file(TOKENIZER))
+            written.append(TOKENIZER)
+            if job.stage == 1:
+                # At the largest scale Stage II's replay crops use, so they are never upsampled.
+                resize_short_side(job.scene.convert("RGB"), max(s.resolution, round(s.resolution * s.scene_zoom))) \
+                    .save(staging.file(bd.SCENE))
+                written.append(bd.SCENE)
+            else:
+                assert job.subject is not None
+                cutout_rgba(job.subject.image, job.mask).save(staging.file(bd.SUBJECT))
+                written.append(bd.SUBJECT)
+            progress.phase(job.stage, "verify", "checking every graph against PyTorch with ONNX Runtime")
+            diffs = ex.verify(parts, staging.path, files, L, job.base.size_multiple, job.base.vae_scale_factor,
+                              rt.threads, precision)
+            D = int(parts.text_encoder.config.hidden_size)
+            scaling = float(parts.vae.config.scaling_factor)
             if stop():
                 raise _cancel_from_weights(job, staging.file(WEIGHTS), saved, ckdir, s)
-        del exp_parts
-        save_tokenizer(tokenizer, staging.file(TOKENIZER))
-        written.append(TOKENIZER)
-        if job.stage == 1:
-            # At the largest scale Stage II's replay crops use, so they are never upsampled.
-            resize_short_side(job.scene.convert("RGB"), max(s.resolution, round(s.resolution * s.scene_zoom))) \
-                .save(staging.file(bd.SCENE))
-            written.append(bd.SCENE)
-        else:
-            assert job.subject is not None
-            cutout_rgba(job.subject.image, job.mask).save(staging.file(bd.SUBJECT))
-            written.append(bd.SUBJECT)
-        progress.phase(job.stage, "verify", "checking every graph against PyTorch with ONNX Runtime")
-        diffs = ex.verify(parts, staging.path, files, L, job.base.size_multiple, job.base.vae_scale_factor,
-                          rt.threads, precision)
-        if stop():
-            raise _cancel_from_weights(job, staging.file(WEIGHTS), saved, ckdir, s)
-        progress.phase(job.stage, "write", f"writing the bundle {job.name!r}")
-        base = job.base
-        D = int(parts.text_encoder.config.hidden_size)
-        scene_c = job.concepts[0]
-        add = job.scene_prompt if job.stage == 1 else \
-            f"{job.subject_prompt} in {scene_c['identifier']} {scene_c['class_word']}"
-        training = {**s.to_dict(), "device": str(rt.device), "threads": rt.threads,
-                    "final_loss": round(final_loss, 6), "train_wall_s": round(t_trained - t_start, 1),
-                    "resumed": saved is not None, "onnx_max_abs_diff": diffs, "torch": torch.__version__,
-                    "export_precision": precision, **job.notes}
-        manifest = {
-            "format": "pie-bundle", "format_version": 1, "name": job.name, "stage": job.stage,
-            "backbone": "sd", "parent": job.parent,
-            "model": {"resolution": s.resolution, "size_multiple": base.size_multiple,
-                      "min_size": base.size_multiple, "channels": 3, "value_range": [-1, 1],
-                      "latent_channels": int(base.vae.get("latent_channels", 4)),
-                      "vae_scale_factor": base.vae_scale_factor, "scaling_factor": float(parts.vae.config.scaling_factor),
-                      "unet_in_channels": base.in_channels, "precision": precision,
-                      "base": {"name": base.name, "path": str(base.path), "fingerprint": base.fingerprint}},
-            "schedule": schedule_manifest(base),
-            "tokens": {"null": NULL_TOKEN, "concepts": job.concepts},
-            "text": {"tokenizer": TOKENIZER, "max_length": L, "bos_id": int(tokenizer.bos_token_id),
-                     "eos_id": int(tokenizer.eos_token_id), "pad_id": int(tokenizer.pad_token_id),
-                     "hidden_size": D,
-                     "prompts": {"add": add, "scene": job.scene_prompt, "negative": ""}},
-            "graphs": ex.graphs_manifest(files, L, D, base.in_channels),
-            **({"subject": {"file": bd.SUBJECT, "has_mask": job.mask is not None}} if job.stage == 2 else {}),
-            "training": training,
-            "trainer": {"name": TRAINER_NAME, "version": __version__, "torch": torch.__version__},
-            "created": bd.utc_now(),
-        }
-        folder = staging.commit(manifest, written, rt.force)
+            del parts
+            base = job.base
+            scene_c = job.concepts[0]
+            add = job.scene_prompt if job.stage == 1 else \
+                f"{job.subject_prompt} in {scene_c['identifier']} {scene_c['class_word']}"
+            training = {**s.to_dict(), "device": str(rt.device), "threads": rt.threads,
+                        "final_loss": round(final_loss, 6), "train_wall_s": round(t_trained - t_start, 1),
+                        "resumed": saved is not None, "onnx_max_abs_diff": diffs, "torch": torch.__version__,
+                        "export_precision": precision, **job.notes}
+            manifest = {
+                "format": "pie-bundle", "format_version": 1, "name": job.name, "stage": job.stage,
+                "backbone": "sd", "parent": job.parent,
+                "model": {"resolution": s.resolution, "size_multiple": base.size_multiple,
+                          "min_size": base.size_multiple, "channels": 3, "value_range": [-1, 1],
+                          "latent_channels": int(base.vae.get("latent_channels", 4)),
+                          "vae_scale_factor": base.vae_scale_factor, "scaling_factor": scaling,
+                          "unet_in_channels": base.in_channels, "precision": precision,
+                          "base": {"name": base.name, "path": str(base.path), "fingerprint": base.fingerprint}},
+                "schedule": schedule_manifest(base),
+                "tokens": {"null": NULL_TOKEN, "concepts": job.concepts},
+                "text": {"tokenizer": TOKENIZER, "max_length": L, "bos_id": int(tokenizer.bos_token_id),
+                         "eos_id": int(tokenizer.eos_token_id), "pad_id": int(tokenizer.pad_token_id),
+                         "hidden_size": D,
+                         "prompts": {"add": add, "scene": job.scene_prompt, "negative": ""}},
+                "graphs": ex.graphs_manifest(files, L, D, base.in_channels),
+                **({"subject": {"file": bd.SUBJECT, "has_mask": job.mask is not None}} if job.stage == 2 else {}),
+                "training": training,
+                "trainer": {"name": TRAINER_NAME, "version": __version__, "torch": torch.__version__},
+                "created": bd.utc_now(),
+            }
+            if s.preview_steps > 0:
+                log(f"drawing preview.png with the exported graphs ({s.preview_steps} DDIM steps)")
+                draw_preview(staging.path, manifest, s, rt.threads, stop)
+                if stop():
+                    raise _cancel_from_weights(job, staging.file(WEIGHTS), saved, ckdir, s)
+                manifest["preview"] = bd.PREVIEW
+                written.append(bd.PREVIEW)
+            progress.phase(job.stage, "write", f"writing the bundle {job.name!r}")
+            folder = staging.commit(manifest, written, rt.force)
+        except (Cancelled, KeyboardInterrupt):
+            raise
+        except Exception:
+            # Training is done: keep its result so that --resume retries only the export.
+            try:
+                _cancel_from_weights(job, staging.file(WEIGHTS), saved, ckdir, s)
+                log(f"the trained weights are kept in {ckdir}; --resume retries the export")
+            except Exception:  # noqa: BLE001 - the original error matters more
+                pass
+            raise
     for f in (ck.STATE, ck.META):
         (ckdir / f).unlink(missing_ok=True)
     try:
@@ -452,6 +484,21 @@ def _cancel_from_weights(job: SdJob, weights: Path, saved: dict[str, Any] | None
     return Cancelled(job.stage, s.steps, str(ckdir))
 
 
+PREVIEW_GUIDANCE = 7.5
+PREVIEW_COUNT = 2
+
+
+def draw_preview(folder: Path, manifest: dict[str, Any], s: SdSettings, threads: int, stop: StopFlag) -> None:
+    """preview.png: two samples of Add's prompt (Stage I: the scene's) at the training resolution, drawn
+    by the exported graphs with ONNX Runtime, as the engine would (sd/sample.py)."""
+    from .sample import Bundle, grid
+    b = Bundle(folder, threads, manifest)
+    r, vsf = s.resolution, int(manifest["model"]["vae_scale_factor"])
+    noise = np.random.default_rng(s.seed).standard_normal((PREVIEW_COUNT, 4, r // vsf, r // vsf)).astype(np.float32)
+    x = b.txt2img(manifest["text"]["prompts"]["add"], noise, s.preview_steps, PREVIEW_GUIDANCE, should_stop=stop)
+    grid(x, r, r).save(folder / bd.PREVIEW)
+
+
 def save_tokenizer(tokenizer: Any, path: Path) -> None:
     """tokenizer.json without the padding and truncation transformers leaves switched on in its backend:
     the engine encodes without special tokens and adds bos/eos/pad itself (schema/README.md)."""
@@ -467,7 +514,8 @@ def export_precision(requested: str, device: torch.device) -> str:
         return "float16" if device.type == "cuda" else "float32"
     if requested == "fp16":
         if device.type != "cuda":
-            raise BadInput("--export-precision fp16 needs a CUDA device (fp16 graphs run on CUDA only)")
+            log("--export-precision fp16 on the CPU: the graphs are traced in half precision here; "
+                "the bundle runs on CUDA only")
         return "float16"
     return "float32"
 

@@ -14,7 +14,6 @@ SD_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 LR_LORA = 1e-4
 LR_FULL = 2e-6
 DEFAULT_LORA_RANK = 8
-DEFAULT_RESOLUTION = 512
 SCENE_CLASS = "scene"
 SUBJECT_CLASS = "object"
 
@@ -42,6 +41,7 @@ class SdSettings:
     grad_clip: float = 1.0
     checkpoint_every: int = 0
     export_precision: str = "auto"       # auto, fp32, fp16
+    preview_steps: int = 15               # DDIM steps of the bundle's preview.png (0: none)
     preset: str = "default"
     backbone: str = "sd"
 

@@ -1,0 +1,158 @@
+"""`python -m pie_trainer sample --bundle SD_BUNDLE ...`: text-to-image from an sd bundle
+*alone*, the way the engine reads it: tokenizer.json + the `text` recipe, the
+four ONNX graphs through ONNX Runtime, the schedule from the manifest. DDIM
+(eta 0, "leading" spacing plus `steps_offset`, the last step to alpha_cumprod[0]),
+classifier-free guidance with `text.prompts.negative`. An inpainting UNet (9
+channels) draws with everything masked (mask 1, masked-image latents of a zero image).
+
+A reference for people and for the engine's tests; the tests check it against
+diffusers' StableDiffusionPipeline on the same fine-tuned weights and noise.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BadInput
+
+
+def alphas_cumprod(schedule: dict[str, Any]) -> np.ndarray:
+    T = int(schedule["num_train_timesteps"])
+    b0, b1 = float(schedule["beta_start"]), float(schedule["beta_end"])
+    if schedule["beta_schedule"] == "scaled_linear":
+        betas = np.linspace(b0 ** 0.5, b1 ** 0.5, T, dtype=np.float64) ** 2
+    else:
+        betas = np.linspace(b0, b1, T, dtype=np.float64)
+    return np.cumprod(1.0 - betas)
+
+
+def ddim_timesteps(schedule: dict[str, Any], steps: int) -> list[int]:
+    T = int(schedule["num_train_timesteps"])
+    ratio = T // steps
+    return [int(t) + int(schedule.get("steps_offset", 0)) for t in (np.arange(0, steps) * ratio).round()[::-1]]
+
+
+def encode_prompt(tok: Any, text: dict[str, Any], prompt: str) -> np.ndarray:
+    """schema/README.md: no special tokens, at most L-2 ids, bos + ids + eos, pad to L."""
+    L = int(text["max_length"])
+    ids = tok.encode(prompt, add_special_tokens=False).ids[: L - 2]
+    row = [text["bos_id"], *ids, text["eos_id"]] + [text["pad_id"]] * (L - 2 - len(ids))
+    return np.array([row], dtype=np.int64)
+
+
+class Bundle:
+    def __init__(self, folder: Path, threads: int = 1, manifest: dict[str, Any] | None = None) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self.folder = folder
+        self.m = manifest if manifest is not None else json.loads((folder / "bundle.json").read_text(encoding="utf-8"))
+        if self.m.get("backbone") != "sd":
+            raise BadInput(f"{folder} is not an sd bundle")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = max(1, threads)
+        opts.log_severity_level = 3
+        providers = ["CPUExecutionProvider"]
+        if self.m["model"]["precision"] == "float16" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        self.sess = {k: ort.InferenceSession(str(folder / g["file"]), opts, providers=providers)
+                     for k, g in self.m["graphs"].items()}
+        self.tok = Tokenizer.from_file(str(folder / self.m["text"]["tokenizer"]))
+
+    def embed(self, prompt: str) -> np.ndarray:
+        ids = encode_prompt(self.tok, self.m["text"], prompt)
+        return self.sess["text_encoder"].run(None, {"input_ids": ids})[0]
+
+    def txt2img(self, prompt: str, noise: np.ndarray, steps: int, guidance: float,
+                should_stop: Any = None) -> np.ndarray:
+        """noise [N,4,h,w] float32 -> images [N,3,H,W] float32 in [-1, 1]."""
+        model = self.m["model"]
+        n = noise.shape[0]
+        extra = None
+        if model["unet_in_channels"] == 9:
+            # An inpainting UNet draws text-to-image with everything masked: mask 1, masked image all 0.
+            vsf = int(model["vae_scale_factor"])
+            zeros = np.zeros((n, 3, noise.shape[2] * vsf, noise.shape[3] * vsf), np.float32)
+            masked = self.sess["vae_encoder"].run(None, {"image": zeros})[0]
+            extra = np.concatenate([np.ones((n, 1, *noise.shape[2:]), np.float32), masked], axis=1)
+            extra = np.concatenate([extra, extra])
+        cond = np.repeat(self.embed(prompt), n, axis=0)
+        uncond = np.repeat(self.embed(self.m["text"]["prompts"]["negative"]), n, axis=0)
+        sch = self.m["schedule"]
+        acp = alphas_cumprod(sch)
+        ts = ddim_timesteps(sch, steps)
+        ratio = int(sch["num_train_timesteps"]) // steps
+        x = noise.astype(np.float32)
+        for t in ts:
+            if should_stop is not None and should_stop():
+                break
+            inp = np.concatenate([x, x])
+            if extra is not None:
+                inp = np.concatenate([inp, extra], axis=1)
+            out = self.sess["unet"].run(None, {
+                "sample": inp, "timestep": np.full(2 * n, t, np.int64),
+                "encoder_hidden_states": np.concatenate([uncond, cond]).astype(np.float32)})[0].astype(np.float64)
+            u, c = out[:n], out[n:]
+            pred = u + guidance * (c - u)
+            a = acp[t]
+            prev = t - ratio
+            a_prev = acp[prev] if prev >= 0 else acp[0]
+            if sch["prediction_type"] == "v_prediction":
+                x0 = math.sqrt(a) * x - math.sqrt(1 - a) * pred
+                eps = math.sqrt(a) * pred + math.sqrt(1 - a) * x
+            else:
+                x0 = (x - math.sqrt(1 - a) * pred) / math.sqrt(a)
+                eps = pred
+            x = (math.sqrt(a_prev) * x0 + math.sqrt(1 - a_prev) * eps).astype(np.float32)
+        return self.sess["vae_decoder"].run(None, {"latent": x})[0]
+
+
+def grid(x: np.ndarray, h: int, w: int) -> "Any":
+    """[N,3,H,W] in [-1, 1] -> a PIL image, samples in a near-square grid."""
+    from PIL import Image
+    n = x.shape[0]
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    out = np.zeros((rows * h, cols * w, 3), np.uint8)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        out[r * h:(r + 1) * h, c * w:(c + 1) * w] = ((np.clip(x[i], -1, 1).transpose(1, 2, 0) + 1) * 127.5).round()
+    return Image.fromarray(out)
+
+
+def prompt_for(m: dict[str, Any], spec: str | None, text: str | None) -> str:
+    if text is not None:
+        return text
+    prompts = m["text"]["prompts"]
+    if spec is None or spec == "add":
+        return prompts["add"]
+    if spec == "null":
+        return prompts["negative"]
+    for c in m["tokens"]["concepts"]:
+        if spec in (c.get("identifier"), c.get("name"), c.get("role"), str(c.get("id"))):
+            return prompts["add"] if c["role"] == "subject" else c.get("prompt") or prompts.get("scene", "")
+    raise BadInput(f"no concept {spec!r} in this bundle")
+
+
+def run_sample(args: Any) -> None:
+    from ..progress import log
+    folder = Path(args.bundle)
+    b = Bundle(folder, args.threads or 1)
+    model = b.m["model"]
+    mult, vsf = int(model["size_multiple"]), int(model["vae_scale_factor"])
+    h, w = args.height or model["resolution"], args.width or model["resolution"]
+    if h % mult or w % mult:
+        raise BadInput(f"--height and --width must be multiples of {mult}")
+    text = prompt_for(b.m, args.token, args.prompt)
+    rng = np.random.default_rng(args.seed)
+    noise = rng.standard_normal((args.count, 4, h // vsf, w // vsf)).astype(np.float32)
+    x = np.clip(b.txt2img(text, noise, args.steps, args.guidance), -1, 1)
+    grid(x, h, w).save(args.out)
+    if args.npy:
+        np.save(args.npy, x.astype(np.float32))
+    log(f"wrote {args.count} samples of {text!r} at {w}x{h} to {args.out}")
