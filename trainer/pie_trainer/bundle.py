@@ -107,8 +107,13 @@ class Staging:
     def commit(self, manifest: dict[str, Any], file_names: list[str], force: bool) -> Path:
         """Hash, fsync, validate, rename into place. Returns the bundle folder."""
         entries = []
+        # Some writers (safetensors, ONNX external data) create their files
+        # owner-only; every file of a bundle gets the mode the user's umask gives.
+        umask = os.umask(0)
+        os.umask(umask)
         for fname in file_names:
             p = self.path / fname
+            os.chmod(p, 0o666 & ~umask)
             fsync_path(p)
             entries.append({"path": fname, "sha256": sha256_file(p), "bytes": p.stat().st_size})
         manifest = dict(manifest, files=entries)

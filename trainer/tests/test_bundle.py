@@ -92,3 +92,26 @@ def test_sample_command(subject_bundle: Path, tmp_path: Path) -> None:
     x = np.load(npy)
     assert x.shape == (2, 3, 24, 40) and x.dtype == np.float32 and np.abs(x).max() <= 1
     assert Image.open(out).size == (80, 24)
+
+
+def test_bundle_files_get_the_umask_mode(scene_bundle: Path, tmp_path: Path) -> None:
+    """A file written owner-only (as safetensors and ONNX external data are) is readable like
+    the rest of the bundle once it is in place: a library shared with another account works."""
+    import os
+
+    from pie_trainer.bundle import Staging
+
+    src = manifest(scene_bundle)
+    staging = Staging(tmp_path, "modes")
+    with staging:
+        for e in src["files"]:
+            data = (scene_bundle / e["path"]).read_bytes()
+            p = staging.file(e["path"])
+            p.write_bytes(data)
+            os.chmod(p, 0o600)
+        out = staging.commit({k: v for k, v in src.items() if k != "files"} | {"name": "modes"},
+                             [e["path"] for e in src["files"]], force=False)
+    umask = os.umask(0)
+    os.umask(umask)
+    for e in src["files"]:
+        assert (out / e["path"]).stat().st_mode & 0o777 == 0o666 & ~umask, e["path"]
