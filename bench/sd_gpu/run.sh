@@ -5,14 +5,16 @@
 #   KIT    target/gpu-sd as bench/sd_gpu/prepare.sh made it (bin/, wheels/)
 #   OUT    where results go (pie.json, diffusers.json, report.md, logs)
 # Knobs (environment): ARCH=sd15 (or tiny: the trainer's tiny model, to try this on a CPU),
-#   DEVICE=cuda (or cpu), SIZE=512, STEPS=50, GUIDANCE=7.5, RUNS=5, VARIANTS=eager,compiled.
+#   DEVICE=cuda (or cpu), SIZE=512, STEPS=50, GUIDANCE=7.5, RUNS=5, VARIANTS=eager,compiled,
+#   SUBJECT=0 (1: also learn a subject and time Add with it; the UNet loop costs the same, so the
+#   default saves the GPU minutes of a second training and export).
 # With ORT_DYLIB_PATH already set, PARTS is not unpacked; wheels are installed only when
 # diffusers or jsonschema is missing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 parts=${1:?usage: run.sh PARTS KIT OUT} kit=${2:?usage: run.sh PARTS KIT OUT} out=${3:?usage: run.sh PARTS KIT OUT}
 ARCH=${ARCH:-sd15} DEVICE=${DEVICE:-cuda} SIZE=${SIZE:-512} STEPS=${STEPS:-50} GUIDANCE=${GUIDANCE:-7.5}
-RUNS=${RUNS:-5} VARIANTS=${VARIANTS:-eager,compiled}
+RUNS=${RUNS:-5} VARIANTS=${VARIANTS:-eager,compiled} SUBJECT=${SUBJECT:-0}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 work=${WORK:-/tmp/pie-sd-bench}
@@ -51,26 +53,27 @@ fi
 precision=$([ "$DEVICE" = cuda ] && echo fp16 || echo fp32)
 common=(--backbone sd --base "$ckpt" --steps 1 --device "$DEVICE" --export-precision "$precision" --force
         --trainer-arg=--resolution --trainer-arg="$SIZE" --trainer-arg=--batch --trainer-arg=1)
-if [ -f "$work/lib/bench-sd/bundle.json" ]; then
+concept=$([ "$SUBJECT" = 1 ] && echo bench-sd || echo bench-sd-scene)
+if [ -f "$work/lib/$concept/bundle.json" ]; then
   stamp "re-using the bundle in $work/lib (a run before this one made it)"
 else
   stamp "Stage I (1 step) and export, $precision"
   "$pie" learn-scene "$work/scene.png" --name bench-sd-scene "${common[@]}" > "$out/learn-scene.log" 2>&1 \
     || { tail -30 "$out/learn-scene.log"; exit 1; }
-  stamp "Stage II (1 step) and export, $precision"
-  "$pie" learn-subject "$work/subject.png" --scene bench-sd-scene --name bench-sd "${common[@]}" \
+  [ "$SUBJECT" != 1 ] || stamp "Stage II (1 step) and export, $precision"
+  [ "$SUBJECT" != 1 ] || "$pie" learn-subject "$work/subject.png" --scene bench-sd-scene --name bench-sd "${common[@]}" \
     > "$out/learn-subject.log" 2>&1 || { tail -30 "$out/learn-subject.log"; exit 1; }
 fi
 
 stamp "pie add once through the command line (the user's path)"
-"$pie" add "$work/scene.png" --concept bench-sd --selection "$work/selection.png" --device "$DEVICE" \
+"$pie" add "$work/scene.png" --concept "$concept" --selection "$work/selection.png" --device "$DEVICE" \
   --steps "$STEPS" --guidance "$GUIDANCE" --strength 1 --seed 0 --out "$out/pie-add.png"
 
 stamp "pie engine: session creation and seconds per image"
-"$bench" --library "$work/lib" --concept bench-sd --image "$work/scene.png" --selection "$work/selection.png" \
+"$bench" --library "$work/lib" --concept "$concept" --image "$work/scene.png" --selection "$work/selection.png" \
   --device "$DEVICE" --steps "$STEPS" --guidance "$GUIDANCE" --runs "$RUNS" --json > "$out/pie.json"
 if [ "$DEVICE" = cuda ]; then   # the opt-in CUDA graph capture of the UNet, as its own row
-  "$bench" --library "$work/lib" --concept bench-sd --image "$work/scene.png" --selection "$work/selection.png" \
+  "$bench" --library "$work/lib" --concept "$concept" --image "$work/scene.png" --selection "$work/selection.png" \
     --device "$DEVICE" --steps "$STEPS" --guidance "$GUIDANCE" --runs "$RUNS" --json --cuda-graph >> "$out/pie.json" \
     || echo "bench_sd --cuda-graph failed (the row is left out)"
 fi
