@@ -13,14 +13,39 @@ figures share the machine's load:
   its own `seconds` (session creation + preparation + sampling + blending, no
   image decoding/encoding) and the process's wall time;
 - torch-masked: pie_trainer's TinyUNet with the bundle's weights.pt, the same
-  masked DDIM loop as the engine (onnx/src/add.rs: the same working size, timesteps,
-  batch of 3 tokens subject/scene/null, guidance, known pixels re-imposed every
-  step), torch.set_num_threads(T), fp32 like the trainer's sampler; timed from
-  loading the weights to the blended crop, like the engine's `seconds`;
+  masked DDIM loop as the engine (onnx/src/add.rs::sample): the same working size
+  (onnx/src/plan.rs), the same timesteps (onnx/src/schedule.rs: round(steps x
+  strength) denoiser evaluations, 10 at the defaults), the same batch per
+  evaluation (3 tokens subject/scene/null; 2 for a scene concept; no null at
+  guidance 1), the subject's eps where it is placed (blurred) and the scene's
+  around it, guidance, clamped x0, known pixels re-noised and re-imposed every
+  step, sampling started from the scene with the subject pasted in;
+  torch.set_num_threads(T), fp32 like the trainer's sampler; timed from loading
+  the weights to the blended crop, like the engine's `seconds`;
 - trainer-cli: the trainer's own reference sampler, `python -m pie_trainer sample
   --bundle B --token SUBJECT --count 1 --steps K --height H --width W`, at the
   engine's working size and number of denoiser steps (it runs a batch of 2 per
   step, cond + null, from pure noise; its wall time includes importing torch).
+
+What the twin does NOT mirror exactly: the engine's pixel compositing around the
+loop (add.rs::prepare and the blend), i.e. the low-frequency colour matching of
+the pasted subject, the distance-transform footprint/ring/cut masks (the twin
+approximates them with max-pool dilations: the model is free in a ring where
+subject and scene meet, the subject's inside and the rest of the selection keep
+their pixels), the full-resolution detail layer and the feathered write mask.
+These are a few passes over the crop, done once per Add, against 10 x batch-3
+UNet evaluations: on the seascape+dog default bundle (108x104 working size, 1
+thread) the engine's time apart from the evaluations (session creation,
+preparation, blend) is about 0.07 s of 1.46 s (from `--steps 5`, one
+evaluation: 0.21 s), the twin's own (loading weights, preparation, blend) about
+0.04 s, so leaving them out can only flatter PyTorch, by about 2 % of the
+total. The twin's picture is therefore a little different and softer (no
+detail layer); the noise streams differ too (ChaCha8 in the engine, torch's
+generator here).
+
+Checks, per run, that the twin ran as many UNet evaluations as the engine
+reports (`step i/N` in its progress), at the batch the engine uses, on the
+working size of the plan.rs mirror (the CLI does not report its working size).
 
 Prints a table of medians and the speed-ups; never asserts on time.
 """
@@ -31,6 +56,7 @@ import argparse
 import json
 import math
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -89,15 +115,28 @@ def plan(img_w: int, img_h: int, sel: tuple[int, int, int, int], model: dict) ->
 
 
 def timesteps(n_train: int, steps: int, strength: float) -> list[int]:
-    """onnx/src/schedule.rs::timesteps."""
+    """onnx/src/schedule.rs::timesteps: round(steps x strength) of them, from t = strength x (n_train - 1) down."""
     last = n_train - 1
-    t_start = min(round(min(max(strength, 0.0), 1.0) * last), last)
+    s = min(max(strength, 0.0), 1.0)
+    t_start = min(round(s * last), last)
+    n = max(round(steps * s), 1)
     ts = []
-    for k in range(steps, 0, -1):
-        t = round(t_start * k / steps)
+    for k in range(n, 0, -1):
+        t = round(t_start * k / n)
         if not ts or ts[-1] != t:
             ts.append(t)
     return ts or [0]
+
+
+def batch_tokens(manifest: dict, guidance: float) -> list[int]:
+    """add.rs::sample: subject (Stage II only), scene, and null unless guidance is 1."""
+    info = manifest["tokens"]
+    by_role = {c["role"]: int(c["id"]) for c in info["concepts"]}
+    toks = [by_role["subject"]] if "subject" in by_role and manifest["stage"] == 2 else []
+    toks.append(by_role["scene"])
+    if guidance != 1.0:
+        toks.append(int(info["null"]))
+    return toks
 
 
 def bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
@@ -131,6 +170,8 @@ def torch_add(bundle: Path, scene: np.ndarray, sel: np.ndarray, steps: int, stre
     subj_png = bundle / manifest.get("subject", {}).get("file", "subject.png") if isinstance(
         manifest.get("subject"), dict) else bundle / "subject.png"
     place = torch.zeros_like(m)
+    free = torch.ones_like(m)   # where the model is free (times the selection)
+    write = torch.ones_like(m)  # what is written back (times the selection)
     if subj_png.is_file():  # the subject scaled to fit the selection's bounds, as the engine does
         s = Image.open(subj_png).convert("RGBA")
         a = np.asarray(s)[..., 3]
@@ -146,14 +187,26 @@ def torch_add(bundle: Path, scene: np.ndarray, sel: np.ndarray, steps: int, stre
         pc[:, oy:oy + ph, ox:ox + pw] = torch.from_numpy(r[..., :3] * 2 - 1).permute(2, 0, 1)[:, : h - oy, : w - ox]
         place = (pm * m).clamp(0, 1)
         comp = place * pc + (1 - place) * comp
+        # add.rs::around_subject with FIT (ring 0.03, fade 0.03, edge 0.02, cut_depth 0.05 of the
+        # selection's short side), approximated by max-pool dilations at the working size
+        short = min(sw, sh)
+
+        def grow(b: torch.Tensor, frac: float) -> torch.Tensor:
+            r = max(1, round(short * frac))
+            return torch.nn.functional.max_pool2d(b[None, None].float(), 2 * r + 1, 1, r)[0, 0]
+
+        write = grow(place > 0, 0.06)
+        core = 1 - grow(place < 0.5, 0.04)                 # the subject's inside, kept
+        cut = (place > 0).float() * grow(m < 0.5, 0.05)    # the subject near the selection's edge
+        free = torch.maximum(write * (1 - core), cut)
+        known = comp  # with a subject, what is re-imposed is the composite
     radius = max(1, math.ceil(min(w, h) / 64))
     subj = torch.nn.functional.avg_pool2d(place[None, None], 2 * radius + 1, 1, radius, count_include_pad=False)[0, 0]
 
-    tokens_info = manifest["tokens"]
-    by_role = {c["role"]: int(c["id"]) for c in tokens_info["concepts"]}
-    null = int(tokens_info["null"])
-    toks = [by_role["subject"], by_role["scene"], null] if "subject" in by_role and manifest["stage"] == 2 \
-        else [by_role["scene"], null]
+    m = m * free
+    toks = batch_tokens(manifest, guidance)
+    has_subject = manifest["stage"] == 2 and any(c["role"] == "subject" for c in manifest["tokens"]["concepts"])
+    guided = guidance != 1.0
     tokens = torch.tensor(toks, dtype=torch.int64)
     sch = manifest["schedule"]
     schedule = Schedule(num_train_timesteps=int(sch["num_train_timesteps"]), beta_start=float(sch["beta_start"]),
@@ -164,16 +217,18 @@ def torch_add(bundle: Path, scene: np.ndarray, sel: np.ndarray, steps: int, stre
     a0 = float(acp[ts[0]])
     x = math.sqrt(a0) * comp + math.sqrt(1 - a0) * torch.randn(comp.shape, generator=gen)
     nb = len(toks)
+    evals, shapes = 0, set()
     t_loop = time.perf_counter()
     ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else torch.autocast("cpu", enabled=False)
     with torch.inference_mode(), ctx:
         for i, t in enumerate(ts):
-            out = model(x[None].expand(nb, -1, -1, -1), torch.full((nb,), t, dtype=torch.int64), tokens).float()
-            if nb == 3:
-                c = subj * out[0] + (1 - subj) * out[1]
-                eps = out[2] + guidance * (c - out[2])
-            else:
-                eps = out[1] + guidance * (out[0] - out[1])
+            xin = x[None].expand(nb, -1, -1, -1)
+            out = model(xin, torch.full((nb,), t, dtype=torch.int64), tokens).float()
+            evals += 1
+            shapes.add(tuple(xin.shape))
+            eps = subj * out[0] + (1 - subj) * out[1] if has_subject else out[0]
+            if guided:
+                eps = out[-1] + guidance * (eps - out[-1])
             at = float(acp[t])
             ap = float(acp[ts[i + 1]]) if i + 1 < len(ts) else 1.0
             x0 = ((x - math.sqrt(1 - at) * eps) / math.sqrt(at)).clamp(-1, 1)
@@ -185,12 +240,13 @@ def torch_add(bundle: Path, scene: np.ndarray, sel: np.ndarray, steps: int, stre
     t_end_loop = time.perf_counter()
     res = ((x + 1) * 127.5).clamp(0, 255).round().byte().permute(1, 2, 0).numpy()
     res = np.asarray(Image.fromarray(res).resize((cw, ch), Image.BILINEAR), np.float32)
-    mc = sel[cy:cy + ch, cx:cx + cw, None].astype(np.float32) / 255.0
+    wr = np.asarray(Image.fromarray((write.numpy() * 255).astype(np.uint8)).resize((cw, ch), Image.BILINEAR))
+    mc = (sel[cy:cy + ch, cx:cx + cw] / 255.0 * wr / 255.0)[..., None].astype(np.float32)
     out_img = scene.copy()
     out_img[cy:cy + ch, cx:cx + cw] = (mc * res + (1 - mc) * scene[cy:cy + ch, cx:cx + cw]).round().astype(np.uint8)
     t_end = time.perf_counter()
     return {"total_s": t_end - t0, "load_s": t_loaded - t0, "loop_s": t_end_loop - t_loop, "steps": len(ts),
-            "work": (w, h), "image": out_img}
+            "evals": evals, "shapes": shapes, "work": (w, h), "image": out_img}
 
 
 def main() -> int:
@@ -200,9 +256,10 @@ def main() -> int:
     ap.add_argument("--image", type=Path, required=True, help="scene image")
     ap.add_argument("--selection", type=Path, required=True, help="selection mask (same size)")
     ap.add_argument("--pie", type=Path, default=ROOT / "target/release/pie")
-    ap.add_argument("--steps", type=int, default=50, help="engine --steps (default 50)")
-    ap.add_argument("--strength", type=float, default=0.7, help="engine --strength (default 0.7)")
-    ap.add_argument("--guidance", type=float, default=3.0)
+    ap.add_argument("--steps", type=int, default=50, help="engine --steps (default 50, pie add's)")
+    ap.add_argument("--strength", type=float, default=0.2,
+                    help="engine --strength (default 0.2, pie add's for a pixel-unet concept)")
+    ap.add_argument("--guidance", type=float, default=3.0, help="engine --guidance (default 3, pie add's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="threads for both (default 1, the engine's default here)")
     ap.add_argument("--repeat", type=int, default=3, help="alternated runs of each sampler (default 3)")
@@ -223,6 +280,7 @@ def main() -> int:
                   str(args.threads), "--device", "cpu", "--out", str(tmp / "engine.png")]
     p = plan(scene.shape[1], scene.shape[0], bbox(sel > 0), manifest["model"])
     ts = timesteps(int(manifest["schedule"]["num_train_timesteps"]), args.steps, args.strength)
+    nb = len(batch_tokens(manifest, args.guidance))
     token = next((c["identifier"] for c in manifest["tokens"]["concepts"] if c["role"] == "subject"),
                  manifest["tokens"]["concepts"][0]["identifier"])
     trainer_cmd = [sys.executable, "-m", "pie_trainer", "sample", "--bundle", str(bundle), "--token", token,
@@ -232,7 +290,8 @@ def main() -> int:
     tenv = dict(os.environ, PYTHONPATH=str(ROOT / "trainer"))
     print(f"# add_vs_torch: {args.concept} ({manifest['stage'] == 2 and 'subject' or 'scene'}), image "
           f"{scene.shape[1]}x{scene.shape[0]}, crop {p['crop']}, working size {p['work_w']}x{p['work_h']}, "
-          f"{len(ts)} denoiser steps (steps {args.steps}, strength {args.strength}), threads {args.threads}")
+          f"{len(ts)} denoiser steps x batch {nb} (steps {args.steps}, strength {args.strength}, guidance "
+          f"{args.guidance}), threads {args.threads}")
     print(f"# {machine()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {load()}")
     print(f"# engine: {' '.join(engine_cmd)}")
     if not args.no_trainer_cli:
@@ -247,12 +306,19 @@ def main() -> int:
             print(e.stderr, file=sys.stderr)
             return 1
         done = [json.loads(line) for line in e.stdout.splitlines() if '"done"' in line][-1]
+        # the engine's own step count: its progress says "step i/N"
+        n_engine = {int(g) for g in re.findall(r'"text":\s*"step \d+/(\d+)"', e.stdout)}
         rec["engine_s"].append(float(done["seconds"]))
         rec["engine_wall_s"].append(wall)
         t = torch_add(bundle, scene, sel, args.steps, args.strength, args.guidance, args.seed, args.threads)
         rec["torch_s"].append(t["total_s"])
         rec["torch_loop_s"].append(t["loop_s"])
-        assert t["work"] == (p["work_w"], p["work_h"]) and t["steps"] == len(ts)
+        want = {(nb, 3, p["work_h"], p["work_w"])}
+        if n_engine != {t["evals"]} or t["shapes"] != want:
+            print(f"add_vs_torch: not the same work: engine {sorted(n_engine)} steps, twin {t['evals']} "
+                  f"evaluations of {sorted(t['shapes'])} (want {len(ts)} of {sorted(want)}): "
+                  f"the mirrors of plan.rs/schedule.rs/add.rs are out of date", file=sys.stderr)
+            return 1
         if args.bf16:
             rec["torch_bf16_s"].append(torch_add(bundle, scene, sel, args.steps, args.strength, args.guidance,
                                                  args.seed, args.threads, bf16=True)["total_s"])
@@ -273,10 +339,10 @@ def main() -> int:
     print()
     print("| sampler | what is timed | median s |")
     print("|---|---|---:|")
-    print(f"| engine (ONNX Runtime) | pie add's own seconds: session + prep + {len(ts)} steps x batch 3 + blend | "
+    print(f"| engine (ONNX Runtime) | pie add's own seconds: session + prep + {len(ts)} steps x batch {nb} + blend | "
           f"{med['engine_s']:.2f} |")
     print(f"| engine, process | `pie add` wall: + start, image decode/encode | {med['engine_wall_s']:.2f} |")
-    print(f"| PyTorch, same masked loop | load weights + prep + {len(ts)} steps x batch 3 + blend (fp32) | "
+    print(f"| PyTorch, same masked loop | load weights + prep + {len(ts)} steps x batch {nb} + blend (fp32) | "
           f"{med['torch_s']:.2f} |")
     print(f"| PyTorch, loop only | the {len(ts)} steps | {med['torch_loop_s']:.2f} |")
     if "torch_bf16_s" in med:
