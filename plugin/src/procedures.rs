@@ -410,31 +410,30 @@ fn learn_params(config: &gimp::ProcedureConfig, scene: Option<&engine::Concept>)
 /// Learn Scene's `base` for the sd model: a local folder that looks like a
 /// diffusers checkpoint, checked before anything starts.
 fn sd_base(config: &gimp::ProcedureConfig) -> Outcome<std::path::PathBuf> {
-    const WHAT: &str = "a local Stable Diffusion checkpoint in diffusers layout (a folder with model_index.json, \
-                        unet/, vae/, text_encoder/, tokenizer/ and scheduler/)";
+    const LAYOUT: &str = "model_index.json, unet/, vae/, text_encoder/, tokenizer/ and scheduler/ (the diffusers layout)";
     let Some(file) = config.property::<Option<gimp::gio::File>>("base") else {
         return Err(Failure::msg(format!(
             "The Stable Diffusion model (sd) fine-tunes a checkpoint on this computer: choose its folder as \
-             \"Stable Diffusion checkpoint\" ({WHAT}), or pick the pixel-unet model."
+             \"Stable Diffusion checkpoint\", the folder that holds {LAYOUT}; or pick the pixel-unet model."
         )));
     };
     let Some(path) = file.path() else {
         return Err(Failure::msg(format!(
-            "The Stable Diffusion checkpoint {} is not a local folder: it must be {WHAT} on this computer.",
+            "The Stable Diffusion checkpoint {} is not a local folder: choose a folder on this computer that holds {LAYOUT}.",
             file.uri()
         )));
     };
     if !path.is_dir() {
         return Err(Failure::msg(format!(
-            "The Stable Diffusion checkpoint {} is not a folder{}: choose {WHAT}.",
+            "The Stable Diffusion checkpoint {} is not a folder{}: choose the folder that holds {LAYOUT}.",
             path.display(),
             if path.exists() { "" } else { " (it does not exist)" }
         )));
     }
     if !path.join("model_index.json").is_file() {
         return Err(Failure::msg(format!(
-            "The folder {} has no model_index.json, so it is not a Stable Diffusion checkpoint in diffusers \
-             layout: choose {WHAT}.",
+            "The folder {} has no model_index.json, so it is not a Stable Diffusion checkpoint: choose the folder \
+             that holds {LAYOUT}.",
             path.display()
         )));
     }
