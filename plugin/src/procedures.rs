@@ -135,7 +135,7 @@ fn learn_common_arguments(p: &gimp::ImageProcedure, default_name: &str) {
 }
 
 fn class_word_argument(p: &gimp::ImageProcedure, blurb: &str) {
-    p.add_string_argument("class-word", "C_lass word", Some(blurb), "", RW);
+    p.add_string_argument("class-word", "Class _word", Some(blurb), "", RW);
 }
 
 /// For scripts (not in the dialog): what `pie learn-* --trainer-arg` passes.
@@ -172,7 +172,7 @@ fn learn_scene_procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
     );
     p.add_file_argument(
         "base",
-        "Stable Diffusion _checkpoint",
+        "Stable Diffusion chec_kpoint",
         Some("Model sd only: the folder of a local Stable Diffusion checkpoint in diffusers layout (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)"),
         gimp::FileChooserAction::SelectFolder,
         true,
@@ -306,15 +306,40 @@ fn get_string(config: &gimp::ProcedureConfig, name: &str) -> String {
 /// Shows the procedure's dialog (built from its declared arguments).
 /// `choice` is (list argument, string argument): the list starts at the
 /// string's value when the library has it, and its pick is copied back.
-/// (property, boolean property): the first is editable only while the second is FALSE.
-type OffWhen<'a> = (&'a str, &'a str);
+/// The dialog greys out `property` unless the choice `switch` is one of
+/// `values` (gimp_procedure_dialog_set_sensitive_if_in, which gimp-ui 0.1 does not bind).
+fn sensitive_if<S: AsRef<str>>(d: &gimp_ui::ProcedureDialog, config: &gimp::ProcedureConfig, property: &str, switch: &str, values: &[S]) {
+    use glib::translate::ToGlibPtr;
+    let values_array = gimp::ValueArray::new(values.len() as i32);
+    for v in values {
+        let _ = values_array.append(Some(&v.as_ref().to_value()));
+    }
+    let values = values_array;
+    // SAFETY: every pointer is live for the call; `values` is handed over
+    // (transfer full), hence the extra reference of to_glib_full.
+    unsafe {
+        gimp_ui::ffi::gimp_procedure_dialog_set_sensitive_if_in(
+            d.to_glib_none().0,
+            property.to_glib_none().0,
+            config.upcast_ref::<glib::Object>().to_glib_none().0,
+            switch.to_glib_none().0,
+            values.to_glib_full(),
+            glib::ffi::GTRUE,
+        );
+    }
+}
+
+/// The dialog greys out `property` while the boolean `switch` is TRUE.
+fn sensitive_unless(d: &gimp_ui::ProcedureDialog, config: &gimp::ProcedureConfig, property: &str, switch: &str) {
+    ProcedureDialogExt::set_sensitive(d, property, true, Some(config), Some(switch), true);
+}
 
 fn dialog(
     procedure: &gimp::ImageProcedure,
     config: &gimp::ProcedureConfig,
     properties: &[&str],
     choice: Option<(&str, &str)>,
-    off_when: &[OffWhen],
+    sensitivity: impl FnOnce(&gimp_ui::ProcedureDialog),
 ) -> Outcome {
     if let Some((list, string)) = choice {
         let current = get_string(config, string);
@@ -325,9 +350,7 @@ fn dialog(
     gimp_ui::init("pie");
     let d = gimp_ui::ProcedureDialog::new(procedure, config, None);
     d.fill_list(properties);
-    for (property, switch) in off_when {
-        ProcedureDialogExt::set_sensitive(&d, property, true, Some(config), Some(switch), true);
-    }
+    sensitivity(&d);
     let ok = ProcedureDialogExt::run(&d);
     // SAFETY: the dialog is ours, used no more after this.
     unsafe { d.destroy() };
@@ -501,7 +524,10 @@ fn run_learn_scene(
             config,
             &["name", "backbone", "base", "class-word", "preset", "device", "steps", "replace"],
             None,
-            &[],
+            |d| {
+                sensitive_if(d, config, "base", "backbone", &["sd"]);
+                sensitive_if(d, config, "class-word", "backbone", &["sd"]);
+            },
         )?;
     }
     let params = learn_params(config, None)?;
@@ -543,7 +569,13 @@ fn run_learn_subject(
             config,
             &["scene-choice", "name", "class-word", "preset", "device", "steps", "replace"],
             Some(("scene-choice", "scene")),
-            &[],
+            // the class word is for scenes learned with Stable Diffusion
+            |d| {
+                let sd_scenes: Vec<String> = engine::list()
+                    .map(|l| l.concepts.into_iter().filter(|c| c.stage == 1 && c.backbone == "sd").map(|c| c.name).collect())
+                    .unwrap_or_default();
+                sensitive_if(d, config, "class-word", "scene-choice", &sd_scenes);
+            },
         )?;
     }
     let scene_concept = require_concept(&get_string(config, "scene"), 1)?;
@@ -611,7 +643,10 @@ fn run_add_subject(
             config,
             &["concept-choice", "seed", "steps", "concept-defaults", "strength", "guidance", "scheduler", "variants", "device"],
             Some(("concept-choice", "concept")),
-            &[("strength", "concept-defaults"), ("guidance", "concept-defaults")],
+            |d| {
+                sensitive_unless(d, config, "strength", "concept-defaults");
+                sensitive_unless(d, config, "guidance", "concept-defaults");
+            },
         )?;
     }
     let concept = require_concept(&get_string(config, "concept"), 2)?.name;

@@ -13,7 +13,7 @@ exits 1.
   menus E2E_JSON              the three procedures: labels, Filters > Personalize, help, attribution
   arguments E2E_JSON          the sd arguments come after the older ones (positional scripts keep working)
   why E2E_JSON                print the failure recorded by e2e.py
-  gui-dialog | gui-last-values | gui-undo | gui-cancel GUI_JSON
+  gui-dialog | gui-last-values | gui-undo | gui-cancel | gui-cancel-scene GUI_JSON
 """
 import json
 import sys
@@ -173,6 +173,11 @@ def main(argv):
                 fail(f"Learn Subject after Escape returned {r.get('learn_cancel')}, want CANCEL")
             if "never-learned" in r.get("library_after_cancel", []):
                 fail("the cancelled Learn Subject left a concept in the library")
+        elif cmd == "gui-cancel-scene":
+            if "CANCEL" not in r.get("learn_scene_cancel", ""):
+                fail(f"Learn Scene after Escape returned {r.get('learn_scene_cancel')}, want CANCEL")
+            if "never-learned-scene" in r.get("library_after_scene_cancel", []):
+                fail("the cancelled Learn Scene left a concept in the library")
     else:
         fail(f"unknown check {cmd}")
 

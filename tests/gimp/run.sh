@@ -312,6 +312,8 @@ else
     "$PY" tests/gimp/check.py gui-undo "$T/out/gui.json"
   check "the Learn Subject dialog (scenes listed from the library) cancels cleanly" \
     "$PY" tests/gimp/check.py gui-cancel "$T/out/gui.json"
+  check "the Learn Scene dialog with the model sd (checkpoint folder, class word) cancels cleanly" \
+    bash -c "test -s '$T/out/learn-scene-dialog.png' && '$PY' tests/gimp/check.py gui-cancel-scene '$T/out/gui.json'"
   if [ -n "$killed_plugin" ]; then
     check "the next Learn removes the temporary files of the cancelled one" \
       bash -c "! ls -d '$HOSTROOT'/tmp/pie-gimp-$killed_plugin-* 2>/dev/null"
