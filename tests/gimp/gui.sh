@@ -31,7 +31,8 @@ escape() { # escape WINDOW TITLE: press Escape until the dialog is gone (a loade
     xdotool key --window "$1" Escape
     sleep 1
     xdotool search --onlyvisible --name "$2" >/dev/null 2>&1 || return 0
-    log "the $2 dialog is still open after Escape: pressing it again"
+    log "the $2 dialog is still open after Escape (focus: '$(xdotool getwindowfocus getwindowname 2>/dev/null)'): pressing it again"
+    import -window root "$OUT/escape-retry-$(echo "$2" | tr ' ' '-').png"
   done
   return 1
 }
