@@ -12,6 +12,7 @@ exits 1.
   format E2E_JSON KIND X,Y,W,H BEFORE AFTER MASK   other precisions/modes/offsets
   menus E2E_JSON              the three procedures: labels, Filters > Personalize, help, attribution
   arguments E2E_JSON          the sd arguments come after the older ones (positional scripts keep working)
+  sd-bundle BUNDLE_JSON RES SCENE_WORD SUBJECT_WORD   an sd subject bundle: backbone, resolution, class words
   why E2E_JSON                print the failure recorded by e2e.py
   gui-dialog | gui-last-values | gui-undo | gui-cancel | gui-cancel-scene GUI_JSON
 """
@@ -140,6 +141,15 @@ def main(argv):
             a = [x for x in args.get(name, []) if x not in ("run-mode", "image", "drawables")]
             if a[:len(old) + len(new)] != old + new:
                 fail(f"{name}: arguments {a}, want {old + new} first")
+    elif cmd == "sd-bundle":
+        m = json.load(open(argv[1]))
+        if m.get("backbone") != "sd" or m.get("stage") != 2:
+            fail(f"backbone {m.get('backbone')!r}, stage {m.get('stage')}: want an sd subject")
+        if m["model"]["resolution"] != int(argv[2]):
+            fail(f"resolution {m['model']['resolution']}, want {argv[2]} (the trainer-args argument)")
+        words = {c["role"]: c.get("class_word") for c in m["tokens"]["concepts"]}
+        if words != {"scene": argv[3], "subject": argv[4]}:
+            fail(f"class words {words}, want scene {argv[3]!r} and subject {argv[4]!r} (the class-word arguments)")
     elif cmd == "why":
         r = json.load(open(argv[1]))
         bad = {k: s for k, s in r.get("steps", {}).items() if not s["ok"]}

@@ -168,6 +168,8 @@ else
   elif timed sd_e2e; then pass "$name"
   else fail "$name" "$("$PY" tests/gimp/check.py why "$T/out/sd.json" 2>&1 || tail -n 8 "$T/out/sd.log")"; fi
   if [ -f "$T/out/sd.json" ] && [ -f "$T/out/sd-flat.png" ]; then
+    check "sd: the subject grew on its scene's sd model with the class words and the trainer arguments given" \
+      "$PY" tests/gimp/check.py sd-bundle "$H/.local/share/pie/sd-subj/bundle.json" 64 landscape ball
     check "sd: a new layer above the source, named after subject and seed, inside the selection" \
       "$PY" tests/gimp/check.py layer "$T/out/sd.json" "$RECT" sd-subj 3
     check "sd: pixels outside the selection unchanged" \
