@@ -45,6 +45,20 @@ pub use library::{ConceptInfo, Library};
 pub use runtime::Device;
 pub use train::TrainOptions;
 
+/// The strength and guidance for `bundle` when the user gives none, one
+/// definition for `pie add` and the GIMP plug-in: the pixel-unet backbone's
+/// ([`AddOptions::default`]: 0.2 and 3) or the sd backbone's
+/// ([`sd::DEFAULT_STRENGTH`] and [`sd::DEFAULT_GUIDANCE`]: 0.7 and 7.5).
+/// Returns `(strength, guidance)`.
+pub fn concept_defaults(bundle: &Bundle) -> (f32, f32) {
+    if bundle.manifest.is_sd() {
+        (sd::DEFAULT_STRENGTH, sd::DEFAULT_GUIDANCE)
+    } else {
+        let d = AddOptions::default();
+        (d.strength, d.guidance)
+    }
+}
+
 /// Adds the bundle's subject into `selection` of `scene`, with whichever
 /// backbone the bundle has (see [`add::add`] and [`sd::add_each`]).
 pub fn add(bundle: &Bundle, scene: &image::DynamicImage, selection: &image::GrayImage, opts: &AddOptions, progress: &mut dyn Progress) -> Result<Vec<AddOutput>> {
@@ -161,4 +175,17 @@ pub fn open_mask(path: &std::path::Path) -> Result<image::GrayImage> {
         }
     }
     Ok(img.to_luma8())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn concept_defaults_follow_the_backbone() {
+        let d = tempfile::tempdir().unwrap();
+        crate::testkit::write_bundle(d.path(), &crate::testkit::Synthetic { name: "ball".into(), ..Default::default() }).unwrap();
+        crate::sd::testkit::write_sd_bundle(d.path(), &crate::sd::testkit::SyntheticSd { name: "dog".into(), ..Default::default() }).unwrap();
+        let lib = crate::Library::open(Some(d.path().to_path_buf())).unwrap();
+        assert_eq!(super::concept_defaults(&lib.load("ball").unwrap()), (0.2, 3.0));
+        assert_eq!(super::concept_defaults(&lib.load("dog").unwrap()), (0.7, 7.5));
+    }
 }

@@ -22,6 +22,8 @@ pub struct ConceptInfo {
     /// 1 = scene, 2 = subject; 0 when the manifest could not be read.
     pub stage: u8,
     pub role: String,
+    /// `pixel-unet` or `sd` (empty when the manifest could not be read).
+    pub backbone: String,
     /// Stage II: the scene it grew from.
     pub parent: Option<String>,
     pub created: String,
@@ -98,6 +100,7 @@ impl Library {
                 Ok(m) => ConceptInfo {
                     stage: m.stage,
                     role: if m.stage == 2 { "subject".into() } else { "scene".into() },
+                    backbone: m.backbone,
                     parent: m.parent.map(|p| p.name),
                     created: m.created,
                     problem: None,
@@ -109,6 +112,7 @@ impl Library {
                     path,
                     stage: 0,
                     role: "?".into(),
+                    backbone: String::new(),
                     parent: None,
                     created: String::new(),
                     problem: Some(format!("bundle.json: {e}")),

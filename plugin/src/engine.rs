@@ -18,6 +18,8 @@ pub struct Concept {
     /// 1 scene, 2 subject, 0 unreadable.
     pub stage: u8,
     pub parent: Option<String>,
+    /// `pixel-unet` or `sd`.
+    pub backbone: String,
 }
 
 pub struct Listing {
@@ -68,7 +70,7 @@ pub fn list() -> Outcome<Listing> {
         .list()?
         .into_iter()
         .filter(|c| c.problem.is_none())
-        .map(|c| Concept { name: c.name, stage: c.stage, parent: c.parent })
+        .map(|c| Concept { name: c.name, stage: c.stage, parent: c.parent, backbone: c.backbone })
         .collect();
     Ok(Listing { path: lib.path().to_path_buf(), concepts })
 }
@@ -81,10 +83,23 @@ pub struct AddParams {
     pub concept: String,
     pub seed: u64,
     pub steps: u32,
-    pub strength: f64,
-    pub guidance: f64,
+    /// `None`: the concept's (its backbone's default, as `pie add` without `--strength`).
+    pub strength: Option<f64>,
+    /// `None`: the concept's (as `pie add` without `--guidance`).
+    pub guidance: Option<f64>,
     pub variants: u32,
     pub device: String,
+    /// `ddim` or `dpm++2m`; used for sd concepts only (pixel-unet concepts always run DDIM).
+    pub scheduler: String,
+}
+
+/// The strength and guidance Add Subject's arguments default to: the
+/// pixel-unet backbone's, as in the engine.
+pub fn default_strength_guidance() -> (f64, f64) {
+    let d = pie::AddOptions::default();
+    // Through the shortest decimal, so 0.2f32 becomes 0.2, not 0.20000000298.
+    let f = |v: f32| v.to_string().parse::<f64>().unwrap_or(v as f64);
+    (f(d.strength), f(d.guidance))
 }
 
 pub struct Variant {
@@ -99,16 +114,29 @@ pub fn add(p: &AddParams, scene: &DynamicImage, mask: &GrayImage, progress: &mut
     let lib = library()?;
     progress.update(-1.0, "checking the concept");
     let bundle = lib.load(&p.concept)?;
+    let (strength, guidance) = pie::concept_defaults(&bundle);
     let opts = pie::AddOptions {
         seed: p.seed,
         steps: p.steps as usize,
-        strength: p.strength as f32,
-        guidance: p.guidance as f32,
+        strength: p.strength.map_or(strength, |s| s as f32),
+        guidance: p.guidance.map_or(guidance, |g| g as f32),
         variants: p.variants as usize,
         device: device(&p.device)?,
         ..pie::AddOptions::default()
     };
-    let outputs = pie::add(&bundle, scene, mask, &opts, progress)?;
+    let sd = pie::SdOptions {
+        scheduler: if bundle.manifest.is_sd() && !p.scheduler.is_empty() {
+            pie::Scheduler::from_str(&p.scheduler)?
+        } else {
+            pie::Scheduler::Ddim
+        },
+        ..pie::SdOptions::default()
+    };
+    let mut outputs = Vec::with_capacity(opts.variants);
+    pie::add_each_with(&bundle, scene, mask, &opts, &sd, progress, &mut |o| {
+        outputs.push(o);
+        Ok(())
+    })?;
     Ok(outputs
         .into_iter()
         .map(|o| Variant {
@@ -127,6 +155,14 @@ pub struct LearnParams {
     /// 0: the preset's.
     pub steps: u32,
     pub replace: bool,
+    /// `Some("sd")` with `base`; `None`: the trainer's default (a subject: its scene's).
+    pub backbone: Option<String>,
+    /// sd: the Stable Diffusion checkpoint folder.
+    pub base: Option<PathBuf>,
+    /// sd: the class noun; `None`: the trainer's default.
+    pub class_word: Option<String>,
+    /// Passed to the trainer as they are (`pie learn-* --trainer-arg`).
+    pub trainer_args: Vec<String>,
 }
 
 fn train_options(p: &LearnParams) -> Outcome<pie::TrainOptions> {
@@ -135,6 +171,10 @@ fn train_options(p: &LearnParams) -> Outcome<pie::TrainOptions> {
         steps: (p.steps > 0).then_some(p.steps as u64),
         device: device(&p.device)?,
         force: p.replace,
+        backbone: p.backbone.clone(),
+        base: p.base.clone(),
+        class_word: p.class_word.clone(),
+        extra_args: p.trainer_args.clone(),
         ..pie::TrainOptions::default()
     })
 }

@@ -51,6 +51,20 @@ fn device_choice() -> gimp::Choice {
     c
 }
 
+fn backbone_choice() -> gimp::Choice {
+    let c = gimp::Choice::new();
+    c.add("pixel-unet", 0, "pixel-unet (small, any computer)", "pie's small model, trained from scratch on this photo; runs on a CPU");
+    c.add("sd", 1, "Stable Diffusion (GPU)", "Fine-tunes a local Stable Diffusion checkpoint (diffusers layout); wants an NVIDIA GPU");
+    c
+}
+
+fn scheduler_choice() -> gimp::Choice {
+    let c = gimp::Choice::new();
+    c.add("ddim", 0, "DDIM", "DDIM: the default");
+    c.add("dpm++2m", 1, "DPM++ 2M", "DPM-Solver++ 2M: good results in 20-25 steps");
+    c
+}
+
 fn preset_choice() -> gimp::Choice {
     let c = gimp::Choice::new();
     c.add("quick", 0, "Quick", "A short training run (minutes on a CPU): rougher results");
@@ -65,9 +79,11 @@ fn concept_choice(listing: Option<&Listing>, stage: u8) -> (gimp::Choice, String
     let mut first = None;
     if let Some(l) = listing {
         for (i, k) in l.concepts.iter().filter(|k| k.stage == stage).enumerate() {
+            let sd = if k.backbone == "sd" { ", Stable Diffusion" } else { "" };
             let label = match &k.parent {
-                Some(parent) => format!("{} (in {parent})", k.name),
-                None => k.name.clone(),
+                Some(parent) => format!("{} (in {parent}{sd})", k.name),
+                None if sd.is_empty() => k.name.clone(),
+                None => format!("{} (Stable Diffusion)", k.name),
             };
             c.add(&k.name, i as i32 + 1, &label, "");
             first.get_or_insert_with(|| k.name.clone());
@@ -118,6 +134,21 @@ fn learn_common_arguments(p: &gimp::ImageProcedure, default_name: &str) {
     );
 }
 
+fn class_word_argument(p: &gimp::ImageProcedure, blurb: &str) {
+    p.add_string_argument("class-word", "Class _word", Some(blurb), "", RW);
+}
+
+/// For scripts (not in the dialog): what `pie learn-* --trainer-arg` passes.
+fn trainer_args_argument(p: &gimp::ImageProcedure) {
+    p.add_string_argument(
+        "trainer-args",
+        "Trainer arguments",
+        Some("Advanced, for scripts: further arguments for pie's trainer, separated by spaces (as `pie learn-scene --trainer-arg`), e.g. \"--resolution 64\"; empty = none"),
+        "",
+        RW,
+    );
+}
+
 fn learn_scene_procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
     let p = gimp::ImageProcedure::new(plug_in, LEARN_SCENE, gimp::PDBProcType::Plugin, |proc_, mode, image, drawables, config| {
         finish(proc_, run_learn_scene(proc_, mode, image, drawables, config))
@@ -131,6 +162,25 @@ fn learn_scene_procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
          from this scene next (Learn Subject).",
     );
     learn_common_arguments(&p, "my-scene");
+    p.add_choice_argument(
+        "backbone",
+        "_Model",
+        Some("pixel-unet: pie's small model, learned from scratch (any computer). sd: fine-tunes a local Stable Diffusion checkpoint (set its folder below; wants an NVIDIA GPU). A subject learned from this scene uses the same model"),
+        backbone_choice(),
+        "pixel-unet",
+        RW,
+    );
+    p.add_file_argument(
+        "base",
+        "Stable Diffusion chec_kpoint",
+        Some("Model sd only: the folder of a local Stable Diffusion checkpoint in diffusers layout (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)"),
+        gimp::FileChooserAction::SelectFolder,
+        true,
+        None::<&gimp::gio::File>,
+        RW,
+    );
+    class_word_argument(&p, "Model sd only: the class noun of the scene (e.g. landscape, room); empty = the trainer's default");
+    trainer_args_argument(&p);
     p
 }
 
@@ -157,6 +207,11 @@ fn learn_subject_procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
         RW,
     );
     learn_common_arguments(&p, "my-subject");
+    class_word_argument(
+        &p,
+        "Scenes learned with Stable Diffusion only (ignored otherwise): the class noun of the subject (e.g. dog, backpack, person); empty = the trainer's default",
+    );
+    trainer_args_argument(&p);
     let listing = engine::list().ok();
     let (choice, default) = concept_choice(listing.as_ref(), 1);
     add_choice_aux(&p, "scene-choice", "S_cene to grow from", "A scene learned with Learn Scene", choice, &default);
@@ -194,26 +249,48 @@ fn add_subject_procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
         RW,
     );
     p.add_int_argument("steps", "Sampling s_teps", Some("Denoising steps: more is slower and finer"), 1, 1000, 50, RW);
+    let (strength, guidance) = engine::default_strength_guidance();
     p.add_double_argument(
         "strength",
         "Stre_ngth",
-        Some("How much is re-synthesized where the subject meets the scene: 1 starts from noise, lower keeps more of the subject as photographed"),
+        Some("How much is re-synthesized where the subject meets the scene: 1 starts from noise, lower keeps more of the subject as photographed. Used only when concept-defaults is FALSE"),
         0.0,
         1.0,
-        0.2,
+        strength,
         RW,
     );
     p.add_double_argument(
         "guidance",
         "_Guidance",
-        Some("Classifier-free guidance: higher follows the subject more closely"),
+        Some("Classifier-free guidance: higher follows the subject more closely. Used only when concept-defaults is FALSE"),
         0.0,
         20.0,
-        3.0,
+        guidance,
         RW,
     );
     p.add_int_argument("variants", "_Variants", Some("How many results, each as its own layer"), 1, 16, 1, RW);
     p.add_choice_argument("device", "_Device", Some("Where to sample"), device_choice(), "auto", RW);
+    p.add_boolean_argument(
+        "concept-defaults",
+        "Use the concept's strength and g_uidance",
+        Some(&format!(
+            "TRUE: the strength and guidance of the subject's model (pixel-unet {strength} and {guidance}, \
+             Stable Diffusion {} and {}), ignoring the strength and guidance arguments; \
+             FALSE: the strength and guidance arguments",
+            pie::sd::DEFAULT_STRENGTH,
+            pie::sd::DEFAULT_GUIDANCE
+        )),
+        true,
+        RW,
+    );
+    p.add_choice_argument(
+        "scheduler",
+        "Sc_heduler",
+        Some("Subjects learned with Stable Diffusion only (pixel-unet subjects always use DDIM): DDIM, or DPM++ 2M (good in 20-25 steps)"),
+        scheduler_choice(),
+        "ddim",
+        RW,
+    );
     let listing = engine::list().ok();
     let (choice, default) = concept_choice(listing.as_ref(), 2);
     add_choice_aux(&p, "concept-choice", "Su_bject", "A subject learned with Learn Subject", choice, &default);
@@ -229,11 +306,40 @@ fn get_string(config: &gimp::ProcedureConfig, name: &str) -> String {
 /// Shows the procedure's dialog (built from its declared arguments).
 /// `choice` is (list argument, string argument): the list starts at the
 /// string's value when the library has it, and its pick is copied back.
+/// The dialog greys out `property` unless the choice `switch` is one of
+/// `values` (gimp_procedure_dialog_set_sensitive_if_in, which gimp-ui 0.1 does not bind).
+fn sensitive_if<S: AsRef<str>>(d: &gimp_ui::ProcedureDialog, config: &gimp::ProcedureConfig, property: &str, switch: &str, values: &[S]) {
+    use glib::translate::ToGlibPtr;
+    let values_array = gimp::ValueArray::new(values.len() as i32);
+    for v in values {
+        let _ = values_array.append(Some(&v.as_ref().to_value()));
+    }
+    let values = values_array;
+    // SAFETY: every pointer is live for the call; `values` is handed over
+    // (transfer full), hence the extra reference of to_glib_full.
+    unsafe {
+        gimp_ui::ffi::gimp_procedure_dialog_set_sensitive_if_in(
+            d.to_glib_none().0,
+            property.to_glib_none().0,
+            config.upcast_ref::<glib::Object>().to_glib_none().0,
+            switch.to_glib_none().0,
+            values.to_glib_full(),
+            glib::ffi::GTRUE,
+        );
+    }
+}
+
+/// The dialog greys out `property` while the boolean `switch` is TRUE.
+fn sensitive_unless(d: &gimp_ui::ProcedureDialog, config: &gimp::ProcedureConfig, property: &str, switch: &str) {
+    ProcedureDialogExt::set_sensitive(d, property, true, Some(config), Some(switch), true);
+}
+
 fn dialog(
     procedure: &gimp::ImageProcedure,
     config: &gimp::ProcedureConfig,
     properties: &[&str],
     choice: Option<(&str, &str)>,
+    sensitivity: impl FnOnce(&gimp_ui::ProcedureDialog),
 ) -> Outcome {
     if let Some((list, string)) = choice {
         let current = get_string(config, string);
@@ -244,6 +350,7 @@ fn dialog(
     gimp_ui::init("pie");
     let d = gimp_ui::ProcedureDialog::new(procedure, config, None);
     d.fill_list(properties);
+    sensitivity(&d);
     let ok = ProcedureDialogExt::run(&d);
     // SAFETY: the dialog is ours, used no more after this.
     unsafe { d.destroy() };
@@ -262,7 +369,7 @@ fn names_of(listing: &Listing, stage: u8) -> Vec<String> {
 }
 
 /// The named concept of `stage`, or an error that lists what there is.
-fn require_concept(name: &str, stage: u8) -> Outcome<String> {
+fn require_concept(name: &str, stage: u8) -> Outcome<engine::Concept> {
     let listing = engine::list()?;
     let names = names_of(&listing, stage);
     let (what, how) = if stage == 1 {
@@ -279,8 +386,8 @@ fn require_concept(name: &str, stage: u8) -> Outcome<String> {
     if name.is_empty() {
         return Err(Failure::msg(format!("Name the {what} to use; the library has: {}.", names.join(", "))));
     }
-    if names.iter().any(|n| n == name) {
-        return Ok(name.to_string());
+    if let Some(i) = listing.concepts.iter().position(|c| c.name == name && c.stage == stage) {
+        return Ok(listing.concepts.into_iter().nth(i).expect("found above"));
     }
     let other = listing.concepts.iter().find(|c| c.name == name);
     let hint = match other {
@@ -294,18 +401,66 @@ fn require_concept(name: &str, stage: u8) -> Outcome<String> {
     )))
 }
 
-fn learn_params(config: &gimp::ProcedureConfig) -> Outcome<LearnParams> {
+/// `scene`: Learn Subject's scene (the subject takes its model); `None` for Learn Scene.
+fn learn_params(config: &gimp::ProcedureConfig, scene: Option<&engine::Concept>) -> Outcome<LearnParams> {
     let name = get_string(config, "name");
     if name.is_empty() {
         return Err(Failure::msg("Give the new concept a name (letters a-z, digits, '-' or '_')."));
     }
+    let class_word = Some(get_string(config, "class-word")).filter(|w| !w.is_empty());
+    let (backbone, base, class_word) = match scene {
+        None => match get_string(config, "backbone").as_str() {
+            "sd" => (Some("sd".to_string()), Some(sd_base(config)?), class_word),
+            // The sd settings are kept (the dialog remembers them) but not used.
+            _ => (None, None, None),
+        },
+        Some(s) if s.backbone == "sd" => (None, None, class_word),
+        Some(_) => (None, None, None),
+    };
     Ok(LearnParams {
         name,
         preset: get_string(config, "preset"),
         device: get_string(config, "device"),
         steps: config.property::<i32>("steps").max(0) as u32,
         replace: config.property::<bool>("replace"),
+        backbone,
+        base,
+        class_word,
+        trainer_args: get_string(config, "trainer-args").split_whitespace().map(str::to_string).collect(),
     })
+}
+
+/// Learn Scene's `base` for the sd model: a local folder that looks like a
+/// diffusers checkpoint, checked before anything starts.
+fn sd_base(config: &gimp::ProcedureConfig) -> Outcome<std::path::PathBuf> {
+    const LAYOUT: &str = "model_index.json, unet/, vae/, text_encoder/, tokenizer/ and scheduler/ (the diffusers layout)";
+    let Some(file) = config.property::<Option<gimp::gio::File>>("base") else {
+        return Err(Failure::msg(format!(
+            "The Stable Diffusion model (sd) fine-tunes a checkpoint on this computer: choose its folder as \
+             \"Stable Diffusion checkpoint\", the folder that holds {LAYOUT}; or pick the pixel-unet model."
+        )));
+    };
+    let Some(path) = file.path() else {
+        return Err(Failure::msg(format!(
+            "The Stable Diffusion checkpoint {} is not a local folder: choose a folder on this computer that holds {LAYOUT}.",
+            file.uri()
+        )));
+    };
+    if !path.is_dir() {
+        return Err(Failure::msg(format!(
+            "The Stable Diffusion checkpoint {} is not a folder{}: choose the folder that holds {LAYOUT}.",
+            path.display(),
+            if path.exists() { "" } else { " (it does not exist)" }
+        )));
+    }
+    if !path.join("model_index.json").is_file() {
+        return Err(Failure::msg(format!(
+            "The folder {} has no model_index.json, so it is not a Stable Diffusion checkpoint: choose the folder \
+             that holds {LAYOUT}.",
+            path.display()
+        )));
+    }
+    Ok(path)
 }
 
 const EXPORT_PREFIX: &str = "pie-gimp-";
@@ -364,9 +519,18 @@ fn run_learn_scene(
 ) -> Outcome {
     let layer = pixels::single_layer(drawables)?;
     if mode == gimp::RunMode::Interactive {
-        dialog(procedure, config, &["name", "preset", "device", "steps", "replace"], None)?;
+        dialog(
+            procedure,
+            config,
+            &["name", "backbone", "base", "class-word", "preset", "device", "steps", "replace"],
+            None,
+            |d| {
+                sensitive_if(d, config, "base", "backbone", &["sd"]);
+                sensitive_if(d, config, "class-word", "backbone", &["sd"]);
+            },
+        )?;
     }
-    let params = learn_params(config)?;
+    let params = learn_params(config, None)?;
     let src = pixels::read_layer(image, &layer)?;
     let (_tmp, png, _) = export_for_trainer(&src, None)?;
     learn_with_progress(mode, &format!("Learning scene '{}'", params.name), |progress| {
@@ -403,12 +567,20 @@ fn run_learn_subject(
         dialog(
             procedure,
             config,
-            &["scene-choice", "name", "preset", "device", "steps", "replace"],
+            &["scene-choice", "name", "class-word", "preset", "device", "steps", "replace"],
             Some(("scene-choice", "scene")),
+            // the class word is for scenes learned with Stable Diffusion
+            |d| {
+                let sd_scenes: Vec<String> = engine::list()
+                    .map(|l| l.concepts.into_iter().filter(|c| c.stage == 1 && c.backbone == "sd").map(|c| c.name).collect())
+                    .unwrap_or_default();
+                sensitive_if(d, config, "class-word", "scene-choice", &sd_scenes);
+            },
         )?;
     }
-    let scene = require_concept(&get_string(config, "scene"), 1)?;
-    let params = learn_params(config)?;
+    let scene_concept = require_concept(&get_string(config, "scene"), 1)?;
+    let params = learn_params(config, Some(&scene_concept))?;
+    let scene = scene_concept.name;
     let src = pixels::read_layer(image, &layer)?;
     let mask = match pixels::selection_bounds(image) {
         Some(_) => {
@@ -469,27 +641,43 @@ fn run_add_subject(
         dialog(
             procedure,
             config,
-            &["concept-choice", "seed", "steps", "strength", "guidance", "variants", "device"],
+            &["concept-choice", "seed", "steps", "concept-defaults", "strength", "guidance", "scheduler", "variants", "device"],
             Some(("concept-choice", "concept")),
+            |d| {
+                sensitive_unless(d, config, "strength", "concept-defaults");
+                sensitive_unless(d, config, "guidance", "concept-defaults");
+            },
         )?;
     }
-    let concept = require_concept(&get_string(config, "concept"), 2)?;
+    let concept = require_concept(&get_string(config, "concept"), 2)?.name;
     let seed = match config.property::<i32>("seed") {
         s if s < 0 => random_seed(),
         s => s as u64,
     };
     let strength = config.property::<f64>("strength");
-    if strength <= 0.0 {
+    let guidance = config.property::<f64>("guidance");
+    let concept_defaults = config.property::<bool>("concept-defaults");
+    if concept_defaults {
+        // Scripts written before concept-defaults existed set strength and
+        // guidance and expect them used: say why they are not.
+        if mode == gimp::RunMode::Noninteractive && (strength, guidance) != engine::default_strength_guidance() {
+            eprintln!(
+                "pie: Add Subject: concept-defaults is TRUE, so the concept's strength and guidance are used, \
+                 not strength {strength} and guidance {guidance}: pass concept-defaults FALSE to use those"
+            );
+        }
+    } else if strength <= 0.0 {
         return Err(Failure::msg("Strength must be above 0 (1 re-synthesizes the whole selection)."));
     }
     let params = AddParams {
         concept: concept.clone(),
         seed,
         steps: config.property::<i32>("steps").max(1) as u32,
-        strength,
-        guidance: config.property::<f64>("guidance"),
+        strength: (!concept_defaults).then_some(strength),
+        guidance: (!concept_defaults).then_some(guidance),
         variants: config.property::<i32>("variants").max(1) as u32,
         device: get_string(config, "device"),
+        scheduler: get_string(config, "scheduler"),
     };
     let src = pixels::read_layer(image, &layer)?;
     let mask = pixels::read_mask(image, &src)?;

@@ -3,15 +3,18 @@ Pillow). Each sub-command exits 0 when the check holds, else prints why and
 exits 1.
 
   mask SCENE X,Y,W,H OUT      write the selection rectangle as a mask PNG
-  layer E2E_JSON X,Y,W,H      the new layer: on top, named after subject+seed, in the selection
+  layer E2E_JSON X,Y,W,H [SUBJECT SEED]   the new layer: on top, named after subject+seed
+                              (default subj, 1234), in the selection
   outside SCENE RESULT MASK   pixels outside the mask are bit-identical
   changed SCENE RESULT MASK   the masked region changed
   same A B                    two images are bit-identical (RGB and alpha)
   variants E2E_JSON           two variant layers named after seeds 50 and 51
   format E2E_JSON KIND X,Y,W,H BEFORE AFTER MASK   other precisions/modes/offsets
   menus E2E_JSON              the three procedures: labels, Filters > Personalize, help, attribution
+  arguments E2E_JSON          the sd arguments come after the older ones (positional scripts keep working)
+  sd-bundle BUNDLE_JSON RES SCENE_WORD SUBJECT_WORD   an sd subject bundle: backbone, resolution, class words
   why E2E_JSON                print the failure recorded by e2e.py
-  gui-dialog | gui-last-values | gui-undo | gui-cancel GUI_JSON
+  gui-dialog | gui-last-values | gui-undo | gui-cancel | gui-cancel-scene GUI_JSON
 """
 import json
 import sys
@@ -47,11 +50,12 @@ def main(argv):
     elif cmd == "layer":
         r = json.load(open(argv[1]))
         x, y, w, h = rect(argv[2])
+        subj, seed = (argv[3], argv[4]) if len(argv) > 4 else ("subj", "1234")
         if r["layers_after"] != r["layers_before"] + 1:
             fail(f"{r['layers_before']} layers before, {r['layers_after']} after (want one more)")
         top = r["layers"][0]
-        if "subj" not in top["name"] or "1234" not in top["name"]:
-            fail(f"the new layer is named {top['name']!r}: want the subject 'subj' and the seed 1234 in it")
+        if subj not in top["name"] or seed not in top["name"]:
+            fail(f"the new layer is named {top['name']!r}: want the subject {subj!r} and the seed {seed} in it")
         if r["source_position"] != 1:
             fail(f"the source layer is at position {r['source_position']}, want 1 (right under the new layer)")
         if not (top["x"] >= x and top["y"] >= y and top["x"] + top["w"] <= x + w and top["y"] + top["h"] <= y + h):
@@ -122,6 +126,30 @@ def main(argv):
             for k in ("blurb", "help", "authors", "copyright", "date"):
                 if not m.get(k):
                     fail(f"{name}: no {k}")
+    elif cmd == "arguments":
+        r = json.load(open(argv[1]))
+        args = {n: (m or {}).get("arguments", []) for n, m in r.get("menus", {}).items()}
+        want = {
+            "plug-in-pie-learn-scene": (["name", "preset", "device", "steps", "replace"],
+                                        ["backbone", "base", "class-word", "trainer-args"]),
+            "plug-in-pie-learn-subject": (["scene", "name", "preset", "device", "steps", "replace"],
+                                          ["class-word", "trainer-args"]),
+            "plug-in-pie-add-subject": (["concept", "seed", "steps", "strength", "guidance", "variants", "device"],
+                                        ["concept-defaults", "scheduler"]),
+        }
+        for name, (old, new) in want.items():
+            a = [x for x in args.get(name, []) if x not in ("run-mode", "image", "drawables")]
+            if a[:len(old) + len(new)] != old + new:
+                fail(f"{name}: arguments {a}, want {old + new} first")
+    elif cmd == "sd-bundle":
+        m = json.load(open(argv[1]))
+        if m.get("backbone") != "sd" or m.get("stage") != 2:
+            fail(f"backbone {m.get('backbone')!r}, stage {m.get('stage')}: want an sd subject")
+        if m["model"]["resolution"] != int(argv[2]):
+            fail(f"resolution {m['model']['resolution']}, want {argv[2]} (the trainer-args argument)")
+        words = {c["role"]: c.get("class_word") for c in m["tokens"]["concepts"]}
+        if words != {"scene": argv[3], "subject": argv[4]}:
+            fail(f"class words {words}, want scene {argv[3]!r} and subject {argv[4]!r} (the class-word arguments)")
     elif cmd == "why":
         r = json.load(open(argv[1]))
         bad = {k: s for k, s in r.get("steps", {}).items() if not s["ok"]}
@@ -155,6 +183,11 @@ def main(argv):
                 fail(f"Learn Subject after Escape returned {r.get('learn_cancel')}, want CANCEL")
             if "never-learned" in r.get("library_after_cancel", []):
                 fail("the cancelled Learn Subject left a concept in the library")
+        elif cmd == "gui-cancel-scene":
+            if "CANCEL" not in r.get("learn_scene_cancel", ""):
+                fail(f"Learn Scene after Escape returned {r.get('learn_scene_cancel')}, want CANCEL")
+            if "never-learned-scene" in r.get("library_after_scene_cancel", []):
+                fail("the cancelled Learn Scene left a concept in the library")
     else:
         fail(f"unknown check {cmd}")
 

@@ -109,7 +109,7 @@ try:
     R["layers_before"] = len(scene.get_layers())
     R["times"]["add"] = call(
         "plug-in-pie-add-subject", scene, [scene_layer],
-        concept="subj", seed=1234, steps=ADD_STEPS, strength=0.7, guidance=3.0, variants=1, device="cpu")
+        concept="subj", seed=1234, steps=ADD_STEPS, strength=0.7, guidance=3.0, concept_defaults=False, variants=1, device="cpu")
     layers = scene.get_layers()
     R["layers_after"] = len(layers)
     R["layers"] = [layer_info(l) for l in layers]
@@ -122,7 +122,7 @@ try:
     before = {l.get_id() for l in scene.get_layers()}
     R["times"]["add_variants"] = call(
         "plug-in-pie-add-subject", scene, [scene_layer],
-        concept="subj", seed=50, steps=ADD_STEPS, strength=0.7, guidance=3.0, variants=2, device="cpu")
+        concept="subj", seed=50, steps=ADD_STEPS, strength=0.7, guidance=3.0, concept_defaults=False, variants=2, device="cpu")
     layers = scene.get_layers()
     R["variant_layers"] = [layer_info(l) for l in layers if l.get_id() not in before]
 
@@ -146,7 +146,7 @@ try:
         img.select_rectangle(Gimp.ChannelOps.REPLACE, X, Y, W, H)
         save_flat(img, os.path.join(OUT, f"{kind}-before.png"))
         call("plug-in-pie-add-subject", img, [layer],
-             concept="subj", seed=7, steps=ADD_STEPS, strength=0.7, guidance=3.0, variants=1, device="cpu")
+             concept="subj", seed=7, steps=ADD_STEPS, strength=0.7, guidance=3.0, concept_defaults=False, variants=1, device="cpu")
         save_flat(img, os.path.join(OUT, f"{kind}-after.png"))
         layers = img.get_layers()
         R["formats"][kind] = {"layers": [layer_info(l) for l in layers],

@@ -95,6 +95,14 @@ try:
                              proc_name="plug-in-pie-learn-subject", name="never-learned")[0]
     R["library_after_cancel"] = sorted(os.listdir(os.path.join(os.environ["HOME"], ".local", "share", "pie")))
 
+    # Learn Scene's dialog with the model sd: the checkpoint folder and class
+    # word beside the model (gui.sh takes a screenshot); Escape cancels it
+    marker("learn-scene-dialog-expected")
+    R["learn_scene_cancel"] = call(Gimp.RunMode.INTERACTIVE, image, [layer],
+                                   proc_name="plug-in-pie-learn-scene", name="never-learned-scene",
+                                   backbone="sd")[0]
+    R["library_after_scene_cancel"] = sorted(os.listdir(os.path.join(os.environ["HOME"], ".local", "share", "pie")))
+
     # Learning with GIMP's progress bar showing stage, step and time left
     # (gui.sh takes a screenshot while it runs)
     marker("learning")

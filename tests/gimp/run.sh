@@ -16,7 +16,15 @@
 #     the selection; pixels outside the selection unchanged; the region changed;
 #     the source layer untouched; equal to `pie add` with the same seed and inputs;
 #     the same in 16-bit, linear float and grayscale images and for an offset layer
-#  4. bad input from Script-Fu: no selection, unknown subject, empty library:
+#  3b. the sd backbone (tests/gimp/sd.py), when the trainer's environment can run
+#     it: Learn Scene with the model sd on the trainer's tiny checkpoint
+#     (pie_trainer.sd.tiny; 2 steps, trainer argument --resolution 64), Learn
+#     Subject on it, Add Subject with the concept's strength and guidance and
+#     DPM++ 2M: a new layer in the selection, outside and the source layer
+#     untouched, equal to `pie add` without --strength/--guidance
+#  4. bad input from Script-Fu: no selection, unknown subject, empty library,
+#     Learn Scene with the model sd but no checkpoint folder, a folder that is
+#     no checkpoint, or a file for it:
 #     GIMP exits with the batch failure code (70) and prints the message;
 #     killing the plug-in during Learn Scene (what GIMP's cancel does) stops the
 #     trainer and leaves the library as it was
@@ -27,7 +35,7 @@
 # Photos: ../shared/data beside the clone when present, else drawn in code.
 # Knobs: PIE_GIMP_TEST_TRAIN_STEPS (default 60; 0 = the quick preset's own),
 # PIE_GIMP_TEST_ADD_STEPS (default 12), PIE_GIMP_TEST_KEEP=1 keeps the test folder,
-# PIE_GIMP_TEST_SKIP_GUI=1 leaves out step 5, PIE_GIMP_TEST_DRAWN=1 uses the drawn
+# PIE_GIMP_TEST_SKIP_GUI=1 leaves out step 5, PIE_GIMP_TEST_SKIP_SD=1 step 3b, PIE_GIMP_TEST_DRAWN=1 uses the drawn
 # photos even where ../shared/data exists.
 source "$(dirname "$0")/../../build/common.sh"
 cd "$PIE_ROOT"
@@ -111,6 +119,8 @@ if timed e2e; then pass "Python-Fu batch: Learn Scene, Learn Subject, Add Subjec
 if [ -f "$T/out/e2e.json" ] && [ -f "$T/out/flat.png" ]; then
   check "the procedures are in Filters > Personalize with labels, help text and attribution" \
     "$PY" tests/gimp/check.py menus "$T/out/e2e.json"
+  check "the sd arguments come after the older ones (positional scripts keep working)" \
+    "$PY" tests/gimp/check.py arguments "$T/out/e2e.json"
   check "new layer above the source, named after subject and seed, inside the selection" \
     "$PY" tests/gimp/check.py layer "$T/out/e2e.json" "$RECT"
   check "pixels outside the selection unchanged" \
@@ -141,6 +151,49 @@ else
   fail "the e2e batch wrote its results" "no e2e.json / flat.png"
 fi
 
+# --- 3b. the sd backbone on the trainer's tiny checkpoint --------------------------
+sd_probe() { PYTHONPATH=$PIE_ROOT/trainer "$PY" -c "import diffusers, transformers, peft, pie_trainer.sd.tiny" >/dev/null 2>&1; }
+if [ "${PIE_GIMP_TEST_SKIP_SD:-0}" = 1 ]; then
+  log "skipped the sd backbone test (PIE_GIMP_TEST_SKIP_SD=1)"
+elif ! sd_probe; then
+  log "SKIP the sd backbone test: the trainer's environment cannot run it (diffusers, transformers, peft)"
+else
+  sd_tiny() { PYTHONPATH=$PIE_ROOT/trainer "$PY" -m pie_trainer.sd.tiny "$T/sd-base" >"$T/out/sd-tiny.log" 2>&1; }
+  sd_e2e() {
+    inside env PIE_TEST_SD_BASE="$TI/sd-base" PIE_TEST_SD_SEED=3 timeout 600 gimp-console-3.0 -i \
+      --batch-interpreter=python-fu-eval -b "exec(open('/pie/tests/gimp/sd.py').read())" --quit >"$T/out/sd.log" 2>&1
+  }
+  name="Python-Fu batch, model sd (tiny checkpoint): Learn Scene, Learn Subject, Add Subject with DPM++ 2M"
+  if ! timed sd_tiny; then fail "$name" "pie_trainer.sd.tiny failed: $(tail -n 5 "$T/out/sd-tiny.log")"
+  elif timed sd_e2e; then pass "$name"
+  else fail "$name" "$("$PY" tests/gimp/check.py why "$T/out/sd.json" 2>&1 || tail -n 8 "$T/out/sd.log")"; fi
+  if [ -f "$T/out/sd.json" ] && [ -f "$T/out/sd-flat.png" ]; then
+    check "sd: the subject grew on its scene's sd model with the class words and the trainer arguments given" \
+      "$PY" tests/gimp/check.py sd-bundle "$H/.local/share/pie/sd-subj/bundle.json" 64 landscape ball
+    check "sd: a new layer above the source, named after subject and seed, inside the selection" \
+      "$PY" tests/gimp/check.py layer "$T/out/sd.json" "$RECT" sd-subj 3
+    check "sd: pixels outside the selection unchanged" \
+      "$PY" tests/gimp/check.py outside "$T/data/scene.png" "$T/out/sd-flat.png" "$T/data/mask.png"
+    check "sd: the selected region changed" \
+      "$PY" tests/gimp/check.py changed "$T/data/scene.png" "$T/out/sd-flat.png" "$T/data/mask.png"
+    check "sd: the source layer is untouched" \
+      "$PY" tests/gimp/check.py same "$T/data/scene.png" "$T/out/sd-source.png"
+    sd_cli() {
+      inside "$HI/.local/bin/pie" add "$TI/data/scene.png" --selection "$TI/data/mask.png" --concept sd-subj \
+        --seed 3 --steps 4 --scheduler dpm++2m --device cpu --out "$TI/out/sd-cli.png" >"$T/out/sd-cli.log" 2>&1
+    }
+    if timed sd_cli; then
+      check "sd: the concept's strength and guidance are \`pie add\`'s defaults (same pixels)" \
+        "$PY" tests/gimp/check.py same "$T/out/sd-cli.png" "$T/out/sd-flat.png"
+    else
+      fail "sd: the concept's strength and guidance are \`pie add\`'s defaults (same pixels)" \
+        "pie add failed: $(tail -n 5 "$T/out/sd-cli.log")"
+    fi
+  else
+    fail "sd: the batch wrote its results" "no sd.json / sd-flat.png"
+  fi
+fi
+
 # --- 4. bad input from Script-Fu -------------------------------------------------
 sf_add() { # sf_add SELECT-EXPR CONCEPT: load the scene, maybe select, Add Subject
   cat <<SCM
@@ -161,8 +214,10 @@ bad_input() { # bad_input NAME EXPECTED-TEXT SCHEME [ENV...]
 }
 bad_input "Add with no selection: GIMP exits 70 with the message" \
   "Add Subject needs a selection" "$(sf_add "" subj)"
+learned=subj   # the sd test (3b) adds its own subject
+[ -e "$H/.local/share/pie/sd-subj" ] && learned="sd-subj, subj"
 bad_input "Add with an unknown subject: the message lists the learned ones" \
-  "Learned subjects: subj" "$(sf_add "(gimp-image-select-rectangle image CHANNEL-OP-REPLACE ${RECT//,/ })" nope)"
+  "Learned subjects: $learned." "$(sf_add "(gimp-image-select-rectangle image CHANNEL-OP-REPLACE ${RECT//,/ })" nope)"
 mkdir -p "$T/empty-library"
 bad_input "Add with an empty library: the message says how to learn one" \
   "has no learned subject yet" "$(sf_add "(gimp-image-select-rectangle image CHANNEL-OP-REPLACE ${RECT//,/ })" subj)" \
@@ -179,6 +234,24 @@ bad_input "Learn Scene without the trainer environment: the message says how to 
        (layer (vector-ref (car (gimp-image-get-layers image)) 0)))
   (plug-in-pie-learn-scene #:run-mode RUN-NONINTERACTIVE #:image image #:drawables (vector layer) #:name \"x\"))" \
   PIE_TRAINER_PYTHON=/nonexistent/python
+
+sf_learn_sd() { # sf_learn_sd EXTRA-ARGS: Learn Scene with the model sd
+  cat <<SCM
+(let* ((image (car (gimp-file-load RUN-NONINTERACTIVE "$TI/data/scene.png")))
+       (layer (vector-ref (car (gimp-image-get-layers image)) 0)))
+  (plug-in-pie-learn-scene #:run-mode RUN-NONINTERACTIVE #:image image #:drawables (vector layer)
+                           #:name "sd-bad" #:backbone "sd" #:device "cpu" $1))
+SCM
+}
+bad_input "Learn Scene, model sd without a checkpoint: the message says to choose its folder" \
+  "choose its folder" "$(sf_learn_sd "")"
+bad_input "Learn Scene, model sd, a folder that is no checkpoint: the message says what it lacks" \
+  "has no model_index.json" "$(sf_learn_sd "#:base \"$TI/data\"")"
+# The argument is a folder argument: GIMP itself refuses a file for it.
+bad_input "Learn Scene, model sd, a file as checkpoint: GIMP refuses the argument" \
+  "for argument 'base'" "$(sf_learn_sd "#:base \"$TI/data/scene.png\"")"
+check "the refused sd Learn Scenes started nothing: the library has no sd-bad" \
+  test ! -e "$H/.local/share/pie/sd-bad"
 
 # --- 4b. cancel while learning ---------------------------------------------------
 # GIMP's cancel button kills the plug-in (SIGKILL; GIMP 3.0
@@ -241,6 +314,8 @@ else
     "$PY" tests/gimp/check.py gui-undo "$T/out/gui.json"
   check "the Learn Subject dialog (scenes listed from the library) cancels cleanly" \
     "$PY" tests/gimp/check.py gui-cancel "$T/out/gui.json"
+  check "the Learn Scene dialog with the model sd (checkpoint folder, class word) cancels cleanly" \
+    bash -c "test -s '$T/out/learn-scene-dialog.png' && '$PY' tests/gimp/check.py gui-cancel-scene '$T/out/gui.json'"
   if [ -n "$killed_plugin" ]; then
     check "the next Learn removes the temporary files of the cancelled one" \
       bash -c "! ls -d '$HOSTROOT'/tmp/pie-gimp-$killed_plugin-* 2>/dev/null"

@@ -424,12 +424,12 @@ pub fn add(lib: &Library, image: &Path, selection: &Path, concept: &str, out: &P
     let mask = pie::open_mask(selection)?;
     let bundle = lib.load(concept)?;
     let mut opts = opts.clone();
-    let sd_concept = bundle.manifest.is_sd();
+    let (default_strength, default_guidance) = pie::concept_defaults(&bundle);
     if opts.guidance.is_nan() {
-        opts.guidance = if sd_concept { pie::sd::DEFAULT_GUIDANCE } else { AddOptions::default().guidance };
+        opts.guidance = default_guidance;
     }
     if opts.strength.is_nan() {
-        opts.strength = if sd_concept { pie::sd::DEFAULT_STRENGTH } else { AddOptions::default().strength };
+        opts.strength = default_strength;
     }
     let opts = &opts;
     let mut p = CliProgress::new(json, "add");
