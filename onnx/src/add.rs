@@ -436,7 +436,8 @@ fn match_colour(full: &mut Planes, place: &[f32], known: &Planes, sel: &[f32], s
 
 /// Scales the subject (cut to its mask's bounds) to fit the selection's
 /// bounds, keeping its aspect, centred; alpha ∧ selection decides where.
-fn paste_subject(subject: &RgbaImage, (sx, sy, sw, sh): (f64, f64, f64, f64), w: usize, h: usize, sel: &[f32], comp: &mut [f32], place: &mut [f32]) {
+/// `place` receives the placed coverage. Shared with the sd pipeline.
+pub(crate) fn paste_subject(subject: &RgbaImage, (sx, sy, sw, sh): (f64, f64, f64, f64), w: usize, h: usize, sel: &[f32], comp: &mut [f32], place: &mut [f32]) {
     let alpha = GrayImage::from_fn(subject.width(), subject.height(), |x, y| image::Luma([subject.get_pixel(x, y).0[3]]));
     let Some(b) = imageops::mask_bbox(&alpha) else { return };
     // Premultiplied, so the resampled edge does not pick up the colour under alpha 0.

@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use image::{DynamicImage, GrayImage, RgbaImage};
+use image::{DynamicImage, GrayImage};
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::Session;
 use ort::value::{Tensor, TensorRef};
@@ -174,7 +174,9 @@ pub fn add_each(
     let sel = imageops::resize_plane(&mcrop, cw, ch, ww, wh);
     let mut composite: Vec<f32> = imageops::resize(&crop, ww, wh).data.iter().map(|v| v * 2.0 - 1.0).collect();
     if let Some(subject) = &bundle.subject {
-        place_subject(subject, plan.to_work(bbox), ww, wh, &sel, &mut composite);
+        // Where it was placed (the pixel path's footprint) is not needed here.
+        let mut placed = vec![0.0f32; ww * wh];
+        crate::add::paste_subject(subject, plan.to_work(bbox), ww, wh, &sel, &mut composite, &mut placed);
     }
     // The mask at latent resolution: every cell the selection touches, grown by one cell.
     let lmask = latent_mask(&sel, ww, wh, vsf);
@@ -319,54 +321,6 @@ pub fn latent_mask(sel: &[f32], w: usize, h: usize, f: usize) -> Vec<f32> {
         }
     }
     out
-}
-
-/// Places the subject (cut to its mask's bounds) to fit the selection's
-/// bounds `(x, y, w, h)` in working pixels, keeping its aspect, centred;
-/// alpha ∧ selection decides where. `comp` is planar RGB in [-1, 1].
-fn place_subject(subject: &RgbaImage, (sx, sy, sw, sh): (f64, f64, f64, f64), w: usize, h: usize, sel: &[f32], comp: &mut [f32]) {
-    let alpha = GrayImage::from_fn(subject.width(), subject.height(), |x, y| image::Luma([subject.get_pixel(x, y).0[3]]));
-    let Some(b) = imageops::mask_bbox(&alpha) else { return };
-    // Premultiplied, so the resampled edge does not pick up the colour under alpha 0.
-    let mut p = Planes::new(4, b.w as usize, b.h as usize);
-    let n = p.w * p.h;
-    for y in 0..b.h {
-        for x in 0..b.w {
-            let px = subject.get_pixel(b.x + x, b.y + y).0;
-            let a = f32::from(px[3]) / 255.0;
-            let i = (y * b.w + x) as usize;
-            for (c, v) in px.iter().take(3).enumerate() {
-                p.data[c * n + i] = f32::from(*v) / 255.0 * a;
-            }
-            p.data[3 * n + i] = a;
-        }
-    }
-    let fit = (sw / f64::from(b.w)).min(sh / f64::from(b.h));
-    let pw = ((f64::from(b.w) * fit).round() as usize).max(1);
-    let ph = ((f64::from(b.h) * fit).round() as usize).max(1);
-    let r = imageops::resize(&p, pw, ph);
-    let ox = (sx + (sw - pw as f64) / 2.0).round() as isize;
-    let oy = (sy + (sh - ph as f64) / 2.0).round() as isize;
-    let (rn, wn) = (pw * ph, w * h);
-    for y in 0..ph {
-        for x in 0..pw {
-            let (tx, ty) = (ox + x as isize, oy + y as isize);
-            if tx < 0 || ty < 0 || tx >= w as isize || ty >= h as isize {
-                continue;
-            }
-            let t = ty as usize * w + tx as usize;
-            let i = y * pw + x;
-            let a = r.data[3 * rn + i];
-            let m = (a * sel[t]).clamp(0.0, 1.0);
-            if m <= 0.0 {
-                continue;
-            }
-            for c in 0..3 {
-                let col = if a > 1e-6 { (r.data[c * rn + i] / a).clamp(0.0, 1.0) } else { 0.0 };
-                comp[c * wn + t] = m * (col * 2.0 - 1.0) + (1.0 - m) * comp[c * wn + t];
-            }
-        }
-    }
 }
 
 enum LoopError {
