@@ -100,7 +100,7 @@ pub struct AddOutput {
     pub stats: AddStats,
 }
 
-fn check_options(o: &AddOptions) -> Result<()> {
+pub(crate) fn check_options(o: &AddOptions) -> Result<()> {
     if !(1..=1000).contains(&o.steps) {
         return Err(Error::bad(format!("--steps {} is out of range (1 to 1000)", o.steps)));
     }

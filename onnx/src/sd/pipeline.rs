@@ -33,21 +33,8 @@ use crate::sd::SdOptions;
 use crate::{Error, Progress, Result};
 
 fn check_options(o: &AddOptions, sd: &SdOptions) -> Result<()> {
-    if !(1..=1000).contains(&o.steps) {
-        return Err(Error::bad(format!("--steps {} is out of range (1 to 1000)", o.steps)));
-    }
-    if !(o.strength > 0.0 && o.strength <= 1.0) {
-        return Err(Error::bad(format!("--strength {} is out of range (above 0, at most 1)", o.strength)));
-    }
-    if !(o.guidance.is_finite() && (0.0..=30.0).contains(&o.guidance)) {
-        return Err(Error::bad(format!("--guidance {} is out of range (0 to 30)", o.guidance)));
-    }
-    if !(1..=64).contains(&o.variants) {
-        return Err(Error::bad(format!("--variants {} is out of range (1 to 64)", o.variants)));
-    }
-    if o.threads == Some(0) {
-        return Err(Error::bad("--threads must be at least 1"));
-    }
+    // The ranges every backbone shares, then what only sd has.
+    crate::add::check_options(o)?;
     if sd.scheduler == Scheduler::DpmSolver2M && o.sampler == Sampler::Ddpm {
         return Err(Error::bad("--sampler ddpm adds fresh noise every step, which DPM-Solver++(2M) does not: use it with --scheduler ddim"));
     }
