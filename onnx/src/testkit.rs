@@ -36,6 +36,17 @@ fn schedule(t: u32) -> Schedule {
     Schedule { kind: "ddpm".into(), num_train_timesteps: t, beta_schedule: "linear".into(), beta_start: 1e-4, beta_end: 0.02, prediction_type: "epsilon".into(), steps_offset: None }
 }
 
+/// The manifest's `files` entries (path, sha256, bytes) of `files` in `dir`.
+pub(crate) fn file_entries(dir: &Path, files: &[&str]) -> std::io::Result<Vec<serde_json::Value>> {
+    files
+        .iter()
+        .map(|f| {
+            let p = dir.join(f);
+            Ok(json!({"path": f, "sha256": sha256_file(&p)?, "bytes": std::fs::metadata(&p)?.len()}))
+        })
+        .collect()
+}
+
 /// eps = gain · (x − √ᾱ_t·c_token) / √(1−ᾱ_t).
 pub fn denoiser_onnx(s: &Synthetic) -> Vec<u8> {
     let sched = NoiseSchedule::from_manifest(&schedule(s.timesteps));
@@ -96,13 +107,7 @@ pub fn write_bundle(library: &Path, s: &Synthetic) -> std::io::Result<PathBuf> {
         subject_png(s).save(dir.join("subject.png")).map_err(std::io::Error::other)?;
         files.push("subject.png");
     }
-    let entries: Vec<serde_json::Value> = files
-        .iter()
-        .map(|f| {
-            let p = dir.join(f);
-            Ok(json!({"path": f, "sha256": sha256_file(&p)?, "bytes": std::fs::metadata(&p)?.len()}))
-        })
-        .collect::<std::io::Result<_>>()?;
+    let entries = file_entries(&dir, &files)?;
     let src = hex(&[7u8; 32]);
     let mut concepts = vec![json!({"id": 1, "identifier": "zwx", "name": "scene", "role": "scene", "stage": 1, "source_sha256": src, "source_size": [640, 427]})];
     if s.stage == 2 {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use crate::bundle::{hex, sha256_file};
+use crate::bundle::hex;
 use crate::manifest::Schedule;
 use crate::onnxfile::write::{model, node, node_attrs, node_ints, tensor_f16, tensor_f32, tensor_i64, value_info};
 use crate::onnxfile::{FLOAT, INT64};
@@ -246,13 +246,7 @@ pub fn write_sd_bundle(library: &Path, s: &SyntheticSd) -> std::io::Result<PathB
         .map_err(std::io::Error::other)?;
         files.push("subject.png");
     }
-    let entries: Vec<serde_json::Value> = files
-        .iter()
-        .map(|f| {
-            let p = dir.join(f);
-            Ok(json!({"path": f, "sha256": sha256_file(&p)?, "bytes": std::fs::metadata(&p)?.len()}))
-        })
-        .collect::<std::io::Result<_>>()?;
+    let entries = crate::testkit::file_entries(&dir, &files)?;
     let id = |w: &str| vocab.iter().find(|(k, _)| k == &format!("{w}</w>")).map(|(_, i)| *i).unwrap_or(0);
     let eos = vocab.len() as u32 - 1;
     let src = hex(&[7u8; 32]);
