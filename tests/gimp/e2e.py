@@ -8,6 +8,7 @@
 # PIE_TEST_TRAIN_STEPS, PIE_TEST_ADD_STEPS.
 import json
 import os
+import sys
 import time
 import traceback
 
@@ -15,6 +16,9 @@ import gi
 
 gi.require_version("Gimp", "3.0")
 from gi.repository import Gimp, Gio  # noqa: E402
+
+sys.path.insert(0, "/pie/tests/gimp")   # exec'd by python-fu-eval: no __file__
+from gimpkit import layer_info, load, save_flat  # noqa: E402
 
 T = os.environ["PIE_TEST_DIR"]
 OUT = os.path.join(T, "out")
@@ -56,27 +60,6 @@ def call(proc_name, image, drawables, **args):
     if not ok:
         raise RuntimeError(f"{proc_name} failed: {status}: {last_error()}")
     return time.time() - t0
-
-
-def load(path):
-    return Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(path))
-
-
-def save_flat(image, path, hide=()):
-    dup = image.duplicate()
-    layers = dup.get_layers()
-    for i in hide:
-        layers[i].set_visible(False)
-    dup.flatten()
-    Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, dup, Gio.File.new_for_path(path), None)
-    dup.delete()
-
-
-def layer_info(layer):
-    off = layer.get_offsets()
-    # GI returns (ok, x, y) or (x, y) depending on the binding
-    off = list(off)[-2:]
-    return {"name": layer.get_name(), "x": off[0], "y": off[1], "w": layer.get_width(), "h": layer.get_height()}
 
 
 try:

@@ -9,6 +9,7 @@
 # and PIE_TEST_SD_SEED.
 import json
 import os
+import sys
 import time
 import traceback
 
@@ -16,6 +17,9 @@ import gi
 
 gi.require_version("Gimp", "3.0")
 from gi.repository import Gimp, Gio  # noqa: E402
+
+sys.path.insert(0, "/pie/tests/gimp")   # exec'd by python-fu-eval: no __file__
+from gimpkit import layer_info, load, save_flat  # noqa: E402
 
 T = os.environ["PIE_TEST_DIR"]
 OUT = os.path.join(T, "out")
@@ -46,25 +50,6 @@ def call(proc_name, image, drawables, **args):
         "ok": ok, "status": str(status), "error": err, "seconds": round(time.time() - t0, 2)}
     if not ok:
         raise RuntimeError(f"{proc_name} failed: {status}: {err}")
-
-
-def load(path):
-    return Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(path))
-
-
-def save_flat(image, path, hide=()):
-    dup = image.duplicate()
-    layers = dup.get_layers()
-    for i in hide:
-        layers[i].set_visible(False)
-    dup.flatten()
-    Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, dup, Gio.File.new_for_path(path), None)
-    dup.delete()
-
-
-def layer_info(layer):
-    off = list(layer.get_offsets())[-2:]
-    return {"name": layer.get_name(), "x": off[0], "y": off[1], "w": layer.get_width(), "h": layer.get_height()}
 
 
 try:
