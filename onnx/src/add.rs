@@ -146,18 +146,8 @@ pub fn check_selection(scene: &DynamicImage, selection: &GrayImage) -> Result<Re
     Ok(bbox)
 }
 
-/// Adds the bundle's subject into `selection` of `scene`. A scene (Stage I)
-/// bundle re-synthesizes the selection as more of the scene.
-pub fn add(bundle: &Bundle, scene: &DynamicImage, selection: &GrayImage, opts: &AddOptions, progress: &mut dyn Progress) -> Result<Vec<AddOutput>> {
-    let mut outs = Vec::with_capacity(opts.variants);
-    add_each(bundle, scene, selection, opts, progress, &mut |o| {
-        outs.push(o);
-        Ok(())
-    })?;
-    Ok(outs)
-}
-
-/// [`add`], handing each result to `sink` as soon as it is made, so a caller
+/// The pixel-unet Add (a scene (Stage I) bundle re-synthesizes the selection
+/// as more of the scene), handing each result to `sink` as soon as it is made, so a caller
 /// that stores them (the command line) never holds K full-size copies of a
 /// large photo at once. An error from `sink` stops the work.
 pub fn add_each(
@@ -187,23 +177,9 @@ pub fn add_each(
 
     let sched = NoiseSchedule::from_manifest(&bundle.manifest.schedule);
     let ts = sched.timesteps(opts.steps, opts.strength);
-    let base = match scene {
-        DynamicImage::ImageLuma8(_) | DynamicImage::ImageLumaA8(_) | DynamicImage::ImageRgb8(_) | DynamicImage::ImageRgba8(_)
-        | DynamicImage::ImageLuma16(_) | DynamicImage::ImageLumaA16(_) | DynamicImage::ImageRgb16(_) | DynamicImage::ImageRgba16(_)
-        | DynamicImage::ImageRgb32F(_) | DynamicImage::ImageRgba32F(_) => scene.clone(),
-        other => DynamicImage::ImageRgba8(other.to_rgba8()),
-    };
-    // A hard-edged selection would show its edge as a seam: fade the result in
-    // over a few pixels inside it (outside stays untouched either way).
-    let soft_owned;
-    let blend_mask = if imageops::is_hard(selection) {
-        let div = if prep.edit.is_some() { FEATHER_DIV_SUBJECT } else { FEATHER_DIV };
-        let r = (bbox.w.min(bbox.h) / div).clamp(1, 12);
-        soft_owned = imageops::feather_inward(selection, bbox, r);
-        &soft_owned
-    } else {
-        selection
-    };
+    let base = result_base(scene);
+    let blend_mask = blend_mask(selection, bbox, if prep.edit.is_some() { FEATHER_DIV_SUBJECT } else { FEATHER_DIV });
+    let blend_mask = blend_mask.as_ref();
     // With a subject, only its footprint and the ring around it are written;
     // the rest of the selection keeps its pixels exactly, like the outside.
     let edit_owned;
@@ -296,7 +272,31 @@ const FIT: Fit = Fit { ring: 0.03, fade: 0.03, edge: 0.02, wrap: 0.7, wrap_depth
 /// A hard-edged selection's edge is faded over its shorter side divided by
 /// this; with a subject the fade is wider, so where the subject meets the
 /// selection's edge it melts into the kept scene.
-const FEATHER_DIV: u32 = 24;
+/// The image the result is written into: a copy of the scene in its own depth
+/// and channels where those can be kept, else RGBA8.
+pub(crate) fn result_base(scene: &DynamicImage) -> DynamicImage {
+    match scene {
+        DynamicImage::ImageLuma8(_) | DynamicImage::ImageLumaA8(_) | DynamicImage::ImageRgb8(_) | DynamicImage::ImageRgba8(_)
+        | DynamicImage::ImageLuma16(_) | DynamicImage::ImageLumaA16(_) | DynamicImage::ImageRgb16(_) | DynamicImage::ImageRgba16(_)
+        | DynamicImage::ImageRgb32F(_) | DynamicImage::ImageRgba32F(_) => scene.clone(),
+        other => DynamicImage::ImageRgba8(other.to_rgba8()),
+    }
+}
+
+/// The mask the result is blended through. A hard-edged selection would show
+/// its edge as a seam, so the result fades in over the selection's short side
+/// divided by `div` (1 to 12 pixels) inside it; outside stays untouched either way.
+pub(crate) fn blend_mask<'a>(selection: &'a GrayImage, bbox: Rect, div: u32) -> std::borrow::Cow<'a, GrayImage> {
+    if imageops::is_hard(selection) {
+        let r = (bbox.w.min(bbox.h) / div).clamp(1, 12);
+        std::borrow::Cow::Owned(imageops::feather_inward(selection, bbox, r))
+    } else {
+        std::borrow::Cow::Borrowed(selection)
+    }
+}
+
+/// Feather divisors: a scene concept's whole selection, a subject's cut at the selection's edge.
+pub(crate) const FEATHER_DIV: u32 = 24;
 const FEATHER_DIV_SUBJECT: u32 = 12;
 
 fn prepare(bundle: &Bundle, scene: &DynamicImage, selection: &GrayImage, plan: &Plan, bbox: Rect, detail: f32) -> Prepared {

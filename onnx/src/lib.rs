@@ -11,7 +11,7 @@
 //!   denoiser's signature, tokens and path safety, all checked before use.
 //! - [`runtime`]: [`runtime::Device`] (`Auto`, `Cpu`, `Cuda`), finding and
 //!   loading the ONNX Runtime library ([`runtime::init`]), [`runtime::probe_cuda`].
-//! - [`add::add`]`(bundle, scene, selection, opts, progress) -> Vec<AddOutput>`:
+//! - [`add()`]`(bundle, scene, selection, opts, progress) -> Vec<AddOutput>`:
 //!   the subject placed into the selection and re-synthesized; each output
 //!   has its seed, the image (same size and colour type, bit-identical where
 //!   the selection is 0, alpha preserved) and the rectangle that may differ.
@@ -60,7 +60,7 @@ pub fn concept_defaults(bundle: &Bundle) -> (f32, f32) {
 }
 
 /// Adds the bundle's subject into `selection` of `scene`, with whichever
-/// backbone the bundle has (see [`add::add`] and [`sd::add_each`]).
+/// backbone the bundle has (see [`add::add_each`] and [`sd::add_each`]).
 pub fn add(bundle: &Bundle, scene: &image::DynamicImage, selection: &image::GrayImage, opts: &AddOptions, progress: &mut dyn Progress) -> Result<Vec<AddOutput>> {
     let mut outs = Vec::with_capacity(opts.variants);
     add_each_with(bundle, scene, selection, opts, &SdOptions::default(), progress, &mut |o| {

@@ -214,20 +214,9 @@ pub fn add_each(
     let eta = if opts.sampler == Sampler::Ddpm { 1.0 } else { 0.0 };
     let steps = sched.plan(sd.scheduler, Prediction::from_manifest(schedule), opts.steps, opts.strength, schedule.steps_offset.unwrap_or(0) as usize, eta);
 
-    let base = match scene {
-        DynamicImage::ImageLuma8(_) | DynamicImage::ImageLumaA8(_) | DynamicImage::ImageRgb8(_) | DynamicImage::ImageRgba8(_)
-        | DynamicImage::ImageLuma16(_) | DynamicImage::ImageLumaA16(_) | DynamicImage::ImageRgb16(_) | DynamicImage::ImageRgba16(_)
-        | DynamicImage::ImageRgb32F(_) | DynamicImage::ImageRgba32F(_) => scene.clone(),
-        other => DynamicImage::ImageRgba8(other.to_rgba8()),
-    };
-    let soft_owned;
-    let blend_mask = if imageops::is_hard(selection) {
-        let r = (bbox.w.min(bbox.h) / 24).clamp(1, 12);
-        soft_owned = imageops::feather_inward(selection, bbox, r);
-        &soft_owned
-    } else {
-        selection
-    };
+    let base = crate::add::result_base(scene);
+    let blend_mask = crate::add::blend_mask(selection, bbox, crate::add::FEATHER_DIV);
+    let blend_mask = blend_mask.as_ref();
     let cuda_graph = sd.cuda_graph && dev == Device::Cuda;
     let mut lp = Loop::new(&unet, dev, &shape, &ehs, l, d, &known, &keep, &cond, cuda_graph).map_err(ie("UNet"))?;
     let n = steps.steps.len();
