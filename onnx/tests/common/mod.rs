@@ -89,14 +89,7 @@ pub fn trained_library() -> Option<PathBuf> {
     std::fs::create_dir_all(&lib).ok()?;
     let img = lib.join("scene-source.png");
     let subj = lib.join("subject-source.png");
-    scene_rgb8(96, 64).save(&img).ok()?;
-    image::RgbaImage::from_fn(40, 40, |x, y| {
-        let (dx, dy) = (x as f32 - 19.5, y as f32 - 19.5);
-        let a = if dx * dx + dy * dy <= 18.0 * 18.0 { 255 } else { 0 };
-        image::Rgba([230, 50, 30, a])
-    })
-    .save(&subj)
-    .ok()?;
+    write_sources(&img, &subj)?;
     let tiny = ["--steps", "20", "--bench-steps", "0", "--preview-every", "0", "--checkpoint-every", "0", "--resolution", "16", "--threads", "1"];
     let pie = env!("CARGO_BIN_EXE_pie");
     let mut args: Vec<String> = vec!["--library".into(), lib.display().to_string(), "learn-scene".into(), img.display().to_string(), "--name".into(), "scene".into(), "--device".into(), "cpu".into()];
@@ -225,14 +218,7 @@ pub fn trained_sd_library() -> Option<PathBuf> {
     }
     let img = root.join("scene-source.png");
     let subj = root.join("subject-source.png");
-    scene_rgb8(96, 64).save(&img).ok()?;
-    image::RgbaImage::from_fn(40, 40, |x, y| {
-        let (dx, dy) = (x as f32 - 19.5, y as f32 - 19.5);
-        let a = if dx * dx + dy * dy <= 18.0 * 18.0 { 255 } else { 0 };
-        image::Rgba([230, 50, 30, a])
-    })
-    .save(&subj)
-    .ok()?;
+    write_sources(&img, &subj)?;
     let pie = env!("CARGO_BIN_EXE_pie");
     let l = lib.display().to_string();
     let tiny = ["--steps", "2", "--device", "cpu", "--trainer-arg=--resolution", "--trainer-arg=64"];
@@ -249,4 +235,17 @@ pub fn trained_sd_library() -> Option<PathBuf> {
     a.extend(s(&tiny));
     run_ok(pie, &a);
     Some(lib)
+}
+
+/// The photos the trained test bundles learn from: a 96x64 scene and a red
+/// disc on transparency as the subject.
+fn write_sources(scene: &Path, subject: &Path) -> Option<()> {
+    scene_rgb8(96, 64).save(scene).ok()?;
+    image::RgbaImage::from_fn(40, 40, |x, y| {
+        let (dx, dy) = (x as f32 - 19.5, y as f32 - 19.5);
+        let a = if dx * dx + dy * dy <= 18.0 * 18.0 { 255 } else { 0 };
+        image::Rgba([230, 50, 30, a])
+    })
+    .save(subject)
+    .ok()
 }
