@@ -20,7 +20,8 @@ def rows(path: Path) -> list[dict]:
 
 def main(argv: list[str]) -> int:
     machine, *results = (Path(a) for a in argv)
-    lines = [l for l in machine.read_text().splitlines() if l.strip()]
+    # GPU and library versions; `pie doctor`'s report follows them in the same file.
+    lines = [l for l in machine.read_text().splitlines() if l.strip()][:2]
     all_rows = [r for p in results for r in rows(p)]
     if not all_rows:
         print("no results", file=sys.stderr)

@@ -38,7 +38,7 @@ export PIE_TRAINER_PYTHON=$PY PIE_TRAINER_PATH=$PWD/trainer PIE_HOME=$work/lib
 pie=$kit/bin/pie bench=$kit/bin/bench_sd
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no GPU"; } | tee "$out/machine.txt"
 "$PY" -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)" | tee -a "$out/machine.txt"
-"$pie" doctor 2>&1 | tee "$out/doctor.txt"
+"$pie" doctor 2>&1 | tee -a "$out/machine.txt"   # one file: the device tool returns at most 8
 
 stamp "building the random $ARCH checkpoint"
 ckpt=$work/base-$ARCH
