@@ -198,13 +198,16 @@ impl ModelSource<'_> {
 /// Opens the model on `device`. `Cuda` fails if CUDA cannot be used;
 /// `Auto` falls back to the CPU and says why in `note` (once per process).
 pub fn open(model: &Path, device: Device, threads: Option<usize>) -> Result<Denoiser> {
-    open_with(ModelSource::File(model), device, threads, false)
+    open_with(ModelSource::File(model), device, threads, None)
 }
 
-/// [`open`] for any [`ModelSource`]; `cuda_graph` asks the CUDA execution
-/// provider to capture the graph on its first runs and replay it after
-/// (every input and output must then be bound to fixed device memory).
-pub fn open_with(model: ModelSource<'_>, device: Device, threads: Option<usize>, cuda_graph: bool) -> Result<Denoiser> {
+/// [`open`] for any [`ModelSource`]. `cuda_graph: Some(dims)` asks the CUDA
+/// execution provider to capture the graph on its first runs and replay it after
+/// (every input and output must then be bound to fixed device memory); `dims`
+/// fixes the model's free dimensions by name (e.g. `("N", 2)`), so ONNX Runtime
+/// folds the shape computations it would otherwise keep on the CPU: a CUDA graph
+/// can only hold CUDA nodes.
+pub fn open_with(model: ModelSource<'_>, device: Device, threads: Option<usize>, cuda_graph: Option<&[(&str, i64)]>) -> Result<Denoiser> {
     let threads = threads.unwrap_or_else(default_threads).max(1);
     let cpu_load = |b: &mut ort::session::builder::SessionBuilder| {
         model.commit(b).map_err(|e| Error::internal(format!("ONNX Runtime cannot load {}: {e}", model.label())))
@@ -214,7 +217,7 @@ pub fn open_with(model: ModelSource<'_>, device: Device, threads: Option<usize>,
     }
     let why = match probe_cuda()? {
         Err(why) => why,
-        Ok(()) => match cuda_session(model, device, threads, cuda_graph)? {
+        Ok(()) => match cuda_session(model, threads, cuda_graph)? {
             Ok(session) => return Ok(Denoiser { session, device: Device::Cuda, note: None }),
             Err(why) => why,
         },
@@ -229,18 +232,21 @@ pub fn open_with(model: ModelSource<'_>, device: Device, threads: Option<usize>,
 }
 
 /// A CUDA session, or why there is none.
-fn cuda_session(model: ModelSource<'_>, device: Device, threads: usize, cuda_graph: bool) -> Result<std::result::Result<Session, String>> {
-    let cuda = ep::CUDA::default().with_device_id(0).with_cuda_graph(cuda_graph).build().error_on_failure();
+fn cuda_session(model: ModelSource<'_>, threads: usize, cuda_graph: Option<&[(&str, i64)]>) -> Result<std::result::Result<Session, String>> {
+    let cuda = ep::CUDA::default().with_device_id(0).with_cuda_graph(cuda_graph.is_some()).build().error_on_failure();
+    // No `session.disable_cpu_ep_fallback`: ONNX Runtime itself puts the small
+    // shape computations of a real exported UNet (Shape, Gather, Concat on int64)
+    // on the CPU, and that flag refuses such a graph outright. "cuda" still means
+    // the CUDA provider runs the model or the command fails; it never falls back
+    // to a whole-CPU session.
     let mut b = match builder(threads)?.with_execution_providers([cuda]) {
         Ok(b) => b,
         Err(e) => return Ok(Err(format!("the CUDA execution provider failed to start: {}", trimmed(&e)))),
     };
-    if device == Device::Cuda || cuda_graph {
-        // Nodes CUDA cannot run would silently go to the CPU; refuse that, so "cuda" means CUDA
-        // (and a CUDA graph can only hold CUDA nodes).
-        b = match b.with_config_entry("session.disable_cpu_ep_fallback", "1") {
+    for (name, size) in cuda_graph.unwrap_or_default() {
+        b = match b.with_dimension_override(*name, *size) {
             Ok(b) => b,
-            Err(e) => return Ok(Err(format!("cannot configure CUDA: {}", trimmed(&e)))),
+            Err(e) => return Ok(Err(format!("cannot fix the dimension {name} to {size}: {}", trimmed(&e)))),
         };
     }
     Ok(model.commit(&mut b).map_err(|e| format!("cannot run {} on CUDA: {}", model.label(), trimmed(&e))))

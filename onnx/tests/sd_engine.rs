@@ -264,7 +264,7 @@ fn the_step_graph_matches_the_reference_step() {
         let cond = v(8, (unet_in - 4) * 15);
         let coef = [7.5f32, 1.1, -0.4, 0.9, 0.3, -0.2, 0.05, 0.7, 0.6];
         let bytes = graph(&s);
-        let mut sess = pie::runtime::open_with(pie::runtime::ModelSource::Bytes(&bytes, "step"), pie::Device::Cpu, Some(1), false).unwrap().session;
+        let mut sess = pie::runtime::open_with(pie::runtime::ModelSource::Bytes(&bytes, "step"), pie::Device::Cpu, Some(1), None).unwrap().session;
         fn t(d: &[f32], shape: Vec<usize>) -> ort::value::ValueRef<'_, ort::value::DynValueTypeMarker> {
             TensorRef::from_array_view((shape, d)).unwrap().into_dyn()
         }

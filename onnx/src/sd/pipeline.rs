@@ -92,10 +92,17 @@ pub fn add_each(
     }
     let path = |key: &str| bundle.graph_path(key).ok_or_else(|| Error::internal(format!("no {key} graph")));
     let t0 = Instant::now();
-    let unet = runtime::open_with(ModelSource::File(&path("unet")?), device, opts.threads, sd.cuda_graph)?;
+    let vsf = model.vae_scale_factor as usize;
+    let (ww, wh) = (plan.work_w, plan.work_h);
+    let (lw, lh) = (ww / vsf, wh / vsf);
+    let guided = opts.guidance != 1.0;
+    let batch = if guided { 2 } else { 1 };
+    // The UNet's free dimensions (schema/README.md), fixed for a CUDA graph.
+    let fixed = [("N", batch as i64), ("h", lh as i64), ("w", lw as i64)];
+    let unet = runtime::open_with(ModelSource::File(&path("unet")?), device, opts.threads, sd.cuda_graph.then_some(&fixed[..]))?;
     // The step graph on the device the UNet really got (it shares the loop's
     // device memory); the text encoder and the VAE there too, where they can
-    // run (with per-node CPU fallback unless CUDA was required).
+    // run.
     let dev = unet.device;
     let others = match (dev, device) {
         (Device::Cpu | Device::Auto, _) => Device::Cpu,
@@ -107,19 +114,15 @@ pub fn add_each(
         progress.update(0.0, n);
     }
     let mut unet = unet.session;
-    let open = |key: &str| -> Result<Session> { Ok(runtime::open_with(ModelSource::File(&path(key)?), others, opts.threads, false)?.session) };
+    let open = |key: &str| -> Result<Session> { Ok(runtime::open_with(ModelSource::File(&path(key)?), others, opts.threads, None)?.session) };
     let mut text_encoder = open("text_encoder")?;
     let mut vae_encoder = open("vae_encoder")?;
     let mut vae_decoder = open("vae_decoder")?;
 
-    let vsf = model.vae_scale_factor as usize;
-    let (ww, wh) = (plan.work_w, plan.work_h);
-    let (lw, lh) = (ww / vsf, wh / vsf);
     let lc = model.latent_channels as usize;
-    let guided = opts.guidance != 1.0;
-    let shape = StepShape { batch: if guided { 2 } else { 1 }, latent: lc, unet_in: model.unet_in_channels as usize, h: lh, w: lw };
+    let shape = StepShape { batch, latent: lc, unet_in: model.unet_in_channels as usize, h: lh, w: lw };
     let step_graph = step::graph(&shape);
-    let mut step_session = runtime::open_with(ModelSource::Bytes(&step_graph, "the step graph"), dev, Some(1), false)?.session;
+    let mut step_session = runtime::open_with(ModelSource::Bytes(&step_graph, "the step graph"), dev, Some(1), None)?.session;
     let session_time = t0.elapsed();
     let mut ort_time = Duration::ZERO;
     let ie = |what: &'static str| move |e: ort::Error| Error::internal(format!("ONNX Runtime failed while running the {what} of {}: {e}", bundle.name()));
