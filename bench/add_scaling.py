@@ -68,9 +68,9 @@ def main() -> int:
     ap.add_argument("--concept", required=True)
     ap.add_argument("--image", type=Path, required=True, help="the scene photo")
     ap.add_argument("--pie", type=Path, default=ROOT / "target/release/pie")
-    ap.add_argument("--steps", type=int, default=20, help="pie add --steps (default 20: the shape of the curves "
-                                                          "does not depend on it, and it keeps the run short)")
-    ap.add_argument("--strength", type=float, default=0.7)
+    ap.add_argument("--steps", type=int, default=50, help="pie add --steps (default 50, pie add's own)")
+    ap.add_argument("--strength", type=float, default=0.2,
+                    help="pie add --strength (default 0.2, pie add's own for a pixel-unet subject: 10 UNet evaluations)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=3)

@@ -1,7 +1,10 @@
 //! Where the time of one `add` goes: total, inside ONNX Runtime, and the
 //! engine's own share. Not a test; run it on an idle machine:
 //!
-//!     cargo run --release --example bench_add -- [--library DIR --concept NAME] [--steps 50] [--threads N] [--runs 3]
+//!     cargo run --release --example bench_add -- [--library DIR --concept NAME] [--steps 50] [--strength S] [--threads N] [--runs 3]
+//!
+//! --strength defaults to `pie add`'s own for the concept (0.2 for a pixel-unet
+//! subject: 10 of the 50 steps); 1 runs every step.
 //!
 //! Without --concept it uses a synthetic bundle (an exact denoiser of a few
 //! nodes, so ONNX Runtime's part is tiny and the overhead share is a worst case);
@@ -40,8 +43,9 @@ fn main() {
     // A 512x384 scene with a 128x128 selection in it.
     let scene = DynamicImage::ImageRgb8(image::RgbImage::from_fn(512, 384, |x, y| image::Rgb([(x / 2) as u8, (y / 2) as u8, 128])));
     let mask = image::GrayImage::from_fn(512, 384, |x, y| image::Luma([if (192..320).contains(&x) && (128..256).contains(&y) { 255 } else { 0 }]));
-    let opts = AddOptions { steps, strength: 1.0, device: Device::Cpu, threads, ..Default::default() };
-    println!("bundle {concept} ({}), selection 128x128 in 512x384, {steps} steps, strength 1.0, batch 3 per step, threads {}", bundle.dir.display(), threads.unwrap_or_else(pie::runtime::default_threads));
+    let strength: f32 = arg(&args, "--strength").unwrap_or_else(|| pie::concept_defaults(&bundle).0);
+    let opts = AddOptions { steps, strength, device: Device::Cpu, threads, ..Default::default() };
+    println!("bundle {concept} ({}), selection 128x128 in 512x384, {steps} steps, strength {strength}, threads {}", bundle.dir.display(), threads.unwrap_or_else(pie::runtime::default_threads));
     let mut best: Option<(Duration, Duration, Duration)> = None;
     for r in 0..runs + 1 {
         let t = Instant::now();
