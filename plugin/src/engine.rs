@@ -91,6 +91,9 @@ pub struct AddParams {
     pub device: String,
     /// `ddim` or `dpm++2m`; used for sd concepts only (pixel-unet concepts always run DDIM).
     pub scheduler: String,
+    /// sd concepts only: replace the concept's prompt / negative prompt (`pie add --prompt`, `--negative-prompt`).
+    pub prompt: Option<String>,
+    pub negative_prompt: Option<String>,
 }
 
 /// The strength and guidance Add Subject's arguments default to: the
@@ -124,12 +127,13 @@ pub fn add(p: &AddParams, scene: &DynamicImage, mask: &GrayImage, progress: &mut
         device: device(&p.device)?,
         ..pie::AddOptions::default()
     };
+    // A pixel-unet subject has no text encoder: the sd-only arguments are left
+    // out for it (the dialog keeps the last values for the next sd subject).
+    let is_sd = bundle.manifest.is_sd();
     let sd = pie::SdOptions {
-        scheduler: if bundle.manifest.is_sd() && !p.scheduler.is_empty() {
-            pie::Scheduler::from_str(&p.scheduler)?
-        } else {
-            pie::Scheduler::Ddim
-        },
+        scheduler: if is_sd && !p.scheduler.is_empty() { pie::Scheduler::from_str(&p.scheduler)? } else { pie::Scheduler::Ddim },
+        prompt: p.prompt.clone().filter(|_| is_sd),
+        negative_prompt: p.negative_prompt.clone().filter(|_| is_sd),
         ..pie::SdOptions::default()
     };
     let mut outputs = Vec::with_capacity(opts.variants);

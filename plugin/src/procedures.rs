@@ -291,6 +291,23 @@ fn add_subject_procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
         "ddim",
         RW,
     );
+    p.add_string_argument(
+        "prompt",
+        "_Prompt",
+        Some("Subjects learned with Stable Diffusion only: what to draw, with {subject} and {scene} for the learned \
+              subject and scene, e.g. \"a photo of {subject} sitting in the grass of {scene} at dusk\"; empty: the \
+              subject's own prompt"),
+        "",
+        RW,
+    );
+    p.add_string_argument(
+        "negative-prompt",
+        "_Negative prompt",
+        Some("Subjects learned with Stable Diffusion only: what to steer away from, e.g. \"blurry, cartoon\"; empty: the \
+              subject's own (usually none)"),
+        "",
+        RW,
+    );
     let listing = engine::list().ok();
     let (choice, default) = concept_choice(listing.as_ref(), 2);
     add_choice_aux(&p, "concept-choice", "Su_bject", "A subject learned with Learn Subject", choice, &default);
@@ -641,7 +658,7 @@ fn run_add_subject(
         dialog(
             procedure,
             config,
-            &["concept-choice", "seed", "steps", "concept-defaults", "strength", "guidance", "scheduler", "variants", "device"],
+            &["concept-choice", "seed", "steps", "concept-defaults", "strength", "guidance", "scheduler", "prompt", "negative-prompt", "variants", "device"],
             Some(("concept-choice", "concept")),
             |d| {
                 sensitive_unless(d, config, "strength", "concept-defaults");
@@ -678,6 +695,8 @@ fn run_add_subject(
         variants: config.property::<i32>("variants").max(1) as u32,
         device: get_string(config, "device"),
         scheduler: get_string(config, "scheduler"),
+        prompt: Some(get_string(config, "prompt")).filter(|p| !p.is_empty()),
+        negative_prompt: Some(get_string(config, "negative-prompt")).filter(|p| !p.is_empty()),
     };
     let src = pixels::read_layer(image, &layer)?;
     let mask = pixels::read_mask(image, &src)?;

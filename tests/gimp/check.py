@@ -13,6 +13,7 @@ exits 1.
   menus E2E_JSON              the three procedures: labels, Filters > Personalize, help, attribution
   arguments E2E_JSON          the sd arguments come after the older ones (positional scripts keep working)
   sd-bundle BUNDLE_JSON RES SCENE_WORD SUBJECT_WORD   an sd subject bundle: backbone, resolution, class words
+  sd-bad-prompt SD_JSON       Add Subject refused a prompt with an unknown placeholder, named it, added no layer
   why E2E_JSON                print the failure recorded by e2e.py
   gui-dialog | gui-last-values | gui-undo | gui-cancel | gui-cancel-scene GUI_JSON
 """
@@ -135,7 +136,7 @@ def main(argv):
             "plug-in-pie-learn-subject": (["scene", "name", "preset", "device", "steps", "replace"],
                                           ["class-word", "trainer-args"]),
             "plug-in-pie-add-subject": (["concept", "seed", "steps", "strength", "guidance", "variants", "device"],
-                                        ["concept-defaults", "scheduler"]),
+                                        ["concept-defaults", "scheduler", "prompt", "negative-prompt"]),
         }
         for name, (old, new) in want.items():
             a = [x for x in args.get(name, []) if x not in ("run-mode", "image", "drawables")]
@@ -150,6 +151,14 @@ def main(argv):
         words = {c["role"]: c.get("class_word") for c in m["tokens"]["concepts"]}
         if words != {"scene": argv[3], "subject": argv[4]}:
             fail(f"class words {words}, want scene {argv[3]!r} and subject {argv[4]!r} (the class-word arguments)")
+    elif cmd == "sd-bad-prompt":
+        b = json.load(open(argv[1])).get("bad_prompt")
+        if not b or not b.get("refused"):
+            fail(f"Add Subject ran with an unknown placeholder in its prompt: {b}")
+        if "unknown placeholder {subjcet}" not in (b.get("error") or ""):
+            fail(f"the error does not name the unknown placeholder: {b.get('error')!r}")
+        if b.get("layers_added"):
+            fail(f"a refused Add Subject still added {b['layers_added']} layer(s)")
     elif cmd == "why":
         r = json.load(open(argv[1]))
         bad = {k: s for k, s in r.get("steps", {}).items() if not s["ok"]}

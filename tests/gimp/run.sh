@@ -20,8 +20,10 @@
 #     it: Learn Scene with the model sd on the trainer's tiny checkpoint
 #     (pie_trainer.sd.tiny; 2 steps, trainer argument --resolution 64), Learn
 #     Subject on it, Add Subject with the concept's strength and guidance and
-#     DPM++ 2M: a new layer in the selection, outside and the source layer
-#     untouched, equal to `pie add` without --strength/--guidance
+#     DPM++ 2M and a prompt and negative prompt: a new layer in the selection,
+#     outside and the source layer untouched, equal to `pie add` with the same
+#     prompts and without --strength/--guidance, different without the prompts;
+#     a prompt with an unknown placeholder refused by name, no layer added
 #  4. bad input from Script-Fu: no selection, unknown subject, empty library,
 #     Learn Scene with the model sd but no checkpoint folder, a folder that is
 #     no checkpoint, or a file for it:
@@ -158,9 +160,11 @@ if [ "${PIE_GIMP_TEST_SKIP_SD:-0}" = 1 ]; then
 elif ! sd_probe; then
   log "SKIP the sd backbone test: the trainer's environment cannot run it (diffusers, transformers, peft)"
 else
+  sd_prompt="a photo of {subject} on the grass of {scene}" sd_negative="blurry"
   sd_tiny() { PYTHONPATH=$PIE_ROOT/trainer "$PY" -m pie_trainer.sd.tiny "$T/sd-base" >"$T/out/sd-tiny.log" 2>&1; }
   sd_e2e() {
-    inside env PIE_TEST_SD_BASE="$TI/sd-base" PIE_TEST_SD_SEED=3 timeout 600 gimp-console-3.0 -i \
+    inside env PIE_TEST_SD_BASE="$TI/sd-base" PIE_TEST_SD_SEED=3 PIE_TEST_SD_PROMPT="$sd_prompt" \
+      PIE_TEST_SD_NEGATIVE="$sd_negative" timeout 600 gimp-console-3.0 -i \
       --batch-interpreter=python-fu-eval -b "exec(open('/pie/tests/gimp/sd.py').read())" --quit >"$T/out/sd.log" 2>&1
   }
   name="Python-Fu batch, model sd (tiny checkpoint): Learn Scene, Learn Subject, Add Subject with DPM++ 2M"
@@ -178,16 +182,24 @@ else
       "$PY" tests/gimp/check.py changed "$T/data/scene.png" "$T/out/sd-flat.png" "$T/data/mask.png"
     check "sd: the source layer is untouched" \
       "$PY" tests/gimp/check.py same "$T/data/scene.png" "$T/out/sd-source.png"
+    check "sd: a prompt with an unknown placeholder is refused, named, and adds no layer" \
+      "$PY" tests/gimp/check.py sd-bad-prompt "$T/out/sd.json"
+    # The same Add through the command line, with the prompts and without them.
     sd_cli() {
       inside "$HI/.local/bin/pie" add "$TI/data/scene.png" --selection "$TI/data/mask.png" --concept sd-subj \
-        --seed 3 --steps 4 --scheduler dpm++2m --device cpu --out "$TI/out/sd-cli.png" >"$T/out/sd-cli.log" 2>&1
+        --seed 3 --steps 4 --scheduler dpm++2m --device cpu "$@" >>"$T/out/sd-cli.log" 2>&1
     }
-    if timed sd_cli; then
-      check "sd: the concept's strength and guidance are \`pie add\`'s defaults (same pixels)" \
-        "$PY" tests/gimp/check.py same "$T/out/sd-cli.png" "$T/out/sd-flat.png"
+    name="sd: the concept's strength and guidance and the prompts reach the engine as \`pie add\`'s (same pixels)"
+    if timed sd_cli --prompt "$sd_prompt" --negative-prompt "$sd_negative" --out "$TI/out/sd-cli.png"; then
+      check "$name" "$PY" tests/gimp/check.py same "$T/out/sd-cli.png" "$T/out/sd-flat.png"
     else
-      fail "sd: the concept's strength and guidance are \`pie add\`'s defaults (same pixels)" \
-        "pie add failed: $(tail -n 5 "$T/out/sd-cli.log")"
+      fail "$name" "pie add failed: $(tail -n 5 "$T/out/sd-cli.log")"
+    fi
+    name="sd: the prompts change the result (pie add without them differs)"
+    if timed sd_cli --out "$TI/out/sd-cli-noprompt.png"; then
+      check "$name" "$PY" tests/gimp/check.py changed "$T/out/sd-cli-noprompt.png" "$T/out/sd-flat.png" "$T/data/mask.png"
+    else
+      fail "$name" "pie add failed: $(tail -n 5 "$T/out/sd-cli.log")"
     fi
   else
     fail "sd: the batch wrote its results" "no sd.json / sd-flat.png"

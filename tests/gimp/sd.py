@@ -2,11 +2,12 @@
 # GIMP 3's Python-Fu batch interpreter inside the GIMP 3 host: Learn Scene with
 # the model "sd" on the trainer's tiny checkpoint (2 steps, --resolution 64),
 # Learn Subject on that scene, then Add Subject with the concept's own strength
-# and guidance and the DPM++ 2M scheduler. tests/gimp/run.sh starts it and
+# and guidance, the DPM++ 2M scheduler and a prompt and negative prompt of its
+# own, and once with a prompt the engine refuses. tests/gimp/run.sh starts it and
 # checks the files it writes (sd.json, sd-flat.png, sd-source.png).
 #
 # Environment: as e2e.py, plus PIE_TEST_SD_BASE (the tiny checkpoint folder)
-# and PIE_TEST_SD_SEED.
+# PIE_TEST_SD_SEED, PIE_TEST_SD_PROMPT and PIE_TEST_SD_NEGATIVE.
 import json
 import os
 import sys
@@ -73,7 +74,16 @@ try:
     # concept-defaults is TRUE by default: the sd concept's strength and
     # guidance (0.7, 7.5), whatever the strength and guidance arguments say
     call("plug-in-pie-add-subject", scene, [scene_layer],
-         concept="sd-subj", seed=SEED, steps=4, scheduler="dpm++2m", variants=1, device="cpu")
+         concept="sd-subj", seed=SEED, steps=4, scheduler="dpm++2m", variants=1, device="cpu",
+         prompt=os.environ["PIE_TEST_SD_PROMPT"], negative_prompt=os.environ["PIE_TEST_SD_NEGATIVE"])
+    # A placeholder the engine does not know: a PDB error naming it, no layer added.
+    before = len(scene.get_layers())
+    try:
+        call("plug-in-pie-add-subject", scene, [scene_layer],
+             concept="sd-subj", seed=SEED + 1, steps=4, variants=1, device="cpu", prompt="a photo of {subjcet}")
+        R["bad_prompt"] = {"refused": False}
+    except RuntimeError as e:
+        R["bad_prompt"] = {"refused": True, "error": str(e), "layers_added": len(scene.get_layers()) - before}
     layers = scene.get_layers()
     R["layers_after"] = len(layers)
     R["layers"] = [layer_info(l) for l in layers]

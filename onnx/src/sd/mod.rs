@@ -135,21 +135,21 @@ pub fn add_prompt(m: &Manifest, text: &Text, template: Option<&str>) -> crate::R
     while let Some(open) = rest.find('{') {
         out.push_str(&rest[..open]);
         let after = &rest[open + 1..];
-        let close = after.find('}').ok_or_else(|| crate::Error::bad(format!("--prompt {tpl:?}: a '{{' is not closed (placeholders are {{subject}} and {{scene}})")))?;
+        let close = after.find('}').ok_or_else(|| crate::Error::bad(format!("the prompt {tpl:?}: a '{{' is not closed (placeholders are {{subject}} and {{scene}})")))?;
         let key = &after[..close];
         let value = match key {
             "subject" => phrase("subject").ok_or_else(|| {
-                crate::Error::bad(format!("--prompt uses {{subject}}, but {:?} is a scene concept (it has no subject)", m.name))
+                crate::Error::bad(format!("the prompt uses {{subject}}, but {:?} is a scene concept (it has no subject)", m.name))
             })?,
-            "scene" => phrase("scene").ok_or_else(|| crate::Error::bad(format!("--prompt uses {{scene}}, but {:?} has no scene concept", m.name)))?,
-            other => return Err(crate::Error::bad(format!("--prompt: unknown placeholder {{{other}}} (use {{subject}} and {{scene}})"))),
+            "scene" => phrase("scene").ok_or_else(|| crate::Error::bad(format!("the prompt uses {{scene}}, but {:?} has no scene concept", m.name)))?,
+            other => return Err(crate::Error::bad(format!("the prompt {tpl:?}: unknown placeholder {{{other}}} (use {{subject}} and {{scene}})"))),
         };
         out.push_str(&value);
         rest = &after[close + 1..];
     }
     out.push_str(rest);
     if out.trim().is_empty() {
-        return Err(crate::Error::bad("--prompt is empty"));
+        return Err(crate::Error::bad("the prompt is empty"));
     }
     Ok(out)
 }
