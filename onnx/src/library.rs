@@ -29,6 +29,8 @@ pub struct ConceptInfo {
     pub created: String,
     /// Why the manifest could not be read, if it could not.
     pub problem: Option<String>,
+    /// What the concept's folder holds on disk (an sd concept: gigabytes).
+    pub bytes: u64,
 }
 
 /// A training run that was stopped and can be continued with `--resume`:
@@ -96,6 +98,7 @@ impl Library {
             let parsed = std::fs::read(path.join("bundle.json"))
                 .map_err(|e| e.to_string())
                 .and_then(|b| serde_json::from_slice::<Manifest>(&b).map_err(|e| e.to_string()));
+            let bytes = folder_bytes(&path);
             out.push(match parsed {
                 Ok(m) => ConceptInfo {
                     stage: m.stage,
@@ -106,6 +109,7 @@ impl Library {
                     problem: None,
                     name,
                     path,
+                    bytes,
                 },
                 Err(e) => ConceptInfo {
                     name,
@@ -116,6 +120,7 @@ impl Library {
                     parent: None,
                     created: String::new(),
                     problem: Some(format!("bundle.json: {e}")),
+                    bytes,
                 },
             });
         }
@@ -190,9 +195,7 @@ impl Library {
                     .and_then(|v| v.get("stage").and_then(|s| s.as_u64()))
                     .and_then(|s| u8::try_from(s).ok())
                     .unwrap_or(0);
-                let bytes = std::fs::read_dir(&checkpoint)
-                    .map(|rd| rd.filter_map(|f| f.ok()?.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum())
-                    .unwrap_or(0);
+                let bytes = folder_bytes(&checkpoint);
                 Some(InterruptedRun { name, checkpoint, stage, bytes })
             })
             .collect();
@@ -220,6 +223,19 @@ impl Library {
         }
         Ok(())
     }
+}
+
+/// A size on disk as people read it in listings: "11.3 MB", "2104.6 MB".
+pub fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+/// The bytes of the regular files directly in `dir` (bundles and
+/// checkpoints are flat folders); 0 when it cannot be read.
+fn folder_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|f| f.ok()?.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum())
+        .unwrap_or(0)
 }
 
 /// Renames `dir` to `trash` (same folder, a dot-name), then deletes it.

@@ -184,6 +184,13 @@ fn concepts_list_show_remove() {
     let o = pie(c.lib.path(), &["--json", "concepts", "list"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["concepts"].as_array().unwrap().len(), 2);
+    // Each concept's size on disk: the sum of its folder's files, shown in MB.
+    let ball = v["concepts"].as_array().unwrap().iter().find(|c| c["name"] == "ball").unwrap();
+    let on_disk: u64 = std::fs::read_dir(c.lib.path().join("ball")).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+    assert_eq!(ball["bytes"].as_u64(), Some(on_disk));
+    let listed = text(&pie(c.lib.path(), &["concepts"]));
+    let mb = format!("{:.1} MB", on_disk as f64 / 1e6);
+    assert!(listed.lines().any(|l| l.trim_start().starts_with("ball ") && l.contains(&mb)), "want {mb} for ball:\n{listed}");
     let o = pie(c.lib.path(), &["concepts", "show", "ball"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("token 2: ball (subject"), "{}", text(&o));

@@ -1,5 +1,5 @@
 //! The plug-in's only door to the pie engine (the `pie-engine` crate, lib
-//! `pie`): the library listing, Add, Learn Scene and Learn Subject. Thin
+//! `pie`): the library listing, Add, Learn Scene, Learn Subject and Forget. Thin
 //! calls; the plug-in holds no image processing of its own, so the same
 //! inputs and seed give the same pixels as the `pie` command line.
 
@@ -73,6 +73,48 @@ pub fn list() -> Outcome<Listing> {
         .map(|c| Concept { name: c.name, stage: c.stage, parent: c.parent, backbone: c.backbone })
         .collect();
     Ok(Listing { path: lib.path().to_path_buf(), concepts })
+}
+
+/// One thing Forget Concept can delete, with a label saying what it is and
+/// what it holds on disk.
+pub struct Forgettable {
+    pub name: String,
+    pub label: String,
+}
+
+/// Every concept (an unreadable one too: that is when deleting it matters
+/// most) and every stopped training run, as `pie concepts list` shows them.
+pub fn forgettable() -> Outcome<Vec<Forgettable>> {
+    let lib = library()?;
+    let mut out: Vec<Forgettable> = lib
+        .list()?
+        .into_iter()
+        .map(|c| {
+            let what = match (c.stage, &c.parent) {
+                (_, _) if c.problem.is_some() => "unreadable".to_string(),
+                (2, Some(p)) => format!("subject in {p}"),
+                (2, None) => "subject".to_string(),
+                _ => "scene".to_string(),
+            };
+            let sd = if c.backbone == "sd" { ", Stable Diffusion" } else { "" };
+            Forgettable { label: format!("{} ({what}{sd}, {})", c.name, pie::library::megabytes(c.bytes)), name: c.name }
+        })
+        .collect();
+    for r in lib.interrupted() {
+        let label = format!("{} (stopped training run, {})", r.name, pie::library::megabytes(r.bytes));
+        match out.iter_mut().find(|f| f.name == r.name) {
+            // Learning again under a concept's name and stopping: both go.
+            Some(f) => f.label.push_str(&format!(" + {label}")),
+            None => out.push(Forgettable { name: r.name, label }),
+        }
+    }
+    Ok(out)
+}
+
+/// Deletes concept `name` (and its stopped run's checkpoint), or the
+/// checkpoint of a stopped run that never became a concept: `pie concepts remove`.
+pub fn forget(name: &str) -> Outcome<()> {
+    Ok(library()?.remove(name)?)
 }
 
 fn device(name: &str) -> Outcome<pie::Device> {

@@ -1,4 +1,4 @@
-//! The three procedures under Filters > Personalize: their arguments
+//! The four procedures under Filters > Personalize: their arguments
 //! (declared once; the dialogs are generated from them), and their runs.
 
 use std::hash::{BuildHasher, Hasher};
@@ -14,7 +14,8 @@ use crate::progress::GimpProgress;
 pub const LEARN_SCENE: &str = "plug-in-pie-learn-scene";
 pub const LEARN_SUBJECT: &str = "plug-in-pie-learn-subject";
 pub const ADD_SUBJECT: &str = "plug-in-pie-add-subject";
-pub const NAMES: [&str; 3] = [LEARN_SCENE, LEARN_SUBJECT, ADD_SUBJECT];
+pub const FORGET_CONCEPT: &str = "plug-in-pie-forget-concept";
+pub const NAMES: [&str; 4] = [LEARN_SCENE, LEARN_SUBJECT, ADD_SUBJECT, FORGET_CONCEPT];
 
 const MENU: &str = "<Image>/Filters/Personalize";
 const AUTHORS: &str = "The pie authors";
@@ -29,6 +30,7 @@ pub fn create(plug_in: &gimp::PlugIn, name: &str) -> Option<gimp::Procedure> {
         LEARN_SCENE => learn_scene_procedure(plug_in),
         LEARN_SUBJECT => learn_subject_procedure(plug_in),
         ADD_SUBJECT => add_subject_procedure(plug_in),
+        FORGET_CONCEPT => forget_concept_procedure(plug_in),
         _ => return None,
     };
     Some(p.upcast())
@@ -312,6 +314,64 @@ fn add_subject_procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
     let (choice, default) = concept_choice(listing.as_ref(), 2);
     add_choice_aux(&p, "concept-choice", "Su_bject", "A subject learned with Learn Subject", choice, &default);
     p
+}
+
+fn forget_concept_procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
+    let p = gimp::ImageProcedure::new(plug_in, FORGET_CONCEPT, gimp::PDBProcType::Plugin, |proc_, mode, _image, _drawables, config| {
+        finish(proc_, run_forget_concept(proc_, mode, config))
+    });
+    common(
+        &p,
+        "_Forget Concept...",
+        "Delete a learned scene or subject (or a stopped training run) from pie's library",
+        "Deletes the concept's folder from pie's concept library, with the checkpoint of a stopped \
+         training run of the same name, to free the disk it takes (a Stable Diffusion concept takes \
+         gigabytes). Subjects learned from a scene keep working without it; only learning a new subject \
+         from that scene needs it. The same as `pie concepts remove NAME`.",
+    );
+    // It touches no pixels: any open image will do.
+    p.set_image_types("*");
+    p.set_sensitivity_mask(
+        gimp::ProcedureSensitivityMask::DRAWABLE
+            | gimp::ProcedureSensitivityMask::DRAWABLES
+            | gimp::ProcedureSensitivityMask::NO_DRAWABLES,
+    );
+    p.add_string_argument("concept", "Concept", Some("Name of the concept (or stopped training run) to delete"), "", RW);
+    let c = gimp::Choice::new();
+    let items = engine::forgettable().unwrap_or_default();
+    for (i, f) in items.iter().enumerate() {
+        c.add(&f.name, i as i32 + 1, &f.label, "");
+    }
+    let default = match items.first() {
+        Some(f) => f.name.clone(),
+        None => {
+            c.add(NOTHING, 0, "(the library is empty)", "");
+            NOTHING.to_string()
+        }
+    };
+    add_choice_aux(&p, "concept-choice", "_Concept to delete", "A concept in pie's library, with its size", c, &default);
+    p
+}
+
+fn run_forget_concept(procedure: &gimp::ImageProcedure, mode: gimp::RunMode, config: &gimp::ProcedureConfig) -> Outcome {
+    if mode == gimp::RunMode::Interactive {
+        // The dialog's OK is the confirmation; its list says what each entry is and holds.
+        dialog(procedure, config, &["concept-choice"], Some(("concept-choice", "concept")), |_| {})?;
+    }
+    let name = get_string(config, "concept");
+    if name.is_empty() {
+        let have: Vec<String> = engine::forgettable()?.into_iter().map(|f| f.name).collect();
+        return Err(Failure::msg(if have.is_empty() {
+            "The pie library is empty: there is nothing to forget.".to_string()
+        } else {
+            format!("Name the concept to forget; the library has: {}.", have.join(", "))
+        }));
+    }
+    engine::forget(&name)?;
+    if mode == gimp::RunMode::Interactive {
+        gimp::message(&format!("pie forgot '{name}'."));
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------

@@ -115,7 +115,7 @@ def main(argv):
     elif cmd == "menus":
         r = json.load(open(argv[1]))
         want = {"plug-in-pie-learn-scene": "Learn Scene", "plug-in-pie-learn-subject": "Learn Subject",
-                "plug-in-pie-add-subject": "Add Subject to Selection"}
+                "plug-in-pie-add-subject": "Add Subject to Selection", "plug-in-pie-forget-concept": "Forget Concept"}
         for name, label in want.items():
             m = r.get("menus", {}).get(name)
             if not m:

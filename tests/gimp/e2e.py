@@ -65,7 +65,8 @@ def call(proc_name, image, drawables, **args):
 try:
     os.makedirs(OUT, exist_ok=True)
     R["menus"] = {}
-    for n in ("plug-in-pie-learn-scene", "plug-in-pie-learn-subject", "plug-in-pie-add-subject"):
+    for n in ("plug-in-pie-learn-scene", "plug-in-pie-learn-subject", "plug-in-pie-add-subject",
+              "plug-in-pie-forget-concept"):
         p = PDB.lookup_procedure(n)
         R["menus"][n] = None if p is None else {
             "label": p.get_menu_label(), "paths": list(p.get_menu_paths()), "blurb": p.get_blurb(),

@@ -30,6 +30,8 @@
 #     GIMP exits with the batch failure code (70) and prints the message;
 #     killing the plug-in during Learn Scene (what GIMP's cancel does) stops the
 #     trainer and leaves the library as it was
+#  4c. Forget Concept from Script-Fu: deletes a concept (the others stay) and a
+#     stopped run's checkpoint; an unknown name exits 70 with the library's names
 #  5. the interactive dialog under Xvfb, driven by xdotool (tests/gimp/gui.sh):
 #     screenshot in tests/artifacts/gimp/, confirmed, last values remembered,
 #     one Ctrl+Z removes all the layers of one Add
@@ -309,6 +311,37 @@ cancel_learning() {
 }
 killed_plugin=
 timed cancel_learning
+
+# --- 4c. Forget Concept ----------------------------------------------------------
+# A copy of the learned subject, and the checkpoint of a stopped training run
+# (what `learn-* --resume` continues: state.pt), to be forgotten; "subj" stays.
+lib=$H/.local/share/pie
+cp -a "$lib/subj" "$lib/forget-me"
+mkdir -p "$lib/.checkpoints/stopped-run" && printf 'x' >"$lib/.checkpoints/stopped-run/state.pt"
+sf_forget() { # sf_forget NAME: Forget Concept from Script-Fu
+  cat <<SCM
+(let* ((image (car (gimp-file-load RUN-NONINTERACTIVE "$TI/data/scene.png")))
+       (layer (vector-ref (car (gimp-image-get-layers image)) 0)))
+  (plug-in-pie-forget-concept #:run-mode RUN-NONINTERACTIVE #:image image #:drawables (vector layer) #:concept "$1"))
+SCM
+}
+forget() { inside timeout 300 gimp-console-3.0 -i --batch-interpreter=plug-in-script-fu-eval -b "$(sf_forget "$1")" --quit \
+  >"$T/out/forget-$1.log" 2>&1; }
+if timed forget forget-me && [ ! -e "$lib/forget-me" ] && [ -f "$lib/subj/bundle.json" ] \
+   && ! inside "$HI/.local/bin/pie" concepts list 2>&1 | grep -q forget-me; then
+  pass "Forget Concept deletes the concept (gone from pie concepts list), the others stay"
+else
+  fail "Forget Concept deletes the concept (gone from pie concepts list), the others stay" \
+    "library: $(ls -A "$lib" | tr '\n' ' '); $(tail -n 3 "$T/out/forget-forget-me.log")"
+fi
+if timed forget stopped-run && [ ! -e "$lib/.checkpoints/stopped-run" ]; then
+  pass "Forget Concept deletes a stopped training run's checkpoint"
+else
+  fail "Forget Concept deletes a stopped training run's checkpoint" "$(tail -n 3 "$T/out/forget-stopped-run.log")"
+fi
+bad_input "Forget Concept of an unknown name: GIMP exits 70, the message suggests the near name" \
+  'concept named "subjj" in '"$HI"'/.local/share/pie (did you mean "subj"?' "$(sf_forget subjj)"
+check "the refused Forget Concept deleted nothing" test -f "$lib/subj/bundle.json" -a -f "$lib/scene/bundle.json"
 
 # --- 5. the dialog under Xvfb ---------------------------------------------------
 if [ "${PIE_GIMP_TEST_SKIP_GUI:-0}" = 1 ]; then

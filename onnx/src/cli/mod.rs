@@ -474,7 +474,7 @@ fn concepts(lib: &Library, action: &ConceptsCmd, json: bool) -> Result<()> {
                         (None, Some(parent)) => format!("  (in scene {parent})"),
                         _ => String::new(),
                     };
-                    println!("  {:<24} {:<8} {}{extra}", c.name, c.role, c.created);
+                    println!("  {:<24} {:<8} {:>9}  {}{extra}", c.name, c.role, pie::library::megabytes(c.bytes), c.created);
                 }
             }
             if !stopped.is_empty() {
@@ -485,7 +485,7 @@ fn concepts(lib: &Library, action: &ConceptsCmd, json: bool) -> Result<()> {
                         2 => "subject",
                         _ => "?",
                     };
-                    println!("  {:<24} {:<8} checkpoint {:.1} MB", r.name, what, r.bytes as f64 / 1e6);
+                    println!("  {:<24} {:<8} checkpoint {}", r.name, what, pie::library::megabytes(r.bytes));
                 }
             }
             Ok(())
