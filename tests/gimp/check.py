@@ -15,7 +15,7 @@ exits 1.
   sd-bundle BUNDLE_JSON RES SCENE_WORD SUBJECT_WORD   an sd subject bundle: backbone, resolution, class words
   sd-bad-prompt SD_JSON       Add Subject refused a prompt with an unknown placeholder, named it, added no layer
   why E2E_JSON                print the failure recorded by e2e.py
-  gui-dialog | gui-last-values | gui-undo | gui-cancel | gui-cancel-scene GUI_JSON
+  gui-dialog | gui-last-values | gui-undo | gui-cancel | gui-cancel-scene | gui-forget GUI_JSON
 """
 import json
 import sys
@@ -197,6 +197,13 @@ def main(argv):
                 fail(f"Learn Scene after Escape returned {r.get('learn_scene_cancel')}, want CANCEL")
             if "never-learned-scene" in r.get("library_after_scene_cancel", []):
                 fail("the cancelled Learn Scene left a concept in the library")
+        elif cmd == "gui-forget":
+            st, err = r.get("forget", ["(not run)", None])
+            lib = r.get("library_after_forget", [])
+            if "SUCCESS" not in st:
+                fail(f"Forget Concept confirmed with Return returned {st} {err}")
+            if "z-forget-me" in lib or "subj" not in lib:
+                fail(f"after Forget Concept the library holds {lib}: want z-forget-me gone and subj kept")
     else:
         fail(f"unknown check {cmd}")
 

@@ -9,11 +9,14 @@
 #    presses Ctrl+Z in the image window, and one undo must remove both layers.
 # 4. Learn Subject INTERACTIVE: gui.sh screenshots its dialog (the scene list
 #    comes from the library) and presses Escape: cancelled, nothing learned.
-# 5. Learn Scene with the display open: gui.sh screenshots the progress.
+# 5. Forget Concept INTERACTIVE on a copy of the subject: gui.sh screenshots
+#    its dialog and presses Return: the copy is deleted, nothing else.
+# 6. Learn Scene with the display open: gui.sh screenshots the progress.
 #
 # Writes $PIE_TEST_DIR/out/gui.json; the checks are in tests/gimp/run.sh.
 import json
 import os
+import shutil
 import time
 import traceback
 
@@ -102,6 +105,17 @@ try:
                                    proc_name="plug-in-pie-learn-scene", name="never-learned-scene",
                                    backbone="sd")[0]
     R["library_after_scene_cancel"] = sorted(os.listdir(os.path.join(os.environ["HOME"], ".local", "share", "pie")))
+
+    # Forget Concept's dialog lists the library with sizes and starts at the
+    # concept argument's entry (a copy of "subj", last in the list, so the
+    # dialog's first entry would be a different one); gui.sh takes a screenshot
+    # and presses Return: that copy, and only it, is deleted
+    lib = os.path.join(os.environ["HOME"], ".local", "share", "pie")
+    shutil.copytree(os.path.join(lib, "subj"), os.path.join(lib, "z-forget-me"))
+    marker("forget-dialog-expected")
+    R["forget"] = call(Gimp.RunMode.INTERACTIVE, image, [layer],
+                       proc_name="plug-in-pie-forget-concept", concept="z-forget-me")
+    R["library_after_forget"] = sorted(os.listdir(lib))
 
     # Learning with GIMP's progress bar showing stage, step and time left
     # (gui.sh takes a screenshot while it runs)

@@ -2,7 +2,8 @@
 # Runs inside the GIMP 3 host under xvfb-run (tests/gimp/run.sh starts it):
 # starts GIMP 3 with tests/gimp/gui.py as a Python-Fu batch, confirms the Add
 # Subject dialog with Return (after a screenshot), presses Ctrl+Z in the image
-# window when gui.py asks, and waits for GIMP to quit. The checks are in run.sh.
+# window when gui.py asks, cancels the Learn dialogs, confirms Forget Concept's,
+# and waits for GIMP to quit. The checks are in run.sh.
 set -u
 OUT=$PIE_TEST_DIR/out
 mkdir -p "$OUT"
@@ -91,6 +92,19 @@ if wait_file "$OUT/learn-scene-dialog-expected" 120; then
     if escape "$dialog" 'Learn Scene'; then log "Learn Scene dialog cancelled"; else log "the Learn Scene dialog did not close"; fi
   else
     log "no Learn Scene dialog appeared"
+  fi
+fi
+
+if wait_file "$OUT/forget-dialog-expected" 120; then
+  dialog=$(find_window 'Forget Concept' 100 0.3)
+  if [ -n "$dialog" ]; then
+    sleep 1.5
+    import -window root "$OUT/forget-concept-dialog.png"
+    focus "$dialog"
+    xdotool key --window "$dialog" Return
+    log "Forget Concept dialog confirmed"
+  else
+    log "no Forget Concept dialog appeared"
   fi
 fi
 

@@ -34,7 +34,8 @@
 #     stopped run's checkpoint; an unknown name exits 70 with the library's names
 #  5. the interactive dialog under Xvfb, driven by xdotool (tests/gimp/gui.sh):
 #     screenshot in tests/artifacts/gimp/, confirmed, last values remembered,
-#     one Ctrl+Z removes all the layers of one Add
+#     one Ctrl+Z removes all the layers of one Add; Forget Concept's dialog
+#     confirmed deletes the concept it was given and nothing else
 #  6. install.sh again (idempotent), then install.sh --uninstall
 # Photos: ../shared/data beside the clone when present, else drawn in code.
 # Knobs: PIE_GIMP_TEST_TRAIN_STEPS (default 60; 0 = the quick preset's own),
@@ -359,6 +360,8 @@ else
     "$PY" tests/gimp/check.py gui-undo "$T/out/gui.json"
   check "the Learn Subject dialog (scenes listed from the library) cancels cleanly" \
     "$PY" tests/gimp/check.py gui-cancel "$T/out/gui.json"
+  check "the Forget Concept dialog, confirmed with Return, deletes the concept it was given and nothing else" \
+    bash -c "test -s '$T/out/forget-concept-dialog.png' && '$PY' tests/gimp/check.py gui-forget '$T/out/gui.json'"
   check "the Learn Scene dialog with the model sd (checkpoint folder, class word) cancels cleanly" \
     bash -c "test -s '$T/out/learn-scene-dialog.png' && '$PY' tests/gimp/check.py gui-cancel-scene '$T/out/gui.json'"
   if [ -n "$killed_plugin" ]; then
