@@ -309,6 +309,44 @@ fn ctrl_c_during_training_stops_the_trainer() {
     assert_eq!(last["kind"], "cancelled", "{}", text(&o));
 }
 
+/// What GIMP's cancel does to the plug-in: SIGKILL. The trainer, orphaned and
+/// unread, still stops with a checkpoint that `--resume` (and `pie concepts`) finds.
+#[test]
+fn killing_pie_during_training_leaves_a_resumable_run() {
+    let Some(_) = trained_library() else { return };
+    let c = case();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pie"))
+        .arg("--library")
+        .arg(c.lib.path())
+        .args(["learn-scene", c.scene.to_str().unwrap(), "--name", "killed", "--device", "cpu", "--steps", "100000"])
+        .args(["--trainer-arg=--bench-steps", "--trainer-arg=0", "--trainer-arg=--resolution", "--trainer-arg=16", "--trainer-arg=--threads", "--trainer-arg=1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ck = c.lib.path().join(".checkpoints/killed");
+    let t0 = std::time::Instant::now();
+    while !ck.join("meta.json").is_file() {
+        assert!(t0.elapsed().as_secs() < 120, "the trainer never started its run");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Our ends of its pipes go too, as they would with the plug-in.
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let t1 = std::time::Instant::now();
+    while !ck.join("state.pt").is_file() {
+        assert!(t1.elapsed().as_secs() < 60, "no checkpoint 60 s after pie was killed: {:?}", listing(&ck));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!c.lib.path().join("killed").exists(), "a killed run left a concept");
+    let o = pie(c.lib.path(), &["--json", "concepts", "list"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["interrupted"].as_array().unwrap().iter().any(|r| r["name"] == "killed"), "{v}");
+}
+
 #[test]
 fn trainer_refusals_are_bad_input() {
     let Some(_) = trained_library() else { return };

@@ -209,9 +209,15 @@ pub struct LearnParams {
     pub class_word: Option<String>,
     /// Passed to the trainer as they are (`pie learn-* --trainer-arg`).
     pub trainer_args: Vec<String>,
+    /// Continue a stopped run of this name if the library has one (`--resume`).
+    pub resume: bool,
 }
 
-fn train_options(p: &LearnParams) -> Outcome<pie::TrainOptions> {
+/// `stage`: 1 Learn Scene, 2 Learn Subject. `resume` is passed only when the
+/// library holds a stopped run of this name and stage (`--resume` without one
+/// is an error; one of the other stage is started over).
+fn train_options(lib: &pie::Library, p: &LearnParams, stage: u8) -> Outcome<pie::TrainOptions> {
+    let resume = p.resume && lib.interrupted().iter().any(|r| r.name == p.name && (r.stage == stage || r.stage == 0));
     Ok(pie::TrainOptions {
         quick: p.preset != "default",
         steps: (p.steps > 0).then_some(p.steps as u64),
@@ -221,16 +227,32 @@ fn train_options(p: &LearnParams) -> Outcome<pie::TrainOptions> {
         base: p.base.clone(),
         class_word: p.class_word.clone(),
         extra_args: p.trainer_args.clone(),
+        resume,
         ..pie::TrainOptions::default()
     })
+}
+
+/// A refused resume (the stopped run was of another photo, say) says how to start over.
+fn learn_failure(e: pie::Error, resumed: bool) -> Failure {
+    let bad = e.kind() == pie::ErrorKind::BadInput;
+    match Failure::from(e) {
+        Failure::Error(m) if resumed && bad => Failure::Error(format!(
+            "{m} (This continued a stopped run of the same name: untick 'Continue a stopped run' to start over.)"
+        )),
+        f => f,
+    }
+}
+
+fn learned(opts: &pie::TrainOptions) -> &'static str {
+    if opts.resume { "pie continued the stopped run and learned" } else { "pie learned" }
 }
 
 /// Returns a sentence saying what was learned and where it is.
 pub fn learn_scene(image: &Path, p: &LearnParams, progress: &mut GimpProgress) -> Outcome<String> {
     let lib = library()?;
-    let opts = train_options(p)?;
-    let dir = pie::train::learn_scene(&lib, image, &p.name, &opts, progress)?;
-    Ok(format!("pie learned the scene '{}' ({}).", p.name, dir.display()))
+    let opts = train_options(&lib, p, 1)?;
+    let dir = pie::train::learn_scene(&lib, image, &p.name, &opts, progress).map_err(|e| learn_failure(e, opts.resume))?;
+    Ok(format!("{} the scene '{}' ({}).", learned(&opts), p.name, dir.display()))
 }
 
 pub fn learn_subject(
@@ -241,9 +263,9 @@ pub fn learn_subject(
     progress: &mut GimpProgress,
 ) -> Outcome<String> {
     let lib = library()?;
-    let opts = train_options(p)?;
-    let dir = pie::train::learn_subject(&lib, image, scene, &p.name, mask, &opts, progress)?;
-    Ok(format!("pie learned the subject '{}' in the scene '{scene}' ({}).", p.name, dir.display()))
+    let opts = train_options(&lib, p, 2)?;
+    let dir = pie::train::learn_subject(&lib, image, scene, &p.name, mask, &opts, progress).map_err(|e| learn_failure(e, opts.resume))?;
+    Ok(format!("{} the subject '{}' in the scene '{scene}' ({}).", learned(&opts), p.name, dir.display()))
 }
 
 #[cfg(test)]

@@ -136,6 +136,20 @@ fn learn_common_arguments(p: &gimp::ImageProcedure, default_name: &str) {
     );
 }
 
+/// Appended after each Learn procedure's other arguments, so scripts that
+/// pass them by position keep working.
+fn resume_argument(p: &gimp::ImageProcedure) {
+    p.add_boolean_argument(
+        "resume",
+        "Continue a stopped r_un",
+        Some("When a Learn of this name was cancelled, continue it from the checkpoint it left (same photo; the \
+              settings it began with) instead of starting over; FALSE starts over. Without a stopped run it \
+              makes no difference"),
+        true,
+        RW,
+    );
+}
+
 fn class_word_argument(p: &gimp::ImageProcedure, blurb: &str) {
     p.add_string_argument("class-word", "Class _word", Some(blurb), "", RW);
 }
@@ -183,6 +197,7 @@ fn learn_scene_procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
     );
     class_word_argument(&p, "Model sd only: the class noun of the scene (e.g. landscape, room); empty = the trainer's default");
     trainer_args_argument(&p);
+    resume_argument(&p);
     p
 }
 
@@ -214,6 +229,7 @@ fn learn_subject_procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
         "Scenes learned with Stable Diffusion only (ignored otherwise): the class noun of the subject (e.g. dog, backpack, person); empty = the trainer's default",
     );
     trainer_args_argument(&p);
+    resume_argument(&p);
     let listing = engine::list().ok();
     let (choice, default) = concept_choice(listing.as_ref(), 1);
     add_choice_aux(&p, "scene-choice", "S_cene to grow from", "A scene learned with Learn Scene", choice, &default);
@@ -504,6 +520,7 @@ fn learn_params(config: &gimp::ProcedureConfig, scene: Option<&engine::Concept>)
         base,
         class_word,
         trainer_args: get_string(config, "trainer-args").split_whitespace().map(str::to_string).collect(),
+        resume: config.property::<bool>("resume"),
     })
 }
 
@@ -599,7 +616,7 @@ fn run_learn_scene(
         dialog(
             procedure,
             config,
-            &["name", "backbone", "base", "class-word", "preset", "device", "steps", "replace"],
+            &["name", "backbone", "base", "class-word", "preset", "device", "steps", "replace", "resume"],
             None,
             |d| {
                 sensitive_if(d, config, "base", "backbone", &["sd"]);
@@ -644,7 +661,7 @@ fn run_learn_subject(
         dialog(
             procedure,
             config,
-            &["scene-choice", "name", "class-word", "preset", "device", "steps", "replace"],
+            &["scene-choice", "name", "class-word", "preset", "device", "steps", "replace", "resume"],
             Some(("scene-choice", "scene")),
             // the class word is for scenes learned with Stable Diffusion
             |d| {

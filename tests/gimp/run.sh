@@ -29,7 +29,8 @@
 #     no checkpoint, or a file for it:
 #     GIMP exits with the batch failure code (70) and prints the message;
 #     killing the plug-in during Learn Scene (what GIMP's cancel does) stops the
-#     trainer and leaves the library as it was
+#     trainer and leaves the library as it was but for the run's checkpoint;
+#     Learn Scene again under that name continues the run from it
 #  4c. Forget Concept from Script-Fu: deletes a concept (the others stay) and a
 #     stopped run's checkpoint; an unknown name exits 70 with the library's names
 #  5. the interactive dialog under Xvfb, driven by xdotool (tests/gimp/gui.sh):
@@ -278,7 +279,7 @@ cancel_learning() {
 (let* ((image (car (gimp-file-load RUN-NONINTERACTIVE \"$TI/data/scene.png\")))
        (layer (vector-ref (car (gimp-image-get-layers image)) 0)))
   (plug-in-pie-learn-scene #:run-mode RUN-NONINTERACTIVE #:image image #:drawables (vector layer)
-                           #:name \"cancelled\" #:preset \"default\" #:device \"cpu\"))" --quit \
+                           #:name \"cancelled\" #:preset \"quick\" #:steps $RESUME_STEPS #:device \"cpu\"))" --quit \
     >"$T/out/cancel.log" 2>&1 &
   bg=$!
   for i in $(seq 1 300); do
@@ -292,7 +293,9 @@ cancel_learning() {
     wait "$bg" || true
     return 0
   fi
-  sleep 4                      # let it train a little
+  # Into the training loop (the trainer writes the run's meta.json first), then a few steps.
+  for i in $(seq 1 300); do [ -f "$H/.local/share/pie/.checkpoints/cancelled/meta.json" ] && break; sleep 0.2; done
+  sleep 3
   kill -9 "$plug"              # what GIMP's cancel does
   for i in $(seq 1 100); do kill -0 "$trainer" 2>/dev/null || break; sleep 0.2; done
   if kill -0 "$trainer" 2>/dev/null; then
@@ -311,7 +314,28 @@ cancel_learning() {
   fi
 }
 killed_plugin=
+RESUME_STEPS=400
 timed cancel_learning
+check "the cancelled Learn Scene left a resumable checkpoint" test -f "$H/.local/share/pie/.checkpoints/cancelled/state.pt"
+# Learn Scene again under the same name: "Continue a stopped run" (TRUE by default) continues it.
+resume_learning() {
+  inside timeout 600 gimp-console-3.0 -i --batch-interpreter=plug-in-script-fu-eval -b "
+(let* ((image (car (gimp-file-load RUN-NONINTERACTIVE \"$TI/data/scene.png\")))
+       (layer (vector-ref (car (gimp-image-get-layers image)) 0)))
+  (plug-in-pie-learn-scene #:run-mode RUN-NONINTERACTIVE #:image image #:drawables (vector layer)
+                           #:name \"cancelled\" #:preset \"quick\" #:steps $RESUME_STEPS #:device \"cpu\"))" --quit \
+    >"$T/out/resume.log" 2>&1
+}
+if timed resume_learning; then
+  check "Learn Scene of the same name continues the stopped run (the bundle says resumed) and clears its checkpoint" \
+    "$PY" -c "import json, os, sys; t = json.load(open(sys.argv[1]))['training']
+assert t['resumed'] is True and t['steps'] == $RESUME_STEPS, t
+assert not os.path.exists(sys.argv[2]), 'the checkpoint is still there'" \
+    "$H/.local/share/pie/cancelled/bundle.json" "$H/.local/share/pie/.checkpoints/cancelled/state.pt"
+else
+  fail "Learn Scene of the same name continues the stopped run (the bundle says resumed) and clears its checkpoint" \
+    "$(grep -i 'pie\|error' "$T/out/resume.log" | tail -n 3)"
+fi
 
 # --- 4c. Forget Concept ----------------------------------------------------------
 # A copy of the learned subject, and the checkpoint of a stopped training run

@@ -65,5 +65,22 @@ class Progress:
 
 
 def log(message: str) -> None:
-    """A diagnostic line for people: stderr, never the stream."""
-    print(f"pie-trainer: {message}", file=sys.stderr, flush=True)
+    """A diagnostic line for people: stderr, never the stream. When nobody reads
+    stderr any more (the engine was killed: GIMP's cancel), the line is dropped and
+    the standard streams go to /dev/null, so that stopping can still write its
+    checkpoint instead of dying of a broken pipe."""
+    try:
+        print(f"pie-trainer: {message}", file=sys.stderr, flush=True)
+    except (BrokenPipeError, ValueError):
+        detach_std_streams()
+
+
+def detach_std_streams() -> None:
+    """Point file descriptors 1 and 2 at /dev/null: their reader is gone, and any
+    later write there (ours, a library's, Python's own at exit) must not fail."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in (1, 2):
+            os.dup2(null, fd)
+    finally:
+        os.close(null)

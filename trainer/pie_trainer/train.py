@@ -4,6 +4,7 @@ periodic and on-signal checkpoints, rate watching."""
 from __future__ import annotations
 
 import copy
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from .data import Batch, to_uint8
 from .diffusion import Schedule, add_noise, ddim_sample
 from .errors import Cancelled
 from .model import NULL_TOKEN, TinyUNet, UNetConfig
-from .progress import Progress, log
+from .progress import Progress, detach_std_streams, log
 from .settings import Settings
 from .speed import RateWatcher, autocast, memory_format
 
@@ -34,12 +35,18 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self._parent = os.getppid()
 
     def install(self) -> None:
+        self._parent = os.getppid()
         for s in (signal.SIGINT, signal.SIGTERM):
             signal.signal(s, self._handle)
 
     def _handle(self, signum: int, _frame: object) -> None:
+        if os.getppid() != self._parent:
+            # The engine died (its PDEATHSIG is this signal): nothing reads our
+            # output any more, and a write to it must not stop the checkpoint.
+            detach_std_streams()
         if self.signum is None:
             log(f"signal {signum} received: stopping at the next step and writing a checkpoint")
         self.signum = signum

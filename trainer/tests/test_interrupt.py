@@ -59,6 +59,21 @@ def test_cancel_writes_checkpoint_and_no_bundle(tmp_path: Path, photos: dict, si
     assert visible_entries(lib) == []
 
 
+def test_cancel_after_the_reader_died_still_writes_the_checkpoint(tmp_path: Path, photos: dict) -> None:
+    # What GIMP's cancel does: it kills the plug-in, the engine's PDEATHSIG sends the
+    # trainer SIGINT, and nobody reads its stdout or stderr any more.
+    lib = tmp_path / "lib"
+    proc = start(*scene_args(photos["scene"], lib, "d", 100000))
+    wait_for(proc, lambda e: e["event"] == "progress" and e["step"] >= 3)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    proc.stderr.close()
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 3
+    assert (lib / ".checkpoints" / "d" / "state.pt").is_file()
+    assert visible_entries(lib) == []
+
+
 def test_sigint_then_resume(tmp_path: Path, photos: dict) -> None:
     lib = tmp_path / "lib"
     proc = start(*scene_args(photos["scene"], lib, "r", 60))
