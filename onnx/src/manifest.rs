@@ -212,6 +212,23 @@ pub struct Schedule {
     /// sd: the base scheduler's steps_offset (diffusers); 0 when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steps_offset: Option<u32>,
+    /// sd: the base scheduler's timestep_spacing when its config names one;
+    /// absent: each scheduler's own default (DDIM leading, DPM-Solver linspace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestep_spacing: Option<Spacing>,
+    /// sd: the base scheduler's set_alpha_to_one (where DDIM's last step lands); absent: false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_alpha_to_one: Option<bool>,
+}
+
+/// How the inference timesteps are spread over the training ones (diffusers'
+/// `timestep_spacing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Spacing {
+    Leading,
+    Trailing,
+    Linspace,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

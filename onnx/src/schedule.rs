@@ -2,7 +2,7 @@
 //! diffusers-equivalent DDIM and DPM-Solver++(2M) schedulers, written as one
 //! linear update so the CPU loop and the device's step graph share them.
 
-use crate::manifest::Schedule;
+use crate::manifest::{Schedule, Spacing};
 use crate::{Error, Result};
 
 #[derive(Debug, Clone)]
@@ -181,22 +181,73 @@ pub struct StepPlan {
     pub steps: Vec<LinearStep>,
 }
 
-/// The timesteps diffusers' DDIMScheduler visits for `n` steps ("leading").
-pub fn ddim_timesteps(train_steps: usize, n: usize, steps_offset: usize) -> Vec<usize> {
-    let ratio = train_steps / n.max(1);
-    let mut ts: Vec<usize> = (0..n).rev().map(|i| (i * ratio + steps_offset).min(train_steps - 1)).collect();
+/// Where a checkpoint's scheduler puts its inference timesteps (diffusers'
+/// config: `steps_offset`, `timestep_spacing`, `set_alpha_to_one`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timing {
+    pub steps_offset: usize,
+    /// `None`: each scheduler's default, as diffusers' `from_config` gives it
+    /// when the config names none (DDIM leading, DPM-Solver linspace).
+    pub spacing: Option<Spacing>,
+    /// DDIM's last step lands on ᾱ = 1 instead of ᾱ_0.
+    pub set_alpha_to_one: bool,
+}
+
+impl Timing {
+    pub fn from_manifest(s: &Schedule) -> Timing {
+        Timing {
+            steps_offset: s.steps_offset.unwrap_or(0) as usize,
+            spacing: s.timestep_spacing,
+            set_alpha_to_one: s.set_alpha_to_one.unwrap_or(false),
+        }
+    }
+}
+
+/// The timesteps diffusers' DDIMScheduler visits for `n` steps.
+pub fn ddim_timesteps(train_steps: usize, n: usize, steps_offset: usize, spacing: Spacing) -> Vec<usize> {
+    let n = n.max(1);
+    let last = train_steps - 1;
+    let mut ts: Vec<usize> = match spacing {
+        Spacing::Leading => {
+            let ratio = train_steps / n;
+            (0..n).rev().map(|i| i * ratio + steps_offset).collect()
+        }
+        // np.round(np.arange(T, 0, -T / n)) - 1, n of them
+        Spacing::Trailing => {
+            let ratio = train_steps as f64 / n as f64;
+            (0..n).map(|i| (round_half_even(train_steps as f64 - i as f64 * ratio) as usize).saturating_sub(1)).collect()
+        }
+        // np.linspace(0, T - 1, n).round()[::-1]
+        Spacing::Linspace => {
+            let div = (n - 1).max(1) as f64;
+            (0..n).rev().map(|i| round_half_even(last as f64 * i as f64 / div) as usize).collect()
+        }
+    };
     // With as many steps as levels, the offset would push the first past the end (diffusers fails there).
+    ts.iter_mut().for_each(|t| *t = (*t).min(last));
     ts.dedup();
     ts
 }
 
-/// The timesteps diffusers' DPMSolverMultistepScheduler visits for `n` steps ("linspace").
-pub fn dpm_timesteps(train_steps: usize, n: usize) -> Vec<usize> {
+/// The timesteps diffusers' DPMSolverMultistepScheduler visits for `n` steps.
+pub fn dpm_timesteps(train_steps: usize, n: usize, steps_offset: usize, spacing: Spacing) -> Vec<usize> {
+    let n = n.max(1);
     let last = (train_steps - 1) as f64;
-    // np.linspace(0, T-1, n+1).round()[::-1][:-1]; numpy rounds half to even.
-    let mut ts: Vec<usize> = (0..=n).map(|i| round_half_even(last * i as f64 / n as f64) as usize).collect();
-    ts.reverse();
-    ts.pop();
+    let mut ts: Vec<usize> = match spacing {
+        // np.linspace(0, T-1, n+1).round()[::-1][:-1]; numpy rounds half to even.
+        Spacing::Linspace => (1..=n).rev().map(|i| round_half_even(last * i as f64 / n as f64) as usize).collect(),
+        // (np.arange(0, n + 1) * (T // (n + 1))).round()[::-1][:-1] + steps_offset
+        Spacing::Leading => {
+            let ratio = train_steps / (n + 1);
+            (1..=n).rev().map(|i| i * ratio + steps_offset).collect()
+        }
+        // np.arange(T, 0, -T / n).round() - 1
+        Spacing::Trailing => {
+            let ratio = train_steps as f64 / n as f64;
+            (0..n).map(|i| (round_half_even(train_steps as f64 - i as f64 * ratio) as usize).saturating_sub(1)).collect()
+        }
+    };
+    ts.iter_mut().for_each(|t| *t = (*t).min(train_steps - 1));
     // Near T steps, rounding can repeat a timestep (a zero-length step would divide by 0).
     ts.dedup();
     ts
@@ -232,22 +283,23 @@ fn data_prediction(abar: f64, pred: Prediction) -> (f64, f64) {
 impl NoiseSchedule {
     /// The plan of `scheduler` for `steps` (the density of the whole
     /// schedule) at `strength`, as diffusers' img2img/inpainting pipelines run it.
-    pub fn plan(&self, scheduler: Scheduler, pred: Prediction, steps: usize, strength: f32, steps_offset: usize, eta: f64) -> StepPlan {
+    pub fn plan(&self, scheduler: Scheduler, pred: Prediction, steps: usize, strength: f32, timing: Timing, eta: f64) -> StepPlan {
         let t_len = self.len();
         let steps = steps.clamp(1, t_len);
         let ac = &self.alphas_cumprod;
         match scheduler {
             Scheduler::Ddim => {
-                let all = ddim_timesteps(t_len, steps, steps_offset);
+                let all = ddim_timesteps(t_len, steps, timing.steps_offset, timing.spacing.unwrap_or(Spacing::Leading));
                 let ts = strength_cut(&all, strength);
                 let ratio = t_len / steps;
+                let final_abar = if timing.set_alpha_to_one { 1.0 } else { ac[0] };
                 let steps = ts
                     .iter()
                     .enumerate()
                     .map(|(i, &t)| {
                         let abar = ac[t];
-                        // set_alpha_to_one = False: before t = 0 is ᾱ_0, not 1.
-                        let prev = if t >= ratio { ac[t - ratio] } else { ac[0] };
+                        // diffusers steps to t − T/n whatever the spacing, and past 0 to the final ᾱ.
+                        let prev = if t >= ratio { ac[t - ratio] } else { final_abar };
                         let var = (1.0 - prev) / (1.0 - abar) * (1.0 - abar / prev);
                         let sigma = eta * var.max(0.0).sqrt();
                         let (a, b) = data_prediction(abar, pred);
@@ -263,7 +315,7 @@ impl NoiseSchedule {
                 StepPlan { abar_start: ac[ts[0]], steps }
             }
             Scheduler::DpmSolver2M => {
-                let all = dpm_timesteps(t_len, steps);
+                let all = dpm_timesteps(t_len, steps, timing.steps_offset, timing.spacing.unwrap_or(Spacing::Linspace));
                 let ts = strength_cut(&all, strength);
                 // α_t = √ᾱ, σ_t = √(1−ᾱ), λ = ln α − ln σ; the last step goes to σ = 0.
                 let lambda = |abar: f64| 0.5 * abar.ln() - 0.5 * (1.0 - abar).ln();
@@ -312,6 +364,8 @@ mod tests {
             beta_end: 0.02,
             prediction_type: "epsilon".into(),
             steps_offset: None,
+            timestep_spacing: None,
+            set_alpha_to_one: None,
         })
     }
 
@@ -324,7 +378,7 @@ mod tests {
         assert!((s.alphas_cumprod[999] - 4.0358e-5).abs() < 1e-8, "{}", s.alphas_cumprod[999]);
         assert!(s.alphas_cumprod.windows(2).all(|w| w[1] < w[0]));
         let sl = NoiseSchedule::from_manifest(&Schedule { beta_schedule: "scaled_linear".into(), beta_start: 0.00085, beta_end: 0.012, ..Schedule {
-            kind: "ddpm".into(), num_train_timesteps: 1000, beta_schedule: String::new(), beta_start: 0.0, beta_end: 0.0, prediction_type: "epsilon".into(), steps_offset: None } });
+            kind: "ddpm".into(), num_train_timesteps: 1000, beta_schedule: String::new(), beta_start: 0.0, beta_end: 0.0, prediction_type: "epsilon".into(), steps_offset: None, timestep_spacing: None, set_alpha_to_one: None } });
         assert!((sl.alphas_cumprod[0] - (1.0 - 0.00085)).abs() < 1e-12);
     }
 
@@ -373,6 +427,8 @@ mod tests {
             beta_end: 0.012,
             prediction_type: pred.into(),
             steps_offset: Some(1),
+            timestep_spacing: None,
+            set_alpha_to_one: None,
         };
         (NoiseSchedule::from_manifest(&s), Prediction::from_manifest(&s))
     }
@@ -390,18 +446,19 @@ mod tests {
             (Scheduler::Ddim, "v_prediction", [601, 501, 401, 301, 201, 101, 1], [0.2197370980814743, -1.160217205578323, 0.6797218659680735], [0.08575024956875407, -0.6464419194108718, 0.32981430589529626]),
             (Scheduler::DpmSolver2M, "v_prediction", [699, 599, 500, 400, 300, 200, 100], [0.21917640565472948, -1.1789295944443472, 0.6852116992846584], [0.09295960036828474, -0.6445224538317087, 0.3387869093477489]),
         ];
-        assert_eq!(ddim_timesteps(1000, 10, 1), vec![901, 801, 701, 601, 501, 401, 301, 201, 101, 1]);
-        let dense = dpm_timesteps(1000, 1000);
+        assert_eq!(ddim_timesteps(1000, 10, 1, Spacing::Leading), vec![901, 801, 701, 601, 501, 401, 301, 201, 101, 1]);
+        let dense = dpm_timesteps(1000, 1000, 0, Spacing::Linspace);
         assert!(dense.windows(2).all(|w| w[0] > w[1]));
         let (sched, p) = sd15("epsilon");
-        let plan = sched.plan(Scheduler::DpmSolver2M, p, 1000, 1.0, 1, 0.0);
+        let sd = Timing { steps_offset: 1, ..Timing::default() };
+        let plan = sched.plan(Scheduler::DpmSolver2M, p, 1000, 1.0, sd, 0.0);
         assert!(plan.steps.iter().all(|s| [s.a, s.b, s.p, s.q, s.r].iter().all(|v| v.is_finite())));
-        let every = ddim_timesteps(1000, 1000, 1);
+        let every = ddim_timesteps(1000, 1000, 1, Spacing::Leading);
         assert_eq!((every.len(), every[0], every[998]), (999, 999, 1));
-        assert_eq!(dpm_timesteps(1000, 10), vec![999, 899, 799, 699, 599, 500, 400, 300, 200, 100]);
+        assert_eq!(dpm_timesteps(1000, 10, 1, Spacing::Linspace), vec![999, 899, 799, 699, 599, 500, 400, 300, 200, 100]);
         for (sch, pred, ts, first, last) in cases {
             let (sched, p) = sd15(pred);
-            let plan = sched.plan(sch, p, 10, 0.7, 1, 0.0);
+            let plan = sched.plan(sch, p, 10, 0.7, sd, 0.0);
             let got: Vec<usize> = plan.steps.iter().map(|s| s.t as usize).collect();
             assert_eq!(got, ts, "{sch} {pred}");
             let mut x = [0.3f64, -1.2, 0.8];
@@ -426,6 +483,41 @@ mod tests {
             assert_eq!((l.keep_a, l.keep_n), (1.0, 0.0));
             assert!((plan.steps[0].keep_a - sched.alphas_cumprod[ts[1]].sqrt()).abs() < 1e-12);
             assert!((plan.abar_start - sched.alphas_cumprod[ts[0]]).abs() < 1e-12);
+        }
+    }
+
+    /// diffusers 0.42.1, SD 1.5's schedule with steps_offset 1, 10 steps:
+    /// DDIMScheduler and DPMSolverMultistepScheduler with each timestep_spacing,
+    /// and DDIM at strength 0.7 with set_alpha_to_one False and True (the last
+    /// step: x after it, same toy model as above).
+    #[test]
+    fn spacing_and_alpha_to_one_match_diffusers() {
+        use Spacing::*;
+        assert_eq!(ddim_timesteps(1000, 10, 1, Trailing), vec![999, 899, 799, 699, 599, 499, 399, 299, 199, 99]);
+        assert_eq!(ddim_timesteps(1000, 10, 1, Linspace), vec![999, 888, 777, 666, 555, 444, 333, 222, 111, 0]);
+        assert_eq!(dpm_timesteps(1000, 10, 1, Leading), vec![901, 811, 721, 631, 541, 451, 361, 271, 181, 91]);
+        assert_eq!(dpm_timesteps(1000, 10, 1, Trailing), vec![999, 899, 799, 699, 599, 499, 399, 299, 199, 99]);
+        let cases: [(Spacing, bool, [f64; 3]); 4] = [
+            (Leading, false, [0.08826064973872799, -1.6716448011263123, 0.6748958000270747]),
+            (Trailing, false, [-0.09000971134312362, -2.1679485344464164, 0.6026365630246409]),
+            (Leading, true, [0.09284348398789319, -1.6419987090496575, 0.6711242150004101]),
+            (Trailing, true, [-0.08513256815664409, -2.13028841983147, 0.5965860490682982]),
+        ];
+        let (sched, p) = sd15("epsilon");
+        for (spacing, set_alpha_to_one, want) in cases {
+            let timing = Timing { steps_offset: 1, spacing: Some(spacing), set_alpha_to_one };
+            let plan = sched.plan(Scheduler::Ddim, p, 10, 0.7, timing, 0.0);
+            let mut x = [0.3f64, -1.2, 0.8];
+            for st in &plan.steps {
+                for v in x.iter_mut() {
+                    let out = 0.5 * *v + 0.001 * st.t as f64 - 0.2;
+                    let x0 = st.a * *v + st.b * out;
+                    *v = st.p * *v + st.q * x0;
+                }
+            }
+            for k in 0..3 {
+                assert!((x[k] - want[k]).abs() < 1e-4, "{spacing:?} alpha_to_one {set_alpha_to_one}: {x:?} vs diffusers {want:?}");
+            }
         }
     }
 

@@ -33,7 +33,7 @@ impl Default for Synthetic {
 }
 
 fn schedule(t: u32) -> Schedule {
-    Schedule { kind: "ddpm".into(), num_train_timesteps: t, beta_schedule: "linear".into(), beta_start: 1e-4, beta_end: 0.02, prediction_type: "epsilon".into(), steps_offset: None }
+    Schedule { kind: "ddpm".into(), num_train_timesteps: t, beta_schedule: "linear".into(), beta_start: 1e-4, beta_end: 0.02, prediction_type: "epsilon".into(), steps_offset: None, timestep_spacing: None, set_alpha_to_one: None }
 }
 
 /// The manifest's `files` entries (path, sha256, bytes) of `files` in `dir`.

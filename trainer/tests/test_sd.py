@@ -421,6 +421,42 @@ def test_hub_id_and_bad_bases_are_refused_without_network(tmp_path: Path, photos
     assert visible_entries(lib) == []
 
 
+def test_schedule_keeps_the_base_schedulers_spacing(tiny: Path, tmp_path: Path) -> None:
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
+    from pie_trainer.errors import BadInput
+    from pie_trainer.sd.base import check_base, schedule_manifest
+    from pie_trainer.sd.sample import ddim_timesteps
+
+    base = tmp_path / "base"
+    base.mkdir()
+    for part in ("unet", "vae", "text_encoder", "tokenizer"):
+        (base / part).symlink_to(tiny / part)
+    (base / "model_index.json").write_text((tiny / "model_index.json").read_text())
+    (base / "scheduler").mkdir()
+    config = json.loads((tiny / "scheduler" / "scheduler_config.json").read_text())
+
+    def with_scheduler(**changes: object) -> dict:
+        (base / "scheduler" / "scheduler_config.json").write_text(json.dumps({**config, **changes}))
+        return schedule_manifest(check_base(str(base)))
+
+    # A config that names neither: the engine keeps each scheduler's own default.
+    m = with_scheduler(timestep_spacing=None)
+    assert "timestep_spacing" not in m and "set_alpha_to_one" not in m
+    for spacing in ("leading", "trailing", "linspace"):
+        m = with_scheduler(timestep_spacing=spacing, set_alpha_to_one=True)
+        assert m["timestep_spacing"] == spacing and m["set_alpha_to_one"] is True
+        ref = DDIMScheduler.from_pretrained(str(base), subfolder="scheduler")
+        ref.set_timesteps(10)
+        assert ddim_timesteps(m, 10) == ref.timesteps.tolist(), spacing
+        # what the engine's schedule.rs is checked against, for this checkpoint
+        dpm = DPMSolverMultistepScheduler.from_pretrained(str(base), subfolder="scheduler")
+        dpm.set_timesteps(10)
+        assert dpm.config.timestep_spacing == spacing
+    with pytest.raises(BadInput, match="timestep_spacing 'karras'"):
+        with_scheduler(timestep_spacing="karras")
+
+
 # ---- cancel and resume ----------------------------------------------------------
 
 def _start(*args: str) -> subprocess.Popen:

@@ -27,7 +27,7 @@ use crate::imageops::{self, Planes};
 use crate::manifest::Model;
 use crate::plan;
 use crate::runtime::{self, Device, ModelSource};
-use crate::schedule::{NoiseSchedule, Prediction, Scheduler, StepPlan};
+use crate::schedule::{NoiseSchedule, Prediction, Scheduler, StepPlan, Timing};
 use crate::sd::step::{self, StepShape};
 use crate::sd::SdOptions;
 use crate::{Error, Progress, Result};
@@ -215,7 +215,7 @@ pub fn add_each(
     let schedule = &m.schedule;
     let sched = NoiseSchedule::from_manifest(schedule);
     let eta = if opts.sampler == Sampler::Ddpm { 1.0 } else { 0.0 };
-    let steps = sched.plan(sd.scheduler, Prediction::from_manifest(schedule), opts.steps, opts.strength, schedule.steps_offset.unwrap_or(0) as usize, eta);
+    let steps = sched.plan(sd.scheduler, Prediction::from_manifest(schedule), opts.steps, opts.strength, Timing::from_manifest(schedule), eta);
 
     let base = crate::add::result_base(scene);
     let blend_mask = crate::add::blend_mask(selection, bbox, crate::add::FEATHER_DIV);

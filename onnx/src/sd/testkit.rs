@@ -52,6 +52,8 @@ pub fn schedule() -> Schedule {
         beta_end: 0.012,
         prediction_type: "epsilon".into(),
         steps_offset: Some(1),
+        timestep_spacing: None,
+        set_alpha_to_one: Some(false),
     }
 }
 

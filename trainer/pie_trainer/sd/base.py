@@ -26,6 +26,8 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 SAMPLE = 1 << 20
 LAYOUT = "model_index.json, unet/, vae/, text_encoder/, tokenizer/ and scheduler/"
+# diffusers' timestep_spacing values that the engine's schedulers follow.
+SPACINGS = ("leading", "trailing", "linspace")
 
 
 @dataclass
@@ -150,6 +152,9 @@ def check_base(arg: str) -> Base:
     if sch.get("rescale_betas_zero_snr"):
         raise BadInput("the base checkpoint's scheduler rescales its betas to zero terminal SNR; pie's engine "
                        "derives alphas_cumprod from beta_start/beta_end/beta_schedule alone and would sample it wrong")
+    if sch.get("timestep_spacing") not in (None, *SPACINGS):
+        raise BadInput(f"the base checkpoint's scheduler uses timestep_spacing {sch.get('timestep_spacing')!r}; "
+                       f"pie supports {', '.join(SPACINGS)}")
     if sch.get("prediction_type", "epsilon") not in ("epsilon", "v_prediction"):
         raise BadInput(f"the base checkpoint's scheduler predicts {sch.get('prediction_type')!r}; "
                        "pie supports 'epsilon' and 'v_prediction'")
@@ -178,8 +183,15 @@ def check_base(arg: str) -> Base:
 
 
 def schedule_manifest(base: Base) -> dict[str, Any]:
+    """The bundle's `schedule` (schema/README.md): the base scheduler's, including where
+    its inference timesteps go when its config says (`timestep_spacing`, `set_alpha_to_one`)."""
     s = base.scheduler
-    return {"type": "ddpm", "num_train_timesteps": int(s.get("num_train_timesteps", 1000)),
-            "beta_schedule": s.get("beta_schedule", "linear"), "beta_start": float(s.get("beta_start", 0.0001)),
-            "beta_end": float(s.get("beta_end", 0.02)), "prediction_type": s.get("prediction_type", "epsilon"),
-            "steps_offset": int(s.get("steps_offset", 0) or 0)}
+    out = {"type": "ddpm", "num_train_timesteps": int(s.get("num_train_timesteps", 1000)),
+           "beta_schedule": s.get("beta_schedule", "linear"), "beta_start": float(s.get("beta_start", 0.0001)),
+           "beta_end": float(s.get("beta_end", 0.02)), "prediction_type": s.get("prediction_type", "epsilon"),
+           "steps_offset": int(s.get("steps_offset", 0) or 0)}
+    if s.get("timestep_spacing") is not None:
+        out["timestep_spacing"] = s["timestep_spacing"]
+    if s.get("set_alpha_to_one") is not None:
+        out["set_alpha_to_one"] = bool(s["set_alpha_to_one"])
+    return out

@@ -1,7 +1,8 @@
 """`python -m pie_trainer sample --bundle SD_BUNDLE ...`: text-to-image from an sd bundle
 *alone*, the way the engine reads it: tokenizer.json + the `text` recipe, the
 four ONNX graphs through ONNX Runtime, the schedule from the manifest. DDIM
-(eta 0, "leading" spacing plus `steps_offset`, the last step to alpha_cumprod[0]),
+(eta 0, the manifest's `timestep_spacing`, default "leading" plus `steps_offset`;
+the last step to alpha_cumprod[0], or 1 with `set_alpha_to_one`),
 classifier-free guidance with `text.prompts.negative`. An inpainting UNet (9
 channels) draws with everything masked (mask 1, masked-image latents of a zero image).
 
@@ -32,7 +33,13 @@ def alphas_cumprod(schedule: dict[str, Any]) -> np.ndarray:
 
 
 def ddim_timesteps(schedule: dict[str, Any], steps: int) -> list[int]:
+    """DDIMScheduler.set_timesteps with the manifest's `timestep_spacing` (default leading)."""
     T = int(schedule["num_train_timesteps"])
+    spacing = schedule.get("timestep_spacing", "leading")
+    if spacing == "trailing":
+        return [int(t) for t in np.round(np.arange(T, 0, -T / steps))[:steps] - 1]
+    if spacing == "linspace":
+        return [int(t) for t in np.linspace(0, T - 1, steps).round()[::-1]]
     ratio = T // steps
     return [int(t) + int(schedule.get("steps_offset", 0)) for t in (np.arange(0, steps) * ratio).round()[::-1]]
 
@@ -101,7 +108,7 @@ class Bundle:
             pred = u + guidance * (c - u)
             a = acp[t]
             prev = t - ratio
-            a_prev = acp[prev] if prev >= 0 else acp[0]
+            a_prev = acp[prev] if prev >= 0 else (1.0 if sch.get("set_alpha_to_one") else acp[0])
             if sch["prediction_type"] == "v_prediction":
                 x0 = math.sqrt(a) * x - math.sqrt(1 - a) * pred
                 eps = math.sqrt(a) * pred + math.sqrt(1 - a) * x
