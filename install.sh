@@ -143,10 +143,8 @@ elif [ -n "$plugin_binary" ]; then
 elif [ "$gimp_host" = 1 ]; then
   host_root=$(bash build/gimp-host.sh)
   run_step "cargo fetch (crates.io)" cargo fetch
-  # The host's build folder lives in the cache (bound inside at the same path,
-  # and the clone is always /pie there), so a fresh clone re-uses the
-  # compiled dependencies instead of rebuilding them for minutes.
-  host_target=$PIE_CACHE/target-trixie
+  # The host's build folder lives in the cache (build/common.sh: host_target).
+  host_target=$(host_target) || die "cannot prepare the GIMP 3 host's build folder"
   phase "building the plug-in in the GIMP 3 host" \
     run_step "cargo build -p pie-gimp in the GIMP 3 host" \
     nice bash build/gimp-host.sh run env CARGO_TARGET_DIR="$host_target" cargo build --offline --release -p pie-gimp

@@ -57,3 +57,20 @@ lock() {
     flock "$PIE_LOCK_FD"
   fi
 }
+
+# The GIMP 3 host's cargo build folder. It lives in the cache and is shared by
+# every clone (each is mounted at /pie in the host), so a fresh clone re-uses the
+# compiled dependencies. Cargo judges freshness by file times: after another
+# clone built there, this clone's edits older than that build would pass for
+# built (and the plug-in would link the other clone's engine). So when the last
+# build there came from another clone, pie's own two crates are cleaned first.
+host_target() {
+  local dir=$PIE_CACHE/target-trixie
+  mkdir -p "$dir"
+  if [ "$(cat "$dir/.pie-clone" 2>/dev/null)" != "$PIE_ROOT" ]; then
+    bash "$PIE_ROOT/build/gimp-host.sh" run env CARGO_TARGET_DIR="$dir" \
+      cargo clean --offline --release -p pie-engine -p pie-gimp >&2 || return 1
+    printf '%s\n' "$PIE_ROOT" >"$dir/.pie-clone"
+  fi
+  printf '%s\n' "$dir"
+}

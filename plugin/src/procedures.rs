@@ -500,6 +500,13 @@ fn learn_params(config: &gimp::ProcedureConfig, scene: Option<&engine::Concept>)
     if name.is_empty() {
         return Err(Failure::msg("Give the new concept a name (letters a-z, digits, '-' or '_')."));
     }
+    // Said here in the dialog's words (the engine would say "--force"), before any export or training.
+    if !config.property::<bool>("replace") && engine::list()?.concepts.iter().any(|c| c.name == name) {
+        return Err(Failure::msg(format!(
+            "A concept named '{name}' already exists: choose another name, or tick \
+             'Replace an existing concept of that name'."
+        )));
+    }
     let class_word = Some(get_string(config, "class-word")).filter(|w| !w.is_empty());
     let (backbone, base, class_word) = match scene {
         None => match get_string(config, "backbone").as_str() {

@@ -114,8 +114,9 @@ check "installed: pie command, ONNX Runtime, trainer venv, plug-in with pie.env"
   -a -x "$H/.local/lib/pie/venv/bin/python" -a -x "$plugin/pie" -a -f "$plugin/pie.env" \
   -a -f "$plugin/libonnxruntime.so.$ORT_VERSION"
 
+host_dir=$(host_target) || die "cannot prepare the GIMP 3 host's build folder"
 check "plug-in unit tests (cargo test -p pie-gimp in the host)" \
-  nice bash build/gimp-host.sh run env CARGO_TARGET_DIR="$PIE_CACHE/target-trixie" cargo test --offline --release -p pie-gimp
+  nice bash build/gimp-host.sh run env CARGO_TARGET_DIR="$host_dir" cargo test --offline --release -p pie-gimp
 
 # --- 2./3. headless end to end -------------------------------------------------
 e2e() { console python-fu-eval "exec(open('/pie/tests/gimp/e2e.py').read())" >"$T/out/e2e.log" 2>&1; }
@@ -250,6 +251,11 @@ bad_input "Learn Scene without the trainer environment: the message says how to 
        (layer (vector-ref (car (gimp-image-get-layers image)) 0)))
   (plug-in-pie-learn-scene #:run-mode RUN-NONINTERACTIVE #:image image #:drawables (vector layer) #:name \"x\"))" \
   PIE_TRAINER_PYTHON=/nonexistent/python
+
+bad_input "Learn Scene under a learned concept's name: the message says to tick Replace" \
+  "tick 'Replace an existing concept of that name'" "(let* ((image (car (gimp-file-load RUN-NONINTERACTIVE \"$TI/data/scene.png\")))
+       (layer (vector-ref (car (gimp-image-get-layers image)) 0)))
+  (plug-in-pie-learn-scene #:run-mode RUN-NONINTERACTIVE #:image image #:drawables (vector layer) #:name \"scene\"))"
 
 sf_learn_sd() { # sf_learn_sd EXTRA-ARGS: Learn Scene with the model sd
   cat <<SCM
