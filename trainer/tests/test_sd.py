@@ -131,7 +131,7 @@ def test_sd_scene_bundle(sd_scene: tuple[Run, Path], tiny: Path) -> None:
     assert m["model"]["base"]["path"] == str(tiny.resolve())
     assert m["schedule"] == {"type": "ddpm", "num_train_timesteps": 1000, "beta_schedule": "scaled_linear",
                              "beta_start": 0.00085, "beta_end": 0.012, "prediction_type": "epsilon",
-                             "steps_offset": 1}
+                             "steps_offset": 1, "timestep_spacing": "leading"}   # the tiny config names it
     t = m["text"]
     assert (t["max_length"], t["hidden_size"]) == (77, 32)
     assert t["bos_id"] != t["eos_id"] and t["pad_id"] == t["eos_id"]
