@@ -73,40 +73,25 @@ if wait_file "$OUT/undo-ready" 400; then
   fi
 fi
 
-if wait_file "$OUT/learn-dialog-expected" 120; then
-  dialog=$(find_window 'Learn Subject' 100 0.3)
-  if [ -n "$dialog" ]; then
-    sleep 1.5
-    import -window root "$OUT/learn-subject-dialog.png"
-    if escape "$dialog" 'Learn Subject'; then log "Learn Subject dialog cancelled"; else log "the Learn Subject dialog did not close"; fi
-  else
-    log "no Learn Subject dialog appeared"
-  fi
-fi
-
-if wait_file "$OUT/learn-scene-dialog-expected" 120; then
-  dialog=$(find_window 'Learn Scene' 100 0.3)
-  if [ -n "$dialog" ]; then
-    sleep 1.5
-    import -window root "$OUT/learn-scene-dialog.png"
-    if escape "$dialog" 'Learn Scene'; then log "Learn Scene dialog cancelled"; else log "the Learn Scene dialog did not close"; fi
-  else
-    log "no Learn Scene dialog appeared"
-  fi
-fi
-
-if wait_file "$OUT/forget-dialog-expected" 120; then
-  dialog=$(find_window 'Forget Concept' 100 0.3)
-  if [ -n "$dialog" ]; then
-    sleep 1.5
-    import -window root "$OUT/forget-concept-dialog.png"
+# The three dialogs gui.py opens after the Adds: each is waited for, screenshot,
+# then cancelled with Escape or, for Forget Concept, confirmed with Return.
+dialog_step() { # dialog_step MARKER TITLE SCREENSHOT cancel|confirm
+  wait_file "$OUT/$1" 120 || return 0
+  local dialog
+  dialog=$(find_window "$2" 100 0.3)
+  if [ -z "$dialog" ]; then log "no $2 dialog appeared"; return 0; fi
+  sleep 1.5
+  import -window root "$OUT/$3"
+  if [ "$4" = confirm ]; then
     focus "$dialog"
     xdotool key --window "$dialog" Return
-    log "Forget Concept dialog confirmed"
-  else
-    log "no Forget Concept dialog appeared"
-  fi
-fi
+    log "$2 dialog confirmed"
+  elif escape "$dialog" "$2"; then log "$2 dialog cancelled"
+  else log "the $2 dialog did not close"; fi
+}
+dialog_step learn-dialog-expected 'Learn Subject' learn-subject-dialog.png cancel
+dialog_step learn-scene-dialog-expected 'Learn Scene' learn-scene-dialog.png cancel
+dialog_step forget-dialog-expected 'Forget Concept' forget-concept-dialog.png confirm
 
 if wait_file "$OUT/learning" 120; then
   # a wider window, so that the status bar has room for the progress text
