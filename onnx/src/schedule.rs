@@ -207,33 +207,26 @@ impl Timing {
 pub fn ddim_timesteps(train_steps: usize, n: usize, steps_offset: usize, spacing: Spacing) -> Vec<usize> {
     let n = n.max(1);
     let last = train_steps - 1;
-    let mut ts: Vec<usize> = match spacing {
+    let ts: Vec<usize> = match spacing {
         Spacing::Leading => {
             let ratio = train_steps / n;
             (0..n).rev().map(|i| i * ratio + steps_offset).collect()
         }
-        // np.round(np.arange(T, 0, -T / n)) - 1, n of them
-        Spacing::Trailing => {
-            let ratio = train_steps as f64 / n as f64;
-            (0..n).map(|i| (round_half_even(train_steps as f64 - i as f64 * ratio) as usize).saturating_sub(1)).collect()
-        }
+        Spacing::Trailing => trailing(train_steps, n),
         // np.linspace(0, T - 1, n).round()[::-1]
         Spacing::Linspace => {
             let div = (n - 1).max(1) as f64;
             (0..n).rev().map(|i| round_half_even(last as f64 * i as f64 / div) as usize).collect()
         }
     };
-    // With as many steps as levels, the offset would push the first past the end (diffusers fails there).
-    ts.iter_mut().for_each(|t| *t = (*t).min(last));
-    ts.dedup();
-    ts
+    in_range(ts, train_steps)
 }
 
 /// The timesteps diffusers' DPMSolverMultistepScheduler visits for `n` steps.
 pub fn dpm_timesteps(train_steps: usize, n: usize, steps_offset: usize, spacing: Spacing) -> Vec<usize> {
     let n = n.max(1);
     let last = (train_steps - 1) as f64;
-    let mut ts: Vec<usize> = match spacing {
+    let ts: Vec<usize> = match spacing {
         // np.linspace(0, T-1, n+1).round()[::-1][:-1]; numpy rounds half to even.
         Spacing::Linspace => (1..=n).rev().map(|i| round_half_even(last * i as f64 / n as f64) as usize).collect(),
         // (np.arange(0, n + 1) * (T // (n + 1))).round()[::-1][:-1] + steps_offset
@@ -241,14 +234,23 @@ pub fn dpm_timesteps(train_steps: usize, n: usize, steps_offset: usize, spacing:
             let ratio = train_steps / (n + 1);
             (1..=n).rev().map(|i| i * ratio + steps_offset).collect()
         }
-        // np.arange(T, 0, -T / n).round() - 1
-        Spacing::Trailing => {
-            let ratio = train_steps as f64 / n as f64;
-            (0..n).map(|i| (round_half_even(train_steps as f64 - i as f64 * ratio) as usize).saturating_sub(1)).collect()
-        }
+        Spacing::Trailing => trailing(train_steps, n),
     };
+    in_range(ts, train_steps)
+}
+
+/// "trailing" spacing, the same for both schedulers: np.round(np.arange(T, 0, -T / n)) - 1,
+/// n of them (numpy's float arange can yield one more, past 0).
+fn trailing(train_steps: usize, n: usize) -> Vec<usize> {
+    let ratio = train_steps as f64 / n as f64;
+    (0..n).map(|i| (round_half_even(train_steps as f64 - i as f64 * ratio) as usize).saturating_sub(1)).collect()
+}
+
+/// Descending timesteps kept below T and without repeats: with as many steps as
+/// levels the offset would push the first past the end (diffusers fails there),
+/// and rounding can repeat one (a zero-length step would divide by 0).
+fn in_range(mut ts: Vec<usize>, train_steps: usize) -> Vec<usize> {
     ts.iter_mut().for_each(|t| *t = (*t).min(train_steps - 1));
-    // Near T steps, rounding can repeat a timestep (a zero-length step would divide by 0).
     ts.dedup();
     ts
 }

@@ -38,7 +38,6 @@ class StopFlag:
         self._parent = os.getppid()
 
     def install(self) -> None:
-        self._parent = os.getppid()
         for s in (signal.SIGINT, signal.SIGTERM):
             signal.signal(s, self._handle)
 
