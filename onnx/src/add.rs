@@ -116,8 +116,13 @@ pub(crate) fn check_options(o: &AddOptions) -> Result<()> {
     if !(0.0..=1.0).contains(&o.detail) {
         return Err(Error::bad(format!("--detail {} is out of range (0 to 1)", o.detail)));
     }
-    if o.threads == Some(0) {
-        return Err(Error::bad("--threads must be at least 1"));
+    let most = runtime::max_threads();
+    match o.threads {
+        Some(0) => return Err(Error::bad("--threads must be at least 1")),
+        Some(n) if n > most => {
+            return Err(Error::bad(format!("--threads {n} is more than this machine can use: at most {most} (4 per core)")))
+        }
+        _ => {}
     }
     Ok(())
 }

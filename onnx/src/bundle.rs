@@ -76,7 +76,7 @@ impl Bundle {
         if meta.len() > MAX_MANIFEST_BYTES {
             return Err(fail("bundle.json", format!("too large ({} bytes)", meta.len())));
         }
-        let raw = std::fs::read(&mpath).map_err(|e| fail("bundle.json", e.to_string()))?;
+        let raw = crate::safefs::read_bounded(&mpath, MAX_MANIFEST_BYTES).map_err(|e| fail("bundle.json", e.to_string()))?;
         let manifest_sha256 = hex(&Sha256::digest(&raw));
         let value: serde_json::Value =
             serde_json::from_slice(&raw).map_err(|e| fail("bundle.json", format!("not valid JSON: {e}")))?;
@@ -149,7 +149,10 @@ impl Bundle {
         let subject = match &m.subject {
             None => None,
             Some(s) => {
-                let img = image::open(dir.join(&s.file)).map_err(|e| fail(&s.file, format!("not a readable image: {e}")))?;
+                let img = crate::decode_image(&dir.join(&s.file)).map_err(|e| match e {
+                    crate::ImageFailure::Io(e) => fail(&s.file, e.to_string()),
+                    crate::ImageFailure::Refused(why) => fail(&s.file, why),
+                })?;
                 let img = img.to_rgba8();
                 if !img.pixels().any(|p| p.0[3] > 0) {
                     return Err(fail(&s.file, "the subject's mask is empty (alpha is 0 everywhere)".into()));

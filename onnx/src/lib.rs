@@ -29,6 +29,7 @@ pub mod manifest;
 pub mod onnxfile;
 pub mod plan;
 pub mod runtime;
+pub mod safefs;
 pub mod schedule;
 pub mod sd;
 pub mod train;
@@ -132,19 +133,60 @@ impl Progress for NoProgress {
 /// An EXIF orientation is applied, as GIMP and the trainer apply it, so a
 /// phone photo and a mask drawn over it in GIMP have the same size and pixels.
 pub fn open_image(path: &std::path::Path) -> Result<image::DynamicImage> {
+    decode_image(path).map_err(|e| match e {
+        ImageFailure::Io(e) => Error::io("cannot read the image", path, e),
+        ImageFailure::Refused(why) => Error::bad(format!("{} {why}", path.display())),
+    })
+}
+
+/// Why an image could not be read.
+pub enum ImageFailure {
+    Io(std::io::Error),
+    /// Worded to follow the file's name.
+    Refused(String),
+}
+
+/// Decodes a regular file within pie's size limits: the header's size is
+/// checked before any pixel is decoded, so a small file claiming a huge image
+/// is refused without allocating it. Animated GIF and WebP are refused as
+/// such rather than read by their first frame (the trainer refuses them too).
+pub fn decode_image(path: &std::path::Path) -> std::result::Result<image::DynamicImage, ImageFailure> {
     use image::ImageDecoder;
-    let unreadable = |e: image::ImageError| Error::bad(format!("{} is not an image pie can read (PNG, JPEG, TIFF): {e}", path.display()));
-    let mut decoder = image::ImageReader::open(path)
-        .map_err(|e| Error::io("cannot read the image", path, e))?
-        .with_guessed_format()
-        .map_err(|e| Error::io("cannot read the image", path, e))?
-        .into_decoder()
-        .map_err(unreadable)?;
+    let mut decoder = image_decoder(path)?;
     // A broken EXIF block is no reason to refuse the pixels.
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = image::DynamicImage::from_decoder(decoder).map_err(unreadable)?;
     img.apply_orientation(orientation);
     Ok(img)
+}
+
+/// Checks that `path` is an image pie can decode, reading only its header.
+pub fn probe_image(path: &std::path::Path) -> std::result::Result<(u32, u32), ImageFailure> {
+    use image::ImageDecoder;
+    Ok(image_decoder(path)?.dimensions())
+}
+
+fn unreadable(e: image::ImageError) -> ImageFailure {
+    match e {
+        image::ImageError::Limits(l) => ImageFailure::Refused(format!("is larger than pie decodes ({l})")),
+        e => ImageFailure::Refused(format!("is not an image pie can read (PNG, JPEG, TIFF): {e}")),
+    }
+}
+
+/// A decoder past the size check: the header is read once on its own, so
+/// the size a file claims is checked before a decoder is set up for it.
+fn image_decoder(path: &std::path::Path) -> std::result::Result<impl image::ImageDecoder, ImageFailure> {
+    let reader = |path| -> std::result::Result<_, ImageFailure> {
+        let file = safefs::open_regular(path).map_err(ImageFailure::Io)?;
+        let mut r = image::ImageReader::new(std::io::BufReader::new(file)).with_guessed_format().map_err(ImageFailure::Io)?;
+        r.limits(safefs::image_limits());
+        Ok(r)
+    };
+    let mut header = reader(path)?;
+    header.no_limits();
+    let (w, h) = header.into_dimensions().map_err(unreadable)?;
+    safefs::check_image_size(w, h).map_err(ImageFailure::Refused)?;
+    reader(path)?.into_decoder().map_err(unreadable)
 }
 
 /// Loads a selection mask: 8-bit gray, 255 inside, 0 outside (16-bit is

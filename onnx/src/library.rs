@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::bundle::Bundle;
 use crate::manifest::{self, Manifest};
+use crate::safefs;
 use crate::{Error, Result};
 
 #[derive(Debug, Clone)]
@@ -95,7 +96,7 @@ impl Library {
             if name.starts_with('.') || !path.join("bundle.json").is_file() {
                 continue;
             }
-            let parsed = std::fs::read(path.join("bundle.json"))
+            let parsed = safefs::read_bounded(&path.join("bundle.json"), safefs::MAX_JSON_BYTES)
                 .map_err(|e| e.to_string())
                 .and_then(|b| serde_json::from_slice::<Manifest>(&b).map_err(|e| e.to_string()));
             let bytes = folder_bytes(&path);
@@ -179,7 +180,11 @@ impl Library {
 
     /// Stopped training runs that `--resume` can continue, sorted by name.
     pub fn interrupted(&self) -> Vec<InterruptedRun> {
-        let Ok(rd) = std::fs::read_dir(self.path.join(".checkpoints")) else { return Vec::new() };
+        let root = self.path.join(".checkpoints");
+        if !safefs::is_real_dir(&root) {
+            return Vec::new();
+        }
+        let Ok(rd) = std::fs::read_dir(root) else { return Vec::new() };
         let mut out: Vec<InterruptedRun> = rd
             .filter_map(|e| e.ok())
             .filter_map(|e| {
@@ -189,7 +194,7 @@ impl Library {
                 if !manifest::is_concept_name(&name) || !checkpoint.join("state.pt").is_file() {
                     return None;
                 }
-                let stage = std::fs::read(checkpoint.join("meta.json"))
+                let stage = safefs::read_bounded(&checkpoint.join("meta.json"), safefs::MAX_JSON_BYTES)
                     .ok()
                     .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
                     .and_then(|v| v.get("stage").and_then(|s| s.as_u64()))
@@ -206,23 +211,71 @@ impl Library {
     /// Deletes concept `name` and its training checkpoints, or only the
     /// checkpoints of a stopped run that never became a concept. Each is first
     /// renamed to a dot-name, so a half-deleted concept is never listed and a
-    /// half-deleted checkpoint is never resumed.
+    /// half-deleted checkpoint is never resumed. Only what pie can tell it
+    /// wrote is deleted, and no link is followed: anything else there is left
+    /// alone with an error, before anything is deleted.
     pub fn remove(&self, name: &str) -> Result<()> {
         let ck = self.checkpoint_dir(name)?;
-        if !self.contains(name) && ck.is_dir() {
-            return remove_tree(&ck, &self.path.join(".checkpoints").join(format!(".removing-{name}-{}", std::process::id())));
+        let has_ck = std::fs::symlink_metadata(&ck).is_ok();
+        if has_ck {
+            self.check_written_by_pie(&ck, Written::Checkpoint)?;
+        }
+        let trash = |parent: &Path| parent.join(format!(".removing-{name}-{}", std::process::id()));
+        if !self.contains(name) && has_ck {
+            return remove_tree(&ck, &trash(&self.path.join(".checkpoints")));
         }
         let dir = self.existing_dir(name)?;
-        if !dir.join("bundle.json").is_file() {
-            // Only ever delete what is certainly a concept, whatever folder --library points at.
-            return Err(Error::bad(format!("{} has no bundle.json: it is not a concept, so pie leaves it alone", dir.display())));
-        }
-        remove_tree(&dir, &self.path.join(format!(".removing-{name}-{}", std::process::id())))?;
-        if ck.is_dir() {
-            remove_tree(&ck, &self.path.join(".checkpoints").join(format!(".removing-{name}-{}", std::process::id())))?;
+        self.check_written_by_pie(&dir, Written::Concept)?;
+        remove_tree(&dir, &trash(&self.path))?;
+        if has_ck {
+            remove_tree(&ck, &trash(&self.path.join(".checkpoints")))?;
         }
         Ok(())
     }
+
+    /// A concept folder or a checkpoint folder is pie's when it is a real
+    /// folder (not a link) directly in the library (or its real
+    /// `.checkpoints`), holding only regular files, with the file that marks
+    /// it: `bundle.json`, or the trainer's state, weights or metadata.
+    fn check_written_by_pie(&self, dir: &Path, what: Written) -> Result<()> {
+        let leave = |why: &str| Err(Error::bad(format!("{} {why}, so pie leaves it alone", dir.display())));
+        if what == Written::Checkpoint && !safefs::is_real_dir(&self.path.join(".checkpoints")) {
+            return leave("is reached through a .checkpoints that is not a folder of the library (a link?)");
+        }
+        if !safefs::is_real_dir(dir) {
+            return leave("is not a folder (a link or a file)");
+        }
+        let rd = std::fs::read_dir(dir).map_err(|e| Error::io("cannot read", dir, e))?;
+        let mut marked = false;
+        for ent in rd {
+            let ent = ent.map_err(|e| Error::io("cannot read", dir, e))?;
+            let is_file = ent.file_type().is_ok_and(|t| t.is_file());
+            let n = ent.file_name().to_string_lossy().into_owned();
+            if !is_file {
+                return leave(&format!("holds {n:?}, which is not a regular file pie writes"));
+            }
+            marked |= match what {
+                Written::Concept => n == "bundle.json",
+                Written::Checkpoint => ["state.pt", "weights.pt", "meta.json"].contains(&n.as_str()),
+            };
+            if what == Written::Checkpoint && !(n.ends_with(".pt") || n.ends_with(".json") || n.starts_with('.')) {
+                return leave(&format!("holds {n:?}, which the trainer never writes into a checkpoint"));
+            }
+        }
+        if !marked {
+            return leave(match what {
+                Written::Concept => "has no bundle.json: it is not a concept",
+                Written::Checkpoint => "holds no training state: it is not a checkpoint",
+            });
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Written {
+    Concept,
+    Checkpoint,
 }
 
 /// A size on disk as people read it in listings: "11.3 MB", "2104.6 MB".

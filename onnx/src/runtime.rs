@@ -112,6 +112,25 @@ pub fn init() -> Result<RuntimeInfo> {
 fn loaded() -> Result<&'static Loaded> {
     RUNTIME.get_or_try_init(|| {
         let path = find_library()?;
+        // A library that is not what it says (wrong symbols, a broken API
+        // table) makes ort panic; to the user that is a missing runtime.
+        let quiet = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load(&path)));
+        std::panic::set_hook(quiet);
+        r.unwrap_or_else(|_| {
+            Err(Error::Unavailable(format!(
+                "the ONNX Runtime library {} is broken (it failed while loading); reinstall it with `bash build/onnxruntime.sh cpu` \
+                 or set ORT_DYLIB_PATH to a working ONNX Runtime {ORT_VERSION}",
+                path.display()
+            )))
+        })
+    })
+}
+
+fn load(path: &std::path::Path) -> Result<Loaded> {
+    {
+        let path = path.to_path_buf();
         let builder = ort::init_from(&path).map_err(|e| {
             Error::Unavailable(format!("cannot load the ONNX Runtime library {}: {e}", path.display()))
         })?;
@@ -125,12 +144,18 @@ fn loaded() -> Result<&'static Loaded> {
             .unwrap_or_else(|| ORT_VERSION.to_string());
         let has_cuda_ep = ep::CUDA::is_available().unwrap_or(false);
         Ok(Loaded { env, info: RuntimeInfo { library: path, version, has_cuda_ep } })
-    })
+    }
 }
 
 /// Threads for one inference: all cores but one, so GIMP stays responsive.
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).saturating_sub(1).max(1)
+}
+
+/// The most ONNX Runtime threads pie starts: more only cost memory and
+/// switching, and an unbounded count would let one option exhaust the machine.
+pub fn max_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).saturating_mul(4).min(256)
 }
 
 /// A session on the device that is really used, and why.

@@ -4,6 +4,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::os::unix::fs::OpenOptionsExt;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -48,20 +49,41 @@ pub struct TrainerEnv {
     pub pythonpath: Option<PathBuf>,
 }
 
+/// Puts the trainer's source folder (an argument, never part of the code) at
+/// the head of `sys.path`, then runs what follows.
+const BOOT_PATH: &str = "import sys; sys.path.insert(0, sys.argv.pop(1)); ";
+
 impl TrainerEnv {
-    /// The trainer's Python with `PIE_TRAINER_PATH` ahead of any `PYTHONPATH`
-    /// already set, so `pie doctor` checks exactly what `pie learn-*` runs.
-    pub fn python_command(&self) -> Command {
+    /// The trainer's Python in isolated mode (`-I`): neither the working
+    /// folder, nor `PYTHONPATH`, nor a user site folder can put a module
+    /// ahead of the trainer's own (a `numpy.py` in a downloads folder would
+    /// otherwise run as part of the trainer). `PIE_TRAINER_PATH`, the one
+    /// source folder pie is told to use, goes in through `sys.path` instead.
+    /// Runs `code` (Python source) with `args` as `sys.argv[1..]`.
+    pub fn python_code(&self, code: &str) -> Command {
         let mut cmd = Command::new(&self.python);
-        if let Some(pp) = &self.pythonpath {
-            let mut v = std::ffi::OsString::from(pp.as_os_str());
-            if let Some(old) = std::env::var_os("PYTHONPATH").filter(|o| !o.is_empty()) {
-                v.push(":");
-                v.push(old);
+        cmd.arg("-I");
+        match &self.pythonpath {
+            Some(pp) => {
+                cmd.arg("-c").arg(format!("{BOOT_PATH}{code}")).arg(pp);
             }
-            cmd.env("PYTHONPATH", v);
+            None => {
+                cmd.arg("-c").arg(code);
+            }
         }
         cmd
+    }
+
+    /// `python -m pie_trainer`, isolated as [`Self::python_code`] says.
+    pub fn trainer_command(&self) -> Command {
+        match &self.pythonpath {
+            Some(_) => self.python_code("import runpy; runpy.run_module('pie_trainer', run_name='__main__', alter_sys=True)"),
+            None => {
+                let mut cmd = Command::new(&self.python);
+                cmd.args(["-I", "-m", "pie_trainer"]);
+                cmd
+            }
+        }
     }
 }
 
@@ -184,7 +206,10 @@ fn check_new(lib: &Library, name: &str, opts: &TrainOptions) -> Result<()> {
 }
 
 fn check_image(p: &Path) -> Result<()> {
-    std::fs::File::open(p).map(|_| ()).map_err(|e| Error::io("cannot read", p, e))
+    crate::probe_image(p).map(|_| ()).map_err(|e| match e {
+        crate::ImageFailure::Io(e) => Error::io("cannot read", p, e),
+        crate::ImageFailure::Refused(why) => Error::bad(format!("{} {why}", p.display())),
+    })
 }
 
 fn path_arg(p: &Path) -> Result<String> {
@@ -253,6 +278,28 @@ fn common_args(lib: &Library, o: &TrainOptions) -> Result<Vec<String>> {
     Ok(a)
 }
 
+/// One run per concept name at a time: two would share one checkpoint
+/// folder and overwrite each other's concept. The lock (on a dot-file of the
+/// library, never listed) ends with the process, however it ends.
+fn hold_learning(lib: &Library, name: &str) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = lib.path().join(format!(".learning-{name}.lock"));
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(|e| Error::io("cannot lock", &path, e))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(Error::bad(format!(
+            "another pie is learning {name:?} in this library right now: wait for it to finish (or stop it), or pick another name"
+        )));
+    }
+    Ok(f)
+}
+
 enum Msg {
     Line(String),
     Eof,
@@ -261,8 +308,9 @@ enum Msg {
 fn run(lib: &Library, name: &str, args: &[String], progress: &mut dyn Progress) -> Result<PathBuf> {
     let env = find_trainer()?;
     std::fs::create_dir_all(lib.path()).map_err(|e| Error::io("cannot create the concept library", lib.path(), e))?;
-    let mut cmd = env.python_command();
-    cmd.arg("-m").arg("pie_trainer").args(args);
+    let _held = hold_learning(lib, name)?;
+    let mut cmd = env.trainer_command();
+    cmd.args(args);
     cmd.env("PYTHONUNBUFFERED", "1").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     {
         use std::os::unix::process::CommandExt;
@@ -420,8 +468,7 @@ fn argparse_hint(msg: &str, args: &[String]) -> String {
 /// Finds the trainer and checks it imports; returns what it reports.
 pub fn check_trainer() -> Result<(TrainerEnv, String)> {
     let env = find_trainer()?;
-    let mut cmd = env.python_command();
-    cmd.args(["-c", "import torch, pie_trainer; print('torch', torch.__version__, '| cuda', torch.cuda.is_available())"]);
+    let mut cmd = env.python_code("import torch, pie_trainer; print('torch', torch.__version__, '| cuda', torch.cuda.is_available())");
     let out = cmd
         .stdin(Stdio::null())
         .output()

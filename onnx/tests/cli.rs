@@ -567,12 +567,12 @@ fn stopped_runs_are_listed_and_remove_takes_the_checkpoints_too() {
 }
 
 #[test]
-fn doctor_checks_the_trainer_with_the_environment_learning_uses() {
+fn doctor_checks_the_trainer_as_learning_runs_it_isolated() {
     let c = case();
     let dir = c.outdir.parent().unwrap();
-    // A stand-in Python that reports the PYTHONPATH it was given.
+    // A stand-in Python that reports how it was called.
     let fake = dir.join("python");
-    std::fs::write(&fake, "#!/bin/sh\necho \"torch 0 | cuda False | PYTHONPATH=$PYTHONPATH\"\n").unwrap();
+    std::fs::write(&fake, "#!/bin/sh\necho \"torch 0 | cuda False | args=$1 $4 | PYTHONPATH=$PYTHONPATH\"\n").unwrap();
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     ort();
     let o = Command::new(env!("CARGO_BIN_EXE_pie"))
@@ -582,7 +582,8 @@ fn doctor_checks_the_trainer_with_the_environment_learning_uses() {
         .env("PYTHONPATH", "/users/site")
         .output()
         .unwrap();
-    assert!(text(&o).contains("PYTHONPATH=/src/trainer:/users/site"), "{}", text(&o));
+    // isolated mode, the trainer's folder as an argument, PYTHONPATH not extended
+    assert!(text(&o).contains("args=-I /src/trainer | PYTHONPATH=/users/site"), "{}", text(&o));
 }
 
 #[test]

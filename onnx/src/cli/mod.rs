@@ -78,6 +78,15 @@ fn at_least_one(s: &str) -> std::result::Result<u64, String> {
     }
 }
 
+/// A number that is one: NaN and infinities are refused, not read as "not given".
+fn finite(s: &str) -> std::result::Result<f32, String> {
+    match s.trim().parse::<f32>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        Ok(_) => Err("must be a finite number".into()),
+        Err(e) => Err(format!("not a number ({e})")),
+    }
+}
+
 fn scheduler_parser() -> impl clap::builder::TypedValueParser<Value = Scheduler> {
     use clap::builder::{PossibleValuesParser, TypedValueParser};
     PossibleValuesParser::new(["ddim", "dpm++2m"]).try_map(|s| s.parse::<Scheduler>())
@@ -217,10 +226,10 @@ enum Cmd {
         steps: usize,
         /// How much is re-synthesized where subject and scene meet (0 < F ≤ 1; 1 starts from noise)
         /// [default: 0.2, 0.7 for sd concepts]
-        #[arg(long)]
+        #[arg(long, value_parser = finite)]
         strength: Option<f32>,
         /// Classifier-free guidance scale (1 = none, and faster) [default: 3, 7.5 for sd concepts]
-        #[arg(long)]
+        #[arg(long, value_parser = finite)]
         guidance: Option<f32>,
         /// Results from seeds SEED, SEED+1, …
         #[arg(long, default_value_t = 1)]
@@ -235,7 +244,7 @@ enum Cmd {
         #[arg(long)]
         threads: Option<usize>,
         /// Full-resolution detail put back when the concept works below 1:1 (0 to 1; pixel-unet concepts)
-        #[arg(long, default_value_t = 1.0)]
+        #[arg(long, default_value_t = 1.0, value_parser = finite)]
         detail: f32,
         /// sd concepts: ddim or dpm++2m (DPM-Solver++ 2M, good in 20-25 steps)
         #[arg(long, default_value = "ddim", value_parser = scheduler_parser())]
@@ -301,10 +310,13 @@ pub fn main() -> i32 {
         Ok(()) => 0,
         Err(e) => {
             let k = e.kind();
+            // Messages can carry text pie did not write (ONNX Runtime's, a
+            // file's): terminal control codes in it must not reach the terminal.
+            let message = pie::error::printable(&e.to_string());
             if json {
-                println!("{}", json!({"event": "error", "kind": k.as_str(), "message": e.to_string()}));
+                println!("{}", json!({"event": "error", "kind": k.as_str(), "message": message}));
             } else {
-                eprintln!("pie: {e}");
+                eprintln!("pie: {message}");
             }
             k.exit_code()
         }
@@ -418,7 +430,7 @@ pub struct Written {
 pub fn add(lib: &Library, image: &Path, selection: &Path, concept: &str, out: &Path, opts: &AddOptions, sd: &SdOptions, json: bool) -> Result<Vec<Written>> {
     let paths = output::output_paths(out, opts.variants);
     for p in &paths {
-        output::check_writable(p, &[image, selection])?;
+        output::check_writable(p, &[image, selection], lib.path())?;
     }
     let scene = pie::open_image(image)?;
     let mask = pie::open_mask(selection)?;

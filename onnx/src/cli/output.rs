@@ -46,9 +46,21 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// Fails early, before any work, if `out` cannot be written. `inputs` are the
 /// files the command reads: the result is renamed over `out`, so writing to one
 /// of them would silently destroy the user's original (even a read-only one).
-pub fn check_writable(out: &Path, inputs: &[&Path]) -> Result<()> {
+/// Nothing is written into the concept `library` either: a result renamed over
+/// a concept's file would destroy the concept.
+pub fn check_writable(out: &Path, inputs: &[&Path], library: &Path) -> Result<()> {
     if out.is_dir() {
         return Err(Error::bad(format!("{} is a folder; give a file name such as result.png", out.display())));
+    }
+    if let (Ok(dir), Ok(lib)) = (std::fs::canonicalize(folder_of(out)), std::fs::canonicalize(library)) {
+        if dir.starts_with(&lib) {
+            return Err(Error::bad(format!(
+                "--out {} is inside the concept library {}: pie keeps results out of it, so no concept is overwritten; \
+                 choose another folder",
+                out.display(),
+                library.display()
+            )));
+        }
     }
     format_for(out)?;
     if let Some(input) = inputs.iter().find(|i| same_file(out, i)) {
@@ -138,18 +150,57 @@ impl Drop for Staged {
     }
 }
 
+/// Temporary results are named `.pie-XXXXXX.tmp` and locked while their
+/// writer lives; one that nobody holds is left by a killed run.
+const TEMP_PREFIX: &str = ".pie-";
+const TEMP_SUFFIX: &str = ".tmp";
+
+/// Deletes in `dir` the temporary results of runs that were killed (no live
+/// process holds their lock). Only pie's own names, only regular files.
+pub fn remove_stale_temps(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for ent in rd.filter_map(|e| e.ok()) {
+        let name = ent.file_name().to_string_lossy().into_owned();
+        let ours = name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX) && name.len() == TEMP_PREFIX.len() + 6 + TEMP_SUFFIX.len();
+        if !ours || !ent.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let Ok(f) = pie::safefs::open_regular(&ent.path()) else { continue };
+        if lock(&f) {
+            let _ = std::fs::remove_file(ent.path());
+        }
+    }
+}
+
+/// An exclusive lock on `f`, if no other process holds one; released when
+/// the process ends, however it ends.
+fn lock(f: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor this function borrows.
+    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
 impl Staged {
     pub fn write(&mut self, path: &Path, img: &DynamicImage) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
         let f = format_for(path)?;
         let dir = folder_of(path);
-        // 0666 less the umask, as for any file the user writes: tempfile's
-        // default 0600 would survive the rename and hide results from others.
+        remove_stale_temps(&dir);
+        // A file that is replaced keeps its mode; a new one gets 0666 less the
+        // umask, as any file the user writes (tempfile's 0600 would hide it).
+        let mode = std::fs::metadata(path).ok().filter(|m| m.is_file()).map(|m| m.permissions().mode() & 0o7777);
         let tmp = tempfile::Builder::new()
-            .prefix(".pie-")
-            .suffix(".tmp")
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .prefix(TEMP_PREFIX)
+            .suffix(TEMP_SUFFIX)
+            .rand_bytes(6)
+            .permissions(PermissionsExt::from_mode(mode.unwrap_or(0o666)))
             .tempfile_in(&dir)
             .map_err(|e| Error::io("cannot write", path, without_temp_name(e)))?;
+        lock(tmp.as_file());
+        if let Some(m) = mode {
+            // The umask applied at creation; the replaced file's mode is what counts.
+            std::fs::set_permissions(tmp.path(), PermissionsExt::from_mode(m)).map_err(|e| Error::io("cannot write", path, e))?;
+        }
         pending().push(tmp.path().to_path_buf());
         {
             let mut w = BufWriter::new(tmp.as_file());

@@ -195,7 +195,7 @@ pub fn trained_sd_library() -> Option<PathBuf> {
             return None;
         }
     };
-    let probe = env.python_command().args(["-c", "import diffusers, transformers, peft, pie_trainer.sd.tiny"]).output();
+    let probe = env.python_code("import diffusers, transformers, peft, pie_trainer.sd.tiny").output();
     if !probe.as_ref().is_ok_and(|o| o.status.success()) {
         eprintln!("SKIP (the trainer's environment cannot run the sd backbone): {:?}", probe.map(|o| String::from_utf8_lossy(&o.stderr).into_owned()));
         return None;
@@ -208,8 +208,8 @@ pub fn trained_sd_library() -> Option<PathBuf> {
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&lib).ok()?;
     for (dir, extra) in [("tiny", None), ("tiny-inpaint", Some("--inpainting"))] {
-        let mut c = env.python_command();
-        c.args(["-m", "pie_trainer.sd.tiny"]).arg(root.join(dir));
+        let mut c = env.python_code("import runpy; runpy.run_module('pie_trainer.sd.tiny', run_name='__main__', alter_sys=True)");
+        c.arg(root.join(dir));
         if let Some(e) = extra {
             c.arg(e);
         }
