@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use image::{DynamicImage, GenericImageView, GrayImage, RgbaImage};
+use image::{DynamicImage, GenericImageView, GrayImage};
 use ort::value::TensorRef;
 use rand_chacha::ChaCha8Rng;
 use rand::Rng;
@@ -15,6 +15,7 @@ use rand_core::SeedableRng;
 use rand_distr::StandardNormal;
 
 use crate::bundle::Bundle;
+use crate::composite::{self, Look, Placement};
 use crate::imageops::{self, Planes, Rect};
 use crate::plan::{self, Plan};
 use crate::runtime::{self, Device};
@@ -65,11 +66,15 @@ pub struct AddOptions {
     /// 0 to 1: how much full-resolution detail of the placed subject and the
     /// scene is put back when the model works below 1:1 (large photos).
     pub detail: f32,
+    /// Where the subject goes in the selection (Add; Blend takes the user's place).
+    pub placement: Placement,
+    /// How far it takes on the scene's light, grain and shadow.
+    pub look: Look,
 }
 
 impl Default for AddOptions {
     fn default() -> Self {
-        AddOptions { seed: 0, steps: 50, strength: 0.2, guidance: 3.0, variants: 1, device: Device::Auto, sampler: Sampler::Ddim, threads: None, detail: 1.0 }
+        AddOptions { seed: 0, steps: 50, strength: 0.2, guidance: 3.0, variants: 1, device: Device::Auto, sampler: Sampler::Ddim, threads: None, detail: 1.0, placement: Placement::default(), look: Look::default() }
     }
 }
 
@@ -113,6 +118,8 @@ pub(crate) fn check_options(o: &AddOptions) -> Result<()> {
     if !(1..=64).contains(&o.variants) {
         return Err(Error::bad(format!("--variants {} is out of range (1 to 64)", o.variants)));
     }
+    o.placement.check()?;
+    o.look.check()?;
     if !(0.0..=1.0).contains(&o.detail) {
         return Err(Error::bad(format!("--detail {} is out of range (0 to 1)", o.detail)));
     }
@@ -163,11 +170,63 @@ pub fn add_each(
     progress: &mut dyn Progress,
     sink: &mut dyn FnMut(AddOutput) -> Result<()>,
 ) -> Result<()> {
+    run_each(bundle, scene, selection, None, opts, progress, sink)
+}
+
+/// Blend Pasted Subject: `image` already holds the subject where the user
+/// put it, `subject` is its mask; the subject is made to fit the scene
+/// around it (light, grain, shadow, the seam redrawn by the scene concept)
+/// and only it and the scene just around and under it change.
+pub fn blend_each(
+    bundle: &Bundle,
+    image: &DynamicImage,
+    subject: &GrayImage,
+    opts: &AddOptions,
+    progress: &mut dyn Progress,
+    sink: &mut dyn FnMut(AddOutput) -> Result<()>,
+) -> Result<()> {
+    let selection = blend_selection(image, subject)?;
+    run_each(bundle, image, &selection, Some(subject), opts, progress, sink)
+}
+
+/// The region Blend may change: the subject's bounds with room around it
+/// for the seam and below it for the shadow.
+pub fn blend_selection(image: &DynamicImage, subject: &GrayImage) -> Result<GrayImage> {
+    if subject.dimensions() != image.dimensions() {
+        return Err(Error::bad(format!(
+            "the subject's mask is {}x{} but the image is {}x{}: they must be the same size",
+            subject.width(),
+            subject.height(),
+            image.width(),
+            image.height()
+        )));
+    }
+    let b = imageops::mask_bbox(subject).ok_or_else(|| Error::bad("the subject's mask is empty (0 everywhere): nothing to blend"))?;
+    if subject.as_raw().iter().all(|&v| v > 0) {
+        return Err(Error::bad("the subject covers the whole image: there is no scene around it to blend it into"));
+    }
+    let m = (b.w.min(b.h) / 10).max(4);
+    let (x0, y0) = (b.x.saturating_sub(m), b.y.saturating_sub(m));
+    let x1 = (b.right() + m).min(image.width());
+    let y1 = (b.bottom() + m + b.h / 6).min(image.height());
+    Ok(GrayImage::from_fn(image.width(), image.height(), |x, y| image::Luma([if x >= x0 && x < x1 && y >= y0 && y < y1 { 255 } else { 0 }])))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_each(
+    bundle: &Bundle,
+    scene: &DynamicImage,
+    selection: &GrayImage,
+    given: Option<&GrayImage>,
+    opts: &AddOptions,
+    progress: &mut dyn Progress,
+    sink: &mut dyn FnMut(AddOutput) -> Result<()>,
+) -> Result<()> {
     let started = Instant::now();
     check_options(opts)?;
     let bbox = check_selection(scene, selection)?;
     let plan = plan::plan(scene.width(), scene.height(), bbox, &bundle.manifest.model)?;
-    let prep = prepare(bundle, scene, selection, &plan, bbox, opts.detail);
+    let prep = prepare(bundle, scene, selection, given, &plan, bbox, opts);
 
     progress.update(0.0, "loading the model");
     if progress.cancelled() {
@@ -215,7 +274,23 @@ pub fn add_each(
         if let Some(d) = &prep.detail {
             res.data.iter_mut().zip(d).for_each(|(v, d)| *v += d);
         }
+        // The subject's own pixels at the photo's resolution: its outline is
+        // as sharp as the photo's, whatever scale the model worked at.
+        if let Some((full, weight)) = &prep.crisp {
+            let n = weight.len();
+            for c in 0..3 {
+                let it = res.data[c * n..(c + 1) * n].iter_mut().zip(&full[c * n..(c + 1) * n]).zip(weight);
+                it.for_each(|((r, f), k)| *r = k * f + (1.0 - k) * *r);
+            }
+        }
         res.data.iter_mut().for_each(|v| *v = (*v + 1.0) * 0.5);
+        if let Some(shade) = &prep.shade {
+            let n = shade.len();
+            for c in 0..3 {
+                // Multiplied: the ground keeps its texture in the shadow.
+                res.data[c * n..(c + 1) * n].iter_mut().zip(shade).for_each(|(v, k)| *v *= 1.0 - k);
+            }
+        }
         let mut image = base.clone();
         imageops::blend_into(&mut image, plan.crop, &res, write_mask);
         stats.total = started.elapsed();
@@ -244,6 +319,11 @@ struct Prepared {
     /// At crop size, [0, 1]: with a subject, the part of the selection that is
     /// written (its footprint and a ring around it); `None`: all of it.
     edit: Option<Vec<f32>>,
+    /// At crop size: the composite in model units and how much of it is put
+    /// back over the model's result (the subject's footprint).
+    crisp: Option<(Vec<f32>, Vec<f32>)>,
+    /// At crop size: how much darker the shadow makes each pixel, [0, 1].
+    shade: Option<Vec<f32>>,
 }
 
 /// How a subject is fitted into the scene. Lengths are fractions of the
@@ -272,7 +352,7 @@ struct Fit {
     colour_scale: f32,
 }
 
-const FIT: Fit = Fit { ring: 0.03, fade: 0.03, edge: 0.02, wrap: 0.7, wrap_depth: 0.05, cut_depth: 0.05, colour_scale: 0.1 };
+const FIT: Fit = Fit { ring: 0.03, fade: 0.03, edge: 0.02, wrap: 0.35, wrap_depth: 0.02, cut_depth: 0.05, colour_scale: 0.1 };
 
 /// A hard-edged selection's edge is faded over its shorter side divided by
 /// this; with a subject the fade is wider, so where the subject meets the
@@ -304,41 +384,96 @@ pub(crate) fn blend_mask<'a>(selection: &'a GrayImage, bbox: Rect, div: u32) -> 
 pub(crate) const FEATHER_DIV: u32 = 24;
 const FEATHER_DIV_SUBJECT: u32 = 12;
 
-fn prepare(bundle: &Bundle, scene: &DynamicImage, selection: &GrayImage, plan: &Plan, bbox: Rect, detail: f32) -> Prepared {
+fn prepare(bundle: &Bundle, scene: &DynamicImage, selection: &GrayImage, given: Option<&GrayImage>, plan: &Plan, bbox: Rect, opts: &AddOptions) -> Prepared {
     let (w, h) = (plan.work_w, plan.work_h);
     let (cw, ch) = (plan.crop.w as usize, plan.crop.h as usize);
     let crop = imageops::read_rgb(scene, plan.crop);
     let known: Vec<f32> = imageops::resize(&crop, w, h).data.iter().map(|v| v * 2.0 - 1.0).collect();
-    let mut mcrop = Vec::with_capacity(cw * ch);
-    for y in plan.crop.y..plan.crop.bottom() {
-        for x in plan.crop.x..plan.crop.right() {
-            mcrop.push(f32::from(selection.get_pixel(x, y).0[0]) / 255.0);
+    let in_crop = |m: &GrayImage| {
+        let mut v = Vec::with_capacity(cw * ch);
+        for y in plan.crop.y..plan.crop.bottom() {
+            for x in plan.crop.x..plan.crop.right() {
+                v.push(f32::from(m.get_pixel(x, y).0[0]) / 255.0);
+            }
         }
-    }
+        v
+    };
+    let mcrop = in_crop(selection);
     let mut sel = imageops::resize_plane(&mcrop, cw, ch, w, h);
     // The subject is placed at full resolution, then brought to the working scale.
     let mut full = Planes { c: 3, w: cw, h: ch, data: crop.data.iter().map(|v| v * 2.0 - 1.0).collect() };
     let mut place_full = vec![0.0f32; cw * ch];
     let mut around = None;
-    if let Some(subject) = &bundle.subject {
-        let rel = ((bbox.x - plan.crop.x) as f64, (bbox.y - plan.crop.y) as f64, bbox.w as f64, bbox.h as f64);
-        paste_subject(subject, rel, cw, ch, &mcrop, &mut full.data, &mut place_full);
+    let look = opts.look;
+    let placed = match (given, &bundle.subject) {
+        (Some(mask), _) => {
+            place_full = in_crop(mask);
+            true
+        }
+        (None, Some(subject)) => {
+            // Standing on the selection's bottom edge would leave its shadow no room.
+            let bottom = matches!(opts.placement.anchor, composite::Anchor::Bottom | composite::Anchor::BottomLeft | composite::Anchor::BottomRight);
+            // The room is the selection's faded edge plus the shadow's depth.
+            let fade = (bbox.w.min(bbox.h) / FEATHER_DIV_SUBJECT).clamp(1, 12);
+            let room = if bottom && imageops::is_hard(selection) { f64::from(fade) + (bbox.h as f64 * 0.05).round() } else { 0.0 };
+            let rel = ((bbox.x - plan.crop.x) as f64, (bbox.y - plan.crop.y) as f64, bbox.w as f64, bbox.h as f64 - room);
+            composite::place::paste_subject(subject, rel, &opts.placement, cw, ch, &mcrop, &mut full.data, &mut place_full);
+            true
+        }
+        (None, None) => false,
+    };
+    let mut crisp = None;
+    let mut shade: Option<Vec<f32>> = None;
+    if placed {
         let short = bbox.w.min(bbox.h) as f32;
+        let surroundings = composite::surroundings(&place_full, cw, ch, (0.25 * short).max(4.0));
+        composite::light::harmonize(&mut full, &place_full, &surroundings, look.harmonize);
         let known_p = Planes { c: 3, w, h, data: known.clone() };
         match_colour(&mut full, &place_full, &known_p, &sel, short * plan.scale as f32, &FIT);
-        let a = around_subject(&place_full, &mcrop, cw, ch, short, &FIT);
+        if look.grain {
+            // One grain for every variant: it is the photo's, not the variation's.
+            composite::grain::match_grain(&mut full, &place_full, &surroundings, 0);
+        }
+        let shadow = composite::shadow::coverage(&place_full, cw, ch);
+        let mut a = around_subject(&place_full, &mcrop, cw, ch, short, &FIT);
+        if look.shadow > 0.0 {
+            a.write.iter_mut().zip(&shadow).for_each(|(wr, s)| *wr = wr.max((s * 8.0).min(1.0)));
+        }
         let free = imageops::resize_plane(&a.free, cw, ch, w, h);
         sel.iter_mut().zip(&free).for_each(|(s, f)| *s *= f.clamp(0.0, 1.0));
+        // The subject's footprint, and the photo's own pixels just outside it
+        // (one working pixel deep): below 1:1 the model's redrawing there is
+        // an upsampled blur, which would soften the outline from outside.
+        let texel = (1.0 / plan.scale as f32).max(1.0);
+        let d_out = imageops::distance_inside(&place_full.iter().map(|&m| m <= 0.0).collect::<Vec<_>>(), cw, ch);
+        let weight: Vec<f32> = place_full
+            .iter()
+            .zip(&d_out)
+            .zip(&a.cut)
+            .map(|((p, &d), k)| {
+                let beside = if texel > 1.0 { (1.0 - (d - texel) / texel).clamp(0.0, 1.0) } else { 0.0 };
+                p.min(1.0).max(beside) * (1.0 - k)
+            })
+            .collect();
+        crisp = Some((full.data.clone(), weight));
+        if look.shadow > 0.0 {
+            // Cast on the result, after the model: redrawn, the ring under the
+            // subject would come back as the scene the model memorized, unshaded.
+            shade = Some(shadow.iter().zip(&mcrop).map(|(s, m)| s * m * look.shadow).collect());
+        }
         around = Some(a);
     }
     let composite = imageops::resize(&full, w, h).data;
     let known = if around.is_some() { composite.clone() } else { known };
     let place = imageops::resize_plane(&place_full, cw, ch, w, h);
     let radius = ((w.min(h) as f32) / 64.0).ceil() as usize;
-    let subj = imageops::box_blur(&place, w, h, radius.max(1));
+    // Softened inward only: the subject's token outside its footprint would
+    // draw a halo of its colour into the scene around it.
+    let subj: Vec<f32> = imageops::box_blur(&place, w, h, radius.max(1)).iter().zip(&place).map(|(b, p)| b.min(p.min(1.0))).collect();
     // What the working scale cannot hold: the composite minus its round trip
     // through the working size. Added back, it keeps the subject and the scene's
     // texture sharp when the model works below 1:1 (and is ~0 at 1:1).
+    let detail = opts.detail;
     let detail = if detail > 0.0 && (w != cw || h != ch) {
         let back = imageops::resize(&Planes { c: 3, w, h, data: composite.clone() }, cw, ch);
         let mut d: Vec<f32> = full.data.iter().zip(&back.data).map(|(f, b)| detail * (f - b)).collect();
@@ -354,7 +489,7 @@ fn prepare(bundle: &Bundle, scene: &DynamicImage, selection: &GrayImage, plan: &
     } else {
         None
     };
-    Prepared { w, h, known, composite, sel, subj, detail, edit: around.map(|a| a.write) }
+    Prepared { w, h, known, composite, sel, subj, detail, edit: around.map(|a| a.write), crisp, shade }
 }
 
 /// Around a placed subject, at the crop's size, [0, 1] each.
@@ -435,56 +570,6 @@ fn match_colour(full: &mut Planes, place: &[f32], known: &Planes, sel: &[f32], s
         for i in 0..cn {
             let v = &mut full.data[c * cn + i];
             *v = (*v + place[i] * up.data[c * cn + i]).clamp(-1.0, 1.0);
-        }
-    }
-}
-
-/// Scales the subject (cut to its mask's bounds) to fit the selection's
-/// bounds, keeping its aspect, centred; alpha ∧ selection decides where.
-/// `place` receives the placed coverage. Shared with the sd pipeline.
-pub(crate) fn paste_subject(subject: &RgbaImage, (sx, sy, sw, sh): (f64, f64, f64, f64), w: usize, h: usize, sel: &[f32], comp: &mut [f32], place: &mut [f32]) {
-    let alpha = GrayImage::from_fn(subject.width(), subject.height(), |x, y| image::Luma([subject.get_pixel(x, y).0[3]]));
-    let Some(b) = imageops::mask_bbox(&alpha) else { return };
-    // Premultiplied, so the resampled edge does not pick up the colour under alpha 0.
-    let mut p = Planes::new(4, b.w as usize, b.h as usize);
-    let n = p.w * p.h;
-    for y in 0..b.h {
-        for x in 0..b.w {
-            let px = subject.get_pixel(b.x + x, b.y + y).0;
-            let a = f32::from(px[3]) / 255.0;
-            let i = (y * b.w + x) as usize;
-            for (c, v) in px.iter().take(3).enumerate() {
-                p.data[c * n + i] = f32::from(*v) / 255.0 * a;
-            }
-            p.data[3 * n + i] = a;
-        }
-    }
-    let fit = (sw / f64::from(b.w)).min(sh / f64::from(b.h));
-    let pw = ((f64::from(b.w) * fit).round() as usize).max(1);
-    let ph = ((f64::from(b.h) * fit).round() as usize).max(1);
-    let r = imageops::resize(&p, pw, ph);
-    let ox = (sx + (sw - pw as f64) / 2.0).round() as isize;
-    let oy = (sy + (sh - ph as f64) / 2.0).round() as isize;
-    let rn = pw * ph;
-    let wn = w * h;
-    for y in 0..ph {
-        for x in 0..pw {
-            let (tx, ty) = (ox + x as isize, oy + y as isize);
-            if tx < 0 || ty < 0 || tx >= w as isize || ty >= h as isize {
-                continue;
-            }
-            let t = ty as usize * w + tx as usize;
-            let i = y * pw + x;
-            let a = r.data[3 * rn + i];
-            let m = (a * sel[t]).clamp(0.0, 1.0);
-            if m <= 0.0 {
-                continue;
-            }
-            for c in 0..3 {
-                let col = if a > 1e-6 { (r.data[c * rn + i] / a).clamp(0.0, 1.0) } else { 0.0 };
-                comp[c * wn + t] = m * (col * 2.0 - 1.0) + (1.0 - m) * comp[c * wn + t];
-            }
-            place[t] = m;
         }
     }
 }
@@ -664,7 +749,7 @@ mod tests {
         // along its outline inside the selection the scene's light only wraps
         // around it: moved toward the scene, by less than the wrap
         let side = px(&full, 20, 25);
-        assert!(d(side, b) > 0.2 * d(a, b) && d(side, b) < FIT.wrap * d(a, b), "outline {side:?}");
+        assert!(d(side, b) > 0.1 * d(a, b) && d(side, b) < FIT.wrap * d(a, b), "outline {side:?}");
         // the middle is the subject's own colour
         assert!(d(px(&full, 30, 25), b) < 0.01, "middle {:?}", px(&full, 30, 25));
         // outside the footprint nothing is touched

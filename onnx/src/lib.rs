@@ -22,6 +22,7 @@
 
 pub mod add;
 pub mod bundle;
+pub mod composite;
 pub mod error;
 pub mod imageops;
 pub mod library;
@@ -37,6 +38,7 @@ pub mod train;
 pub mod testkit;
 
 pub use add::{AddOptions, AddOutput, Sampler};
+pub use composite::{Anchor, Look, Placement};
 pub use schedule::Scheduler;
 pub use sd::SdOptions;
 pub use bundle::Bundle;
@@ -110,6 +112,25 @@ pub fn add_each_with(
         return pixel("--cuda-graph");
     }
     add::add_each(bundle, scene, selection, opts, progress, sink)
+}
+
+/// Blend Pasted Subject (see [`add::blend_each`]): `image` holds the pasted
+/// subject, `subject` its mask. Runs on pixel-unet concepts.
+pub fn blend_each(
+    bundle: &Bundle,
+    image: &image::DynamicImage,
+    subject: &image::GrayImage,
+    opts: &AddOptions,
+    progress: &mut dyn Progress,
+    sink: &mut dyn FnMut(AddOutput) -> Result<()>,
+) -> Result<()> {
+    if bundle.manifest.is_sd() {
+        return Err(Error::bad(format!(
+            "{:?} is an sd concept: blending a pasted subject works with pixel-unet concepts (learn the scene with the default backbone)",
+            bundle.name()
+        )));
+    }
+    add::blend_each(bundle, image, subject, opts, progress, sink)
 }
 
 /// Progress and cancellation for long work.

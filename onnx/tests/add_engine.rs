@@ -285,12 +285,14 @@ fn add_each_hands_over_each_variant_as_it_is_made_and_stops_on_a_sink_error() {
 
 /// A wide selection: the ball (a disc, 3:4) fits its height, centred, and
 /// leaves the selection's sides to the scene.
+/// The look (light, grain, shadow) is off, so the subject's own pixels can be checked.
 fn wide_ball_add(seed: u64, strength: f32) -> (DynamicImage, GrayImage, DynamicImage) {
     let (_d, lib) = setup();
     let b = lib.load("ball").unwrap();
     let scene = DynamicImage::ImageRgb8(scene_rgb8(200, 124));
     let mask = rect_mask(200, 124, 40, 30, 120, 64, 0);
-    let out = add(&b, &scene, &mask, &AddOptions { strength, ..opts(seed) }, &mut NoProgress).unwrap();
+    let look = pie::Look { harmonize: 0.0, shadow: 0.0, grain: false };
+    let out = add(&b, &scene, &mask, &AddOptions { strength, look, ..opts(seed) }, &mut NoProgress).unwrap();
     (scene, mask, out.into_iter().next().unwrap().image)
 }
 

@@ -1,5 +1,6 @@
 //! Argument parsing and the commands.
 
+mod blend;
 mod demo;
 mod doctor;
 mod output;
@@ -51,6 +52,17 @@ Examples:
   pie add garden.jpg --selection where.png --concept rex-sd --out sd.png --scheduler dpm++2m --steps 25
   pie add garden.jpg --selection where.png --concept rex-sd --out sit.png \\
       --prompt \"a photo of {subject} sitting on the grass in {scene}\"";
+
+const BLEND_EXAMPLES: &str = "\
+The pasted subject and everything in IMAGE stay as they are in the file;
+OUT gets the subject in the scene's light, with the scene's grain, its
+shadow, and the seam redrawn by the concept. Only the subject and the scene
+just around and under it change.
+
+Examples:
+  pie blend pasted.png --mask rex-where.png --concept garden --out blended.png
+  pie blend garden.jpg --subject rex-cutout.png --at 420,310 --concept garden --out blended.png
+  pie blend pasted.png --mask m.png --concept garden --out b.png --shadow 0 --harmonize 0.8";
 
 const CONCEPTS_EXAMPLES: &str = "\
 Examples:
@@ -108,6 +120,38 @@ pub struct Cli {
     json: bool,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+/// How the subject is made to look photographed in the scene (Add and Blend).
+#[derive(clap::Args, Clone)]
+struct LookArgs {
+    /// How much of the scene's light (white balance, exposure, contrast) the subject takes on, 0 to 1
+    #[arg(long, default_value_t = 0.5, value_parser = finite)]
+    harmonize: f32,
+    /// How dark the contact shadow under the subject is, 0 (none) to 1; the selection must leave room below the subject
+    #[arg(long, default_value_t = 0.5, value_parser = finite)]
+    shadow: f32,
+    /// Keep the subject's own grain and sharpness instead of matching the scene's
+    #[arg(long)]
+    no_grain: bool,
+}
+
+impl LookArgs {
+    fn look(&self) -> pie::Look {
+        pie::Look { harmonize: self.harmonize, shadow: self.shadow, grain: !self.no_grain }
+    }
+}
+
+fn anchor_parser() -> impl clap::builder::TypedValueParser<Value = pie::Anchor> {
+    use clap::builder::{PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new(pie::Anchor::NAMES).try_map(|s| s.parse::<pie::Anchor>())
+}
+
+/// Reads `X,Y`.
+fn position(s: &str) -> std::result::Result<(i64, i64), String> {
+    let (x, y) = s.split_once(',').ok_or("give it as X,Y (pixels from the image's top-left corner)")?;
+    let n = |v: &str| v.trim().parse::<i64>().map_err(|e| format!("{v:?} is not a whole number ({e})"));
+    Ok((n(x)?, n(y)?))
 }
 
 #[derive(clap::Args, Clone)]
@@ -259,6 +303,58 @@ enum Cmd {
         /// sd concepts on CUDA: capture the UNet in a CUDA graph and replay it every step
         #[arg(long)]
         cuda_graph: bool,
+        /// The subject's size, as a fraction of the largest that fits the selection (0.05 to 1)
+        #[arg(long, default_value_t = 1.0, value_parser = finite)]
+        scale: f32,
+        /// Where in the selection the subject rests
+        #[arg(long, default_value = "bottom", value_parser = anchor_parser())]
+        anchor: pie::Anchor,
+        /// Mirror the subject left to right
+        #[arg(long)]
+        flip: bool,
+        #[command(flatten)]
+        look: LookArgs,
+    },
+    /// Make a subject the user pasted (placed, scaled, turned as they like) look photographed in the scene
+    #[command(after_help = BLEND_EXAMPLES)]
+    Blend {
+        /// The photo: the scene, or the scene with the subject already pasted in (with --mask)
+        image: PathBuf,
+        /// The pasted subject's mask (white = subject), same size as IMAGE, which already holds it
+        #[arg(long, conflicts_with = "subject", required_unless_present = "subject")]
+        mask: Option<PathBuf>,
+        /// The subject as an image with transparency (PNG, TIFF), pasted at --at
+        #[arg(long)]
+        subject: Option<PathBuf>,
+        /// Where the subject's top-left corner goes, X,Y in IMAGE's pixels
+        #[arg(long, value_parser = position, default_value = "0,0", requires = "subject")]
+        at: (i64, i64),
+        /// The learned scene (or subject) concept
+        #[arg(long)]
+        concept: String,
+        /// Output image (PNG, TIFF or JPEG)
+        #[arg(long)]
+        out: PathBuf,
+        /// Random seed: the same seed gives the same result on the same device
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Denoising steps over the whole schedule; STEPS × STRENGTH of them run
+        #[arg(long, default_value_t = 50)]
+        steps: usize,
+        /// How much the model redraws where the subject meets the scene (0 < F ≤ 1)
+        #[arg(long, value_parser = finite)]
+        strength: Option<f32>,
+        /// Classifier-free guidance scale (1 = none, and faster)
+        #[arg(long, value_parser = finite)]
+        guidance: Option<f32>,
+        /// Where to run the model: auto, cpu or cuda
+        #[arg(long, default_value = "auto", value_parser = device_parser())]
+        device: Device,
+        /// ONNX Runtime threads (default: all cores but one)
+        #[arg(long)]
+        threads: Option<usize>,
+        #[command(flatten)]
+        look: LookArgs,
     },
     /// List, show or remove learned concepts
     #[command(after_help = CONCEPTS_EXAMPLES)]
@@ -369,7 +465,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Add {
             ref image, ref selection, ref concept, ref out, seed, steps, strength, guidance, variants, device, sampler, threads, detail,
-            scheduler, ref prompt, ref negative_prompt, cuda_graph,
+            scheduler, ref prompt, ref negative_prompt, cuda_graph, scale, anchor, flip, ref look,
         } => {
             let opts = AddOptions {
                 seed,
@@ -381,6 +477,8 @@ fn run(cli: Cli) -> Result<()> {
                 sampler,
                 threads,
                 detail,
+                placement: pie::Placement { scale, anchor, flip },
+                look: look.look(),
             };
             let sd = SdOptions { prompt: prompt.clone(), negative_prompt: negative_prompt.clone(), scheduler, cuda_graph };
             let outs = add(&lib()?, image, selection, concept, out, &opts, &sd, json)?;
@@ -396,6 +494,30 @@ fn run(cli: Cli) -> Result<()> {
                     json!({"event": "done", "out": path, "seed": o.seed, "device": o.device, "changed": o.changed, "seconds": o.stats.total.as_secs_f64()}),
                 );
             }
+            Ok(())
+        }
+        Cmd::Blend { ref image, ref mask, ref subject, at, ref concept, ref out, seed, steps, strength, guidance, device, threads, ref look } => {
+            let opts = AddOptions {
+                seed,
+                steps,
+                strength: strength.unwrap_or(f32::NAN),
+                guidance: guidance.unwrap_or(f32::NAN),
+                device,
+                threads,
+                look: look.look(),
+                ..Default::default()
+            };
+            let pasted = match (mask, subject) {
+                (Some(m), _) => blend::Pasted::Mask(m),
+                (None, Some(s)) => blend::Pasted::Layer { subject: s, at },
+                (None, None) => return Err(pie::Error::bad("give the pasted subject: --mask (IMAGE already holds it) or --subject with --at")),
+            };
+            let o = blend::run(&lib()?, image, &pasted, concept, out, &opts, json)?;
+            say(
+                json,
+                &format!("wrote {} (seed {}, {} steps on {}, {:.1} s)", o.path.display(), o.seed, o.stats.steps, o.device, o.stats.total.as_secs_f64()),
+                json!({"event": "done", "out": o.path, "seed": o.seed, "device": o.device, "changed": o.changed, "seconds": o.stats.total.as_secs_f64()}),
+            );
             Ok(())
         }
         Cmd::Concepts { ref action } => concepts(&lib()?, action.as_ref().unwrap_or(&ConceptsCmd::List), json),

@@ -166,7 +166,7 @@ pub fn add_each(
     if let Some(subject) = &bundle.subject {
         // Where it was placed (the pixel path's footprint) is not needed here.
         let mut placed = vec![0.0f32; ww * wh];
-        crate::add::paste_subject(subject, plan.to_work(bbox), ww, wh, &sel, &mut composite, &mut placed);
+        crate::composite::place::paste_subject(subject, plan.to_work(bbox), &opts.placement, ww, wh, &sel, &mut composite, &mut placed);
     }
     // The mask at latent resolution: every cell the selection touches, grown by one cell.
     let lmask = latent_mask(&sel, ww, wh, vsf);

@@ -1,0 +1,130 @@
+//! The scene's grain and sharpness on the subject.
+//!
+//! Both show in the finest detail: the residual of a pixel against its 3x3
+//! neighbourhood. Its robust spread (the median absolute deviation, which
+//! the few real edges barely move) measures sensor noise and film grain, and
+//! a soft photo has little of it. A subject with less than the scene around
+//! it gets seeded grain to make up the difference; one with more (a sharp
+//! studio shot in a soft photo) is softened until it has as much.
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use rand_core::SeedableRng;
+use rand_distr::StandardNormal;
+
+use crate::imageops::{self, Planes};
+
+/// How much of white noise's spread survives the residual filter (a pixel
+/// less its 3x3 box mean): √(1 − 2/9 + 1/9).
+const RESIDUAL_GAIN: f32 = 0.9428;
+
+/// A difference under this fraction is left alone: the eye does not see it.
+const TOLERANCE: f32 = 0.1;
+
+/// Luminance of the planes ([-1, 1] → [0, 1]).
+fn luma(p: &Planes) -> Vec<f32> {
+    let n = p.w * p.h;
+    (0..n).map(|i| 0.299 * p.data[i] + 0.587 * p.data[n + i] + 0.114 * p.data[2 * n + i]).map(|v| (v + 1.0) * 0.5).collect()
+}
+
+/// The robust spread of the fine-detail residual of `p` over the pixels
+/// where `weight` > 0 (in [0, 1] units), or `None` with too few of them.
+pub fn fine_detail(p: &Planes, weight: &[f32]) -> Option<f32> {
+    let y = luma(p);
+    let blur = imageops::box_blur(&y, p.w, p.h, 1);
+    let mut r: Vec<f32> = y.iter().zip(&blur).zip(weight).filter(|(_, &wt)| wt > 0.0).map(|((a, b), _)| (a - b).abs()).collect();
+    if r.len() < 64 {
+        return None;
+    }
+    let mid = r.len() / 2;
+    let (_, m, _) = r.select_nth_unstable_by(mid, f32::total_cmp);
+    Some(1.4826 * *m)
+}
+
+/// What [`match_grain`] measured and did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GrainMatch {
+    pub scene: f32,
+    pub subject_before: f32,
+    pub subject_after: f32,
+}
+
+/// Matches the fine detail of the subject's inside (`place` ≥ 0.5, away from
+/// its outline) to the scene's around it (`around`), adding grain from
+/// `seed` or softening.
+pub fn match_grain(full: &mut Planes, place: &[f32], around: &[f32], seed: u64) -> Option<GrainMatch> {
+    let (w, h) = (full.w, full.h);
+    let n = w * h;
+    // The inside away from the outline: the outline's own step is no grain.
+    let inner: Vec<f32> = {
+        let d = imageops::distance_inside(&crate::composite::inside(place), w, h);
+        d.iter().map(|&d| if d > 2.0 { 1.0 } else { 0.0 }).collect()
+    };
+    let scene = fine_detail(full, around)?;
+    let before = fine_detail(full, &inner)?;
+    if (before - scene).abs() <= TOLERANCE * scene.max(1e-3) {
+        return Some(GrainMatch { scene, subject_before: before, subject_after: before });
+    }
+    if before < scene {
+        // Luminance grain, the same on the three channels, as a sensor's mostly is.
+        let sd = 2.0 * (scene * scene - before * before).sqrt() / RESIDUAL_GAIN;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6772_6169_6e00);
+        for i in 0..n {
+            let z: f32 = rng.sample(StandardNormal);
+            if place[i] <= 0.0 {
+                continue;
+            }
+            for c in 0..3 {
+                full.data[c * n + i] = (full.data[c * n + i] + place[i] * sd * z).clamp(-1.0, 1.0);
+            }
+        }
+    } else {
+        // Softening by mixing toward a blur: the residual falls about in proportion.
+        let t = (1.0 - scene / before).clamp(0.0, 0.9);
+        for c in 0..3 {
+            let plane = full.data[c * n..(c + 1) * n].to_vec();
+            let soft = imageops::smooth(&plane, w, h, 1.0);
+            for i in 0..n {
+                let k = t * place[i];
+                full.data[c * n + i] = (1.0 - k) * plane[i] + k * soft[i];
+            }
+        }
+    }
+    let after = fine_detail(full, &inner).unwrap_or(before);
+    Some(GrainMatch { scene, subject_before: before, subject_after: after })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 80x80 crop of mid grey with grain `scene_sd` around a subject (x, y in 20..60) of grain `subject_sd`.
+    fn crop(scene_sd: f32, subject_sd: f32) -> (Planes, Vec<f32>) {
+        let (w, h) = (80, 80);
+        let place: Vec<f32> = (0..w * h).map(|i| if (20..60).contains(&(i % w)) && (20..60).contains(&(i / w)) { 1.0 } else { 0.0 }).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut p = Planes::new(3, w, h);
+        for i in 0..w * h {
+            let z: f32 = rng.sample(StandardNormal);
+            let sd = if place[i] > 0.0 { subject_sd } else { scene_sd };
+            for c in 0..3 {
+                p.data[c * w * h + i] = 2.0 * sd * z;
+            }
+        }
+        (p, place)
+    }
+
+    #[test]
+    fn a_clean_subject_in_a_grainy_photo_gets_the_photos_grain_and_a_sharp_one_in_a_soft_photo_is_softened() {
+        for (scene_sd, subject_sd) in [(0.04, 0.0), (0.03, 0.01), (0.01, 0.05)] {
+            let (mut p, place) = crop(scene_sd, subject_sd);
+            let around = crate::composite::surroundings(&place, 80, 80, 12.0);
+            let m = match_grain(&mut p, &place, &around, 7).expect("measured");
+            assert!((m.subject_after - m.scene).abs() <= 0.2 * m.scene, "{scene_sd} {subject_sd}: {m:?}");
+            assert!((m.subject_before - m.scene).abs() > 0.3 * m.scene, "{m:?}");
+            // outside the footprint nothing changes
+            let (q, _) = crop(scene_sd, subject_sd);
+            assert_eq!(p.data[..80], q.data[..80]);
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! Making a placed subject look photographed in the scene rather than
+//! pasted: where it goes ([`place`]), the scene's light and colour on it
+//! ([`light`]), the scene's grain and sharpness ([`grain`]) and the shadow it
+//! casts ([`shadow`]). Everything here works on the crop around the
+//! selection at the photo's own resolution, in the model's [-1, 1], before
+//! the model redraws the seam; the backbones share it.
+
+pub mod grain;
+pub mod light;
+pub mod place;
+pub mod shadow;
+
+pub use place::{Anchor, Placement};
+
+use crate::{Error, Result};
+
+/// How far the subject is adapted to the scene.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Look {
+    /// 0 to 1: how much of the difference between the subject's light
+    /// (white balance, exposure, contrast) and the scene's around it is taken away.
+    pub harmonize: f32,
+    /// 0 to 1: how dark the contact shadow under the subject is (0 = none).
+    pub shadow: f32,
+    /// Match the subject's grain and sharpness to the scene's around it.
+    pub grain: bool,
+}
+
+impl Default for Look {
+    fn default() -> Self {
+        Look { harmonize: 0.5, shadow: 0.5, grain: true }
+    }
+}
+
+impl Look {
+    pub(crate) fn check(&self) -> Result<()> {
+        if !(0.0..=1.0).contains(&self.harmonize) {
+            return Err(Error::bad(format!("--harmonize {} is out of range (0 to 1)", self.harmonize)));
+        }
+        if !(0.0..=1.0).contains(&self.shadow) {
+            return Err(Error::bad(format!("--shadow {} is out of range (0 to 1)", self.shadow)));
+        }
+        Ok(())
+    }
+}
+
+/// Pixels of `place` (coverage, [0, 1]) that are the subject's own.
+pub(crate) fn inside(place: &[f32]) -> Vec<bool> {
+    place.iter().map(|&m| m >= 0.5).collect()
+}
+
+/// The scene around the subject, [0, 1] weights: pixels outside its
+/// footprint within `reach` pixels of it (and inside the crop).
+pub(crate) fn surroundings(place: &[f32], w: usize, h: usize, reach: f32) -> Vec<f32> {
+    let outside: Vec<bool> = place.iter().map(|&m| m <= 0.02).collect();
+    let d = crate::imageops::distance_inside(&outside, w, h);
+    d.iter().map(|&d| if d > 0.0 && d <= reach { 1.0 } else { 0.0 }).collect()
+}

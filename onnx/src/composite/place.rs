@@ -1,0 +1,207 @@
+//! Where the subject goes in the selection: how big, against which side,
+//! mirrored or not; and putting it there at the photo's resolution.
+
+use image::{GrayImage, RgbaImage};
+
+use crate::imageops::{self, Planes};
+use crate::{Error, Result};
+
+/// Which side of the selection's bounds the subject rests against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Anchor {
+    /// Standing on the selection's bottom edge, centred: things stand on the ground.
+    #[default]
+    Bottom,
+    Center,
+    Top,
+    Left,
+    Right,
+    BottomLeft,
+    BottomRight,
+    TopLeft,
+    TopRight,
+}
+
+impl Anchor {
+    pub const NAMES: [&'static str; 9] = ["bottom", "center", "top", "left", "right", "bottom-left", "bottom-right", "top-left", "top-right"];
+
+    /// Horizontal and vertical position in the free room, 0 (left, top) to 1.
+    fn fractions(self) -> (f64, f64) {
+        match self {
+            Anchor::Bottom => (0.5, 1.0),
+            Anchor::Center => (0.5, 0.5),
+            Anchor::Top => (0.5, 0.0),
+            Anchor::Left => (0.0, 0.5),
+            Anchor::Right => (1.0, 0.5),
+            Anchor::BottomLeft => (0.0, 1.0),
+            Anchor::BottomRight => (1.0, 1.0),
+            Anchor::TopLeft => (0.0, 0.0),
+            Anchor::TopRight => (1.0, 0.0),
+        }
+    }
+}
+
+impl std::str::FromStr for Anchor {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Anchor> {
+        let all = [
+            Anchor::Bottom,
+            Anchor::Center,
+            Anchor::Top,
+            Anchor::Left,
+            Anchor::Right,
+            Anchor::BottomLeft,
+            Anchor::BottomRight,
+            Anchor::TopLeft,
+            Anchor::TopRight,
+        ];
+        let key = s.trim().to_ascii_lowercase().replace('_', "-").replace("centre", "center");
+        Anchor::NAMES
+            .iter()
+            .position(|n| *n == key)
+            .map(|i| all[i])
+            .ok_or_else(|| Error::bad(format!("unknown anchor {s:?}: use one of {}", Anchor::NAMES.join(", "))))
+    }
+}
+
+/// How the subject is fitted into the selection's bounds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Placement {
+    /// The subject's size as a fraction of the largest that fits the
+    /// selection's bounds with its aspect kept, (0, 1].
+    pub scale: f32,
+    pub anchor: Anchor,
+    /// Mirrored left to right.
+    pub flip: bool,
+}
+
+impl Default for Placement {
+    fn default() -> Self {
+        Placement { scale: 1.0, anchor: Anchor::Bottom, flip: false }
+    }
+}
+
+impl Placement {
+    pub(crate) fn check(&self) -> Result<()> {
+        if !(self.scale >= 0.05 && self.scale <= 1.0) {
+            return Err(Error::bad(format!("--scale {} is out of range (0.05 to 1)", self.scale)));
+        }
+        Ok(())
+    }
+}
+
+/// Scales the subject (cut to its mask's bounds) into the box `(sx, sy, sw,
+/// sh)` as `how` says; alpha ∧ selection decides where. `comp` ([-1, 1], 3
+/// planes of `w`x`h`) receives it, `place` its coverage.
+#[allow(clippy::too_many_arguments)]
+pub fn paste_subject(
+    subject: &RgbaImage,
+    (sx, sy, sw, sh): (f64, f64, f64, f64),
+    how: &Placement,
+    w: usize,
+    h: usize,
+    sel: &[f32],
+    comp: &mut [f32],
+    place: &mut [f32],
+) {
+    let alpha = GrayImage::from_fn(subject.width(), subject.height(), |x, y| image::Luma([subject.get_pixel(x, y).0[3]]));
+    let Some(b) = imageops::mask_bbox(&alpha) else { return };
+    // Premultiplied, so the resampled edge does not pick up the colour under alpha 0.
+    let mut p = Planes::new(4, b.w as usize, b.h as usize);
+    let n = p.w * p.h;
+    for y in 0..b.h {
+        for x in 0..b.w {
+            let sx_ = if how.flip { b.w - 1 - x } else { x };
+            let px = subject.get_pixel(b.x + sx_, b.y + y).0;
+            let a = f32::from(px[3]) / 255.0;
+            let i = (y * b.w + x) as usize;
+            for (c, v) in px.iter().take(3).enumerate() {
+                p.data[c * n + i] = f32::from(*v) / 255.0 * a;
+            }
+            p.data[3 * n + i] = a;
+        }
+    }
+    let fit = (sw / f64::from(b.w)).min(sh / f64::from(b.h)) * f64::from(how.scale);
+    let pw = ((f64::from(b.w) * fit).round() as usize).max(1);
+    let ph = ((f64::from(b.h) * fit).round() as usize).max(1);
+    let r = imageops::resize(&p, pw, ph);
+    let (fx, fy) = how.anchor.fractions();
+    let ox = (sx + (sw - pw as f64) * fx).round() as isize;
+    let oy = (sy + (sh - ph as f64) * fy).round() as isize;
+    let rn = pw * ph;
+    let wn = w * h;
+    for y in 0..ph {
+        for x in 0..pw {
+            let (tx, ty) = (ox + x as isize, oy + y as isize);
+            if tx < 0 || ty < 0 || tx >= w as isize || ty >= h as isize {
+                continue;
+            }
+            let t = ty as usize * w + tx as usize;
+            let i = y * pw + x;
+            let a = r.data[3 * rn + i];
+            // Enlarged, the alpha's edge spreads over `fit` pixels; steepened
+            // back to about one, the outline is as crisp as the photo's own.
+            let a_edge = if fit > 1.0 { ((a - 0.5) * fit as f32 + 0.5).clamp(0.0, 1.0) } else { a };
+            let m = (a_edge * sel[t]).clamp(0.0, 1.0);
+            if m <= 0.0 {
+                continue;
+            }
+            for c in 0..3 {
+                let col = if a > 1e-6 { (r.data[c * rn + i] / a).clamp(0.0, 1.0) } else { 0.0 };
+                comp[c * wn + t] = m * (col * 2.0 - 1.0) + (1.0 - m) * comp[c * wn + t];
+            }
+            place[t] = m;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 10x20 subject: left half red, right half blue.
+    fn subject() -> RgbaImage {
+        RgbaImage::from_fn(10, 20, |x, _| if x < 5 { image::Rgba([255, 0, 0, 255]) } else { image::Rgba([0, 0, 255, 255]) })
+    }
+
+    fn placed(how: &Placement) -> (Vec<f32>, Vec<f32>) {
+        let (w, h) = (60, 50);
+        let sel = vec![1.0; w * h];
+        let mut comp = vec![0.0; 3 * w * h];
+        let mut place = vec![0.0; w * h];
+        paste_subject(&subject(), (10.0, 5.0, 40.0, 40.0), how, w, h, &sel, &mut comp, &mut place);
+        (comp, place)
+    }
+
+    fn bounds(place: &[f32], w: usize) -> (usize, usize, usize, usize) {
+        let on: Vec<usize> = (0..place.len()).filter(|&i| place[i] >= 0.5).collect();
+        let xs = on.iter().map(|i| i % w);
+        let ys = on.iter().map(|i| i / w);
+        (xs.clone().min().unwrap(), ys.clone().min().unwrap(), xs.max().unwrap(), ys.max().unwrap())
+    }
+
+    #[test]
+    fn the_subject_stands_on_the_bottom_by_default_and_follows_scale_anchor_and_flip() {
+        let (_, place) = placed(&Placement::default());
+        // full height of the 40 px box, 20 px wide, centred, standing on its bottom
+        assert_eq!(bounds(&place, 60), (20, 5, 39, 44));
+        let (_, place) = placed(&Placement { scale: 0.5, ..Default::default() });
+        assert_eq!(bounds(&place, 60), (25, 25, 34, 44));
+        let (_, place) = placed(&Placement { scale: 0.5, anchor: Anchor::TopLeft, flip: false });
+        assert_eq!(bounds(&place, 60), (10, 5, 19, 24));
+        let (comp, _) = placed(&Placement::default());
+        let (flipped, _) = placed(&Placement { flip: true, ..Default::default() });
+        let red_at = |c: &[f32], x: usize| c[25 * 60 + x] > 0.9;
+        assert!(red_at(&comp, 21) && !red_at(&comp, 38));
+        assert!(!red_at(&flipped, 21) && red_at(&flipped, 38));
+    }
+
+    #[test]
+    fn anchors_and_scales_are_read_and_refused_by_name() {
+        assert_eq!("bottom-left".parse::<Anchor>().unwrap(), Anchor::BottomLeft);
+        assert_eq!("Centre".parse::<Anchor>().unwrap(), Anchor::Center);
+        assert!("middle".parse::<Anchor>().unwrap_err().to_string().contains("bottom-right"));
+        assert!(Placement { scale: 0.0, ..Default::default() }.check().is_err());
+        assert!(Placement { scale: f32::NAN, ..Default::default() }.check().is_err());
+    }
+}
