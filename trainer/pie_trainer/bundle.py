@@ -29,6 +29,7 @@ DENOISER = "denoiser.onnx"
 PREVIEW = "preview.png"
 SUBJECT = "subject.png"
 SCENE = "scene.png"        # the scene at its working scale, for Stage II's replay
+EXCLUDE = "exclude.png"    # Stage I with --exclude: white = never learned, at scene.png's size
 BACKBONE = "pixel-unet"
 
 
@@ -163,6 +164,7 @@ class SceneBundle:
     manifest_sha256: str
     weights: Path
     scene_image: Path
+    exclude_image: Path | None = None   # the scene's exclude mask, when it was trained with one
 
 
 def load_scene_bundle(library: Path, scene: str) -> SceneBundle:
@@ -192,11 +194,12 @@ def load_scene_bundle(library: Path, scene: str) -> SceneBundle:
     if errors:
         raise BadInput(f"the scene bundle {scene!r} is not a valid bundle: {errors[0]}")
     listed = {e["path"]: e for e in manifest["files"]}
-    for needed in (WEIGHTS, SCENE):
+    for needed in (WEIGHTS, SCENE) + ((EXCLUDE,) if EXCLUDE in listed else ()):
         if needed not in listed or not (folder / needed).is_file():
             raise BadInput(f"the scene bundle {scene!r} has no {needed} (it was not written by this trainer), "
                            "so it cannot be fine-tuned further")
         if sha256_file(folder / needed) != listed[needed]["sha256"]:
             raise BadInput(f"the scene bundle {scene!r} is damaged: {needed} does not match its recorded sha256")
     return SceneBundle(path=folder, manifest=manifest, manifest_sha256=hashlib.sha256(raw).hexdigest(),
-                       weights=folder / WEIGHTS, scene_image=folder / SCENE)
+                       weights=folder / WEIGHTS, scene_image=folder / SCENE,
+                       exclude_image=folder / EXCLUDE if EXCLUDE in listed else None)

@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="short side the scene is learned at and sampled at (default 2 x resolution)")
     sc.add_argument("--channels", type=_positive(int), default=None,
                     help="UNet base channels (default 32; pixel-unet only)")
+    sc.add_argument("--exclude", default=None, metavar="MASK",
+                    help="greyscale image the size of the scene: pixels above 127 are never learned (filled in "
+                         "and left out of the loss, here and in every subject's replay); at most 95%% may be "
+                         "excluded (pixel-unet only)")
     sd_cli.add_options(sc, "scene", _positive, _non_negative_int)
 
     su = sub.add_parser("subject", help="Stage II: learn a subject, growing from a scene bundle")
@@ -233,6 +237,11 @@ def _train(args: argparse.Namespace, progress: Progress) -> int:
     parent = None
     mask = None
     mask_sha = None
+    exclude = None
+    if stage == 1 and args.exclude:
+        from .images import load_exclude
+        exclude = load_exclude(args.exclude, image)
+        log(f"exclude mask {args.exclude}: {exclude.fraction:.1%} of the scene is never learned")
     if stage == 2:
         from .bundle import load_scene_bundle
         if args.scene == name:
@@ -300,7 +309,7 @@ def _train(args: argparse.Namespace, progress: Progress) -> int:
                            f"({resolution})")
         settings = saved or settings
         ident = new_identifier(args.seed, taken)
-        job = scene_job(name, library, image, settings, ident)
+        job = scene_job(name, library, image, settings, ident, exclude)
     else:
         assert parent is not None
         pm = parent.manifest["model"]

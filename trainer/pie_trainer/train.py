@@ -147,6 +147,19 @@ def cancel(ctx: LoopContext, st: TrainState) -> Cancelled:
     return Cancelled(ctx.stage, st.step, str(ctx.ckpt_dir))
 
 
+def masked_mse(eps: torch.Tensor, noise: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the weighted pixels, normalised by their total weight.
+
+    `weight` [N, 1, H, W] (or broadcastable to it) is 0 where a pixel must not be
+    learned (outside a subject's mask, inside a scene's exclude mask): such pixels
+    contribute neither to the sum nor to the count, so their gradient is exactly 0.
+    """
+    n = eps.shape[0]
+    weight = weight.expand(n, 1, *eps.shape[2:])
+    err = (eps.float() - noise).pow(2) * weight
+    return err.sum() / (weight.sum() * eps.shape[1]).clamp_min(1.0)
+
+
 def train_loop(ctx: LoopContext, st: TrainState) -> None:
     """Runs from st.step to settings.steps. Raises Cancelled after a checkpoint when stopped."""
     s = ctx.settings
@@ -171,9 +184,7 @@ def train_loop(ctx: LoopContext, st: TrainState) -> None:
         xt = add_noise(x0, noise, t, acp).contiguous(memory_format=fmt)
         with autocast(ctx.device, ctx.mode):
             eps = st.model(xt, t, token)
-        weight = weight.expand(n, 1, *xt.shape[2:])
-        err = (eps.float() - noise).pow(2) * weight
-        loss = err.sum() / (weight.sum() * 3).clamp_min(1.0)
+        loss = masked_mse(eps, noise, weight)
         st.opt.zero_grad(set_to_none=True)
         loss.backward()
         if s.grad_clip > 0:

@@ -19,7 +19,7 @@ from .settings import (DEFAULT_LORA_RANK, LR_FULL, LR_LORA, SCENE_CLASS, SD_PRES
 
 CLASS_WORD_HELP = "lowercase letters and spaces, at most 32 characters"
 # Options that mean something only to pixel-unet; an explicit one with --backbone sd is refused.
-PIXEL_ONLY = ("channels", "ema", "replay", "scene_short_side")
+PIXEL_ONLY = ("channels", "ema", "replay", "scene_short_side", "exclude")
 # Options that mean something only to sd.
 SD_ONLY = ("base", "class_word", "lora_rank", "lora_alpha", "train_text_encoder", "mixed_precision",
            "gradient_checkpointing", "use_8bit_adam", "gradient_accumulation_steps", "prior_loss_weight",
