@@ -58,16 +58,17 @@ def raise_bad(message: str) -> NoReturn:
 
 
 @contextmanager
-def _pixel_limit(limit: int) -> Iterator[None]:
-    """PIL's decompression-bomb limit raised to `limit` for the duration of one open.
+def _own_pixel_limit() -> Iterator[None]:
+    """PIL's decompression-bomb check switched off for the duration of one decode, because the
+    caller checks the header's size itself (and names it in its message).
 
-    PIL only has a module-wide limit; it is set here and restored on exit (under a
-    lock, so concurrent opens cannot leave it raised), and no other code changes it.
+    PIL only has a module-wide limit; it is changed here and restored on exit (under a
+    lock, so concurrent decodes cannot leave it changed), and no other code changes it.
     """
     with _PIXEL_LIMIT_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         saved = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = limit
+        Image.MAX_IMAGE_PIXELS = None
         try:
             yield
         finally:
@@ -96,7 +97,7 @@ def decode_image(data: bytes, path: str, what: str, max_side: int | None = MAX_W
     """
     declared = (0, 0)
     try:
-        with _pixel_limit(MAX_PIXELS):
+        with _own_pixel_limit():
             im = Image.open(io.BytesIO(data))
             declared = im.size
             w, h = declared
@@ -111,8 +112,6 @@ def decode_image(data: bytes, path: str, what: str, max_side: int | None = MAX_W
             im.load()
     except UnidentifiedImageError:
         raise_bad(f"{what} {path!r} is not an image file the trainer can read (PNG, JPEG, WebP, TIFF, ...)")
-    except Image.DecompressionBombError:
-        raise_bad(f"{what} {path!r} is too large to decode (over {MAX_PIXELS // 1_000_000} megapixels)")
     except MemoryError:
         raise_bad(f"{what} {path!r} ({declared[0]}x{declared[1]} pixels) does not fit in memory")
     except (OSError, SyntaxError, ValueError) as exc:
@@ -120,13 +119,21 @@ def decode_image(data: bytes, path: str, what: str, max_side: int | None = MAX_W
     if threshold is not None:
         im = im.convert("L").point(lambda v: 255 if v > threshold else 0)   # keeps the EXIF orientation
     if max_side is not None and max(im.size) >= 2 * max_side:
-        if im.mode == "1":
-            im = im.convert("L")
-        try:
-            im = im.reduce(max(im.size) // max_side)   # box filter; the exact size comes later
-        except ValueError:
-            pass  # a mode reduce() cannot take: the later resize does all of it
+        im = _reducible(im).reduce(max(im.size) // max_side)   # box filter; the exact size comes later
     return im, declared
+
+
+def _reducible(im: Image.Image) -> Image.Image:
+    """The image in a mode whose pixels can be averaged (reduce() refuses 1 and I;16, and would
+    average palette indices)."""
+    if im.mode in ("L", "LA", "RGB", "RGBA", "I", "F"):
+        return im
+    if im.mode == "1":
+        return im.convert("L")
+    if im.mode.startswith("I;16"):
+        return im.convert("I")
+    has_alpha = im.mode in ("PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info)
+    return im.convert("RGBA" if has_alpha else "RGB")
 
 
 def open_image(path: str, what: str = "image", max_side: int | None = MAX_WORK_SIDE) -> Image.Image:
