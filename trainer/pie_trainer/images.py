@@ -136,9 +136,18 @@ def _reducible(im: Image.Image) -> Image.Image:
     return im.convert("RGBA" if has_alpha else "RGB")
 
 
-def open_image(path: str, what: str = "image", max_side: int | None = MAX_WORK_SIDE) -> Image.Image:
-    """Any image the trainer reads (user input or a library file), decoded with the same guards."""
-    return decode_image(_read_bytes(path, what), path, what, max_side)[0]
+MAX_LIBRARY_IMAGE_BYTES = 256 << 20   # scene.png / exclude.png of a bundle: a few MB at most
+
+
+def open_library_image(path: Path, library: Path) -> Image.Image:
+    """An image of a bundle in the library (checked like every library file), at full size:
+    it was written at its working size."""
+    from .library import LibraryFileError, read_library_bytes
+    try:
+        data = read_library_bytes(path, library, MAX_LIBRARY_IMAGE_BYTES)
+    except LibraryFileError as exc:
+        raise_bad(f"the scene bundle cannot be used: {exc}")
+    return decode_image(data, str(path), f"the scene bundle's {path.name}", max_side=None)[0]
 
 
 def load_image(path: str, what: str = "image") -> LoadedImage:

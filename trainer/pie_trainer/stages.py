@@ -22,7 +22,7 @@ from .data import Batch, SceneCrops, SubjectViews, cutout_rgba, resize_exclude, 
 from .diffusion import Schedule
 from .errors import BadInput
 from .export import export_onnx, graph_manifest, verify_onnx
-from .images import ExcludeMask, LoadedImage, open_image
+from .images import ExcludeMask, LoadedImage, open_library_image
 from .library import checkpoint_dir
 from .model import MIN_SIZE, NULL_TOKEN, SCENE_TOKEN, SIZE_MULTIPLE, SUBJECT_TOKEN, VOCAB_SIZE, UNetConfig
 from .progress import Progress, log
@@ -93,7 +93,7 @@ def execute(job: Job, rt: Runtime, progress: Progress, stop: StopFlag) -> Path:
     if rt.resume:
         if not (ckdir / ck.STATE).is_file():
             raise BadInput(f"there is no checkpoint to resume for {job.name!r} (looked in {ckdir})")
-        saved = ck.load_state(ckdir)
+        saved = ck.load_state(ckdir, job.library)
         if saved.get("extra", {}).get("meta") != job.meta:
             raise BadInput(f"the checkpoint in {ckdir} belongs to a different run (other stage, image, "
                            "scene or mask); start again without --resume")
@@ -218,12 +218,12 @@ def scene_job(name: str, library: Path, scene: LoadedImage, settings: Settings, 
 
 def subject_job(name: str, library: Path, parent: bd.SceneBundle, subject: LoadedImage, mask: np.ndarray | None,
                 mask_sha: str | None, settings: Settings, ident: str) -> Job:
-    model, info = ck.load_weights(parent.weights)
+    model, info = ck.load_weights(parent.weights, library)
     views = SubjectViews(subject.image, mask, settings.resolution)
-    scene = open_image(str(parent.scene_image), f"the scene bundle's {bd.SCENE}", max_side=None).convert("RGB")
+    scene = open_library_image(parent.scene_image, library).convert("RGB")
     exclude = None
     if parent.exclude_image is not None:
-        grey = open_image(str(parent.exclude_image), f"the scene bundle's {bd.EXCLUDE}", max_side=None)
+        grey = open_library_image(parent.exclude_image, library)
         exclude = np.asarray(grey.convert("L").resize(scene.size, Image.Resampling.BOX)) > 0
     crops = SceneCrops(scene, settings.resolution, settings.scene_short_side, exclude)
     n_scene_frac = settings.replay
