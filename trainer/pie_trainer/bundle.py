@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BadInput
-from .library import read_manifest
+from .library import MAX_JSON_BYTES, LibraryFileError, open_library_file, read_library_bytes, read_manifest
 
 MANIFEST = "bundle.json"
 WEIGHTS = "weights.pt"
@@ -29,6 +29,7 @@ DENOISER = "denoiser.onnx"
 PREVIEW = "preview.png"
 SUBJECT = "subject.png"
 SCENE = "scene.png"        # the scene at its working scale, for Stage II's replay
+EXCLUDE = "exclude.png"    # Stage I with --exclude: white = never learned, at scene.png's size
 BACKBONE = "pixel-unet"
 
 
@@ -57,6 +58,14 @@ def schema_errors(manifest: dict[str, Any]) -> list[str]:
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_library_file(path: Path, library: Path) -> str:
+    h = hashlib.sha256()
+    with open_library_file(path, library) as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -163,22 +172,27 @@ class SceneBundle:
     manifest_sha256: str
     weights: Path
     scene_image: Path
+    exclude_image: Path | None = None   # the scene's exclude mask, when it was trained with one
 
 
 def load_scene_bundle(library: Path, scene: str) -> SceneBundle:
     """The Stage I bundle a subject grows from, with every check that has its own message."""
     folder = library / scene
     mpath = folder / MANIFEST
-    if not mpath.is_file():
+    if not os.path.lexists(mpath):
         raise BadInput(f"there is no scene bundle named {scene!r} in {library}; train the scene first "
                        "(python -m pie_trainer scene IMAGE --name NAME)")
-    raw = mpath.read_bytes()
     try:
+        raw = read_library_bytes(mpath, library, MAX_JSON_BYTES)
         manifest = json.loads(raw)
         if not isinstance(manifest, dict):
             raise ValueError("not an object")
+    except LibraryFileError as exc:
+        raise BadInput(f"the scene bundle {scene!r} cannot be used: {exc}") from None
+    except RecursionError:
+        raise BadInput(f"the scene bundle {scene!r} has an unreadable bundle.json (nested too deeply)") from None
     except ValueError as exc:
-        raise BadInput(f"the scene bundle {scene!r} has an unreadable bundle.json ({exc})")
+        raise BadInput(f"the scene bundle {scene!r} has an unreadable bundle.json ({exc})") from None
     backbone = manifest.get("backbone")
     if backbone != BACKBONE:
         raise BadInput(f"the scene bundle {scene!r} uses the backbone {backbone!r}; this trainer grows subjects "
@@ -192,11 +206,16 @@ def load_scene_bundle(library: Path, scene: str) -> SceneBundle:
     if errors:
         raise BadInput(f"the scene bundle {scene!r} is not a valid bundle: {errors[0]}")
     listed = {e["path"]: e for e in manifest["files"]}
-    for needed in (WEIGHTS, SCENE):
-        if needed not in listed or not (folder / needed).is_file():
+    for needed in (WEIGHTS, SCENE) + ((EXCLUDE,) if EXCLUDE in listed else ()):
+        if needed not in listed or not os.path.lexists(folder / needed):
             raise BadInput(f"the scene bundle {scene!r} has no {needed} (it was not written by this trainer), "
                            "so it cannot be fine-tuned further")
-        if sha256_file(folder / needed) != listed[needed]["sha256"]:
+        try:
+            digest = sha256_library_file(folder / needed, library)
+        except LibraryFileError as exc:
+            raise BadInput(f"the scene bundle {scene!r} cannot be used: {exc}") from None
+        if digest != listed[needed]["sha256"]:
             raise BadInput(f"the scene bundle {scene!r} is damaged: {needed} does not match its recorded sha256")
     return SceneBundle(path=folder, manifest=manifest, manifest_sha256=hashlib.sha256(raw).hexdigest(),
-                       weights=folder / WEIGHTS, scene_image=folder / SCENE)
+                       weights=folder / WEIGHTS, scene_image=folder / SCENE,
+                       exclude_image=folder / EXCLUDE if EXCLUDE in listed else None)

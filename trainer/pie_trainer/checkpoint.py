@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .library import LibraryFileError, open_library_file
 from .model import TinyUNet, UNetConfig
 
 STATE = "state.pt"
@@ -53,8 +54,13 @@ def weights_payload(ema: nn.Module, config: UNetConfig, info: dict[str, Any]) ->
             "state_dict": cpu_state(ema)}
 
 
-def load_weights(path: Path) -> tuple[TinyUNet, dict[str, Any]]:
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+def load_weights(path: Path, library: Path | None = None) -> tuple[TinyUNet, dict[str, Any]]:
+    """The EMA model of a weights.pt; a file of the library (`library` given) is opened with its checks."""
+    if library is None:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    else:
+        with open_library_file(path, library) as f:
+            payload = torch.load(f, map_location="cpu", weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != WEIGHTS_FORMAT:
         raise ValueError(f"{path} is not a pie weights file")
     model = TinyUNet(UNetConfig(**payload["config"]))
@@ -62,5 +68,11 @@ def load_weights(path: Path) -> tuple[TinyUNet, dict[str, Any]]:
     return model.eval(), dict(payload.get("info") or {})
 
 
-def load_state(folder: Path) -> dict[str, Any]:
-    return torch.load(folder / STATE, map_location="cpu", weights_only=True)
+def load_state(folder: Path, library: Path) -> dict[str, Any]:
+    """A checkpoint's state.pt: a regular file inside the library (a FIFO there must not hang us)."""
+    try:
+        f = open_library_file(folder / STATE, library)
+    except LibraryFileError as exc:
+        raise LibraryFileError(f"the checkpoint cannot be resumed: {exc}") from None
+    with f:
+        return torch.load(f, map_location="cpu", weights_only=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -93,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="short side the scene is learned at and sampled at (default 2 x resolution)")
     sc.add_argument("--channels", type=_positive(int), default=None,
                     help="UNet base channels (default 32; pixel-unet only)")
+    sc.add_argument("--exclude", default=None, metavar="MASK",
+                    help="greyscale image the size of the scene: pixels above 127 are never learned (filled in "
+                         "and left out of the loss, here and in every subject's replay); at most 95%% may be "
+                         "excluded (pixel-unet only)")
     sd_cli.add_options(sc, "scene", _positive, _non_negative_int)
 
     su = sub.add_parser("subject", help="Stage II: learn a subject, growing from a scene bundle")
@@ -233,6 +238,11 @@ def _train(args: argparse.Namespace, progress: Progress) -> int:
     parent = None
     mask = None
     mask_sha = None
+    exclude = None
+    if stage == 1 and args.exclude:
+        from .images import load_exclude
+        exclude = load_exclude(args.exclude, image)
+        log(f"exclude mask {args.exclude}: {exclude.fraction:.1%} of the scene is never learned")
     if stage == 2:
         from .bundle import load_scene_bundle
         if args.scene == name:
@@ -250,7 +260,6 @@ def _train(args: argparse.Namespace, progress: Progress) -> int:
 
     # Heavy imports from here on. cuBLAS is only reproducible with a fixed workspace,
     # which must be set before CUDA starts.
-    import os
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     import torch
 
@@ -282,12 +291,13 @@ def _train(args: argparse.Namespace, progress: Progress) -> int:
     saved: Settings | None = None
     if args.resume:
         # A resumed run keeps the settings it began with, whatever the command line says now.
-        from .checkpoint import STATE, load_state
+        from .checkpoint import STATE
         from .library import checkpoint_dir
+        from .checkpoint import load_state
         ckdir = checkpoint_dir(library, name)
-        if not (ckdir / STATE).is_file():
+        if not os.path.lexists(ckdir / STATE):
             raise BadInput(f"there is no checkpoint to resume for {name!r} (looked in {ckdir})")
-        saved = Settings.from_dict(load_state(ckdir)["settings"])
+        saved = Settings.from_dict(load_state(ckdir, library)["settings"])
         if saved.stage != stage:
             raise BadInput(f"the checkpoint for {name!r} is of stage {saved.stage}, not {stage}")
     if stage == 1:
@@ -300,7 +310,7 @@ def _train(args: argparse.Namespace, progress: Progress) -> int:
                            f"({resolution})")
         settings = saved or settings
         ident = new_identifier(args.seed, taken)
-        job = scene_job(name, library, image, settings, ident)
+        job = scene_job(name, library, image, settings, ident, exclude)
     else:
         assert parent is not None
         pm = parent.manifest["model"]
@@ -315,12 +325,10 @@ def _train(args: argparse.Namespace, progress: Progress) -> int:
         job = subject_job(name, library, parent, image, mask, mask_sha, settings, ident)
     if args.resume:
         # The identifier chosen when the run began is kept.
-        import json
-
-        from .library import checkpoint_dir
-        ck_meta = checkpoint_dir(library, name) / "meta.json"
-        if ck_meta.is_file():
-            job.concepts[-1]["identifier"] = json.loads(ck_meta.read_text(encoding="utf-8"))["identifier"]
+        from .library import IDENTIFIER_RE, read_checkpoint_meta
+        ck_ident = (read_checkpoint_meta(library, name) or {}).get("identifier")
+        if isinstance(ck_ident, str) and IDENTIFIER_RE.match(ck_ident):
+            job.concepts[-1]["identifier"] = ck_ident
     execute(job, rt, progress, stop)
     return EXIT_DONE
 

@@ -9,11 +9,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 
 SCENE_SCALES = (0.5, 0.625, 0.75, 1.0)   # short sides, as fractions of the working short side
 SUBJECT_MARGIN = 0.04                     # border kept around the subject's bounding box, per side
 SUBJECT_ZOOMS = (1.0, 1.06, 1.12)         # mild scale augmentation of the subject view
+MIN_INCLUDED = 0.25    # a scene crop with less than this fraction of learnable pixels is drawn again
+CROP_REDRAWS = 8       # ... at most this many times, then the most learnable of the draws is kept
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
@@ -43,28 +45,97 @@ class Batch:
     weight: torch.Tensor  # [N, 1, R, R] loss weight (the subject mask; 1 for the scene)
 
 
-class SceneCrops:
-    """Random R x R crops of the scene resized to several short sides, random h-flips."""
+def fill_excluded(rgb: np.ndarray, excluded: np.ndarray) -> np.ndarray:
+    """uint8 [h, w, 3] with the excluded pixels replaced by a smooth fill of their surroundings.
 
-    def __init__(self, scene: Image.Image, resolution: int, short_side: int) -> None:
+    Push-pull: average the known pixels over ever coarser 2x2 blocks, then fill each
+    hole from the next coarser level, and blur the filled part. The excluded content
+    thereby never reaches the model, not even as the noisy input around a learned pixel.
+    """
+    known = ~excluded
+    colour = rgb.astype(np.float64) * known[..., None]
+    filled = _push_pull(colour, known.astype(np.float64))
+    out = np.where(known[..., None], rgb.astype(np.float64), filled)
+    soft = np.asarray(Image.fromarray(out.round().clip(0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(2)))
+    return np.where(known[..., None], rgb, soft).astype(np.uint8)
+
+
+def _push_pull(colour: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """colour: premultiplied sums [h, w, 3]; weight: [h, w]. Returns a colour everywhere."""
+    h, w = weight.shape
+    if (weight > 0).all() or (h == 1 and w == 1):
+        return colour / np.maximum(weight, 1e-12)[..., None]
+    c = np.pad(colour, ((0, h % 2), (0, w % 2), (0, 0)))
+    k = np.pad(weight, ((0, h % 2), (0, w % 2)))
+    h2, w2 = c.shape[0] // 2, c.shape[1] // 2
+    coarse = _push_pull(c.reshape(h2, 2, w2, 2, 3).sum(axis=(1, 3)), k.reshape(h2, 2, w2, 2).sum(axis=(1, 3)))
+    up = np.repeat(np.repeat(coarse, 2, axis=0), 2, axis=1)[:h, :w]
+    return np.where((weight > 0)[..., None], colour / np.maximum(weight, 1e-12)[..., None], up)
+
+
+def resize_exclude(exclude: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """bool [h, w] exclusion at another (width, height): any trace of an excluded pixel excludes
+    the resized pixel, and one pixel more around it for the reach of the image's resampling filter."""
+    m = Image.fromarray(exclude.astype(np.uint8) * 255)
+    if m.size != size:
+        m = m.resize(size, Image.Resampling.BOX)
+    return np.asarray(m.filter(ImageFilter.MaxFilter(3))) > 0
+
+
+class SceneCrops:
+    """Random R x R crops of the scene resized to several short sides, random h-flips.
+
+    With `exclude` (bool [h, w], True = never learned) the excluded pixels are
+    filled from their surroundings and every crop comes with a loss weight of 0
+    there; crops that are almost all excluded are drawn again.
+    """
+
+    def __init__(self, scene: Image.Image, resolution: int, short_side: int,
+                 exclude: np.ndarray | None = None) -> None:
         self.resolution = resolution
         self.levels: list[torch.Tensor] = []
+        self.weights: list[torch.Tensor] | None = None
+        rgb = scene.convert("RGB")
+        if exclude is not None:
+            rgb = Image.fromarray(fill_excluded(np.asarray(rgb), exclude))
+            self.weights = []
+        self.scene = rgb    # what the crops are cut from (the excluded pixels filled)
         for f in SCENE_SCALES:
             s = max(resolution, round(short_side * f))
-            self.levels.append(to_tensor(np.asarray(resize_short_side(scene.convert("RGB"), s))))
+            level = resize_short_side(rgb, s)
+            self.levels.append(to_tensor(np.asarray(level)))
+            if self.weights is not None:
+                assert exclude is not None
+                keep = ~resize_exclude(exclude, level.size)
+                self.weights.append(torch.from_numpy(keep.astype(np.float32))[None])
 
     def sample(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        return self.sample_weighted(n, gen)[0]
+
+    def sample_weighted(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Crops [n, 3, R, R] and their loss weights [n, 1, R, R] (all 1 without an exclude mask)."""
         r = self.resolution
         out = torch.empty((n, 3, r, r))
+        wout = torch.ones((n, 1, r, r))
         for i in range(n):
-            img = self.levels[_randint(len(self.levels), gen)]
-            _, h, w = img.shape
-            y, x = _randint(h - r + 1, gen), _randint(w - r + 1, gen)
-            crop = img[:, y:y + r, x:x + r]
-            if _randint(2, gen):
-                crop = crop.flip(2)
-            out[i] = crop
-        return out
+            best: tuple[float, torch.Tensor, torch.Tensor] | None = None
+            for _ in range(1 if self.weights is None else CROP_REDRAWS):
+                k = _randint(len(self.levels), gen)
+                img = self.levels[k]
+                _, h, w = img.shape
+                y, x = _randint(h - r + 1, gen), _randint(w - r + 1, gen)
+                crop = img[:, y:y + r, x:x + r]
+                wgt = self.weights[k][:, y:y + r, x:x + r] if self.weights is not None else wout[i]
+                if _randint(2, gen):
+                    crop, wgt = crop.flip(2), wgt.flip(2)
+                share = float(wgt.mean())
+                if best is None or share > best[0]:
+                    best = (share, crop, wgt)
+                if share >= MIN_INCLUDED:
+                    break
+            assert best is not None
+            out[i], wout[i] = best[1], best[2]
+        return out, wout
 
 
 class SubjectViews:

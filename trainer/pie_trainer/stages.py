@@ -18,11 +18,11 @@ from PIL import Image
 from . import TRAINER_NAME, __version__
 from . import bundle as bd
 from . import checkpoint as ck
-from .data import Batch, SceneCrops, SubjectViews, cutout_rgba, resize_short_side
+from .data import Batch, SceneCrops, SubjectViews, cutout_rgba, resize_exclude, resize_short_side
 from .diffusion import Schedule
 from .errors import BadInput
 from .export import export_onnx, graph_manifest, verify_onnx
-from .images import LoadedImage
+from .images import ExcludeMask, LoadedImage, open_library_image
 from .library import checkpoint_dir
 from .model import MIN_SIZE, NULL_TOKEN, SCENE_TOKEN, SIZE_MULTIPLE, SUBJECT_TOKEN, VOCAB_SIZE, UNetConfig
 from .progress import Progress, log
@@ -93,7 +93,7 @@ def execute(job: Job, rt: Runtime, progress: Progress, stop: StopFlag) -> Path:
     if rt.resume:
         if not (ckdir / ck.STATE).is_file():
             raise BadInput(f"there is no checkpoint to resume for {job.name!r} (looked in {ckdir})")
-        saved = ck.load_state(ckdir)
+        saved = ck.load_state(ckdir, job.library)
         if saved.get("extra", {}).get("meta") != job.meta:
             raise BadInput(f"the checkpoint in {ckdir} belongs to a different run (other stage, image, "
                            "scene or mask); start again without --resume")
@@ -180,41 +180,64 @@ def concept(ident: str, name: str, role: str, stage: int, img: LoadedImage, toke
             "source_sha256": img.sha256, "source_size": [img.source_size[0], img.source_size[1]]}
 
 
-def scene_job(name: str, library: Path, scene: LoadedImage, settings: Settings, ident: str) -> Job:
-    crops = SceneCrops(scene.image, settings.resolution, settings.scene_short_side)
+def scene_job(name: str, library: Path, scene: LoadedImage, settings: Settings, ident: str,
+              exclude: ExcludeMask | None = None) -> Job:
+    crops = SceneCrops(scene.image, settings.resolution, settings.scene_short_side,
+                       None if exclude is None else exclude.excluded)
 
     def make_batch(n: int, gen: torch.Generator) -> Batch:
-        x = crops.sample(n, gen)
-        return Batch(x0=x, token=torch.full((n,), SCENE_TOKEN, dtype=torch.int64), weight=torch.ones(n, 1, 1, 1))
+        token = torch.full((n,), SCENE_TOKEN, dtype=torch.int64)
+        if exclude is None:
+            return Batch(x0=crops.sample(n, gen), token=token, weight=torch.ones(n, 1, 1, 1))
+        x, w = crops.sample_weighted(n, gen)
+        return Batch(x0=x, token=token, weight=w)
 
     def extra_files(folder: Path) -> list[str]:
-        resize_short_side(scene.image.convert("RGB"), settings.scene_short_side).save(folder / bd.SCENE)
-        return [bd.SCENE]
+        # The scene as learned: with an exclude mask, its excluded pixels are filled in here
+        # too, and the mask goes beside it, so that Stage II's replay never sees them either.
+        scene_img = resize_short_side(crops.scene, settings.scene_short_side)
+        scene_img.save(folder / bd.SCENE)
+        if exclude is None:
+            return [bd.SCENE]
+        m = resize_exclude(exclude.excluded, scene_img.size)
+        Image.fromarray(m.astype(np.uint8) * 255).save(folder / bd.EXCLUDE)
+        return [bd.SCENE, bd.EXCLUDE]
 
+    meta: dict[str, Any] = {"stage": 1, "scene_sha256": scene.sha256}
+    notes: dict[str, Any] = {"source_downscaled": scene.downscaled, "working_size": list(scene.image.size)}
+    if exclude is not None:
+        meta["exclude_sha256"] = exclude.sha256
+        notes["exclude_mask"] = {"sha256": exclude.sha256, "excluded_fraction": round(exclude.fraction, 6),
+                                 "file": bd.EXCLUDE}
     return Job(stage=1, name=name, library=library, settings=settings,
                config=UNetConfig(base_channels=settings.base_channels), schedule=Schedule(), init_weights=None,
                make_batch=make_batch, preview_tokens=[SCENE_TOKEN],
                concepts=[concept(ident, name, "scene", 1, scene, SCENE_TOKEN)], parent=None,
-               meta={"stage": 1, "scene_sha256": scene.sha256}, extra_files=extra_files,
-               notes={"source_downscaled": scene.downscaled, "working_size": list(scene.image.size)})
+               meta=meta, extra_files=extra_files, notes=notes)
 
 
-def subject_job(name: str, library: Path, parent: bd.SceneBundle, subject: LoadedImage, mask: np.ndarray | None, mask_sha: str | None, settings: Settings,
-                ident: str) -> Job:
-    model, info = ck.load_weights(parent.weights)
+def subject_job(name: str, library: Path, parent: bd.SceneBundle, subject: LoadedImage, mask: np.ndarray | None,
+                mask_sha: str | None, settings: Settings, ident: str) -> Job:
+    model, info = ck.load_weights(parent.weights, library)
     views = SubjectViews(subject.image, mask, settings.resolution)
-    with Image.open(parent.scene_image) as im:
-        scene = im.convert("RGB")
-    crops = SceneCrops(scene, settings.resolution, settings.scene_short_side)
+    scene = open_library_image(parent.scene_image, library).convert("RGB")
+    exclude = None
+    if parent.exclude_image is not None:
+        grey = open_library_image(parent.exclude_image, library)
+        exclude = np.asarray(grey.convert("L").resize(scene.size, Image.Resampling.BOX)) > 0
+    crops = SceneCrops(scene, settings.resolution, settings.scene_short_side, exclude)
     n_scene_frac = settings.replay
 
     def make_batch(n: int, gen: torch.Generator) -> Batch:
         k = min(n - 1, max(1, round(n * n_scene_frac)))
         xs, ws = views.sample(n - k, gen)
-        xc = crops.sample(k, gen)
+        if exclude is None:
+            xc = crops.sample(k, gen)
+            wc = torch.ones(k, 1, settings.resolution, settings.resolution)
+        else:
+            xc, wc = crops.sample_weighted(k, gen)
         token = torch.tensor([SUBJECT_TOKEN] * (n - k) + [SCENE_TOKEN] * k, dtype=torch.int64)
-        weight = torch.cat([ws, torch.ones(k, 1, settings.resolution, settings.resolution)])
-        return Batch(x0=torch.cat([xs, xc]), token=token, weight=weight)
+        return Batch(x0=torch.cat([xs, xc]), token=token, weight=torch.cat([ws, wc]))
 
     def extra_files(folder: Path) -> list[str]:
         cutout_rgba(subject.image, mask).save(folder / bd.SUBJECT)
@@ -231,4 +254,4 @@ def subject_job(name: str, library: Path, parent: bd.SceneBundle, subject: Loade
                extra_files=extra_files,
                extra_manifest={"subject": {"file": bd.SUBJECT, "has_mask": mask is not None}},
                notes={"source_downscaled": subject.downscaled, "subject_box": list(views.box),
-                      "parent_info_step": info.get("step")})
+                      "parent_info_step": info.get("step"), "replay_excludes": exclude is not None})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,11 +32,22 @@ PREVIEW_PER_TOKEN = 4
 
 
 class StopFlag:
-    """Set by SIGINT/SIGTERM; the loop checks it between steps (and inside previews)."""
+    """Set by SIGINT/SIGTERM; the loop checks it between steps (and inside previews).
 
-    def __init__(self) -> None:
+    SIGINT is the engine's "stop with a checkpoint": the run stops at the next step,
+    however long the current phase takes. SIGTERM stops the same way, but it must end
+    the process even where nothing checks the flag (a phase that cannot be
+    interrupted, a write to a pipe nobody reads any more): `term_grace_s` seconds
+    after it the process exits with 128 + SIGTERM, finished or not. A second signal of
+    either kind exits at once, the same way.
+    """
+
+    TERM_GRACE_S = 30.0
+
+    def __init__(self, term_grace_s: float = TERM_GRACE_S) -> None:
         self.signum: int | None = None
         self._parent = os.getppid()
+        self._term_grace_s = term_grace_s
 
     def install(self) -> None:
         for s in (signal.SIGINT, signal.SIGTERM):
@@ -46,9 +58,18 @@ class StopFlag:
             # The engine died (its PDEATHSIG is this signal): nothing reads our
             # output any more, and a write to it must not stop the checkpoint.
             detach_std_streams()
-        if self.signum is None:
-            log(f"signal {signum} received: stopping at the next step and writing a checkpoint")
+        if self.signum is not None:
+            log(f"signal {signum} received again: exiting now")
+            os._exit(128 + signum)
+        log(f"signal {signum} received: stopping at the next step and writing a checkpoint")
         self.signum = signum
+        if signum == signal.SIGTERM:
+            threading.Thread(target=self._deadline, args=(signum,), name="pie-sigterm-deadline", daemon=True).start()
+
+    def _deadline(self, signum: int) -> None:
+        time.sleep(self._term_grace_s)
+        log(f"still running {self._term_grace_s:g} s after signal {signum}: exiting now")
+        os._exit(128 + signum)
 
     def __call__(self) -> bool:
         return self.signum is not None
@@ -147,6 +168,19 @@ def cancel(ctx: LoopContext, st: TrainState) -> Cancelled:
     return Cancelled(ctx.stage, st.step, str(ctx.ckpt_dir))
 
 
+def masked_mse(eps: torch.Tensor, noise: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the weighted pixels, normalised by their total weight.
+
+    `weight` [N, 1, H, W] (or broadcastable to it) is 0 where a pixel must not be
+    learned (outside a subject's mask, inside a scene's exclude mask): such pixels
+    contribute neither to the sum nor to the count, so their gradient is exactly 0.
+    """
+    n = eps.shape[0]
+    weight = weight.expand(n, 1, *eps.shape[2:])
+    err = (eps.float() - noise).pow(2) * weight
+    return err.sum() / (weight.sum() * eps.shape[1]).clamp_min(1.0)
+
+
 def train_loop(ctx: LoopContext, st: TrainState) -> None:
     """Runs from st.step to settings.steps. Raises Cancelled after a checkpoint when stopped."""
     s = ctx.settings
@@ -171,9 +205,7 @@ def train_loop(ctx: LoopContext, st: TrainState) -> None:
         xt = add_noise(x0, noise, t, acp).contiguous(memory_format=fmt)
         with autocast(ctx.device, ctx.mode):
             eps = st.model(xt, t, token)
-        weight = weight.expand(n, 1, *xt.shape[2:])
-        err = (eps.float() - noise).pow(2) * weight
-        loss = err.sum() / (weight.sum() * 3).clamp_min(1.0)
+        loss = masked_mse(eps, noise, weight)
         st.opt.zero_grad(set_to_none=True)
         loss.backward()
         if s.grad_clip > 0:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -127,3 +128,44 @@ def test_force_keeps_old_bundle_until_the_new_one_is_complete(own_library: Path,
     assert (own_library / "lake" / "bundle.json").read_bytes() != old
     assert bundle_problems(own_library / "lake") == []
     assert [p.name for p in own_library.iterdir()] in (["lake", ".checkpoints"], [".checkpoints", "lake"])
+
+
+_STUCK = r"""
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from pie_trainer.train import StopFlag
+StopFlag(term_grace_s=float(sys.argv[2])).install()
+r, w = os.pipe()
+print("ready", flush=True)
+while True:                      # a main thread that never looks at the flag: blocked in a
+    os.write(w, b"x" * 65536)    # write to a pipe nobody reads (an orphan's stdout)
+"""
+
+
+def stuck_process(grace_s: float) -> subprocess.Popen:
+    from conftest import TRAINER
+    proc = subprocess.Popen([sys.executable, "-c", _STUCK, str(TRAINER), str(grace_s)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    time.sleep(0.3)   # into the blocking write
+    return proc
+
+
+def test_sigterm_ends_a_trainer_stuck_where_nothing_checks_the_flag() -> None:
+    proc = stuck_process(1.0)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 128 + signal.SIGTERM
+    assert 0.9 < time.monotonic() - t0 < 10
+    assert proc.stderr is not None and "exiting now" in proc.stderr.read()
+
+
+def test_a_second_signal_ends_the_trainer_at_once() -> None:
+    proc = stuck_process(600.0)
+    proc.send_signal(signal.SIGINT)          # stop-with-checkpoint: the stuck phase goes on ...
+    time.sleep(0.5)
+    assert proc.poll() is None
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)         # ... until a second signal
+    assert proc.wait(timeout=20) == 128 + signal.SIGTERM
+    assert time.monotonic() - t0 < 5

@@ -19,7 +19,7 @@ from .settings import (DEFAULT_LORA_RANK, LR_FULL, LR_LORA, SCENE_CLASS, SD_PRES
 
 CLASS_WORD_HELP = "lowercase letters and spaces, at most 32 characters"
 # Options that mean something only to pixel-unet; an explicit one with --backbone sd is refused.
-PIXEL_ONLY = ("channels", "ema", "replay", "scene_short_side")
+PIXEL_ONLY = ("channels", "ema", "replay", "scene_short_side", "exclude")
 # Options that mean something only to sd.
 SD_ONLY = ("base", "class_word", "lora_rank", "lora_alpha", "train_text_encoder", "mixed_precision",
            "gradient_checkpointing", "use_8bit_adam", "gradient_accumulation_steps", "prior_loss_weight",
@@ -89,7 +89,7 @@ def _class_word(text: str) -> str:
 def train(args: argparse.Namespace, progress: Progress, *, stage: int, name: str, library: Any, image: Any,
           mask: Any, mask_sha: str | None) -> int:
     from ..errors import EXIT_DONE
-    from ..library import IDENTIFIER_RE, checkpoint_dir, new_identifier, taken_identifiers
+    from ..library import IDENTIFIER_RE, new_identifier, read_checkpoint_meta, taken_identifiers
     from .base import check_base
 
     preset_name = "quick" if args.quick else "default"
@@ -175,11 +175,7 @@ def train(args: argparse.Namespace, progress: Progress, *, stage: int, name: str
 
     taken = taken_identifiers(library)
     if args.resume:
-        import json
-        meta = checkpoint_dir(library, name) / "meta.json"
-        if meta.is_file():
-            taken.discard(json.loads(meta.read_text(encoding="utf-8")).get("identifier"))
-    from PIL import Image
+        taken.discard((read_checkpoint_meta(library, name) or {}).get("identifier"))
     if stage == 1:
         ident = new_identifier(args.seed, taken)
         text = prompt(ident, class_word)
@@ -196,8 +192,8 @@ def train(args: argparse.Namespace, progress: Progress, *, stage: int, name: str
         taken |= {c["identifier"] for c in pm["tokens"]["concepts"]}
         ident = new_identifier(args.seed + 1, taken)
         text = prompt(ident, class_word)
-        with Image.open(parent.path / "scene.png") as im:
-            scene = im.convert("RGB")
+        from ..images import open_library_image
+        scene = open_library_image(parent.path / "scene.png", library).convert("RGB")
         concepts = [dict(scene_c), concept(ident, name, "subject", 2, image, 2, class_word, text)]
         job = SdJob(stage=2, name=name, library=library, base=base, settings=settings, concepts=concepts,
                     parent={"name": pm["name"], "manifest_sha256": parent.manifest_sha256},
@@ -207,10 +203,8 @@ def train(args: argparse.Namespace, progress: Progress, *, stage: int, name: str
                     init_weights=parent.path / "weights.safetensors",
                     notes={"source_downscaled": image.downscaled})
     if args.resume:
-        import json
-        meta = checkpoint_dir(library, name) / "meta.json"
-        if meta.is_file():
-            ident = json.loads(meta.read_text(encoding="utf-8"))["identifier"]
+        ident = (read_checkpoint_meta(library, name) or {}).get("identifier")
+        if isinstance(ident, str):
             if IDENTIFIER_RE.match(ident):
                 c = job.concepts[-1]
                 c["identifier"] = ident

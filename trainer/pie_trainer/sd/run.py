@@ -13,7 +13,7 @@ random masks, the masked image's latents, the mask at latent resolution.
 from __future__ import annotations
 
 import contextlib
-import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +30,7 @@ from .. import checkpoint as ck
 from ..data import SceneCrops, SubjectViews, cutout_rgba, resize_short_side
 from ..errors import BadInput, Cancelled
 from ..images import LoadedImage
-from ..library import checkpoint_dir
+from ..library import LibraryFileError, checkpoint_dir, read_library_json
 from ..progress import Progress, log
 from ..speed import RateWatcher
 from ..train import StopFlag
@@ -309,7 +309,7 @@ def execute(job: SdJob, rt: SdRuntime, progress: Progress, stop: StopFlag) -> Pa
     if rt.resume:
         if not (ckdir / ck.STATE).is_file():
             raise BadInput(f"there is no checkpoint to resume for {job.name!r} (looked in {ckdir})")
-        saved = ck.load_state(ckdir)
+        saved = ck.load_state(ckdir, job.library)
         if saved.get("backbone") != "sd" or saved.get("extra", {}).get("meta") != job.meta:
             raise BadInput(f"the checkpoint in {ckdir} belongs to a different run (other backbone, stage, image, "
                            "scene, mask or base); start again without --resume")
@@ -533,14 +533,15 @@ def load_scene(library: Path, scene: str) -> SdScene:
     import hashlib
     folder = library / scene
     mpath = folder / bd.MANIFEST
-    if not mpath.is_file():
+    if not os.path.lexists(mpath):
         raise BadInput(f"there is no scene bundle named {scene!r} in {library}; train the scene first "
                        "(python -m pie_trainer scene IMAGE --name NAME --backbone sd --base DIR)")
-    raw = mpath.read_bytes()
     try:
-        manifest = json.loads(raw)
-    except ValueError as exc:
-        raise BadInput(f"the scene bundle {scene!r} has an unreadable bundle.json ({exc})")
+        manifest, raw = read_library_json(mpath, library)
+    except LibraryFileError as exc:
+        raise BadInput(f"the scene bundle {scene!r} cannot be used: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise BadInput(f"the scene bundle {scene!r} has an unreadable bundle.json (not a JSON object)")
     if manifest.get("backbone") != "sd":
         raise BadInput(f"the scene bundle {scene!r} uses the backbone {manifest.get('backbone')!r}, not 'sd'")
     if manifest.get("stage") != 1:
@@ -550,8 +551,12 @@ def load_scene(library: Path, scene: str) -> SdScene:
         raise BadInput(f"the scene bundle {scene!r} is not a valid bundle: {errors[0]}")
     listed = {e["path"]: e for e in manifest["files"]}
     for needed in (WEIGHTS, bd.SCENE):
-        if needed not in listed or not (folder / needed).is_file():
+        if needed not in listed or not os.path.lexists(folder / needed):
             raise BadInput(f"the scene bundle {scene!r} has no {needed}, so it cannot be fine-tuned further")
-        if bd.sha256_file(folder / needed) != listed[needed]["sha256"]:
+        try:
+            digest = bd.sha256_library_file(folder / needed, library)
+        except LibraryFileError as exc:
+            raise BadInput(f"the scene bundle {scene!r} cannot be used: {exc}") from None
+        if digest != listed[needed]["sha256"]:
             raise BadInput(f"the scene bundle {scene!r} is damaged: {needed} does not match its recorded sha256")
     return SdScene(path=folder, manifest=manifest, manifest_sha256=hashlib.sha256(raw).hexdigest())

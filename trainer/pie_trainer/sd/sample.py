@@ -12,7 +12,6 @@ diffusers' StableDiffusionPipeline on the same fine-tuned weights and noise.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BadInput
+from ..library import read_manifest_checked
 
 
 def alphas_cumprod(schedule: dict[str, Any]) -> np.ndarray:
@@ -58,7 +58,7 @@ class Bundle:
         from tokenizers import Tokenizer
 
         self.folder = folder
-        self.m = manifest if manifest is not None else json.loads((folder / "bundle.json").read_text(encoding="utf-8"))
+        self.m = manifest if manifest is not None else read_manifest_checked(folder)
         if self.m.get("backbone") != "sd":
             raise BadInput(f"{folder} is not an sd bundle")
         opts = ort.SessionOptions()
