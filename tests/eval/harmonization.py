@@ -83,7 +83,9 @@ from skimage.color import lab2rgb, rgb2lab
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
+sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "bench"))
+import scores  # noqa: E402  (evaluate.py's scores: its harmonization score is checked here against the truth)
 from common import machine, pie_env, run_monitored  # noqa: E402  (bench/common.py)
 
 KINDS = ("transfer", "exposure", "white_balance", "gamma")
@@ -310,6 +312,23 @@ def score(result: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict[str, 
             "outside_max": int(np.abs(result.astype(np.int16) - truth.astype(np.int16))[outside].max())}
 
 
+def agreement(photos: list[Photo], composites: list[Composite]) -> dict:
+    """How often evaluate.py's truth-free harmonization score (scores.harmonization at the object's outline)
+    ranks the original photo better (lower) than its composite: the check that the score tells better from
+    worse. Per case: both values; overall and per kind: the fraction where the truth wins."""
+    by_name = {p.name: p for p in photos}
+    truth = {p.name: scores.harmonization(p.image, p.mask) for p in photos}
+    cases = []
+    for c in composites:
+        v = scores.harmonization(c.image, by_name[c.photo].mask)
+        cases.append({"case": c.name, "kind": c.kind, "truth": truth[c.photo], "composite": v,
+                      "truth_better": truth[c.photo] < v})
+    rate = float(np.mean([c["truth_better"] for c in cases])) if cases else math.nan
+    kinds = {k: float(np.mean([c["truth_better"] for c in cases if c["kind"] == k]))
+             for k in KINDS if any(c["kind"] == k for c in cases)}
+    return {"rate": rate, "kinds": kinds, "cases": cases}
+
+
 # --------------------------------------------------------------------------- baselines
 
 
@@ -481,6 +500,11 @@ def markdown(rows: list[dict], meta: dict, methods: list[str]) -> str:
         if w is not None:
             out.append(f"pie better (MSE) than {' and '.join(s['pie_beats'])}: {100 * w:.0f} % of the cases "
                        f"(goal ≥ 80 %: {'pass' if w >= 0.8 else 'FAIL'})")
+    ag = meta.get("pair_score_agreement")
+    if ag:
+        out += ["", f"evaluate.py's harmonization score (scores.harmonization at the object's outline) ranks the "
+                    f"truth better than the composite in {100 * ag['rate']:.0f} % of {len(ag['cases'])} cases ("
+                + ", ".join(f"{k} {100 * v:.0f} %" for k, v in ag["kinds"].items()) + ")."]
     failed = [f"{r['case']}: {m}" for r in rows for m in r.get("errors", {})]
     if failed:
         out += ["", "Failed: " + "; ".join(failed)]
@@ -668,6 +692,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if tmp_lib:
             shutil.rmtree(tmp_lib, ignore_errors=True)
+    meta["pair_score_agreement"] = agreement(photos, make_composites(photos, args.seed, kinds, pool))
     md = write_results(out, meta, rows, methods)
     print("\n" + md)
     print(f"wrote {out / 'results.md'}, {out / 'results.json'} and {len(rows)} contact sheets in {out}")
