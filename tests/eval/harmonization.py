@@ -683,7 +683,8 @@ def main(argv: list[str] | None = None) -> int:
                 for m in methods:
                     if m in results:
                         s = sc[m]
-                        panels.append((m, results[m], f"MSE {s['mse']:.1f}  PSNR {s['psnr']:.2f}\nfMSE {s['fmse']:.1f}"))
+                        caption = f"MSE {s['mse']:.1f}  PSNR {s['psnr']:.2f}\nfMSE {s['fmse']:.1f}"
+                        panels.append((m, results[m], caption))
                     else:
                         panels.append((m + " (failed)", np.full_like(photo.image, 255), errors.get(m, "")[:40]))
                 contact_sheet(panels, photo.mask, f"{comp.name}: {row['change']}   ({meta['date']})").save(

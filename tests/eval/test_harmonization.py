@@ -181,3 +181,51 @@ def test_pair_harmonization_score_ranks_the_truth_above_its_composites():
     assert len(ag["cases"]) == 4 * len(photos)
     # measured: 0.76 over seeds 0-2 (see the module docstring of scores.harmonization); a coin would give 0.5
     assert ag["rate"] >= 0.65, ag["rate"]
+
+
+FAKE_PIE = """#!{python}
+# A stand-in for pie: learn-scene leaves a concept, blend writes the composite back unchanged.
+import json, shutil, sys
+from pathlib import Path
+args = sys.argv[1:]
+with open({log!r}, "a") as f:
+    f.write(json.dumps(args) + "\\n")
+lib = Path(args[args.index("--library") + 1])
+def val(k):
+    return args[args.index(k) + 1]
+if "learn-scene" in args:
+    (lib / val("--name")).mkdir(parents=True, exist_ok=True)
+    (lib / val("--name") / "bundle.json").write_text("{{}}")
+elif "blend" in args:
+    assert (lib / val("--concept") / "bundle.json").is_file()
+    shutil.copy(args[args.index("blend") + 1], val("--out"))
+"""
+
+
+def test_pie_is_run_with_the_scene_learned_outside_the_object(tmp_path, photos):
+    data, out, lib, log = tmp_path / "data", tmp_path / "out", tmp_path / "lib", tmp_path / "calls.jsonl"
+    write_set(data, photos[:2])
+    fake = tmp_path / "pie"
+    fake.write_text(FAKE_PIE.format(python=sys.executable, log=str(log)))
+    fake.chmod(0o755)
+    common = ["--data", str(data), "--out", str(out), "--pie", str(fake), "--library", str(lib), "--nice", "0",
+              "--ort-dylib", "unused", "--trainer-python", "unused", "--kinds", "exposure,gamma"]
+    assert hb.main([*common, "--preset", "quick"]) == 0
+    calls = [json.loads(x) for x in log.read_text().splitlines()]
+    scenes = [c for c in calls if "learn-scene" in c]
+    blends = [c for c in calls if "blend" in c]
+    assert len(scenes) == 2 and len(blends) == 4
+    s = scenes[0]
+    assert s[s.index("--exclude") + 1].endswith("work/a/mask.png") and "--quick" in s and "--json" in s
+    assert s[s.index("learn-scene") + 1].endswith("work/a/truth.png") and s[s.index("--name") + 1] == "hb-a"
+    b = blends[0]
+    assert b[b.index("blend") + 1].endswith("work/a/exposure-composite.png")
+    assert b[b.index("--mask") + 1].endswith("work/a/mask.png") and b[b.index("--concept") + 1] == "hb-a"
+    res = json.loads((out / "results.json").read_text())
+    # the stand-in returns the composite: pie scores as the composite does, and fails the goals
+    assert res["summary"]["pie_mse_ratio"] == pytest.approx(1.0)
+    assert "FAIL" in (out / "results.md").read_text()
+    # --reuse keeps the learned scenes
+    log.unlink()
+    assert hb.main([*common, "--reuse"]) == 0
+    assert not any("learn-scene" in json.loads(x) for x in log.read_text().splitlines())
