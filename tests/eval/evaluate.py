@@ -387,9 +387,10 @@ def markdown_table(rows: list[dict], meta: dict) -> str:
         out += ["", "*Scene as is*: the photograph without any insertion, scored the same way: the seam and "
                     "harmonization that come from the scene itself around the selection (not a method)."]
     out += ["", "*Harmonization*: the median, along the subject's outline (where the cut-out lands), of the "
-                "low-frequency Lab step across the outline over the steps just inside and outside it (+1); about 1 "
-                "= no step of its own (scores.harmonization, checked against ground truth by "
-                "tests/eval/harmonization.py)."]
+                "low-frequency Lab step across the outline over the steps just inside and outside it (+1); the scene "
+                "as is shows what no step of its own scores (scores.harmonization, checked against ground truth by "
+                "tests/eval/harmonization.py). A subject washed out into the scene scores low too: read it with "
+                "subject fidelity."]
     out += ["", "Acceptance (pie beats naive and Poisson on seam and harmonization, preservation 0, "
                 "fidelity at least 0.6 of naive's):", "",
             "| pair | seam | harmonization | preservation | fidelity ≥ 0.6 × naive |", "|---|---|---|---|---|"]

@@ -127,11 +127,23 @@ def test_poisson_stays_inside_and_removes_an_offset():
     comp = hb.exposure(p.image, p.mask, 0.8)
     raw = hb.poisson_raw(comp, p.mask)
     diff = np.abs(raw.astype(int) - comp.astype(int))[~p.mask]
-    # OpenCV solves over the mask's bounding box: outside the mask it strays by rounding only
+    # on a smooth scene OpenCV's solve over the mask's bounding box strays outside the mask by rounding only
     assert diff.mean() < 0.1 and diff.max() <= 3, (diff.mean(), diff.max())
     out = hb.poisson_baseline(comp, p.mask)
     assert np.array_equal(out[~p.mask], comp[~p.mask])
     assert hb.fmse(out, p.image, p.mask) < 0.2 * hb.fmse(comp, p.image, p.mask)
+
+
+@pytest.mark.skipif(not hb.default_data().is_dir(), reason="needs ../shared/data/harmonization")
+def test_poisson_outside_the_mask_on_the_photos():
+    """On real outlines OpenCV's clone reaches outside the mask; small on average, which the baseline then
+    removes."""
+    photos = hb.load_photos(hb.default_data(), ["bear_plushie", "candle"])
+    for c in hb.make_composites(photos, seed=0, kinds=("transfer",)):
+        mask = next(p.mask for p in photos if p.name == c.photo)
+        diff = np.abs(hb.poisson_raw(c.image, mask).astype(int) - c.image.astype(int))[~mask]
+        assert diff.mean() < 1.5, (c.name, diff.mean())  # measured: 0.44 on average over the 24 seed-0 cases
+        assert np.array_equal(hb.poisson_baseline(c.image, mask)[~mask], c.image[~mask])
 
 
 def write_set(folder: Path, photos: list[hb.Photo]) -> None:
@@ -154,6 +166,9 @@ def test_baselines_only_run_writes_table_json_and_sheets(tmp_path, photos):
     assert "a-transfer" in md and "iHarmony4 composite" in md and "pie MSE" not in md
     assert (out / "sheet-b-gamma.png").stat().st_size > 5_000
     assert (out / "work/a/exposure-composite.png").is_file()
+    small = tmp_path / "small"
+    assert hb.main(["--data", str(data), "--methods", "composite", "--size", "48", "--out", str(small)]) == 0
+    assert Image.open(small / "work/a/gamma-composite.png").size == (48, 36)
 
 
 def test_bad_inputs_are_refused_before_anything_is_written(tmp_path, photos, capsys):
