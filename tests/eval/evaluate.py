@@ -329,7 +329,7 @@ def contact_sheet(pair: str, panels: list[tuple[str, np.ndarray, str]], selectio
 
 
 def score_all(result: np.ndarray, scene: np.ndarray, sel: np.ndarray, reference: np.ndarray,
-              placement: np.ndarray, band: int, seam_width: int) -> dict[str, float]:
+              placement: np.ndarray, band: int | None, seam_width: int) -> dict[str, float]:
     return {
         "preservation": scores.background_preservation(result, scene, sel),
         "seam": scores.seam(result, scene, sel, width=seam_width),
@@ -340,7 +340,7 @@ def score_all(result: np.ndarray, scene: np.ndarray, sel: np.ndarray, reference:
 
 
 def scene_as_is(scene: np.ndarray, sel: np.ndarray, placement: np.ndarray, seam_width: int,
-                band: int) -> dict[str, float]:
+                band: int | None) -> dict[str, float]:
     """Seam and harmonization of the untouched scene: what the scene itself shows across the selection's edge
     and across the subject's outline (the scene's own steps there; about 1 where it is uniform)."""
     return {"seam": scores.seam(scene, scene, sel, width=seam_width),
@@ -432,7 +432,7 @@ def acceptance(sc: dict[str, dict[str, float]]) -> dict[str, dict]:
     return res
 
 
-def rescore(out: Path, band: int, seam_width: int) -> int:
+def rescore(out: Path, band: int | None, seam_width: int) -> int:
     """Scores the images of an earlier run again (e.g. after a change to scores.py), keeping its metadata."""
     data = json.loads((out / "results.json").read_text())
     meta, rows = data["meta"], data["pairs"]
@@ -492,8 +492,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nice", type=int, default=10, help="run pie under `nice -n N` (0: not; default 10)")
     ap.add_argument("--poisson-mode", choices=("normal", "mixed"), default="normal",
                     help="seamlessClone flag (default normal: NORMAL_CLONE)")
-    ap.add_argument("--band", type=int, default=3,
-                    help="band width either side of the subject's outline for harmonization, px (default 3)")
+    ap.add_argument("--band", type=int, default=None,
+                    help="band width either side of the subject's outline for harmonization, px (default: "
+                         "scores.outline_scale, 2 px below 425 px, 3 px at 512)")
     ap.add_argument("--seam-width", type=int, default=1, help="half-width of the seam band, px (default 1)")
     ap.add_argument("--grabcut-iterations", type=int, default=5, help="GrabCut iterations (default 5)")
     ap.add_argument("--zoom", type=int, default=2, help="magnification of the crops in the contact sheets (default 2)")

@@ -89,14 +89,26 @@ def seam(result: np.ndarray, scene: np.ndarray, selection: np.ndarray, width: in
     return float(gradient_magnitude(result)[band].mean() / ref)
 
 
-def outline_steps(result: np.ndarray, region: np.ndarray, band: int = 3, sigma: float = 6.0) -> np.ndarray:
+def outline_scale(shape: tuple[int, ...]) -> tuple[int, float]:
+    """(band, sigma) for an image of `shape`: band = max(2, round(short side / 170)) px, sigma = 2 band; the steps
+    are measured over a fixed fraction of the image (3 and 6 px at 512, 2 and 4 px at 256, where they were
+    checked against ground truth), not a fixed number of pixels."""
+    band = max(2, round(min(shape[:2]) / 170))
+    return band, 2.0 * band
+
+
+def outline_steps(result: np.ndarray, region: np.ndarray, band: int | None = None,
+                  sigma: float | None = None) -> np.ndarray:
     """Per pixel p of the region's outline (its pixels next to the outside, away from the image's border):
     cross(p) / (within(p) + 1), where, with local means m_k(p) of the CIE Lab colour over each band k (a Gaussian
     window of `sigma` px along the outline, normalised to the band's pixels), in1/in2 the region's pixels 1..band
     and band+1..2 band px inside its edge, out1/out2 the same outside:
     cross = ‖m_in1 − m_out1‖₂ (the low-frequency colour and lightness step across the outline) and
     within = max(‖m_in1 − m_in2‖₂, ‖m_out1 − m_out2‖₂) (the steps the image shows just beside it, on either
-    side, over a similar distance). Only the mask's bounding box (and a margin) is computed."""
+    side, over a similar distance). band defaults to outline_scale(result.shape), sigma to 2 band. Only the mask's
+    bounding box (and a margin) is computed."""
+    band = band or outline_scale(np.shape(result))[0]
+    sigma = sigma or 2.0 * band
     m = _mask(region)
     if not m.any() or m.all():
         raise ValueError("the region has no outline")
@@ -127,7 +139,8 @@ def outline_steps(result: np.ndarray, region: np.ndarray, band: int = 3, sigma: 
     return cross / (within + 1.0)
 
 
-def harmonization(result: np.ndarray, region: np.ndarray, band: int = 3, sigma: float = 6.0) -> float:
+def harmonization(result: np.ndarray, region: np.ndarray, band: int | None = None,
+                  sigma: float | None = None) -> float:
     """median over the region's outline of outline_steps(): how much larger the low-frequency colour/lightness
     step across the subject's outline is than the steps the image shows just inside and just outside it.
 
@@ -136,7 +149,8 @@ def harmonization(result: np.ndarray, region: np.ndarray, band: int = 3, sigma: 
     uniform colour, it should show none), while the earlier score (Lab mean/std of a rim inside against a rim
     outside) mostly measured how the subject's own colour differs from the scene's and rewarded recolouring a
     subject into the scene. Checked on ground truth (tests/eval/harmonization.py's composites of six photos,
-    whose truth is known): the truth scores lower than its composite in about three quarters of the cases
+    whose truth is known): the truth scores lower than its composite in 76 % of the cases of seeds 0-2 and
+    81 % of seeds 3-5 at 512 px (75 % and 78 % at 256 px), against 72 % and 72 % for the earlier score
     (see agreement() there and the tests); it cannot tell a subject's true colour edge from a wrong one where
     the mask follows the edge exactly, no truth-free score can, so read it across many cases, not one."""
     return float(np.median(outline_steps(result, region, band, sigma)))

@@ -190,12 +190,13 @@ def test_bad_inputs_are_refused_before_anything_is_written(tmp_path, photos, cap
 
 
 @pytest.mark.skipif(not hb.default_data().is_dir(), reason="needs ../shared/data/harmonization")
-def test_pair_harmonization_score_ranks_the_truth_above_its_composites():
-    photos = hb.load_photos(hb.default_data())
+@pytest.mark.parametrize("size", [None, 256])
+def test_pair_harmonization_score_ranks_the_truth_above_its_composites(size):
+    photos = hb.load_photos(hb.default_data(), size=size)
     ag = hb.agreement(photos, hb.make_composites(photos, seed=0))
     assert len(ag["cases"]) == 4 * len(photos)
-    # measured: 0.76 over seeds 0-2 (see the module docstring of scores.harmonization); a coin would give 0.5
-    assert ag["rate"] >= 0.65, ag["rate"]
+    # measured at seed 0: 0.79 at 512 px and at 256 px (more seeds: scores.harmonization), a coin: 0.5
+    assert ag["rate"] >= 0.7, ag["rate"]
 
 
 FAKE_PIE = """#!{python}
