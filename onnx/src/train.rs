@@ -36,6 +36,9 @@ pub struct TrainOptions {
     pub lora_rank: Option<u32>,
     /// sd: fine-tune the text encoder too.
     pub train_text_encoder: bool,
+    /// Scene only: a mask (white = left out) of pixels the scene is never
+    /// learned from, e.g. an object to be blended back later.
+    pub exclude: Option<PathBuf>,
     /// sd: weights of the exported graphs, `auto`, `fp32` or `fp16` (fp16 runs on CUDA only).
     pub export_precision: Option<String>,
 }
@@ -148,6 +151,10 @@ pub fn learn_scene(lib: &Library, image: &Path, name: &str, opts: &TrainOptions,
     check_new(lib, name, opts)?;
     check_image(image)?;
     let mut args: Vec<String> = vec!["scene".into(), path_arg(image)?, "--name".into(), name.into()];
+    if let Some(m) = &opts.exclude {
+        check_image(m)?;
+        args.extend(["--exclude".into(), path_arg(m)?]);
+    }
     args.extend(common_args(lib, opts)?);
     run(lib, name, &args, progress)
 }
@@ -164,6 +171,9 @@ pub fn learn_subject(
 ) -> Result<PathBuf> {
     check_new(lib, name, opts)?;
     check_image(image)?;
+    if opts.exclude.is_some() {
+        return Err(Error::bad("--exclude is an option of learn-scene: a subject's own mask is --mask"));
+    }
     if name == scene {
         return Err(Error::bad(format!("the subject needs its own name, not the scene's ({scene:?})")));
     }

@@ -74,7 +74,7 @@ fn the_subject_takes_on_the_scenes_light_in_part_and_keeps_its_own_colour() {
     // a warm, dim scene; the ball is a cool studio red
     let scene = DynamicImage::ImageRgb8(RgbImage::from_fn(160, 140, |x, y| {
         let t = ((x * 7 + y * 13) % 17) as u8;
-        Rgb([110 + t, 70 + t, 30 + t])
+        Rgb([60 + t, 38 + t, 15 + t])
     }));
     let mask = rect_mask(160, 140, 30, 20, 100, 100, 0);
     let run = |harmonize: f32| {

@@ -136,6 +136,8 @@ pub struct AddParams {
     /// sd concepts only: replace the concept's prompt / negative prompt (`pie add --prompt`, `--negative-prompt`).
     pub prompt: Option<String>,
     pub negative_prompt: Option<String>,
+    pub placement: pie::Placement,
+    pub look: pie::Look,
 }
 
 /// The strength and guidance Add Subject's arguments default to: the
@@ -167,6 +169,8 @@ pub fn add(p: &AddParams, scene: &DynamicImage, mask: &GrayImage, progress: &mut
         guidance: p.guidance.map_or(guidance, |g| g as f32),
         variants: p.variants as usize,
         device: device(&p.device)?,
+        placement: p.placement,
+        look: p.look,
         ..pie::AddOptions::default()
     };
     // A pixel-unet subject has no text encoder: the sd-only arguments are left
@@ -192,6 +196,31 @@ pub fn add(p: &AddParams, scene: &DynamicImage, mask: &GrayImage, progress: &mut
             note: o.note,
         })
         .collect())
+}
+
+pub struct BlendParams {
+    /// The scene concept.
+    pub concept: String,
+    pub seed: u64,
+    pub steps: u32,
+    pub device: String,
+    pub look: pie::Look,
+}
+
+/// Blend Pasted Subject: `composite` holds the pasted subject over the scene, `mask` where it is.
+pub fn blend(p: &BlendParams, composite: &DynamicImage, mask: &GrayImage, progress: &mut GimpProgress) -> Outcome<Variant> {
+    let lib = library()?;
+    progress.update(-1.0, "checking the concept");
+    let bundle = lib.load(&p.concept)?;
+    let (strength, guidance) = pie::concept_defaults(&bundle);
+    let opts = pie::AddOptions { seed: p.seed, steps: p.steps as usize, strength, guidance, device: device(&p.device)?, look: p.look, ..pie::AddOptions::default() };
+    let mut out = None;
+    pie::blend_each(&bundle, composite, mask, &opts, progress, &mut |o| {
+        out = Some(o);
+        Ok(())
+    })?;
+    let o = out.ok_or_else(|| Failure::msg("The engine made no result."))?;
+    Ok(Variant { seed: o.seed, image: o.image, changed: Rect { x: o.changed.x, y: o.changed.y, w: o.changed.w, h: o.changed.h }, note: o.note })
 }
 
 pub struct LearnParams {

@@ -15,7 +15,8 @@ pub const LEARN_SCENE: &str = "plug-in-pie-learn-scene";
 pub const LEARN_SUBJECT: &str = "plug-in-pie-learn-subject";
 pub const ADD_SUBJECT: &str = "plug-in-pie-add-subject";
 pub const FORGET_CONCEPT: &str = "plug-in-pie-forget-concept";
-pub const NAMES: [&str; 4] = [LEARN_SCENE, LEARN_SUBJECT, ADD_SUBJECT, FORGET_CONCEPT];
+pub const BLEND_SUBJECT: &str = "plug-in-pie-blend-subject";
+pub const NAMES: [&str; 5] = [LEARN_SCENE, LEARN_SUBJECT, ADD_SUBJECT, BLEND_SUBJECT, FORGET_CONCEPT];
 
 const MENU: &str = "<Image>/Filters/Personalize";
 const AUTHORS: &str = "The pie authors";
@@ -31,6 +32,7 @@ pub fn create(plug_in: &gimp::PlugIn, name: &str) -> Option<gimp::Procedure> {
         LEARN_SUBJECT => learn_subject_procedure(plug_in),
         ADD_SUBJECT => add_subject_procedure(plug_in),
         FORGET_CONCEPT => forget_concept_procedure(plug_in),
+        BLEND_SUBJECT => blend_subject_procedure(plug_in),
         _ => return None,
     };
     Some(p.upcast())
@@ -51,6 +53,47 @@ fn device_choice() -> gimp::Choice {
     c.add("cpu", 1, "CPU", "Always the CPU");
     c.add("cuda", 2, "CUDA GPU", "An NVIDIA GPU through CUDA; fails when there is none");
     c
+}
+
+fn anchor_choice() -> gimp::Choice {
+    let c = gimp::Choice::new();
+    let labels = ["Bottom (standing)", "Centre", "Top", "Left", "Right", "Bottom left", "Bottom right", "Top left", "Top right"];
+    for (i, (nick, label)) in pie::Anchor::NAMES.iter().zip(labels).enumerate() {
+        c.add(nick, i as i32, label, "Which side of the selection the subject rests against");
+    }
+    c
+}
+
+/// Light, grain and shadow: the same arguments for Add Subject and Blend Pasted Subject.
+fn look_arguments(p: &gimp::ImageProcedure) {
+    let d = pie::Look::default();
+    p.add_double_argument(
+        "harmonize",
+        "Take on the scene's _light",
+        Some("How much of the scene's light (white balance, exposure, contrast) the subject takes on: 0 keeps its own, 1 all the scene's"),
+        0.0,
+        1.0,
+        f64::from(d.harmonize),
+        RW,
+    );
+    p.add_double_argument(
+        "shadow",
+        "Contact s_hadow",
+        Some("How dark the shadow the subject casts on the ground under it is; 0 = none. The selection bounds it: leave room below the subject"),
+        0.0,
+        1.0,
+        f64::from(d.shadow),
+        RW,
+    );
+    p.add_boolean_argument("match-grain", "Match the photo's _grain and sharpness", Some("Give the subject the grain and sharpness of the photo around it"), d.grain, RW);
+}
+
+fn look_of(config: &gimp::ProcedureConfig) -> pie::Look {
+    pie::Look {
+        harmonize: config.property::<f64>("harmonize") as f32,
+        shadow: config.property::<f64>("shadow") as f32,
+        grain: config.property::<bool>("match-grain"),
+    }
 }
 
 fn backbone_choice() -> gimp::Choice {
@@ -248,7 +291,9 @@ fn add_subject_procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
          personalized diffusion model. The result is a new layer above the active one, named after the \
          subject and the seed, covering only the region that changed; the active layer is never \
          modified. With several variants, each becomes its own layer. The same seed gives the same \
-         pixels as `pie add` on the command line.",
+         pixels as `pie add` on the command line. The subject takes on the scene's light, grain and \
+         sharpness and casts a contact shadow on the ground under it; the shadow stays inside the \
+         selection, so leave some room below where the subject stands.",
     );
     p.add_string_argument(
         "concept",
@@ -326,10 +371,92 @@ fn add_subject_procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
         "",
         RW,
     );
+    p.add_double_argument("scale", "_Size", Some("The subject's size, as a fraction of the largest that fits the selection"), 0.05, 1.0, 1.0, RW);
+    p.add_choice_argument("anchor", "Stands _at", Some("Where in the selection the subject rests"), anchor_choice(), "bottom", RW);
+    p.add_boolean_argument("flip", "_Mirror", Some("Mirror the subject left to right"), false, RW);
+    look_arguments(&p);
     let listing = engine::list().ok();
     let (choice, default) = concept_choice(listing.as_ref(), 2);
     add_choice_aux(&p, "concept-choice", "Su_bject", "A subject learned with Learn Subject", choice, &default);
     p
+}
+
+fn blend_subject_procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
+    let p = gimp::ImageProcedure::new(plug_in, BLEND_SUBJECT, gimp::PDBProcType::Plugin, |proc_, mode, image, drawables, config| {
+        finish(proc_, run_blend_subject(proc_, mode, image, drawables, config))
+    });
+    common(
+        &p,
+        "_Blend Pasted Subject...",
+        "Make a pasted subject look photographed in the scene below it",
+        "Paste the subject as a layer over the scene (with transparency around it) and move, scale, rotate or \
+         flip it as you like; then select the pasted layer and run this. The subject takes on the scene's \
+         light, grain and sharpness, casts a contact shadow on the ground under it, and the learned scene \
+         redraws where the two meet. The result is a new layer above the pasted one, in one undo step; the \
+         pasted layer and the scene are left as they are. Needs a scene learned with Learn Scene from the \
+         layer below (or the same photo). Same as `pie blend` on the command line.",
+    );
+    p.add_string_argument("concept", "Scene", Some("Name of the learned scene (Stage I concept)"), "", RW);
+    p.add_int_argument("seed", "S_eed", Some("Random seed; -1 picks a new one"), -1, i32::MAX, -1, RW);
+    p.add_int_argument("steps", "Sampling s_teps", Some("Denoising steps: more is slower and finer"), 1, 1000, 50, RW);
+    p.add_choice_argument("device", "_Device", Some("Where to sample"), device_choice(), "auto", RW);
+    look_arguments(&p);
+    let listing = engine::list().ok();
+    let (choice, default) = concept_choice(listing.as_ref(), 1);
+    add_choice_aux(&p, "concept-choice", "Sc_ene", "A scene learned with Learn Scene", choice, &default);
+    p
+}
+
+fn run_blend_subject(
+    procedure: &gimp::ImageProcedure,
+    mode: gimp::RunMode,
+    image: &gimp::Image,
+    drawables: &[gimp::Drawable],
+    config: &gimp::ProcedureConfig,
+) -> Outcome {
+    let pasted = pixels::single_layer(drawables)?;
+    if pasted.downcast_ref::<gimp::Layer>().is_some_and(|l| l.is_floating_sel()) {
+        return Err(Failure::msg(
+            "The pasted subject is still a floating selection: anchor it as a new layer (Layer > To New Layer), then run Blend on that layer.",
+        ));
+    }
+    let layers = image.layers();
+    let position = layers.iter().position(|l| l.upcast_ref::<gimp::Drawable>() == &pasted);
+    let scene_layer = match position.and_then(|i| layers.get(i + 1)) {
+        Some(l) => l.clone().upcast::<gimp::Drawable>(),
+        None => {
+            return Err(Failure::msg(
+                "Blend needs the scene as the layer right below the pasted subject: paste the subject as a new layer over the photo.",
+            ))
+        }
+    };
+    if mode == gimp::RunMode::Interactive {
+        dialog(procedure, config, &["concept-choice", "harmonize", "shadow", "match-grain", "seed", "steps", "device"], Some(("concept-choice", "concept")), |_| {})?;
+    }
+    let concept = require_concept(&get_string(config, "concept"), 1)?.name;
+    let seed = match config.property::<i32>("seed") {
+        s if s < 0 => random_seed(),
+        s => s as u64,
+    };
+    let scene = pixels::read_layer(image, &scene_layer)?;
+    let subject = pixels::read_layer(image, &pasted)?;
+    if !subject.alpha {
+        return Err(Failure::msg(
+            "The pasted layer has no transparency, so pie cannot tell the subject from its background: add an alpha channel \
+             and erase around the subject (or paste a cut-out), then run Blend again.",
+        ));
+    }
+    let (composite, mask) = pixels::lay_over(&scene, &subject)?;
+    let params = engine::BlendParams { concept: concept.clone(), seed, steps: config.property::<i32>("steps").max(1) as u32, device: get_string(config, "device"), look: look_of(config) };
+    let mut progress = GimpProgress::start(&format!("Blending into '{concept}'"));
+    let result = engine::blend(&params, &composite, &mask, &mut progress);
+    progress.finish();
+    let v = result?;
+    let _undo = UndoGroup::start(image);
+    let layer = pixels::add_result_layer(image, &scene, &v.image, v.changed, &format!("{} blended (seed {})", pasted.name().map(|n| n.to_string()).unwrap_or_default(), v.seed))?;
+    // Above the pasted layer, which it replaces to the eye.
+    image.reorder_item(&layer, layer.parent().as_ref(), image.item_position(&pasted));
+    Ok(())
 }
 
 fn forget_concept_procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
@@ -742,7 +869,10 @@ fn run_add_subject(
         dialog(
             procedure,
             config,
-            &["concept-choice", "seed", "steps", "concept-defaults", "strength", "guidance", "scheduler", "prompt", "negative-prompt", "variants", "device"],
+            &[
+                "concept-choice", "scale", "anchor", "flip", "harmonize", "shadow", "match-grain", "seed", "steps", "concept-defaults",
+                "strength", "guidance", "scheduler", "prompt", "negative-prompt", "variants", "device",
+            ],
             Some(("concept-choice", "concept")),
             |d| {
                 sensitive_unless(d, config, "strength", "concept-defaults");
@@ -781,6 +911,12 @@ fn run_add_subject(
         scheduler: get_string(config, "scheduler"),
         prompt: Some(get_string(config, "prompt")).filter(|p| !p.is_empty()),
         negative_prompt: Some(get_string(config, "negative-prompt")).filter(|p| !p.is_empty()),
+        placement: pie::Placement {
+            scale: config.property::<f64>("scale") as f32,
+            anchor: get_string(config, "anchor").parse().unwrap_or_default(),
+            flip: config.property::<bool>("flip"),
+        },
+        look: look_of(config),
     };
     let src = pixels::read_layer(image, &layer)?;
     let mask = pixels::read_mask(image, &src)?;

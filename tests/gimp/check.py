@@ -115,7 +115,8 @@ def main(argv):
     elif cmd == "menus":
         r = json.load(open(argv[1]))
         want = {"plug-in-pie-learn-scene": "Learn Scene", "plug-in-pie-learn-subject": "Learn Subject",
-                "plug-in-pie-add-subject": "Add Subject to Selection", "plug-in-pie-forget-concept": "Forget Concept"}
+                "plug-in-pie-add-subject": "Add Subject to Selection", "plug-in-pie-forget-concept": "Forget Concept",
+                "plug-in-pie-blend-subject": "Blend Pasted Subject"}
         for name, label in want.items():
             m = r.get("menus", {}).get(name)
             if not m:
@@ -136,12 +137,29 @@ def main(argv):
             "plug-in-pie-learn-subject": (["scene", "name", "preset", "device", "steps", "replace"],
                                           ["class-word", "trainer-args", "resume"]),
             "plug-in-pie-add-subject": (["concept", "seed", "steps", "strength", "guidance", "variants", "device"],
-                                        ["concept-defaults", "scheduler", "prompt", "negative-prompt"]),
+                                        ["concept-defaults", "scheduler", "prompt", "negative-prompt", "scale", "anchor",
+                                         "flip", "harmonize", "shadow", "match-grain"]),
+            "plug-in-pie-blend-subject": (["concept", "seed", "steps", "device", "harmonize", "shadow", "match-grain"], []),
         }
         for name, (old, new) in want.items():
             a = [x for x in args.get(name, []) if x not in ("run-mode", "image", "drawables")]
             if a[:len(old) + len(new)] != old + new:
                 fail(f"{name}: arguments {a}, want {old + new} first")
+    elif cmd == "blend":
+        # blend E2E_JSON BEFORE AFTER UNTOUCHED: one new layer on top; the pasted layer and the
+        # scene unchanged; the pasted subject adapted; the bottom layer refused with a reason
+        r = json.load(open(argv[1]))["blend"]
+        before, after, untouched = (rgb(p) for p in argv[2:5])
+        names = [x["name"] for x in r["layers"]]
+        if len(names) != 3 or "blended" not in names[0] or names[1] != "pasted":
+            fail(f"layers {names}: want the blended result on top of 'pasted' and the scene")
+        if (untouched != before).any():
+            fail("the pasted layer or the scene changed (without the result layer the image differs)")
+        changed = np.abs(after.astype(int) - before.astype(int)).max(axis=2) > 2
+        if changed.sum() < 100:
+            fail(f"only {changed.sum()} pixels differ: the subject was not blended")
+        if not r.get("bottom_error") or "below" not in r["bottom_error"] or r["layers_after_refusal"] != 3:
+            fail(f"Blend on the bottom layer: {r.get('bottom_error')!r}, layers {r.get('layers_after_refusal')}")
     elif cmd == "sd-bundle":
         m = json.load(open(argv[1]))
         if m.get("backbone") != "sd" or m.get("stage") != 2:

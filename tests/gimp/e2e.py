@@ -15,7 +15,8 @@ import traceback
 import gi
 
 gi.require_version("Gimp", "3.0")
-from gi.repository import Gimp, Gio  # noqa: E402
+gi.require_version("Gegl", "0.4")
+from gi.repository import Gegl, Gimp, Gio  # noqa: E402
 
 sys.path.insert(0, "/pie/tests/gimp")   # exec'd by python-fu-eval: no __file__
 from gimpkit import layer_info, load, save_flat  # noqa: E402
@@ -66,7 +67,7 @@ try:
     os.makedirs(OUT, exist_ok=True)
     R["menus"] = {}
     for n in ("plug-in-pie-learn-scene", "plug-in-pie-learn-subject", "plug-in-pie-add-subject",
-              "plug-in-pie-forget-concept"):
+              "plug-in-pie-forget-concept", "plug-in-pie-blend-subject"):
         p = PDB.lookup_procedure(n)
         R["menus"][n] = None if p is None else {
             "label": p.get_menu_label(), "paths": list(p.get_menu_paths()), "blurb": p.get_blurb(),
@@ -136,6 +137,29 @@ try:
         R["formats"][kind] = {"layers": [layer_info(l) for l in layers],
                               "precision": str(img.get_precision()), "base_type": str(img.get_base_type())}
         img.delete()
+    # Blend Pasted Subject: a red disc pasted as its own layer over the scene
+    img = load(os.path.join(T, "data", "scene.png"))
+    base = img.get_layers()[0]
+    pasted = Gimp.Layer.new(img, "pasted", img.get_width(), img.get_height(), Gimp.ImageType.RGBA_IMAGE, 100.0,
+                            Gimp.LayerMode.NORMAL)
+    img.insert_layer(pasted, None, 0)
+    img.select_ellipse(Gimp.ChannelOps.REPLACE, X + W * 0.3, Y + H * 0.2, W * 0.4, H * 0.5)
+    Gimp.context_set_foreground(Gegl.Color.new("red"))
+    pasted.edit_fill(Gimp.FillType.FOREGROUND)
+    Gimp.Selection.none(img)
+    save_flat(img, os.path.join(OUT, "blend-before.png"))
+    call("plug-in-pie-blend-subject", img, [pasted], concept="scene", seed=3, steps=ADD_STEPS, device="cpu")
+    R["blend"] = {"layers": [layer_info(l) for l in img.get_layers()]}
+    save_flat(img, os.path.join(OUT, "blend-after.png"))
+    save_flat(img, os.path.join(OUT, "blend-untouched.png"), hide=[0])
+    # the bottom layer has no scene below it: refused, nothing added
+    try:
+        call("plug-in-pie-blend-subject", img, [base], concept="scene", seed=3, steps=ADD_STEPS, device="cpu")
+        R["blend"]["bottom_error"] = None
+    except RuntimeError as e:
+        R["blend"]["bottom_error"] = str(e)
+    R["blend"]["layers_after_refusal"] = len(img.get_layers())
+    img.delete()
     R["done"] = True
 finally:
     R["traceback"] = traceback.format_exc() if not R.get("done") else None

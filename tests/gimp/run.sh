@@ -120,7 +120,7 @@ check "plug-in unit tests (cargo test -p pie-gimp in the host)" \
 
 # --- 2./3. headless end to end -------------------------------------------------
 e2e() { console python-fu-eval "exec(open('/pie/tests/gimp/e2e.py').read())" >"$T/out/e2e.log" 2>&1; }
-if timed e2e; then pass "Python-Fu batch: Learn Scene, Learn Subject, Add Subject, export"; else
+if timed e2e; then pass "Python-Fu batch: Learn Scene, Learn Subject, Add Subject, Blend Pasted Subject, export"; else
   fail "Python-Fu batch: Learn Scene, Learn Subject, Add Subject, export" \
     "$("$PY" tests/gimp/check.py why "$T/out/e2e.json" 2>&1 || tail -n 8 "$T/out/e2e.log")"; fi
 if [ -f "$T/out/e2e.json" ] && [ -f "$T/out/flat.png" ]; then
@@ -138,6 +138,9 @@ if [ -f "$T/out/e2e.json" ] && [ -f "$T/out/flat.png" ]; then
     "$PY" tests/gimp/check.py same "$T/data/scene.png" "$T/out/source.png"
   check "2 variants: 2 layers, named after seeds 50 and 51" \
     "$PY" tests/gimp/check.py variants "$T/out/e2e.json"
+  check "Blend Pasted Subject: a new layer on top, the pasted layer and the scene untouched, the bottom layer refused" \
+    "$PY" tests/gimp/check.py blend "$T/out/e2e.json" "$T/out/blend-before.png" "$T/out/blend-after.png" \
+    "$T/out/blend-untouched.png"
   for kind in u16 float-linear gray offset-layer; do
     check "$kind: Add writes a layer inside the selection, outside unchanged, region changed" \
       "$PY" tests/gimp/check.py format "$T/out/e2e.json" "$kind" "$RECT" "$T/out/$kind-before.png" \

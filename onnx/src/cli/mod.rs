@@ -214,6 +214,7 @@ impl TrainArgs {
             lora_rank: self.lora_rank,
             train_text_encoder: self.train_text_encoder,
             export_precision: self.export_precision.clone(),
+            exclude: None,
         }
     }
 }
@@ -223,18 +224,22 @@ enum Cmd {
     /// Stage I: learn a scene from a photo
     #[command(after_help = LEARN_SCENE_EXAMPLES)]
     LearnScene {
-        /// The scene photo (PNG, JPEG, TIFF, WebP)
+        /// The scene photo (PNG, JPEG or TIFF)
         image: PathBuf,
         /// Concept name (a-z, 0-9, '-', '_')
         #[arg(long)]
         name: String,
+        /// Pixels never to learn from: a gray mask the size of IMAGE, white = left out
+        /// (an object you will blend back in later, so the scene is learned without it)
+        #[arg(long, value_name = "MASK")]
+        exclude: Option<PathBuf>,
         #[command(flatten)]
         train: TrainArgs,
     },
     /// Stage II: learn a subject on top of a learned scene
     #[command(after_help = LEARN_SUBJECT_EXAMPLES)]
     LearnSubject {
-        /// A photo of the subject (PNG, JPEG, TIFF, WebP)
+        /// A photo of the subject (PNG, JPEG or TIFF)
         image: PathBuf,
         /// The scene concept to grow from (see `pie concepts`)
         #[arg(long)]
@@ -447,10 +452,11 @@ fn run(cli: Cli) -> Result<()> {
     let json = cli.json;
     let lib = || Library::open(cli.library.clone());
     match cli.cmd {
-        Cmd::LearnScene { ref image, ref name, ref train } => {
+        Cmd::LearnScene { ref image, ref name, ref exclude, ref train } => {
             let lib = lib()?;
             let mut p = CliProgress::new(json, "scene");
-            let dir = pie::train::learn_scene(&lib, image, name, &train.options(), &mut p).map_err(|e| resume_hint(e, json))?;
+            let opts = TrainOptions { exclude: exclude.clone(), ..train.options() };
+            let dir = pie::train::learn_scene(&lib, image, name, &opts, &mut p).map_err(|e| resume_hint(e, json))?;
             p.finish();
             say(json, &format!("learned scene {name:?}: {}", dir.display()), json!({"event": "done", "name": name, "bundle": dir}));
             Ok(())
