@@ -147,12 +147,24 @@ pub fn inspect(model: &[u8]) -> Result<GraphInfo, String> {
                 saw_graph = true;
                 graph(g, &mut info, true, 0)?;
             }
-            // FunctionProto: its nodes may carry tensor attributes too.
+            // FunctionProto: its nodes, and the defaults of its attributes
+            // (attribute_proto), may carry tensors too.
             (25, Field::Bytes(func)) => {
                 let mut fr = Reader::new(func);
                 while let Some((ff, fv)) = fr.next()? {
-                    if let (7, Field::Bytes(n)) = (ff, fv) {
-                        node(n, &mut info, 1)?;
+                    match (ff, fv) {
+                        (7, Field::Bytes(n)) => node(n, &mut info, 1)?,
+                        (11, Field::Bytes(a)) => attribute(a, &mut info, 1)?,
+                        _ => {}
+                    }
+                }
+            }
+            // TrainingInfoProto: its initialization and algorithm graphs.
+            (20, Field::Bytes(t)) => {
+                let mut tr = Reader::new(t);
+                while let Some((tf, tv)) = tr.next()? {
+                    if let (1 | 2, Field::Bytes(g)) = (tf, tv) {
+                        graph(g, &mut info, false, 1)?;
                     }
                 }
             }
@@ -194,18 +206,24 @@ fn node(n: &[u8], info: &mut GraphInfo, depth: usize) -> Result<(), String> {
     let mut r = Reader::new(n);
     while let Some((f, v)) = r.next()? {
         if let (5, Field::Bytes(a)) = (f, v) {
-            let mut ar = Reader::new(a);
-            while let Some((af, av)) = ar.next()? {
-                let Field::Bytes(b) = av else { continue };
-                match af {
-                    5 | 10 => {
-                        tensor(b, info)?;
-                    }
-                    6 | 11 => graph(b, info, false, depth + 1)?,
-                    22 | 23 => sparse(b, info)?,
-                    _ => {}
-                }
+            attribute(a, info, depth)?;
+        }
+    }
+    Ok(())
+}
+
+/// An AttributeProto: its tensor(s), graph(s) and sparse tensor(s).
+fn attribute(a: &[u8], info: &mut GraphInfo, depth: usize) -> Result<(), String> {
+    let mut ar = Reader::new(a);
+    while let Some((af, av)) = ar.next()? {
+        let Field::Bytes(b) = av else { continue };
+        match af {
+            5 | 10 => {
+                tensor(b, info)?;
             }
+            6 | 11 => graph(b, info, false, depth + 1)?,
+            22 | 23 => sparse(b, info)?,
+            _ => {}
         }
     }
     Ok(())
@@ -476,6 +494,50 @@ mod tests {
         assert_eq!(info.inputs[0].dims, Some(vec![Dim::Named("N".into()), Dim::Fixed(3)]));
         assert_eq!(info.outputs[0].name, "y");
         assert_eq!(info.external_locations, vec!["../../etc/passwd".to_string()]);
+    }
+
+    /// A tensor stored in "x.bin", hidden in every place the ONNX format allows one.
+    #[test]
+    fn external_data_is_found_wherever_a_tensor_can_be() {
+        let ext = |name: &str| Msg::default().int(2, 1).str(8, name).msg(13, &Msg::default().str(1, "location").str(2, "x.bin")).int(14, 1);
+        let attr = |field: u32, m: &Msg| Msg::default().str(1, "value").msg(field, m);
+        let node_with = |a: Msg| Msg::default().str(4, "Constant").str(2, "y").msg(5, &a);
+        let sparse = Msg::default().msg(1, &ext("v")).msg(2, &Msg::default().int(2, 7).str(8, "i"));
+        let sub = Msg::default().str(2, "sub").msg(5, &ext("w"));
+        let graph_of = |nodes: &[Msg], inits: &[Msg], sparse_inits: &[Msg]| {
+            let mut g = Msg::default().str(2, "g");
+            for n in nodes {
+                g = g.msg(1, n);
+            }
+            for i in inits {
+                g = g.msg(5, i);
+            }
+            for s in sparse_inits {
+                g = g.msg(15, s);
+            }
+            g
+        };
+        let wrap = |g: &Msg| Msg::default().int(1, 8).msg(7, g);
+        let empty = graph_of(&[], &[], &[]);
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("initializer", wrap(&graph_of(&[], &[ext("w")], &[])).0),
+            ("Constant value", wrap(&graph_of(&[node_with(attr(5, &ext("t")))], &[], &[])).0),
+            ("attribute tensors", wrap(&graph_of(&[node_with(attr(10, &ext("t")))], &[], &[])).0),
+            ("subgraph", wrap(&graph_of(&[node_with(attr(6, &sub))], &[], &[])).0),
+            ("subgraph list", wrap(&graph_of(&[node_with(attr(11, &sub))], &[], &[])).0),
+            ("sparse initializer", wrap(&graph_of(&[], &[], &[sparse.clone()])).0),
+            ("sparse attribute", wrap(&graph_of(&[node_with(attr(22, &sparse))], &[], &[])).0),
+            ("sparse attribute list", wrap(&graph_of(&[node_with(attr(23, &sparse))], &[], &[])).0),
+            ("function node", wrap(&empty).msg(25, &Msg::default().str(1, "f").msg(7, &node_with(attr(5, &ext("t"))))).0),
+            ("function attribute default", wrap(&empty).msg(25, &Msg::default().str(1, "f").msg(11, &attr(5, &ext("t")))).0),
+            ("function subgraph", wrap(&empty).msg(25, &Msg::default().str(1, "f").msg(7, &node_with(attr(6, &sub)))).0),
+            ("training initialization", wrap(&empty).msg(20, &Msg::default().msg(1, &graph_of(&[], &[ext("w")], &[]))).0),
+            ("training algorithm", wrap(&empty).msg(20, &Msg::default().msg(2, &graph_of(&[], &[ext("w")], &[]))).0),
+        ];
+        for (place, m) in cases {
+            let info = inspect(&m).unwrap_or_else(|e| panic!("{place}: {e}"));
+            assert_eq!(info.external_locations, vec!["x.bin".to_string()], "{place}");
+        }
     }
 
     #[test]
