@@ -1,4 +1,4 @@
-//! The four procedures under Filters > Personalize: their arguments
+//! The five procedures under Filters > Personalize: their arguments
 //! (declared once; the dialogs are generated from them), and their runs.
 
 use std::hash::{BuildHasher, Hasher};
