@@ -119,10 +119,24 @@ check "plug-in unit tests (cargo test -p pie-gimp in the host)" \
   nice bash build/gimp-host.sh run env CARGO_TARGET_DIR="$host_dir" cargo test --offline --release -p pie-gimp
 
 # --- 2./3. headless end to end -------------------------------------------------
-e2e() { console python-fu-eval "exec(open('/pie/tests/gimp/e2e.py').read())" >"$T/out/e2e.log" 2>&1; }
+# GIMP is started from a folder of modules named as the trainer's imports
+# (numpy, torch, PIL, pie_trainer, ...), as from a downloads folder: the
+# plug-in inherits that working folder, and none of them may run.
+mkdir -p "$T/poison"
+for m in numpy.py onnx.py torch/__init__.py PIL/__init__.py pie_trainer/__init__.py pie_trainer/__main__.py; do
+  mkdir -p "$(dirname "$T/poison/$m")"
+  printf 'open(%s, "a").write(__name__ + "\\n")\n' "'$TI/out/poison-ran.txt'" >"$T/poison/$m"
+done
+e2e() {
+  inside bash -c 'cd "$1" && shift && exec "$@"' _ "$TI/poison" \
+    timeout 900 gimp-console-3.0 -i --batch-interpreter=python-fu-eval \
+    -b "exec(open('/pie/tests/gimp/e2e.py').read())" --quit >"$T/out/e2e.log" 2>&1
+}
 if timed e2e; then pass "Python-Fu batch: Learn Scene, Learn Subject, Add Subject, Blend Pasted Subject, export"; else
-  fail "Python-Fu batch: Learn Scene, Learn Subject, Add Subject, export" \
+  fail "Python-Fu batch: Learn Scene, Learn Subject, Add Subject, Blend Pasted Subject, export" \
     "$("$PY" tests/gimp/check.py why "$T/out/e2e.json" 2>&1 || tail -n 8 "$T/out/e2e.log")"; fi
+check "no module in GIMP's working folder ran as part of the trainer (Learn from a downloads folder)" \
+  bash -c '[ -f "$1/out/e2e.json" ] && [ ! -e "$1/out/poison-ran.txt" ] || { cat "$1/out/poison-ran.txt" 2>/dev/null; exit 1; }' _ "$T"
 if [ -f "$T/out/e2e.json" ] && [ -f "$T/out/flat.png" ]; then
   check "the procedures are in Filters > Personalize with labels, help text and attribution" \
     "$PY" tests/gimp/check.py menus "$T/out/e2e.json"
