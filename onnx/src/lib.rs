@@ -62,6 +62,19 @@ pub fn concept_defaults(bundle: &Bundle) -> (f32, f32) {
     }
 }
 
+/// `opts` with a NaN strength or guidance (not given) replaced by `bundle`'s default.
+pub fn with_concept_defaults(opts: &AddOptions, bundle: &Bundle) -> AddOptions {
+    let (strength, guidance) = concept_defaults(bundle);
+    let mut o = opts.clone();
+    if o.strength.is_nan() {
+        o.strength = strength;
+    }
+    if o.guidance.is_nan() {
+        o.guidance = guidance;
+    }
+    o
+}
+
 /// Adds the bundle's subject into `selection` of `scene`, with whichever
 /// backbone the bundle has (see [`add::add_each`] and [`sd::add_each`]).
 pub fn add(bundle: &Bundle, scene: &image::DynamicImage, selection: &image::GrayImage, opts: &AddOptions, progress: &mut dyn Progress) -> Result<Vec<AddOutput>> {

@@ -694,3 +694,64 @@ fn saving_an_alpha_image_as_jpeg_says_what_is_lost() {
     let o = run_add(&c, c.outdir.join("plain.jpg").to_str().unwrap(), &[]);
     assert!(o.status.success() && !text(&o).contains("cannot hold"), "{}", text(&o));
 }
+
+#[test]
+fn blend_writes_the_fitted_subject_and_refuses_what_it_cannot_place() {
+    let c = case();
+    let dir = c.outdir.parent().unwrap();
+    // a cut-out: a red disc with transparency around it
+    let cut = dir.join("cutout.png");
+    image::RgbaImage::from_fn(20, 24, |x, y| {
+        let (dx, dy) = (x as f32 - 9.5, y as f32 - 11.5);
+        image::Rgba([220, 40, 30, if dx * dx / 90.0 + dy * dy / 130.0 <= 1.0 { 255 } else { 0 }])
+    })
+    .save(&cut)
+    .unwrap();
+    let out = c.outdir.join("blended.png");
+    let run = |extra: &[&str], out: &Path| {
+        let mut a = vec!["blend", c.scene.to_str().unwrap(), "--concept", "meadow", "--out", out.to_str().unwrap(), "--steps", "6", "--device", "cpu"];
+        a.extend(extra);
+        pie(c.lib.path(), &a)
+    };
+    let o = run(&["--subject", cut.to_str().unwrap(), "--at", "38,24"], &out);
+    assert!(o.status.success(), "{}", text(&o));
+    let (s, r) = (image::open(&c.scene).unwrap().to_rgb8(), image::open(&out).unwrap().to_rgb8());
+    assert!(r.get_pixel(48, 36).0[0] > 150, "the subject is not there: {:?}", r.get_pixel(48, 36));
+    assert_eq!(r.get_pixel(5, 5), s.get_pixel(5, 5), "far from the subject the scene changed");
+    // refused, nothing written: no transparency, off the image, an empty mask, both ways at once
+    let opaque = dir.join("opaque.png");
+    image::RgbImage::new(10, 10).save(&opaque).unwrap();
+    let empty = dir.join("empty.png");
+    image::GrayImage::new(96, 72).save(&empty).unwrap();
+    for (extra, says) in [
+        (vec!["--subject", opaque.to_str().unwrap()], "no transparency"),
+        (vec!["--subject", cut.to_str().unwrap(), "--at", "500,10"], "does not overlap"),
+        (vec!["--mask", empty.to_str().unwrap()], "empty"),
+        (vec!["--mask", c.mask.to_str().unwrap(), "--subject", cut.to_str().unwrap()], "cannot be used with"),
+    ] {
+        let bad = c.outdir.join("bad.png");
+        let o = run(&extra, &bad);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", text(&o));
+        assert!(text(&o).contains(says), "{extra:?}: {}", text(&o));
+        assert!(!bad.exists());
+    }
+}
+
+#[test]
+fn add_places_the_subject_as_asked_and_refuses_unknown_placements() {
+    let c = case();
+    let o = run_add(&c, c.outdir.join("left.png").to_str().unwrap(), &["--anchor", "left", "--scale", "0.5", "--flip", "--shadow", "0"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r = image::open(c.outdir.join("left.png")).unwrap().to_rgb8();
+    // the half-size ball rests against the selection's left side (x 30..62), vertically centred
+    let red = |x: u32, y: u32| r.get_pixel(x, y).0[0] > 150 && r.get_pixel(x, y).0[2] < 120;
+    assert!(red(36, 36), "{:?}", r.get_pixel(36, 36));
+    assert!(!red(56, 36), "{:?}", r.get_pixel(56, 36));
+    for (extra, says) in [(&["--anchor", "middle"][..], "middle"), (&["--scale", "0"][..], "--scale"), (&["--shadow", "2"][..], "--shadow")] {
+        let out = c.outdir.join("bad.png");
+        let o = run_add(&c, out.to_str().unwrap(), extra);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", text(&o));
+        assert!(text(&o).contains(says), "{extra:?}: {}", text(&o));
+        assert!(!out.exists());
+    }
+}

@@ -127,33 +127,13 @@ fn to_f32(bytes: &[u8]) -> Vec<f32> {
     bytes.chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 
-/// The scene layer with the pasted layer laid over it (its alpha), in the
-/// scene layer's own pixels and depth, and the mask of where it landed.
+/// The scene layer with the pasted layer laid over it (by the engine), in
+/// the scene layer's own pixels, and the mask of where it landed.
 pub fn lay_over(scene: &Source, pasted: &Source) -> Outcome<(DynamicImage, GrayImage)> {
-    use image::{GenericImage, GenericImageView};
-    let mut out = scene.image.clone();
-    let (w, h) = (out.width(), out.height());
-    let sub = pasted.image.to_rgba8();
-    let (dx, dy) = (i64::from(pasted.offset_x) - i64::from(scene.offset_x), i64::from(pasted.offset_y) - i64::from(scene.offset_y));
-    let mut mask = GrayImage::new(w, h);
-    let mut landed = false;
-    for (x, y, px) in sub.enumerate_pixels() {
-        let (tx, ty) = (dx + i64::from(x), dy + i64::from(y));
-        if px.0[3] == 0 || tx < 0 || ty < 0 || tx >= i64::from(w) || ty >= i64::from(h) {
-            continue;
-        }
-        let (tx, ty) = (tx as u32, ty as u32);
-        let under = out.get_pixel(tx, ty).0;
-        let k = f32::from(px.0[3]) / 255.0;
-        let mixed = [0, 1, 2, 3].map(|c| if c == 3 { under[3] } else { (k * f32::from(px.0[c]) + (1.0 - k) * f32::from(under[c])).round() as u8 });
-        out.put_pixel(tx, ty, image::Rgba(mixed));
-        mask.put_pixel(tx, ty, image::Luma([px.0[3]]));
-        landed = true;
-    }
-    if !landed {
-        return Err(Failure::msg("The pasted layer does not overlap the scene layer below it (or is fully transparent): move it over the scene."));
-    }
-    Ok((out, mask))
+    let at = (i64::from(pasted.offset_x) - i64::from(scene.offset_x), i64::from(pasted.offset_y) - i64::from(scene.offset_y));
+    pie::composite::place::lay_over(&scene.image, &pasted.image, at).ok_or_else(|| {
+        Failure::msg("The pasted layer does not overlap the scene layer below it (or is fully transparent): move it over the scene.")
+    })
 }
 
 /// The selection's bounds in image coordinates, or None when nothing is selected.

@@ -122,6 +122,52 @@ pub struct Cli {
     cmd: Cmd,
 }
 
+/// The concept, the output and how the model runs (Add and Blend).
+#[derive(clap::Args, Clone)]
+struct RunArgs {
+    /// The concept: a subject, or a scene (Blend, or Add re-synthesizing the selection as scene)
+    #[arg(long)]
+    concept: String,
+    /// Output image (.png, .tif or .jpg)
+    #[arg(long)]
+    out: PathBuf,
+    /// Random seed: the same seed gives the same result on the same device
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Denoising steps over the whole schedule; STEPS × STRENGTH of them run
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    /// How much is re-synthesized where subject and scene meet (0 < F ≤ 1; 1 starts from noise)
+    /// [default: 0.2, 0.7 for sd concepts]
+    #[arg(long, value_parser = finite)]
+    strength: Option<f32>,
+    /// Classifier-free guidance scale (1 = none, and faster) [default: 3, 7.5 for sd concepts]
+    #[arg(long, value_parser = finite)]
+    guidance: Option<f32>,
+    /// Where to run the model: auto = CUDA when it works here, else the CPU (saying why); cuda = CUDA or an error
+    #[arg(long, default_value = "auto", value_parser = device_parser())]
+    device: Device,
+    /// ONNX Runtime threads (default: all cores but one)
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+impl RunArgs {
+    /// The options they set; strength and guidance NaN when not given (the concept's).
+    fn options(&self, look: &LookArgs) -> AddOptions {
+        AddOptions {
+            seed: self.seed,
+            steps: self.steps,
+            strength: self.strength.unwrap_or(f32::NAN),
+            guidance: self.guidance.unwrap_or(f32::NAN),
+            device: self.device,
+            threads: self.threads,
+            look: look.look(),
+            ..Default::default()
+        }
+    }
+}
+
 /// How the subject is made to look photographed in the scene (Add and Blend).
 #[derive(clap::Args, Clone)]
 struct LookArgs {
@@ -261,37 +307,14 @@ enum Cmd {
         /// Selection mask: 8-bit gray, same size as IMAGE, 255 inside, 0 outside, values between feather
         #[arg(long)]
         selection: PathBuf,
-        /// The subject (or scene) concept
-        #[arg(long)]
-        concept: String,
-        /// Output image (.png, .tif or .jpg)
-        #[arg(long)]
-        out: PathBuf,
-        /// Random seed: the same seed gives the same result on the same device
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Denoising steps over the whole schedule; STEPS × STRENGTH of them run
-        #[arg(long, default_value_t = 50)]
-        steps: usize,
-        /// How much is re-synthesized where subject and scene meet (0 < F ≤ 1; 1 starts from noise)
-        /// [default: 0.2, 0.7 for sd concepts]
-        #[arg(long, value_parser = finite)]
-        strength: Option<f32>,
-        /// Classifier-free guidance scale (1 = none, and faster) [default: 3, 7.5 for sd concepts]
-        #[arg(long, value_parser = finite)]
-        guidance: Option<f32>,
+        #[command(flatten)]
+        run: RunArgs,
         /// Results from seeds SEED, SEED+1, …
         #[arg(long, default_value_t = 1)]
         variants: usize,
-        /// Where to run the model: auto = CUDA when it works here, else the CPU (saying why); cuda = CUDA or an error
-        #[arg(long, default_value = "auto", value_parser = device_parser())]
-        device: Device,
         /// ddim (deterministic) or ddpm (adds fresh noise each step)
         #[arg(long, default_value = "ddim", value_parser = sampler_parser())]
         sampler: Sampler,
-        /// ONNX Runtime threads (default: all cores but one)
-        #[arg(long)]
-        threads: Option<usize>,
         /// Full-resolution detail put back when the concept works below 1:1 (0 to 1; pixel-unet concepts)
         #[arg(long, default_value_t = 1.0, value_parser = finite)]
         detail: f32,
@@ -334,30 +357,8 @@ enum Cmd {
         /// Where the subject's top-left corner goes, X,Y in IMAGE's pixels
         #[arg(long, value_parser = position, default_value = "0,0", requires = "subject")]
         at: (i64, i64),
-        /// The learned scene (or subject) concept
-        #[arg(long)]
-        concept: String,
-        /// Output image (PNG, TIFF or JPEG)
-        #[arg(long)]
-        out: PathBuf,
-        /// Random seed: the same seed gives the same result on the same device
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Denoising steps over the whole schedule; STEPS × STRENGTH of them run
-        #[arg(long, default_value_t = 50)]
-        steps: usize,
-        /// How much the model redraws where the subject meets the scene (0 < F ≤ 1)
-        #[arg(long, value_parser = finite)]
-        strength: Option<f32>,
-        /// Classifier-free guidance scale (1 = none, and faster)
-        #[arg(long, value_parser = finite)]
-        guidance: Option<f32>,
-        /// Where to run the model: auto, cpu or cuda
-        #[arg(long, default_value = "auto", value_parser = device_parser())]
-        device: Device,
-        /// ONNX Runtime threads (default: all cores but one)
-        #[arg(long)]
-        threads: Option<usize>,
+        #[command(flatten)]
+        run: RunArgs,
         #[command(flatten)]
         look: LookArgs,
     },
@@ -470,22 +471,11 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Add {
-            ref image, ref selection, ref concept, ref out, seed, steps, strength, guidance, variants, device, sampler, threads, detail,
-            scheduler, ref prompt, ref negative_prompt, cuda_graph, scale, anchor, flip, ref look,
+            ref image, ref selection, ref run, variants, sampler, detail, scheduler, ref prompt, ref negative_prompt, cuda_graph, scale, anchor, flip,
+            ref look,
         } => {
-            let opts = AddOptions {
-                seed,
-                steps,
-                strength: strength.unwrap_or(f32::NAN),
-                guidance: guidance.unwrap_or(f32::NAN),
-                variants,
-                device,
-                sampler,
-                threads,
-                detail,
-                placement: pie::Placement { scale, anchor, flip },
-                look: look.look(),
-            };
+            let (concept, out) = (&run.concept, &run.out);
+            let opts = AddOptions { variants, sampler, detail, placement: pie::Placement { scale, anchor, flip }, ..run.options(look) };
             let sd = SdOptions { prompt: prompt.clone(), negative_prompt: negative_prompt.clone(), scheduler, cuda_graph };
             let outs = add(&lib()?, image, selection, concept, out, &opts, &sd, json)?;
             let mut before = std::time::Duration::ZERO;
@@ -502,17 +492,9 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Blend { ref image, ref mask, ref subject, at, ref concept, ref out, seed, steps, strength, guidance, device, threads, ref look } => {
-            let opts = AddOptions {
-                seed,
-                steps,
-                strength: strength.unwrap_or(f32::NAN),
-                guidance: guidance.unwrap_or(f32::NAN),
-                device,
-                threads,
-                look: look.look(),
-                ..Default::default()
-            };
+        Cmd::Blend { ref image, ref mask, ref subject, at, ref run, ref look } => {
+            let (concept, out) = (&run.concept, &run.out);
+            let opts = run.options(look);
             let pasted = match (mask, subject) {
                 (Some(m), _) => blend::Pasted::Mask(m),
                 (None, Some(s)) => blend::Pasted::Layer { subject: s, at },
@@ -563,15 +545,7 @@ pub fn add(lib: &Library, image: &Path, selection: &Path, concept: &str, out: &P
     let scene = pie::open_image(image)?;
     let mask = pie::open_mask(selection)?;
     let bundle = lib.load(concept)?;
-    let mut opts = opts.clone();
-    let (default_strength, default_guidance) = pie::concept_defaults(&bundle);
-    if opts.guidance.is_nan() {
-        opts.guidance = default_guidance;
-    }
-    if opts.strength.is_nan() {
-        opts.strength = default_strength;
-    }
-    let opts = &opts;
+    let opts = &pie::with_concept_defaults(opts, &bundle);
     let mut p = CliProgress::new(json, "add");
     if let Some(lost) = output::jpeg_loses(out, scene.color()) {
         p.note(&format!("{} is a JPEG, which cannot hold the image's {lost}: use .png or .tif to keep it", out.display()));

@@ -1,7 +1,7 @@
 //! Where the subject goes in the selection: how big, against which side,
 //! mirrored or not; and putting it there at the photo's resolution.
 
-use image::{GrayImage, RgbaImage};
+use image::{DynamicImage, GenericImage, GenericImageView, GrayImage, RgbaImage};
 
 use crate::imageops::{self, Planes};
 use crate::{Error, Result};
@@ -155,6 +155,32 @@ pub fn paste_subject(
     }
 }
 
+/// `scene` with the cut-out `cutout` laid over it through its alpha, its
+/// top-left corner at `at` (scene pixels, may be negative), and the mask of
+/// where it landed; `None` when no visible pixel of it lands on the scene.
+/// Blend's input from a pasted layer (GIMP) or a cut-out file (`pie blend`).
+pub fn lay_over(scene: &DynamicImage, cutout: &DynamicImage, (ax, ay): (i64, i64)) -> Option<(DynamicImage, GrayImage)> {
+    let mut out = scene.clone();
+    let (w, h) = out.dimensions();
+    let sub = cutout.to_rgba8();
+    let mut mask = GrayImage::new(w, h);
+    let mut landed = false;
+    for (x, y, px) in sub.enumerate_pixels() {
+        let (tx, ty) = (ax + i64::from(x), ay + i64::from(y));
+        if px.0[3] == 0 || tx < 0 || ty < 0 || tx >= i64::from(w) || ty >= i64::from(h) {
+            continue;
+        }
+        let (tx, ty) = (tx as u32, ty as u32);
+        let under = out.get_pixel(tx, ty).0;
+        let k = f32::from(px.0[3]) / 255.0;
+        let mixed = [0, 1, 2, 3].map(|c| if c == 3 { under[3] } else { (k * f32::from(px.0[c]) + (1.0 - k) * f32::from(under[c])).round() as u8 });
+        out.put_pixel(tx, ty, image::Rgba(mixed));
+        mask.put_pixel(tx, ty, image::Luma([px.0[3]]));
+        landed = true;
+    }
+    landed.then_some((out, mask))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,6 +220,19 @@ mod tests {
         let red_at = |c: &[f32], x: usize| c[25 * 60 + x] > 0.9;
         assert!(red_at(&comp, 21) && !red_at(&comp, 38));
         assert!(!red_at(&flipped, 21) && red_at(&flipped, 38));
+    }
+
+    #[test]
+    fn a_cut_out_is_laid_over_through_its_alpha_where_it_lands_and_nowhere_else() {
+        let scene = DynamicImage::ImageRgb8(image::RgbImage::from_pixel(20, 10, image::Rgb([0, 0, 200])));
+        let cut = DynamicImage::ImageRgba8(RgbaImage::from_fn(6, 6, |x, _| image::Rgba([255, 0, 0, if x < 3 { 255 } else { 0 }])));
+        let (out, mask) = lay_over(&scene, &cut, (17, -2)).expect("lands");
+        assert_eq!(out.get_pixel(17, 0).0[..3], [255, 0, 0]);
+        assert_eq!(out.get_pixel(16, 0).0[..3], [0, 0, 200]);
+        assert_eq!((mask.get_pixel(19, 3).0[0], mask.get_pixel(19, 4).0[0]), (255, 0));
+        assert_eq!(out.color(), scene.color());
+        assert!(lay_over(&scene, &cut, (40, 0)).is_none());
+        assert!(lay_over(&scene, &cut, (18, 0)).is_some_and(|(_, m)| m.pixels().filter(|p| p.0[0] > 0).count() == 2 * 6));
     }
 
     #[test]
