@@ -65,7 +65,9 @@ impl TrainerEnv {
     /// Runs `code` (Python source) with `args` as `sys.argv[1..]`.
     pub fn python_code(&self, code: &str) -> Command {
         let mut cmd = Command::new(&self.python);
-        cmd.arg("-I");
+        // -u: isolated mode ignores PYTHONUNBUFFERED, and the progress stream
+        // must reach pie line by line.
+        cmd.args(["-I", "-u"]);
         match &self.pythonpath {
             Some(pp) => {
                 cmd.arg("-c").arg(format!("{BOOT_PATH}{code}")).arg(pp);
@@ -83,7 +85,7 @@ impl TrainerEnv {
             Some(_) => self.python_code("import runpy; runpy.run_module('pie_trainer', run_name='__main__', alter_sys=True)"),
             None => {
                 let mut cmd = Command::new(&self.python);
-                cmd.args(["-I", "-m", "pie_trainer"]);
+                cmd.args(["-I", "-u", "-m", "pie_trainer"]);
                 cmd
             }
         }
@@ -321,7 +323,7 @@ fn run(lib: &Library, name: &str, args: &[String], progress: &mut dyn Progress) 
     let _held = hold_learning(lib, name)?;
     let mut cmd = env.trainer_command();
     cmd.args(args);
-    cmd.env("PYTHONUNBUFFERED", "1").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     {
         use std::os::unix::process::CommandExt;
         // Its own process group: a terminal's Ctrl-C reaches only pie, which

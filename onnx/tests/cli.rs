@@ -572,7 +572,7 @@ fn doctor_checks_the_trainer_as_learning_runs_it_isolated() {
     let dir = c.outdir.parent().unwrap();
     // A stand-in Python that reports how it was called.
     let fake = dir.join("python");
-    std::fs::write(&fake, "#!/bin/sh\necho \"torch 0 | cuda False | args=$1 $4 | PYTHONPATH=$PYTHONPATH\"\n").unwrap();
+    std::fs::write(&fake, "#!/bin/sh\necho \"torch 0 | cuda False | args=$1 $2 $5 | PYTHONPATH=$PYTHONPATH\"\n").unwrap();
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     ort();
     let o = Command::new(env!("CARGO_BIN_EXE_pie"))
@@ -583,7 +583,7 @@ fn doctor_checks_the_trainer_as_learning_runs_it_isolated() {
         .output()
         .unwrap();
     // isolated mode, the trainer's folder as an argument, PYTHONPATH not extended
-    assert!(text(&o).contains("args=-I /src/trainer | PYTHONPATH=/users/site"), "{}", text(&o));
+    assert!(text(&o).contains("args=-I -u /src/trainer | PYTHONPATH=/users/site"), "{}", text(&o));
 }
 
 #[test]

@@ -38,8 +38,8 @@ class StopFlag:
     however long the current phase takes. SIGTERM stops the same way, but it must end
     the process even where nothing checks the flag (a phase that cannot be
     interrupted, a write to a pipe nobody reads any more): `term_grace_s` seconds
-    after it the process exits with 128 + SIGTERM, finished or not. A second signal of
-    either kind exits at once, the same way.
+    after it the process exits with 128 + SIGTERM, finished or not. A SIGTERM after
+    either signal exits at once, the same way; a second SIGINT changes nothing.
     """
 
     TERM_GRACE_S = 30.0
@@ -59,6 +59,11 @@ class StopFlag:
             # output any more, and a write to it must not stop the checkpoint.
             detach_std_streams()
         if self.signum is not None:
+            if signum == signal.SIGINT:
+                # The engine's stop and, when GIMP then ends the plug-in, its
+                # death signal both arrive as SIGINT: the checkpoint must still be written.
+                log("signal 2 received again: still stopping at the next step")
+                return
             log(f"signal {signum} received again: exiting now")
             os._exit(128 + signum)
         log(f"signal {signum} received: stopping at the next step and writing a checkpoint")

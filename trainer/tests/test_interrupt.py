@@ -169,3 +169,15 @@ def test_a_second_signal_ends_the_trainer_at_once() -> None:
     proc.send_signal(signal.SIGTERM)         # ... until a second signal
     assert proc.wait(timeout=20) == 128 + signal.SIGTERM
     assert time.monotonic() - t0 < 5
+
+
+def test_a_second_sigint_still_lets_the_checkpoint_be_written() -> None:
+    # The engine's stop, then its death signal (GIMP ending the plug-in): both SIGINT.
+    proc = stuck_process(600.0)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.7)
+    assert proc.poll() is None, "the second SIGINT ended the trainer before its checkpoint"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 128 + signal.SIGTERM
