@@ -5,7 +5,8 @@ For each pair (a scene photo, a subject photo, a selection rectangle chosen
 here) it produces three results and scores each with tests/eval/scores.py:
 
 1. naive paste: the subject cut-out scaled to fit the selection's bounds
-   (aspect kept, centred) and pasted through its mask;
+   (aspect kept) where pie add places it by default (centred across, standing
+   on the selection's bottom, a little above it) and pasted through its mask;
 2. Poisson blending: the same cut-out at the same place through OpenCV's
    seamlessClone (NORMAL_CLONE);
 3. pie: `pie learn-scene`, `pie learn-subject --mask`, `pie add` with the real
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import shlex
 import shutil
@@ -179,13 +181,16 @@ def rect_mask(shape: tuple[int, int], rect: tuple[int, int, int, int]) -> np.nda
 def place_subject(subject: np.ndarray, mask: np.ndarray, selection: tuple[int, int, int, int],
                   scene_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """The cut-out (subject cropped to its mask's bounds) scaled to fit the selection's bounds, aspect kept,
-    centred; returns (colour, alpha in [0, 1]) at the scene's size. Premultiplied resampling (INTER_AREA when
+    where `pie add` puts it by default: centred across, standing on the selection's bottom edge less the room
+    pie leaves a hard-edged selection for the shadow (its faded edge, short side / 12 clamped to 1..12 px, plus
+    5 % of the height), so that all three methods insert the same cut-out at the same place; returns (colour, alpha in [0, 1]) at the scene's size. Premultiplied resampling (INTER_AREA when
     shrinking), so the colour under alpha 0 does not bleed into the edge."""
     ys, xs = np.nonzero(mask)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
     a = mask[y0:y1, x0:x1].astype(np.float32) / 255.0
     rgb = subject[y0:y1, x0:x1].astype(np.float32) / 255.0
     sx, sy, sw, sh = selection
+    sh = sh - (min(12, max(1, min(sw, sh) // 12)) + round(0.05 * sh))
     bw, bh = x1 - x0, y1 - y0
     fit = min(sw / bw, sh / bh)
     pw, ph = max(1, round(bw * fit)), max(1, round(bh * fit))
@@ -193,7 +198,7 @@ def place_subject(subject: np.ndarray, mask: np.ndarray, selection: tuple[int, i
     pre = cv2.resize(rgb * a[..., None], (pw, ph), interpolation=interp)
     ra = cv2.resize(a, (pw, ph), interpolation=interp)
     col = np.where(ra[..., None] > 1e-6, pre / np.maximum(ra[..., None], 1e-6), 0).clip(0, 1)
-    ox, oy = round(sx + (sw - pw) / 2), round(sy + (sh - ph) / 2)
+    ox, oy = math.floor(sx + (sw - pw) / 2 + 0.5), sy + sh - ph   # rounding half up, as Rust's round()
     H, W = scene_shape
     colour = np.zeros((H, W, 3), np.float32)
     alpha = np.zeros((H, W), np.float32)
