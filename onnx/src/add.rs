@@ -380,6 +380,25 @@ pub(crate) fn blend_mask<'a>(selection: &'a GrayImage, bbox: Rect, div: u32) -> 
     }
 }
 
+/// How wide the selection's faded edge is, in pixels: the inward feather
+/// Add gives a hard-edged one, or, for a feathered one, how far in from its
+/// bounds it reaches full strength (along its middle row and column, at most a
+/// quarter of its size).
+fn faded_edge(selection: &GrayImage, b: Rect) -> u32 {
+    if imageops::is_hard(selection) {
+        return (b.w.min(b.h) / FEATHER_DIV_SUBJECT).clamp(1, 12);
+    }
+    let (mx, my) = (b.x + b.w / 2, b.y + b.h / 2);
+    let full = |x: u32, y: u32| selection.get_pixel(x, y).0[0] >= 250;
+    let most = b.w.min(b.h) / 4;
+    let from = |f: &dyn Fn(u32) -> bool| (0..most).find(|&i| f(i)).unwrap_or(most);
+    let l = from(&|i| full(b.x + i, my));
+    let r = from(&|i| full(b.right() - 1 - i, my));
+    let t = from(&|i| full(mx, b.y + i));
+    let d = from(&|i| full(mx, b.bottom() - 1 - i));
+    l.max(r).max(t).max(d)
+}
+
 /// Feather divisors: a scene concept's whole selection, a subject's cut at the selection's edge.
 pub(crate) const FEATHER_DIV: u32 = 24;
 const FEATHER_DIV_SUBJECT: u32 = 12;
@@ -411,12 +430,17 @@ fn prepare(bundle: &Bundle, scene: &DynamicImage, selection: &GrayImage, given: 
             true
         }
         (None, Some(subject)) => {
-            // Standing on the selection's bottom edge would leave its shadow no room.
+            // Inside the selection's faded edge, so no part of the subject fades
+            // out with it; standing on the bottom, with room below for its shadow.
             let bottom = matches!(opts.placement.anchor, composite::Anchor::Bottom | composite::Anchor::BottomLeft | composite::Anchor::BottomRight);
-            // The room is the selection's faded edge plus the shadow's depth.
-            let fade = (bbox.w.min(bbox.h) / FEATHER_DIV_SUBJECT).clamp(1, 12);
-            let room = if bottom && imageops::is_hard(selection) { f64::from(fade) + (bbox.h as f64 * 0.05).round() } else { 0.0 };
-            let rel = ((bbox.x - plan.crop.x) as f64, (bbox.y - plan.crop.y) as f64, bbox.w as f64, bbox.h as f64 - room);
+            let edge = f64::from(faded_edge(selection, bbox));
+            let room = if bottom { (bbox.h as f64 * 0.05).round() } else { 0.0 };
+            let rel = (
+                (bbox.x - plan.crop.x) as f64 + edge,
+                (bbox.y - plan.crop.y) as f64 + edge,
+                (bbox.w as f64 - 2.0 * edge).max(1.0),
+                (bbox.h as f64 - 2.0 * edge - room).max(1.0),
+            );
             composite::place::paste_subject(subject, rel, &opts.placement, cw, ch, &mcrop, &mut full.data, &mut place_full);
             true
         }

@@ -181,16 +181,17 @@ def rect_mask(shape: tuple[int, int], rect: tuple[int, int, int, int]) -> np.nda
 def place_subject(subject: np.ndarray, mask: np.ndarray, selection: tuple[int, int, int, int],
                   scene_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """The cut-out (subject cropped to its mask's bounds) scaled to fit the selection's bounds, aspect kept,
-    where `pie add` puts it by default: centred across, standing on the selection's bottom edge less the room
-    pie leaves a hard-edged selection for the shadow (its faded edge, short side / 12 clamped to 1..12 px, plus
-    5 % of the height), so that all three methods insert the same cut-out at the same place; returns (colour, alpha in [0, 1]) at the scene's size. Premultiplied resampling (INTER_AREA when
+    where `pie add` puts it by default: inside the selection's faded edge (short side / 12, clamped to 1..12 px,
+    for these hard-edged rectangles), centred across, standing on the bottom with 5 % of the height left below
+    for the shadow, so that all three methods insert the same cut-out at the same place; returns (colour, alpha in [0, 1]) at the scene's size. Premultiplied resampling (INTER_AREA when
     shrinking), so the colour under alpha 0 does not bleed into the edge."""
     ys, xs = np.nonzero(mask)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
     a = mask[y0:y1, x0:x1].astype(np.float32) / 255.0
     rgb = subject[y0:y1, x0:x1].astype(np.float32) / 255.0
     sx, sy, sw, sh = selection
-    sh = sh - (min(12, max(1, min(sw, sh) // 12)) + round(0.05 * sh))
+    edge = min(12, max(1, min(sw, sh) // 12))
+    sx, sy, sw, sh = sx + edge, sy + edge, sw - 2 * edge, sh - 2 * edge - math.floor(0.05 * sh + 0.5)
     bw, bh = x1 - x0, y1 - y0
     fit = min(sw / bw, sh / bh)
     pw, ph = max(1, round(bw * fit)), max(1, round(bh * fit))
