@@ -33,7 +33,10 @@ def test_place_subject_fits_the_selection_and_keeps_the_aspect():
     ys, xs = np.nonzero(alpha > 0.5)
     assert xs.min() >= 20 and xs.max() < 60 and ys.min() >= 10 and ys.max() < 34
     h, w = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
-    assert abs(h - w) <= 2 and h >= 20  # a disc stays round, as tall as the selection allows
+    # as pie places it: inside the 2-px faded edge, 1 px (5 %) left below for the shadow: 19 px tall
+    assert abs(h - w) <= 2 and h >= 18  # a disc stays round, as tall as that allows
+    assert ys.max() == 10 + 2 + 19 - 1  # standing on the bottom of that box
+    assert abs((xs.min() + xs.max()) / 2 - 39.5) <= 1  # centred across
     assert (alpha[:, :20] == 0).all() and (alpha[34:] == 0).all()
     assert np.allclose(colour[alpha > 0.99], np.array([220, 40, 40]) / 255, atol=0.02)
 
