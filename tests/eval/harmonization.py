@@ -65,7 +65,6 @@ import argparse
 import datetime as dt
 import json
 import math
-import os
 import shlex
 import shutil
 import subprocess
@@ -87,7 +86,8 @@ ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "bench"))
 import scores  # noqa: E402  (evaluate.py's scores: its harmonization score is checked here against the truth)
-from common import machine, pie_env, run_monitored  # noqa: E402  (bench/common.py)
+import evaluate  # noqa: E402  (its runner of the pie binary and its sheet font)
+from common import machine, pie_env  # noqa: E402  (bench/common.py)
 
 KINDS = ("transfer", "exposure", "white_balance", "gamma")
 METHODS = ("composite", "lab", "poisson", "pie")
@@ -370,41 +370,22 @@ def poisson_baseline(composite: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class Pie:
-    binary: Path
-    library: Path
-    preset: str
-    env: dict[str, str]
-    scene_args: list[str] = field(default_factory=list)
+class Pie(evaluate.Pie):
+    """evaluate.py's runner of the pie binary, with Learn Scene leaving the object out and Blend."""
+
     blend_args: list[str] = field(default_factory=list)
-    reuse: bool = False
-    log: Path | None = None
-    nice: int = 0
 
-    def _run(self, args: list[str], what: str) -> dict:
-        cmd = [str(self.binary), "--json", "--library", str(self.library), *args]
-        if self.nice:
-            cmd = ["nice", "-n", str(self.nice), *cmd]
-        print(f"  $ {shlex.join(cmd)}", flush=True)
-        with open(self.log or os.devnull, "a", buffering=1) as log:
-            log.write(f"\n$ {shlex.join(cmd)}\n")
-            r = run_monitored(cmd, env=self.env, log=log)
-        if r.rc != 0:
-            raise RuntimeError(f"{what} failed (exit {r.rc}):\n{r.stderr[-3000:]}")
-        print(f"    {r.wall_s:.1f} s, peak {r.peak_rss_mb:.0f} MB", flush=True)
-        return {"wall_s": round(r.wall_s, 2), "peak_rss_mb": round(r.peak_rss_mb, 1)}
-
-    def learn_scene(self, photo: Path, mask: Path, name: str) -> dict | None:
-        if self.reuse and (self.library / name / "bundle.json").is_file():
+    def learn_scene(self, photo: Path, mask: Path, name: str) -> dict | None:  # type: ignore[override]
+        if self.reuse and self.has(name):
             print(f"  (reusing the concept {name})")
             return None
-        quick = ["--quick"] if self.preset == "quick" else []
-        return self._run(["learn-scene", str(photo), "--name", name, "--exclude", str(mask), "--force", *quick,
-                          *self.scene_args], f"pie learn-scene {name}")
+        return self._run(["learn-scene", str(photo), "--name", name, "--exclude", str(mask), "--library",
+                          str(self.library), "--force", *self._quick(), *self.scene_args], f"pie learn-scene {name}")
 
     def blend(self, composite: Path, mask: Path, concept: str, out: Path, seed: int) -> dict:
-        return self._run(["blend", str(composite), "--mask", str(mask), "--concept", concept, "--out", str(out),
-                          "--seed", str(seed), *self.blend_args], f"pie blend {concept}")
+        return self._run(["blend", str(composite), "--mask", str(mask), "--concept", concept, "--library",
+                          str(self.library), "--out", str(out), "--seed", str(seed), *self.blend_args],
+                         f"pie blend {concept}")
 
 
 def concept_name(photo: str) -> str:
@@ -412,13 +393,6 @@ def concept_name(photo: str) -> str:
 
 
 # --------------------------------------------------------------------------- sheets
-
-
-def _font(size: int) -> ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1
-        return ImageFont.load_default()
 
 
 def crop_box(mask: np.ndarray, margin: float = 0.25) -> tuple[int, int, int, int]:
@@ -432,7 +406,7 @@ def crop_box(mask: np.ndarray, margin: float = 0.25) -> tuple[int, int, int, int
 def contact_sheet(panels: list[tuple[str, np.ndarray, str]], mask: np.ndarray, title: str,
                   size: int = 256) -> Image.Image:
     """Row 1: each panel scaled to `size` wide; row 2: its crop around the object, scaled to `size` wide."""
-    font, small = _font(14), _font(12)
+    font, small = evaluate._font(14), evaluate._font(12)
     H, W = panels[0][1].shape[:2]
     ph = round(H * size / W)
     x0, y0, x1, y1 = crop_box(mask)
