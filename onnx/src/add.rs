@@ -450,18 +450,18 @@ fn prepare(bundle: &Bundle, scene: &DynamicImage, selection: &GrayImage, given: 
     let mut shade: Option<Vec<f32>> = None;
     if placed {
         let short = bbox.w.min(bbox.h) as f32;
+        let mut a = around_subject(&place_full, &mcrop, cw, ch, short, &FIT);
         let surroundings = composite::surroundings(&place_full, cw, ch, (0.25 * short).max(4.0));
         composite::light::harmonize(&mut full, &place_full, &surroundings, look.harmonize);
         let known_p = Planes { c: 3, w, h, data: known.clone() };
         match_colour(&mut full, &place_full, &known_p, &sel, short * plan.scale as f32, &FIT);
         if look.grain {
             // One grain for every variant: it is the photo's, not the variation's.
-            composite::grain::match_grain(&mut full, &place_full, &surroundings, 0);
+            composite::grain::match_grain(&mut full, &place_full, &a.d_in, &surroundings, 0);
         }
-        let shadow = composite::shadow::coverage(&place_full, cw, ch);
-        let mut a = around_subject(&place_full, &mcrop, cw, ch, short, &FIT);
-        if look.shadow > 0.0 {
-            a.write.iter_mut().zip(&shadow).for_each(|(wr, s)| *wr = wr.max((s * 8.0).min(1.0)));
+        let shadow = (look.shadow > 0.0).then(|| composite::shadow::coverage(&place_full, cw, ch));
+        if let Some(shadow) = &shadow {
+            a.write.iter_mut().zip(shadow).for_each(|(wr, s)| *wr = wr.max((s * 8.0).min(1.0)));
         }
         let free = imageops::resize_plane(&a.free, cw, ch, w, h);
         sel.iter_mut().zip(&free).for_each(|(s, f)| *s *= f.clamp(0.0, 1.0));
@@ -469,10 +469,9 @@ fn prepare(bundle: &Bundle, scene: &DynamicImage, selection: &GrayImage, given: 
         // (one working pixel deep): below 1:1 the model's redrawing there is
         // an upsampled blur, which would soften the outline from outside.
         let texel = (1.0 / plan.scale as f32).max(1.0);
-        let d_out = imageops::distance_inside(&place_full.iter().map(|&m| m <= 0.0).collect::<Vec<_>>(), cw, ch);
         let weight: Vec<f32> = place_full
             .iter()
-            .zip(&d_out)
+            .zip(&a.d_out)
             .zip(&a.cut)
             .map(|((p, &d), k)| {
                 let beside = if texel > 1.0 { (1.0 - (d - texel) / texel).clamp(0.0, 1.0) } else { 0.0 };
@@ -480,11 +479,9 @@ fn prepare(bundle: &Bundle, scene: &DynamicImage, selection: &GrayImage, given: 
             })
             .collect();
         crisp = Some((full.data.clone(), weight));
-        if look.shadow > 0.0 {
-            // Cast on the result, after the model: redrawn, the ring under the
-            // subject would come back as the scene the model memorized, unshaded.
-            shade = Some(shadow.iter().zip(&mcrop).map(|(s, m)| s * m * look.shadow).collect());
-        }
+        // Cast on the result, after the model: redrawn, the ring under the
+        // subject would come back as the scene the model memorized, unshaded.
+        shade = shadow.map(|s| s.iter().zip(&mcrop).map(|(s, m)| s * m * look.shadow).collect());
         around = Some(a);
     }
     let composite = imageops::resize(&full, w, h).data;
@@ -497,10 +494,9 @@ fn prepare(bundle: &Bundle, scene: &DynamicImage, selection: &GrayImage, given: 
     // What the working scale cannot hold: the composite minus its round trip
     // through the working size. Added back, it keeps the subject and the scene's
     // texture sharp when the model works below 1:1 (and is ~0 at 1:1).
-    let detail = opts.detail;
-    let detail = if detail > 0.0 && (w != cw || h != ch) {
+    let detail = if opts.detail > 0.0 && (w != cw || h != ch) {
         let back = imageops::resize(&Planes { c: 3, w, h, data: composite.clone() }, cw, ch);
-        let mut d: Vec<f32> = full.data.iter().zip(&back.data).map(|(f, b)| detail * (f - b)).collect();
+        let mut d: Vec<f32> = full.data.iter().zip(&back.data).map(|(f, b)| opts.detail * (f - b)).collect();
         // Where the subject is cut by the selection's edge the model's redrawing
         // stands alone: the pasted cut's detail would bring its seam back.
         if let Some(a) = &around {
@@ -526,11 +522,15 @@ struct Around {
     free: Vec<f32>,
     /// Where the subject meets the selection's edge (within `cut_depth`).
     cut: Vec<f32>,
+    /// Distance (chamfer, pixels) into the footprint (coverage ≥ 0.5), and out
+    /// of it (from where coverage is above 0): for grain and the crisp outline.
+    d_in: Vec<f32>,
+    d_out: Vec<f32>,
 }
 
 fn around_subject(place: &[f32], sel: &[f32], w: usize, h: usize, short: f32, f: &Fit) -> Around {
     let outside: Vec<bool> = place.iter().map(|&m| m <= 0.0).collect();
-    let inside: Vec<bool> = place.iter().map(|&m| m >= 0.5).collect();
+    let inside = composite::inside(place);
     let in_sel: Vec<bool> = sel.iter().map(|&m| m >= 0.5).collect();
     let d_out = imageops::distance_inside(&outside, w, h);
     let d_in = imageops::distance_inside(&inside, w, h);
@@ -546,7 +546,7 @@ fn around_subject(place: &[f32], sel: &[f32], w: usize, h: usize, short: f32, f:
         .zip(&cut)
         .map(|((&wr, &di), &c)| if di <= 0.0 { wr } else { (1.0 - (di - edge) / fade).clamp(0.0, 1.0) }.max(c))
         .collect();
-    Around { write, free, cut }
+    Around { write, free, cut, d_in, d_out }
 }
 
 /// Matches the placed subject's colour to the scene around it, in the low

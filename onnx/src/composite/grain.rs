@@ -80,16 +80,13 @@ pub struct GrainMatch {
     pub subject_after: f32,
 }
 
-/// Matches the fine detail of the subject's inside (`place` ≥ 0.5, away from
-/// its outline) to the scene's around it (`around`), adding grain from `seed`.
-pub fn match_grain(full: &mut Planes, place: &[f32], around: &[f32], seed: u64) -> Option<GrainMatch> {
-    let (w, h) = (full.w, full.h);
-    let n = w * h;
+/// Matches the fine detail of the subject's inside (more than 2 pixels into
+/// its footprint by `depth`, the distance into where `place` ≥ 0.5) to the
+/// scene's around it (`around`), adding grain from `seed`.
+pub fn match_grain(full: &mut Planes, place: &[f32], depth: &[f32], around: &[f32], seed: u64) -> Option<GrainMatch> {
+    let n = full.w * full.h;
     // The inside away from the outline: the outline's own step is no grain.
-    let inner: Vec<f32> = {
-        let d = imageops::distance_inside(&crate::composite::inside(place), w, h);
-        d.iter().map(|&d| if d > 2.0 { 1.0 } else { 0.0 }).collect()
-    };
+    let inner: Vec<f32> = depth.iter().map(|&d| if d > 2.0 { 1.0 } else { 0.0 }).collect();
     let scene = fine_detail(full, around)?;
     let before = fine_detail(full, &inner)?;
     if (before - scene).abs() <= TOLERANCE * scene.max(1e-3) {
@@ -136,16 +133,20 @@ mod tests {
         (p, place)
     }
 
+    fn depth(place: &[f32]) -> Vec<f32> {
+        imageops::distance_inside(&crate::composite::inside(place), 80, 80)
+    }
+
     #[test]
     fn a_clean_subject_in_a_grainy_photo_gets_the_photos_grain_and_a_grainier_one_is_kept() {
         let (mut p, place) = crop(0.01, 0.05);
         let around = crate::composite::surroundings(&place, 80, 80, 12.0);
-        let m = match_grain(&mut p, &place, &around, 7).expect("measured");
+        let m = match_grain(&mut p, &place, &depth(&place), &around, 7).expect("measured");
         assert_eq!(m.subject_after, m.subject_before);
         for (scene_sd, subject_sd) in [(0.04, 0.0), (0.03, 0.01), (0.05, 0.02)] {
             let (mut p, place) = crop(scene_sd, subject_sd);
             let around = crate::composite::surroundings(&place, 80, 80, 12.0);
-            let m = match_grain(&mut p, &place, &around, 7).expect("measured");
+            let m = match_grain(&mut p, &place, &depth(&place), &around, 7).expect("measured");
             assert!((m.subject_after - m.scene).abs() <= 0.2 * m.scene, "{scene_sd} {subject_sd}: {m:?}");
             assert!((m.subject_before - m.scene).abs() > 0.3 * m.scene, "{m:?}");
             // outside the footprint nothing changes
