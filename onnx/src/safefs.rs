@@ -58,6 +58,14 @@ pub fn read_bounded(path: &Path, max: u64) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// An exclusive lock on `f` if no other process holds one, without waiting;
+/// the lock ends with the process, however it ends.
+pub fn try_lock(f: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor the caller keeps open for the call.
+    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
 /// Whether `path` is a folder itself, not a link to one.
 pub fn is_real_dir(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())

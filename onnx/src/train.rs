@@ -294,7 +294,6 @@ fn common_args(lib: &Library, o: &TrainOptions) -> Result<Vec<String>> {
 /// folder and overwrite each other's concept. The lock (on a dot-file of the
 /// library, never listed) ends with the process, however it ends.
 fn hold_learning(lib: &Library, name: &str) -> Result<std::fs::File> {
-    use std::os::fd::AsRawFd;
     let path = lib.path().join(format!(".learning-{name}.lock"));
     let f = std::fs::OpenOptions::new()
         .create(true)
@@ -303,8 +302,7 @@ fn hold_learning(lib: &Library, name: &str) -> Result<std::fs::File> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(&path)
         .map_err(|e| Error::io("cannot lock", &path, e))?;
-    // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    if !crate::safefs::try_lock(&f) {
         return Err(Error::bad(format!(
             "another pie is learning {name:?} in this library right now: wait for it to finish (or stop it), or pick another name"
         )));

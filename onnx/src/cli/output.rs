@@ -166,18 +166,10 @@ pub fn remove_stale_temps(dir: &Path) {
             continue;
         }
         let Ok(f) = pie::safefs::open_regular(&ent.path()) else { continue };
-        if lock(&f) {
+        if pie::safefs::try_lock(&f) {
             let _ = std::fs::remove_file(ent.path());
         }
     }
-}
-
-/// An exclusive lock on `f`, if no other process holds one; released when
-/// the process ends, however it ends.
-fn lock(f: &std::fs::File) -> bool {
-    use std::os::fd::AsRawFd;
-    // SAFETY: flock on a descriptor this function borrows.
-    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
 }
 
 impl Staged {
@@ -196,7 +188,7 @@ impl Staged {
             .permissions(PermissionsExt::from_mode(mode.unwrap_or(0o666)))
             .tempfile_in(&dir)
             .map_err(|e| Error::io("cannot write", path, without_temp_name(e)))?;
-        lock(tmp.as_file());
+        pie::safefs::try_lock(tmp.as_file());
         if let Some(m) = mode {
             // The umask applied at creation; the replaced file's mode is what counts.
             std::fs::set_permissions(tmp.path(), PermissionsExt::from_mode(m)).map_err(|e| Error::io("cannot write", path, e))?;
