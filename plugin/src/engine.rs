@@ -157,22 +157,29 @@ pub struct Variant {
     pub note: Option<String>,
 }
 
+impl From<pie::AddOutput> for Variant {
+    fn from(o: pie::AddOutput) -> Variant {
+        Variant { seed: o.seed, image: o.image, changed: Rect { x: o.changed.x, y: o.changed.y, w: o.changed.w, h: o.changed.h }, note: o.note }
+    }
+}
+
 pub fn add(p: &AddParams, scene: &DynamicImage, mask: &GrayImage, progress: &mut GimpProgress) -> Outcome<Vec<Variant>> {
     let lib = library()?;
     progress.update(-1.0, "checking the concept");
     let bundle = lib.load(&p.concept)?;
-    let (strength, guidance) = pie::concept_defaults(&bundle);
-    let opts = pie::AddOptions {
+    let given = pie::AddOptions {
         seed: p.seed,
         steps: p.steps as usize,
-        strength: p.strength.map_or(strength, |s| s as f32),
-        guidance: p.guidance.map_or(guidance, |g| g as f32),
+        // NaN: not given, the concept's own (resolved by the engine, as for `pie add`).
+        strength: p.strength.map_or(f32::NAN, |s| s as f32),
+        guidance: p.guidance.map_or(f32::NAN, |g| g as f32),
         variants: p.variants as usize,
         device: device(&p.device)?,
         placement: p.placement,
         look: p.look,
         ..pie::AddOptions::default()
     };
+    let opts = pie::with_concept_defaults(&given, &bundle);
     // A pixel-unet subject has no text encoder: the sd-only arguments are left
     // out for it (the dialog keeps the last values for the next sd subject).
     let is_sd = bundle.manifest.is_sd();
@@ -187,15 +194,7 @@ pub fn add(p: &AddParams, scene: &DynamicImage, mask: &GrayImage, progress: &mut
         outputs.push(o);
         Ok(())
     })?;
-    Ok(outputs
-        .into_iter()
-        .map(|o| Variant {
-            seed: o.seed,
-            image: o.image,
-            changed: Rect { x: o.changed.x, y: o.changed.y, w: o.changed.w, h: o.changed.h },
-            note: o.note,
-        })
-        .collect())
+    Ok(outputs.into_iter().map(Variant::from).collect())
 }
 
 pub struct BlendParams {
@@ -212,15 +211,22 @@ pub fn blend(p: &BlendParams, composite: &DynamicImage, mask: &GrayImage, progre
     let lib = library()?;
     progress.update(-1.0, "checking the concept");
     let bundle = lib.load(&p.concept)?;
-    let (strength, guidance) = pie::concept_defaults(&bundle);
-    let opts = pie::AddOptions { seed: p.seed, steps: p.steps as usize, strength, guidance, device: device(&p.device)?, look: p.look, ..pie::AddOptions::default() };
+    let given = pie::AddOptions {
+        seed: p.seed,
+        steps: p.steps as usize,
+        strength: f32::NAN,
+        guidance: f32::NAN,
+        device: device(&p.device)?,
+        look: p.look,
+        ..pie::AddOptions::default()
+    };
+    let opts = pie::with_concept_defaults(&given, &bundle);
     let mut out = None;
     pie::blend_each(&bundle, composite, mask, &opts, progress, &mut |o| {
         out = Some(o);
         Ok(())
     })?;
-    let o = out.ok_or_else(|| Failure::msg("The engine made no result."))?;
-    Ok(Variant { seed: o.seed, image: o.image, changed: Rect { x: o.changed.x, y: o.changed.y, w: o.changed.w, h: o.changed.h }, note: o.note })
+    Ok(out.ok_or_else(|| Failure::msg("The engine made no result."))?.into())
 }
 
 pub struct LearnParams {
