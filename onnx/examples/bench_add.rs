@@ -29,7 +29,11 @@ fn main() {
     let (lib, concept) = match (arg::<String>(&args, "--library"), arg::<String>(&args, "--concept")) {
         (lib, Some(c)) => (Library::open(lib.map(Into::into)).expect("library"), c),
         _ => {
-            write_bundle(tmp.path(), &Synthetic { name: "synthetic".into(), scene_short_side: 512, ..Default::default() }).expect("bundle");
+            write_bundle(
+                tmp.path(),
+                &Synthetic { name: "synthetic".into(), scene_short_side: 512, ..Default::default() },
+            )
+            .expect("bundle");
             (Library::open(Some(tmp.path().to_path_buf())).expect("library"), "synthetic".to_string())
         }
     };
@@ -41,11 +45,19 @@ fn main() {
         }
     };
     // A 512x384 scene with a 128x128 selection in it.
-    let scene = DynamicImage::ImageRgb8(image::RgbImage::from_fn(512, 384, |x, y| image::Rgb([(x / 2) as u8, (y / 2) as u8, 128])));
-    let mask = image::GrayImage::from_fn(512, 384, |x, y| image::Luma([if (192..320).contains(&x) && (128..256).contains(&y) { 255 } else { 0 }]));
+    let scene = DynamicImage::ImageRgb8(image::RgbImage::from_fn(512, 384, |x, y| {
+        image::Rgb([(x / 2) as u8, (y / 2) as u8, 128])
+    }));
+    let mask = image::GrayImage::from_fn(512, 384, |x, y| {
+        image::Luma([if (192..320).contains(&x) && (128..256).contains(&y) { 255 } else { 0 }])
+    });
     let strength: f32 = arg(&args, "--strength").unwrap_or_else(|| pie::concept_defaults(&bundle).0);
     let opts = AddOptions { steps, strength, device: Device::Cpu, threads, ..Default::default() };
-    println!("bundle {concept} ({}), selection 128x128 in 512x384, {steps} steps, strength {strength}, threads {}", bundle.dir.display(), threads.unwrap_or_else(pie::runtime::default_threads));
+    println!(
+        "bundle {concept} ({}), selection 128x128 in 512x384, {steps} steps, strength {strength}, threads {}",
+        bundle.dir.display(),
+        threads.unwrap_or_else(pie::runtime::default_threads)
+    );
     let mut best: Option<(Duration, Duration, Duration)> = None;
     for r in 0..runs + 1 {
         let t = Instant::now();

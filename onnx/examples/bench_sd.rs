@@ -54,7 +54,8 @@ fn main() {
     let concept = required(&args, "--concept");
     let bundle = lib.load(&concept).unwrap_or_else(|e| fail("concept", e));
     let scene = image::open(required(&args, "--image")).unwrap_or_else(|e| fail("--image", e));
-    let selection = image::open(required(&args, "--selection")).unwrap_or_else(|e| fail("--selection", e)).to_luma8();
+    let selection =
+        image::open(required(&args, "--selection")).unwrap_or_else(|e| fail("--selection", e)).to_luma8();
     let opts = AddOptions {
         steps: parsed(&args, "--steps", 50),
         guidance: parsed(&args, "--guidance", pie::sd::DEFAULT_GUIDANCE),
@@ -63,7 +64,8 @@ fn main() {
         device,
         ..Default::default()
     };
-    let sd = SdOptions { scheduler, cuda_graph: args.iter().any(|a| a == "--cuda-graph"), ..Default::default() };
+    let sd =
+        SdOptions { scheduler, cuda_graph: args.iter().any(|a| a == "--cuda-graph"), ..Default::default() };
 
     let started = Instant::now();
     let mut marks: Vec<Instant> = Vec::new();

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use image::{DynamicImage, GenericImageView, GrayImage};
 use ort::value::TensorRef;
-use rand_chacha::ChaCha8Rng;
 use rand::Rng;
+use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 use rand_distr::StandardNormal;
 
@@ -74,7 +74,19 @@ pub struct AddOptions {
 
 impl Default for AddOptions {
     fn default() -> Self {
-        AddOptions { seed: 0, steps: 50, strength: 0.2, guidance: 3.0, variants: 1, device: Device::Auto, sampler: Sampler::Ddim, threads: None, detail: 1.0, placement: Placement::default(), look: Look::default() }
+        AddOptions {
+            seed: 0,
+            steps: 50,
+            strength: 0.2,
+            guidance: 3.0,
+            variants: 1,
+            device: Device::Auto,
+            sampler: Sampler::Ddim,
+            threads: None,
+            detail: 1.0,
+            placement: Placement::default(),
+            look: Look::default(),
+        }
     }
 }
 
@@ -127,7 +139,9 @@ pub(crate) fn check_options(o: &AddOptions) -> Result<()> {
     match o.threads {
         Some(0) => return Err(Error::bad("--threads must be at least 1")),
         Some(n) if n > most => {
-            return Err(Error::bad(format!("--threads {n} is more than this machine can use: at most {most} (4 per core)")))
+            return Err(Error::bad(format!(
+                "--threads {n} is more than this machine can use: at most {most} (4 per core)"
+            )))
         }
         _ => {}
     }
@@ -148,8 +162,9 @@ pub fn check_selection(scene: &DynamicImage, selection: &GrayImage) -> Result<Re
             scene.height()
         )));
     }
-    let bbox = imageops::mask_bbox(selection)
-        .ok_or_else(|| Error::bad("the selection mask is empty (0 everywhere): select where the subject should go"))?;
+    let bbox = imageops::mask_bbox(selection).ok_or_else(|| {
+        Error::bad("the selection mask is empty (0 everywhere): select where the subject should go")
+    })?;
     if selection.as_raw().iter().all(|&v| v > 0) {
         return Err(Error::bad(
             "the selection covers the whole image: leave part of the scene unselected so pie can match it",
@@ -201,15 +216,20 @@ pub fn blend_selection(image: &DynamicImage, subject: &GrayImage) -> Result<Gray
             image.height()
         )));
     }
-    let b = imageops::mask_bbox(subject).ok_or_else(|| Error::bad("the subject's mask is empty (0 everywhere): nothing to blend"))?;
+    let b = imageops::mask_bbox(subject)
+        .ok_or_else(|| Error::bad("the subject's mask is empty (0 everywhere): nothing to blend"))?;
     if subject.as_raw().iter().all(|&v| v > 0) {
-        return Err(Error::bad("the subject covers the whole image: there is no scene around it to blend it into"));
+        return Err(Error::bad(
+            "the subject covers the whole image: there is no scene around it to blend it into",
+        ));
     }
     let m = (b.w.min(b.h) / 10).max(4);
     let (x0, y0) = (b.x.saturating_sub(m), b.y.saturating_sub(m));
     let x1 = (b.right() + m).min(image.width());
     let y1 = (b.bottom() + m + b.h / 6).min(image.height());
-    Ok(GrayImage::from_fn(image.width(), image.height(), |x, y| image::Luma([if x >= x0 && x < x1 && y >= y0 && y < y1 { 255 } else { 0 }])))
+    Ok(GrayImage::from_fn(image.width(), image.height(), |x, y| {
+        image::Luma([if x >= x0 && x < x1 && y >= y0 && y < y1 { 255 } else { 0 }])
+    }))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -242,7 +262,8 @@ fn run_each(
     let sched = NoiseSchedule::from_manifest(&bundle.manifest.schedule);
     let ts = sched.timesteps(opts.steps, opts.strength);
     let base = result_base(scene);
-    let blend_mask = blend_mask(selection, bbox, if prep.edit.is_some() { FEATHER_DIV_SUBJECT } else { FEATHER_DIV });
+    let blend_mask =
+        blend_mask(selection, bbox, if prep.edit.is_some() { FEATHER_DIV_SUBJECT } else { FEATHER_DIV });
     let blend_mask = blend_mask.as_ref();
     // With a subject, only its footprint and the ring around it are written;
     // the rest of the selection keeps its pixels exactly, like the outside.
@@ -256,21 +277,45 @@ fn run_each(
     };
     for v in 0..opts.variants {
         let seed = opts.seed.wrapping_add(v as u64);
-        let mut stats = AddStats { session: session_time, steps: ts.len(), work_w: plan.work_w, work_h: plan.work_h, ..Default::default() };
+        let mut stats = AddStats {
+            session: session_time,
+            steps: ts.len(),
+            work_w: plan.work_w,
+            work_h: plan.work_h,
+            ..Default::default()
+        };
         let total = (opts.variants * ts.len()) as f64;
         let mut on_step = |i: usize| -> Result<()> {
             progress.update(
                 (v * ts.len() + i) as f64 / total,
-                &if opts.variants > 1 { format!("variant {}/{}: step {}/{}", v + 1, opts.variants, i, ts.len()) } else { format!("step {}/{}", i, ts.len()) },
+                &if opts.variants > 1 {
+                    format!("variant {}/{}: step {}/{}", v + 1, opts.variants, i, ts.len())
+                } else {
+                    format!("step {}/{}", i, ts.len())
+                },
             );
             if progress.cancelled() {
                 return Err(Error::Cancelled);
             }
             Ok(())
         };
-        let work = sample(&mut den.session, bundle, &prep, &sched, &ts, opts, seed, &mut stats.runtime, &mut on_step)?;
+        let work = sample(
+            &mut den.session,
+            bundle,
+            &prep,
+            &sched,
+            &ts,
+            opts,
+            seed,
+            &mut stats.runtime,
+            &mut on_step,
+        )?;
         // Back to [0, 1] at the crop's size, then through the user's selection.
-        let mut res = imageops::resize(&Planes { c: 3, w: plan.work_w, h: plan.work_h, data: work }, plan.crop.w as usize, plan.crop.h as usize);
+        let mut res = imageops::resize(
+            &Planes { c: 3, w: plan.work_w, h: plan.work_h, data: work },
+            plan.crop.w as usize,
+            plan.crop.h as usize,
+        );
         if let Some(d) = &prep.detail {
             res.data.iter_mut().zip(d).for_each(|(v, d)| *v += d);
         }
@@ -352,7 +397,15 @@ struct Fit {
     colour_scale: f32,
 }
 
-const FIT: Fit = Fit { ring: 0.03, fade: 0.03, edge: 0.02, wrap: 0.35, wrap_depth: 0.02, cut_depth: 0.05, colour_scale: 0.1 };
+const FIT: Fit = Fit {
+    ring: 0.03,
+    fade: 0.03,
+    edge: 0.02,
+    wrap: 0.35,
+    wrap_depth: 0.02,
+    cut_depth: 0.05,
+    colour_scale: 0.1,
+};
 
 /// A hard-edged selection's edge is faded over its shorter side divided by
 /// this; with a subject the fade is wider, so where the subject meets the
@@ -361,9 +414,16 @@ const FIT: Fit = Fit { ring: 0.03, fade: 0.03, edge: 0.02, wrap: 0.35, wrap_dept
 /// and channels where those can be kept, else RGBA8.
 pub(crate) fn result_base(scene: &DynamicImage) -> DynamicImage {
     match scene {
-        DynamicImage::ImageLuma8(_) | DynamicImage::ImageLumaA8(_) | DynamicImage::ImageRgb8(_) | DynamicImage::ImageRgba8(_)
-        | DynamicImage::ImageLuma16(_) | DynamicImage::ImageLumaA16(_) | DynamicImage::ImageRgb16(_) | DynamicImage::ImageRgba16(_)
-        | DynamicImage::ImageRgb32F(_) | DynamicImage::ImageRgba32F(_) => scene.clone(),
+        DynamicImage::ImageLuma8(_)
+        | DynamicImage::ImageLumaA8(_)
+        | DynamicImage::ImageRgb8(_)
+        | DynamicImage::ImageRgba8(_)
+        | DynamicImage::ImageLuma16(_)
+        | DynamicImage::ImageLumaA16(_)
+        | DynamicImage::ImageRgb16(_)
+        | DynamicImage::ImageRgba16(_)
+        | DynamicImage::ImageRgb32F(_)
+        | DynamicImage::ImageRgba32F(_) => scene.clone(),
         other => DynamicImage::ImageRgba8(other.to_rgba8()),
     }
 }
@@ -371,7 +431,11 @@ pub(crate) fn result_base(scene: &DynamicImage) -> DynamicImage {
 /// The mask the result is blended through. A hard-edged selection would show
 /// its edge as a seam, so the result fades in over the selection's short side
 /// divided by `div` (1 to 12 pixels) inside it; outside stays untouched either way.
-pub(crate) fn blend_mask<'a>(selection: &'a GrayImage, bbox: Rect, div: u32) -> std::borrow::Cow<'a, GrayImage> {
+pub(crate) fn blend_mask<'a>(
+    selection: &'a GrayImage,
+    bbox: Rect,
+    div: u32,
+) -> std::borrow::Cow<'a, GrayImage> {
     if imageops::is_hard(selection) {
         let r = (bbox.w.min(bbox.h) / div).clamp(1, 12);
         std::borrow::Cow::Owned(imageops::feather_inward(selection, bbox, r))
@@ -403,7 +467,15 @@ fn faded_edge(selection: &GrayImage, b: Rect) -> u32 {
 pub(crate) const FEATHER_DIV: u32 = 24;
 const FEATHER_DIV_SUBJECT: u32 = 12;
 
-fn prepare(bundle: &Bundle, scene: &DynamicImage, selection: &GrayImage, given: Option<&GrayImage>, plan: &Plan, bbox: Rect, opts: &AddOptions) -> Prepared {
+fn prepare(
+    bundle: &Bundle,
+    scene: &DynamicImage,
+    selection: &GrayImage,
+    given: Option<&GrayImage>,
+    plan: &Plan,
+    bbox: Rect,
+    opts: &AddOptions,
+) -> Prepared {
     let (w, h) = (plan.work_w, plan.work_h);
     let (cw, ch) = (plan.crop.w as usize, plan.crop.h as usize);
     let crop = imageops::read_rgb(scene, plan.crop);
@@ -432,7 +504,10 @@ fn prepare(bundle: &Bundle, scene: &DynamicImage, selection: &GrayImage, given: 
         (None, Some(subject)) => {
             // Inside the selection's faded edge, so no part of the subject fades
             // out with it; standing on the bottom, with room below for its shadow.
-            let bottom = matches!(opts.placement.anchor, composite::Anchor::Bottom | composite::Anchor::BottomLeft | composite::Anchor::BottomRight);
+            let bottom = matches!(
+                opts.placement.anchor,
+                composite::Anchor::Bottom | composite::Anchor::BottomLeft | composite::Anchor::BottomRight
+            );
             let edge = f64::from(faded_edge(selection, bbox));
             let room = if bottom { (bbox.h as f64 * 0.05).round() } else { 0.0 };
             let rel = (
@@ -441,7 +516,16 @@ fn prepare(bundle: &Bundle, scene: &DynamicImage, selection: &GrayImage, given: 
                 (bbox.w as f64 - 2.0 * edge).max(1.0),
                 (bbox.h as f64 - 2.0 * edge - room).max(1.0),
             );
-            composite::place::paste_subject(subject, rel, &opts.placement, cw, ch, &mcrop, &mut full.data, &mut place_full);
+            composite::place::paste_subject(
+                subject,
+                rel,
+                &opts.placement,
+                cw,
+                ch,
+                &mcrop,
+                &mut full.data,
+                &mut place_full,
+            );
             true
         }
         (None, None) => false,
@@ -490,7 +574,11 @@ fn prepare(bundle: &Bundle, scene: &DynamicImage, selection: &GrayImage, given: 
     let radius = ((w.min(h) as f32) / 64.0).ceil() as usize;
     // Softened inward only: the subject's token outside its footprint would
     // draw a halo of its colour into the scene around it.
-    let subj: Vec<f32> = imageops::box_blur(&place, w, h, radius.max(1)).iter().zip(&place).map(|(b, p)| b.min(p.min(1.0))).collect();
+    let subj: Vec<f32> = imageops::box_blur(&place, w, h, radius.max(1))
+        .iter()
+        .zip(&place)
+        .map(|(b, p)| b.min(p.min(1.0)))
+        .collect();
     // What the working scale cannot hold: the composite minus its round trip
     // through the working size. Added back, it keeps the subject and the scene's
     // texture sharp when the model works below 1:1 (and is ~0 at 1:1).
@@ -501,7 +589,8 @@ fn prepare(bundle: &Bundle, scene: &DynamicImage, selection: &GrayImage, given: 
         // stands alone: the pasted cut's detail would bring its seam back.
         if let Some(a) = &around {
             for c in 0..3 {
-                let it = d[c * cw * ch..(c + 1) * cw * ch].iter_mut().zip(&a.free).zip(&place_full).zip(&a.cut);
+                let it =
+                    d[c * cw * ch..(c + 1) * cw * ch].iter_mut().zip(&a.free).zip(&place_full).zip(&a.cut);
                 it.for_each(|(((v, f), m), k)| *v *= 1.0 - m.min(1.0) * f * k);
             }
         }
@@ -535,16 +624,22 @@ fn around_subject(place: &[f32], sel: &[f32], w: usize, h: usize, short: f32, f:
     let d_out = imageops::distance_inside(&outside, w, h);
     let d_in = imageops::distance_inside(&inside, w, h);
     let d_sel = imageops::distance_inside(&in_sel, w, h);
-    let (ring, fade, edge) = ((short * f.ring).max(1.0), (short * f.fade).max(1.0), (short * f.edge).max(1.0));
+    let (ring, fade, edge) =
+        ((short * f.ring).max(1.0), (short * f.fade).max(1.0), (short * f.edge).max(1.0));
     let cut_depth = (short * f.cut_depth).max(1.0);
     let write: Vec<f32> = d_out.iter().map(|&d| (1.0 - (d - ring) / fade).clamp(0.0, 1.0)).collect();
-    let cut: Vec<f32> =
-        d_sel.iter().zip(place).map(|(&d, &m)| if m > 0.0 { (1.0 - (d - cut_depth) / cut_depth).clamp(0.0, 1.0) } else { 0.0 }).collect();
+    let cut: Vec<f32> = d_sel
+        .iter()
+        .zip(place)
+        .map(|(&d, &m)| if m > 0.0 { (1.0 - (d - cut_depth) / cut_depth).clamp(0.0, 1.0) } else { 0.0 })
+        .collect();
     let free = write
         .iter()
         .zip(&d_in)
         .zip(&cut)
-        .map(|((&wr, &di), &c)| if di <= 0.0 { wr } else { (1.0 - (di - edge) / fade).clamp(0.0, 1.0) }.max(c))
+        .map(|((&wr, &di), &c)| {
+            if di <= 0.0 { wr } else { (1.0 - (di - edge) / fade).clamp(0.0, 1.0) }.max(c)
+        })
         .collect();
     Around { write, free, cut, d_in, d_out }
 }
@@ -645,11 +740,18 @@ fn sample(
 
     let a0 = sched.abar(Some(ts[0]));
     noise.fill(&mut z);
-    let mut x: Vec<f32> = p.composite.iter().zip(&z).map(|(c, e)| (a0.sqrt() as f32) * c + ((1.0 - a0).sqrt() as f32) * e).collect();
+    let mut x: Vec<f32> = p
+        .composite
+        .iter()
+        .zip(&z)
+        .map(|(c, e)| (a0.sqrt() as f32) * c + ((1.0 - a0).sqrt() as f32) * e)
+        .collect();
     let mut xin = vec![0.0f32; batch * n];
     let mut eps = vec![0.0f32; n];
     let eta = if opts.sampler == Sampler::Ddpm { 1.0 } else { 0.0 };
-    let ie = |e: ort::Error| Error::internal(format!("ONNX Runtime failed while running the denoiser of {}: {e}", bundle.name()));
+    let ie = |e: ort::Error| {
+        Error::internal(format!("ONNX Runtime failed while running the denoiser of {}: {e}", bundle.name()))
+    };
 
     for (i, &t) in ts.iter().enumerate() {
         on_step(i)?;
@@ -666,12 +768,15 @@ fn sample(
                     "token" => TensorRef::from_array_view(([batch], &tokens[..])).map_err(ie)?,
                 ])
                 .map_err(ie)?;
-            let eps_value = outputs
-                .get("eps")
-                .ok_or_else(|| Error::internal(format!("the denoiser of {} gave no output named eps", bundle.name())))?;
+            let eps_value = outputs.get("eps").ok_or_else(|| {
+                Error::internal(format!("the denoiser of {} gave no output named eps", bundle.name()))
+            })?;
             let (shape, out) = eps_value.try_extract_tensor::<f32>().map_err(ie)?;
             if out.len() != batch * n {
-                return Err(Error::internal(format!("the denoiser of {} returned eps of shape {shape:?}, expected [{batch}, 3, {h}, {w}]", bundle.name())));
+                return Err(Error::internal(format!(
+                    "the denoiser of {} returned eps of shape {shape:?}, expected [{batch}, 3, {h}, {w}]",
+                    bundle.name()
+                )));
             }
             *ort_time += t_run.elapsed();
             // Conditional ε: the subject's where it is placed, the scene's around it.
@@ -697,7 +802,13 @@ fn sample(
 
         let prev = ts.get(i + 1).copied();
         let c = step_coef(sched.abar(Some(t)), sched.abar(prev), eta);
-        let (sa, s1, sp, ce, sg) = (c.sqrt_abar as f32, c.sqrt_one_minus as f32, c.sqrt_abar_prev as f32, c.c_eps as f32, c.sigma as f32);
+        let (sa, s1, sp, ce, sg) = (
+            c.sqrt_abar as f32,
+            c.sqrt_one_minus as f32,
+            c.sqrt_abar_prev as f32,
+            c.c_eps as f32,
+            c.sigma as f32,
+        );
         if sg > 0.0 {
             noise.fill(&mut z);
         } else {
@@ -719,7 +830,8 @@ fn sample(
             let ks = &p.known[c * plane..(c + 1) * plane];
             for ((xv, kv), m) in xs.iter_mut().zip(ks).zip(&p.sel) {
                 if *m < 1.0 {
-                    let noise_v = if prev.is_some() { kn * noise.0.sample::<f32, _>(StandardNormal) } else { 0.0 };
+                    let noise_v =
+                        if prev.is_some() { kn * noise.0.sample::<f32, _>(StandardNormal) } else { 0.0 };
                     *xv = m * *xv + (1.0 - m) * (ka * kv + noise_v);
                 }
             }
@@ -740,8 +852,10 @@ mod tests {
         let (w, h) = (60, 50);
         let (a, b) = ([-0.6f32, 0.0, 0.6], [0.8f32, -0.6, -0.8]);
         let inside = |x: usize, y: usize, x0, x1| (x0..x1).contains(&x) && (10..40).contains(&y);
-        let sel: Vec<f32> = (0..w * h).map(|i| if inside(i % w, i / w, 10, 50) { 1.0 } else { 0.0 }).collect();
-        let place: Vec<f32> = (0..w * h).map(|i| if inside(i % w, i / w, 20, 40) { 1.0 } else { 0.0 }).collect();
+        let sel: Vec<f32> =
+            (0..w * h).map(|i| if inside(i % w, i / w, 10, 50) { 1.0 } else { 0.0 }).collect();
+        let place: Vec<f32> =
+            (0..w * h).map(|i| if inside(i % w, i / w, 20, 40) { 1.0 } else { 0.0 }).collect();
         let mut known = Planes::new(3, w, h);
         let mut full = Planes::new(3, w, h);
         for c in 0..3 {
@@ -781,7 +895,8 @@ mod tests {
     }
 
     #[test]
-    fn only_the_footprint_and_a_thin_ring_are_written_and_the_model_is_free_only_where_subject_and_scene_meet() {
+    fn only_the_footprint_and_a_thin_ring_are_written_and_the_model_is_free_only_where_subject_and_scene_meet(
+    ) {
         let (_, sel, place, _) = setup();
         let r = around_subject(&place, &sel, 60, 50, 30.0, &FIT);
         let at = |v: &[f32], x: usize, y: usize| v[y * 60 + x];

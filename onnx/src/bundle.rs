@@ -56,7 +56,8 @@ impl Bundle {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| dir.display().to_string());
-        let fail = |file: &str, what: String| Error::Bundle { bundle: label.clone(), file: file.to_string(), what };
+        let fail =
+            |file: &str, what: String| Error::Bundle { bundle: label.clone(), file: file.to_string(), what };
 
         let mpath = dir.join("bundle.json");
         let meta = std::fs::symlink_metadata(&mpath).map_err(|e| {
@@ -76,7 +77,8 @@ impl Bundle {
         if meta.len() > MAX_MANIFEST_BYTES {
             return Err(fail("bundle.json", format!("too large ({} bytes)", meta.len())));
         }
-        let raw = crate::safefs::read_bounded(&mpath, MAX_MANIFEST_BYTES).map_err(|e| fail("bundle.json", e.to_string()))?;
+        let raw = crate::safefs::read_bounded(&mpath, MAX_MANIFEST_BYTES)
+            .map_err(|e| fail("bundle.json", e.to_string()))?;
         let manifest_sha256 = hex(&Sha256::digest(&raw));
         let value: serde_json::Value =
             serde_json::from_slice(&raw).map_err(|e| fail("bundle.json", format!("not valid JSON: {e}")))?;
@@ -84,7 +86,10 @@ impl Bundle {
         match value.get("format").and_then(|v| v.as_str()) {
             Some(manifest::FORMAT) => {}
             other => {
-                return Err(fail("bundle.json", format!("format is {other:?}, expected \"{}\"", manifest::FORMAT)))
+                return Err(fail(
+                    "bundle.json",
+                    format!("format is {other:?}, expected \"{}\"", manifest::FORMAT),
+                ))
             }
         }
         match value.get("format_version").and_then(|v| v.as_u64()) {
@@ -100,8 +105,8 @@ impl Bundle {
             }
             None => return Err(fail("bundle.json", "format_version missing or not an integer".into())),
         }
-        let m: Manifest =
-            serde_json::from_value(value).map_err(|e| fail("bundle.json", format!("does not match format_version 1: {e}")))?;
+        let m: Manifest = serde_json::from_value(value)
+            .map_err(|e| fail("bundle.json", format!("does not match format_version 1: {e}")))?;
 
         check_manifest(&m).map_err(|w| fail("bundle.json", w))?;
 
@@ -120,14 +125,21 @@ impl Bundle {
             }
             let sum = sha256_file(&p).map_err(|e| fail(&f.path, e.to_string()))?;
             if sum != f.sha256 {
-                return Err(fail(&f.path, format!("sha256 is {sum}, bundle.json says {}: the file is corrupt or was changed", f.sha256)));
+                return Err(fail(
+                    &f.path,
+                    format!(
+                        "sha256 is {sum}, bundle.json says {}: the file is corrupt or was changed",
+                        f.sha256
+                    ),
+                ));
             }
         }
 
         let listed: HashSet<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
         for (_, g) in m.graphs.all() {
             let bytes = std::fs::read(dir.join(&g.file)).map_err(|e| fail(&g.file, e.to_string()))?;
-            let info = onnxfile::inspect(&bytes).map_err(|e| fail(&g.file, format!("not a readable ONNX model: {e}")))?;
+            let info = onnxfile::inspect(&bytes)
+                .map_err(|e| fail(&g.file, format!("not a readable ONNX model: {e}")))?;
             for loc in &info.external_locations {
                 if !manifest::is_relpath(loc) || !listed.contains(loc.as_str()) {
                     return Err(fail(
@@ -136,12 +148,15 @@ impl Bundle {
                     ));
                 }
             }
-            check_signature(&g.inputs, &info.inputs).map_err(|w| fail(&g.file, format!("graph inputs: {w}")))?;
-            check_signature(&g.outputs, &info.outputs).map_err(|w| fail(&g.file, format!("graph outputs: {w}")))?;
+            check_signature(&g.inputs, &info.inputs)
+                .map_err(|w| fail(&g.file, format!("graph inputs: {w}")))?;
+            check_signature(&g.outputs, &info.outputs)
+                .map_err(|w| fail(&g.file, format!("graph outputs: {w}")))?;
         }
         let prompter = match &m.text {
             Some(t) => Some(std::sync::Arc::new(
-                crate::sd::text::Prompter::load(&dir.join(&t.tokenizer), t).map_err(|w| fail(&t.tokenizer, w))?,
+                crate::sd::text::Prompter::load(&dir.join(&t.tokenizer), t)
+                    .map_err(|w| fail(&t.tokenizer, w))?,
             )),
             None => None,
         };
@@ -197,7 +212,13 @@ fn check_manifest(m: &Manifest) -> std::result::Result<(), String> {
             if md.channels != 3 || md.value_range != [-1, 1] {
                 return Err("model.channels must be 3 and model.value_range [-1, 1]".into());
             }
-            if md.size_multiple == 0 || md.size_multiple > 1024 || md.min_size == 0 || md.min_size > 4096 || md.scene_short_side < 8 || md.resolution < 8 {
+            if md.size_multiple == 0
+                || md.size_multiple > 1024
+                || md.min_size == 0
+                || md.min_size > 4096
+                || md.scene_short_side < 8
+                || md.resolution < 8
+            {
                 return Err("model sizes are out of range".into());
             }
         }
@@ -211,7 +232,10 @@ fn check_manifest(m: &Manifest) -> std::result::Result<(), String> {
     if s.kind != "ddpm" || !prediction_ok {
         return Err(match &m.model {
             Model::Pixel(_) => "schedule must be type \"ddpm\" with prediction_type \"epsilon\"".to_string(),
-            Model::Sd(_) => "schedule must be type \"ddpm\" with prediction_type \"epsilon\" or \"v_prediction\"".to_string(),
+            Model::Sd(_) => {
+                "schedule must be type \"ddpm\" with prediction_type \"epsilon\" or \"v_prediction\""
+                    .to_string()
+            }
         });
     }
     if s.steps_offset.is_some_and(|o| o >= s.num_train_timesteps) {
@@ -240,7 +264,10 @@ fn check_manifest(m: &Manifest) -> std::result::Result<(), String> {
                 return Err(format!("token id {} is outside vocab_size {v}", c.id.max(t.null)));
             }
         }
-        if !manifest::is_identifier(&c.identifier) || !manifest::is_concept_name(&c.name) || !manifest::is_sha256(&c.source_sha256) {
+        if !manifest::is_identifier(&c.identifier)
+            || !manifest::is_concept_name(&c.name)
+            || !manifest::is_sha256(&c.source_sha256)
+        {
             return Err(format!("token {}: malformed identifier, name or source_sha256", c.id));
         }
         if !(c.role == "scene" && c.stage == 1 || c.role == "subject" && c.stage == 2) {
@@ -250,7 +277,11 @@ fn check_manifest(m: &Manifest) -> std::result::Result<(), String> {
     let count = |r: &str| t.concepts.iter().filter(|c| c.role == r).count();
     let want_subjects = usize::from(m.stage == 2);
     if count("scene") != 1 || count("subject") != want_subjects {
-        return Err(format!("a stage {} bundle needs one scene token{}", m.stage, if m.stage == 2 { " and one subject token" } else { " and no subject token" }));
+        return Err(format!(
+            "a stage {} bundle needs one scene token{}",
+            m.stage,
+            if m.stage == 2 { " and one subject token" } else { " and no subject token" }
+        ));
     }
     if t.null < 0 {
         return Err("tokens.null is negative".into());
@@ -268,7 +299,8 @@ fn check_manifest(m: &Manifest) -> std::result::Result<(), String> {
             return Err(format!("files: {:?} has a malformed sha256", f.path));
         }
     }
-    let keys: Vec<(String, &str)> = m.graphs.all().into_iter().map(|(k, g)| (format!("graphs.{k}.file"), g.file.as_str())).collect();
+    let keys: Vec<(String, &str)> =
+        m.graphs.all().into_iter().map(|(k, g)| (format!("graphs.{k}.file"), g.file.as_str())).collect();
     let mut referenced: Vec<(&str, &str)> = keys.iter().map(|(k, f)| (k.as_str(), *f)).collect();
     if let Some(t) = &m.text {
         referenced.push(("text.tokenizer", t.tokenizer.as_str()));
@@ -296,7 +328,8 @@ fn check_manifest(m: &Manifest) -> std::result::Result<(), String> {
     match (&m.graphs, &m.model) {
         (Graphs::Pixel(g), _) => {
             let g = &g.denoiser;
-            let expect_in: [(&str, &str, usize); 3] = [("x", "float32", 4), ("t", "int64", 1), ("token", "int64", 1)];
+            let expect_in: [(&str, &str, usize); 3] =
+                [("x", "float32", 4), ("t", "int64", 1), ("token", "int64", 1)];
             let expect_out: [(&str, &str, usize); 1] = [("eps", "float32", 4)];
             check_contract("graphs.denoiser", "pixel-unet", "inputs", &g.inputs, &expect_in)?;
             check_contract("graphs.denoiser", "pixel-unet", "outputs", &g.outputs, &expect_out)?;
@@ -319,8 +352,19 @@ fn check_manifest(m: &Manifest) -> std::result::Result<(), String> {
 
 /// A graph's declared inputs or outputs against the contract's (name, dtype, rank);
 /// e.g. pixel-unet: x[N,3,H,W] f32, t[N] i64, token[N] i64 -> eps[N,3,H,W] f32.
-pub(crate) fn check_contract(graph: &str, backbone: &str, what: &str, got: &[TensorSpec], want: &[(&str, &str, usize)]) -> std::result::Result<(), String> {
-    let show = |v: &[TensorSpec]| v.iter().map(|t| format!("{} {} rank {}", t.name, t.dtype, t.shape.len())).collect::<Vec<_>>().join(", ");
+pub(crate) fn check_contract(
+    graph: &str,
+    backbone: &str,
+    what: &str,
+    got: &[TensorSpec],
+    want: &[(&str, &str, usize)],
+) -> std::result::Result<(), String> {
+    let show = |v: &[TensorSpec]| {
+        v.iter()
+            .map(|t| format!("{} {} rank {}", t.name, t.dtype, t.shape.len()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let ok = got.len() == want.len()
         && got.iter().zip(want).all(|(g, (n, d, r))| g.name == *n && g.dtype == *d && g.shape.len() == *r);
     if ok {
@@ -332,10 +376,17 @@ pub(crate) fn check_contract(graph: &str, backbone: &str, what: &str, got: &[Ten
 }
 
 /// The graph must have exactly the inputs/outputs the manifest declares.
-fn check_signature(declared: &[TensorSpec], actual: &[onnxfile::TensorSig]) -> std::result::Result<(), String> {
+fn check_signature(
+    declared: &[TensorSpec],
+    actual: &[onnxfile::TensorSig],
+) -> std::result::Result<(), String> {
     let list = |v: &[onnxfile::TensorSig]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ");
     if declared.len() != actual.len() {
-        return Err(format!("the graph has [{}], bundle.json declares {} tensors", list(actual), declared.len()));
+        return Err(format!(
+            "the graph has [{}], bundle.json declares {} tensors",
+            list(actual),
+            declared.len()
+        ));
     }
     for (d, a) in declared.iter().zip(actual) {
         let dtype_ok = onnxfile::dtype_name(a.elem_type) == d.dtype;

@@ -79,10 +79,14 @@ impl Error {
         use std::io::ErrorKind as K;
         let msg = format!("{what} {}: {e}", path.display());
         match e.kind() {
-            K::NotFound | K::PermissionDenied | K::AlreadyExists | K::InvalidInput
-            | K::InvalidData | K::IsADirectory | K::NotADirectory | K::ReadOnlyFilesystem => {
-                Error::BadInput(msg)
-            }
+            K::NotFound
+            | K::PermissionDenied
+            | K::AlreadyExists
+            | K::InvalidInput
+            | K::InvalidData
+            | K::IsADirectory
+            | K::NotADirectory
+            | K::ReadOnlyFilesystem => Error::BadInput(msg),
             _ => Error::Internal(msg),
         }
     }
@@ -94,6 +98,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// escapes, line breaks and tabs kept.
 pub fn printable(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_control() && c != '\n' && c != '\t' { c.escape_unicode().to_string() } else { c.to_string() })
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
         .collect()
 }

@@ -309,7 +309,9 @@ mod tests {
 
     #[test]
     fn blending_leaves_outside_bit_identical_and_alpha_alone() {
-        let mut img = ImageBuffer::from_fn(6, 5, |x, y| Rgba([x as u16 * 1000 + 7, y as u16 * 999 + 3, 12345, 40000 + x as u16]));
+        let mut img = ImageBuffer::from_fn(6, 5, |x, y| {
+            Rgba([x as u16 * 1000 + 7, y as u16 * 999 + 3, 12345, 40000 + x as u16])
+        });
         let orig = img.clone();
         let mut mask = GrayImage::new(6, 5);
         mask.put_pixel(2, 2, Luma([255]));
@@ -572,7 +574,8 @@ mod footprint_tests {
     #[test]
     fn distance_grows_inward_from_the_boundary() {
         let (w, h) = (20, 12);
-        let inside: Vec<bool> = (0..w * h).map(|i| (5..15).contains(&(i % w)) && (2..10).contains(&(i / w))).collect();
+        let inside: Vec<bool> =
+            (0..w * h).map(|i| (5..15).contains(&(i % w)) && (2..10).contains(&(i / w))).collect();
         let d = distance_inside(&inside, w, h);
         assert_eq!(d[0], 0.0);
         assert_eq!(d[6 * w + 5], 1.0);

@@ -33,19 +33,19 @@ pub mod runtime;
 pub mod safefs;
 pub mod schedule;
 pub mod sd;
-pub mod train;
 #[doc(hidden)]
 pub mod testkit;
+pub mod train;
 
 pub use add::{AddOptions, AddOutput, Sampler};
-pub use composite::{Anchor, Look, Placement};
-pub use schedule::Scheduler;
-pub use sd::SdOptions;
 pub use bundle::Bundle;
+pub use composite::{Anchor, Look, Placement};
 pub use error::{Error, ErrorKind, Result};
 pub use imageops::Rect;
 pub use library::{ConceptInfo, Library};
 pub use runtime::Device;
+pub use schedule::Scheduler;
+pub use sd::SdOptions;
 pub use train::TrainOptions;
 
 /// The strength and guidance for `bundle` when the user gives none, one
@@ -77,7 +77,13 @@ pub fn with_concept_defaults(opts: &AddOptions, bundle: &Bundle) -> AddOptions {
 
 /// Adds the bundle's subject into `selection` of `scene`, with whichever
 /// backbone the bundle has (see [`add::add_each`] and [`sd::add_each`]).
-pub fn add(bundle: &Bundle, scene: &image::DynamicImage, selection: &image::GrayImage, opts: &AddOptions, progress: &mut dyn Progress) -> Result<Vec<AddOutput>> {
+pub fn add(
+    bundle: &Bundle,
+    scene: &image::DynamicImage,
+    selection: &image::GrayImage,
+    opts: &AddOptions,
+    progress: &mut dyn Progress,
+) -> Result<Vec<AddOutput>> {
     let mut outs = Vec::with_capacity(opts.variants);
     add_each_with(bundle, scene, selection, opts, &SdOptions::default(), progress, &mut |o| {
         outs.push(o);
@@ -113,7 +119,10 @@ pub fn add_each_with(
         return sd::add_each(bundle, scene, selection, opts, sd, progress, sink);
     }
     let pixel = |what: &str| {
-        Err(Error::bad(format!("{what} is for sd concepts; {:?} is a pixel-unet concept (no text encoder, DDIM/DDPM only)", bundle.name())))
+        Err(Error::bad(format!(
+            "{what} is for sd concepts; {:?} is a pixel-unet concept (no text encoder, DDIM/DDPM only)",
+            bundle.name()
+        )))
     };
     if sd.prompt.is_some() || sd.negative_prompt.is_some() {
         return pixel("--prompt");
@@ -212,7 +221,9 @@ fn unreadable(e: image::ImageError) -> ImageFailure {
 fn image_decoder(path: &std::path::Path) -> std::result::Result<impl image::ImageDecoder, ImageFailure> {
     let reader = |path| -> std::result::Result<_, ImageFailure> {
         let file = safefs::open_regular(path).map_err(ImageFailure::Io)?;
-        let mut r = image::ImageReader::new(std::io::BufReader::new(file)).with_guessed_format().map_err(ImageFailure::Io)?;
+        let mut r = image::ImageReader::new(std::io::BufReader::new(file))
+            .with_guessed_format()
+            .map_err(ImageFailure::Io)?;
         r.limits(safefs::image_limits());
         Ok(r)
     };
@@ -233,14 +244,19 @@ pub fn open_mask(path: &std::path::Path) -> Result<image::GrayImage> {
     if img.color().has_alpha() {
         let la = img.to_luma_alpha8();
         if la.pixels().any(|p| p.0[1] < 255) {
-            return Ok(image::GrayImage::from_fn(la.width(), la.height(), |x, y| image::Luma([la.get_pixel(x, y).0[1]])));
+            return Ok(image::GrayImage::from_fn(la.width(), la.height(), |x, y| {
+                image::Luma([la.get_pixel(x, y).0[1]])
+            }));
         }
     }
     if img.color().has_color() {
         // JPEG's chroma noise on a gray mask stays well under this.
         const TOLERANCE: u8 = 24;
         let rgb = img.to_rgb8();
-        let colored = rgb.pixels().filter(|p| p.0.iter().max().unwrap_or(&0) - p.0.iter().min().unwrap_or(&0) > TOLERANCE).count();
+        let colored = rgb
+            .pixels()
+            .filter(|p| p.0.iter().max().unwrap_or(&0) - p.0.iter().min().unwrap_or(&0) > TOLERANCE)
+            .count();
         if colored > 0 {
             return Err(Error::bad(format!(
                 "the selection mask {} is a colour image ({colored} of its {} pixels are not gray): a selection mask is grayscale, \
@@ -258,8 +274,16 @@ mod tests {
     #[test]
     fn concept_defaults_follow_the_backbone() {
         let d = tempfile::tempdir().unwrap();
-        crate::testkit::write_bundle(d.path(), &crate::testkit::Synthetic { name: "ball".into(), ..Default::default() }).unwrap();
-        crate::sd::testkit::write_sd_bundle(d.path(), &crate::sd::testkit::SyntheticSd { name: "dog".into(), ..Default::default() }).unwrap();
+        crate::testkit::write_bundle(
+            d.path(),
+            &crate::testkit::Synthetic { name: "ball".into(), ..Default::default() },
+        )
+        .unwrap();
+        crate::sd::testkit::write_sd_bundle(
+            d.path(),
+            &crate::sd::testkit::SyntheticSd { name: "dog".into(), ..Default::default() },
+        )
+        .unwrap();
         let lib = crate::Library::open(Some(d.path().to_path_buf())).unwrap();
         assert_eq!(super::concept_defaults(&lib.load("ball").unwrap()), (0.2, 3.0));
         assert_eq!(super::concept_defaults(&lib.load("dog").unwrap()), (0.7, 7.5));

@@ -258,7 +258,9 @@ impl Library {
                 Written::Concept => n == "bundle.json",
                 Written::Checkpoint => ["state.pt", "weights.pt", "meta.json"].contains(&n.as_str()),
             };
-            if what == Written::Checkpoint && !(n.ends_with(".pt") || n.ends_with(".json") || n.starts_with('.')) {
+            if what == Written::Checkpoint
+                && !(n.ends_with(".pt") || n.ends_with(".json") || n.starts_with('.'))
+            {
                 return leave(&format!("holds {n:?}, which the trainer never writes into a checkpoint"));
             }
         }
@@ -304,7 +306,10 @@ pub fn suggest<'a>(name: &str, known: &'a [String]) -> Option<&'a str> {
     known
         .iter()
         .map(|k| (edit_distance(&want, k), k))
-        .filter(|(d, k)| *d <= 2.min(k.chars().count().saturating_sub(1)) || (want.len() >= 3 && (k.contains(&want) || want.contains(k.as_str()))))
+        .filter(|(d, k)| {
+            *d <= 2.min(k.chars().count().saturating_sub(1))
+                || (want.len() >= 3 && (k.contains(&want) || want.contains(k.as_str())))
+        })
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k.as_str())
 }

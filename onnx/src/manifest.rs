@@ -85,7 +85,11 @@ impl TryFrom<RawManifest> for Manifest {
                     Graphs::Sd(serde_json::from_value(r.graphs).map_err(|e| format!("graphs: {e}"))?),
                 )
             }
-            other => return Err(format!("backbone {other:?} is not supported by this pie (only \"pixel-unet\" and \"sd\")")),
+            other => {
+                return Err(format!(
+                    "backbone {other:?} is not supported by this pie (only \"pixel-unet\" and \"sd\")"
+                ))
+            }
         };
         Ok(Manifest {
             format: r.format,
@@ -272,7 +276,12 @@ impl Graphs {
     pub fn all(&self) -> Vec<(&'static str, &Graph)> {
         match self {
             Graphs::Pixel(g) => vec![("denoiser", &g.denoiser)],
-            Graphs::Sd(g) => vec![("text_encoder", &g.text_encoder), ("unet", &g.unet), ("vae_encoder", &g.vae_encoder), ("vae_decoder", &g.vae_decoder)],
+            Graphs::Sd(g) => vec![
+                ("text_encoder", &g.text_encoder),
+                ("unet", &g.unet),
+                ("vae_encoder", &g.vae_encoder),
+                ("vae_decoder", &g.vae_decoder),
+            ],
         }
     }
 }
@@ -376,7 +385,20 @@ mod tests {
         for ok in ["denoiser.onnx", "subject.png", "a", "_x.data", "W-1.bin"] {
             assert!(is_relpath(ok), "{ok}");
         }
-        for bad in ["", ".", "..", "../x", "a/b", "/etc/passwd", ".hidden", "a\\b", "a b", "x\0", "é.onnx", &"a".repeat(129)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            "/etc/passwd",
+            ".hidden",
+            "a\\b",
+            "a b",
+            "x\0",
+            "é.onnx",
+            &"a".repeat(129),
+        ] {
             assert!(!is_relpath(bad), "{bad:?}");
         }
         for ok in ["kitchen", "my-dog_2", "0"] {

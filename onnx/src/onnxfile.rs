@@ -481,7 +481,11 @@ mod tests {
 
     #[test]
     fn reads_back_what_it_writes() {
-        let w = Msg::default().int(2, 1).str(8, "w").msg(13, &Msg::default().str(1, "location").str(2, "../../etc/passwd")).int(14, 1);
+        let w = Msg::default()
+            .int(2, 1)
+            .str(8, "w")
+            .msg(13, &Msg::default().str(1, "location").str(2, "../../etc/passwd"))
+            .int(14, 1);
         let m = model(
             &[node("Identity", &["x"], &["y"])],
             &[w],
@@ -499,7 +503,13 @@ mod tests {
     /// A tensor stored in "x.bin", hidden in every place the ONNX format allows one.
     #[test]
     fn external_data_is_found_wherever_a_tensor_can_be() {
-        let ext = |name: &str| Msg::default().int(2, 1).str(8, name).msg(13, &Msg::default().str(1, "location").str(2, "x.bin")).int(14, 1);
+        let ext = |name: &str| {
+            Msg::default()
+                .int(2, 1)
+                .str(8, name)
+                .msg(13, &Msg::default().str(1, "location").str(2, "x.bin"))
+                .int(14, 1)
+        };
         let attr = |field: u32, m: &Msg| Msg::default().str(1, "value").msg(field, m);
         let node_with = |a: Msg| Msg::default().str(4, "Constant").str(2, "y").msg(5, &a);
         let sparse = Msg::default().msg(1, &ext("v")).msg(2, &Msg::default().int(2, 7).str(8, "i"));
@@ -528,11 +538,26 @@ mod tests {
             ("sparse initializer", wrap(&graph_of(&[], &[], &[sparse.clone()])).0),
             ("sparse attribute", wrap(&graph_of(&[node_with(attr(22, &sparse))], &[], &[])).0),
             ("sparse attribute list", wrap(&graph_of(&[node_with(attr(23, &sparse))], &[], &[])).0),
-            ("function node", wrap(&empty).msg(25, &Msg::default().str(1, "f").msg(7, &node_with(attr(5, &ext("t"))))).0),
-            ("function attribute default", wrap(&empty).msg(25, &Msg::default().str(1, "f").msg(11, &attr(5, &ext("t")))).0),
-            ("function subgraph", wrap(&empty).msg(25, &Msg::default().str(1, "f").msg(7, &node_with(attr(6, &sub)))).0),
-            ("training initialization", wrap(&empty).msg(20, &Msg::default().msg(1, &graph_of(&[], &[ext("w")], &[]))).0),
-            ("training algorithm", wrap(&empty).msg(20, &Msg::default().msg(2, &graph_of(&[], &[ext("w")], &[]))).0),
+            (
+                "function node",
+                wrap(&empty).msg(25, &Msg::default().str(1, "f").msg(7, &node_with(attr(5, &ext("t"))))).0,
+            ),
+            (
+                "function attribute default",
+                wrap(&empty).msg(25, &Msg::default().str(1, "f").msg(11, &attr(5, &ext("t")))).0,
+            ),
+            (
+                "function subgraph",
+                wrap(&empty).msg(25, &Msg::default().str(1, "f").msg(7, &node_with(attr(6, &sub)))).0,
+            ),
+            (
+                "training initialization",
+                wrap(&empty).msg(20, &Msg::default().msg(1, &graph_of(&[], &[ext("w")], &[]))).0,
+            ),
+            (
+                "training algorithm",
+                wrap(&empty).msg(20, &Msg::default().msg(2, &graph_of(&[], &[ext("w")], &[]))).0,
+            ),
         ];
         for (place, m) in cases {
             let info = inspect(&m).unwrap_or_else(|e| panic!("{place}: {e}"));

@@ -23,12 +23,7 @@ impl Plan {
     pub fn to_work(&self, r: Rect) -> (f64, f64, f64, f64) {
         let sx = self.work_w as f64 / self.crop.w as f64;
         let sy = self.work_h as f64 / self.crop.h as f64;
-        (
-            (r.x - self.crop.x) as f64 * sx,
-            (r.y - self.crop.y) as f64 * sy,
-            r.w as f64 * sx,
-            r.h as f64 * sy,
-        )
+        ((r.x - self.crop.x) as f64 * sx, (r.y - self.crop.y) as f64 * sy, r.w as f64 * sx, r.h as f64 * sy)
     }
 }
 
@@ -141,7 +136,15 @@ mod tests {
     use super::*;
 
     fn model(short: u32) -> Model {
-        Model::Pixel(PixelModel { resolution: 64, size_multiple: 4, min_size: 16, channels: 3, value_range: [-1, 1], base_channels: 32, scene_short_side: short })
+        Model::Pixel(PixelModel {
+            resolution: 64,
+            size_multiple: 4,
+            min_size: 16,
+            channels: 3,
+            value_range: [-1, 1],
+            base_channels: 32,
+            scene_short_side: short,
+        })
     }
 
     fn sd(res: u32, mult: u32) -> SdModel {
@@ -168,7 +171,10 @@ mod tests {
         assert_eq!((p.work_w % 64, p.work_h % 64), (0, 0));
         let area = (p.work_w * p.work_h) as f64;
         assert!(area > 0.6 * 512.0 * 512.0 && area < 1.5 * 512.0 * 512.0, "{p:?}");
-        assert!(p.crop.x <= 3000 && p.crop.right() >= 3400 && p.crop.y <= 2000 && p.crop.bottom() >= 2300, "{p:?}");
+        assert!(
+            p.crop.x <= 3000 && p.crop.right() >= 3400 && p.crop.y <= 2000 && p.crop.bottom() >= 2300,
+            "{p:?}"
+        );
         // same scale both ways (the crop was grown to the working aspect)
         let (sx, sy) = (p.work_w as f64 / p.crop.w as f64, p.work_h as f64 / p.crop.h as f64);
         assert!((sx / sy - 1.0).abs() < 0.01, "{p:?}");

@@ -5,8 +5,8 @@ use std::str::FromStr;
 use std::sync::Mutex;
 
 use once_cell::sync::OnceCell;
-use ort::ep::{self, ExecutionProvider};
 use ort::environment::Environment;
+use ort::ep::{self, ExecutionProvider};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 
@@ -134,10 +134,9 @@ fn load(path: &std::path::Path) -> Result<Loaded> {
         let builder = ort::init_from(&path).map_err(|e| {
             Error::Unavailable(format!("cannot load the ONNX Runtime library {}: {e}", path.display()))
         })?;
-        let env = builder
-            .with_name("pie")
-            .build()
-            .map_err(|e| Error::Unavailable(format!("cannot initialise ONNX Runtime ({}): {e}", path.display())))?;
+        let env = builder.with_name("pie").build().map_err(|e| {
+            Error::Unavailable(format!("cannot initialise ONNX Runtime ({}): {e}", path.display()))
+        })?;
         let version = ort::info()
             .split(',')
             .find_map(|kv| kv.trim().strip_prefix("git-branch=rel-").map(str::to_string))
@@ -232,10 +231,17 @@ pub fn open(model: &Path, device: Device, threads: Option<usize>) -> Result<Deno
 /// fixes the model's free dimensions by name (e.g. `("N", 2)`), so ONNX Runtime
 /// folds the shape computations it would otherwise keep on the CPU: a CUDA graph
 /// can only hold CUDA nodes.
-pub fn open_with(model: ModelSource<'_>, device: Device, threads: Option<usize>, cuda_graph: Option<&[(&str, i64)]>) -> Result<Denoiser> {
+pub fn open_with(
+    model: ModelSource<'_>,
+    device: Device,
+    threads: Option<usize>,
+    cuda_graph: Option<&[(&str, i64)]>,
+) -> Result<Denoiser> {
     let threads = threads.unwrap_or_else(default_threads).max(1);
     let cpu_load = |b: &mut ort::session::builder::SessionBuilder| {
-        model.commit(b).map_err(|e| Error::internal(format!("ONNX Runtime cannot load {}: {e}", model.label())))
+        model
+            .commit(b)
+            .map_err(|e| Error::internal(format!("ONNX Runtime cannot load {}: {e}", model.label())))
     };
     if device == Device::Cpu {
         return Ok(Denoiser { session: cpu_load(&mut builder(threads)?)?, device: Device::Cpu, note: None });
@@ -257,8 +263,16 @@ pub fn open_with(model: ModelSource<'_>, device: Device, threads: Option<usize>,
 }
 
 /// A CUDA session, or why there is none.
-fn cuda_session(model: ModelSource<'_>, threads: usize, cuda_graph: Option<&[(&str, i64)]>) -> Result<std::result::Result<Session, String>> {
-    let cuda = ep::CUDA::default().with_device_id(0).with_cuda_graph(cuda_graph.is_some()).build().error_on_failure();
+fn cuda_session(
+    model: ModelSource<'_>,
+    threads: usize,
+    cuda_graph: Option<&[(&str, i64)]>,
+) -> Result<std::result::Result<Session, String>> {
+    let cuda = ep::CUDA::default()
+        .with_device_id(0)
+        .with_cuda_graph(cuda_graph.is_some())
+        .build()
+        .error_on_failure();
     // No `session.disable_cpu_ep_fallback`: ONNX Runtime itself puts the small
     // shape computations of a real exported UNet (Shape, Gather, Concat on int64)
     // on the CPU, and that flag refuses such a graph outright. "cuda" still means
@@ -301,12 +315,18 @@ fn preload_cuda_libraries() {
                 let nvidia = crate::train::find_trainer().ok().and_then(|t| {
                     let venv = t.python.parent()?.parent()?.to_path_buf();
                     let lib = std::fs::read_dir(venv.join("lib")).ok()?;
-                    lib.filter_map(|e| e.ok()).map(|e| e.path().join("site-packages/nvidia")).find(|p| p.is_dir())
+                    lib.filter_map(|e| e.ok())
+                        .map(|e| e.path().join("site-packages/nvidia"))
+                        .find(|p| p.is_dir())
                 })?;
                 // cu13/ holds most of CUDA 13; older layouts have one folder per library.
                 let mut d = vec![nvidia.join("cu13/lib"), nvidia.join("cudnn/lib")];
                 if let Ok(rd) = std::fs::read_dir(&nvidia) {
-                    let mut rest: Vec<PathBuf> = rd.filter_map(|e| e.ok()).map(|e| e.path().join("lib")).filter(|p| p.is_dir()).collect();
+                    let mut rest: Vec<PathBuf> = rd
+                        .filter_map(|e| e.ok())
+                        .map(|e| e.path().join("lib"))
+                        .filter(|p| p.is_dir())
+                        .collect();
                     rest.sort();
                     d.extend(rest);
                 }

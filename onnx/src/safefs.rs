@@ -47,13 +47,19 @@ pub fn read_bounded(path: &Path, max: u64) -> io::Result<Vec<u8>> {
     let f = open_regular(path)?;
     let len = f.metadata()?.len();
     if len > max {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("is too large ({len} bytes; at most {max})")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("is too large ({len} bytes; at most {max})"),
+        ));
     }
     let mut out = Vec::with_capacity(len as usize);
     // `take`: a file that grows while it is read still stops at the bound.
     f.take(max + 1).read_to_end(&mut out)?;
     if out.len() as u64 > max {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("grew past {max} bytes while being read")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("grew past {max} bytes while being read"),
+        ));
     }
     Ok(out)
 }

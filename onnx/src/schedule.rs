@@ -57,7 +57,8 @@ impl NoiseSchedule {
         let last = self.len().saturating_sub(1);
         let t_start = ((f64::from(strength.clamp(0.0, 1.0)) * last as f64).round() as usize).min(last);
         let n = ((steps as f64 * f64::from(strength.clamp(0.0, 1.0))).round() as usize).max(1);
-        let mut ts: Vec<usize> = (1..=n).rev().map(|k| ((t_start as f64) * k as f64 / n as f64).round() as usize).collect();
+        let mut ts: Vec<usize> =
+            (1..=n).rev().map(|k| ((t_start as f64) * k as f64 / n as f64).round() as usize).collect();
         ts.dedup();
         if ts.is_empty() {
             ts.push(0);
@@ -169,7 +170,17 @@ impl LinearStep {
     /// The coefficients in the order of the step graph's `coef` input
     /// (guidance first): [g, a, b, p, q, r, s, keep_a, keep_n].
     pub fn coef(&self, guidance: f32) -> [f32; 9] {
-        [guidance, self.a as f32, self.b as f32, self.p as f32, self.q as f32, self.r as f32, self.s as f32, self.keep_a as f32, self.keep_n as f32]
+        [
+            guidance,
+            self.a as f32,
+            self.b as f32,
+            self.p as f32,
+            self.q as f32,
+            self.r as f32,
+            self.s as f32,
+            self.keep_a as f32,
+            self.keep_n as f32,
+        ]
     }
 }
 
@@ -228,7 +239,9 @@ pub fn dpm_timesteps(train_steps: usize, n: usize, steps_offset: usize, spacing:
     let last = (train_steps - 1) as f64;
     let ts: Vec<usize> = match spacing {
         // np.linspace(0, T-1, n+1).round()[::-1][:-1]; numpy rounds half to even.
-        Spacing::Linspace => (1..=n).rev().map(|i| round_half_even(last * i as f64 / n as f64) as usize).collect(),
+        Spacing::Linspace => {
+            (1..=n).rev().map(|i| round_half_even(last * i as f64 / n as f64) as usize).collect()
+        }
         // (np.arange(0, n + 1) * (T // (n + 1))).round()[::-1][:-1] + steps_offset
         Spacing::Leading => {
             let ratio = train_steps / (n + 1);
@@ -243,7 +256,9 @@ pub fn dpm_timesteps(train_steps: usize, n: usize, steps_offset: usize, spacing:
 /// n of them (numpy's float arange can yield one more, past 0).
 fn trailing(train_steps: usize, n: usize) -> Vec<usize> {
     let ratio = train_steps as f64 / n as f64;
-    (0..n).map(|i| (round_half_even(train_steps as f64 - i as f64 * ratio) as usize).saturating_sub(1)).collect()
+    (0..n)
+        .map(|i| (round_half_even(train_steps as f64 - i as f64 * ratio) as usize).saturating_sub(1))
+        .collect()
 }
 
 /// Descending timesteps kept below T and without repeats: with as many steps as
@@ -285,13 +300,26 @@ fn data_prediction(abar: f64, pred: Prediction) -> (f64, f64) {
 impl NoiseSchedule {
     /// The plan of `scheduler` for `steps` (the density of the whole
     /// schedule) at `strength`, as diffusers' img2img/inpainting pipelines run it.
-    pub fn plan(&self, scheduler: Scheduler, pred: Prediction, steps: usize, strength: f32, timing: Timing, eta: f64) -> StepPlan {
+    pub fn plan(
+        &self,
+        scheduler: Scheduler,
+        pred: Prediction,
+        steps: usize,
+        strength: f32,
+        timing: Timing,
+        eta: f64,
+    ) -> StepPlan {
         let t_len = self.len();
         let steps = steps.clamp(1, t_len);
         let ac = &self.alphas_cumprod;
         match scheduler {
             Scheduler::Ddim => {
-                let all = ddim_timesteps(t_len, steps, timing.steps_offset, timing.spacing.unwrap_or(Spacing::Leading));
+                let all = ddim_timesteps(
+                    t_len,
+                    steps,
+                    timing.steps_offset,
+                    timing.spacing.unwrap_or(Spacing::Leading),
+                );
                 let ts = strength_cut(&all, strength);
                 let ratio = t_len / steps;
                 let final_abar = if timing.set_alpha_to_one { 1.0 } else { ac[0] };
@@ -317,7 +345,12 @@ impl NoiseSchedule {
                 StepPlan { abar_start: ac[ts[0]], steps }
             }
             Scheduler::DpmSolver2M => {
-                let all = dpm_timesteps(t_len, steps, timing.steps_offset, timing.spacing.unwrap_or(Spacing::Linspace));
+                let all = dpm_timesteps(
+                    t_len,
+                    steps,
+                    timing.steps_offset,
+                    timing.spacing.unwrap_or(Spacing::Linspace),
+                );
                 let ts = strength_cut(&all, strength);
                 // α_t = √ᾱ, σ_t = √(1−ᾱ), λ = ln α − ln σ; the last step goes to σ = 0.
                 let lambda = |abar: f64| 0.5 * abar.ln() - 0.5 * (1.0 - abar).ln();
@@ -332,7 +365,17 @@ impl NoiseSchedule {
                         };
                         if i + 1 == n {
                             // Final sigma 0: first order lands on x̂0.
-                            return LinearStep { t: ts[i] as i64, a, b, p: 0.0, q: 1.0, r: 0.0, s: 0.0, keep_a, keep_n };
+                            return LinearStep {
+                                t: ts[i] as i64,
+                                a,
+                                b,
+                                p: 0.0,
+                                q: 1.0,
+                                r: 0.0,
+                                s: 0.0,
+                                keep_a,
+                                keep_n,
+                            };
                         }
                         let next = ac[ts[i + 1]];
                         let h = lambda(next) - lambda(abar);
@@ -343,7 +386,17 @@ impl NoiseSchedule {
                         } else {
                             let h0 = lambda(abar) - lambda(ac[ts[i - 1]]);
                             let r0 = h0 / h;
-                            LinearStep { t: ts[i] as i64, a, b, p, q: -big_a * (1.0 + 0.5 / r0), r: big_a * 0.5 / r0, s: 0.0, keep_a, keep_n }
+                            LinearStep {
+                                t: ts[i] as i64,
+                                a,
+                                b,
+                                p,
+                                q: -big_a * (1.0 + 0.5 / r0),
+                                r: big_a * 0.5 / r0,
+                                s: 0.0,
+                                keep_a,
+                                keep_n,
+                            }
                         }
                     })
                     .collect();
@@ -379,8 +432,22 @@ mod tests {
         // torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=float64))[-1]
         assert!((s.alphas_cumprod[999] - 4.0358e-5).abs() < 1e-8, "{}", s.alphas_cumprod[999]);
         assert!(s.alphas_cumprod.windows(2).all(|w| w[1] < w[0]));
-        let sl = NoiseSchedule::from_manifest(&Schedule { beta_schedule: "scaled_linear".into(), beta_start: 0.00085, beta_end: 0.012, ..Schedule {
-            kind: "ddpm".into(), num_train_timesteps: 1000, beta_schedule: String::new(), beta_start: 0.0, beta_end: 0.0, prediction_type: "epsilon".into(), steps_offset: None, timestep_spacing: None, set_alpha_to_one: None } });
+        let sl = NoiseSchedule::from_manifest(&Schedule {
+            beta_schedule: "scaled_linear".into(),
+            beta_start: 0.00085,
+            beta_end: 0.012,
+            ..Schedule {
+                kind: "ddpm".into(),
+                num_train_timesteps: 1000,
+                beta_schedule: String::new(),
+                beta_start: 0.0,
+                beta_end: 0.0,
+                prediction_type: "epsilon".into(),
+                steps_offset: None,
+                timestep_spacing: None,
+                set_alpha_to_one: None,
+            }
+        });
         assert!((sl.alphas_cumprod[0] - (1.0 - 0.00085)).abs() < 1e-12);
     }
 
@@ -443,12 +510,39 @@ mod tests {
     fn ddim_and_dpm_solver_match_diffusers() {
         type Case = (Scheduler, &'static str, [usize; 7], [f64; 3], [f64; 3]);
         let cases: [Case; 4] = [
-            (Scheduler::Ddim, "epsilon", [601, 501, 401, 301, 201, 101, 1], [0.2001766338813883, -1.50428251050758, 0.7683296820110446], [0.08826064973872799, -1.6716448011263123, 0.6748958000270747]),
-            (Scheduler::DpmSolver2M, "epsilon", [699, 599, 500, 400, 300, 200, 100], [0.1458131575467274, -1.6314776849976478, 0.7382433986584226], [0.0194862169104385, -1.961411915542293, 0.6797855190048486]),
-            (Scheduler::Ddim, "v_prediction", [601, 501, 401, 301, 201, 101, 1], [0.2197370980814743, -1.160217205578323, 0.6797218659680735], [0.08575024956875407, -0.6464419194108718, 0.32981430589529626]),
-            (Scheduler::DpmSolver2M, "v_prediction", [699, 599, 500, 400, 300, 200, 100], [0.21917640565472948, -1.1789295944443472, 0.6852116992846584], [0.09295960036828474, -0.6445224538317087, 0.3387869093477489]),
+            (
+                Scheduler::Ddim,
+                "epsilon",
+                [601, 501, 401, 301, 201, 101, 1],
+                [0.2001766338813883, -1.50428251050758, 0.7683296820110446],
+                [0.08826064973872799, -1.6716448011263123, 0.6748958000270747],
+            ),
+            (
+                Scheduler::DpmSolver2M,
+                "epsilon",
+                [699, 599, 500, 400, 300, 200, 100],
+                [0.1458131575467274, -1.6314776849976478, 0.7382433986584226],
+                [0.0194862169104385, -1.961411915542293, 0.6797855190048486],
+            ),
+            (
+                Scheduler::Ddim,
+                "v_prediction",
+                [601, 501, 401, 301, 201, 101, 1],
+                [0.2197370980814743, -1.160217205578323, 0.6797218659680735],
+                [0.08575024956875407, -0.6464419194108718, 0.32981430589529626],
+            ),
+            (
+                Scheduler::DpmSolver2M,
+                "v_prediction",
+                [699, 599, 500, 400, 300, 200, 100],
+                [0.21917640565472948, -1.1789295944443472, 0.6852116992846584],
+                [0.09295960036828474, -0.6445224538317087, 0.3387869093477489],
+            ),
         ];
-        assert_eq!(ddim_timesteps(1000, 10, 1, Spacing::Leading), vec![901, 801, 701, 601, 501, 401, 301, 201, 101, 1]);
+        assert_eq!(
+            ddim_timesteps(1000, 10, 1, Spacing::Leading),
+            vec![901, 801, 701, 601, 501, 401, 301, 201, 101, 1]
+        );
         let dense = dpm_timesteps(1000, 1000, 0, Spacing::Linspace);
         assert!(dense.windows(2).all(|w| w[0] > w[1]));
         let (sched, p) = sd15("epsilon");
@@ -457,7 +551,10 @@ mod tests {
         assert!(plan.steps.iter().all(|s| [s.a, s.b, s.p, s.q, s.r].iter().all(|v| v.is_finite())));
         let every = ddim_timesteps(1000, 1000, 1, Spacing::Leading);
         assert_eq!((every.len(), every[0], every[998]), (999, 999, 1));
-        assert_eq!(dpm_timesteps(1000, 10, 1, Spacing::Linspace), vec![999, 899, 799, 699, 599, 500, 400, 300, 200, 100]);
+        assert_eq!(
+            dpm_timesteps(1000, 10, 1, Spacing::Linspace),
+            vec![999, 899, 799, 699, 599, 500, 400, 300, 200, 100]
+        );
         for (sch, pred, ts, first, last) in cases {
             let (sched, p) = sd15(pred);
             let plan = sched.plan(sch, p, 10, 0.7, sd, 0.0);
@@ -473,10 +570,19 @@ mod tests {
                     x[k] = st.p * x[k] + st.q * x0[k] + st.r * x0_prev[k];
                 }
                 x0_prev = x0;
-                let want = if i == 0 { Some(first) } else if i + 1 == plan.steps.len() { Some(last) } else { None };
+                let want = if i == 0 {
+                    Some(first)
+                } else if i + 1 == plan.steps.len() {
+                    Some(last)
+                } else {
+                    None
+                };
                 if let Some(w) = want {
                     for k in 0..3 {
-                        assert!((x[k] - w[k]).abs() < 1e-4, "{sch} {pred} step {i}: {x:?} vs diffusers {w:?}");
+                        assert!(
+                            (x[k] - w[k]).abs() < 1e-4,
+                            "{sch} {pred} step {i}: {x:?} vs diffusers {w:?}"
+                        );
                     }
                 }
             }
@@ -495,10 +601,22 @@ mod tests {
     #[test]
     fn spacing_and_alpha_to_one_match_diffusers() {
         use Spacing::*;
-        assert_eq!(ddim_timesteps(1000, 10, 1, Trailing), vec![999, 899, 799, 699, 599, 499, 399, 299, 199, 99]);
-        assert_eq!(ddim_timesteps(1000, 10, 1, Linspace), vec![999, 888, 777, 666, 555, 444, 333, 222, 111, 0]);
-        assert_eq!(dpm_timesteps(1000, 10, 1, Leading), vec![901, 811, 721, 631, 541, 451, 361, 271, 181, 91]);
-        assert_eq!(dpm_timesteps(1000, 10, 1, Trailing), vec![999, 899, 799, 699, 599, 499, 399, 299, 199, 99]);
+        assert_eq!(
+            ddim_timesteps(1000, 10, 1, Trailing),
+            vec![999, 899, 799, 699, 599, 499, 399, 299, 199, 99]
+        );
+        assert_eq!(
+            ddim_timesteps(1000, 10, 1, Linspace),
+            vec![999, 888, 777, 666, 555, 444, 333, 222, 111, 0]
+        );
+        assert_eq!(
+            dpm_timesteps(1000, 10, 1, Leading),
+            vec![901, 811, 721, 631, 541, 451, 361, 271, 181, 91]
+        );
+        assert_eq!(
+            dpm_timesteps(1000, 10, 1, Trailing),
+            vec![999, 899, 799, 699, 599, 499, 399, 299, 199, 99]
+        );
         let cases: [(Spacing, bool, [f64; 3]); 4] = [
             (Leading, false, [0.08826064973872799, -1.6716448011263123, 0.6748958000270747]),
             (Trailing, false, [-0.09000971134312362, -2.1679485344464164, 0.6026365630246409]),
@@ -518,7 +636,10 @@ mod tests {
                 }
             }
             for k in 0..3 {
-                assert!((x[k] - want[k]).abs() < 1e-4, "{spacing:?} alpha_to_one {set_alpha_to_one}: {x:?} vs diffusers {want:?}");
+                assert!(
+                    (x[k] - want[k]).abs() < 1e-4,
+                    "{spacing:?} alpha_to_one {set_alpha_to_one}: {x:?} vs diffusers {want:?}"
+                );
             }
         }
     }

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use crate::bundle::{hex, sha256_file};
+use crate::manifest::Schedule;
 use crate::onnxfile::write::{model, node, tensor_f32, tensor_i64, value_info};
 use crate::onnxfile::{FLOAT, INT64};
 use crate::schedule::NoiseSchedule;
-use crate::manifest::Schedule;
 
 pub struct Synthetic {
     pub name: String,
@@ -28,12 +28,30 @@ pub struct Synthetic {
 
 impl Default for Synthetic {
     fn default() -> Self {
-        Synthetic { name: "synthetic".into(), stage: 2, scene_rgb: [0.2, 0.5, 0.8], subject_rgb: [0.9, 0.2, 0.1], scene_short_side: 256, timesteps: 1000, gain: 0.9 }
+        Synthetic {
+            name: "synthetic".into(),
+            stage: 2,
+            scene_rgb: [0.2, 0.5, 0.8],
+            subject_rgb: [0.9, 0.2, 0.1],
+            scene_short_side: 256,
+            timesteps: 1000,
+            gain: 0.9,
+        }
     }
 }
 
 fn schedule(t: u32) -> Schedule {
-    Schedule { kind: "ddpm".into(), num_train_timesteps: t, beta_schedule: "linear".into(), beta_start: 1e-4, beta_end: 0.02, prediction_type: "epsilon".into(), steps_offset: None, timestep_spacing: None, set_alpha_to_one: None }
+    Schedule {
+        kind: "ddpm".into(),
+        num_train_timesteps: t,
+        beta_schedule: "linear".into(),
+        beta_start: 1e-4,
+        beta_end: 0.02,
+        prediction_type: "epsilon".into(),
+        steps_offset: None,
+        timestep_spacing: None,
+        set_alpha_to_one: None,
+    }
 }
 
 /// The manifest's `files` entries (path, sha256, bytes) of `files` in `dir`.
@@ -109,7 +127,9 @@ pub fn write_bundle(library: &Path, s: &Synthetic) -> std::io::Result<PathBuf> {
     }
     let entries = file_entries(&dir, &files)?;
     let src = hex(&[7u8; 32]);
-    let mut concepts = vec![json!({"id": 1, "identifier": "zwx", "name": "scene", "role": "scene", "stage": 1, "source_sha256": src, "source_size": [640, 427]})];
+    let mut concepts = vec![
+        json!({"id": 1, "identifier": "zwx", "name": "scene", "role": "scene", "stage": 1, "source_sha256": src, "source_size": [640, 427]}),
+    ];
     if s.stage == 2 {
         concepts.push(json!({"id": 2, "identifier": "qbk", "name": s.name, "role": "subject", "stage": 2, "source_sha256": src, "source_size": [48, 64]}));
     }

@@ -3,8 +3,8 @@
 //! it cleanly with SIGINT when asked.
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
 use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -82,7 +82,9 @@ impl TrainerEnv {
     /// `python -m pie_trainer`, isolated as [`Self::python_code`] says.
     pub fn trainer_command(&self) -> Command {
         match &self.pythonpath {
-            Some(_) => self.python_code("import runpy; runpy.run_module('pie_trainer', run_name='__main__', alter_sys=True)"),
+            Some(_) => self.python_code(
+                "import runpy; runpy.run_module('pie_trainer', run_name='__main__', alter_sys=True)",
+            ),
             None => {
                 let mut cmd = Command::new(&self.python);
                 cmd.args(["-I", "-u", "-m", "pie_trainer"]);
@@ -107,7 +109,10 @@ pub fn find_trainer() -> Result<TrainerEnv> {
     if let Some(p) = std::env::var_os("PIE_TRAINER_PYTHON").filter(|v| !v.is_empty()) {
         let p = PathBuf::from(p);
         if !p.is_file() {
-            return Err(Error::Unavailable(format!("PIE_TRAINER_PYTHON is {}, which is not a file", p.display())));
+            return Err(Error::Unavailable(format!(
+                "PIE_TRAINER_PYTHON is {}, which is not a file",
+                p.display()
+            )));
         }
         return Ok(TrainerEnv { python: p, source: "PIE_TRAINER_PYTHON".into(), pythonpath });
     }
@@ -149,7 +154,13 @@ pub fn find_trainer() -> Result<TrainerEnv> {
 }
 
 /// Learns a scene (Stage I) from `image` as concept `name`; returns the bundle folder.
-pub fn learn_scene(lib: &Library, image: &Path, name: &str, opts: &TrainOptions, progress: &mut dyn Progress) -> Result<PathBuf> {
+pub fn learn_scene(
+    lib: &Library,
+    image: &Path,
+    name: &str,
+    opts: &TrainOptions,
+    progress: &mut dyn Progress,
+) -> Result<PathBuf> {
     check_new(lib, name, opts)?;
     check_image(image)?;
     let mut args: Vec<String> = vec!["scene".into(), path_arg(image)?, "--name".into(), name.into()];
@@ -181,11 +192,21 @@ pub fn learn_subject(
     }
     let sb = lib.load(scene)?;
     if sb.manifest.stage != 1 {
-        let scenes: Vec<String> = lib.list().unwrap_or_default().into_iter().filter(|c| c.stage == 1).map(|c| c.name).collect();
-        let grown_from = sb.manifest.parent.as_ref().map(|p| format!(" (it was learned on the scene {:?})", p.name)).unwrap_or_default();
+        let scenes: Vec<String> =
+            lib.list().unwrap_or_default().into_iter().filter(|c| c.stage == 1).map(|c| c.name).collect();
+        let grown_from = sb
+            .manifest
+            .parent
+            .as_ref()
+            .map(|p| format!(" (it was learned on the scene {:?})", p.name))
+            .unwrap_or_default();
         return Err(Error::bad(format!(
             "{scene:?} is a subject, not a scene{grown_from}: --scene takes a scene concept ({})",
-            if scenes.is_empty() { "the library has none; learn one with `pie learn-scene`".to_string() } else { format!("scenes: {}", scenes.join(", ")) }
+            if scenes.is_empty() {
+                "the library has none; learn one with `pie learn-scene`".to_string()
+            } else {
+                format!("scenes: {}", scenes.join(", "))
+            }
         )));
     }
     // A subject is learned on its scene's backbone.
@@ -199,7 +220,14 @@ pub fn learn_subject(
         _ => {}
     }
     let opts = &opts;
-    let mut args: Vec<String> = vec!["subject".into(), path_arg(image)?, "--scene".into(), scene.into(), "--name".into(), name.into()];
+    let mut args: Vec<String> = vec![
+        "subject".into(),
+        path_arg(image)?,
+        "--scene".into(),
+        scene.into(),
+        "--name".into(),
+        name.into(),
+    ];
     if let Some(m) = mask {
         check_image(m)?;
         args.push("--mask".into());
@@ -212,7 +240,9 @@ pub fn learn_subject(
 fn check_new(lib: &Library, name: &str, opts: &TrainOptions) -> Result<()> {
     lib.concept_dir(name)?;
     if lib.contains(name) && !opts.force && !opts.resume {
-        return Err(Error::bad(format!("a concept named {name:?} already exists: pick another name, or pass --force to replace it")));
+        return Err(Error::bad(format!(
+            "a concept named {name:?} already exists: pick another name, or pass --force to replace it"
+        )));
     }
     Ok(())
 }
@@ -245,12 +275,16 @@ fn common_args(lib: &Library, o: &TrainOptions) -> Result<Vec<String>> {
     a.extend(["--device".into(), o.device.to_string()]);
     match o.backbone.as_deref() {
         None => {}
-        Some(b @ (crate::manifest::PIXEL_UNET | crate::manifest::SD)) => a.extend(["--backbone".into(), b.to_string()]),
+        Some(b @ (crate::manifest::PIXEL_UNET | crate::manifest::SD)) => {
+            a.extend(["--backbone".into(), b.to_string()])
+        }
         Some(b) => return Err(Error::bad(format!("--backbone {b:?}: use pixel-unet or sd"))),
     }
     if let Some(base) = &o.base {
         if o.backbone.as_deref() != Some(crate::manifest::SD) {
-            return Err(Error::bad("--base is the Stable Diffusion checkpoint of --backbone sd; add --backbone sd"));
+            return Err(Error::bad(
+                "--base is the Stable Diffusion checkpoint of --backbone sd; add --backbone sd",
+            ));
         }
         if !base.is_dir() {
             return Err(Error::bad(format!(
@@ -317,7 +351,8 @@ enum Msg {
 
 fn run(lib: &Library, name: &str, args: &[String], progress: &mut dyn Progress) -> Result<PathBuf> {
     let env = find_trainer()?;
-    std::fs::create_dir_all(lib.path()).map_err(|e| Error::io("cannot create the concept library", lib.path(), e))?;
+    std::fs::create_dir_all(lib.path())
+        .map_err(|e| Error::io("cannot create the concept library", lib.path(), e))?;
     let _held = hold_learning(lib, name)?;
     let mut cmd = env.trainer_command();
     cmd.args(args);
@@ -445,7 +480,10 @@ fn run(lib: &Library, name: &str, args: &[String], progress: &mut dyn Progress) 
         Some(0) => {
             let dir = done_bundle.unwrap_or_else(|| lib.path().join(name));
             if !dir.join("bundle.json").is_file() {
-                return Err(Error::internal(format!("the trainer finished but wrote no bundle at {}", dir.display())));
+                return Err(Error::internal(format!(
+                    "the trainer finished but wrote no bundle at {}",
+                    dir.display()
+                )));
             }
             Ok(dir)
         }
@@ -478,7 +516,9 @@ fn argparse_hint(msg: &str, args: &[String]) -> String {
 /// Finds the trainer and checks it imports; returns what it reports.
 pub fn check_trainer() -> Result<(TrainerEnv, String)> {
     let env = find_trainer()?;
-    let mut cmd = env.python_code("import torch, pie_trainer; print('torch', torch.__version__, '| cuda', torch.cuda.is_available())");
+    let mut cmd = env.python_code(
+        "import torch, pie_trainer; print('torch', torch.__version__, '| cuda', torch.cuda.is_available())",
+    );
     let out = cmd
         .stdin(Stdio::null())
         .output()
@@ -499,8 +539,14 @@ mod tests {
     #[test]
     fn trainer_option_errors_point_at_trainer_arg() {
         let args = vec!["subject".to_string()];
-        let m = super::argparse_hint("python -m pie_trainer subject: argument --lr: invalid float value: 'x'", &args);
+        let m = super::argparse_hint(
+            "python -m pie_trainer subject: argument --lr: invalid float value: 'x'",
+            &args,
+        );
         assert_eq!(m, "the trainer refused its arguments: argument --lr: invalid float value: 'x' (--trainer-arg passes options of `python -m pie_trainer subject --help`)");
-        assert_eq!(super::argparse_hint("--resolution must be a multiple of 4, got 7", &args), "--resolution must be a multiple of 4, got 7");
+        assert_eq!(
+            super::argparse_hint("--resolution must be a multiple of 4, got 7", &args),
+            "--resolution must be a multiple of 4, got 7"
+        );
     }
 }

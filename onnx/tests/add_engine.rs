@@ -25,7 +25,11 @@ fn assert_outside_identical(a: &DynamicImage, b: &DynamicImage, mask: &GrayImage
     let per_px = ab.len() / (a.width() * a.height()) as usize;
     for (i, m) in mask.as_raw().iter().enumerate() {
         if *m == 0 {
-            assert_eq!(&ab[i * per_px..(i + 1) * per_px], &bb[i * per_px..(i + 1) * per_px], "pixel {i} outside the selection changed");
+            assert_eq!(
+                &ab[i * per_px..(i + 1) * per_px],
+                &bb[i * per_px..(i + 1) * per_px],
+                "pixel {i} outside the selection changed"
+            );
         }
     }
 }
@@ -56,7 +60,10 @@ fn outside_is_bit_identical_and_inside_moves_toward_the_subject() {
     let after = mean_inside(&o.image.to_rgb8(), &mask);
     // The subject stands inside the selection's feathered edge with room below for its shadow,
     // so it covers about two thirds of it.
-    assert!(dist(after, subject) < 0.7 * dist(before, subject), "inside mean {after:?} did not move toward the subject {subject:?} from {before:?}");
+    assert!(
+        dist(after, subject) < 0.7 * dist(before, subject),
+        "inside mean {after:?} did not move toward the subject {subject:?} from {before:?}"
+    );
     assert!(o.stats.runtime <= o.stats.total);
 }
 
@@ -170,11 +177,13 @@ fn cuda_where_there_is_none_fails_clearly() {
     let b = lib.load("ball").unwrap();
     let scene = DynamicImage::ImageRgb8(scene_rgb8(64, 48));
     let mask = rect_mask(64, 48, 10, 10, 20, 20, 0);
-    let e = add(&b, &scene, &mask, &AddOptions { device: Device::Cuda, ..opts(0) }, &mut NoProgress).unwrap_err();
+    let e =
+        add(&b, &scene, &mask, &AddOptions { device: Device::Cuda, ..opts(0) }, &mut NoProgress).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable);
     assert!(e.to_string().contains("--device cuda: CUDA cannot be used here"), "{e}");
     // auto falls back and says so, or runs on the CPU without a word when asked for it
-    let out = add(&b, &scene, &mask, &AddOptions { device: Device::Auto, ..opts(0) }, &mut NoProgress).unwrap();
+    let out =
+        add(&b, &scene, &mask, &AddOptions { device: Device::Auto, ..opts(0) }, &mut NoProgress).unwrap();
     assert_eq!(out[0].device, Device::Cpu);
 }
 
@@ -233,7 +242,11 @@ fn detail_is_put_back_below_one_to_one() {
     let with = add(&b, &scene, &mask, &AddOptions { detail: 1.0, ..opts(0) }, &mut NoProgress).unwrap();
     let without = add(&b, &scene, &mask, &AddOptions { detail: 0.0, ..opts(0) }, &mut NoProgress).unwrap();
     assert!(with[0].stats.work_w < 400, "expected sampling below 1:1");
-    let (sw, so, ss) = (sharpness(&with[0].image.to_rgb8(), &mask), sharpness(&without[0].image.to_rgb8(), &mask), sharpness(&scene.to_rgb8(), &mask));
+    let (sw, so, ss) = (
+        sharpness(&with[0].image.to_rgb8(), &mask),
+        sharpness(&without[0].image.to_rgb8(), &mask),
+        sharpness(&scene.to_rgb8(), &mask),
+    );
     assert!(sw > 2.0 * so && sw > 0.5 * ss, "sharpness with detail {sw}, without {so}, scene {ss}");
 }
 
@@ -249,13 +262,22 @@ fn cuda_where_there_is_one_matches_the_cpu() {
     let b = lib.load("ball").unwrap();
     let scene = DynamicImage::ImageRgb8(scene_rgb8(160, 120));
     let mask = rect_mask(160, 120, 50, 30, 48, 48, 6);
-    let gpu = add(&b, &scene, &mask, &AddOptions { device: Device::Cuda, ..opts(4) }, &mut NoProgress).unwrap();
-    let gpu2 = add(&b, &scene, &mask, &AddOptions { device: Device::Cuda, ..opts(4) }, &mut NoProgress).unwrap();
+    let gpu =
+        add(&b, &scene, &mask, &AddOptions { device: Device::Cuda, ..opts(4) }, &mut NoProgress).unwrap();
+    let gpu2 =
+        add(&b, &scene, &mask, &AddOptions { device: Device::Cuda, ..opts(4) }, &mut NoProgress).unwrap();
     let cpu = add(&b, &scene, &mask, &opts(4), &mut NoProgress).unwrap();
     assert_eq!(gpu[0].device, Device::Cuda);
     assert_outside_identical(&scene, &gpu[0].image, &mask);
     assert!(gpu[0].image.as_bytes() == gpu2[0].image.as_bytes(), "CUDA: same seed, different images");
-    let diff: f64 = gpu[0].image.as_bytes().iter().zip(cpu[0].image.as_bytes()).map(|(a, b)| f64::from(a.abs_diff(*b))).sum::<f64>() / gpu[0].image.as_bytes().len() as f64;
+    let diff: f64 = gpu[0]
+        .image
+        .as_bytes()
+        .iter()
+        .zip(cpu[0].image.as_bytes())
+        .map(|(a, b)| f64::from(a.abs_diff(*b)))
+        .sum::<f64>()
+        / gpu[0].image.as_bytes().len() as f64;
     assert!(diff < 1.0, "CUDA and CPU differ by {diff} per sample on average");
 }
 
@@ -320,6 +342,9 @@ fn with_a_subject_only_its_footprint_and_a_thin_ring_change() {
     let want = SUBJECT_RGB.map(|v| (v * 255.0).round() as i32);
     for (x, y) in [(100, 62), (96, 56), (104, 68)] {
         let p = o.get_pixel(x, y).0.map(i32::from);
-        assert!(p.iter().zip(want).all(|(a, b)| (a - b).abs() <= 2), "({x}, {y}) is {p:?}, not the subject's {want:?}");
+        assert!(
+            p.iter().zip(want).all(|(a, b)| (a - b).abs() <= 2),
+            "({x}, {y}) is {p:?}, not the subject's {want:?}"
+        );
     }
 }

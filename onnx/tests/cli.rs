@@ -44,7 +44,20 @@ fn case() -> Case {
 }
 
 fn add_args<'a>(c: &'a Case, out: &'a str, extra: &[&'a str]) -> Vec<String> {
-    let mut v: Vec<String> = vec!["add".into(), c.scene.display().to_string(), "--selection".into(), c.mask.display().to_string(), "--concept".into(), "ball".into(), "--out".into(), out.into(), "--steps".into(), "8".into(), "--device".into(), "cpu".into()];
+    let mut v: Vec<String> = vec![
+        "add".into(),
+        c.scene.display().to_string(),
+        "--selection".into(),
+        c.mask.display().to_string(),
+        "--concept".into(),
+        "ball".into(),
+        "--out".into(),
+        out.into(),
+        "--steps".into(),
+        "8".into(),
+        "--device".into(),
+        "cpu".into(),
+    ];
     v.extend(extra.iter().map(|s| s.to_string()));
     v
 }
@@ -81,7 +94,10 @@ fn add_writes_the_result_and_variants_get_suffixes() {
     // --json: JSON lines only, one "done" per output, with its seed
     let o = run_add(&c, c.outdir.join("j.tif").to_str().unwrap(), &["--json", "--seed", "9"]);
     assert!(o.status.success(), "{}", text(&o));
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
     let done: Vec<_> = lines.iter().filter(|v| v["event"] == "done").collect();
     assert_eq!(done.len(), 1);
     assert_eq!(done[0]["seed"], 9);
@@ -121,7 +137,10 @@ fn bad_inputs_exit_2_with_a_specific_message_and_write_nothing() {
         assert!(listing(&c.outdir).is_empty(), "{args:?} wrote {:?}", listing(&c.outdir));
     }
     // a missing input image
-    let r = pie(c.lib.path(), &["add", "/no/such.png", "--selection", c.mask.to_str().unwrap(), "--concept", "ball", "--out", o]);
+    let r = pie(
+        c.lib.path(),
+        &["add", "/no/such.png", "--selection", c.mask.to_str().unwrap(), "--concept", "ball", "--out", o],
+    );
     assert_eq!(r.status.code(), Some(2), "{}", text(&r));
     assert!(text(&r).contains("/no/such.png"));
     // a corrupt bundle names itself and the file
@@ -186,11 +205,17 @@ fn concepts_list_show_remove() {
     assert_eq!(v["concepts"].as_array().unwrap().len(), 2);
     // Each concept's size on disk: the sum of its folder's files, shown in MB.
     let ball = v["concepts"].as_array().unwrap().iter().find(|c| c["name"] == "ball").unwrap();
-    let on_disk: u64 = std::fs::read_dir(c.lib.path().join("ball")).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+    let on_disk: u64 = std::fs::read_dir(c.lib.path().join("ball"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
     assert_eq!(ball["bytes"].as_u64(), Some(on_disk));
     let listed = text(&pie(c.lib.path(), &["concepts"]));
     let mb = format!("{:.1} MB", on_disk as f64 / 1e6);
-    assert!(listed.lines().any(|l| l.trim_start().starts_with("ball ") && l.contains(&mb)), "want {mb} for ball:\n{listed}");
+    assert!(
+        listed.lines().any(|l| l.trim_start().starts_with("ball ") && l.contains(&mb)),
+        "want {mb} for ball:\n{listed}"
+    );
     let o = pie(c.lib.path(), &["concepts", "show", "ball"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("token 2: ball (subject"), "{}", text(&o));
@@ -235,7 +260,25 @@ fn trained_bundles_round_trip() {
     rect_mask(96, 64, 30, 14, 36, 36, 4).save(&sel).unwrap();
     let out = |n: &str| dir.path().join(n).display().to_string();
     let go = |o: &str, seed: &str| {
-        let r = pie(&lib, &["add", img.to_str().unwrap(), "--selection", sel.to_str().unwrap(), "--concept", "subject", "--out", o, "--steps", "10", "--seed", seed, "--device", "cpu"]);
+        let r = pie(
+            &lib,
+            &[
+                "add",
+                img.to_str().unwrap(),
+                "--selection",
+                sel.to_str().unwrap(),
+                "--concept",
+                "subject",
+                "--out",
+                o,
+                "--steps",
+                "10",
+                "--seed",
+                seed,
+                "--device",
+                "cpu",
+            ],
+        );
         assert!(r.status.success(), "{}", text(&r));
         image::open(o).unwrap().to_rgb8()
     };
@@ -255,7 +298,10 @@ fn trained_bundles_round_trip() {
     let before = mean_inside(&scene_img, &mask);
     let after = mean_inside(&a, &mask);
     let subject = [230.0, 50.0, 30.0];
-    assert!(dist(after, subject) < dist(before, subject), "selection mean {after:?} did not move toward the subject from {before:?}");
+    assert!(
+        dist(after, subject) < dist(before, subject),
+        "selection mean {after:?} did not move toward the subject from {before:?}"
+    );
 }
 
 fn interrupt_after(child: std::process::Child, wait: std::time::Duration) -> Output {
@@ -279,7 +325,22 @@ fn ctrl_c_during_add_exits_3_and_writes_nothing() {
     let child = Command::new(env!("CARGO_BIN_EXE_pie"))
         .arg("--library")
         .arg(c.lib.path())
-        .args(["add", big.to_str().unwrap(), "--selection", bigmask.to_str().unwrap(), "--concept", "ball", "--out", out.to_str().unwrap(), "--steps", "1000", "--strength", "1", "--device", "cpu"])
+        .args([
+            "add",
+            big.to_str().unwrap(),
+            "--selection",
+            bigmask.to_str().unwrap(),
+            "--concept",
+            "ball",
+            "--out",
+            out.to_str().unwrap(),
+            "--steps",
+            "1000",
+            "--strength",
+            "1",
+            "--device",
+            "cpu",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -296,8 +357,25 @@ fn ctrl_c_during_training_stops_the_trainer() {
     let child = Command::new(env!("CARGO_BIN_EXE_pie"))
         .arg("--library")
         .arg(c.lib.path())
-        .args(["--json", "learn-scene", c.scene.to_str().unwrap(), "--name", "long", "--device", "cpu", "--steps", "100000"])
-        .args(["--trainer-arg=--bench-steps", "--trainer-arg=0", "--trainer-arg=--resolution", "--trainer-arg=16", "--trainer-arg=--threads", "--trainer-arg=1"])
+        .args([
+            "--json",
+            "learn-scene",
+            c.scene.to_str().unwrap(),
+            "--name",
+            "long",
+            "--device",
+            "cpu",
+            "--steps",
+            "100000",
+        ])
+        .args([
+            "--trainer-arg=--bench-steps",
+            "--trainer-arg=0",
+            "--trainer-arg=--resolution",
+            "--trainer-arg=16",
+            "--trainer-arg=--threads",
+            "--trainer-arg=1",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -305,7 +383,11 @@ fn ctrl_c_during_training_stops_the_trainer() {
     let o = interrupt_after(child, std::time::Duration::from_secs(12));
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(!c.lib.path().join("long").exists(), "a cancelled run left a concept");
-    let last: serde_json::Value = String::from_utf8_lossy(&o.stdout).lines().last().and_then(|l| serde_json::from_str(l).ok()).unwrap_or_default();
+    let last: serde_json::Value = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_default();
     assert_eq!(last["kind"], "cancelled", "{}", text(&o));
 }
 
@@ -318,8 +400,24 @@ fn killing_pie_during_training_leaves_a_resumable_run() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pie"))
         .arg("--library")
         .arg(c.lib.path())
-        .args(["learn-scene", c.scene.to_str().unwrap(), "--name", "killed", "--device", "cpu", "--steps", "100000"])
-        .args(["--trainer-arg=--bench-steps", "--trainer-arg=0", "--trainer-arg=--resolution", "--trainer-arg=16", "--trainer-arg=--threads", "--trainer-arg=1"])
+        .args([
+            "learn-scene",
+            c.scene.to_str().unwrap(),
+            "--name",
+            "killed",
+            "--device",
+            "cpu",
+            "--steps",
+            "100000",
+        ])
+        .args([
+            "--trainer-arg=--bench-steps",
+            "--trainer-arg=0",
+            "--trainer-arg=--resolution",
+            "--trainer-arg=16",
+            "--trainer-arg=--threads",
+            "--trainer-arg=1",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -351,13 +449,26 @@ fn killing_pie_during_training_leaves_a_resumable_run() {
 fn trainer_refusals_are_bad_input() {
     let Some(_) = trained_library() else { return };
     let c = case();
-    let o = pie(c.lib.path(), &["learn-scene", c.scene.to_str().unwrap(), "--name", "odd", "--steps", "1", "--trainer-arg=--resolution", "--trainer-arg=7"]);
+    let o = pie(
+        c.lib.path(),
+        &[
+            "learn-scene",
+            c.scene.to_str().unwrap(),
+            "--name",
+            "odd",
+            "--steps",
+            "1",
+            "--trainer-arg=--resolution",
+            "--trainer-arg=7",
+        ],
+    );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("multiple of 4"), "{}", text(&o));
     let o = pie(c.lib.path(), &["learn-scene", c.scene.to_str().unwrap(), "--name", "ball"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("already exists"), "{}", text(&o));
-    let o = pie(c.lib.path(), &["learn-subject", c.scene.to_str().unwrap(), "--scene", "ball", "--name", "x"]);
+    let o =
+        pie(c.lib.path(), &["learn-subject", c.scene.to_str().unwrap(), "--scene", "ball", "--name", "x"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("is a subject, not a scene"), "{}", text(&o));
     assert!(!c.lib.path().join("odd").exists() && !c.lib.path().join("x").exists());
@@ -374,7 +485,23 @@ fn sixteen_bit_rgba_in_sixteen_bit_rgba_out() {
     }
     rgba.save(&src).unwrap();
     let out = c.outdir.join("deep-out.png");
-    let o = pie(c.lib.path(), &["add", src.to_str().unwrap(), "--selection", c.mask.to_str().unwrap(), "--concept", "ball", "--out", out.to_str().unwrap(), "--steps", "6", "--device", "cpu"]);
+    let o = pie(
+        c.lib.path(),
+        &[
+            "add",
+            src.to_str().unwrap(),
+            "--selection",
+            c.mask.to_str().unwrap(),
+            "--concept",
+            "ball",
+            "--out",
+            out.to_str().unwrap(),
+            "--steps",
+            "6",
+            "--device",
+            "cpu",
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let back = image::open(&out).unwrap();
     assert_eq!(back.color(), image::ColorType::Rgba16);
@@ -400,7 +527,11 @@ fn add_never_overwrites_its_inputs_or_a_read_only_file() {
     for (out, input) in [(&c.scene, "scene.png"), (&link, "scene.png"), (&c.mask, "sel.png")] {
         let o = run_add(&c, out.to_str().unwrap(), &[]);
         assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-        assert!(text(&o).contains("does not overwrite its inputs") && text(&o).contains(input), "{}", text(&o));
+        assert!(
+            text(&o).contains("does not overwrite its inputs") && text(&o).contains(input),
+            "{}",
+            text(&o)
+        );
     }
     assert_eq!(std::fs::read(&c.scene).unwrap(), scene_before, "the input image was overwritten");
     assert_eq!(std::fs::read(&c.mask).unwrap(), mask_before, "the selection was overwritten");
@@ -422,21 +553,40 @@ fn add_never_overwrites_its_inputs_or_a_read_only_file() {
 #[test]
 fn a_mistyped_concept_name_gets_the_close_name_suggested() {
     let c = case();
-    for (typo, want) in [("bal", "did you mean \"ball\""), ("Ball", "did you mean \"ball\""), ("medow", "did you mean \"meadow\"")] {
-        let o = pie(c.lib.path(), &swap(add_args(&c, c.outdir.join("r.png").to_str().unwrap(), &[]), "--concept", Path::new(typo)).iter().map(String::as_str).collect::<Vec<_>>());
+    for (typo, want) in [
+        ("bal", "did you mean \"ball\""),
+        ("Ball", "did you mean \"ball\""),
+        ("medow", "did you mean \"meadow\""),
+    ] {
+        let o = pie(
+            c.lib.path(),
+            &swap(add_args(&c, c.outdir.join("r.png").to_str().unwrap(), &[]), "--concept", Path::new(typo))
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        );
         assert_eq!(o.status.code(), Some(2), "{}", text(&o));
         assert!(text(&o).contains(want), "{typo}: {}", text(&o));
     }
     let o = pie(c.lib.path(), &["concepts", "remove", "medow"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("did you mean \"meadow\"") && text(&o).contains("known: ball, meadow"), "{}", text(&o));
+    assert!(
+        text(&o).contains("did you mean \"meadow\"") && text(&o).contains("known: ball, meadow"),
+        "{}",
+        text(&o)
+    );
     assert!(c.lib.path().join("meadow/bundle.json").is_file());
     let o = pie(c.lib.path(), &["concepts", "show", "zebra"]);
     assert!(text(&o).contains("known: ball, meadow") && !text(&o).contains("did you mean"), "{}", text(&o));
     // a subject given as the scene: say which scenes there are
-    let o = pie(c.lib.path(), &["learn-subject", c.scene.to_str().unwrap(), "--scene", "ball", "--name", "x"]);
+    let o =
+        pie(c.lib.path(), &["learn-subject", c.scene.to_str().unwrap(), "--scene", "ball", "--name", "x"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("is a subject, not a scene") && text(&o).contains("scenes: meadow"), "{}", text(&o));
+    assert!(
+        text(&o).contains("is a subject, not a scene") && text(&o).contains("scenes: meadow"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]
@@ -458,7 +608,9 @@ fn a_colour_mask_is_refused_and_a_transparent_one_is_read_from_its_alpha() {
     image::DynamicImage::ImageLuma8(gray.clone()).to_rgb8().save(&as_rgb).unwrap();
     // the same selection as the alpha of a white layer
     let as_alpha = dir.join("sel-alpha.png");
-    image::RgbaImage::from_fn(96, 72, |x, y| image::Rgba([255, 255, 255, gray.get_pixel(x, y).0[0]])).save(&as_alpha).unwrap();
+    image::RgbaImage::from_fn(96, 72, |x, y| image::Rgba([255, 255, 255, gray.get_pixel(x, y).0[0]]))
+        .save(&as_alpha)
+        .unwrap();
     let reference = {
         let o = run_add(&c, c.outdir.join("ref.png").to_str().unwrap(), &[]);
         assert!(o.status.success(), "{}", text(&o));
@@ -468,7 +620,10 @@ fn a_colour_mask_is_refused_and_a_transparent_one_is_read_from_its_alpha() {
         let a = swap(add_args(&c, c.outdir.join(out).to_str().unwrap(), &[]), "--selection", mask);
         let o = pie(c.lib.path(), &a.iter().map(String::as_str).collect::<Vec<_>>());
         assert!(o.status.success(), "{out}: {}", text(&o));
-        assert!(std::fs::read(c.outdir.join(out)).unwrap() == reference, "{out} differs from the gray mask's result");
+        assert!(
+            std::fs::read(c.outdir.join(out)).unwrap() == reference,
+            "{out} differs from the gray mask's result"
+        );
     }
 }
 
@@ -502,7 +657,23 @@ fn an_exif_rotated_photo_is_used_the_way_gimp_shows_it() {
     let sel = dir.join("portrait-sel.png");
     rect_mask(72, 96, 20, 30, 32, 32, 4).save(&sel).unwrap();
     let out = c.outdir.join("r.png");
-    let o = pie(c.lib.path(), &["add", photo.to_str().unwrap(), "--selection", sel.to_str().unwrap(), "--concept", "ball", "--out", out.to_str().unwrap(), "--steps", "4", "--device", "cpu"]);
+    let o = pie(
+        c.lib.path(),
+        &[
+            "add",
+            photo.to_str().unwrap(),
+            "--selection",
+            sel.to_str().unwrap(),
+            "--concept",
+            "ball",
+            "--out",
+            out.to_str().unwrap(),
+            "--steps",
+            "4",
+            "--device",
+            "cpu",
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let res = image::open(&out).unwrap().to_rgb8();
     assert_eq!(res.dimensions(), (72, 96));
@@ -522,7 +693,13 @@ fn option_mistakes_are_caught_before_anything_runs() {
         let mut a = vec!["learn-scene", c.scene.to_str().unwrap(), "--name", "s"];
         a.extend(extra);
         // No trainer here: a mistake must be reported before pie looks for one.
-        Command::new(env!("CARGO_BIN_EXE_pie")).arg("--library").arg(c.lib.path()).args(&a).env("PIE_TRAINER_PYTHON", "/nonexistent/python").output().unwrap()
+        Command::new(env!("CARGO_BIN_EXE_pie"))
+            .arg("--library")
+            .arg(c.lib.path())
+            .args(&a)
+            .env("PIE_TRAINER_PYTHON", "/nonexistent/python")
+            .output()
+            .unwrap()
     };
     let o = learn(&["--steps", "0"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
@@ -550,7 +727,13 @@ fn stopped_runs_are_listed_and_remove_takes_the_checkpoints_too() {
     std::fs::write(ck.join("garden/meta.json"), br#"{"stage": 1, "identifier": "zqx"}"#).unwrap();
     let o = pie(c.lib.path(), &["concepts"]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("stopped training runs") && text(&o).contains("garden") && text(&o).contains("2.5 MB"), "{}", text(&o));
+    assert!(
+        text(&o).contains("stopped training runs")
+            && text(&o).contains("garden")
+            && text(&o).contains("2.5 MB"),
+        "{}",
+        text(&o)
+    );
     let o = pie(c.lib.path(), &["--json", "concepts"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["interrupted"][0]["name"], "garden");
@@ -572,7 +755,11 @@ fn doctor_checks_the_trainer_as_learning_runs_it_isolated() {
     let dir = c.outdir.parent().unwrap();
     // A stand-in Python that reports how it was called.
     let fake = dir.join("python");
-    std::fs::write(&fake, "#!/bin/sh\necho \"torch 0 | cuda False | args=$1 $2 $5 | PYTHONPATH=$PYTHONPATH\"\n").unwrap();
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho \"torch 0 | cuda False | args=$1 $2 $5 | PYTHONPATH=$PYTHONPATH\"\n",
+    )
+    .unwrap();
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     ort();
     let o = Command::new(env!("CARGO_BIN_EXE_pie"))
@@ -595,7 +782,13 @@ fn doctor_finds_the_plug_in_where_gimp_looks_for_it() {
     std::fs::write(&plugin, "#!/bin/sh\n").unwrap();
     std::fs::set_permissions(&plugin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     ort();
-    let doctor = |k: &str, v: &Path| Command::new(env!("CARGO_BIN_EXE_pie")).args(["--library", c.lib.path().to_str().unwrap(), "doctor"]).env(k, v).output().unwrap();
+    let doctor = |k: &str, v: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_pie"))
+            .args(["--library", c.lib.path().to_str().unwrap(), "doctor"])
+            .env(k, v)
+            .output()
+            .unwrap()
+    };
     let o = doctor("XDG_CONFIG_HOME", &cfg);
     assert!(text(&o).contains(&format!("GIMP plug-in: installed at {}", plugin.display())), "{}", text(&o));
     let o = doctor("GIMP3_DIRECTORY", &cfg.join("GIMP/3.0"));
@@ -619,7 +812,11 @@ fn a_closed_pipe_stops_pie_quietly() {
             .unwrap();
         drop(child.stdout.take()); // `| head -0`
         let o = child.wait_with_output().unwrap();
-        assert!(!String::from_utf8_lossy(&o.stderr).contains("panicked"), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            !String::from_utf8_lossy(&o.stderr).contains("panicked"),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         assert_ne!(o.status.code(), Some(101), "{args:?}");
     }
 }
@@ -629,7 +826,8 @@ fn with_json_even_a_usage_mistake_is_a_json_error() {
     let c = case();
     let o = pie(c.lib.path(), &["--json", "add", c.scene.to_str().unwrap(), "--steps", "many"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&o)));
+    let v: serde_json::Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&o)));
     assert_eq!(v["event"], "error");
     assert_eq!(v["kind"], "bad_input");
     assert!(v["message"].as_str().unwrap().contains("--steps"), "{v}");
@@ -647,13 +845,26 @@ fn a_second_ctrl_c_quits_at_once_and_still_leaves_no_temporary_files() {
     scene_rgb8(1600, 1200).save(&big).unwrap();
     rect_mask(1600, 1200, 200, 200, 1000, 800, 8).save(&bigmask).unwrap();
     // Sampled at full size, so each step lasts long enough for the second press to land inside one.
-    pie::testkit::write_bundle(c.lib.path(), &pie::testkit::Synthetic { name: "full".into(), scene_short_side: 4096, ..Default::default() }).unwrap();
+    pie::testkit::write_bundle(
+        c.lib.path(),
+        &pie::testkit::Synthetic { name: "full".into(), scene_short_side: 4096, ..Default::default() },
+    )
+    .unwrap();
     let out = c.outdir.join("r.png");
     ort();
     let mut child = Command::new(env!("CARGO_BIN_EXE_pie"))
         .arg("--library")
         .arg(c.lib.path())
-        .args(["add", big.to_str().unwrap(), "--selection", bigmask.to_str().unwrap(), "--concept", "full", "--out", out.to_str().unwrap()])
+        .args([
+            "add",
+            big.to_str().unwrap(),
+            "--selection",
+            bigmask.to_str().unwrap(),
+            "--concept",
+            "full",
+            "--out",
+            out.to_str().unwrap(),
+        ])
         .args(["--steps", "20", "--variants", "3", "--device", "cpu", "--threads", "1"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -686,7 +897,23 @@ fn saving_an_alpha_image_as_jpeg_says_what_is_lost() {
     let src = c.outdir.parent().unwrap().join("alpha.png");
     image::DynamicImage::ImageRgb8(scene_rgb8(96, 72)).to_rgba8().save(&src).unwrap();
     let out = c.outdir.join("r.jpg");
-    let o = pie(c.lib.path(), &["add", src.to_str().unwrap(), "--selection", c.mask.to_str().unwrap(), "--concept", "ball", "--out", out.to_str().unwrap(), "--steps", "4", "--device", "cpu"]);
+    let o = pie(
+        c.lib.path(),
+        &[
+            "add",
+            src.to_str().unwrap(),
+            "--selection",
+            c.mask.to_str().unwrap(),
+            "--concept",
+            "ball",
+            "--out",
+            out.to_str().unwrap(),
+            "--steps",
+            "4",
+            "--device",
+            "cpu",
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("cannot hold the image's alpha"), "{}", text(&o));
     assert!(out.is_file());
@@ -709,7 +936,18 @@ fn blend_writes_the_fitted_subject_and_refuses_what_it_cannot_place() {
     .unwrap();
     let out = c.outdir.join("blended.png");
     let run = |extra: &[&str], out: &Path| {
-        let mut a = vec!["blend", c.scene.to_str().unwrap(), "--concept", "meadow", "--out", out.to_str().unwrap(), "--steps", "6", "--device", "cpu"];
+        let mut a = vec![
+            "blend",
+            c.scene.to_str().unwrap(),
+            "--concept",
+            "meadow",
+            "--out",
+            out.to_str().unwrap(),
+            "--steps",
+            "6",
+            "--device",
+            "cpu",
+        ];
         a.extend(extra);
         pie(c.lib.path(), &a)
     };
@@ -740,14 +978,22 @@ fn blend_writes_the_fitted_subject_and_refuses_what_it_cannot_place() {
 #[test]
 fn add_places_the_subject_as_asked_and_refuses_unknown_placements() {
     let c = case();
-    let o = run_add(&c, c.outdir.join("left.png").to_str().unwrap(), &["--anchor", "left", "--scale", "0.5", "--flip", "--shadow", "0"]);
+    let o = run_add(
+        &c,
+        c.outdir.join("left.png").to_str().unwrap(),
+        &["--anchor", "left", "--scale", "0.5", "--flip", "--shadow", "0"],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let r = image::open(c.outdir.join("left.png")).unwrap().to_rgb8();
     // the half-size ball rests against the selection's left side (x 30..62), vertically centred
     let red = |x: u32, y: u32| r.get_pixel(x, y).0[0] > 150 && r.get_pixel(x, y).0[2] < 120;
     assert!(red(36, 36), "{:?}", r.get_pixel(36, 36));
     assert!(!red(56, 36), "{:?}", r.get_pixel(56, 36));
-    for (extra, says) in [(&["--anchor", "middle"][..], "middle"), (&["--scale", "0"][..], "--scale"), (&["--shadow", "2"][..], "--shadow")] {
+    for (extra, says) in [
+        (&["--anchor", "middle"][..], "middle"),
+        (&["--scale", "0"][..], "--scale"),
+        (&["--shadow", "2"][..], "--shadow"),
+    ] {
         let out = c.outdir.join("bad.png");
         let o = run_add(&c, out.to_str().unwrap(), extra);
         assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", text(&o));

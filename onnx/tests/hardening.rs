@@ -88,7 +88,16 @@ fn add(lib: &Path, image: &Path, mask: &Path, out: &Path, extra: &[&str]) -> Out
 /// A folder of modules that, if imported, leave a marker file behind.
 fn poisoned_folder(root: &Path, marker: &Path) {
     let body = format!("open({:?}, 'a').write(__name__ + '\\n')\n", marker.to_str().unwrap());
-    for m in ["numpy.py", "torch/__init__.py", "PIL/__init__.py", "pie_trainer/__init__.py", "pie_trainer/__main__.py", "sitecustomize.py", "usercustomize.py", "onnx.py"] {
+    for m in [
+        "numpy.py",
+        "torch/__init__.py",
+        "PIL/__init__.py",
+        "pie_trainer/__init__.py",
+        "pie_trainer/__main__.py",
+        "sitecustomize.py",
+        "usercustomize.py",
+        "onnx.py",
+    ] {
         let p = root.join(m);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, &body).unwrap();
@@ -119,7 +128,14 @@ fn modules_in_the_working_folder_or_pythonpath_never_run_as_the_trainer() {
     };
     let o = run(&["doctor"]);
     assert!(text(&o).contains("| cuda"), "doctor did not reach the real torch: {}", text(&o));
-    let tiny = ["--trainer-arg=--steps", "--trainer-arg=2", "--trainer-arg=--resolution", "--trainer-arg=16", "--trainer-arg=--bench-steps", "--trainer-arg=0"];
+    let tiny = [
+        "--trainer-arg=--steps",
+        "--trainer-arg=2",
+        "--trainer-arg=--resolution",
+        "--trainer-arg=16",
+        "--trainer-arg=--bench-steps",
+        "--trainer-arg=0",
+    ];
     let mut a = vec!["learn-scene", s.scene.to_str().unwrap(), "--name", "s", "--device", "cpu"];
     a.extend(tiny);
     let o = run(&a);
@@ -143,7 +159,14 @@ fn remove_deletes_only_what_pie_wrote_and_follows_no_link() {
     // a .checkpoints that is a link out of the library
     let lib = synthetic_library();
     std::os::unix::fs::symlink(outside.path(), lib.path().join(".checkpoints")).unwrap();
-    let o = bounded({ let mut c = pie_cmd(lib.path()); c.args(["concepts", "remove", "ball"]); c }, Duration::from_secs(30));
+    let o = bounded(
+        {
+            let mut c = pie_cmd(lib.path());
+            c.args(["concepts", "remove", "ball"]);
+            c
+        },
+        Duration::from_secs(30),
+    );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("leaves it alone"), "{}", text(&o));
     assert!(lib.path().join("ball/bundle.json").is_file(), "the concept was removed before the refusal");
@@ -156,7 +179,14 @@ fn remove_deletes_only_what_pie_wrote_and_follows_no_link() {
     std::fs::create_dir_all(odd.join("photos")).unwrap();
     std::fs::write(odd.join("state.pt"), "x").unwrap();
     for name in ["ball", "meadow"] {
-        let o = bounded({ let mut c = pie_cmd(lib.path()); c.args(["concepts", "remove", name]); c }, Duration::from_secs(30));
+        let o = bounded(
+            {
+                let mut c = pie_cmd(lib.path());
+                c.args(["concepts", "remove", name]);
+                c
+            },
+            Duration::from_secs(30),
+        );
         assert_eq!(o.status.code(), Some(2), "{name}: {}", text(&o));
         assert!(lib.path().join(name).join("bundle.json").is_file(), "{name}");
     }
@@ -165,12 +195,26 @@ fn remove_deletes_only_what_pie_wrote_and_follows_no_link() {
     // a concept folder that is a link to a folder that looks like a concept
     let lib = synthetic_library();
     std::os::unix::fs::symlink(outside.path(), lib.path().join("fake")).unwrap();
-    let o = bounded({ let mut c = pie_cmd(lib.path()); c.args(["concepts", "remove", "fake"]); c }, Duration::from_secs(30));
+    let o = bounded(
+        {
+            let mut c = pie_cmd(lib.path());
+            c.args(["concepts", "remove", "fake"]);
+            c
+        },
+        Duration::from_secs(30),
+    );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert_eq!(snapshot(outside.path()), before, "a file outside the library changed");
 
     // what pie did write still goes
-    let o = bounded({ let mut c = pie_cmd(lib.path()); c.args(["concepts", "remove", "ball"]); c }, Duration::from_secs(30));
+    let o = bounded(
+        {
+            let mut c = pie_cmd(lib.path());
+            c.args(["concepts", "remove", "ball"]);
+            c
+        },
+        Duration::from_secs(30),
+    );
     assert!(o.status.success(), "{}", text(&o));
     assert!(!lib.path().join("ball").exists());
 }
@@ -212,7 +256,9 @@ fn png_claiming(w: u32, h: u32) -> Vec<u8> {
 /// A real JPEG whose frame header is patched to claim `w`x`h`, as bombs are made.
 fn jpeg_claiming(w: u16, h: u16) -> Vec<u8> {
     let mut v = Vec::new();
-    image::DynamicImage::ImageRgb8(scene_rgb8(16, 16)).write_to(&mut std::io::Cursor::new(&mut v), image::ImageFormat::Jpeg).unwrap();
+    image::DynamicImage::ImageRgb8(scene_rgb8(16, 16))
+        .write_to(&mut std::io::Cursor::new(&mut v), image::ImageFormat::Jpeg)
+        .unwrap();
     let sof = v.windows(2).position(|m| m == [0xff, 0xc0]).expect("a baseline frame header");
     v[sof + 5..sof + 7].copy_from_slice(&h.to_be_bytes());
     v[sof + 7..sof + 9].copy_from_slice(&w.to_be_bytes());
@@ -223,7 +269,11 @@ fn jpeg_claiming(w: u16, h: u16) -> Vec<u8> {
 fn images_claiming_huge_sizes_are_refused_before_decoding_in_bounded_memory() {
     let s = scene();
     let lib = synthetic_library();
-    let bombs = [("bomb.jpg", jpeg_claiming(65000, 65000)), ("bomb.png", png_claiming(60000, 60000)), ("wide.png", png_claiming(40000, 8))];
+    let bombs = [
+        ("bomb.jpg", jpeg_claiming(65000, 65000)),
+        ("bomb.png", png_claiming(60000, 60000)),
+        ("wide.png", png_claiming(40000, 8)),
+    ];
     for (name, bytes) in &bombs {
         let p = s.dir.path().join(name);
         std::fs::write(&p, bytes).unwrap();
@@ -241,7 +291,14 @@ fn images_claiming_huge_sizes_are_refused_before_decoding_in_bounded_memory() {
             assert!(!out.exists());
         }
         // learning refuses it the same way, before the trainer starts
-        let o = bounded({ let mut c = pie_cmd(lib.path()); c.arg("learn-scene").arg(&p).args(["--name", "big"]); c }, Duration::from_secs(60));
+        let o = bounded(
+            {
+                let mut c = pie_cmd(lib.path());
+                c.arg("learn-scene").arg(&p).args(["--name", "big"]);
+                c
+            },
+            Duration::from_secs(60),
+        );
         assert_eq!(o.status.code(), Some(2), "{name}: {}", text(&o));
         assert!(text(&o).contains("megapixels"), "{name}: {}", text(&o));
     }
@@ -257,11 +314,22 @@ fn animated_and_unsupported_formats_are_refused_alike_by_learn_and_add() {
     for (name, bytes) in [("anim.gif", gif), ("photo.webp", webp)] {
         let p = s.dir.path().join(name);
         std::fs::write(&p, bytes).unwrap();
-        let learn = bounded({ let mut c = pie_cmd(lib.path()); c.arg("learn-scene").arg(&p).args(["--name", "g"]); c }, Duration::from_secs(60));
+        let learn = bounded(
+            {
+                let mut c = pie_cmd(lib.path());
+                c.arg("learn-scene").arg(&p).args(["--name", "g"]);
+                c
+            },
+            Duration::from_secs(60),
+        );
         let added = add(lib.path(), &p, &s.mask, &s.dir.path().join("o.png"), &[]);
         for o in [&learn, &added] {
             assert_eq!(o.status.code(), Some(2), "{name}: {}", text(o));
-            assert!(text(o).contains("is not an image pie can read (PNG, JPEG, TIFF)"), "{name}: {}", text(o));
+            assert!(
+                text(o).contains("is not an image pie can read (PNG, JPEG, TIFF)"),
+                "{name}: {}",
+                text(o)
+            );
         }
         assert!(!lib.path().join("g").exists());
     }
@@ -280,7 +348,14 @@ fn named_pipes_as_images_or_library_files_get_an_error_not_a_hang() {
     assert!(text(&o).contains("named pipe"), "{}", text(&o));
     let o = add(lib.path(), &s.scene, &fifo, &s.dir.path().join("o.png"), &[]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    let o = bounded({ let mut c = pie_cmd(lib.path()); c.arg("learn-scene").arg(&fifo).args(["--name", "p"]); c }, Duration::from_secs(60));
+    let o = bounded(
+        {
+            let mut c = pie_cmd(lib.path());
+            c.arg("learn-scene").arg(&fifo).args(["--name", "p"]);
+            c
+        },
+        Duration::from_secs(60),
+    );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("named pipe"), "{}", text(&o));
 
@@ -291,7 +366,14 @@ fn named_pipes_as_images_or_library_files_get_an_error_not_a_hang() {
     mkfifo(&lib.path().join("piped/bundle.json"));
     std::fs::write(lib.path().join("huge/bundle.json"), vec![b' '; 2 << 20]).unwrap();
     std::fs::write(lib.path().join("nested/bundle.json"), "[".repeat(100_000)).unwrap();
-    let o = bounded({ let mut c = pie_cmd(lib.path()); c.args(["concepts", "list"]); c }, Duration::from_secs(30));
+    let o = bounded(
+        {
+            let mut c = pie_cmd(lib.path());
+            c.args(["concepts", "list"]);
+            c
+        },
+        Duration::from_secs(30),
+    );
     assert!(o.status.success(), "{}", text(&o));
     for good in ["ball", "meadow"] {
         assert!(text(&o).contains(good), "{}", text(&o));
@@ -301,7 +383,14 @@ fn named_pipes_as_images_or_library_files_get_an_error_not_a_hang() {
     let o = add(lib.path(), &s.scene, &s.mask, &out, &[]);
     assert!(o.status.success(), "{}", text(&o));
     for bad in ["piped", "huge", "nested"] {
-        let o = bounded({ let mut c = pie_cmd(lib.path()); c.args(["concepts", "show", bad]); c }, Duration::from_secs(30));
+        let o = bounded(
+            {
+                let mut c = pie_cmd(lib.path());
+                c.args(["concepts", "show", bad]);
+                c
+            },
+            Duration::from_secs(30),
+        );
         assert_eq!(o.status.code(), Some(2), "{bad}: {}", text(&o));
     }
 }
@@ -313,7 +402,11 @@ fn out_inside_the_library_is_refused_and_the_concept_survives() {
     let s = scene();
     let lib = synthetic_library();
     let before = snapshot(lib.path());
-    for out in [lib.path().join("ball/subject.png"), lib.path().join("new.png"), lib.path().join("meadow/../ball/x.png")] {
+    for out in [
+        lib.path().join("ball/subject.png"),
+        lib.path().join("new.png"),
+        lib.path().join("meadow/../ball/x.png"),
+    ] {
         let o = add(lib.path(), &s.scene, &s.mask, &out, &[]);
         assert_eq!(o.status.code(), Some(2), "{}: {}", out.display(), text(&o));
         assert!(text(&o).contains("inside the concept library"), "{}", text(&o));
@@ -361,7 +454,12 @@ fn control_codes_in_names_never_reach_the_terminal() {
             if json {
                 c.arg("--json");
             }
-            c.arg("add").arg(&p).arg("--selection").arg(&s.mask).args(["--concept", "ball", "--out"]).arg(s.dir.path().join("o.png"));
+            c.arg("add")
+                .arg(&p)
+                .arg("--selection")
+                .arg(&s.mask)
+                .args(["--concept", "ball", "--out"])
+                .arg(s.dir.path().join("o.png"));
             let o = bounded(c, Duration::from_secs(30));
             assert_eq!(o.status.code(), Some(2), "{}", text(&o));
             let t = text(&o);
@@ -380,7 +478,8 @@ fn a_killed_runs_temporary_results_are_cleaned_and_a_replaced_file_keeps_its_mod
     std::fs::create_dir(&outdir).unwrap();
     // what a killed `add --variants 3` leaves, and names that are not pie's
     let stale = [outdir.join(".pie-a1B2c3.tmp"), outdir.join(".pie-zzzzzz.tmp")];
-    let foreign = [outdir.join(".pie-notes.tmp"), outdir.join("draft.tmp"), outdir.join(".pie-abcdef.tmp.keep")];
+    let foreign =
+        [outdir.join(".pie-notes.tmp"), outdir.join("draft.tmp"), outdir.join(".pie-abcdef.tmp.keep")];
     for p in stale.iter().chain(&foreign) {
         std::fs::write(p, "x").unwrap();
     }
@@ -415,7 +514,14 @@ fn a_second_learn_of_the_same_name_is_refused_at_once() {
     assert_eq!(unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX | libc::LOCK_NB) }, 0);
     let t0 = Instant::now();
     let o = bounded(
-        { let mut c = pie_cmd(lib.path()); c.arg("learn-scene").arg(&s.scene).args(["--name", "garden"]).env("PIE_TRAINER_PYTHON", "/bin/true"); c },
+        {
+            let mut c = pie_cmd(lib.path());
+            c.arg("learn-scene")
+                .arg(&s.scene)
+                .args(["--name", "garden"])
+                .env("PIE_TRAINER_PYTHON", "/bin/true");
+            c
+        },
         Duration::from_secs(30),
     );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));

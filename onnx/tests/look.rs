@@ -10,7 +10,14 @@ use image::{DynamicImage, GrayImage, Rgb, RgbImage};
 use pie::{AddOptions, Device, Library, Look, NoProgress};
 
 fn opts() -> AddOptions {
-    AddOptions { seed: 1, steps: 10, strength: 0.3, threads: Some(1), device: Device::Cpu, ..Default::default() }
+    AddOptions {
+        seed: 1,
+        steps: 10,
+        strength: 0.3,
+        threads: Some(1),
+        device: Device::Cpu,
+        ..Default::default()
+    }
 }
 
 fn lib() -> (tempfile::TempDir, Library) {
@@ -26,7 +33,8 @@ fn luma(p: &Rgb<u8>) -> f32 {
 
 /// Rows of the ball (its footprint: pixels much redder than the scene).
 fn ball_rows(o: &RgbImage) -> (u32, u32) {
-    let red: Vec<u32> = o.enumerate_pixels().filter(|(_, _, p)| p.0[0] > 150 && p.0[2] < 90).map(|(_, y, _)| y).collect();
+    let red: Vec<u32> =
+        o.enumerate_pixels().filter(|(_, _, p)| p.0[0] > 150 && p.0[2] < 90).map(|(_, y, _)| y).collect();
     (*red.iter().min().expect("the ball is there"), *red.iter().max().unwrap())
 }
 
@@ -38,7 +46,11 @@ fn the_shadow_darkens_the_ground_under_the_subject_inside_the_selection_and_noth
     let mask = rect_mask(160, 140, 30, 20, 100, 100, 0);
     let run = |shadow: f32| {
         let look = Look { shadow, ..Look::default() };
-        pie::add(&b, &scene, &mask, &AddOptions { look, ..opts() }, &mut NoProgress).unwrap().remove(0).image.to_rgb8()
+        pie::add(&b, &scene, &mask, &AddOptions { look, ..opts() }, &mut NoProgress)
+            .unwrap()
+            .remove(0)
+            .image
+            .to_rgb8()
     };
     let (lit, shaded) = (run(0.0), run(1.0));
     let (top, bottom) = ball_rows(&shaded);
@@ -79,11 +91,18 @@ fn the_subject_takes_on_the_scenes_light_in_part_and_keeps_its_own_colour() {
     let mask = rect_mask(160, 140, 30, 20, 100, 100, 0);
     let run = |harmonize: f32| {
         let look = Look { harmonize, shadow: 0.0, grain: false };
-        pie::add(&b, &scene, &mask, &AddOptions { look, ..opts() }, &mut NoProgress).unwrap().remove(0).image.to_rgb8()
+        pie::add(&b, &scene, &mask, &AddOptions { look, ..opts() }, &mut NoProgress)
+            .unwrap()
+            .remove(0)
+            .image
+            .to_rgb8()
     };
     let (own, lit) = (run(0.0), run(0.5));
     let mean = |o: &RgbImage| {
-        let ps: Vec<[f32; 3]> = (50..90).flat_map(|y| (70..90).map(move |x| (x, y))).map(|(x, y)| o.get_pixel(x, y).0.map(f32::from)).collect();
+        let ps: Vec<[f32; 3]> = (50..90)
+            .flat_map(|y| (70..90).map(move |x| (x, y)))
+            .map(|(x, y)| o.get_pixel(x, y).0.map(f32::from))
+            .collect();
         [0, 1, 2].map(|c| ps.iter().map(|p| p[c]).sum::<f32>() / ps.len() as f32)
     };
     let (a, b) = (mean(&own), mean(&lit));
@@ -94,7 +113,8 @@ fn the_subject_takes_on_the_scenes_light_in_part_and_keeps_its_own_colour() {
 
 /// Sharpest step of the red channel across a row segment.
 fn max_step(o: &RgbImage, y: u32, xs: std::ops::Range<u32>) -> f32 {
-    xs.map(|x| (f32::from(o.get_pixel(x + 1, y).0[0]) - f32::from(o.get_pixel(x, y).0[0])).abs()).fold(0.0, f32::max)
+    xs.map(|x| (f32::from(o.get_pixel(x + 1, y).0[0]) - f32::from(o.get_pixel(x, y).0[0])).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
@@ -106,7 +126,11 @@ fn on_a_large_photo_the_outline_is_as_sharp_as_a_paste_at_the_photos_resolution(
     let scene = DynamicImage::ImageRgb8(RgbImage::from_fn(w, h, |_, _| Rgb([51, 128, 204])));
     let mask = rect_mask(w, h, 300, 150, 600, 600, 0);
     let look = Look { harmonize: 0.0, shadow: 0.0, grain: false };
-    let out = pie::add(&b, &scene, &mask, &AddOptions { look, ..opts() }, &mut NoProgress).unwrap().remove(0).image.to_rgb8();
+    let out = pie::add(&b, &scene, &mask, &AddOptions { look, ..opts() }, &mut NoProgress)
+        .unwrap()
+        .remove(0)
+        .image
+        .to_rgb8();
     // the ball's left and right edges on its middle row: one pixel's step, as a paste's
     let (top, bottom) = ball_rows(&out);
     let y = (top + bottom) / 2;

@@ -12,7 +12,13 @@ use pie::sd::testkit::{write_sd_bundle, SyntheticSd, MAX_LENGTH};
 
 fn pie(lib: &Path, args: &[&str]) -> Output {
     ort();
-    Command::new(env!("CARGO_BIN_EXE_pie")).arg("--library").arg(lib).args(args).env_remove("PIE_HOME").output().expect("run pie")
+    Command::new(env!("CARGO_BIN_EXE_pie"))
+        .arg("--library")
+        .arg(lib)
+        .args(args)
+        .env_remove("PIE_HOME")
+        .output()
+        .expect("run pie")
 }
 
 fn text(o: &Output) -> String {
@@ -32,7 +38,11 @@ fn sd_library() -> tempfile::TempDir {
     ] {
         write_sd_bundle(d.path(), &s).unwrap();
     }
-    pie::testkit::write_bundle(d.path(), &pie::testkit::Synthetic { name: "ball".into(), ..Default::default() }).unwrap();
+    pie::testkit::write_bundle(
+        d.path(),
+        &pie::testkit::Synthetic { name: "ball".into(), ..Default::default() },
+    )
+    .unwrap();
     d
 }
 
@@ -54,10 +64,23 @@ fn case() -> Case {
 
 fn add(c: &Case, concept: &str, out: &str, extra: &[&str]) -> (Output, PathBuf) {
     let out = c.dir.path().join(out);
-    let mut a: Vec<String> = ["add", c.scene.to_str().unwrap(), "--selection", c.mask.to_str().unwrap(), "--concept", concept, "--out", out.to_str().unwrap(), "--steps", "10", "--device", "cpu"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut a: Vec<String> = [
+        "add",
+        c.scene.to_str().unwrap(),
+        "--selection",
+        c.mask.to_str().unwrap(),
+        "--concept",
+        concept,
+        "--out",
+        out.to_str().unwrap(),
+        "--steps",
+        "10",
+        "--device",
+        "cpu",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     a.extend(extra.iter().map(|s| s.to_string()));
     let refs: Vec<&str> = a.iter().map(String::as_str).collect();
     (pie(c.lib.path(), &refs), out)
@@ -90,7 +113,11 @@ fn sd_bundles_validate_and_pixel_bundles_still_do() {
     }
     let o = pie(lib.path(), &["concepts", "show", "half"]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("backbone sd at 64 px, base toy-sd (/nonexistent/toy-sd), precision float16"), "{}", text(&o));
+    assert!(
+        text(&o).contains("backbone sd at 64 px, base toy-sd (/nonexistent/toy-sd), precision float16"),
+        "{}",
+        text(&o)
+    );
 }
 
 /// Rewrites bundle.json of `dir` through `f`, keeping the files' hashes right.
@@ -122,7 +149,9 @@ fn load_err(lib: &Path, name: &str) -> String {
 #[test]
 fn broken_sd_bundles_are_refused_with_what_is_wrong() {
     let d = tempfile::tempdir().unwrap();
-    let mk = |name: &str| write_sd_bundle(d.path(), &SyntheticSd { name: name.into(), ..Default::default() }).unwrap();
+    let mk = |name: &str| {
+        write_sd_bundle(d.path(), &SyntheticSd { name: name.into(), ..Default::default() }).unwrap()
+    };
 
     let b = mk("notok");
     std::fs::write(b.join("tokenizer.json"), "{\"not\": \"a tokenizer\"}").unwrap();
@@ -170,7 +199,11 @@ fn broken_sd_bundles_are_refused_with_what_is_wrong() {
         &[
             pie::onnxfile::write::value_info("sample", 1, &[(-1, "N"), (4, ""), (-1, "h"), (-1, "w")]),
             pie::onnxfile::write::value_info("timestep", 7, &[(-1, "N")]),
-            pie::onnxfile::write::value_info("encoder_hidden_states", 1, &[(-1, "N"), (MAX_LENGTH as i64, ""), (8, "")]),
+            pie::onnxfile::write::value_info(
+                "encoder_hidden_states",
+                1,
+                &[(-1, "N"), (MAX_LENGTH as i64, ""), (8, "")],
+            ),
         ],
         &[pie::onnxfile::write::value_info("noise_pred", 1, &[(-1, "N"), (4, ""), (-1, "h"), (-1, "w")])],
     );
@@ -226,12 +259,16 @@ fn prompts_match_the_python_tokenizers() {
     };
     let d = tempfile::tempdir().unwrap();
     let dir = write_sd_bundle(d.path(), &SyntheticSd::default()).unwrap();
-    let prompts = ["a photo of qbz dog in zwx scene", "  Red   DOG on the BLUE scene!!", "zebra's 42 photos", ""];
+    let prompts =
+        ["a photo of qbz dog in zwx scene", "  Red   DOG on the BLUE scene!!", "zebra's 42 photos", ""];
     let script = format!(
         "import json,sys\nfrom tokenizers import Tokenizer\nt=Tokenizer.from_file({:?})\nprint(json.dumps([t.encode(p, add_special_tokens=False).ids for p in json.loads(sys.argv[1])]))",
         dir.join("tokenizer.json").display().to_string()
     );
-    let o = Command::new(&python).args(["-c", &script, &serde_json::to_string(&prompts).unwrap()]).output().unwrap();
+    let o = Command::new(&python)
+        .args(["-c", &script, &serde_json::to_string(&prompts).unwrap()])
+        .output()
+        .unwrap();
     if !o.status.success() {
         eprintln!("SKIP: python tokenizers unavailable: {}", String::from_utf8_lossy(&o.stderr));
         return;
@@ -259,12 +296,29 @@ fn the_step_graph_matches_the_reference_step() {
     for (batch, unet_in) in [(2usize, 4usize), (1, 4), (2, 9)] {
         let s = StepShape { batch, latent: 4, unet_in, h: 3, w: 5 };
         let n = 4 * 15;
-        let v = |k: usize, len: usize| -> Vec<f32> { (0..len).map(|i| ((i * 7 + k * 13) % 11) as f32 / 5.0 - 1.0).collect() };
-        let (np, x, x0p, z, known, n0, keep) = (v(1, batch * n), v(2, n), v(3, n), v(4, n), v(5, n), v(6, n), v(7, 15).iter().map(|k| f32::from(*k > 0.0)).collect::<Vec<_>>());
+        let v = |k: usize, len: usize| -> Vec<f32> {
+            (0..len).map(|i| ((i * 7 + k * 13) % 11) as f32 / 5.0 - 1.0).collect()
+        };
+        let (np, x, x0p, z, known, n0, keep) = (
+            v(1, batch * n),
+            v(2, n),
+            v(3, n),
+            v(4, n),
+            v(5, n),
+            v(6, n),
+            v(7, 15).iter().map(|k| f32::from(*k > 0.0)).collect::<Vec<_>>(),
+        );
         let cond = v(8, (unet_in - 4) * 15);
         let coef = [7.5f32, 1.1, -0.4, 0.9, 0.3, -0.2, 0.05, 0.7, 0.6];
         let bytes = graph(&s);
-        let mut sess = pie::runtime::open_with(pie::runtime::ModelSource::Bytes(&bytes, "step"), pie::Device::Cpu, Some(1), None).unwrap().session;
+        let mut sess = pie::runtime::open_with(
+            pie::runtime::ModelSource::Bytes(&bytes, "step"),
+            pie::Device::Cpu,
+            Some(1),
+            None,
+        )
+        .unwrap()
+        .session;
         fn t(d: &[f32], shape: Vec<usize>) -> ort::value::ValueRef<'_, ort::value::DynValueTypeMarker> {
             TensorRef::from_array_view((shape, d)).unwrap().into_dyn()
         }
@@ -324,7 +378,17 @@ fn both_schedulers_inpainting_v_prediction_and_scene_bundles_run() {
         ("inpaint", vec!["--scheduler", "dpm++2m", "--strength", "1"]),
         ("vpred", vec!["--scheduler", "dpm++2m"]),
         ("field", vec!["--prompt", "a red photo of {scene}"]),
-        ("dog", vec!["--prompt", "a photo of {subject} on the blue {scene}", "--negative-prompt", "red", "--variants", "2"]),
+        (
+            "dog",
+            vec![
+                "--prompt",
+                "a photo of {subject} on the blue {scene}",
+                "--negative-prompt",
+                "red",
+                "--variants",
+                "2",
+            ],
+        ),
     ] {
         let (o, out) = add(&c, concept, "r.png", &extra);
         assert!(o.status.success(), "{concept} {extra:?}: {}", text(&o));
@@ -343,7 +407,11 @@ fn refusals_exit_2_with_a_specific_message() {
     let c = case();
     let (o, out) = add(&c, "half", "h.png", &[]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("float16") && text(&o).contains("--device cuda") && text(&o).contains("float32"), "{}", text(&o));
+    assert!(
+        text(&o).contains("float16") && text(&o).contains("--device cuda") && text(&o).contains("float32"),
+        "{}",
+        text(&o)
+    );
     assert!(!out.exists());
     let (o, _) = add(&c, "field", "f.png", &["--prompt", "a photo of {subject}"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
@@ -380,7 +448,24 @@ fn ctrl_c_during_sd_add_exits_3_and_writes_nothing() {
     let child = Command::new(env!("CARGO_BIN_EXE_pie"))
         .arg("--library")
         .arg(c.lib.path())
-        .args(["add", big.to_str().unwrap(), "--selection", bigmask.to_str().unwrap(), "--concept", "dog", "--out", out.to_str().unwrap(), "--steps", "1000", "--strength", "1", "--variants", "64", "--device", "cpu"])
+        .args([
+            "add",
+            big.to_str().unwrap(),
+            "--selection",
+            bigmask.to_str().unwrap(),
+            "--concept",
+            "dog",
+            "--out",
+            out.to_str().unwrap(),
+            "--steps",
+            "1000",
+            "--strength",
+            "1",
+            "--variants",
+            "64",
+            "--device",
+            "cpu",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -396,8 +481,20 @@ fn ctrl_c_during_sd_add_exits_3_and_writes_nothing() {
     assert_eq!(listing(c.dir.path()), ["big.png", "bigmask.png", "scene.png", "sel.png"]);
 }
 
-fn library_add(b: &pie::Bundle, scene: &image::DynamicImage, mask: &image::GrayImage, device: pie::Device, sd: &pie::SdOptions) -> pie::Result<Vec<pie::AddOutput>> {
-    let opts = pie::AddOptions { steps: 10, guidance: pie::sd::DEFAULT_GUIDANCE, device, seed: 2, ..Default::default() };
+fn library_add(
+    b: &pie::Bundle,
+    scene: &image::DynamicImage,
+    mask: &image::GrayImage,
+    device: pie::Device,
+    sd: &pie::SdOptions,
+) -> pie::Result<Vec<pie::AddOutput>> {
+    let opts = pie::AddOptions {
+        steps: 10,
+        guidance: pie::sd::DEFAULT_GUIDANCE,
+        device,
+        seed: 2,
+        ..Default::default()
+    };
     let mut outs = Vec::new();
     pie::add_each_with(b, scene, mask, &opts, sd, &mut pie::NoProgress, &mut |o| {
         outs.push(o);
@@ -438,20 +535,35 @@ fn cuda_where_there_is_one_matches_the_cpu() {
     let scene = image::DynamicImage::ImageRgb8(scene_rgb8(160, 120));
     let mask = rect_mask(160, 120, 50, 30, 48, 48, 6);
     let mean_diff = |a: &pie::AddOutput, b: &pie::AddOutput| {
-        a.image.as_bytes().iter().zip(b.image.as_bytes()).map(|(x, y)| f64::from(x.abs_diff(*y))).sum::<f64>() / a.image.as_bytes().len() as f64
+        a.image.as_bytes().iter().zip(b.image.as_bytes()).map(|(x, y)| f64::from(x.abs_diff(*y))).sum::<f64>()
+            / a.image.as_bytes().len() as f64
     };
     for name in ["dog", "inpaint", "vpred"] {
         let b = l.load(name).unwrap();
         for scheduler in [pie::Scheduler::Ddim, pie::Scheduler::DpmSolver2M] {
-            let cpu = library_add(&b, &scene, &mask, pie::Device::Cpu, &pie::SdOptions { scheduler, ..Default::default() }).unwrap();
+            let cpu = library_add(
+                &b,
+                &scene,
+                &mask,
+                pie::Device::Cpu,
+                &pie::SdOptions { scheduler, ..Default::default() },
+            )
+            .unwrap();
             for cuda_graph in [false, true] {
                 let sd = pie::SdOptions { scheduler, cuda_graph, ..Default::default() };
-                let gpu = library_add(&b, &scene, &mask, pie::Device::Cuda, &sd).unwrap_or_else(|e| panic!("{name} {scheduler} graph {cuda_graph}: {e}"));
+                let gpu = library_add(&b, &scene, &mask, pie::Device::Cuda, &sd)
+                    .unwrap_or_else(|e| panic!("{name} {scheduler} graph {cuda_graph}: {e}"));
                 let again = library_add(&b, &scene, &mask, pie::Device::Cuda, &sd).unwrap();
                 assert_eq!(gpu[0].device, pie::Device::Cuda);
-                assert!(gpu[0].image.as_bytes() == again[0].image.as_bytes(), "{name}: CUDA, same seed, different images");
+                assert!(
+                    gpu[0].image.as_bytes() == again[0].image.as_bytes(),
+                    "{name}: CUDA, same seed, different images"
+                );
                 let d = mean_diff(&gpu[0], &cpu[0]);
-                assert!(d < 1.0, "{name} {scheduler} graph {cuda_graph}: CUDA and CPU differ by {d} per sample");
+                assert!(
+                    d < 1.0,
+                    "{name} {scheduler} graph {cuda_graph}: CUDA and CPU differ by {d} per sample"
+                );
             }
         }
     }
@@ -469,14 +581,20 @@ fn cuda_where_there_is_one_matches_the_cpu() {
 fn learn_options_for_sd_are_checked_before_the_trainer_starts() {
     let c = case();
     let img = c.scene.to_str().unwrap();
-    let o = pie(c.lib.path(), &["learn-scene", img, "--name", "new", "--backbone", "sd", "--base", "/nonexistent/sd15"]);
+    let o = pie(
+        c.lib.path(),
+        &["learn-scene", img, "--name", "new", "--backbone", "sd", "--base", "/nonexistent/sd15"],
+    );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("--base /nonexistent/sd15: not a folder"), "{}", text(&o));
     let o = pie(c.lib.path(), &["learn-scene", img, "--name", "new", "--lora-rank", "4"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("--lora-rank is an option of --backbone sd"), "{}", text(&o));
     // A subject grows on its scene's backbone: "field" is an sd scene.
-    let o = pie(c.lib.path(), &["learn-subject", img, "--scene", "field", "--name", "new", "--backbone", "pixel-unet"]);
+    let o = pie(
+        c.lib.path(),
+        &["learn-subject", img, "--scene", "field", "--name", "new", "--backbone", "pixel-unet"],
+    );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("was learned with the sd backbone"), "{}", text(&o));
 }

@@ -10,7 +10,13 @@ use common::*;
 
 fn pie(lib: &std::path::Path, args: &[&str]) -> Output {
     ort();
-    Command::new(env!("CARGO_BIN_EXE_pie")).arg("--library").arg(lib).args(args).env_remove("PIE_HOME").output().expect("run pie")
+    Command::new(env!("CARGO_BIN_EXE_pie"))
+        .arg("--library")
+        .arg(lib)
+        .args(args)
+        .env_remove("PIE_HOME")
+        .output()
+        .expect("run pie")
 }
 
 fn text(o: &Output) -> String {
@@ -38,7 +44,22 @@ fn trained_sd_bundles_load_and_add_keeps_the_outside() {
     let sel = image::open(&mask).unwrap().to_luma8();
     let run = |concept: &str, out: &str, extra: &[&str]| {
         let out = dir.path().join(out);
-        let mut a = vec!["add", scene.to_str().unwrap(), "--selection", mask.to_str().unwrap(), "--concept", concept, "--out", out.to_str().unwrap(), "--steps", "4", "--device", "cpu", "--seed", "1"];
+        let mut a = vec![
+            "add",
+            scene.to_str().unwrap(),
+            "--selection",
+            mask.to_str().unwrap(),
+            "--concept",
+            concept,
+            "--out",
+            out.to_str().unwrap(),
+            "--steps",
+            "4",
+            "--device",
+            "cpu",
+            "--seed",
+            "1",
+        ];
         a.extend_from_slice(extra);
         let o = pie(&lib, &a);
         assert!(o.status.success(), "{concept} {extra:?}: {}", text(&o));

@@ -97,7 +97,10 @@ pub fn forgettable() -> Outcome<Vec<Forgettable>> {
                 _ => "scene".to_string(),
             };
             let sd = if c.backbone == "sd" { ", Stable Diffusion" } else { "" };
-            Forgettable { label: format!("{} ({what}{sd}, {})", c.name, pie::library::megabytes(c.bytes)), name: c.name }
+            Forgettable {
+                label: format!("{} ({what}{sd}, {})", c.name, pie::library::megabytes(c.bytes)),
+                name: c.name,
+            }
         })
         .collect();
     for r in lib.interrupted() {
@@ -159,11 +162,21 @@ pub struct Variant {
 
 impl From<pie::AddOutput> for Variant {
     fn from(o: pie::AddOutput) -> Variant {
-        Variant { seed: o.seed, image: o.image, changed: Rect { x: o.changed.x, y: o.changed.y, w: o.changed.w, h: o.changed.h }, note: o.note }
+        Variant {
+            seed: o.seed,
+            image: o.image,
+            changed: Rect { x: o.changed.x, y: o.changed.y, w: o.changed.w, h: o.changed.h },
+            note: o.note,
+        }
     }
 }
 
-pub fn add(p: &AddParams, scene: &DynamicImage, mask: &GrayImage, progress: &mut GimpProgress) -> Outcome<Vec<Variant>> {
+pub fn add(
+    p: &AddParams,
+    scene: &DynamicImage,
+    mask: &GrayImage,
+    progress: &mut GimpProgress,
+) -> Outcome<Vec<Variant>> {
     let lib = library()?;
     progress.update(-1.0, "checking the concept");
     let bundle = lib.load(&p.concept)?;
@@ -184,7 +197,11 @@ pub fn add(p: &AddParams, scene: &DynamicImage, mask: &GrayImage, progress: &mut
     // out for it (the dialog keeps the last values for the next sd subject).
     let is_sd = bundle.manifest.is_sd();
     let sd = pie::SdOptions {
-        scheduler: if is_sd && !p.scheduler.is_empty() { pie::Scheduler::from_str(&p.scheduler)? } else { pie::Scheduler::Ddim },
+        scheduler: if is_sd && !p.scheduler.is_empty() {
+            pie::Scheduler::from_str(&p.scheduler)?
+        } else {
+            pie::Scheduler::Ddim
+        },
         prompt: p.prompt.clone().filter(|_| is_sd),
         negative_prompt: p.negative_prompt.clone().filter(|_| is_sd),
         ..pie::SdOptions::default()
@@ -207,7 +224,12 @@ pub struct BlendParams {
 }
 
 /// Blend Pasted Subject: `composite` holds the pasted subject over the scene, `mask` where it is.
-pub fn blend(p: &BlendParams, composite: &DynamicImage, mask: &GrayImage, progress: &mut GimpProgress) -> Outcome<Variant> {
+pub fn blend(
+    p: &BlendParams,
+    composite: &DynamicImage,
+    mask: &GrayImage,
+    progress: &mut GimpProgress,
+) -> Outcome<Variant> {
     let lib = library()?;
     progress.update(-1.0, "checking the concept");
     let bundle = lib.load(&p.concept)?;
@@ -252,7 +274,8 @@ pub struct LearnParams {
 /// library holds a stopped run of this name and stage (`--resume` without one
 /// is an error; one of the other stage is started over).
 fn train_options(lib: &pie::Library, p: &LearnParams, stage: u8) -> Outcome<pie::TrainOptions> {
-    let resume = p.resume && lib.interrupted().iter().any(|r| r.name == p.name && (r.stage == stage || r.stage == 0));
+    let resume =
+        p.resume && lib.interrupted().iter().any(|r| r.name == p.name && (r.stage == stage || r.stage == 0));
     Ok(pie::TrainOptions {
         quick: p.preset != "default",
         steps: (p.steps > 0).then_some(p.steps as u64),
@@ -279,14 +302,19 @@ fn learn_failure(e: pie::Error, resumed: bool) -> Failure {
 }
 
 fn learned(opts: &pie::TrainOptions) -> &'static str {
-    if opts.resume { "pie continued the stopped run and learned" } else { "pie learned" }
+    if opts.resume {
+        "pie continued the stopped run and learned"
+    } else {
+        "pie learned"
+    }
 }
 
 /// Returns a sentence saying what was learned and where it is.
 pub fn learn_scene(image: &Path, p: &LearnParams, progress: &mut GimpProgress) -> Outcome<String> {
     let lib = library()?;
     let opts = train_options(&lib, p, 1)?;
-    let dir = pie::train::learn_scene(&lib, image, &p.name, &opts, progress).map_err(|e| learn_failure(e, opts.resume))?;
+    let dir = pie::train::learn_scene(&lib, image, &p.name, &opts, progress)
+        .map_err(|e| learn_failure(e, opts.resume))?;
     Ok(format!("{} the scene '{}' ({}).", learned(&opts), p.name, dir.display()))
 }
 
@@ -299,7 +327,8 @@ pub fn learn_subject(
 ) -> Outcome<String> {
     let lib = library()?;
     let opts = train_options(&lib, p, 2)?;
-    let dir = pie::train::learn_subject(&lib, image, scene, &p.name, mask, &opts, progress).map_err(|e| learn_failure(e, opts.resume))?;
+    let dir = pie::train::learn_subject(&lib, image, scene, &p.name, mask, &opts, progress)
+        .map_err(|e| learn_failure(e, opts.resume))?;
     Ok(format!("{} the subject '{}' in the scene '{scene}' ({}).", learned(&opts), p.name, dir.display()))
 }
 
@@ -309,7 +338,10 @@ mod tests {
 
     #[test]
     fn messages_read_as_sentences() {
-        assert_eq!(sentence("--device cuda: CUDA cannot be used here"), "Device cuda: CUDA cannot be used here");
+        assert_eq!(
+            sentence("--device cuda: CUDA cannot be used here"),
+            "Device cuda: CUDA cannot be used here"
+        );
         assert_eq!(sentence("no concept named \"x\""), "No concept named \"x\"");
         assert_eq!(sentence(""), "");
     }

@@ -84,25 +84,21 @@ pub fn single_layer(drawables: &[gimp::Drawable]) -> Outcome<gimp::Drawable> {
 
 pub fn read_layer(image: &gimp::Image, drawable: &gimp::Drawable) -> Outcome<Source> {
     if drawable.is_indexed() {
-        return Err(Failure::msg(
-            "The image is indexed: convert it with Image > Mode > RGB and try again.",
-        ));
+        return Err(Failure::msg("The image is indexed: convert it with Image > Mode > RGB and try again."));
     }
     let width = drawable.width();
     let height = drawable.height();
     if width <= 0 || height <= 0 {
         return Err(Failure::msg("The layer is empty (0 pixels wide or high)."));
     }
-    let (offset_x, offset_y) = drawable
-        .offsets()
-        .ok_or_else(|| Failure::msg("GIMP did not report the layer's position."))?;
+    let (offset_x, offset_y) =
+        drawable.offsets().ok_or_else(|| Failure::msg("GIMP did not report the layer's position."))?;
     let depth = depth_of(image.precision());
     let alpha = drawable.has_alpha();
     let format = babl_format(drawable, encoding(depth, alpha));
     let rgba_format = babl_format(drawable, encoding(depth, true));
-    let buffer = drawable
-        .buffer()
-        .ok_or_else(|| Failure::msg("GIMP did not hand over the layer's pixels."))?;
+    let buffer =
+        drawable.buffer().ok_or_else(|| Failure::msg("GIMP did not hand over the layer's pixels."))?;
     let rect = gegl::Rectangle::new(0, 0, width as u32, height as u32);
     let bytes = buffer.get_pixels(&rect, 1.0, &format, gegl::AbyssPolicy::None);
     drop(buffer);
@@ -111,12 +107,29 @@ pub fn read_layer(image: &gimp::Image, drawable: &gimp::Drawable) -> Outcome<Sou
     let img = match (depth, alpha) {
         (Depth::U8, false) => DynamicImage::ImageRgb8(ImageBuffer::from_raw(w, h, bytes).ok_or_else(bad)?),
         (Depth::U8, true) => DynamicImage::ImageRgba8(ImageBuffer::from_raw(w, h, bytes).ok_or_else(bad)?),
-        (Depth::U16, false) => DynamicImage::ImageRgb16(ImageBuffer::from_raw(w, h, to_u16(&bytes)).ok_or_else(bad)?),
-        (Depth::U16, true) => DynamicImage::ImageRgba16(ImageBuffer::from_raw(w, h, to_u16(&bytes)).ok_or_else(bad)?),
-        (Depth::F32, false) => DynamicImage::ImageRgb32F(ImageBuffer::from_raw(w, h, to_f32(&bytes)).ok_or_else(bad)?),
-        (Depth::F32, true) => DynamicImage::ImageRgba32F(ImageBuffer::from_raw(w, h, to_f32(&bytes)).ok_or_else(bad)?),
+        (Depth::U16, false) => {
+            DynamicImage::ImageRgb16(ImageBuffer::from_raw(w, h, to_u16(&bytes)).ok_or_else(bad)?)
+        }
+        (Depth::U16, true) => {
+            DynamicImage::ImageRgba16(ImageBuffer::from_raw(w, h, to_u16(&bytes)).ok_or_else(bad)?)
+        }
+        (Depth::F32, false) => {
+            DynamicImage::ImageRgb32F(ImageBuffer::from_raw(w, h, to_f32(&bytes)).ok_or_else(bad)?)
+        }
+        (Depth::F32, true) => {
+            DynamicImage::ImageRgba32F(ImageBuffer::from_raw(w, h, to_f32(&bytes)).ok_or_else(bad)?)
+        }
     };
-    Ok(Source { drawable: drawable.clone(), image: img, offset_x, offset_y, depth, alpha, format, rgba_format })
+    Ok(Source {
+        drawable: drawable.clone(),
+        image: img,
+        offset_x,
+        offset_y,
+        depth,
+        alpha,
+        format,
+        rgba_format,
+    })
 }
 
 fn to_u16(bytes: &[u8]) -> Vec<u16> {
@@ -130,7 +143,10 @@ fn to_f32(bytes: &[u8]) -> Vec<f32> {
 /// The scene layer with the pasted layer laid over it (by the engine), in
 /// the scene layer's own pixels, and the mask of where it landed.
 pub fn lay_over(scene: &Source, pasted: &Source) -> Outcome<(DynamicImage, GrayImage)> {
-    let at = (i64::from(pasted.offset_x) - i64::from(scene.offset_x), i64::from(pasted.offset_y) - i64::from(scene.offset_y));
+    let at = (
+        i64::from(pasted.offset_x) - i64::from(scene.offset_x),
+        i64::from(pasted.offset_y) - i64::from(scene.offset_y),
+    );
     pie::composite::place::lay_over(&scene.image, &pasted.image, at).ok_or_else(|| {
         Failure::msg("The pasted layer does not overlap the scene layer below it (or is fully transparent): move it over the scene.")
     })
@@ -149,12 +165,9 @@ pub fn selection_bounds(image: &gimp::Image) -> Option<(i32, i32, i32, i32)> {
 /// are never selected.
 pub fn read_mask(image: &gimp::Image, src: &Source) -> Outcome<GrayImage> {
     let (w, h) = (src.image.width(), src.image.height());
-    let selection = image
-        .selection()
-        .ok_or_else(|| Failure::msg("GIMP did not hand over the selection."))?;
-    let buffer = selection
-        .buffer()
-        .ok_or_else(|| Failure::msg("GIMP did not hand over the selection's pixels."))?;
+    let selection = image.selection().ok_or_else(|| Failure::msg("GIMP did not hand over the selection."))?;
+    let buffer =
+        selection.buffer().ok_or_else(|| Failure::msg("GIMP did not hand over the selection's pixels."))?;
     let rect = gegl::Rectangle::new(src.offset_x, src.offset_y, w, h);
     let bytes = buffer.get_pixels(&rect, 1.0, &babl::Format::from_encoding("Y u8"), gegl::AbyssPolicy::None);
     GrayImage::from_raw(w, h, bytes).ok_or_else(|| Failure::msg("The selection mask has an unexpected size."))
@@ -206,15 +219,8 @@ pub fn add_result_layer(
         gimp::ImageBaseType::Gray => gimp::ImageType::GrayaImage,
         _ => gimp::ImageType::RgbaImage,
     };
-    let layer = gimp::Layer::new(
-        image,
-        Some(name),
-        cw as i32,
-        ch as i32,
-        kind,
-        100.0,
-        gimp::LayerMode::Normal,
-    );
+    let layer =
+        gimp::Layer::new(image, Some(name), cw as i32, ch as i32, kind, 100.0, gimp::LayerMode::Normal);
     // Above the source layer, inside the same group if it is in one.
     let parent = src.drawable.parent().and_then(|p| p.downcast::<gimp::Layer>().ok());
     let position = image.item_position(&src.drawable);
@@ -222,9 +228,8 @@ pub fn add_result_layer(
         return Err(Failure::msg("GIMP refused to add the result layer to the image."));
     }
     layer.set_offsets(src.offset_x + x as i32, src.offset_y + y as i32);
-    let buffer = layer
-        .buffer()
-        .ok_or_else(|| Failure::msg("GIMP did not hand over the new layer's pixels."))?;
+    let buffer =
+        layer.buffer().ok_or_else(|| Failure::msg("GIMP did not hand over the new layer's pixels."))?;
     buffer.set_pixels(&gegl::Rectangle::new(0, 0, cw, ch), 0, &src.rgba_format, &bytes, None);
     buffer.flush();
     drop(buffer);

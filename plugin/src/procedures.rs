@@ -57,7 +57,17 @@ fn device_choice() -> gimp::Choice {
 
 fn anchor_choice() -> gimp::Choice {
     let c = gimp::Choice::new();
-    let labels = ["Bottom (standing)", "Centre", "Top", "Left", "Right", "Bottom left", "Bottom right", "Top left", "Top right"];
+    let labels = [
+        "Bottom (standing)",
+        "Centre",
+        "Top",
+        "Left",
+        "Right",
+        "Bottom left",
+        "Bottom right",
+        "Top left",
+        "Top right",
+    ];
     for (i, (nick, label)) in pie::Anchor::NAMES.iter().zip(labels).enumerate() {
         c.add(nick, i as i32, label, "Which side of the selection the subject rests against");
     }
@@ -85,7 +95,13 @@ fn look_arguments(p: &gimp::ImageProcedure) {
         f64::from(d.shadow),
         RW,
     );
-    p.add_boolean_argument("match-grain", "Match the photo's _grain and sharpness", Some("Give the subject the grain and sharpness of the photo around it"), d.grain, RW);
+    p.add_boolean_argument(
+        "match-grain",
+        "Match the photo's _grain and sharpness",
+        Some("Give the subject the grain and sharpness of the photo around it"),
+        d.grain,
+        RW,
+    );
 }
 
 fn look_of(config: &gimp::ProcedureConfig) -> pie::Look {
@@ -98,8 +114,18 @@ fn look_of(config: &gimp::ProcedureConfig) -> pie::Look {
 
 fn backbone_choice() -> gimp::Choice {
     let c = gimp::Choice::new();
-    c.add("pixel-unet", 0, "pixel-unet (small, any computer)", "pie's small model, trained from scratch on this photo; runs on a CPU");
-    c.add("sd", 1, "Stable Diffusion (GPU)", "Fine-tunes a local Stable Diffusion checkpoint (diffusers layout); wants an NVIDIA GPU");
+    c.add(
+        "pixel-unet",
+        0,
+        "pixel-unet (small, any computer)",
+        "pie's small model, trained from scratch on this photo; runs on a CPU",
+    );
+    c.add(
+        "sd",
+        1,
+        "Stable Diffusion (GPU)",
+        "Fine-tunes a local Stable Diffusion checkpoint (diffusers layout); wants an NVIDIA GPU",
+    );
     c
 }
 
@@ -146,7 +172,14 @@ fn concept_choice(listing: Option<&Listing>, stage: u8) -> (gimp::Choice, String
 /// param spec, as with `add_choice_argument`), but gimp 0.1's binding lends it
 /// and unrefs it afterwards, which frees it under GIMP's feet: hand over a
 /// reference of our own.
-fn add_choice_aux(p: &gimp::ImageProcedure, name: &str, nick: &str, blurb: &str, choice: gimp::Choice, value: &str) {
+fn add_choice_aux(
+    p: &gimp::ImageProcedure,
+    name: &str,
+    nick: &str,
+    blurb: &str,
+    choice: gimp::Choice,
+    value: &str,
+) {
     p.add_choice_aux_argument(name, nick, Some(blurb), &choice, value, RW);
     std::mem::forget(choice);
 }
@@ -209,9 +242,14 @@ fn trainer_args_argument(p: &gimp::ImageProcedure) {
 }
 
 fn learn_scene_procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
-    let p = gimp::ImageProcedure::new(plug_in, LEARN_SCENE, gimp::PDBProcType::Plugin, |proc_, mode, image, drawables, config| {
-        finish(proc_, run_learn_scene(proc_, mode, image, drawables, config))
-    });
+    let p = gimp::ImageProcedure::new(
+        plug_in,
+        LEARN_SCENE,
+        gimp::PDBProcType::Plugin,
+        |proc_, mode, image, drawables, config| {
+            finish(proc_, run_learn_scene(proc_, mode, image, drawables, config))
+        },
+    );
     common(
         &p,
         "Learn _Scene...",
@@ -238,16 +276,24 @@ fn learn_scene_procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
         None::<&gimp::gio::File>,
         RW,
     );
-    class_word_argument(&p, "Model sd only: the class noun of the scene (e.g. landscape, room); empty = the trainer's default");
+    class_word_argument(
+        &p,
+        "Model sd only: the class noun of the scene (e.g. landscape, room); empty = the trainer's default",
+    );
     trainer_args_argument(&p);
     resume_argument(&p);
     p
 }
 
 fn learn_subject_procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
-    let p = gimp::ImageProcedure::new(plug_in, LEARN_SUBJECT, gimp::PDBProcType::Plugin, |proc_, mode, image, drawables, config| {
-        finish(proc_, run_learn_subject(proc_, mode, image, drawables, config))
-    });
+    let p = gimp::ImageProcedure::new(
+        plug_in,
+        LEARN_SUBJECT,
+        gimp::PDBProcType::Plugin,
+        |proc_, mode, image, drawables, config| {
+            finish(proc_, run_learn_subject(proc_, mode, image, drawables, config))
+        },
+    );
     common(
         &p,
         "Learn Su_bject...",
@@ -259,13 +305,7 @@ fn learn_subject_procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
     );
     // A string, so that scripts may name any scene, also one learned after
     // GIMP started; the dialog offers the library's scenes as a list instead.
-    p.add_string_argument(
-        "scene",
-        "Scene",
-        Some("Name of the learned scene (Stage I) to grow from"),
-        "",
-        RW,
-    );
+    p.add_string_argument("scene", "Scene", Some("Name of the learned scene (Stage I) to grow from"), "", RW);
     learn_common_arguments(&p, "my-subject");
     class_word_argument(
         &p,
@@ -275,14 +315,26 @@ fn learn_subject_procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
     resume_argument(&p);
     let listing = engine::list().ok();
     let (choice, default) = concept_choice(listing.as_ref(), 1);
-    add_choice_aux(&p, "scene-choice", "S_cene to grow from", "A scene learned with Learn Scene", choice, &default);
+    add_choice_aux(
+        &p,
+        "scene-choice",
+        "S_cene to grow from",
+        "A scene learned with Learn Scene",
+        choice,
+        &default,
+    );
     p
 }
 
 fn add_subject_procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
-    let p = gimp::ImageProcedure::new(plug_in, ADD_SUBJECT, gimp::PDBProcType::Plugin, |proc_, mode, image, drawables, config| {
-        finish(proc_, run_add_subject(proc_, mode, image, drawables, config))
-    });
+    let p = gimp::ImageProcedure::new(
+        plug_in,
+        ADD_SUBJECT,
+        gimp::PDBProcType::Plugin,
+        |proc_, mode, image, drawables, config| {
+            finish(proc_, run_add_subject(proc_, mode, image, drawables, config))
+        },
+    );
     common(
         &p,
         "_Add Subject to Selection...",
@@ -311,7 +363,15 @@ fn add_subject_procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
         -1,
         RW,
     );
-    p.add_int_argument("steps", "Sampling s_teps", Some("Denoising steps: more is slower and finer"), 1, 1000, 50, RW);
+    p.add_int_argument(
+        "steps",
+        "Sampling s_teps",
+        Some("Denoising steps: more is slower and finer"),
+        1,
+        1000,
+        50,
+        RW,
+    );
     let (strength, guidance) = engine::default_strength_guidance();
     p.add_double_argument(
         "strength",
@@ -331,7 +391,15 @@ fn add_subject_procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
         guidance,
         RW,
     );
-    p.add_int_argument("variants", "_Variants", Some("How many results, each as its own layer"), 1, 16, 1, RW);
+    p.add_int_argument(
+        "variants",
+        "_Variants",
+        Some("How many results, each as its own layer"),
+        1,
+        16,
+        1,
+        RW,
+    );
     p.add_choice_argument("device", "_Device", Some("Where to sample"), device_choice(), "auto", RW);
     p.add_boolean_argument(
         "concept-defaults",
@@ -371,20 +439,47 @@ fn add_subject_procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
         "",
         RW,
     );
-    p.add_double_argument("scale", "_Size", Some("The subject's size, as a fraction of the largest that fits the selection"), 0.05, 1.0, 1.0, RW);
-    p.add_choice_argument("anchor", "Stands _at", Some("Where in the selection the subject rests"), anchor_choice(), "bottom", RW);
+    p.add_double_argument(
+        "scale",
+        "_Size",
+        Some("The subject's size, as a fraction of the largest that fits the selection"),
+        0.05,
+        1.0,
+        1.0,
+        RW,
+    );
+    p.add_choice_argument(
+        "anchor",
+        "Stands _at",
+        Some("Where in the selection the subject rests"),
+        anchor_choice(),
+        "bottom",
+        RW,
+    );
     p.add_boolean_argument("flip", "_Mirror", Some("Mirror the subject left to right"), false, RW);
     look_arguments(&p);
     let listing = engine::list().ok();
     let (choice, default) = concept_choice(listing.as_ref(), 2);
-    add_choice_aux(&p, "concept-choice", "Su_bject", "A subject learned with Learn Subject", choice, &default);
+    add_choice_aux(
+        &p,
+        "concept-choice",
+        "Su_bject",
+        "A subject learned with Learn Subject",
+        choice,
+        &default,
+    );
     p
 }
 
 fn blend_subject_procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
-    let p = gimp::ImageProcedure::new(plug_in, BLEND_SUBJECT, gimp::PDBProcType::Plugin, |proc_, mode, image, drawables, config| {
-        finish(proc_, run_blend_subject(proc_, mode, image, drawables, config))
-    });
+    let p = gimp::ImageProcedure::new(
+        plug_in,
+        BLEND_SUBJECT,
+        gimp::PDBProcType::Plugin,
+        |proc_, mode, image, drawables, config| {
+            finish(proc_, run_blend_subject(proc_, mode, image, drawables, config))
+        },
+    );
     common(
         &p,
         "_Blend Pasted Subject...",
@@ -398,7 +493,15 @@ fn blend_subject_procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
     );
     p.add_string_argument("concept", "Scene", Some("Name of the learned scene (Stage I concept)"), "", RW);
     p.add_int_argument("seed", "S_eed", Some("Random seed; -1 picks a new one"), -1, i32::MAX, -1, RW);
-    p.add_int_argument("steps", "Sampling s_teps", Some("Denoising steps: more is slower and finer"), 1, 1000, 50, RW);
+    p.add_int_argument(
+        "steps",
+        "Sampling s_teps",
+        Some("Denoising steps: more is slower and finer"),
+        1,
+        1000,
+        50,
+        RW,
+    );
     p.add_choice_argument("device", "_Device", Some("Where to sample"), device_choice(), "auto", RW);
     look_arguments(&p);
     let listing = engine::list().ok();
@@ -431,7 +534,13 @@ fn run_blend_subject(
         }
     };
     if mode == gimp::RunMode::Interactive {
-        dialog(procedure, config, &["concept-choice", "harmonize", "shadow", "match-grain", "seed", "steps", "device"], Some(("concept-choice", "concept")), |_| {})?;
+        dialog(
+            procedure,
+            config,
+            &["concept-choice", "harmonize", "shadow", "match-grain", "seed", "steps", "device"],
+            Some(("concept-choice", "concept")),
+            |_| {},
+        )?;
     }
     let concept = require_concept(&get_string(config, "concept"), 1)?.name;
     let seed = match config.property::<i32>("seed") {
@@ -447,22 +556,37 @@ fn run_blend_subject(
         ));
     }
     let (composite, mask) = pixels::lay_over(&scene, &subject)?;
-    let params = engine::BlendParams { concept: concept.clone(), seed, steps: config.property::<i32>("steps").max(1) as u32, device: get_string(config, "device"), look: look_of(config) };
+    let params = engine::BlendParams {
+        concept: concept.clone(),
+        seed,
+        steps: config.property::<i32>("steps").max(1) as u32,
+        device: get_string(config, "device"),
+        look: look_of(config),
+    };
     let mut progress = GimpProgress::start(&format!("Blending into '{concept}'"));
     let result = engine::blend(&params, &composite, &mask, &mut progress);
     progress.finish();
     let v = result?;
     let _undo = UndoGroup::start(image);
-    let layer = pixels::add_result_layer(image, &scene, &v.image, v.changed, &format!("{} blended (seed {})", pasted.name().map(|n| n.to_string()).unwrap_or_default(), v.seed))?;
+    let layer = pixels::add_result_layer(
+        image,
+        &scene,
+        &v.image,
+        v.changed,
+        &format!("{} blended (seed {})", pasted.name().map(|n| n.to_string()).unwrap_or_default(), v.seed),
+    )?;
     // Above the pasted layer, which it replaces to the eye.
     image.reorder_item(&layer, layer.parent().as_ref(), image.item_position(&pasted));
     Ok(())
 }
 
 fn forget_concept_procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
-    let p = gimp::ImageProcedure::new(plug_in, FORGET_CONCEPT, gimp::PDBProcType::Plugin, |proc_, mode, _image, _drawables, config| {
-        finish(proc_, run_forget_concept(proc_, mode, config))
-    });
+    let p = gimp::ImageProcedure::new(
+        plug_in,
+        FORGET_CONCEPT,
+        gimp::PDBProcType::Plugin,
+        |proc_, mode, _image, _drawables, config| finish(proc_, run_forget_concept(proc_, mode, config)),
+    );
     common(
         &p,
         "_Forget Concept...",
@@ -479,7 +603,13 @@ fn forget_concept_procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
             | gimp::ProcedureSensitivityMask::DRAWABLES
             | gimp::ProcedureSensitivityMask::NO_DRAWABLES,
     );
-    p.add_string_argument("concept", "Concept", Some("Name of the concept (or stopped training run) to delete"), "", RW);
+    p.add_string_argument(
+        "concept",
+        "Concept",
+        Some("Name of the concept (or stopped training run) to delete"),
+        "",
+        RW,
+    );
     let c = gimp::Choice::new();
     let items = engine::forgettable().unwrap_or_default();
     for (i, f) in items.iter().enumerate() {
@@ -492,11 +622,22 @@ fn forget_concept_procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
             NOTHING.to_string()
         }
     };
-    add_choice_aux(&p, "concept-choice", "_Concept to delete", "A concept in pie's library, with its size", c, &default);
+    add_choice_aux(
+        &p,
+        "concept-choice",
+        "_Concept to delete",
+        "A concept in pie's library, with its size",
+        c,
+        &default,
+    );
     p
 }
 
-fn run_forget_concept(procedure: &gimp::ImageProcedure, mode: gimp::RunMode, config: &gimp::ProcedureConfig) -> Outcome {
+fn run_forget_concept(
+    procedure: &gimp::ImageProcedure,
+    mode: gimp::RunMode,
+    config: &gimp::ProcedureConfig,
+) -> Outcome {
     if mode == gimp::RunMode::Interactive {
         // The dialog's OK is the confirmation; its list says what each entry is and holds.
         dialog(procedure, config, &["concept-choice"], Some(("concept-choice", "concept")), |_| {})?;
@@ -528,7 +669,13 @@ fn get_string(config: &gimp::ProcedureConfig, name: &str) -> String {
 /// string's value when the library has it, and its pick is copied back.
 /// The dialog greys out `property` unless the choice `switch` is one of
 /// `values` (gimp_procedure_dialog_set_sensitive_if_in, which gimp-ui 0.1 does not bind).
-fn sensitive_if<S: AsRef<str>>(d: &gimp_ui::ProcedureDialog, config: &gimp::ProcedureConfig, property: &str, switch: &str, values: &[S]) {
+fn sensitive_if<S: AsRef<str>>(
+    d: &gimp_ui::ProcedureDialog,
+    config: &gimp::ProcedureConfig,
+    property: &str,
+    switch: &str,
+    values: &[S],
+) {
     use glib::translate::ToGlibPtr;
     let values_array = gimp::ValueArray::new(values.len() as i32);
     for v in values {
@@ -550,7 +697,12 @@ fn sensitive_if<S: AsRef<str>>(d: &gimp_ui::ProcedureDialog, config: &gimp::Proc
 }
 
 /// The dialog greys out `property` while the boolean `switch` is TRUE.
-fn sensitive_unless(d: &gimp_ui::ProcedureDialog, config: &gimp::ProcedureConfig, property: &str, switch: &str) {
+fn sensitive_unless(
+    d: &gimp_ui::ProcedureDialog,
+    config: &gimp::ProcedureConfig,
+    property: &str,
+    switch: &str,
+) {
     ProcedureDialogExt::set_sensitive(d, property, true, Some(config), Some(switch), true);
 }
 
@@ -611,7 +763,9 @@ fn require_concept(name: &str, stage: u8) -> Outcome<engine::Concept> {
     }
     let other = listing.concepts.iter().find(|c| c.name == name);
     let hint = match other {
-        Some(c) if c.stage != stage => format!(" ('{name}' is a {}, not a {what})", if c.stage == 1 { "scene" } else { "subject" }),
+        Some(c) if c.stage != stage => {
+            format!(" ('{name}' is a {}, not a {what})", if c.stage == 1 { "scene" } else { "subject" })
+        }
         _ => String::new(),
     };
     Err(Failure::msg(format!(
@@ -661,7 +815,8 @@ fn learn_params(config: &gimp::ProcedureConfig, scene: Option<&engine::Concept>)
 /// Learn Scene's `base` for the sd model: a local folder that looks like a
 /// diffusers checkpoint, checked before anything starts.
 fn sd_base(config: &gimp::ProcedureConfig) -> Outcome<std::path::PathBuf> {
-    const LAYOUT: &str = "model_index.json, unet/, vae/, text_encoder/, tokenizer/ and scheduler/ (the diffusers layout)";
+    const LAYOUT: &str =
+        "model_index.json, unet/, vae/, text_encoder/, tokenizer/ and scheduler/ (the diffusers layout)";
     let Some(file) = config.property::<Option<gimp::gio::File>>("base") else {
         return Err(Failure::msg(format!(
             "The Stable Diffusion model (sd) fine-tunes a checkpoint on this computer: choose its folder as \
@@ -800,7 +955,13 @@ fn run_learn_subject(
             // the class word is for scenes learned with Stable Diffusion
             |d| {
                 let sd_scenes: Vec<String> = engine::list()
-                    .map(|l| l.concepts.into_iter().filter(|c| c.stage == 1 && c.backbone == "sd").map(|c| c.name).collect())
+                    .map(|l| {
+                        l.concepts
+                            .into_iter()
+                            .filter(|c| c.stage == 1 && c.backbone == "sd")
+                            .map(|c| c.name)
+                            .collect()
+                    })
                     .unwrap_or_default();
                 sensitive_if(d, config, "class-word", "scene-choice", &sd_scenes);
             },
@@ -831,7 +992,9 @@ fn run_learn_subject(
 
 fn random_seed() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.write_u128(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0),
+    );
     h.finish() & 0x7fff_ffff
 }
 
@@ -870,8 +1033,23 @@ fn run_add_subject(
             procedure,
             config,
             &[
-                "concept-choice", "scale", "anchor", "flip", "harmonize", "shadow", "match-grain", "seed", "steps", "concept-defaults",
-                "strength", "guidance", "scheduler", "prompt", "negative-prompt", "variants", "device",
+                "concept-choice",
+                "scale",
+                "anchor",
+                "flip",
+                "harmonize",
+                "shadow",
+                "match-grain",
+                "seed",
+                "steps",
+                "concept-defaults",
+                "strength",
+                "guidance",
+                "scheduler",
+                "prompt",
+                "negative-prompt",
+                "variants",
+                "device",
             ],
             Some(("concept-choice", "concept")),
             |d| {
@@ -891,7 +1069,9 @@ fn run_add_subject(
     if concept_defaults {
         // Scripts written before concept-defaults existed set strength and
         // guidance and expect them used: say why they are not.
-        if mode == gimp::RunMode::Noninteractive && (strength, guidance) != engine::default_strength_guidance() {
+        if mode == gimp::RunMode::Noninteractive
+            && (strength, guidance) != engine::default_strength_guidance()
+        {
             eprintln!(
                 "pie: Add Subject: concept-defaults is TRUE, so the concept's strength and guidance are used, \
                  not strength {strength} and guidance {guidance}: pass concept-defaults FALSE to use those"

@@ -45,7 +45,8 @@ impl GimpProgress {
             return;
         }
         // A negative fraction means "only the text changed".
-        let fraction = if fraction.is_finite() && fraction >= 0.0 { fraction.min(1.0) } else { self.last_fraction };
+        let fraction =
+            if fraction.is_finite() && fraction >= 0.0 { fraction.min(1.0) } else { self.last_fraction };
         let now = Instant::now();
         let due = self.last_sent.is_none_or(|t| now.duration_since(t) >= MIN_INTERVAL);
         if !due && text == self.last_text && fraction < 1.0 {

@@ -18,7 +18,15 @@ pub enum Pasted<'a> {
 }
 
 /// Reads and checks everything, blends, and writes `out` only when complete.
-pub fn run(lib: &Library, image: &Path, pasted: &Pasted, concept: &str, out: &Path, opts: &AddOptions, json: bool) -> Result<Written> {
+pub fn run(
+    lib: &Library,
+    image: &Path,
+    pasted: &Pasted,
+    concept: &str,
+    out: &Path,
+    opts: &AddOptions,
+    json: bool,
+) -> Result<Written> {
     let inputs: Vec<&Path> = match pasted {
         Pasted::Mask(m) => vec![image, m],
         Pasted::Layer { subject, .. } => vec![image, subject],
@@ -36,7 +44,13 @@ pub fn run(lib: &Library, image: &Path, pasted: &Pasted, concept: &str, out: &Pa
     let mut done = None;
     pie::blend_each(&bundle, &composite, &mask, &opts, &mut p, &mut |o| {
         staged.write(out, &o.image)?;
-        done = Some(Written { path: PathBuf::from(out), seed: o.seed, device: o.device, changed: o.changed, stats: o.stats });
+        done = Some(Written {
+            path: PathBuf::from(out),
+            seed: o.seed,
+            device: o.device,
+            changed: o.changed,
+            stats: o.stats,
+        });
         Ok(())
     })?;
     p.finish();
@@ -45,7 +59,12 @@ pub fn run(lib: &Library, image: &Path, pasted: &Pasted, concept: &str, out: &Pa
 }
 
 /// The scene with the cut-out laid over it at `at`, and where it landed.
-fn paste(scene: DynamicImage, subject: &DynamicImage, path: &Path, (ax, ay): (i64, i64)) -> Result<(DynamicImage, GrayImage)> {
+fn paste(
+    scene: DynamicImage,
+    subject: &DynamicImage,
+    path: &Path,
+    (ax, ay): (i64, i64),
+) -> Result<(DynamicImage, GrayImage)> {
     if !subject.color().has_alpha() {
         return Err(Error::bad(format!(
             "the subject {} has no transparency, so pie cannot tell it from its background: cut it out (a PNG with alpha), \

@@ -49,7 +49,8 @@ fn subject() -> (RgbaImage, GrayImage) {
         let light = (1.0 - ((dx + 0.35).powi(2) + (dy + 0.35).powi(2)).sqrt()).max(0.0);
         let shade = 0.55 + 0.45 * (1.0 - r2).sqrt();
         let hi = 150.0 * light * light;
-        let [r, g, b] = [200.0 * shade + 55.0 * light, 30.0 * shade + hi, 30.0 * shade + hi].map(|v: f32| v.clamp(0.0, 255.0) as u8);
+        let [r, g, b] = [200.0 * shade + 55.0 * light, 30.0 * shade + hi, 30.0 * shade + hi]
+            .map(|v: f32| v.clamp(0.0, 255.0) as u8);
         Rgba([r, g, b, 255])
     });
     (img, mask)
@@ -82,7 +83,13 @@ pub fn run(out: &Path, device: Device, trainer_args: &[String], json: bool) -> R
 
     // Its own library, so the demo never touches the user's concepts.
     let lib = Library::open(Some(out.join("library")))?;
-    let topts = TrainOptions { quick: true, device, force: true, extra_args: trainer_args.to_vec(), ..Default::default() };
+    let topts = TrainOptions {
+        quick: true,
+        device,
+        force: true,
+        extra_args: trainer_args.to_vec(),
+        ..Default::default()
+    };
     let mut p = CliProgress::new(json, "demo: scene");
     p.note("learning the demo scene (quick)");
     pie::train::learn_scene(&lib, &scene_p, "demo-scene", &topts, &mut p)?;
@@ -92,12 +99,27 @@ pub fn run(out: &Path, device: Device, trainer_args: &[String], json: bool) -> R
     pie::train::learn_subject(&lib, &subject_p, "demo-scene", "demo-ball", Some(&mask_p), &topts, &mut p)?;
     p.finish();
     let opts = AddOptions { variants: 3, device, ..Default::default() };
-    let outs = super::add(&lib, &scene_p, &sel_p, "demo-ball", &out.join("result.png"), &opts, &pie::SdOptions::default(), json)?;
+    let outs = super::add(
+        &lib,
+        &scene_p,
+        &sel_p,
+        "demo-ball",
+        &out.join("result.png"),
+        &opts,
+        &pie::SdOptions::default(),
+        json,
+    )?;
     let files: Vec<_> = outs.iter().map(|o| o.path.clone()).collect();
     let list = files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
     super::say(
         json,
-        &format!("demo done: {list}\n(inputs: {}, {}, {}; concepts in {})", scene_p.display(), subject_p.display(), sel_p.display(), lib.path().display()),
+        &format!(
+            "demo done: {list}\n(inputs: {}, {}, {}; concepts in {})",
+            scene_p.display(),
+            subject_p.display(),
+            sel_p.display(),
+            lib.path().display()
+        ),
         json!({"event": "done", "outputs": files, "folder": out}),
     );
     Ok(())

@@ -31,12 +31,19 @@ pub fn run(library: &Option<PathBuf>, json: bool) -> Result<()> {
                 Ok(Err(w)) => (false, w),
                 Err(e) => (false, e.to_string()),
             };
-            lines.push(if ok { "CUDA: usable; --device auto runs on the GPU".into() } else { format!("CUDA: not used: {why}") });
+            lines.push(if ok {
+                "CUDA: usable; --device auto runs on the GPU".into()
+            } else {
+                format!("CUDA: not used: {why}")
+            });
             if let Some(from) = pie::runtime::cuda_libraries() {
                 lines.push(format!("CUDA libraries: loaded from {from}"));
             }
             report.insert("onnxruntime".into(), json!({"library": info.library, "version": info.version, "cuda_ep_in_library": info.has_cuda_ep}));
-            report.insert("cuda".into(), json!({"usable": ok, "why": why, "libraries": pie::runtime::cuda_libraries()}));
+            report.insert(
+                "cuda".into(),
+                json!({"usable": ok, "why": why, "libraries": pie::runtime::cuda_libraries()}),
+            );
         }
         Err(e) => {
             lines.push(format!("ONNX Runtime: {e}"));
@@ -48,7 +55,10 @@ pub fn run(library: &Option<PathBuf>, json: bool) -> Result<()> {
     match pie::train::check_trainer() {
         Ok((env, version)) => {
             lines.push(format!("trainer: {} ({}), {version}", env.python.display(), env.source));
-            report.insert("trainer".into(), json!({"python": env.python, "source": env.source, "versions": version}));
+            report.insert(
+                "trainer".into(),
+                json!({"python": env.python, "source": env.source, "versions": version}),
+            );
         }
         Err(e) => {
             lines.push(format!("trainer: {e}"));
@@ -64,9 +74,13 @@ pub fn run(library: &Option<PathBuf>, json: bool) -> Result<()> {
     let looked = candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>();
     match installed {
         Some(p) => lines.push(format!("GIMP plug-in: installed at {}", p.display())),
-        None => lines.push(format!("GIMP plug-in: not installed (looked at {}; run install.sh)", looked.join(", "))),
+        None => lines
+            .push(format!("GIMP plug-in: not installed (looked at {}; run install.sh)", looked.join(", "))),
     }
-    report.insert("gimp_plugin".into(), json!({"path": installed, "installed": installed.is_some(), "looked_at": looked}));
+    report.insert(
+        "gimp_plugin".into(),
+        json!({"path": installed, "installed": installed.is_some(), "looked_at": looked}),
+    );
 
     if json {
         report.insert("event".into(), json!("doctor"));
@@ -79,7 +93,9 @@ pub fn run(library: &Option<PathBuf>, json: bool) -> Result<()> {
     if ort_ok {
         Ok(())
     } else {
-        Err(pie::Error::Unavailable("pie cannot add subjects without the ONNX Runtime library (see above)".into()))
+        Err(pie::Error::Unavailable(
+            "pie cannot add subjects without the ONNX Runtime library (see above)".into(),
+        ))
     }
 }
 

@@ -369,7 +369,9 @@ enum Cmd {
         action: Option<ConceptsCmd>,
     },
     /// Learn a drawn scene and subject quickly, add the subject, and write the results
-    #[command(after_help = "Needs no photos and no network. The demo keeps its concepts in DIR/library,\nnever in your concept library (so --library does not apply to it).")]
+    #[command(
+        after_help = "Needs no photos and no network. The demo keeps its concepts in DIR/library,\nnever in your concept library (so --library does not apply to it)."
+    )]
     Demo {
         /// Folder for the demo's images and its own concept library
         #[arg(long, default_value = "pie-demo", value_name = "DIR")]
@@ -430,12 +432,18 @@ pub fn main() -> i32 {
 fn usage_error(e: clap::Error) -> i32 {
     use clap::error::ErrorKind as K;
     let json = std::env::args_os().skip(1).take_while(|a| a != "--").any(|a| a == "--json");
-    if !json || matches!(e.kind(), K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand) {
+    if !json
+        || matches!(
+            e.kind(),
+            K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand
+        )
+    {
         e.exit();
     }
     let text = e.render().to_string();
     // The first paragraph is the error; what follows is usage for a terminal.
-    let message = text.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect::<Vec<_>>().join(" ");
+    let message =
+        text.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect::<Vec<_>>().join(" ");
     let message = message.trim_start_matches("error: ");
     println!("{}", json!({"event": "error", "kind": pie::ErrorKind::BadInput.as_str(), "message": message}));
     pie::ErrorKind::BadInput.exit_code()
@@ -457,26 +465,67 @@ fn run(cli: Cli) -> Result<()> {
             let lib = lib()?;
             let mut p = CliProgress::new(json, "scene");
             let opts = TrainOptions { exclude: exclude.clone(), ..train.options() };
-            let dir = pie::train::learn_scene(&lib, image, name, &opts, &mut p).map_err(|e| resume_hint(e, json))?;
+            let dir = pie::train::learn_scene(&lib, image, name, &opts, &mut p)
+                .map_err(|e| resume_hint(e, json))?;
             p.finish();
-            say(json, &format!("learned scene {name:?}: {}", dir.display()), json!({"event": "done", "name": name, "bundle": dir}));
+            say(
+                json,
+                &format!("learned scene {name:?}: {}", dir.display()),
+                json!({"event": "done", "name": name, "bundle": dir}),
+            );
             Ok(())
         }
         Cmd::LearnSubject { ref image, ref scene, ref name, ref mask, ref train } => {
             let lib = lib()?;
             let mut p = CliProgress::new(json, "subject");
-            let dir = pie::train::learn_subject(&lib, image, scene, name, mask.as_deref(), &train.options(), &mut p).map_err(|e| resume_hint(e, json))?;
+            let dir = pie::train::learn_subject(
+                &lib,
+                image,
+                scene,
+                name,
+                mask.as_deref(),
+                &train.options(),
+                &mut p,
+            )
+            .map_err(|e| resume_hint(e, json))?;
             p.finish();
-            say(json, &format!("learned subject {name:?} in scene {scene:?}: {}", dir.display()), json!({"event": "done", "name": name, "bundle": dir}));
+            say(
+                json,
+                &format!("learned subject {name:?} in scene {scene:?}: {}", dir.display()),
+                json!({"event": "done", "name": name, "bundle": dir}),
+            );
             Ok(())
         }
         Cmd::Add {
-            ref image, ref selection, ref run, variants, sampler, detail, scheduler, ref prompt, ref negative_prompt, cuda_graph, scale, anchor, flip,
+            ref image,
+            ref selection,
+            ref run,
+            variants,
+            sampler,
+            detail,
+            scheduler,
+            ref prompt,
+            ref negative_prompt,
+            cuda_graph,
+            scale,
+            anchor,
+            flip,
             ref look,
         } => {
             let (concept, out) = (&run.concept, &run.out);
-            let opts = AddOptions { variants, sampler, detail, placement: pie::Placement { scale, anchor, flip }, ..run.options(look) };
-            let sd = SdOptions { prompt: prompt.clone(), negative_prompt: negative_prompt.clone(), scheduler, cuda_graph };
+            let opts = AddOptions {
+                variants,
+                sampler,
+                detail,
+                placement: pie::Placement { scale, anchor, flip },
+                ..run.options(look)
+            };
+            let sd = SdOptions {
+                prompt: prompt.clone(),
+                negative_prompt: negative_prompt.clone(),
+                scheduler,
+                cuda_graph,
+            };
             let outs = add(&lib()?, image, selection, concept, out, &opts, &sd, json)?;
             let mut before = std::time::Duration::ZERO;
             for o in outs {
@@ -486,7 +535,14 @@ fn run(cli: Cli) -> Result<()> {
                 before = o.stats.total;
                 say(
                     json,
-                    &format!("wrote {} (seed {}, {} steps on {}, {:.1} s)", path.display(), o.seed, o.stats.steps, o.device, own.as_secs_f64()),
+                    &format!(
+                        "wrote {} (seed {}, {} steps on {}, {:.1} s)",
+                        path.display(),
+                        o.seed,
+                        o.stats.steps,
+                        o.device,
+                        own.as_secs_f64()
+                    ),
                     json!({"event": "done", "out": path, "seed": o.seed, "device": o.device, "changed": o.changed, "seconds": o.stats.total.as_secs_f64()}),
                 );
             }
@@ -498,17 +554,30 @@ fn run(cli: Cli) -> Result<()> {
             let pasted = match (mask, subject) {
                 (Some(m), _) => blend::Pasted::Mask(m),
                 (None, Some(s)) => blend::Pasted::Layer { subject: s, at },
-                (None, None) => return Err(pie::Error::bad("give the pasted subject: --mask (IMAGE already holds it) or --subject with --at")),
+                (None, None) => {
+                    return Err(pie::Error::bad(
+                        "give the pasted subject: --mask (IMAGE already holds it) or --subject with --at",
+                    ))
+                }
             };
             let o = blend::run(&lib()?, image, &pasted, concept, out, &opts, json)?;
             say(
                 json,
-                &format!("wrote {} (seed {}, {} steps on {}, {:.1} s)", o.path.display(), o.seed, o.stats.steps, o.device, o.stats.total.as_secs_f64()),
+                &format!(
+                    "wrote {} (seed {}, {} steps on {}, {:.1} s)",
+                    o.path.display(),
+                    o.seed,
+                    o.stats.steps,
+                    o.device,
+                    o.stats.total.as_secs_f64()
+                ),
                 json!({"event": "done", "out": o.path, "seed": o.seed, "device": o.device, "changed": o.changed, "seconds": o.stats.total.as_secs_f64()}),
             );
             Ok(())
         }
-        Cmd::Concepts { ref action } => concepts(&lib()?, action.as_ref().unwrap_or(&ConceptsCmd::List), json),
+        Cmd::Concepts { ref action } => {
+            concepts(&lib()?, action.as_ref().unwrap_or(&ConceptsCmd::List), json)
+        }
         Cmd::Demo { ref out, device, ref trainer_args } => demo::run(out, device, trainer_args, json),
         Cmd::Doctor => doctor::run(&cli.library, json),
     }
@@ -517,7 +586,9 @@ fn run(cli: Cli) -> Result<()> {
 /// A stopped training run keeps a checkpoint: say how to continue it.
 fn resume_hint(e: pie::Error, json: bool) -> pie::Error {
     if e.kind() == pie::ErrorKind::Cancelled && !json {
-        eprintln!("pie: training stopped; its checkpoint is kept: run the same command with --resume to continue");
+        eprintln!(
+            "pie: training stopped; its checkpoint is kept: run the same command with --resume to continue"
+        );
     }
     e
 }
@@ -537,7 +608,16 @@ pub struct Written {
 /// never all in memory at once.
 /// A NaN `opts.guidance` or `opts.strength` means "not given": the backbone's default.
 #[allow(clippy::too_many_arguments)]
-pub fn add(lib: &Library, image: &Path, selection: &Path, concept: &str, out: &Path, opts: &AddOptions, sd: &SdOptions, json: bool) -> Result<Vec<Written>> {
+pub fn add(
+    lib: &Library,
+    image: &Path,
+    selection: &Path,
+    concept: &str,
+    out: &Path,
+    opts: &AddOptions,
+    sd: &SdOptions,
+    json: bool,
+) -> Result<Vec<Written>> {
     let paths = output::output_paths(out, opts.variants);
     for p in &paths {
         output::check_writable(p, &[image, selection], lib.path())?;
@@ -548,17 +628,27 @@ pub fn add(lib: &Library, image: &Path, selection: &Path, concept: &str, out: &P
     let opts = &pie::with_concept_defaults(opts, &bundle);
     let mut p = CliProgress::new(json, "add");
     if let Some(lost) = output::jpeg_loses(out, scene.color()) {
-        p.note(&format!("{} is a JPEG, which cannot hold the image's {lost}: use .png or .tif to keep it", out.display()));
+        p.note(&format!(
+            "{} is a JPEG, which cannot hold the image's {lost}: use .png or .tif to keep it",
+            out.display()
+        ));
     }
     let mut staged = output::Staged::default();
     let mut written = Vec::with_capacity(paths.len());
     let mut note = None;
     let mut names = paths.iter();
     pie::add_each_with(&bundle, &scene, &mask, opts, sd, &mut p, &mut |o| {
-        let path = names.next().ok_or_else(|| pie::Error::internal("add made more results than --variants"))?;
+        let path =
+            names.next().ok_or_else(|| pie::Error::internal("add made more results than --variants"))?;
         staged.write(path, &o.image)?;
         note = note.take().or(o.note);
-        written.push(Written { path: path.clone(), seed: o.seed, device: o.device, changed: o.changed, stats: o.stats });
+        written.push(Written {
+            path: path.clone(),
+            seed: o.seed,
+            device: o.device,
+            changed: o.changed,
+            stats: o.stats,
+        });
         Ok(())
     })?;
     p.finish();
@@ -575,7 +665,10 @@ fn concepts(lib: &Library, action: &ConceptsCmd, json: bool) -> Result<()> {
             let list = lib.list()?;
             let stopped = lib.interrupted();
             if json {
-                println!("{}", json!({"event": "concepts", "library": lib.path(), "concepts": list, "interrupted": stopped}));
+                println!(
+                    "{}",
+                    json!({"event": "concepts", "library": lib.path(), "concepts": list, "interrupted": stopped})
+                );
                 return Ok(());
             }
             if list.is_empty() {
@@ -588,7 +681,13 @@ fn concepts(lib: &Library, action: &ConceptsCmd, json: bool) -> Result<()> {
                         (None, Some(parent)) => format!("  (in scene {parent})"),
                         _ => String::new(),
                     };
-                    println!("  {:<24} {:<8} {:>9}  {}{extra}", c.name, c.role, pie::library::megabytes(c.bytes), c.created);
+                    println!(
+                        "  {:<24} {:<8} {:>9}  {}{extra}",
+                        c.name,
+                        c.role,
+                        pie::library::megabytes(c.bytes),
+                        c.created
+                    );
                 }
             }
             if !stopped.is_empty() {
@@ -607,10 +706,18 @@ fn concepts(lib: &Library, action: &ConceptsCmd, json: bool) -> Result<()> {
         ConceptsCmd::Show { name } => {
             let b = lib.load(name)?;
             if json {
-                println!("{}", json!({"event": "concept", "path": b.dir, "valid": true, "manifest": b.manifest}));
+                println!(
+                    "{}",
+                    json!({"event": "concept", "path": b.dir, "valid": true, "manifest": b.manifest})
+                );
             } else {
                 let m = &b.manifest;
-                println!("{} ({}), {}", m.name, if m.stage == 2 { "subject" } else { "scene" }, b.dir.display());
+                println!(
+                    "{} ({}), {}",
+                    m.name,
+                    if m.stage == 2 { "subject" } else { "scene" },
+                    b.dir.display()
+                );
                 println!("  valid: every file present with its sha256, every graph's signature matches");
                 if let Some(p) = &m.parent {
                     println!("  grown from scene: {}", p.name);
@@ -620,11 +727,17 @@ fn concepts(lib: &Library, action: &ConceptsCmd, json: bool) -> Result<()> {
                 }
                 match &m.model {
                     pie::manifest::Model::Pixel(md) => {
-                        println!("  backbone {} at {} px, scene short side {} px", m.backbone, md.resolution, md.scene_short_side)
+                        println!(
+                            "  backbone {} at {} px, scene short side {} px",
+                            m.backbone, md.resolution, md.scene_short_side
+                        )
                     }
                     pie::manifest::Model::Sd(md) => {
                         let base = md.base.path.as_deref().map(|p| format!(" ({p})")).unwrap_or_default();
-                        println!("  backbone {} at {} px, base {}{base}, precision {}", m.backbone, md.resolution, md.base.name, md.precision);
+                        println!(
+                            "  backbone {} at {} px, base {}{base}, precision {}",
+                            m.backbone, md.resolution, md.base.name, md.precision
+                        );
                         println!(
                             "  UNet {} input channels{}, {} prediction",
                             md.unet_in_channels,
@@ -632,7 +745,15 @@ fn concepts(lib: &Library, action: &ConceptsCmd, json: bool) -> Result<()> {
                             m.schedule.prediction_type
                         );
                         if let Some(t) = &m.text {
-                            println!("  prompt: {:?}{}", t.prompts.add, if t.prompts.negative.is_empty() { String::new() } else { format!(", negative: {:?}", t.prompts.negative) });
+                            println!(
+                                "  prompt: {:?}{}",
+                                t.prompts.add,
+                                if t.prompts.negative.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(", negative: {:?}", t.prompts.negative)
+                                }
+                            );
                         }
                     }
                 }
@@ -671,7 +792,10 @@ mod tests {
         walk(&cmd, "pie");
         for name in ["learn-scene", "learn-subject", "add", "concepts"] {
             let sub = cmd.find_subcommand(name).expect(name);
-            assert!(sub.get_after_help().is_some_and(|h| h.to_string().contains("Examples:")), "`pie {name} --help` has no examples");
+            assert!(
+                sub.get_after_help().is_some_and(|h| h.to_string().contains("Examples:")),
+                "`pie {name} --help` has no examples"
+            );
         }
     }
 }

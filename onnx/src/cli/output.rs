@@ -13,7 +13,10 @@ pub fn format_for(out: &Path) -> Result<ImageFormat> {
         "png" => Ok(ImageFormat::Png),
         "tif" | "tiff" => Ok(ImageFormat::Tiff),
         "jpg" | "jpeg" => Ok(ImageFormat::Jpeg),
-        _ => Err(Error::bad(format!("{}: unknown output type; end the name with .png, .tif or .jpg", out.display()))),
+        _ => Err(Error::bad(format!(
+            "{}: unknown output type; end the name with .png, .tif or .jpg",
+            out.display()
+        ))),
     }
 }
 
@@ -50,7 +53,10 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// a concept's file would destroy the concept.
 pub fn check_writable(out: &Path, inputs: &[&Path], library: &Path) -> Result<()> {
     if out.is_dir() {
-        return Err(Error::bad(format!("{} is a folder; give a file name such as result.png", out.display())));
+        return Err(Error::bad(format!(
+            "{} is a folder; give a file name such as result.png",
+            out.display()
+        )));
     }
     if let (Ok(dir), Ok(lib)) = (std::fs::canonicalize(folder_of(out)), std::fs::canonicalize(library)) {
         if dir.starts_with(&lib) {
@@ -71,17 +77,26 @@ pub fn check_writable(out: &Path, inputs: &[&Path], library: &Path) -> Result<()
         )));
     }
     if std::fs::metadata(out).is_ok_and(|m| m.permissions().readonly()) {
-        return Err(Error::bad(format!("{} exists and is read-only; choose another output name or make it writable", out.display())));
+        return Err(Error::bad(format!(
+            "{} exists and is read-only; choose another output name or make it writable",
+            out.display()
+        )));
     }
     let dir = folder_of(out);
     if !dir.is_dir() {
-        return Err(Error::bad(format!("cannot write {}: the folder {} does not exist", out.display(), dir.display())));
+        return Err(Error::bad(format!(
+            "cannot write {}: the folder {} does not exist",
+            out.display(),
+            dir.display()
+        )));
     }
-    tempfile::Builder::new()
-        .prefix(".pie-probe-")
-        .tempfile_in(&dir)
-        .map(drop)
-        .map_err(|e| Error::io(&format!("cannot write {}: cannot create a file in", out.display()), &dir, without_temp_name(e)))
+    tempfile::Builder::new().prefix(".pie-probe-").tempfile_in(&dir).map(drop).map_err(|e| {
+        Error::io(
+            &format!("cannot write {}: cannot create a file in", out.display()),
+            &dir,
+            without_temp_name(e),
+        )
+    })
 }
 
 /// tempfile's errors name the random temporary file, which means nothing to
@@ -161,7 +176,9 @@ pub fn remove_stale_temps(dir: &Path) {
     let Ok(rd) = std::fs::read_dir(dir) else { return };
     for ent in rd.filter_map(|e| e.ok()) {
         let name = ent.file_name().to_string_lossy().into_owned();
-        let ours = name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX) && name.len() == TEMP_PREFIX.len() + 6 + TEMP_SUFFIX.len();
+        let ours = name.starts_with(TEMP_PREFIX)
+            && name.ends_with(TEMP_SUFFIX)
+            && name.len() == TEMP_PREFIX.len() + 6 + TEMP_SUFFIX.len();
         if !ours || !ent.file_type().is_ok_and(|t| t.is_file()) {
             continue;
         }
@@ -180,7 +197,8 @@ impl Staged {
         remove_stale_temps(&dir);
         // A file that is replaced keeps its mode; a new one gets 0666 less the
         // umask, as any file the user writes (tempfile's 0600 would hide it).
-        let mode = std::fs::metadata(path).ok().filter(|m| m.is_file()).map(|m| m.permissions().mode() & 0o7777);
+        let mode =
+            std::fs::metadata(path).ok().filter(|m| m.is_file()).map(|m| m.permissions().mode() & 0o7777);
         let tmp = tempfile::Builder::new()
             .prefix(TEMP_PREFIX)
             .suffix(TEMP_SUFFIX)
@@ -191,7 +209,8 @@ impl Staged {
         pie::safefs::try_lock(tmp.as_file());
         if let Some(m) = mode {
             // The umask applied at creation; the replaced file's mode is what counts.
-            std::fs::set_permissions(tmp.path(), PermissionsExt::from_mode(m)).map_err(|e| Error::io("cannot write", path, e))?;
+            std::fs::set_permissions(tmp.path(), PermissionsExt::from_mode(m))
+                .map_err(|e| Error::io("cannot write", path, e))?;
         }
         pending().push(tmp.path().to_path_buf());
         {

@@ -66,7 +66,10 @@ impl pie::Progress for CliProgress {
             if due || fraction >= 1.0 {
                 self.last_json = Some(now);
                 let f = if fraction < 0.0 { serde_json::Value::Null } else { serde_json::json!(fraction) };
-                println!("{}", serde_json::json!({"event": "progress", "task": self.what, "fraction": f, "text": text}));
+                println!(
+                    "{}",
+                    serde_json::json!({"event": "progress", "task": self.what, "fraction": f, "text": text})
+                );
             }
             return;
         }

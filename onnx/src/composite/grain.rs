@@ -26,7 +26,10 @@ const TOLERANCE: f32 = 0.35;
 /// Luminance of the planes ([-1, 1] → [0, 1]).
 fn luma(p: &Planes) -> Vec<f32> {
     let n = p.w * p.h;
-    (0..n).map(|i| 0.299 * p.data[i] + 0.587 * p.data[n + i] + 0.114 * p.data[2 * n + i]).map(|v| (v + 1.0) * 0.5).collect()
+    (0..n)
+        .map(|i| 0.299 * p.data[i] + 0.587 * p.data[n + i] + 0.114 * p.data[2 * n + i])
+        .map(|v| (v + 1.0) * 0.5)
+        .collect()
 }
 
 /// Side of the tiles the residual's spread is measured in.
@@ -83,7 +86,13 @@ pub struct GrainMatch {
 /// Matches the fine detail of the subject's inside (more than 2 pixels into
 /// its footprint by `depth`, the distance into where `place` ≥ 0.5) to the
 /// scene's around it (`around`), adding grain from `seed`.
-pub fn match_grain(full: &mut Planes, place: &[f32], depth: &[f32], around: &[f32], seed: u64) -> Option<GrainMatch> {
+pub fn match_grain(
+    full: &mut Planes,
+    place: &[f32],
+    depth: &[f32],
+    around: &[f32],
+    seed: u64,
+) -> Option<GrainMatch> {
     let n = full.w * full.h;
     // The inside away from the outline: the outline's own step is no grain.
     let inner: Vec<f32> = depth.iter().map(|&d| if d > 2.0 { 1.0 } else { 0.0 }).collect();
@@ -120,7 +129,9 @@ mod tests {
     /// A 80x80 crop of mid grey with grain `scene_sd` around a subject (x, y in 20..60) of grain `subject_sd`.
     fn crop(scene_sd: f32, subject_sd: f32) -> (Planes, Vec<f32>) {
         let (w, h) = (80, 80);
-        let place: Vec<f32> = (0..w * h).map(|i| if (20..60).contains(&(i % w)) && (20..60).contains(&(i / w)) { 1.0 } else { 0.0 }).collect();
+        let place: Vec<f32> = (0..w * h)
+            .map(|i| if (20..60).contains(&(i % w)) && (20..60).contains(&(i / w)) { 1.0 } else { 0.0 })
+            .collect();
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let mut p = Planes::new(3, w, h);
         for i in 0..w * h {

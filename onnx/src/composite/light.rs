@@ -79,13 +79,22 @@ pub fn measure(img: &Planes, weight: &[f32]) -> Option<LightStats> {
     let y = illum[0] * f64::from(LUMA[0]) + illum[1] * f64::from(LUMA[1]) + illum[2] * f64::from(LUMA[2]);
     let log_mean = lsum / total;
     let var = (lsq / total - log_mean * log_mean).max(0.0);
-    Some(LightStats { cast: illum.map(|v| (v / y) as f32), log_mean: log_mean as f32, log_spread: var.sqrt() as f32 })
+    Some(LightStats {
+        cast: illum.map(|v| (v / y) as f32),
+        log_mean: log_mean as f32,
+        log_spread: var.sqrt() as f32,
+    })
 }
 
 /// Moves the subject's light (where `place` > 0) `strength` of the way
 /// toward the light of the scene around it (`around` weights). Returns what
 /// was measured, subject then scene, when both could be.
-pub fn harmonize(full: &mut Planes, place: &[f32], around: &[f32], strength: f32) -> Option<(LightStats, LightStats)> {
+pub fn harmonize(
+    full: &mut Planes,
+    place: &[f32],
+    around: &[f32],
+    strength: f32,
+) -> Option<(LightStats, LightStats)> {
     if strength <= 0.0 {
         return None;
     }
@@ -100,7 +109,11 @@ pub fn harmonize(full: &mut Planes, place: &[f32], around: &[f32], strength: f32
     // surroundings' far more often than the light falling on it does.
     let kl = LIGHTNESS_SHARE * k;
     let shift = kl * (scene.log_mean - subj.log_mean).clamp(-3.0, 3.0);
-    let spread = if subj.log_spread > 1e-3 { (scene.log_spread / subj.log_spread).clamp(0.5, 2.0).powf(0.5 * kl) } else { 1.0 };
+    let spread = if subj.log_spread > 1e-3 {
+        (scene.log_spread / subj.log_spread).clamp(0.5, 2.0).powf(0.5 * kl)
+    } else {
+        1.0
+    };
     let n = full.w * full.h;
     for i in 0..n {
         let m = place[i];
@@ -128,7 +141,9 @@ mod tests {
     /// A 40x40 crop: the scene of colour `scene` (sRGB), the subject (x, y in 10..30) `subject`.
     fn crop(scene: [f32; 3], subject: [f32; 3]) -> (Planes, Vec<f32>) {
         let (w, h) = (40, 40);
-        let place: Vec<f32> = (0..w * h).map(|i| if (10..30).contains(&(i % w)) && (10..30).contains(&(i / w)) { 1.0 } else { 0.0 }).collect();
+        let place: Vec<f32> = (0..w * h)
+            .map(|i| if (10..30).contains(&(i % w)) && (10..30).contains(&(i / w)) { 1.0 } else { 0.0 })
+            .collect();
         let mut p = Planes::new(3, w, h);
         for i in 0..w * h {
             // texture, so contrast is measurable
@@ -144,7 +159,9 @@ mod tests {
     fn mean_inside(p: &Planes, place: &[f32]) -> [f32; 3] {
         let n = p.w * p.h;
         let k = place.iter().filter(|&&m| m > 0.0).count() as f32;
-        [0, 1, 2].map(|c| (0..n).filter(|&i| place[i] > 0.0).map(|i| (p.data[c * n + i] + 1.0) * 0.5).sum::<f32>() / k)
+        [0, 1, 2].map(|c| {
+            (0..n).filter(|&i| place[i] > 0.0).map(|i| (p.data[c * n + i] + 1.0) * 0.5).sum::<f32>() / k
+        })
     }
 
     #[test]

@@ -23,7 +23,8 @@ pub enum Anchor {
 }
 
 impl Anchor {
-    pub const NAMES: [&'static str; 9] = ["bottom", "center", "top", "left", "right", "bottom-left", "bottom-right", "top-left", "top-right"];
+    pub const NAMES: [&'static str; 9] =
+        ["bottom", "center", "top", "left", "right", "bottom-left", "bottom-right", "top-left", "top-right"];
 
     /// Horizontal and vertical position in the free room, 0 (left, top) to 1.
     fn fractions(self) -> (f64, f64) {
@@ -56,11 +57,9 @@ impl std::str::FromStr for Anchor {
             Anchor::TopRight,
         ];
         let key = s.trim().to_ascii_lowercase().replace('_', "-").replace("centre", "center");
-        Anchor::NAMES
-            .iter()
-            .position(|n| *n == key)
-            .map(|i| all[i])
-            .ok_or_else(|| Error::bad(format!("unknown anchor {s:?}: use one of {}", Anchor::NAMES.join(", "))))
+        Anchor::NAMES.iter().position(|n| *n == key).map(|i| all[i]).ok_or_else(|| {
+            Error::bad(format!("unknown anchor {s:?}: use one of {}", Anchor::NAMES.join(", ")))
+        })
     }
 }
 
@@ -104,7 +103,9 @@ pub fn paste_subject(
     comp: &mut [f32],
     place: &mut [f32],
 ) {
-    let alpha = GrayImage::from_fn(subject.width(), subject.height(), |x, y| image::Luma([subject.get_pixel(x, y).0[3]]));
+    let alpha = GrayImage::from_fn(subject.width(), subject.height(), |x, y| {
+        image::Luma([subject.get_pixel(x, y).0[3]])
+    });
     let Some(b) = imageops::mask_bbox(&alpha) else { return };
     // Premultiplied, so the resampled edge does not pick up the colour under alpha 0.
     let mut p = Planes::new(4, b.w as usize, b.h as usize);
@@ -159,7 +160,11 @@ pub fn paste_subject(
 /// top-left corner at `at` (scene pixels, may be negative), and the mask of
 /// where it landed; `None` when no visible pixel of it lands on the scene.
 /// Blend's input from a pasted layer (GIMP) or a cut-out file (`pie blend`).
-pub fn lay_over(scene: &DynamicImage, cutout: &DynamicImage, (ax, ay): (i64, i64)) -> Option<(DynamicImage, GrayImage)> {
+pub fn lay_over(
+    scene: &DynamicImage,
+    cutout: &DynamicImage,
+    (ax, ay): (i64, i64),
+) -> Option<(DynamicImage, GrayImage)> {
     let mut out = scene.clone();
     let (w, h) = out.dimensions();
     let sub = cutout.to_rgba8();
@@ -173,7 +178,13 @@ pub fn lay_over(scene: &DynamicImage, cutout: &DynamicImage, (ax, ay): (i64, i64
         let (tx, ty) = (tx as u32, ty as u32);
         let under = out.get_pixel(tx, ty).0;
         let k = f32::from(px.0[3]) / 255.0;
-        let mixed = [0, 1, 2, 3].map(|c| if c == 3 { under[3] } else { (k * f32::from(px.0[c]) + (1.0 - k) * f32::from(under[c])).round() as u8 });
+        let mixed = [0, 1, 2, 3].map(|c| {
+            if c == 3 {
+                under[3]
+            } else {
+                (k * f32::from(px.0[c]) + (1.0 - k) * f32::from(under[c])).round() as u8
+            }
+        });
         out.put_pixel(tx, ty, image::Rgba(mixed));
         mask.put_pixel(tx, ty, image::Luma([px.0[3]]));
         landed = true;
@@ -187,7 +198,13 @@ mod tests {
 
     /// A 10x20 subject: left half red, right half blue.
     fn subject() -> RgbaImage {
-        RgbaImage::from_fn(10, 20, |x, _| if x < 5 { image::Rgba([255, 0, 0, 255]) } else { image::Rgba([0, 0, 255, 255]) })
+        RgbaImage::from_fn(10, 20, |x, _| {
+            if x < 5 {
+                image::Rgba([255, 0, 0, 255])
+            } else {
+                image::Rgba([0, 0, 255, 255])
+            }
+        })
     }
 
     fn placed(how: &Placement) -> (Vec<f32>, Vec<f32>) {
@@ -225,14 +242,20 @@ mod tests {
     #[test]
     fn a_cut_out_is_laid_over_through_its_alpha_where_it_lands_and_nowhere_else() {
         let scene = DynamicImage::ImageRgb8(image::RgbImage::from_pixel(20, 10, image::Rgb([0, 0, 200])));
-        let cut = DynamicImage::ImageRgba8(RgbaImage::from_fn(6, 6, |x, _| image::Rgba([255, 0, 0, if x < 3 { 255 } else { 0 }])));
+        let cut = DynamicImage::ImageRgba8(RgbaImage::from_fn(6, 6, |x, _| {
+            image::Rgba([255, 0, 0, if x < 3 { 255 } else { 0 }])
+        }));
         let (out, mask) = lay_over(&scene, &cut, (17, -2)).expect("lands");
         assert_eq!(out.get_pixel(17, 0).0[..3], [255, 0, 0]);
         assert_eq!(out.get_pixel(16, 0).0[..3], [0, 0, 200]);
         assert_eq!((mask.get_pixel(19, 3).0[0], mask.get_pixel(19, 4).0[0]), (255, 0));
         assert_eq!(out.color(), scene.color());
         assert!(lay_over(&scene, &cut, (40, 0)).is_none());
-        assert!(lay_over(&scene, &cut, (18, 0)).is_some_and(|(_, m)| m.pixels().filter(|p| p.0[0] > 0).count() == 2 * 6));
+        assert!(lay_over(&scene, &cut, (18, 0)).is_some_and(|(_, m)| m
+            .pixels()
+            .filter(|p| p.0[0] > 0)
+            .count()
+            == 2 * 6));
     }
 
     #[test]

@@ -109,7 +109,9 @@ mod tests {
     fn the_shadow_lies_under_the_subject_and_nothing_above_its_base_darkens() {
         let (w, h) = (60, 60);
         // a subject x 20..40, y 10..40
-        let place: Vec<f32> = (0..w * h).map(|i| if (20..40).contains(&(i % w)) && (10..40).contains(&(i / w)) { 1.0 } else { 0.0 }).collect();
+        let place: Vec<f32> = (0..w * h)
+            .map(|i| if (20..40).contains(&(i % w)) && (10..40).contains(&(i / w)) { 1.0 } else { 0.0 })
+            .collect();
         let cov = coverage(&place, w, h);
         let at = |x: usize, y: usize| cov[y * w + x];
         assert!(at(30, 40) > 0.4, "right under the contact: {}", at(30, 40));

@@ -77,9 +77,20 @@ pub(crate) fn check_model(m: &SdModel) -> Result<(), String> {
 
 /// A graph's inputs or outputs against the contract, by name: each
 /// (name, dtype, fixed sizes by axis, where the contract fixes them).
-fn check_io(graph: &str, what: &str, got: &[TensorSpec], want: &[(&str, &str, Vec<Option<i64>>)]) -> Result<(), String> {
-    let show = |v: &[TensorSpec]| v.iter().map(|t| format!("{} {} rank {}", t.name, t.dtype, t.shape.len())).collect::<Vec<_>>().join(", ");
-    let contract = want.iter().map(|(n, d, s)| format!("{n} {d} rank {}", s.len())).collect::<Vec<_>>().join(", ");
+fn check_io(
+    graph: &str,
+    what: &str,
+    got: &[TensorSpec],
+    want: &[(&str, &str, Vec<Option<i64>>)],
+) -> Result<(), String> {
+    let show = |v: &[TensorSpec]| {
+        v.iter()
+            .map(|t| format!("{} {} rank {}", t.name, t.dtype, t.shape.len()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let contract =
+        want.iter().map(|(n, d, s)| format!("{n} {d} rank {}", s.len())).collect::<Vec<_>>().join(", ");
     let mismatch = || format!("graphs.{graph}.{what} are [{}], the sd contract is [{contract}]", show(got));
     if got.len() != want.len() {
         return Err(mismatch());
@@ -105,19 +116,41 @@ fn check_io(graph: &str, what: &str, got: &[TensorSpec], want: &[(&str, &str, Ve
 pub(crate) fn check_graphs(g: &SdGraphs, m: &SdModel, t: &Text) -> Result<(), String> {
     let (l, d) = (Some(i64::from(t.max_length)), Some(i64::from(t.hidden_size)));
     let (c, lc) = (Some(i64::from(m.unet_in_channels)), Some(i64::from(m.latent_channels)));
-    let check = |name: &str, gr: &Graph, ins: &[(&str, &str, Vec<Option<i64>>)], outs: &[(&str, &str, Vec<Option<i64>>)]| {
+    let check = |name: &str,
+                 gr: &Graph,
+                 ins: &[(&str, &str, Vec<Option<i64>>)],
+                 outs: &[(&str, &str, Vec<Option<i64>>)]| {
         check_io(name, "inputs", &gr.inputs, ins)?;
         check_io(name, "outputs", &gr.outputs, outs)
     };
-    check("text_encoder", &g.text_encoder, &[("input_ids", "int64", vec![None, l])], &[("last_hidden_state", "float32", vec![None, l, d])])?;
+    check(
+        "text_encoder",
+        &g.text_encoder,
+        &[("input_ids", "int64", vec![None, l])],
+        &[("last_hidden_state", "float32", vec![None, l, d])],
+    )?;
     check(
         "unet",
         &g.unet,
-        &[("sample", "float32", vec![None, c, None, None]), ("timestep", "int64", vec![None]), ("encoder_hidden_states", "float32", vec![None, l, d])],
+        &[
+            ("sample", "float32", vec![None, c, None, None]),
+            ("timestep", "int64", vec![None]),
+            ("encoder_hidden_states", "float32", vec![None, l, d]),
+        ],
         &[("noise_pred", "float32", vec![None, lc, None, None])],
     )?;
-    check("vae_encoder", &g.vae_encoder, &[("image", "float32", vec![None, Some(3), None, None])], &[("latent", "float32", vec![None, lc, None, None])])?;
-    check("vae_decoder", &g.vae_decoder, &[("latent", "float32", vec![None, lc, None, None])], &[("image", "float32", vec![None, Some(3), None, None])])?;
+    check(
+        "vae_encoder",
+        &g.vae_encoder,
+        &[("image", "float32", vec![None, Some(3), None, None])],
+        &[("latent", "float32", vec![None, lc, None, None])],
+    )?;
+    check(
+        "vae_decoder",
+        &g.vae_decoder,
+        &[("latent", "float32", vec![None, lc, None, None])],
+        &[("image", "float32", vec![None, Some(3), None, None])],
+    )?;
     Ok(())
 }
 
@@ -135,14 +168,27 @@ pub fn add_prompt(m: &Manifest, text: &Text, template: Option<&str>) -> crate::R
     while let Some(open) = rest.find('{') {
         out.push_str(&rest[..open]);
         let after = &rest[open + 1..];
-        let close = after.find('}').ok_or_else(|| crate::Error::bad(format!("the prompt {tpl:?}: a '{{' is not closed (placeholders are {{subject}} and {{scene}})")))?;
+        let close = after.find('}').ok_or_else(|| {
+            crate::Error::bad(format!(
+                "the prompt {tpl:?}: a '{{' is not closed (placeholders are {{subject}} and {{scene}})"
+            ))
+        })?;
         let key = &after[..close];
         let value = match key {
             "subject" => phrase("subject").ok_or_else(|| {
-                crate::Error::bad(format!("the prompt uses {{subject}}, but {:?} is a scene concept (it has no subject)", m.name))
+                crate::Error::bad(format!(
+                    "the prompt uses {{subject}}, but {:?} is a scene concept (it has no subject)",
+                    m.name
+                ))
             })?,
-            "scene" => phrase("scene").ok_or_else(|| crate::Error::bad(format!("the prompt uses {{scene}}, but {:?} has no scene concept", m.name)))?,
-            other => return Err(crate::Error::bad(format!("the prompt {tpl:?}: unknown placeholder {{{other}}} (use {{subject}} and {{scene}})"))),
+            "scene" => phrase("scene").ok_or_else(|| {
+                crate::Error::bad(format!("the prompt uses {{scene}}, but {:?} has no scene concept", m.name))
+            })?,
+            other => {
+                return Err(crate::Error::bad(format!(
+                    "the prompt {tpl:?}: unknown placeholder {{{other}}} (use {{subject}} and {{scene}})"
+                )))
+            }
         };
         out.push_str(&value);
         rest = &after[close + 1..];

@@ -99,7 +99,12 @@ pub fn add_each(
     let batch = if guided { 2 } else { 1 };
     // The UNet's free dimensions (schema/README.md), fixed for a CUDA graph.
     let fixed = [("N", batch as i64), ("h", lh as i64), ("w", lw as i64)];
-    let unet = runtime::open_with(ModelSource::File(&path("unet")?), device, opts.threads, sd.cuda_graph.then_some(&fixed[..]))?;
+    let unet = runtime::open_with(
+        ModelSource::File(&path("unet")?),
+        device,
+        opts.threads,
+        sd.cuda_graph.then_some(&fixed[..]),
+    )?;
     // The step graph on the device the UNet really got (it shares the loop's
     // device memory); the text encoder and the VAE there too, where they can
     // run.
@@ -114,7 +119,9 @@ pub fn add_each(
         progress.update(0.0, n);
     }
     let mut unet = unet.session;
-    let open = |key: &str| -> Result<Session> { Ok(runtime::open_with(ModelSource::File(&path(key)?), others, opts.threads, None)?.session) };
+    let open = |key: &str| -> Result<Session> {
+        Ok(runtime::open_with(ModelSource::File(&path(key)?), others, opts.threads, None)?.session)
+    };
     let mut text_encoder = open("text_encoder")?;
     let mut vae_encoder = open("vae_encoder")?;
     let mut vae_decoder = open("vae_decoder")?;
@@ -122,20 +129,32 @@ pub fn add_each(
     let lc = model.latent_channels as usize;
     let shape = StepShape { batch, latent: lc, unet_in: model.unet_in_channels as usize, h: lh, w: lw };
     let step_graph = step::graph(&shape);
-    let mut step_session = runtime::open_with(ModelSource::Bytes(&step_graph, "the step graph"), dev, Some(1), None)?.session;
+    let mut step_session =
+        runtime::open_with(ModelSource::Bytes(&step_graph, "the step graph"), dev, Some(1), None)?.session;
     let session_time = t0.elapsed();
     let mut ort_time = Duration::ZERO;
-    let ie = |what: &'static str| move |e: ort::Error| Error::internal(format!("ONNX Runtime failed while running the {what} of {}: {e}", bundle.name()));
+    let ie = |what: &'static str| {
+        move |e: ort::Error| {
+            Error::internal(format!("ONNX Runtime failed while running the {what} of {}: {e}", bundle.name()))
+        }
+    };
 
     // Prompts → text embeddings, once: [negative, prompt] (just the prompt without guidance).
     progress.update(0.0, "encoding the prompt");
     let l = prompter.max_length();
     let mut ids = Vec::with_capacity(shape.batch * l);
-    let prompts: Vec<&str> = if guided { vec![negative.as_str(), prompt.as_str()] } else { vec![prompt.as_str()] };
+    let prompts: Vec<&str> =
+        if guided { vec![negative.as_str(), prompt.as_str()] } else { vec![prompt.as_str()] };
     for p in &prompts {
         let (v, cut) = prompter.ids(p).map_err(Error::bad)?;
         if cut {
-            progress.update(-1.0, &format!("the prompt is longer than the text encoder's {} tokens; the rest is ignored", l - 2));
+            progress.update(
+                -1.0,
+                &format!(
+                    "the prompt is longer than the text encoder's {} tokens; the rest is ignored",
+                    l - 2
+                ),
+            );
         }
         ids.extend(v);
     }
@@ -147,7 +166,11 @@ pub fn add_each(
             .map_err(ie("text encoder"))?;
         let (s, v) = out["last_hidden_state"].try_extract_tensor::<f32>().map_err(ie("text encoder"))?;
         if v.len() != shape.batch * l * d {
-            return Err(Error::internal(format!("the text encoder of {} returned shape {s:?}, expected [{}, {l}, {d}]", bundle.name(), shape.batch)));
+            return Err(Error::internal(format!(
+                "the text encoder of {} returned shape {s:?}, expected [{}, {l}, {d}]",
+                bundle.name(),
+                shape.batch
+            )));
         }
         v.to_vec()
     };
@@ -162,11 +185,21 @@ pub fn add_each(
         }
     }
     let sel = imageops::resize_plane(&mcrop, cw, ch, ww, wh);
-    let mut composite: Vec<f32> = imageops::resize(&crop, ww, wh).data.iter().map(|v| v * 2.0 - 1.0).collect();
+    let mut composite: Vec<f32> =
+        imageops::resize(&crop, ww, wh).data.iter().map(|v| v * 2.0 - 1.0).collect();
     if let Some(subject) = &bundle.subject {
         // Where it was placed (the pixel path's footprint) is not needed here.
         let mut placed = vec![0.0f32; ww * wh];
-        crate::composite::place::paste_subject(subject, plan.to_work(bbox), &opts.placement, ww, wh, &sel, &mut composite, &mut placed);
+        crate::composite::place::paste_subject(
+            subject,
+            plan.to_work(bbox),
+            &opts.placement,
+            ww,
+            wh,
+            &sel,
+            &mut composite,
+            &mut placed,
+        );
     }
     // The mask at latent resolution: every cell the selection touches, grown by one cell.
     let lmask = latent_mask(&sel, ww, wh, vsf);
@@ -196,7 +229,10 @@ pub fn add_each(
             .map_err(ie("VAE encoder"))?;
         let (s, v) = out["latent"].try_extract_tensor::<f32>().map_err(ie("VAE encoder"))?;
         if v.len() != nb * lc * lh * lw {
-            return Err(Error::internal(format!("the VAE encoder of {} returned shape {s:?}, expected [{nb}, {lc}, {lh}, {lw}]", bundle.name())));
+            return Err(Error::internal(format!(
+                "the VAE encoder of {} returned shape {s:?}, expected [{nb}, {lc}, {lh}, {lw}]",
+                bundle.name()
+            )));
         }
         v.to_vec()
     };
@@ -215,22 +251,35 @@ pub fn add_each(
     let schedule = &m.schedule;
     let sched = NoiseSchedule::from_manifest(schedule);
     let eta = if opts.sampler == Sampler::Ddpm { 1.0 } else { 0.0 };
-    let steps = sched.plan(sd.scheduler, Prediction::from_manifest(schedule), opts.steps, opts.strength, Timing::from_manifest(schedule), eta);
+    let steps = sched.plan(
+        sd.scheduler,
+        Prediction::from_manifest(schedule),
+        opts.steps,
+        opts.strength,
+        Timing::from_manifest(schedule),
+        eta,
+    );
 
     let base = crate::add::result_base(scene);
     let blend_mask = crate::add::blend_mask(selection, bbox, crate::add::FEATHER_DIV);
     let blend_mask = blend_mask.as_ref();
     let cuda_graph = sd.cuda_graph && dev == Device::Cuda;
-    let mut lp = Loop::new(&unet, dev, &shape, &ehs, l, d, &known, &keep, &cond, cuda_graph).map_err(ie("UNet"))?;
+    let mut lp =
+        Loop::new(&unet, dev, &shape, &ehs, l, d, &known, &keep, &cond, cuda_graph).map_err(ie("UNet"))?;
     let n = steps.steps.len();
     for v in 0..opts.variants {
         let seed = opts.seed.wrapping_add(v as u64);
-        let mut stats = AddStats { session: session_time, steps: n, work_w: ww, work_h: wh, ..Default::default() };
+        let mut stats =
+            AddStats { session: session_time, steps: n, work_w: ww, work_h: wh, ..Default::default() };
         let total = (opts.variants * n) as f64;
         let mut on_step = |i: usize| -> Result<()> {
             progress.update(
                 (v * n + i) as f64 / total,
-                &if opts.variants > 1 { format!("variant {}/{}: step {}/{}", v + 1, opts.variants, i, n) } else { format!("step {i}/{n}") },
+                &if opts.variants > 1 {
+                    format!("variant {}/{}: step {}/{}", v + 1, opts.variants, i, n)
+                } else {
+                    format!("step {i}/{n}")
+                },
             );
             if progress.cancelled() {
                 return Err(Error::Cancelled);
@@ -251,7 +300,9 @@ pub fn add_each(
         // The final latents come to the host (a few kB): the decoder may sit on
         // another device than the loop (CUDA with a per-node fallback, or the CPU).
         let x: Vec<f32> = if dev == Device::Cuda {
-            x.to(AllocationDevice::CPU, 0).and_then(|c| c.try_extract_tensor::<f32>().map(|(_, v)| v.to_vec())).map_err(ie("UNet"))?
+            x.to(AllocationDevice::CPU, 0)
+                .and_then(|c| c.try_extract_tensor::<f32>().map(|(_, v)| v.to_vec()))
+                .map_err(ie("UNet"))?
         } else {
             x.try_extract_tensor::<f32>().map_err(ie("UNet"))?.1.to_vec()
         };
@@ -261,7 +312,10 @@ pub fn add_each(
                 .map_err(ie("VAE decoder"))?;
             let (s, v) = out["image"].try_extract_tensor::<f32>().map_err(ie("VAE decoder"))?;
             if v.len() != 3 * wh * ww {
-                return Err(Error::internal(format!("the VAE decoder of {} returned shape {s:?}, expected [1, 3, {wh}, {ww}]", bundle.name())));
+                return Err(Error::internal(format!(
+                    "the VAE decoder of {} returned shape {s:?}, expected [1, 3, {wh}, {ww}]",
+                    bundle.name()
+                )));
             }
             v.iter().map(|p| (p.clamp(-1.0, 1.0) + 1.0) * 0.5).collect()
         };
@@ -295,7 +349,8 @@ pub fn latent_mask(sel: &[f32], w: usize, h: usize, f: usize) -> Vec<f32> {
     let mut out = vec![0.0; lw * lh];
     for y in 0..lh {
         for x in 0..lw {
-            let near = (y.saturating_sub(1)..(y + 2).min(lh)).any(|yy| (x.saturating_sub(1)..(x + 2).min(lw)).any(|xx| cell[yy * lw + xx]));
+            let near = (y.saturating_sub(1)..(y + 2).min(lh))
+                .any(|yy| (x.saturating_sub(1)..(x + 2).min(lw)).any(|xx| cell[yy * lw + xx]));
             out[y * lw + x] = if near { 1.0 } else { 0.0 };
         }
     }
@@ -337,9 +392,23 @@ struct Loop {
 
 impl Loop {
     #[allow(clippy::too_many_arguments)]
-    fn new(unet: &Session, dev: Device, shape: &StepShape, ehs: &[f32], l: usize, d: usize, known: &[f32], keep: &[f32], cond: &[f32], cuda_graph: bool) -> ort::Result<Loop> {
+    fn new(
+        unet: &Session,
+        dev: Device,
+        shape: &StepShape,
+        ehs: &[f32],
+        l: usize,
+        d: usize,
+        known: &[f32],
+        keep: &[f32],
+        cond: &[f32],
+        cuda_graph: bool,
+    ) -> ort::Result<Loop> {
         let alloc = if dev == Device::Cuda {
-            Allocator::new(unet, MemoryInfo::new(AllocationDevice::CUDA, 0, AllocatorType::Device, MemoryType::Default)?)?
+            Allocator::new(
+                unet,
+                MemoryInfo::new(AllocationDevice::CUDA, 0, AllocatorType::Device, MemoryType::Default)?,
+            )?
         } else {
             Allocator::default()
         };
@@ -357,13 +426,16 @@ impl Loop {
             ehs: up(ehs, &[b, l, d])?,
             known: up(known, &lat)?,
             keep: up(keep, &[1, 1, h, w])?,
-            cond: if shape.cond_channels() > 0 { Some(up(cond, &[1, shape.cond_channels(), h, w])?) } else { None },
+            cond: if shape.cond_channels() > 0 {
+                Some(up(cond, &[1, shape.cond_channels(), h, w])?)
+            } else {
+                None
+            },
             cond_host: cond.to_vec(),
             timestep: if cuda_graph { Some(Tensor::<i64>::new(&alloc, [b])?) } else { None },
             alloc,
         })
     }
-
 
     /// Runs every step of `plan` from `start`; returns x at the end (on the device).
     #[allow(clippy::too_many_arguments)]

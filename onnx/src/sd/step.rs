@@ -52,7 +52,16 @@ pub fn graph(s: &StepShape) -> Vec<u8> {
     } else {
         nodes.push(node("Identity", &["noise_pred"], &["out"]));
     }
-    for (a, b_, o) in [("a", "x", "ax"), ("b", "out", "bo"), ("p", "x", "px"), ("q", "x0", "qx0"), ("r", "x0_prev", "rx1"), ("s", "z", "sz"), ("ka", "known", "kk"), ("kn", "noise0", "kz")] {
+    for (a, b_, o) in [
+        ("a", "x", "ax"),
+        ("b", "out", "bo"),
+        ("p", "x", "px"),
+        ("q", "x0", "qx0"),
+        ("r", "x0_prev", "rx1"),
+        ("s", "z", "sz"),
+        ("ka", "known", "kk"),
+        ("kn", "noise0", "kz"),
+    ] {
         nodes.push(node("Mul", &[a, b_], &[o]));
     }
     nodes.push(node("Add", &["ax", "bo"], &["x0"]));
@@ -87,21 +96,36 @@ pub fn graph(s: &StepShape) -> Vec<u8> {
         inputs.push(value_info("cond", FLOAT, &[(1, ""), (s.cond_channels() as i64, ""), (h, ""), (w, "")]));
     }
     inputs.push(value_info("coef", FLOAT, &[(COEF.len() as i64, "")]));
-    let outputs = [lat("x_next"), lat("x0"), value_info("sample", FLOAT, &[(b, ""), (s.unet_in as i64, ""), (h, ""), (w, "")])];
+    let outputs = [
+        lat("x_next"),
+        lat("x0"),
+        value_info("sample", FLOAT, &[(b, ""), (s.unet_in as i64, ""), (h, ""), (w, "")]),
+    ];
     model(&nodes, &inits, &inputs, &outputs)
 }
 
 /// The step graph's arithmetic in Rust (f32, as the graph), for tests.
 /// Returns (x_next, x0).
 #[allow(clippy::too_many_arguments)]
-pub fn reference(noise_pred: &[f32], batch: usize, x: &[f32], x0_prev: &[f32], z: &[f32], known: &[f32], noise0: &[f32], keep: &[f32], coef: &[f32; 9]) -> (Vec<f32>, Vec<f32>) {
+pub fn reference(
+    noise_pred: &[f32],
+    batch: usize,
+    x: &[f32],
+    x0_prev: &[f32],
+    z: &[f32],
+    known: &[f32],
+    noise0: &[f32],
+    keep: &[f32],
+    coef: &[f32; 9],
+) -> (Vec<f32>, Vec<f32>) {
     let n = x.len();
     let plane = keep.len();
     let [g, a, b, p, q, r, s, ka, kn] = *coef;
     let mut xn = vec![0.0; n];
     let mut x0 = vec![0.0; n];
     for i in 0..n {
-        let out = if batch == 2 { noise_pred[i] + g * (noise_pred[n + i] - noise_pred[i]) } else { noise_pred[i] };
+        let out =
+            if batch == 2 { noise_pred[i] + g * (noise_pred[n + i] - noise_pred[i]) } else { noise_pred[i] };
         x0[i] = a * x[i] + b * out;
         let v = p * x[i] + q * x0[i] + r * x0_prev[i] + s * z[i];
         let k = ka * known[i] + kn * noise0[i];

@@ -15,7 +15,9 @@ use serde_json::json;
 
 use crate::bundle::hex;
 use crate::manifest::Schedule;
-use crate::onnxfile::write::{model, node, node_attrs, node_ints, tensor_f16, tensor_f32, tensor_i64, value_info};
+use crate::onnxfile::write::{
+    model, node, node_attrs, node_ints, tensor_f16, tensor_f32, tensor_i64, value_info,
+};
 use crate::onnxfile::{FLOAT, INT64};
 use crate::schedule::NoiseSchedule;
 
@@ -35,13 +37,21 @@ pub struct SyntheticSd {
 
 impl Default for SyntheticSd {
     fn default() -> Self {
-        SyntheticSd { name: "sdtoy".into(), stage: 2, inpainting: false, fp16: false, prediction: "epsilon".into(), gain: 0.9 }
+        SyntheticSd {
+            name: "sdtoy".into(),
+            stage: 2,
+            inpainting: false,
+            fp16: false,
+            prediction: "epsilon".into(),
+            gain: 0.9,
+        }
     }
 }
 
 pub const MAX_LENGTH: usize = 16;
 pub const HIDDEN: usize = 8;
-const WORDS: [&str; 12] = ["a", "photo", "of", "in", "scene", "dog", "red", "blue", "zwx", "qbz", "on", "the"];
+const WORDS: [&str; 12] =
+    ["a", "photo", "of", "in", "scene", "dog", "red", "blue", "zwx", "qbz", "on", "the"];
 
 pub fn schedule() -> Schedule {
     Schedule {
@@ -92,10 +102,9 @@ pub fn tokenizer_json() -> (String, Vec<(String, u32)>) {
     let bos = vocab.len() as u32;
     vocab.push(("<|startoftext|>".into(), bos));
     vocab.push(("<|endoftext|>".into(), bos + 1));
-    let special = |id: u32, content: &str| {
-        json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false, "normalized": true, "special": true})
-    };
-    let v: serde_json::Map<String, serde_json::Value> = vocab.iter().map(|(k, i)| (k.clone(), json!(i))).collect();
+    let special = |id: u32, content: &str| json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false, "normalized": true, "special": true});
+    let v: serde_json::Map<String, serde_json::Value> =
+        vocab.iter().map(|(k, i)| (k.clone(), json!(i))).collect();
     let j = json!({
         "version": "1.0",
         "truncation": null,
@@ -129,9 +138,18 @@ fn text_encoder(vocab: usize, fp16: bool) -> Vec<u8> {
         .collect();
     let l = MAX_LENGTH as i64;
     let (nodes, init) = if fp16 {
-        (vec![node("Gather", &["emb16", "input_ids"], &["h16"]), node_attrs("Cast", &["h16"], &["last_hidden_state"], &[("to", i64::from(FLOAT))])], tensor_f16("emb16", &[vocab as i64, HIDDEN as i64], &emb))
+        (
+            vec![
+                node("Gather", &["emb16", "input_ids"], &["h16"]),
+                node_attrs("Cast", &["h16"], &["last_hidden_state"], &[("to", i64::from(FLOAT))]),
+            ],
+            tensor_f16("emb16", &[vocab as i64, HIDDEN as i64], &emb),
+        )
     } else {
-        (vec![node("Gather", &["emb", "input_ids"], &["last_hidden_state"])], tensor_f32("emb", &[vocab as i64, HIDDEN as i64], &emb))
+        (
+            vec![node("Gather", &["emb", "input_ids"], &["last_hidden_state"])],
+            tensor_f32("emb", &[vocab as i64, HIDDEN as i64], &emb),
+        )
     };
     model(
         &nodes,
@@ -205,7 +223,12 @@ fn vae_encoder() -> Vec<u8> {
         }
     }
     model(
-        &[node_ints("Conv", &["image", "w"], &["latent"], &[("kernel_shape", &[8, 8]), ("strides", &[8, 8])])],
+        &[node_ints(
+            "Conv",
+            &["image", "w"],
+            &["latent"],
+            &[("kernel_shape", &[8, 8]), ("strides", &[8, 8])],
+        )],
         &[tensor_f32("w", &[4, 3, 8, 8], &w)],
         &[value_info("image", FLOAT, &[(-1, "N"), (3, ""), (-1, "H"), (-1, "W")])],
         &[value_info("latent", FLOAT, &[(-1, "N"), (4, ""), (-1, "h"), (-1, "w")])],
@@ -221,7 +244,12 @@ fn vae_decoder() -> Vec<u8> {
         }
     }
     model(
-        &[node_ints("ConvTranspose", &["latent", "w"], &["image"], &[("kernel_shape", &[8, 8]), ("strides", &[8, 8])])],
+        &[node_ints(
+            "ConvTranspose",
+            &["latent", "w"],
+            &["image"],
+            &[("kernel_shape", &[8, 8]), ("strides", &[8, 8])],
+        )],
         &[tensor_f32("w", &[4, 3, 8, 8], &w)],
         &[value_info("latent", FLOAT, &[(-1, "N"), (4, ""), (-1, "h"), (-1, "w")])],
         &[value_info("image", FLOAT, &[(-1, "N"), (3, ""), (-1, "H"), (-1, "W")])],
@@ -238,7 +266,8 @@ pub fn write_sd_bundle(library: &Path, s: &SyntheticSd) -> std::io::Result<PathB
     std::fs::write(dir.join("unet.onnx"), unet(s))?;
     std::fs::write(dir.join("vae_encoder.onnx"), vae_encoder())?;
     std::fs::write(dir.join("vae_decoder.onnx"), vae_decoder())?;
-    let mut files = vec!["tokenizer.json", "text_encoder.onnx", "unet.onnx", "vae_encoder.onnx", "vae_decoder.onnx"];
+    let mut files =
+        vec!["tokenizer.json", "text_encoder.onnx", "unet.onnx", "vae_encoder.onnx", "vae_decoder.onnx"];
     if s.stage == 2 {
         image::RgbaImage::from_fn(48, 64, |x, y| {
             let (dx, dy) = ((x as f32 - 23.5) / 22.0, (y as f32 - 31.5) / 30.0);
@@ -252,8 +281,10 @@ pub fn write_sd_bundle(library: &Path, s: &SyntheticSd) -> std::io::Result<PathB
     let id = |w: &str| vocab.iter().find(|(k, _)| k == &format!("{w}</w>")).map(|(_, i)| *i).unwrap_or(0);
     let eos = vocab.len() as u32 - 1;
     let src = hex(&[7u8; 32]);
-    let mut concepts = vec![json!({"id": id("zwx"), "identifier": "zwx", "name": "scene", "role": "scene", "stage": 1,
-        "source_sha256": src, "source_size": [640, 427], "class_word": "scene", "prompt": "a photo of zwx scene"})];
+    let mut concepts = vec![
+        json!({"id": id("zwx"), "identifier": "zwx", "name": "scene", "role": "scene", "stage": 1,
+        "source_sha256": src, "source_size": [640, 427], "class_word": "scene", "prompt": "a photo of zwx scene"}),
+    ];
     if s.stage == 2 {
         concepts.push(json!({"id": id("qbz"), "identifier": "qbz", "name": s.name, "role": "subject", "stage": 2,
             "source_sha256": src, "source_size": [48, 64], "class_word": "dog", "prompt": "a photo of qbz dog"}));
@@ -293,6 +324,9 @@ pub fn write_sd_bundle(library: &Path, s: &SyntheticSd) -> std::io::Result<PathB
     if s.stage == 2 {
         m["subject"] = json!({"file": "subject.png", "has_mask": true});
     }
-    std::fs::write(dir.join("bundle.json"), serde_json::to_string_pretty(&m).map_err(std::io::Error::other)?)?;
+    std::fs::write(
+        dir.join("bundle.json"),
+        serde_json::to_string_pretty(&m).map_err(std::io::Error::other)?,
+    )?;
     Ok(dir)
 }

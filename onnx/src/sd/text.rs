@@ -28,7 +28,8 @@ impl Prompter {
         if len > MAX_TOKENIZER_BYTES {
             return Err(format!("too large for a tokenizer ({len} bytes)"));
         }
-        let mut tokenizer = Tokenizer::from_file(path).map_err(|e| format!("not a tokenizer pie can load (Hugging Face tokenizers JSON): {e}"))?;
+        let mut tokenizer = Tokenizer::from_file(path)
+            .map_err(|e| format!("not a tokenizer pie can load (Hugging Face tokenizers JSON): {e}"))?;
         // The contract pads and truncates by itself; settings in the file would interfere.
         tokenizer.with_padding(None);
         tokenizer.with_truncation(None).map_err(|e| e.to_string())?;
@@ -41,7 +42,13 @@ impl Prompter {
         if text.max_length < 3 {
             return Err(format!("text.max_length {} is below 3", text.max_length));
         }
-        Ok(Prompter { tokenizer, max_length: text.max_length as usize, bos: text.bos_id, eos: text.eos_id, pad: text.pad_id })
+        Ok(Prompter {
+            tokenizer,
+            max_length: text.max_length as usize,
+            bos: text.bos_id,
+            eos: text.eos_id,
+            pad: text.pad_id,
+        })
     }
 
     pub fn max_length(&self) -> usize {
@@ -50,7 +57,10 @@ impl Prompter {
 
     /// The L ids of `prompt`, and whether it was cut to fit.
     pub fn ids(&self, prompt: &str) -> Result<(Vec<i64>, bool), String> {
-        let enc = self.tokenizer.encode(prompt, false).map_err(|e| format!("cannot tokenize the prompt {prompt:?}: {e}"))?;
+        let enc = self
+            .tokenizer
+            .encode(prompt, false)
+            .map_err(|e| format!("cannot tokenize the prompt {prompt:?}: {e}"))?;
         let raw = enc.get_ids();
         let keep = raw.len().min(self.max_length - 2);
         let mut ids = Vec::with_capacity(self.max_length);

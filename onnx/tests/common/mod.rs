@@ -32,7 +32,8 @@ pub fn ort() {
 pub fn synthetic_library() -> tempfile::TempDir {
     let d = tempfile::tempdir().expect("tempdir");
     write_bundle(d.path(), &Synthetic { name: "ball".into(), ..Default::default() }).expect("write ball");
-    write_bundle(d.path(), &Synthetic { name: "meadow".into(), stage: 1, ..Default::default() }).expect("write meadow");
+    write_bundle(d.path(), &Synthetic { name: "meadow".into(), stage: 1, ..Default::default() })
+        .expect("write meadow");
     d
 }
 
@@ -90,12 +91,45 @@ pub fn trained_library() -> Option<PathBuf> {
     let img = lib.join("scene-source.png");
     let subj = lib.join("subject-source.png");
     write_sources(&img, &subj)?;
-    let tiny = ["--steps", "20", "--bench-steps", "0", "--preview-every", "0", "--checkpoint-every", "0", "--resolution", "16", "--threads", "1"];
+    let tiny = [
+        "--steps",
+        "20",
+        "--bench-steps",
+        "0",
+        "--preview-every",
+        "0",
+        "--checkpoint-every",
+        "0",
+        "--resolution",
+        "16",
+        "--threads",
+        "1",
+    ];
     let pie = env!("CARGO_BIN_EXE_pie");
-    let mut args: Vec<String> = vec!["--library".into(), lib.display().to_string(), "learn-scene".into(), img.display().to_string(), "--name".into(), "scene".into(), "--device".into(), "cpu".into()];
+    let mut args: Vec<String> = vec![
+        "--library".into(),
+        lib.display().to_string(),
+        "learn-scene".into(),
+        img.display().to_string(),
+        "--name".into(),
+        "scene".into(),
+        "--device".into(),
+        "cpu".into(),
+    ];
     args.extend(tiny.iter().map(|a| format!("--trainer-arg={a}")));
     run_ok(pie, &args);
-    let mut args: Vec<String> = vec!["--library".into(), lib.display().to_string(), "learn-subject".into(), subj.display().to_string(), "--scene".into(), "scene".into(), "--name".into(), "subject".into(), "--device".into(), "cpu".into()];
+    let mut args: Vec<String> = vec![
+        "--library".into(),
+        lib.display().to_string(),
+        "learn-subject".into(),
+        subj.display().to_string(),
+        "--scene".into(),
+        "scene".into(),
+        "--name".into(),
+        "subject".into(),
+        "--device".into(),
+        "cpu".into(),
+    ];
     args.extend(tiny.iter().map(|a| format!("--trainer-arg={a}")));
     run_ok(pie, &args);
     Some(lib)
@@ -116,7 +150,9 @@ fn trainer_key() -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     let dir = trainer_source().join("pie_trainer");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
     files.sort();
     for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "py")) {
         h.update(f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
@@ -127,7 +163,9 @@ fn trainer_key() -> String {
 
 /// Files in `dir` (names), for "nothing was written" checks.
 pub fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir).map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
     v.sort();
     v
 }
@@ -197,7 +235,10 @@ pub fn trained_sd_library() -> Option<PathBuf> {
     };
     let probe = env.python_code("import diffusers, transformers, peft, pie_trainer.sd.tiny").output();
     if !probe.as_ref().is_ok_and(|o| o.status.success()) {
-        eprintln!("SKIP (the trainer's environment cannot run the sd backbone): {:?}", probe.map(|o| String::from_utf8_lossy(&o.stderr).into_owned()));
+        eprintln!(
+            "SKIP (the trainer's environment cannot run the sd backbone): {:?}",
+            probe.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+        );
         return None;
     }
     let root = target_dir().join(format!("pie-test-sd-bundles/{}", trainer_tree_key()));
@@ -208,7 +249,9 @@ pub fn trained_sd_library() -> Option<PathBuf> {
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&lib).ok()?;
     for (dir, extra) in [("tiny", None), ("tiny-inpaint", Some("--inpainting"))] {
-        let mut c = env.python_code("import runpy; runpy.run_module('pie_trainer.sd.tiny', run_name='__main__', alter_sys=True)");
+        let mut c = env.python_code(
+            "import runpy; runpy.run_module('pie_trainer.sd.tiny', run_name='__main__', alter_sys=True)",
+        );
         c.arg(root.join(dir));
         if let Some(e) = extra {
             c.arg(e);
@@ -225,13 +268,46 @@ pub fn trained_sd_library() -> Option<PathBuf> {
     let base = root.join("tiny").display().to_string();
     let inpaint_base = root.join("tiny-inpaint").display().to_string();
     let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<String>>();
-    let mut a = s(&["--library", &l, "learn-scene", &img.display().to_string(), "--name", "scene", "--backbone", "sd", "--base", &base]);
+    let mut a = s(&[
+        "--library",
+        &l,
+        "learn-scene",
+        &img.display().to_string(),
+        "--name",
+        "scene",
+        "--backbone",
+        "sd",
+        "--base",
+        &base,
+    ]);
     a.extend(s(&tiny));
     run_ok(pie, &a);
-    let mut a = s(&["--library", &l, "learn-subject", &subj.display().to_string(), "--scene", "scene", "--name", "subject", "--class-word", "ball"]);
+    let mut a = s(&[
+        "--library",
+        &l,
+        "learn-subject",
+        &subj.display().to_string(),
+        "--scene",
+        "scene",
+        "--name",
+        "subject",
+        "--class-word",
+        "ball",
+    ]);
     a.extend(s(&tiny));
     run_ok(pie, &a);
-    let mut a = s(&["--library", &l, "learn-scene", &img.display().to_string(), "--name", "inpaint-scene", "--backbone", "sd", "--base", &inpaint_base]);
+    let mut a = s(&[
+        "--library",
+        &l,
+        "learn-scene",
+        &img.display().to_string(),
+        "--name",
+        "inpaint-scene",
+        "--backbone",
+        "sd",
+        "--base",
+        &inpaint_base,
+    ]);
     a.extend(s(&tiny));
     run_ok(pie, &a);
     Some(lib)
