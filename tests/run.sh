@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite (README's test command; .ci/run calls exactly this).
 # Sets up everything it needs first (cached under ${PIE_CACHE:-~/.cache/pie}),
-# then runs: the engine's Rust tests, the trainer's pytest suite, the
+# then runs: the lint gate (build/lint.sh), the engine's Rust tests, the trainer's pytest suite, the
 # command-line end-to-end tests, and the GIMP 3 headless tests.
 # PIE_SKIP_GIMP=1 leaves out the GIMP 3 host and its tests (they need root).
 source "$(dirname "$0")/../build/common.sh"
@@ -69,6 +69,7 @@ export PIE_TRAINER_PATH=$PIE_ROOT/trainer
 export PIE_HOME=$(mktemp -d /tmp/pie-test-home.XXXXXX)
 trap 'summary; rm -rf "$PIE_HOME"' EXIT
 
+timed "lint: rustfmt, clippy, ruff, mypy" bash build/lint.sh
 timed "engine: cargo test (release)" cargo test --release -p pie-engine
 timed "trainer: pytest" "$PIE_TRAINER_PYTHON" -m pytest -q trainer/tests
 timed "evaluation: pytest" "$PIE_EVAL_PYTHON" -m pytest -q tests/eval

@@ -535,7 +535,7 @@ mod tests {
             ("attribute tensors", wrap(&graph_of(&[node_with(attr(10, &ext("t")))], &[], &[])).0),
             ("subgraph", wrap(&graph_of(&[node_with(attr(6, &sub))], &[], &[])).0),
             ("subgraph list", wrap(&graph_of(&[node_with(attr(11, &sub))], &[], &[])).0),
-            ("sparse initializer", wrap(&graph_of(&[], &[], &[sparse.clone()])).0),
+            ("sparse initializer", wrap(&graph_of(&[], &[], std::slice::from_ref(&sparse))).0),
             ("sparse attribute", wrap(&graph_of(&[node_with(attr(22, &sparse))], &[], &[])).0),
             ("sparse attribute list", wrap(&graph_of(&[node_with(attr(23, &sparse))], &[], &[])).0),
             (
