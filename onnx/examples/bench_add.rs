@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use image::DynamicImage;
 use pie::testkit::{write_bundle, Synthetic};
-use pie::{AddOptions, Device, Library, NoProgress};
+use pie::{AddRequest, Device, Library, NoProgress};
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok())
@@ -51,8 +51,14 @@ fn main() {
     let mask = image::GrayImage::from_fn(512, 384, |x, y| {
         image::Luma([if (192..320).contains(&x) && (128..256).contains(&y) { 255 } else { 0 }])
     });
-    let strength: f32 = arg(&args, "--strength").unwrap_or_else(|| pie::concept_defaults(&bundle).0);
-    let opts = AddOptions { steps, strength, device: Device::Cpu, threads, ..Default::default() };
+    let strength: f32 = arg(&args, "--strength").unwrap_or_else(|| pie::concept_defaults(&bundle).strength);
+    let opts = AddRequest {
+        steps: Some(steps),
+        strength: Some(strength),
+        device: Device::Cpu,
+        threads,
+        ..Default::default()
+    };
     println!(
         "bundle {concept} ({}), selection 128x128 in 512x384, {steps} steps, strength {strength}, threads {}",
         bundle.dir.display(),

@@ -12,8 +12,7 @@
 use std::process::exit;
 use std::time::{Duration, Instant};
 
-use pie::sd::SdOptions;
-use pie::{AddOptions, Device, Library, NoProgress};
+use pie::{AddRequest, Device, Library, NoProgress};
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
@@ -56,23 +55,29 @@ fn main() {
     let scene = image::open(required(&args, "--image")).unwrap_or_else(|e| fail("--image", e));
     let selection =
         image::open(required(&args, "--selection")).unwrap_or_else(|e| fail("--selection", e)).to_luma8();
-    let opts = AddOptions {
-        steps: parsed(&args, "--steps", 50),
-        guidance: parsed(&args, "--guidance", pie::sd::DEFAULT_GUIDANCE),
-        strength: parsed(&args, "--strength", 1.0),
+    let (steps, guidance, strength) = (
+        parsed(&args, "--steps", 50),
+        parsed(&args, "--guidance", pie::sd::DEFAULT_GUIDANCE),
+        parsed(&args, "--strength", 1.0),
+    );
+    let cuda_graph = args.iter().any(|a| a == "--cuda-graph");
+    let request = AddRequest {
+        steps: Some(steps),
+        guidance: Some(guidance),
+        strength: Some(strength),
         variants: runs + 1,
         device,
+        scheduler: Some(scheduler),
+        cuda_graph,
         ..Default::default()
     };
-    let sd =
-        SdOptions { scheduler, cuda_graph: args.iter().any(|a| a == "--cuda-graph"), ..Default::default() };
 
     let started = Instant::now();
     let mut marks: Vec<Instant> = Vec::new();
     let mut session = Duration::ZERO;
     let mut ran_on = device;
     let mut work = (0, 0);
-    pie::add_each_with(&bundle, &scene, &selection, &opts, &sd, &mut NoProgress, &mut |out| {
+    pie::add_each(&bundle, &scene, &selection, &request, &mut NoProgress, &mut |out| {
         marks.push(Instant::now());
         session = out.stats.session;
         ran_on = out.device;
@@ -98,17 +103,17 @@ fn main() {
     };
     if args.iter().any(|a| a == "--json") {
         let line = serde_json::json!({
-            "variant": if sd.cuda_graph { "pie-cuda-graph" } else { "pie" },
+            "variant": if cuda_graph { "pie-cuda-graph" } else { "pie" },
             "s_per_image": median, "runs": &per[1.min(per.len())..], "first_image_s": first,
             "session_s": session.as_secs_f64(), "device": ran_on.to_string(), "dtype": precision,
-            "size": work.0.max(work.1), "work": [work.0, work.1], "steps": opts.steps, "guidance": opts.guidance,
-            "strength": opts.strength,
+            "size": work.0.max(work.1), "work": [work.0, work.1], "steps": steps, "guidance": guidance,
+            "strength": strength,
         });
         println!("{line}");
     } else {
         println!(
             "{concept} on {ran_on} ({precision}), working size {}x{}, {} steps, guidance {}: sessions {:.2} s, first image {:.3} s, median of {} {:.3} s per image",
-            work.0, work.1, opts.steps, opts.guidance, session.as_secs_f64(), first, timed.len(), median
+            work.0, work.1, steps, guidance, session.as_secs_f64(), first, timed.len(), median
         );
     }
 }

@@ -1,94 +1,21 @@
-//! Adding the subject into a selection: crop, place, match the subject's
-//! colour to the scene around it, re-synthesize where subject and scene meet
-//! with the personalized denoiser (masked DDIM/DDPM with classifier-free
-//! guidance, known pixels re-imposed every step), and blend back: outside
-//! the selection nothing changes, and inside it only the subject's footprint
-//! and a thin ring around it.
+//! The one Add skeleton every backbone runs through: check the request and
+//! the selection, let the concept's backbone make ready what its variants
+//! share, then for each variant sample (with progress and cancel), blend the
+//! result back through the selection and hand it on. Outside the selection
+//! nothing changes. What differs between backbones sits behind [`Backbone`].
 
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use image::{DynamicImage, GenericImageView, GrayImage};
-use ort::value::TensorRef;
-use rand::Rng;
-use rand_chacha::ChaCha8Rng;
-use rand_core::SeedableRng;
-use rand_distr::StandardNormal;
 
 use crate::bundle::Bundle;
-use crate::composite::{self, Look, Placement};
+use crate::composite::region;
 use crate::imageops::{self, Planes, Rect};
-use crate::plan::{self, Plan};
-use crate::runtime::{self, Device};
-use crate::schedule::{step_coef, NoiseSchedule};
-use crate::{Error, Progress, Result};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Sampler {
-    /// Deterministic (η = 0), x̂0 clamped to [-1, 1].
-    #[default]
-    Ddim,
-    /// Ancestral, DDPM's posterior variance (η = 1) on the same timesteps.
-    Ddpm,
-}
-
-impl std::str::FromStr for Sampler {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Sampler> {
-        match s.to_ascii_lowercase().as_str() {
-            "ddim" => Ok(Sampler::Ddim),
-            "ddpm" => Ok(Sampler::Ddpm),
-            _ => Err(Error::bad(format!("unknown sampler {s:?}: use ddim or ddpm"))),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct AddOptions {
-    pub seed: u64,
-    /// Denoiser steps over the whole schedule; `steps × strength` of them run
-    /// per result, each one graph run on a batch of 3 (subject, scene, null).
-    pub steps: usize,
-    /// How much is re-synthesized where the model is free, (0, 1]: 1 starts
-    /// from noise. A scene concept is free in the whole selection; with a
-    /// subject, the model is free where subject and scene meet (its outline,
-    /// a thin ring around it, where it meets the selection's edge) and the
-    /// subject's inside and the rest of the selection keep their pixels.
-    pub strength: f32,
-    /// Classifier-free guidance scale; 1 = none.
-    pub guidance: f32,
-    /// Results from seeds `seed`, `seed+1`, …
-    pub variants: usize,
-    pub device: Device,
-    pub sampler: Sampler,
-    /// ONNX Runtime threads; `None` = all cores but one.
-    pub threads: Option<usize>,
-    /// 0 to 1: how much full-resolution detail of the placed subject and the
-    /// scene is put back when the model works below 1:1 (large photos).
-    pub detail: f32,
-    /// Where the subject goes in the selection (Add; Blend takes the user's place).
-    pub placement: Placement,
-    /// How far it takes on the scene's light, grain and shadow.
-    pub look: Look,
-}
-
-impl Default for AddOptions {
-    fn default() -> Self {
-        AddOptions {
-            seed: 0,
-            steps: 50,
-            strength: 0.2,
-            guidance: 3.0,
-            variants: 1,
-            device: Device::Auto,
-            sampler: Sampler::Ddim,
-            threads: None,
-            detail: 1.0,
-            placement: Placement::default(),
-            look: Look::default(),
-        }
-    }
-}
+use crate::request::{AddRequest, Defaults, Settings};
+use crate::runtime::Device;
+use crate::schedule::Scheduler;
+use crate::{Error, Opt, Progress, Result};
 
 /// Where the time went.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
@@ -96,7 +23,7 @@ pub struct AddStats {
     pub total: Duration,
     /// Inside ONNX Runtime's `run`.
     pub runtime: Duration,
-    /// Creating the session (loading the graph).
+    /// Creating the sessions (loading the graphs).
     pub session: Duration,
     pub steps: usize,
     pub work_w: usize,
@@ -117,33 +44,79 @@ pub struct AddOutput {
     pub stats: AddStats,
 }
 
-pub(crate) fn check_options(o: &AddOptions) -> Result<()> {
-    if !(1..=1000).contains(&o.steps) {
-        return Err(Error::bad(format!("--steps {} is out of range (1 to 1000)", o.steps)));
-    }
-    if !(o.strength > 0.0 && o.strength <= 1.0) {
-        return Err(Error::bad(format!("--strength {} is out of range (above 0, at most 1)", o.strength)));
-    }
-    if !(o.guidance.is_finite() && (0.0..=30.0).contains(&o.guidance)) {
-        return Err(Error::bad(format!("--guidance {} is out of range (0 to 30)", o.guidance)));
-    }
-    if !(1..=64).contains(&o.variants) {
-        return Err(Error::bad(format!("--variants {} is out of range (1 to 64)", o.variants)));
-    }
-    o.placement.check()?;
-    o.look.check()?;
-    if !(0.0..=1.0).contains(&o.detail) {
-        return Err(Error::bad(format!("--detail {} is out of range (0 to 1)", o.detail)));
-    }
-    let most = runtime::max_threads();
-    match o.threads {
-        Some(0) => return Err(Error::bad("--threads must be at least 1")),
-        Some(n) if n > most => {
-            return Err(Error::bad(format!(
-                "--threads {n} is more than this machine can use: at most {most} (4 per core)"
-            )))
-        }
-        _ => {}
+/// One backbone's side of an Add. A new backbone is one module implementing
+/// this, listed in [`backbones`] and named by its manifest branch.
+pub(crate) trait Backbone: Sync {
+    /// Its name in `bundle.json`.
+    fn name(&self) -> &'static str;
+    /// What its concepts lack that some options need, for the error that refuses them.
+    fn lacks(&self) -> &'static str;
+    /// Whether it reads `opt` (a request that gives one it does not is refused).
+    fn reads(&self, opt: Opt) -> bool;
+    fn schedulers(&self) -> &'static [Scheduler];
+    fn defaults(&self) -> Defaults;
+    /// Whether it can blend a pasted subject (Blend Pasted Subject).
+    fn blends(&self) -> bool;
+    /// Checks what only it has, opens its models and makes ready everything
+    /// the variants share.
+    fn prepare<'a>(&self, job: &Job<'a>, progress: &mut dyn Progress) -> Result<Prepared<'a>>;
+}
+
+/// The backbones this pie runs.
+pub(crate) fn backbones() -> [&'static dyn Backbone; 2] {
+    [&crate::pixel::PixelUnet, &crate::sd::pipeline::Sd]
+}
+
+pub(crate) fn backbone_of(bundle: &Bundle) -> &'static dyn Backbone {
+    bundle.manifest.model.backbone()
+}
+
+/// One Add's inputs, checked.
+pub(crate) struct Job<'a> {
+    pub bundle: &'a Bundle,
+    pub scene: &'a DynamicImage,
+    pub selection: &'a GrayImage,
+    /// Blend: where the pasted subject is (it is already in `scene`).
+    pub pasted: Option<&'a GrayImage>,
+    /// The selection's bounding box.
+    pub bbox: Rect,
+    pub settings: &'a Settings,
+}
+
+/// What a backbone made ready for the variants of one Add.
+pub(crate) struct Prepared<'a> {
+    /// The part of the image the results cover.
+    pub crop: Rect,
+    pub work_w: usize,
+    pub work_h: usize,
+    /// Denoiser steps per variant.
+    pub steps: usize,
+    /// The device the denoiser really runs on, and why `auto` fell back.
+    pub device: Device,
+    pub note: Option<String>,
+    pub session: Duration,
+    /// What a result is blended through, over the whole image.
+    pub write: Cow<'a, GrayImage>,
+    pub sampler: Box<dyn Variant + 'a>,
+}
+
+pub(crate) trait Variant {
+    /// One result from `seed`: the crop in [0, 1] at its own size. Time
+    /// inside ONNX Runtime goes to `runtime`; `on_step(i)` is called before
+    /// step i and once after the last, and its error stops the work.
+    fn sample(
+        &mut self,
+        seed: u64,
+        runtime: &mut Duration,
+        on_step: &mut dyn FnMut(usize) -> Result<()>,
+    ) -> Result<Planes>;
+}
+
+/// Says the models are loading; stops here if the user cancelled.
+pub(crate) fn loading(progress: &mut dyn Progress) -> Result<()> {
+    progress.update(0.0, "loading the model");
+    if progress.cancelled() {
+        return Err(Error::Cancelled);
     }
     Ok(())
 }
@@ -173,19 +146,20 @@ pub fn check_selection(scene: &DynamicImage, selection: &GrayImage) -> Result<Re
     Ok(bbox)
 }
 
-/// The pixel-unet Add (a scene (Stage I) bundle re-synthesizes the selection
-/// as more of the scene), handing each result to `sink` as soon as it is made, so a caller
-/// that stores them (the command line) never holds K full-size copies of a
-/// large photo at once. An error from `sink` stops the work.
+/// Adds the bundle's subject into `selection` of `scene` (a scene concept
+/// re-synthesizes the selection as more of the scene), handing each result
+/// to `sink` as soon as it is made, so a caller that stores them (the
+/// command line) never holds K full-size copies of a large photo at once.
+/// An error from `sink` stops the work.
 pub fn add_each(
     bundle: &Bundle,
     scene: &DynamicImage,
     selection: &GrayImage,
-    opts: &AddOptions,
+    request: &AddRequest,
     progress: &mut dyn Progress,
     sink: &mut dyn FnMut(AddOutput) -> Result<()>,
 ) -> Result<()> {
-    run_each(bundle, scene, selection, None, opts, progress, sink)
+    run_each(bundle, scene, selection, None, request, progress, sink)
 }
 
 /// Blend Pasted Subject: `image` already holds the subject where the user
@@ -196,721 +170,67 @@ pub fn blend_each(
     bundle: &Bundle,
     image: &DynamicImage,
     subject: &GrayImage,
-    opts: &AddOptions,
+    request: &AddRequest,
     progress: &mut dyn Progress,
     sink: &mut dyn FnMut(AddOutput) -> Result<()>,
 ) -> Result<()> {
-    let selection = blend_selection(image, subject)?;
-    run_each(bundle, image, &selection, Some(subject), opts, progress, sink)
-}
-
-/// The region Blend may change: the subject's bounds with room around it
-/// for the seam and below it for the shadow.
-pub fn blend_selection(image: &DynamicImage, subject: &GrayImage) -> Result<GrayImage> {
-    if subject.dimensions() != image.dimensions() {
+    let backbone = backbone_of(bundle);
+    if !backbone.blends() {
         return Err(Error::bad(format!(
-            "the subject's mask is {}x{} but the image is {}x{}: they must be the same size",
-            subject.width(),
-            subject.height(),
-            image.width(),
-            image.height()
+            "{:?} is learned with the {} backbone: blending a pasted subject works with {} concepts (learn the scene with that backbone)",
+            bundle.name(),
+            backbone.name(),
+            backbones().iter().filter(|b| b.blends()).map(|b| b.name()).collect::<Vec<_>>().join(" and ")
         )));
     }
-    let b = imageops::mask_bbox(subject)
-        .ok_or_else(|| Error::bad("the subject's mask is empty (0 everywhere): nothing to blend"))?;
-    if subject.as_raw().iter().all(|&v| v > 0) {
-        return Err(Error::bad(
-            "the subject covers the whole image: there is no scene around it to blend it into",
-        ));
-    }
-    let m = (b.w.min(b.h) / 10).max(4);
-    let (x0, y0) = (b.x.saturating_sub(m), b.y.saturating_sub(m));
-    let x1 = (b.right() + m).min(image.width());
-    let y1 = (b.bottom() + m + b.h / 6).min(image.height());
-    Ok(GrayImage::from_fn(image.width(), image.height(), |x, y| {
-        image::Luma([if x >= x0 && x < x1 && y >= y0 && y < y1 { 255 } else { 0 }])
-    }))
+    let selection = region::blend_selection(image, subject)?;
+    run_each(bundle, image, &selection, Some(subject), request, progress, sink)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run_each(
     bundle: &Bundle,
     scene: &DynamicImage,
     selection: &GrayImage,
-    given: Option<&GrayImage>,
-    opts: &AddOptions,
+    pasted: Option<&GrayImage>,
+    request: &AddRequest,
     progress: &mut dyn Progress,
     sink: &mut dyn FnMut(AddOutput) -> Result<()>,
 ) -> Result<()> {
     let started = Instant::now();
-    check_options(opts)?;
+    let settings = request.resolve(bundle)?;
     let bbox = check_selection(scene, selection)?;
-    let plan = plan::plan(scene.width(), scene.height(), bbox, &bundle.manifest.model)?;
-    let prep = prepare(bundle, scene, selection, given, &plan, bbox, opts);
-
-    progress.update(0.0, "loading the model");
-    if progress.cancelled() {
-        return Err(Error::Cancelled);
-    }
-    let t0 = Instant::now();
-    let mut den = runtime::open(&bundle.denoiser_path(), opts.device, opts.threads)?;
-    let session_time = t0.elapsed();
-    if let Some(n) = &den.note {
-        progress.update(0.0, n);
-    }
-
-    let sched = NoiseSchedule::from_manifest(&bundle.manifest.schedule);
-    let ts = sched.timesteps(opts.steps, opts.strength);
-    let base = result_base(scene);
-    let blend_mask =
-        blend_mask(selection, bbox, if prep.edit.is_some() { FEATHER_DIV_SUBJECT } else { FEATHER_DIV });
-    let blend_mask = blend_mask.as_ref();
-    // With a subject, only its footprint and the ring around it are written;
-    // the rest of the selection keeps its pixels exactly, like the outside.
-    let edit_owned;
-    let write_mask = match &prep.edit {
-        Some(e) => {
-            edit_owned = imageops::scale_mask_in(blend_mask, plan.crop, e);
-            &edit_owned
-        }
-        None => blend_mask,
-    };
-    for v in 0..opts.variants {
-        let seed = opts.seed.wrapping_add(v as u64);
+    let job = Job { bundle, scene, selection, pasted, bbox, settings: &settings };
+    let mut prep = backbone_of(bundle).prepare(&job, progress)?;
+    let base = region::result_base(scene);
+    let (n, variants) = (prep.steps, settings.variants);
+    for v in 0..variants {
+        let seed = settings.seed.wrapping_add(v as u64);
         let mut stats = AddStats {
-            session: session_time,
-            steps: ts.len(),
-            work_w: plan.work_w,
-            work_h: plan.work_h,
+            session: prep.session,
+            steps: n,
+            work_w: prep.work_w,
+            work_h: prep.work_h,
             ..Default::default()
         };
-        let total = (opts.variants * ts.len()) as f64;
+        let total = (variants * n) as f64;
         let mut on_step = |i: usize| -> Result<()> {
-            progress.update(
-                (v * ts.len() + i) as f64 / total,
-                &if opts.variants > 1 {
-                    format!("variant {}/{}: step {}/{}", v + 1, opts.variants, i, ts.len())
-                } else {
-                    format!("step {}/{}", i, ts.len())
-                },
-            );
+            let text = if variants > 1 {
+                format!("variant {}/{variants}: step {i}/{n}", v + 1)
+            } else {
+                format!("step {i}/{n}")
+            };
+            progress.update((v * n + i) as f64 / total, &text);
             if progress.cancelled() {
                 return Err(Error::Cancelled);
             }
             Ok(())
         };
-        let work = sample(
-            &mut den.session,
-            bundle,
-            &prep,
-            &sched,
-            &ts,
-            opts,
-            seed,
-            &mut stats.runtime,
-            &mut on_step,
-        )?;
-        // Back to [0, 1] at the crop's size, then through the user's selection.
-        let mut res = imageops::resize(
-            &Planes { c: 3, w: plan.work_w, h: plan.work_h, data: work },
-            plan.crop.w as usize,
-            plan.crop.h as usize,
-        );
-        if let Some(d) = &prep.detail {
-            res.data.iter_mut().zip(d).for_each(|(v, d)| *v += d);
-        }
-        // The subject's own pixels at the photo's resolution: its outline is
-        // as sharp as the photo's, whatever scale the model worked at.
-        if let Some((full, weight)) = &prep.crisp {
-            let n = weight.len();
-            for c in 0..3 {
-                let it = res.data[c * n..(c + 1) * n].iter_mut().zip(&full[c * n..(c + 1) * n]).zip(weight);
-                it.for_each(|((r, f), k)| *r = k * f + (1.0 - k) * *r);
-            }
-        }
-        res.data.iter_mut().for_each(|v| *v = (*v + 1.0) * 0.5);
-        if let Some(shade) = &prep.shade {
-            let n = shade.len();
-            for c in 0..3 {
-                // Multiplied: the ground keeps its texture in the shadow.
-                res.data[c * n..(c + 1) * n].iter_mut().zip(shade).for_each(|(v, k)| *v *= 1.0 - k);
-            }
-        }
+        let res = prep.sampler.sample(seed, &mut stats.runtime, &mut on_step)?;
         let mut image = base.clone();
-        imageops::blend_into(&mut image, plan.crop, &res, write_mask);
+        imageops::blend_into(&mut image, prep.crop, &res, &prep.write);
         stats.total = started.elapsed();
-        sink(AddOutput { seed, image, changed: bbox, device: den.device, note: den.note.clone(), stats })?;
+        sink(AddOutput { seed, image, changed: bbox, device: prep.device, note: prep.note.clone(), stats })?;
     }
     progress.update(1.0, "done");
     Ok(())
-}
-
-/// Everything at working resolution, in the model's [-1, 1].
-struct Prepared {
-    w: usize,
-    h: usize,
-    /// What is re-imposed where the model is not free: the scene crop, or,
-    /// with a subject, the scene with the colour-matched subject in it.
-    known: Vec<f32>,
-    /// Scene with the subject pasted in: where sampling starts.
-    composite: Vec<f32>,
-    /// How free the model is, [0, 1]: the selection, or, with a subject, the
-    /// band where subject and scene meet (see [`around_subject`]).
-    sel: Vec<f32>,
-    /// Where the subject token applies, [0, 1] (blurred placement).
-    subj: Vec<f32>,
-    /// At crop size, in model units: detail to add back after upsampling.
-    detail: Option<Vec<f32>>,
-    /// At crop size, [0, 1]: with a subject, the part of the selection that is
-    /// written (its footprint and a ring around it); `None`: all of it.
-    edit: Option<Vec<f32>>,
-    /// At crop size: the composite in model units and how much of it is put
-    /// back over the model's result (the subject's footprint).
-    crisp: Option<(Vec<f32>, Vec<f32>)>,
-    /// At crop size: how much darker the shadow makes each pixel, [0, 1].
-    shade: Option<Vec<f32>>,
-}
-
-/// How a subject is fitted into the scene. Lengths are fractions of the
-/// selection's shorter side, so that they mean the same at any photo size.
-struct Fit {
-    /// The ring of scene around the subject's footprint that is re-synthesized
-    /// (where the subject's soft edge meets the scene) ...
-    ring: f32,
-    /// ... and beyond it, the fade into the pixels that are kept as they are.
-    fade: f32,
-    /// Inside the footprint, the band along its edge where the model is free;
-    /// further in, the subject's own pixels are kept (the small model cannot
-    /// redraw a subject faithfully: it pulls it toward the scene it memorized).
-    edge: f32,
-    /// Along the subject's outline, how much of the colour difference between
-    /// the scene just outside and the subject just inside is taken away at the
-    /// outline (light from the scene wrapping around the subject) ...
-    wrap: f32,
-    /// ... fading over this toward the subject's inside.
-    wrap_depth: f32,
-    /// Where the subject meets the selection's edge, all of that difference is
-    /// taken away (as Poisson blending does) over this depth, and the model
-    /// redraws it without the pasted detail, so the cut shows no seam.
-    cut_depth: f32,
-    /// The neighbourhood over which "local colour" is averaged.
-    colour_scale: f32,
-}
-
-const FIT: Fit = Fit {
-    ring: 0.03,
-    fade: 0.03,
-    edge: 0.02,
-    wrap: 0.35,
-    wrap_depth: 0.02,
-    cut_depth: 0.05,
-    colour_scale: 0.1,
-};
-
-/// A hard-edged selection's edge is faded over its shorter side divided by
-/// this; with a subject the fade is wider, so where the subject meets the
-/// selection's edge it melts into the kept scene.
-/// The image the result is written into: a copy of the scene in its own depth
-/// and channels where those can be kept, else RGBA8.
-pub(crate) fn result_base(scene: &DynamicImage) -> DynamicImage {
-    match scene {
-        DynamicImage::ImageLuma8(_)
-        | DynamicImage::ImageLumaA8(_)
-        | DynamicImage::ImageRgb8(_)
-        | DynamicImage::ImageRgba8(_)
-        | DynamicImage::ImageLuma16(_)
-        | DynamicImage::ImageLumaA16(_)
-        | DynamicImage::ImageRgb16(_)
-        | DynamicImage::ImageRgba16(_)
-        | DynamicImage::ImageRgb32F(_)
-        | DynamicImage::ImageRgba32F(_) => scene.clone(),
-        other => DynamicImage::ImageRgba8(other.to_rgba8()),
-    }
-}
-
-/// The mask the result is blended through. A hard-edged selection would show
-/// its edge as a seam, so the result fades in over the selection's short side
-/// divided by `div` (1 to 12 pixels) inside it; outside stays untouched either way.
-pub(crate) fn blend_mask<'a>(
-    selection: &'a GrayImage,
-    bbox: Rect,
-    div: u32,
-) -> std::borrow::Cow<'a, GrayImage> {
-    if imageops::is_hard(selection) {
-        let r = (bbox.w.min(bbox.h) / div).clamp(1, 12);
-        std::borrow::Cow::Owned(imageops::feather_inward(selection, bbox, r))
-    } else {
-        std::borrow::Cow::Borrowed(selection)
-    }
-}
-
-/// How wide the selection's faded edge is, in pixels: the inward feather
-/// Add gives a hard-edged one, or, for a feathered one, how far in from its
-/// bounds it reaches full strength (along its middle row and column, at most a
-/// quarter of its size).
-fn faded_edge(selection: &GrayImage, b: Rect) -> u32 {
-    if imageops::is_hard(selection) {
-        return (b.w.min(b.h) / FEATHER_DIV_SUBJECT).clamp(1, 12);
-    }
-    let (mx, my) = (b.x + b.w / 2, b.y + b.h / 2);
-    let full = |x: u32, y: u32| selection.get_pixel(x, y).0[0] >= 250;
-    let most = b.w.min(b.h) / 4;
-    let from = |f: &dyn Fn(u32) -> bool| (0..most).find(|&i| f(i)).unwrap_or(most);
-    let l = from(&|i| full(b.x + i, my));
-    let r = from(&|i| full(b.right() - 1 - i, my));
-    let t = from(&|i| full(mx, b.y + i));
-    let d = from(&|i| full(mx, b.bottom() - 1 - i));
-    l.max(r).max(t).max(d)
-}
-
-/// Feather divisors: a scene concept's whole selection, a subject's cut at the selection's edge.
-pub(crate) const FEATHER_DIV: u32 = 24;
-const FEATHER_DIV_SUBJECT: u32 = 12;
-
-fn prepare(
-    bundle: &Bundle,
-    scene: &DynamicImage,
-    selection: &GrayImage,
-    given: Option<&GrayImage>,
-    plan: &Plan,
-    bbox: Rect,
-    opts: &AddOptions,
-) -> Prepared {
-    let (w, h) = (plan.work_w, plan.work_h);
-    let (cw, ch) = (plan.crop.w as usize, plan.crop.h as usize);
-    let crop = imageops::read_rgb(scene, plan.crop);
-    let known: Vec<f32> = imageops::resize(&crop, w, h).data.iter().map(|v| v * 2.0 - 1.0).collect();
-    let in_crop = |m: &GrayImage| {
-        let mut v = Vec::with_capacity(cw * ch);
-        for y in plan.crop.y..plan.crop.bottom() {
-            for x in plan.crop.x..plan.crop.right() {
-                v.push(f32::from(m.get_pixel(x, y).0[0]) / 255.0);
-            }
-        }
-        v
-    };
-    let mcrop = in_crop(selection);
-    let mut sel = imageops::resize_plane(&mcrop, cw, ch, w, h);
-    // The subject is placed at full resolution, then brought to the working scale.
-    let mut full = Planes { c: 3, w: cw, h: ch, data: crop.data.iter().map(|v| v * 2.0 - 1.0).collect() };
-    let mut place_full = vec![0.0f32; cw * ch];
-    let mut around = None;
-    let look = opts.look;
-    let placed = match (given, &bundle.subject) {
-        (Some(mask), _) => {
-            place_full = in_crop(mask);
-            true
-        }
-        (None, Some(subject)) => {
-            // Inside the selection's faded edge, so no part of the subject fades
-            // out with it; standing on the bottom, with room below for its shadow.
-            let bottom = matches!(
-                opts.placement.anchor,
-                composite::Anchor::Bottom | composite::Anchor::BottomLeft | composite::Anchor::BottomRight
-            );
-            let edge = f64::from(faded_edge(selection, bbox));
-            let room = if bottom { (bbox.h as f64 * 0.05).round() } else { 0.0 };
-            let rel = (
-                (bbox.x - plan.crop.x) as f64 + edge,
-                (bbox.y - plan.crop.y) as f64 + edge,
-                (bbox.w as f64 - 2.0 * edge).max(1.0),
-                (bbox.h as f64 - 2.0 * edge - room).max(1.0),
-            );
-            composite::place::paste_subject(
-                subject,
-                rel,
-                &opts.placement,
-                cw,
-                ch,
-                &mcrop,
-                &mut full.data,
-                &mut place_full,
-            );
-            true
-        }
-        (None, None) => false,
-    };
-    let mut crisp = None;
-    let mut shade: Option<Vec<f32>> = None;
-    if placed {
-        let short = bbox.w.min(bbox.h) as f32;
-        let mut a = around_subject(&place_full, &mcrop, cw, ch, short, &FIT);
-        let surroundings = composite::surroundings(&place_full, cw, ch, (0.25 * short).max(4.0));
-        composite::light::harmonize(&mut full, &place_full, &surroundings, look.harmonize);
-        let known_p = Planes { c: 3, w, h, data: known.clone() };
-        match_colour(&mut full, &place_full, &known_p, &sel, short * plan.scale as f32, &FIT);
-        if look.grain {
-            // One grain for every variant: it is the photo's, not the variation's.
-            composite::grain::match_grain(&mut full, &place_full, &a.d_in, &surroundings, 0);
-        }
-        let shadow = (look.shadow > 0.0).then(|| composite::shadow::coverage(&place_full, cw, ch));
-        if let Some(shadow) = &shadow {
-            a.write.iter_mut().zip(shadow).for_each(|(wr, s)| *wr = wr.max((s * 8.0).min(1.0)));
-        }
-        let free = imageops::resize_plane(&a.free, cw, ch, w, h);
-        sel.iter_mut().zip(&free).for_each(|(s, f)| *s *= f.clamp(0.0, 1.0));
-        // The subject's footprint, and the photo's own pixels just outside it
-        // (one working pixel deep): below 1:1 the model's redrawing there is
-        // an upsampled blur, which would soften the outline from outside.
-        let texel = (1.0 / plan.scale as f32).max(1.0);
-        let weight: Vec<f32> = place_full
-            .iter()
-            .zip(&a.d_out)
-            .zip(&a.cut)
-            .map(|((p, &d), k)| {
-                let beside = if texel > 1.0 { (1.0 - (d - texel) / texel).clamp(0.0, 1.0) } else { 0.0 };
-                p.min(1.0).max(beside) * (1.0 - k)
-            })
-            .collect();
-        crisp = Some((full.data.clone(), weight));
-        // Cast on the result, after the model: redrawn, the ring under the
-        // subject would come back as the scene the model memorized, unshaded.
-        shade = shadow.map(|s| s.iter().zip(&mcrop).map(|(s, m)| s * m * look.shadow).collect());
-        around = Some(a);
-    }
-    let composite = imageops::resize(&full, w, h).data;
-    let known = if around.is_some() { composite.clone() } else { known };
-    let place = imageops::resize_plane(&place_full, cw, ch, w, h);
-    let radius = ((w.min(h) as f32) / 64.0).ceil() as usize;
-    // Softened inward only: the subject's token outside its footprint would
-    // draw a halo of its colour into the scene around it.
-    let subj: Vec<f32> = imageops::box_blur(&place, w, h, radius.max(1))
-        .iter()
-        .zip(&place)
-        .map(|(b, p)| b.min(p.min(1.0)))
-        .collect();
-    // What the working scale cannot hold: the composite minus its round trip
-    // through the working size. Added back, it keeps the subject and the scene's
-    // texture sharp when the model works below 1:1 (and is ~0 at 1:1).
-    let detail = if opts.detail > 0.0 && (w != cw || h != ch) {
-        let back = imageops::resize(&Planes { c: 3, w, h, data: composite.clone() }, cw, ch);
-        let mut d: Vec<f32> = full.data.iter().zip(&back.data).map(|(f, b)| opts.detail * (f - b)).collect();
-        // Where the subject is cut by the selection's edge the model's redrawing
-        // stands alone: the pasted cut's detail would bring its seam back.
-        if let Some(a) = &around {
-            for c in 0..3 {
-                let it =
-                    d[c * cw * ch..(c + 1) * cw * ch].iter_mut().zip(&a.free).zip(&place_full).zip(&a.cut);
-                it.for_each(|(((v, f), m), k)| *v *= 1.0 - m.min(1.0) * f * k);
-            }
-        }
-        Some(d)
-    } else {
-        None
-    };
-    Prepared { w, h, known, composite, sel, subj, detail, edit: around.map(|a| a.write), crisp, shade }
-}
-
-/// Around a placed subject, at the crop's size, [0, 1] each.
-struct Around {
-    /// What is written: the footprint, the ring around it, the fade beyond.
-    write: Vec<f32>,
-    /// How free the model is: on both sides of the footprint's edge (the ring
-    /// outside, the `edge` band inside) and where the subject meets the
-    /// selection's edge; 0 in the subject's inside, whose pixels are kept.
-    free: Vec<f32>,
-    /// Where the subject meets the selection's edge (within `cut_depth`).
-    cut: Vec<f32>,
-    /// Distance (chamfer, pixels) into the footprint (coverage ≥ 0.5), and out
-    /// of it (from where coverage is above 0): for grain and the crisp outline.
-    d_in: Vec<f32>,
-    d_out: Vec<f32>,
-}
-
-fn around_subject(place: &[f32], sel: &[f32], w: usize, h: usize, short: f32, f: &Fit) -> Around {
-    let outside: Vec<bool> = place.iter().map(|&m| m <= 0.0).collect();
-    let inside = composite::inside(place);
-    let in_sel: Vec<bool> = sel.iter().map(|&m| m >= 0.5).collect();
-    let d_out = imageops::distance_inside(&outside, w, h);
-    let d_in = imageops::distance_inside(&inside, w, h);
-    let d_sel = imageops::distance_inside(&in_sel, w, h);
-    let (ring, fade, edge) =
-        ((short * f.ring).max(1.0), (short * f.fade).max(1.0), (short * f.edge).max(1.0));
-    let cut_depth = (short * f.cut_depth).max(1.0);
-    let write: Vec<f32> = d_out.iter().map(|&d| (1.0 - (d - ring) / fade).clamp(0.0, 1.0)).collect();
-    let cut: Vec<f32> = d_sel
-        .iter()
-        .zip(place)
-        .map(|(&d, &m)| if m > 0.0 { (1.0 - (d - cut_depth) / cut_depth).clamp(0.0, 1.0) } else { 0.0 })
-        .collect();
-    let free = write
-        .iter()
-        .zip(&d_in)
-        .zip(&cut)
-        .map(|((&wr, &di), &c)| {
-            if di <= 0.0 { wr } else { (1.0 - (di - edge) / fade).clamp(0.0, 1.0) }.max(c)
-        })
-        .collect();
-    Around { write, free, cut, d_in, d_out }
-}
-
-/// Matches the placed subject's colour to the scene around it, in the low
-/// frequencies only, so that the subject keeps all its detail: the subject's
-/// local mean colour over a band just inside its outline is moved toward the
-/// scene's local mean colour over the kept pixels just outside it, by `wrap`
-/// at the outline fading over `wrap_depth` inward, and all the way (as Poisson
-/// blending does) where the subject meets the selection's edge, fading over
-/// `cut_depth`. Works at the model's scale on `known` (the scene crop) and
-/// `sel`; `full` and `place` are at the crop's size.
-fn match_colour(full: &mut Planes, place: &[f32], known: &Planes, sel: &[f32], short_work: f32, f: &Fit) {
-    let (w, h) = (known.w, known.h);
-    let (cw, ch) = (full.w, full.h);
-    let comp = imageops::resize(full, w, h);
-    let pw = imageops::resize_plane(place, cw, ch, w, h);
-    let inside: Vec<bool> = pw.iter().map(|&m| m >= 0.5).collect();
-    let outside: Vec<bool> = inside.iter().map(|v| !v).collect();
-    let in_sel: Vec<bool> = sel.iter().map(|&m| m >= 0.5).collect();
-    let d_in = imageops::distance_inside(&inside, w, h);
-    let d_out = imageops::distance_inside(&outside, w, h);
-    let d_sel = imageops::distance_inside(&in_sel, w, h);
-    let band = (0.05 * short_work).max(2.0);
-    let ring_w: Vec<f32> = d_out.iter().map(|&d| if d > 0.0 && d <= band { 1.0 } else { 0.0 }).collect();
-    let band_w: Vec<f32> = d_in.iter().map(|&d| if d > 0.0 && d <= band { 1.0 } else { 0.0 }).collect();
-    let sigma = (f.colour_scale * short_work).max(1.0);
-    let (scene_mean, sd) = imageops::local_mean(known, &ring_w, sigma);
-    let (subj_mean, bd) = imageops::local_mean(&comp, &band_w, sigma);
-    let (depth, cut_depth) = ((f.wrap_depth * short_work).max(0.5), (f.cut_depth * short_work).max(0.5));
-    let n = w * h;
-    let mut corr = Planes::new(3, w, h);
-    for i in 0..n {
-        if sd[i] <= 1e-4 || bd[i] <= 1e-4 {
-            continue;
-        }
-        let k_wrap = f.wrap * (-(d_in[i] - 0.5).max(0.0) / depth).exp();
-        let k_cut = (1.0 - (d_sel[i] - cut_depth) / cut_depth).clamp(0.0, 1.0);
-        let k = k_wrap.max(k_cut);
-        for c in 0..3 {
-            corr.data[c * n + i] = k * (scene_mean.data[c * n + i] - subj_mean.data[c * n + i]);
-        }
-    }
-    let up = imageops::resize(&corr, cw, ch);
-    let cn = cw * ch;
-    for c in 0..3 {
-        for i in 0..cn {
-            let v = &mut full.data[c * cn + i];
-            *v = (*v + place[i] * up.data[c * cn + i]).clamp(-1.0, 1.0);
-        }
-    }
-}
-
-/// Standard normal samples from the seeded stream (ChaCha8 + ziggurat:
-/// the same sequence for the same seed on every run).
-struct Noise(ChaCha8Rng);
-
-impl Noise {
-    fn fill(&mut self, out: &mut [f32]) {
-        for v in out.iter_mut() {
-            *v = self.0.sample(StandardNormal);
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn sample(
-    session: &mut ort::session::Session,
-    bundle: &Bundle,
-    p: &Prepared,
-    sched: &NoiseSchedule,
-    ts: &[usize],
-    opts: &AddOptions,
-    seed: u64,
-    ort_time: &mut Duration,
-    on_step: &mut dyn FnMut(usize) -> Result<()>,
-) -> Result<Vec<f32>> {
-    let (w, h) = (p.w, p.h);
-    let plane = w * h;
-    let n = 3 * plane;
-    let mut noise = Noise(ChaCha8Rng::seed_from_u64(seed));
-    let mut z = vec![0.0f32; n];
-
-    // Subject, scene, null; a scene bundle has no subject token.
-    let mut tokens = Vec::with_capacity(3);
-    if let Some(s) = bundle.subject_token {
-        tokens.push(s);
-    }
-    tokens.push(bundle.scene_token);
-    let g = opts.guidance;
-    // Guidance 1 is the conditional prediction alone: no need to run the null token.
-    let guided = g != 1.0;
-    if guided {
-        tokens.push(bundle.null_token);
-    }
-    let batch = tokens.len();
-    let has_subject = bundle.subject_token.is_some();
-
-    let a0 = sched.abar(Some(ts[0]));
-    noise.fill(&mut z);
-    let mut x: Vec<f32> = p
-        .composite
-        .iter()
-        .zip(&z)
-        .map(|(c, e)| (a0.sqrt() as f32) * c + ((1.0 - a0).sqrt() as f32) * e)
-        .collect();
-    let mut xin = vec![0.0f32; batch * n];
-    let mut eps = vec![0.0f32; n];
-    let eta = if opts.sampler == Sampler::Ddpm { 1.0 } else { 0.0 };
-    let ie = |e: ort::Error| {
-        Error::internal(format!("ONNX Runtime failed while running the denoiser of {}: {e}", bundle.name()))
-    };
-
-    for (i, &t) in ts.iter().enumerate() {
-        on_step(i)?;
-        for b in 0..batch {
-            xin[b * n..(b + 1) * n].copy_from_slice(&x);
-        }
-        let tv = vec![t as i64; batch];
-        let t_run = Instant::now();
-        {
-            let outputs = session
-                .run(ort::inputs![
-                    "x" => TensorRef::from_array_view(([batch, 3, h, w], &xin[..])).map_err(ie)?,
-                    "t" => TensorRef::from_array_view(([batch], &tv[..])).map_err(ie)?,
-                    "token" => TensorRef::from_array_view(([batch], &tokens[..])).map_err(ie)?,
-                ])
-                .map_err(ie)?;
-            let eps_value = outputs.get("eps").ok_or_else(|| {
-                Error::internal(format!("the denoiser of {} gave no output named eps", bundle.name()))
-            })?;
-            let (shape, out) = eps_value.try_extract_tensor::<f32>().map_err(ie)?;
-            if out.len() != batch * n {
-                return Err(Error::internal(format!(
-                    "the denoiser of {} returned eps of shape {shape:?}, expected [{batch}, 3, {h}, {w}]",
-                    bundle.name()
-                )));
-            }
-            *ort_time += t_run.elapsed();
-            // Conditional ε: the subject's where it is placed, the scene's around it.
-            if has_subject {
-                let (s, sc) = (&out[..n], &out[n..2 * n]);
-                for c in 0..3 {
-                    let r = c * plane..(c + 1) * plane;
-                    let it = eps[r.clone()].iter_mut().zip(&s[r.clone()]).zip(&sc[r]).zip(&p.subj);
-                    for (((e, s), sc), m) in it {
-                        *e = m * s + (1.0 - m) * sc;
-                    }
-                }
-            } else {
-                eps.copy_from_slice(&out[..n]);
-            }
-            if guided {
-                let nu = &out[(batch - 1) * n..batch * n];
-                for (e, nu) in eps.iter_mut().zip(nu) {
-                    *e = nu + g * (*e - nu);
-                }
-            }
-        }
-
-        let prev = ts.get(i + 1).copied();
-        let c = step_coef(sched.abar(Some(t)), sched.abar(prev), eta);
-        let (sa, s1, sp, ce, sg) = (
-            c.sqrt_abar as f32,
-            c.sqrt_one_minus as f32,
-            c.sqrt_abar_prev as f32,
-            c.c_eps as f32,
-            c.sigma as f32,
-        );
-        if sg > 0.0 {
-            noise.fill(&mut z);
-        } else {
-            z.iter_mut().for_each(|v| *v = 0.0);
-        }
-        let (inv_sa, inv_s1) = (1.0 / sa, 1.0 / s1);
-        for ((xv, e), zv) in x.iter_mut().zip(&eps).zip(&z) {
-            let x0 = ((*xv - s1 * e) * inv_sa).clamp(-1.0, 1.0);
-            // ε consistent with the clamped x̂0, so the step stays on its trajectory.
-            let e = (*xv - sa * x0) * inv_s1;
-            *xv = sp * x0 + ce * e + sg * zv;
-        }
-        // Re-impose what is known, noised to the level x is now at.
-        let ap = sched.abar(prev);
-        let (ka, kn) = (ap.sqrt() as f32, (1.0 - ap).sqrt() as f32);
-        // Noise only where the known pixels show through, so a small selection costs little.
-        for c in 0..3 {
-            let xs = &mut x[c * plane..(c + 1) * plane];
-            let ks = &p.known[c * plane..(c + 1) * plane];
-            for ((xv, kv), m) in xs.iter_mut().zip(ks).zip(&p.sel) {
-                if *m < 1.0 {
-                    let noise_v =
-                        if prev.is_some() { kn * noise.0.sample::<f32, _>(StandardNormal) } else { 0.0 };
-                    *xv = m * *xv + (1.0 - m) * (ka * kv + noise_v);
-                }
-            }
-        }
-    }
-    on_step(ts.len())?;
-    Ok(x)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A 60x50 crop of scene colour `a`, a selection x 10..50, y 10..40, and
-    /// a subject of colour `b` filling x 20..40 over the selection's height
-    /// (so it meets the selection's top and bottom edges).
-    fn setup() -> (Planes, Vec<f32>, Vec<f32>, Planes) {
-        let (w, h) = (60, 50);
-        let (a, b) = ([-0.6f32, 0.0, 0.6], [0.8f32, -0.6, -0.8]);
-        let inside = |x: usize, y: usize, x0, x1| (x0..x1).contains(&x) && (10..40).contains(&y);
-        let sel: Vec<f32> =
-            (0..w * h).map(|i| if inside(i % w, i / w, 10, 50) { 1.0 } else { 0.0 }).collect();
-        let place: Vec<f32> =
-            (0..w * h).map(|i| if inside(i % w, i / w, 20, 40) { 1.0 } else { 0.0 }).collect();
-        let mut known = Planes::new(3, w, h);
-        let mut full = Planes::new(3, w, h);
-        for c in 0..3 {
-            for i in 0..w * h {
-                known.data[c * w * h + i] = a[c];
-                full.data[c * w * h + i] = if place[i] > 0.0 { b[c] } else { a[c] };
-            }
-        }
-        (known, sel, place, full)
-    }
-
-    fn px(p: &Planes, x: usize, y: usize) -> [f32; 3] {
-        [0, 1, 2].map(|c| p.data[c * p.w * p.h + y * p.w + x])
-    }
-
-    fn d(p: [f32; 3], q: [f32; 3]) -> f32 {
-        p.iter().zip(q).map(|(a, b)| (a - b) * (a - b)).sum::<f32>().sqrt()
-    }
-
-    #[test]
-    fn the_subject_takes_the_scene_colour_where_it_meets_the_selection_edge_and_keeps_its_own_inside() {
-        let (known, sel, place, mut full) = setup();
-        let (a, b) = (px(&known, 0, 0), px(&full, 30, 25));
-        match_colour(&mut full, &place, &known, &sel, 30.0, &FIT);
-        // at the selection's top and bottom edges, in the middle of the subject's width
-        for y in [10, 39] {
-            assert!(d(px(&full, 30, y), a) < 0.1 * d(a, b), "row {y}: {:?}", px(&full, 30, y));
-        }
-        // along its outline inside the selection the scene's light only wraps
-        // around it: moved toward the scene, by less than the wrap
-        let side = px(&full, 20, 25);
-        assert!(d(side, b) > 0.1 * d(a, b) && d(side, b) < FIT.wrap * d(a, b), "outline {side:?}");
-        // the middle is the subject's own colour
-        assert!(d(px(&full, 30, 25), b) < 0.01, "middle {:?}", px(&full, 30, 25));
-        // outside the footprint nothing is touched
-        assert_eq!(px(&full, 15, 25), a);
-    }
-
-    #[test]
-    fn only_the_footprint_and_a_thin_ring_are_written_and_the_model_is_free_only_where_subject_and_scene_meet(
-    ) {
-        let (_, sel, place, _) = setup();
-        let r = around_subject(&place, &sel, 60, 50, 30.0, &FIT);
-        let at = |v: &[f32], x: usize, y: usize| v[y * 60 + x];
-        // written: the footprint and about 2 px around it (3% of 30 px, then a 1 px fade)
-        assert_eq!(at(&r.write, 30, 25), 1.0);
-        assert_eq!(at(&r.write, 19, 25), 1.0);
-        assert_eq!(at(&r.write, 15, 25), 0.0);
-        assert_eq!(at(&r.write, 44, 25), 0.0);
-        // free: on both sides of the outline and where the subject meets the selection's edge ...
-        assert_eq!(at(&r.free, 19, 25), 1.0);
-        assert_eq!(at(&r.free, 20, 25), 1.0);
-        assert_eq!(at(&r.free, 30, 10), 1.0);
-        assert!(at(&r.cut, 30, 10) == 1.0 && at(&r.cut, 30, 25) == 0.0);
-        // ... and not in the subject's inside, whose pixels are kept
-        assert_eq!(at(&r.free, 30, 25), 0.0);
-    }
 }

@@ -39,10 +39,80 @@ impl ErrorKind {
     }
 }
 
+/// An option of Add or Blend. Errors name it by this, and each front end
+/// words it itself: the command line by its flag ([`Opt::flag`], what
+/// `Display` uses), the plug-in by its dialog's label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opt {
+    Steps,
+    Strength,
+    Guidance,
+    Variants,
+    Detail,
+    Threads,
+    Scale,
+    Harmonize,
+    Shadow,
+    Sampler,
+    Scheduler,
+    Prompt,
+    NegativePrompt,
+    CudaGraph,
+}
+
+impl Opt {
+    /// The `pie` command line's flag.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Opt::Steps => "--steps",
+            Opt::Strength => "--strength",
+            Opt::Guidance => "--guidance",
+            Opt::Variants => "--variants",
+            Opt::Detail => "--detail",
+            Opt::Threads => "--threads",
+            Opt::Scale => "--scale",
+            Opt::Harmonize => "--harmonize",
+            Opt::Shadow => "--shadow",
+            Opt::Sampler => "--sampler",
+            Opt::Scheduler => "--scheduler",
+            Opt::Prompt => "--prompt",
+            Opt::NegativePrompt => "--negative-prompt",
+            Opt::CudaGraph => "--cuda-graph",
+        }
+    }
+}
+
+/// `value` with a space before it, or nothing (a switch has no value).
+fn spaced(value: &str) -> String {
+    if value.is_empty() {
+        String::new()
+    } else {
+        format!(" {value}")
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
     BadInput(String),
+    /// An option's value is outside what pie accepts.
+    #[error("{}{} is out of range ({range})", .option.flag(), spaced(.value))]
+    OutOfRange { option: Opt, value: String, range: String },
+    /// An option the concept's backbone does not read.
+    #[error("{}{} is for {} concepts; {concept:?} is a {backbone} concept ({lacks})", .option.flag(), spaced(.value), .readers.join(" and "))]
+    NotForBackbone {
+        option: Opt,
+        value: String,
+        concept: String,
+        backbone: &'static str,
+        /// What the backbone lacks that the option needs.
+        lacks: &'static str,
+        /// The backbones that do read it.
+        readers: Vec<&'static str>,
+    },
+    /// Two options that cannot go together.
+    #[error("{}{} {why}: use it with {}{}", .option.flag(), spaced(.value), .with.flag(), spaced(.with_value))]
+    Conflict { option: Opt, value: String, why: &'static str, with: Opt, with_value: String },
     /// A bundle failed validation; `file` is the file inside the bundle folder
     /// (`bundle.json` for the manifest itself).
     #[error("concept bundle {bundle}: {file}: {what}")]
@@ -51,6 +121,13 @@ pub enum Error {
     Cancelled,
     #[error("{0}")]
     Unavailable(String),
+    /// Something pie needs is not set up: `what` says what and where pie
+    /// looked, `fix` how to set it up from a terminal.
+    #[error("{what}. {fix}")]
+    Missing { what: String, fix: String },
+    /// CUDA was asked for and cannot be used; says why.
+    #[error("--device cuda: CUDA cannot be used here: {0}")]
+    CudaUnavailable(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -58,15 +135,25 @@ pub enum Error {
 impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::BadInput(_) | Error::Bundle { .. } => ErrorKind::BadInput,
+            Error::BadInput(_)
+            | Error::Bundle { .. }
+            | Error::OutOfRange { .. }
+            | Error::NotForBackbone { .. }
+            | Error::Conflict { .. } => ErrorKind::BadInput,
             Error::Cancelled => ErrorKind::Cancelled,
-            Error::Unavailable(_) => ErrorKind::Unavailable,
+            Error::Unavailable(_) | Error::Missing { .. } | Error::CudaUnavailable(_) => {
+                ErrorKind::Unavailable
+            }
             Error::Internal(_) => ErrorKind::Internal,
         }
     }
 
     pub fn bad(msg: impl Into<String>) -> Error {
         Error::BadInput(msg.into())
+    }
+
+    pub fn out_of_range(option: Opt, value: impl ToString, range: impl Into<String>) -> Error {
+        Error::OutOfRange { option, value: value.to_string(), range: range.into() }
     }
 
     pub fn internal(msg: impl Into<String>) -> Error {

@@ -11,14 +11,17 @@
 //!   denoiser's signature, tokens and path safety, all checked before use.
 //! - [`runtime`]: [`runtime::Device`] (`Auto`, `Cpu`, `Cuda`), finding and
 //!   loading the ONNX Runtime library ([`runtime::init`]), [`runtime::probe_cuda`].
-//! - [`add()`]`(bundle, scene, selection, opts, progress) -> Vec<AddOutput>`:
-//!   the subject placed into the selection and re-synthesized; each output
+//! - [`add()`]`(bundle, scene, selection, request, progress) -> Vec<AddOutput>`
+//!   (and [`add_each`], [`blend_each`]): one [`AddRequest`] (`None` = the
+//!   concept's default, resolved by [`AddRequest::resolve`]); the subject
+//!   placed into the selection and re-synthesized; each output
 //!   has its seed, the image (same size and colour type, bit-identical where
 //!   the selection is 0, alpha preserved) and the rectangle that may differ.
 //! - [`train::learn_scene`] / [`train::learn_subject`]: run the trainer, return the bundle folder.
 //! - [`Progress`]: progress and cancellation, the GIMP progress bar or the CLI's.
 //! - [`Error`] with [`Error::kind`] → [`ErrorKind`] (`BadInput`, `Cancelled`,
 //!   `Unavailable`, `Internal`); messages name the bundle, file and what is wrong.
+//!   Options at fault are named by [`Opt`], which each front end words itself.
 
 pub mod add;
 pub mod bundle;
@@ -28,7 +31,9 @@ pub mod imageops;
 pub mod library;
 pub mod manifest;
 pub mod onnxfile;
+pub mod pixel;
 pub mod plan;
+pub mod request;
 pub mod runtime;
 pub mod safefs;
 pub mod schedule;
@@ -37,122 +42,44 @@ pub mod sd;
 pub mod testkit;
 pub mod train;
 
-pub use add::{AddOptions, AddOutput, Sampler};
+pub use add::{add_each, blend_each, AddOutput, AddStats};
 pub use bundle::Bundle;
 pub use composite::{Anchor, Look, Placement};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Opt, Result};
 pub use imageops::Rect;
 pub use library::{ConceptInfo, Library};
+pub use request::{AddRequest, Defaults, Settings};
 pub use runtime::Device;
-pub use schedule::Scheduler;
-pub use sd::SdOptions;
+pub use schedule::{Sampler, Scheduler};
 pub use train::TrainOptions;
 
-/// The strength and guidance for `bundle` when the user gives none, one
-/// definition for `pie add` and the GIMP plug-in: the pixel-unet backbone's
-/// ([`AddOptions::default`]: 0.2 and 3) or the sd backbone's
-/// ([`sd::DEFAULT_STRENGTH`] and [`sd::DEFAULT_GUIDANCE`]: 0.7 and 7.5).
-/// Returns `(strength, guidance)`.
-pub fn concept_defaults(bundle: &Bundle) -> (f32, f32) {
-    if bundle.manifest.is_sd() {
-        (sd::DEFAULT_STRENGTH, sd::DEFAULT_GUIDANCE)
-    } else {
-        let d = AddOptions::default();
-        (d.strength, d.guidance)
-    }
+/// What `bundle`'s backbone uses for the options a request leaves out, one
+/// definition for `pie add` and the GIMP plug-in.
+pub fn concept_defaults(bundle: &Bundle) -> Defaults {
+    add::backbone_of(bundle).defaults()
 }
 
-/// `opts` with a NaN strength or guidance (not given) replaced by `bundle`'s default.
-pub fn with_concept_defaults(opts: &AddOptions, bundle: &Bundle) -> AddOptions {
-    let (strength, guidance) = concept_defaults(bundle);
-    let mut o = opts.clone();
-    if o.strength.is_nan() {
-        o.strength = strength;
-    }
-    if o.guidance.is_nan() {
-        o.guidance = guidance;
-    }
-    o
+/// The defaults of the backbone a concept is learned with unless asked
+/// otherwise (pixel-unet), for a dialog's fields before a concept is chosen.
+pub fn default_backbone_defaults() -> Defaults {
+    add::backbones()[0].defaults()
 }
 
 /// Adds the bundle's subject into `selection` of `scene`, with whichever
-/// backbone the bundle has (see [`add::add_each`] and [`sd::add_each`]).
+/// backbone the bundle has, and returns every variant (see [`add_each`]).
 pub fn add(
     bundle: &Bundle,
     scene: &image::DynamicImage,
     selection: &image::GrayImage,
-    opts: &AddOptions,
+    request: &AddRequest,
     progress: &mut dyn Progress,
 ) -> Result<Vec<AddOutput>> {
-    let mut outs = Vec::with_capacity(opts.variants);
-    add_each_with(bundle, scene, selection, opts, &SdOptions::default(), progress, &mut |o| {
+    let mut outs = Vec::with_capacity(request.variants);
+    add_each(bundle, scene, selection, request, progress, &mut |o| {
         outs.push(o);
         Ok(())
     })?;
     Ok(outs)
-}
-
-/// [`add`], handing each result to `sink` as soon as it is made.
-pub fn add_each(
-    bundle: &Bundle,
-    scene: &image::DynamicImage,
-    selection: &image::GrayImage,
-    opts: &AddOptions,
-    progress: &mut dyn Progress,
-    sink: &mut dyn FnMut(AddOutput) -> Result<()>,
-) -> Result<()> {
-    add_each_with(bundle, scene, selection, opts, &SdOptions::default(), progress, sink)
-}
-
-/// [`add_each`] with the options only the sd backbone reads (prompt,
-/// scheduler, CUDA graphs). A pixel-unet bundle refuses the ones it cannot honour.
-pub fn add_each_with(
-    bundle: &Bundle,
-    scene: &image::DynamicImage,
-    selection: &image::GrayImage,
-    opts: &AddOptions,
-    sd: &SdOptions,
-    progress: &mut dyn Progress,
-    sink: &mut dyn FnMut(AddOutput) -> Result<()>,
-) -> Result<()> {
-    if bundle.manifest.is_sd() {
-        return sd::add_each(bundle, scene, selection, opts, sd, progress, sink);
-    }
-    let pixel = |what: &str| {
-        Err(Error::bad(format!(
-            "{what} is for sd concepts; {:?} is a pixel-unet concept (no text encoder, DDIM/DDPM only)",
-            bundle.name()
-        )))
-    };
-    if sd.prompt.is_some() || sd.negative_prompt.is_some() {
-        return pixel("--prompt");
-    }
-    if sd.scheduler != Scheduler::Ddim {
-        return pixel(&format!("--scheduler {}", sd.scheduler));
-    }
-    if sd.cuda_graph {
-        return pixel("--cuda-graph");
-    }
-    add::add_each(bundle, scene, selection, opts, progress, sink)
-}
-
-/// Blend Pasted Subject (see [`add::blend_each`]): `image` holds the pasted
-/// subject, `subject` its mask. Runs on pixel-unet concepts.
-pub fn blend_each(
-    bundle: &Bundle,
-    image: &image::DynamicImage,
-    subject: &image::GrayImage,
-    opts: &AddOptions,
-    progress: &mut dyn Progress,
-    sink: &mut dyn FnMut(AddOutput) -> Result<()>,
-) -> Result<()> {
-    if bundle.manifest.is_sd() {
-        return Err(Error::bad(format!(
-            "{:?} is an sd concept: blending a pasted subject works with pixel-unet concepts (learn the scene with the default backbone)",
-            bundle.name()
-        )));
-    }
-    add::blend_each(bundle, image, subject, opts, progress, sink)
 }
 
 /// Progress and cancellation for long work.
@@ -285,7 +212,10 @@ mod tests {
         )
         .unwrap();
         let lib = crate::Library::open(Some(d.path().to_path_buf())).unwrap();
-        assert_eq!(super::concept_defaults(&lib.load("ball").unwrap()), (0.2, 3.0));
-        assert_eq!(super::concept_defaults(&lib.load("dog").unwrap()), (0.7, 7.5));
+        let ball = super::concept_defaults(&lib.load("ball").unwrap());
+        let dog = super::concept_defaults(&lib.load("dog").unwrap());
+        assert_eq!((ball.strength, ball.guidance), (0.2, 3.0));
+        assert_eq!((dog.strength, dog.guidance), (0.7, 7.5));
+        assert_eq!(super::default_backbone_defaults(), ball);
     }
 }

@@ -135,6 +135,14 @@ pub enum Model {
 }
 
 impl Model {
+    /// The engine module that runs this branch.
+    pub(crate) fn backbone(&self) -> &'static dyn crate::add::Backbone {
+        match self {
+            Model::Pixel(_) => &crate::pixel::PixelUnet,
+            Model::Sd(_) => &crate::sd::pipeline::Sd,
+        }
+    }
+
     /// The native image side in pixels.
     pub fn resolution(&self) -> u32 {
         match self {

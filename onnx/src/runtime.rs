@@ -95,12 +95,15 @@ pub fn find_library() -> Result<PathBuf> {
             Err(Error::Unavailable(format!("ORT_DYLIB_PATH is {}, which is not a file", p.display())))
         };
     }
-    c.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
-        Error::Unavailable(format!(
-            "the ONNX Runtime {ORT_VERSION} library was not found (looked at: {}). Run `bash build/onnxruntime.sh cpu` \
-             (or `cuda`) from the pie source folder, or install pie with install.sh, or set ORT_DYLIB_PATH",
+    c.iter().find(|p| p.is_file()).cloned().ok_or_else(|| Error::Missing {
+        what: format!(
+            "the ONNX Runtime {ORT_VERSION} library was not found (looked at: {})",
             c.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
-        ))
+        ),
+        fix:
+            "Run `bash build/onnxruntime.sh cpu` (or `cuda`) from the pie source folder, or install pie with \
+              install.sh, or set ORT_DYLIB_PATH"
+                .into(),
     })
 }
 
@@ -254,7 +257,7 @@ pub fn open_with(
         },
     };
     if device == Device::Cuda {
-        return Err(Error::Unavailable(format!("--device cuda: CUDA cannot be used here: {why}")));
+        return Err(Error::CudaUnavailable(why));
     }
     let mut said = FALLBACK_SAID.lock().unwrap_or_else(|p| p.into_inner());
     let note = (!*said).then(|| format!("running on the CPU: {why}"));

@@ -95,6 +95,28 @@ pub fn step_coef(abar_t: f64, abar_prev: f64, eta: f64) -> StepCoef {
     }
 }
 
+/// How each step treats noise (`--sampler`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sampler {
+    /// Deterministic (η = 0), x̂0 clamped to [-1, 1].
+    #[default]
+    Ddim,
+    /// Ancestral, DDPM's posterior variance (η = 1) on the same timesteps.
+    Ddpm,
+}
+
+impl std::str::FromStr for Sampler {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Sampler> {
+        match s.to_ascii_lowercase().as_str() {
+            "ddim" => Ok(Sampler::Ddim),
+            "ddpm" => Ok(Sampler::Ddpm),
+            _ => Err(Error::bad(format!("unknown sampler {s:?}: use ddim or ddpm"))),
+        }
+    }
+}
+
 /// Which scheduler runs the denoising steps (`--scheduler`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub enum Scheduler {
@@ -117,6 +139,13 @@ impl std::str::FromStr for Scheduler {
             "dpm++2m" | "dpmpp2m" | "dpm-solver++" => Ok(Scheduler::DpmSolver2M),
             _ => Err(Error::bad(format!("unknown scheduler {s:?}: use ddim or dpm++2m"))),
         }
+    }
+}
+
+impl Scheduler {
+    /// Whether [`Sampler::Ddpm`]'s fresh noise every step fits its update.
+    pub fn takes_fresh_noise(self) -> bool {
+        self == Scheduler::Ddim
     }
 }
 

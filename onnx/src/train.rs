@@ -146,11 +146,12 @@ pub fn find_trainer() -> Result<TrainerEnv> {
         }
         tried.push(cache.join("venv-*/bin/python").display().to_string());
     }
-    Err(Error::Unavailable(format!(
-        "the trainer's Python environment was not found (looked at: {}). Run `bash build/trainer-env.sh` from the pie \
-         source folder, or install pie with install.sh, or set PIE_TRAINER_PYTHON",
-        tried.join(", ")
-    )))
+    Err(Error::Missing {
+        what: format!("the trainer's Python environment was not found (looked at: {})", tried.join(", ")),
+        fix: "Run `bash build/trainer-env.sh` from the pie source folder, or install pie with install.sh, or set \
+              PIE_TRAINER_PYTHON"
+            .into(),
+    })
 }
 
 /// Learns a scene (Stage I) from `image` as concept `name`; returns the bundle folder.

@@ -5,10 +5,17 @@ mod common;
 
 use common::*;
 use image::{DynamicImage, GrayImage, Luma};
-use pie::{add, AddOptions, Device, ErrorKind, Library, NoProgress, Progress, Sampler};
+use pie::{add, AddRequest, Device, ErrorKind, Library, NoProgress, Opt, Progress, Sampler};
 
-fn opts(seed: u64) -> AddOptions {
-    AddOptions { seed, steps: 12, strength: 0.8, threads: Some(1), device: Device::Cpu, ..Default::default() }
+fn opts(seed: u64) -> AddRequest {
+    AddRequest {
+        seed,
+        steps: Some(12),
+        strength: Some(0.8),
+        threads: Some(1),
+        device: Device::Cpu,
+        ..Default::default()
+    }
 }
 
 fn setup() -> (tempfile::TempDir, Library) {
@@ -77,13 +84,13 @@ fn same_seed_same_result_and_different_seeds_differ() {
     let again = add(&b, &scene, &mask, &opts(7), &mut NoProgress).unwrap();
     assert!(a[0].image.as_bytes() == again[0].image.as_bytes(), "same seed, different images");
     // Seeds are the same whether asked one by one or as variants.
-    let v = add(&b, &scene, &mask, &AddOptions { variants: 2, ..opts(6) }, &mut NoProgress).unwrap();
+    let v = add(&b, &scene, &mask, &AddRequest { variants: 2, ..opts(6) }, &mut NoProgress).unwrap();
     assert_eq!(v.len(), 2);
     assert_eq!((v[0].seed, v[1].seed), (6, 7));
     assert!(v[1].image.as_bytes() == a[0].image.as_bytes(), "variant 2 differs from seed 7 alone");
     assert!(v[0].image.as_bytes() != v[1].image.as_bytes(), "different seeds gave the same image");
     // DDPM reproduces too
-    let p = AddOptions { sampler: Sampler::Ddpm, ..opts(3) };
+    let p = AddRequest { sampler: Sampler::Ddpm, ..opts(3) };
     let d1 = add(&b, &scene, &mask, &p, &mut NoProgress).unwrap();
     let d2 = add(&b, &scene, &mask, &p, &mut NoProgress).unwrap();
     assert!(d1[0].image.as_bytes() == d2[0].image.as_bytes(), "DDPM: same seed, different images");
@@ -132,7 +139,8 @@ fn a_scene_bundle_fills_the_selection_with_scene() {
     }
     let scene = DynamicImage::ImageRgb8(scene);
     let mask = rect_mask(96, 80, 26, 26, 28, 28, 0);
-    let out = add(&b, &scene, &mask, &AddOptions { strength: 1.0, ..opts(0) }, &mut NoProgress).unwrap();
+    let out =
+        add(&b, &scene, &mask, &AddRequest { strength: Some(1.0), ..opts(0) }, &mut NoProgress).unwrap();
     let after = mean_inside(&out[0].image.to_rgb8(), &mask);
     let sc = SCENE_RGB.map(|v| f64::from(v) * 255.0);
     assert!(dist(after, sc) < 20.0, "{after:?} vs scene {sc:?}");
@@ -154,16 +162,19 @@ fn bad_selections_have_specific_errors() {
     check(GrayImage::from_pixel(64, 48, Luma([1])), "whole image");
     check(rect_mask(64, 48, 10, 10, 3, 20, 0), "selection is 3x20");
     let mask = rect_mask(64, 48, 10, 10, 20, 20, 0);
-    for (o, want) in [
-        (AddOptions { steps: 0, ..opts(0) }, "--steps"),
-        (AddOptions { strength: 0.0, ..opts(0) }, "--strength"),
-        (AddOptions { strength: 1.5, ..opts(0) }, "--strength"),
-        (AddOptions { guidance: f32::NAN, ..opts(0) }, "--guidance"),
-        (AddOptions { variants: 0, ..opts(0) }, "--variants"),
+    for (o, want, cli) in [
+        (AddRequest { steps: Some(0), ..opts(0) }, Opt::Steps, "--steps 0 is out of range (1 to 1000)"),
+        (AddRequest { strength: Some(0.0), ..opts(0) }, Opt::Strength, "--strength 0 is out of range"),
+        (AddRequest { strength: Some(1.5), ..opts(0) }, Opt::Strength, "--strength 1.5 is out of range"),
+        (AddRequest { guidance: Some(f32::NAN), ..opts(0) }, Opt::Guidance, "--guidance NaN"),
+        (AddRequest { variants: 0, ..opts(0) }, Opt::Variants, "--variants 0"),
+        (AddRequest { threads: Some(0), ..opts(0) }, Opt::Threads, "--threads 0 is out of range (1 to"),
     ] {
         let e = add(&b, &scene, &mask, &o, &mut NoProgress).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::BadInput);
-        assert!(e.to_string().contains(want), "{e}");
+        // Structured, so that the plug-in can name the option by its own label.
+        assert!(matches!(e, pie::Error::OutOfRange { option, .. } if option == want), "{e:?}");
+        assert!(e.to_string().contains(cli), "{e}");
     }
 }
 
@@ -178,12 +189,12 @@ fn cuda_where_there_is_none_fails_clearly() {
     let scene = DynamicImage::ImageRgb8(scene_rgb8(64, 48));
     let mask = rect_mask(64, 48, 10, 10, 20, 20, 0);
     let e =
-        add(&b, &scene, &mask, &AddOptions { device: Device::Cuda, ..opts(0) }, &mut NoProgress).unwrap_err();
+        add(&b, &scene, &mask, &AddRequest { device: Device::Cuda, ..opts(0) }, &mut NoProgress).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable);
     assert!(e.to_string().contains("--device cuda: CUDA cannot be used here"), "{e}");
     // auto falls back and says so, or runs on the CPU without a word when asked for it
     let out =
-        add(&b, &scene, &mask, &AddOptions { device: Device::Auto, ..opts(0) }, &mut NoProgress).unwrap();
+        add(&b, &scene, &mask, &AddRequest { device: Device::Auto, ..opts(0) }, &mut NoProgress).unwrap();
     assert_eq!(out[0].device, Device::Cpu);
 }
 
@@ -239,8 +250,9 @@ fn detail_is_put_back_below_one_to_one() {
     let b = lib.load("meadow").unwrap();
     let scene = DynamicImage::ImageRgb8(scene_rgb8(1200, 800));
     let mask = rect_mask(1200, 800, 500, 300, 200, 200, 0);
-    let with = add(&b, &scene, &mask, &AddOptions { detail: 1.0, ..opts(0) }, &mut NoProgress).unwrap();
-    let without = add(&b, &scene, &mask, &AddOptions { detail: 0.0, ..opts(0) }, &mut NoProgress).unwrap();
+    let with = add(&b, &scene, &mask, &AddRequest { detail: Some(1.0), ..opts(0) }, &mut NoProgress).unwrap();
+    let without =
+        add(&b, &scene, &mask, &AddRequest { detail: Some(0.0), ..opts(0) }, &mut NoProgress).unwrap();
     assert!(with[0].stats.work_w < 400, "expected sampling below 1:1");
     let (sw, so, ss) = (
         sharpness(&with[0].image.to_rgb8(), &mask),
@@ -263,9 +275,9 @@ fn cuda_where_there_is_one_matches_the_cpu() {
     let scene = DynamicImage::ImageRgb8(scene_rgb8(160, 120));
     let mask = rect_mask(160, 120, 50, 30, 48, 48, 6);
     let gpu =
-        add(&b, &scene, &mask, &AddOptions { device: Device::Cuda, ..opts(4) }, &mut NoProgress).unwrap();
+        add(&b, &scene, &mask, &AddRequest { device: Device::Cuda, ..opts(4) }, &mut NoProgress).unwrap();
     let gpu2 =
-        add(&b, &scene, &mask, &AddOptions { device: Device::Cuda, ..opts(4) }, &mut NoProgress).unwrap();
+        add(&b, &scene, &mask, &AddRequest { device: Device::Cuda, ..opts(4) }, &mut NoProgress).unwrap();
     let cpu = add(&b, &scene, &mask, &opts(4), &mut NoProgress).unwrap();
     assert_eq!(gpu[0].device, Device::Cuda);
     assert_outside_identical(&scene, &gpu[0].image, &mask);
@@ -287,7 +299,7 @@ fn add_each_hands_over_each_variant_as_it_is_made_and_stops_on_a_sink_error() {
     let b = lib.load("ball").unwrap();
     let scene = DynamicImage::ImageRgb8(scene_rgb8(96, 72));
     let mask = rect_mask(96, 72, 30, 20, 32, 32, 4);
-    let o = AddOptions { variants: 3, steps: 4, ..opts(5) };
+    let o = AddRequest { variants: 3, steps: Some(4), ..opts(5) };
     let all = add(&b, &scene, &mask, &o, &mut NoProgress).unwrap();
     let mut seen = Vec::new();
     pie::add_each(&b, &scene, &mask, &o, &mut NoProgress, &mut |out| {
@@ -316,7 +328,9 @@ fn wide_ball_add(seed: u64, strength: f32) -> (DynamicImage, GrayImage, DynamicI
     let scene = DynamicImage::ImageRgb8(scene_rgb8(200, 124));
     let mask = rect_mask(200, 124, 40, 30, 120, 64, 0);
     let look = pie::Look { harmonize: 0.0, shadow: 0.0, grain: false };
-    let out = add(&b, &scene, &mask, &AddOptions { strength, look, ..opts(seed) }, &mut NoProgress).unwrap();
+    let out =
+        add(&b, &scene, &mask, &AddRequest { strength: Some(strength), look, ..opts(seed) }, &mut NoProgress)
+            .unwrap();
     (scene, mask, out.into_iter().next().unwrap().image)
 }
 

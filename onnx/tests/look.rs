@@ -7,13 +7,13 @@ mod common;
 
 use common::*;
 use image::{DynamicImage, GrayImage, Rgb, RgbImage};
-use pie::{AddOptions, Device, Library, Look, NoProgress};
+use pie::{AddRequest, Device, Library, Look, NoProgress};
 
-fn opts() -> AddOptions {
-    AddOptions {
+fn opts() -> AddRequest {
+    AddRequest {
         seed: 1,
-        steps: 10,
-        strength: 0.3,
+        steps: Some(10),
+        strength: Some(0.3),
         threads: Some(1),
         device: Device::Cpu,
         ..Default::default()
@@ -46,7 +46,7 @@ fn the_shadow_darkens_the_ground_under_the_subject_inside_the_selection_and_noth
     let mask = rect_mask(160, 140, 30, 20, 100, 100, 0);
     let run = |shadow: f32| {
         let look = Look { shadow, ..Look::default() };
-        pie::add(&b, &scene, &mask, &AddOptions { look, ..opts() }, &mut NoProgress)
+        pie::add(&b, &scene, &mask, &AddRequest { look, ..opts() }, &mut NoProgress)
             .unwrap()
             .remove(0)
             .image
@@ -91,7 +91,7 @@ fn the_subject_takes_on_the_scenes_light_in_part_and_keeps_its_own_colour() {
     let mask = rect_mask(160, 140, 30, 20, 100, 100, 0);
     let run = |harmonize: f32| {
         let look = Look { harmonize, shadow: 0.0, grain: false };
-        pie::add(&b, &scene, &mask, &AddOptions { look, ..opts() }, &mut NoProgress)
+        pie::add(&b, &scene, &mask, &AddRequest { look, ..opts() }, &mut NoProgress)
             .unwrap()
             .remove(0)
             .image
@@ -126,7 +126,7 @@ fn on_a_large_photo_the_outline_is_as_sharp_as_a_paste_at_the_photos_resolution(
     let scene = DynamicImage::ImageRgb8(RgbImage::from_fn(w, h, |_, _| Rgb([51, 128, 204])));
     let mask = rect_mask(w, h, 300, 150, 600, 600, 0);
     let look = Look { harmonize: 0.0, shadow: 0.0, grain: false };
-    let out = pie::add(&b, &scene, &mask, &AddOptions { look, ..opts() }, &mut NoProgress)
+    let out = pie::add(&b, &scene, &mask, &AddRequest { look, ..opts() }, &mut NoProgress)
         .unwrap()
         .remove(0)
         .image

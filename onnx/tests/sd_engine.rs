@@ -445,7 +445,10 @@ fn ctrl_c_during_sd_add_exits_3_and_writes_nothing() {
     rect_mask(512, 384, 100, 100, 250, 200, 8).save(&bigmask).unwrap();
     let out = c.dir.path().join("r.png");
     ort();
-    let child = Command::new(env!("CARGO_BIN_EXE_pie"))
+    // The synthetic model is so small that a fixed sleep can outlast the whole
+    // run; the first JSON event says the add has begun, so Ctrl-C lands inside it.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pie"))
+        .arg("--json")
         .arg("--library")
         .arg(c.lib.path())
         .args([
@@ -470,13 +473,17 @@ fn ctrl_c_during_sd_add_exits_3_and_writes_nothing() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
     // SAFETY: kill(2) on a child we spawned and have not reaped.
     unsafe {
         libc::kill(child.id() as libc::pid_t, libc::SIGINT);
     }
-    let o = child.wait_with_output().unwrap();
-    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(3), "{first}{rest}");
     assert!(!out.exists());
     assert_eq!(listing(c.dir.path()), ["big.png", "bigmask.png", "scene.png", "sel.png"]);
 }
@@ -486,17 +493,20 @@ fn library_add(
     scene: &image::DynamicImage,
     mask: &image::GrayImage,
     device: pie::Device,
-    sd: &pie::SdOptions,
+    sd: &pie::AddRequest,
 ) -> pie::Result<Vec<pie::AddOutput>> {
-    let opts = pie::AddOptions {
-        steps: 10,
-        guidance: pie::sd::DEFAULT_GUIDANCE,
+    let opts = pie::AddRequest {
+        strength: Some(0.2),
+        scheduler: sd.scheduler,
+        cuda_graph: sd.cuda_graph,
+        steps: Some(10),
+        guidance: Some(pie::sd::DEFAULT_GUIDANCE),
         device,
         seed: 2,
         ..Default::default()
     };
     let mut outs = Vec::new();
-    pie::add_each_with(b, scene, mask, &opts, sd, &mut pie::NoProgress, &mut |o| {
+    pie::add_each(b, scene, mask, &opts, &mut pie::NoProgress, &mut |o| {
         outs.push(o);
         Ok(())
     })?;
@@ -513,7 +523,7 @@ fn the_library_entry_point_dispatches_on_the_backbone() {
     let mask = rect_mask(96, 72, 30, 20, 32, 28, 1);
     for name in ["dog", "ball"] {
         let b = l.load(name).unwrap();
-        let opts = pie::AddOptions { steps: 6, device: pie::Device::Cpu, ..Default::default() };
+        let opts = pie::AddRequest { steps: Some(6), device: pie::Device::Cpu, ..Default::default() };
         let outs = pie::add(&b, &scene, &mask, &opts, &mut pie::NoProgress).unwrap();
         assert_eq!(outs.len(), 1);
         assert_eq!((outs[0].image.width(), outs[0].image.height()), (96, 72));
@@ -546,11 +556,11 @@ fn cuda_where_there_is_one_matches_the_cpu() {
                 &scene,
                 &mask,
                 pie::Device::Cpu,
-                &pie::SdOptions { scheduler, ..Default::default() },
+                &pie::AddRequest { scheduler: Some(scheduler), ..Default::default() },
             )
             .unwrap();
             for cuda_graph in [false, true] {
-                let sd = pie::SdOptions { scheduler, cuda_graph, ..Default::default() };
+                let sd = pie::AddRequest { scheduler: Some(scheduler), cuda_graph, ..Default::default() };
                 let gpu = library_add(&b, &scene, &mask, pie::Device::Cuda, &sd)
                     .unwrap_or_else(|e| panic!("{name} {scheduler} graph {cuda_graph}: {e}"));
                 let again = library_add(&b, &scene, &mask, pie::Device::Cuda, &sd).unwrap();
@@ -570,9 +580,9 @@ fn cuda_where_there_is_one_matches_the_cpu() {
     // float16 weights: CUDA only, also under auto.
     let half = l.load("half").unwrap();
     let dog = l.load("dog").unwrap();
-    let h = library_add(&half, &scene, &mask, pie::Device::Auto, &pie::SdOptions::default()).unwrap();
+    let h = library_add(&half, &scene, &mask, pie::Device::Auto, &pie::AddRequest::default()).unwrap();
     assert_eq!(h[0].device, pie::Device::Cuda);
-    let f = library_add(&dog, &scene, &mask, pie::Device::Cuda, &pie::SdOptions::default()).unwrap();
+    let f = library_add(&dog, &scene, &mask, pie::Device::Cuda, &pie::AddRequest::default()).unwrap();
     let d = mean_diff(&h[0], &f[0]);
     assert!(d < 3.0, "float16 and float32 differ by {d} per sample");
 }

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use image::{DynamicImage, GrayImage};
-use pie::{AddOptions, Error, Library, Result};
+use pie::{AddRequest, Error, Library, Result};
 
 use super::output;
 use super::progress::CliProgress;
@@ -24,7 +24,7 @@ pub fn run(
     pasted: &Pasted,
     concept: &str,
     out: &Path,
-    opts: &AddOptions,
+    request: &AddRequest,
     json: bool,
 ) -> Result<Written> {
     let inputs: Vec<&Path> = match pasted {
@@ -38,11 +38,11 @@ pub fn run(
         Pasted::Layer { subject, at } => paste(scene, &pie::open_image(subject)?, subject, *at)?,
     };
     let bundle = lib.load(concept)?;
-    let opts = AddOptions { variants: 1, ..pie::with_concept_defaults(opts, &bundle) };
+    let request = AddRequest { variants: 1, ..request.clone() };
     let mut p = CliProgress::new(json, "blend");
     let mut staged = output::Staged::default();
     let mut done = None;
-    pie::blend_each(&bundle, &composite, &mask, &opts, &mut p, &mut |o| {
+    pie::blend_each(&bundle, &composite, &mask, &request, &mut p, &mut |o| {
         staged.write(out, &o.image)?;
         done = Some(Written {
             path: PathBuf::from(out),

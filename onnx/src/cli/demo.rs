@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use image::{GrayImage, Luma, Rgb, RgbImage, Rgba, RgbaImage};
-use pie::{AddOptions, Device, Error, Library, Result, TrainOptions};
+use pie::{AddRequest, Device, Error, Library, Result, TrainOptions};
 use serde_json::json;
 
 use super::progress::CliProgress;
@@ -98,17 +98,8 @@ pub fn run(out: &Path, device: Device, trainer_args: &[String], json: bool) -> R
     p.note("learning the demo subject (quick)");
     pie::train::learn_subject(&lib, &subject_p, "demo-scene", "demo-ball", Some(&mask_p), &topts, &mut p)?;
     p.finish();
-    let opts = AddOptions { variants: 3, device, ..Default::default() };
-    let outs = super::add(
-        &lib,
-        &scene_p,
-        &sel_p,
-        "demo-ball",
-        &out.join("result.png"),
-        &opts,
-        &pie::SdOptions::default(),
-        json,
-    )?;
+    let request = AddRequest { variants: 3, device, ..Default::default() };
+    let outs = super::add(&lib, &scene_p, &sel_p, "demo-ball", &out.join("result.png"), &request, json)?;
     let files: Vec<_> = outs.iter().map(|o| o.path.clone()).collect();
     let list = files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
     super::say(

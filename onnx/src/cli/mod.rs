@@ -9,7 +9,7 @@ mod progress;
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
-use pie::{AddOptions, Device, Library, Result, Sampler, Scheduler, SdOptions, TrainOptions};
+use pie::{AddRequest, Device, Library, Result, Sampler, Scheduler, TrainOptions};
 use serde_json::json;
 
 use progress::CliProgress;
@@ -134,9 +134,9 @@ struct RunArgs {
     /// Random seed: the same seed gives the same result on the same device
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Denoising steps over the whole schedule; STEPS × STRENGTH of them run
-    #[arg(long, default_value_t = 50)]
-    steps: usize,
+    /// Denoising steps over the whole schedule; STEPS × STRENGTH of them run [default: 50]
+    #[arg(long)]
+    steps: Option<usize>,
     /// How much is re-synthesized where subject and scene meet (0 < F ≤ 1; 1 starts from noise)
     /// [default: 0.2, 0.7 for sd concepts]
     #[arg(long, value_parser = finite)]
@@ -153,13 +153,13 @@ struct RunArgs {
 }
 
 impl RunArgs {
-    /// The options they set; strength and guidance NaN when not given (the concept's).
-    fn options(&self, look: &LookArgs) -> AddOptions {
-        AddOptions {
+    /// The request they make; what they leave out is the concept's.
+    fn request(&self, look: &LookArgs) -> AddRequest {
+        AddRequest {
             seed: self.seed,
             steps: self.steps,
-            strength: self.strength.unwrap_or(f32::NAN),
-            guidance: self.guidance.unwrap_or(f32::NAN),
+            strength: self.strength,
+            guidance: self.guidance,
             device: self.device,
             threads: self.threads,
             look: look.look(),
@@ -315,12 +315,12 @@ enum Cmd {
         /// ddim (deterministic) or ddpm (adds fresh noise each step)
         #[arg(long, default_value = "ddim", value_parser = sampler_parser())]
         sampler: Sampler,
-        /// Full-resolution detail put back when the concept works below 1:1 (0 to 1; pixel-unet concepts)
-        #[arg(long, default_value_t = 1.0, value_parser = finite)]
-        detail: f32,
-        /// sd concepts: ddim or dpm++2m (DPM-Solver++ 2M, good in 20-25 steps)
-        #[arg(long, default_value = "ddim", value_parser = scheduler_parser())]
-        scheduler: Scheduler,
+        /// Full-resolution detail put back when the concept works below 1:1 (0 to 1; pixel-unet concepts) [default: 1]
+        #[arg(long, value_parser = finite)]
+        detail: Option<f32>,
+        /// sd concepts: ddim or dpm++2m (DPM-Solver++ 2M, good in 20-25 steps) [default: ddim]
+        #[arg(long, value_parser = scheduler_parser())]
+        scheduler: Option<Scheduler>,
         /// sd concepts: the prompt instead of the concept's; {subject} and {scene} become
         /// the concepts' identifier and class word, e.g. "a photo of {subject} on the grass in {scene}"
         #[arg(long, value_name = "TEXT")]
@@ -513,20 +513,18 @@ fn run(cli: Cli) -> Result<()> {
             ref look,
         } => {
             let (concept, out) = (&run.concept, &run.out);
-            let opts = AddOptions {
+            let request = AddRequest {
                 variants,
                 sampler,
                 detail,
-                placement: pie::Placement { scale, anchor, flip },
-                ..run.options(look)
-            };
-            let sd = SdOptions {
+                scheduler,
                 prompt: prompt.clone(),
                 negative_prompt: negative_prompt.clone(),
-                scheduler,
                 cuda_graph,
+                placement: pie::Placement { scale, anchor, flip },
+                ..run.request(look)
             };
-            let outs = add(&lib()?, image, selection, concept, out, &opts, &sd, json)?;
+            let outs = add(&lib()?, image, selection, concept, out, &request, json)?;
             let mut before = std::time::Duration::ZERO;
             for o in outs {
                 let path = &o.path;
@@ -550,7 +548,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Blend { ref image, ref mask, ref subject, at, ref run, ref look } => {
             let (concept, out) = (&run.concept, &run.out);
-            let opts = run.options(look);
+            let request = run.request(look);
             let pasted = match (mask, subject) {
                 (Some(m), _) => blend::Pasted::Mask(m),
                 (None, Some(s)) => blend::Pasted::Layer { subject: s, at },
@@ -560,7 +558,7 @@ fn run(cli: Cli) -> Result<()> {
                     ))
                 }
             };
-            let o = blend::run(&lib()?, image, &pasted, concept, out, &opts, json)?;
+            let o = blend::run(&lib()?, image, &pasted, concept, out, &request, json)?;
             say(
                 json,
                 &format!(
@@ -606,26 +604,22 @@ pub struct Written {
 /// and nothing is written unless everything succeeded. Each result goes to a
 /// temporary file as soon as it is made, so K variants of a large photo are
 /// never all in memory at once.
-/// A NaN `opts.guidance` or `opts.strength` means "not given": the backbone's default.
-#[allow(clippy::too_many_arguments)]
 pub fn add(
     lib: &Library,
     image: &Path,
     selection: &Path,
     concept: &str,
     out: &Path,
-    opts: &AddOptions,
-    sd: &SdOptions,
+    request: &AddRequest,
     json: bool,
 ) -> Result<Vec<Written>> {
-    let paths = output::output_paths(out, opts.variants);
+    let paths = output::output_paths(out, request.variants);
     for p in &paths {
         output::check_writable(p, &[image, selection], lib.path())?;
     }
     let scene = pie::open_image(image)?;
     let mask = pie::open_mask(selection)?;
     let bundle = lib.load(concept)?;
-    let opts = &pie::with_concept_defaults(opts, &bundle);
     let mut p = CliProgress::new(json, "add");
     if let Some(lost) = output::jpeg_loses(out, scene.color()) {
         p.note(&format!(
@@ -637,7 +631,7 @@ pub fn add(
     let mut written = Vec::with_capacity(paths.len());
     let mut note = None;
     let mut names = paths.iter();
-    pie::add_each_with(&bundle, &scene, &mask, opts, sd, &mut p, &mut |o| {
+    pie::add_each(&bundle, &scene, &mask, request, &mut p, &mut |o| {
         let path =
             names.next().ok_or_else(|| pie::Error::internal("add made more results than --variants"))?;
         staged.write(path, &o.image)?;

@@ -8,11 +8,12 @@
 pub mod grain;
 pub mod light;
 pub mod place;
+pub mod region;
 pub mod shadow;
 
 pub use place::{Anchor, Placement};
 
-use crate::{Error, Result};
+use crate::{Error, Opt, Result};
 
 /// How far the subject is adapted to the scene.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -35,10 +36,10 @@ impl Default for Look {
 impl Look {
     pub(crate) fn check(&self) -> Result<()> {
         if !(0.0..=1.0).contains(&self.harmonize) {
-            return Err(Error::bad(format!("--harmonize {} is out of range (0 to 1)", self.harmonize)));
+            return Err(Error::out_of_range(Opt::Harmonize, self.harmonize, "0 to 1"));
         }
         if !(0.0..=1.0).contains(&self.shadow) {
-            return Err(Error::bad(format!("--shadow {} is out of range (0 to 1)", self.shadow)));
+            return Err(Error::out_of_range(Opt::Shadow, self.shadow, "0 to 1"));
         }
         Ok(())
     }

@@ -4,7 +4,7 @@
 use image::{DynamicImage, GenericImage, GenericImageView, GrayImage, RgbaImage};
 
 use crate::imageops::{self, Planes};
-use crate::{Error, Result};
+use crate::{Error, Opt, Result};
 
 /// Which side of the selection's bounds the subject rests against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -83,7 +83,7 @@ impl Default for Placement {
 impl Placement {
     pub(crate) fn check(&self) -> Result<()> {
         if !(self.scale >= 0.05 && self.scale <= 1.0) {
-            return Err(Error::bad(format!("--scale {} is out of range (0.05 to 1)", self.scale)));
+            return Err(Error::out_of_range(Opt::Scale, self.scale, "0.05 to 1"));
         }
         Ok(())
     }

@@ -12,22 +12,6 @@ pub mod text;
 use std::collections::HashMap;
 
 use crate::manifest::{DimSpec, Graph, Manifest, SdGraphs, SdModel, TensorSpec, Text};
-use crate::schedule::Scheduler;
-
-pub use pipeline::add_each;
-
-/// What only the sd backbone reads (the pixel path ignores it).
-#[derive(Debug, Clone, Default)]
-pub struct SdOptions {
-    /// Replaces `text.prompts.add`; `{subject}` and `{scene}` become the
-    /// concepts' identifier and class word (e.g. "qbz dog").
-    pub prompt: Option<String>,
-    /// Replaces `text.prompts.negative`.
-    pub negative_prompt: Option<String>,
-    pub scheduler: Scheduler,
-    /// CUDA only: capture the UNet in a CUDA graph and replay it each step.
-    pub cuda_graph: bool,
-}
 
 /// The classifier-free guidance scale the command line uses for sd bundles
 /// when `--guidance` is not given (as diffusers' pipelines).

@@ -12,7 +12,6 @@
 
 use std::time::{Duration, Instant};
 
-use image::{DynamicImage, GrayImage};
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::Session;
 use ort::value::{Tensor, TensorRef};
@@ -21,25 +20,17 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 use rand_distr::StandardNormal;
 
-use crate::add::{AddOptions, AddOutput, AddStats, Sampler};
+use crate::add::{self, Backbone, Job, Prepared, Variant};
 use crate::bundle::Bundle;
+use crate::composite::region;
 use crate::imageops::{self, Planes};
 use crate::manifest::Model;
 use crate::plan;
+use crate::request::Defaults;
 use crate::runtime::{self, Device, ModelSource};
-use crate::schedule::{NoiseSchedule, Prediction, Scheduler, StepPlan, Timing};
+use crate::schedule::{NoiseSchedule, Prediction, Sampler, Scheduler, StepPlan, Timing};
 use crate::sd::step::{self, StepShape};
-use crate::sd::SdOptions;
-use crate::{Error, Progress, Result};
-
-fn check_options(o: &AddOptions, sd: &SdOptions) -> Result<()> {
-    // The ranges every backbone shares, then what only sd has.
-    crate::add::check_options(o)?;
-    if sd.scheduler == Scheduler::DpmSolver2M && o.sampler == Sampler::Ddpm {
-        return Err(Error::bad("--sampler ddpm adds fresh noise every step, which DPM-Solver++(2M) does not: use it with --scheduler ddim"));
-    }
-    Ok(())
-}
+use crate::{Error, Opt, Progress, Result};
 
 /// The device the bundle's precision allows: float16 graphs run on CUDA only.
 fn device_for(bundle: &Bundle, precision: &str, asked: Device) -> Result<Device> {
@@ -63,243 +54,323 @@ fn device_for(bundle: &Bundle, precision: &str, asked: Device) -> Result<Device>
     }
 }
 
-/// Adds the bundle's subject into `selection` of `scene` with an sd bundle;
-/// each result goes to `sink` as soon as it is made (see [`crate::add::add_each`]).
-pub fn add_each(
-    bundle: &Bundle,
-    scene: &DynamicImage,
-    selection: &GrayImage,
-    opts: &AddOptions,
-    sd: &SdOptions,
-    progress: &mut dyn Progress,
-    sink: &mut dyn FnMut(AddOutput) -> Result<()>,
-) -> Result<()> {
-    let started = Instant::now();
-    check_options(opts, sd)?;
-    let m = &bundle.manifest;
-    let (Model::Sd(model), Some(text), Some(prompter)) = (&m.model, &m.text, &bundle.prompter) else {
-        return Err(Error::internal(format!("concept {:?} is not an sd bundle", bundle.name())));
-    };
-    let bbox = crate::add::check_selection(scene, selection)?;
-    let plan = plan::plan_sd(scene.width(), scene.height(), bbox, model)?;
-    let prompt = super::add_prompt(m, text, sd.prompt.as_deref())?;
-    let negative = sd.negative_prompt.clone().unwrap_or_else(|| text.prompts.negative.clone());
-    let device = device_for(bundle, &model.precision, opts.device)?;
+/// The backbone named `sd` in bundle.json: Stable Diffusion 1.x/2.x with a
+/// text encoder, a VAE and a UNet.
+pub(crate) struct Sd;
 
-    progress.update(0.0, "loading the model");
-    if progress.cancelled() {
-        return Err(Error::Cancelled);
+impl Backbone for Sd {
+    fn name(&self) -> &'static str {
+        "sd"
     }
-    let path = |key: &str| bundle.graph_path(key).ok_or_else(|| Error::internal(format!("no {key} graph")));
-    let t0 = Instant::now();
-    let vsf = model.vae_scale_factor as usize;
-    let (ww, wh) = (plan.work_w, plan.work_h);
-    let (lw, lh) = (ww / vsf, wh / vsf);
-    let guided = opts.guidance != 1.0;
-    let batch = if guided { 2 } else { 1 };
-    // The UNet's free dimensions (schema/README.md), fixed for a CUDA graph.
-    let fixed = [("N", batch as i64), ("h", lh as i64), ("w", lw as i64)];
-    let unet = runtime::open_with(
-        ModelSource::File(&path("unet")?),
-        device,
-        opts.threads,
-        sd.cuda_graph.then_some(&fixed[..]),
-    )?;
-    // The step graph on the device the UNet really got (it shares the loop's
-    // device memory); the text encoder and the VAE there too, where they can
-    // run.
-    let dev = unet.device;
-    let others = match (dev, device) {
-        (Device::Cpu | Device::Auto, _) => Device::Cpu,
-        (Device::Cuda, Device::Cuda) => Device::Cuda,
-        (Device::Cuda, _) => Device::Auto,
-    };
-    let note = unet.note.clone();
-    if let Some(n) = &note {
-        progress.update(0.0, n);
-    }
-    let mut unet = unet.session;
-    let open = |key: &str| -> Result<Session> {
-        Ok(runtime::open_with(ModelSource::File(&path(key)?), others, opts.threads, None)?.session)
-    };
-    let mut text_encoder = open("text_encoder")?;
-    let mut vae_encoder = open("vae_encoder")?;
-    let mut vae_decoder = open("vae_decoder")?;
 
-    let lc = model.latent_channels as usize;
-    let shape = StepShape { batch, latent: lc, unet_in: model.unet_in_channels as usize, h: lh, w: lw };
-    let step_graph = step::graph(&shape);
-    let mut step_session =
-        runtime::open_with(ModelSource::Bytes(&step_graph, "the step graph"), dev, Some(1), None)?.session;
-    let session_time = t0.elapsed();
-    let mut ort_time = Duration::ZERO;
-    let ie = |what: &'static str| {
-        move |e: ort::Error| {
-            Error::internal(format!("ONNX Runtime failed while running the {what} of {}: {e}", bundle.name()))
+    fn lacks(&self) -> &'static str {
+        "it works in the VAE's latents, not at the photo's resolution"
+    }
+
+    fn reads(&self, opt: Opt) -> bool {
+        opt != Opt::Detail
+    }
+
+    fn schedulers(&self) -> &'static [Scheduler] {
+        &[Scheduler::Ddim, Scheduler::DpmSolver2M]
+    }
+
+    fn defaults(&self) -> Defaults {
+        Defaults {
+            steps: 50,
+            strength: super::DEFAULT_STRENGTH,
+            guidance: super::DEFAULT_GUIDANCE,
+            detail: 0.0,
         }
-    };
+    }
 
-    // Prompts → text embeddings, once: [negative, prompt] (just the prompt without guidance).
-    progress.update(0.0, "encoding the prompt");
-    let l = prompter.max_length();
-    let mut ids = Vec::with_capacity(shape.batch * l);
-    let prompts: Vec<&str> =
-        if guided { vec![negative.as_str(), prompt.as_str()] } else { vec![prompt.as_str()] };
-    for p in &prompts {
-        let (v, cut) = prompter.ids(p).map_err(Error::bad)?;
-        if cut {
-            progress.update(
-                -1.0,
-                &format!(
-                    "the prompt is longer than the text encoder's {} tokens; the rest is ignored",
-                    l - 2
-                ),
+    fn blends(&self) -> bool {
+        false
+    }
+
+    /// Crops around the selection at the model's native area, places the
+    /// subject, encodes the prompt and the image once for every variant.
+    fn prepare<'a>(&self, job: &Job<'a>, progress: &mut dyn Progress) -> Result<Prepared<'a>> {
+        let (bundle, scene, selection, bbox, opts) =
+            (job.bundle, job.scene, job.selection, job.bbox, job.settings);
+        let m = &bundle.manifest;
+        let (Model::Sd(model), Some(text), Some(prompter)) = (&m.model, &m.text, &bundle.prompter) else {
+            return Err(Error::internal(format!("concept {:?} is not an sd bundle", bundle.name())));
+        };
+        let plan = plan::plan_sd(scene.width(), scene.height(), bbox, model)?;
+        let prompt = super::add_prompt(m, text, opts.prompt.as_deref())?;
+        let negative = opts.negative_prompt.clone().unwrap_or_else(|| text.prompts.negative.clone());
+        let device = device_for(bundle, &model.precision, opts.device)?;
+
+        add::loading(progress)?;
+        let path =
+            |key: &str| bundle.graph_path(key).ok_or_else(|| Error::internal(format!("no {key} graph")));
+        let t0 = Instant::now();
+        let vsf = model.vae_scale_factor as usize;
+        let (ww, wh) = (plan.work_w, plan.work_h);
+        let (lw, lh) = (ww / vsf, wh / vsf);
+        let guided = opts.guidance != 1.0;
+        let batch = if guided { 2 } else { 1 };
+        // The UNet's free dimensions (schema/README.md), fixed for a CUDA graph.
+        let fixed = [("N", batch as i64), ("h", lh as i64), ("w", lw as i64)];
+        let unet = runtime::open_with(
+            ModelSource::File(&path("unet")?),
+            device,
+            opts.threads,
+            opts.cuda_graph.then_some(&fixed[..]),
+        )?;
+        // The step graph on the device the UNet really got (it shares the loop's
+        // device memory); the text encoder and the VAE there too, where they can
+        // run.
+        let dev = unet.device;
+        let others = match (dev, device) {
+            (Device::Cpu | Device::Auto, _) => Device::Cpu,
+            (Device::Cuda, Device::Cuda) => Device::Cuda,
+            (Device::Cuda, _) => Device::Auto,
+        };
+        let note = unet.note.clone();
+        if let Some(n) = &note {
+            progress.update(0.0, n);
+        }
+        let unet = unet.session;
+        let open = |key: &str| -> Result<Session> {
+            Ok(runtime::open_with(ModelSource::File(&path(key)?), others, opts.threads, None)?.session)
+        };
+        let mut text_encoder = open("text_encoder")?;
+        let mut vae_encoder = open("vae_encoder")?;
+        let vae_decoder = open("vae_decoder")?;
+
+        let lc = model.latent_channels as usize;
+        let shape = StepShape { batch, latent: lc, unet_in: model.unet_in_channels as usize, h: lh, w: lw };
+        let step_graph = step::graph(&shape);
+        let step_session =
+            runtime::open_with(ModelSource::Bytes(&step_graph, "the step graph"), dev, Some(1), None)?
+                .session;
+        let session_time = t0.elapsed();
+        let mut ort_time = Duration::ZERO;
+        let ie = |what: &'static str| {
+            move |e: ort::Error| {
+                Error::internal(format!(
+                    "ONNX Runtime failed while running the {what} of {}: {e}",
+                    bundle.name()
+                ))
+            }
+        };
+
+        // Prompts → text embeddings, once: [negative, prompt] (just the prompt without guidance).
+        progress.update(0.0, "encoding the prompt");
+        let l = prompter.max_length();
+        let mut ids = Vec::with_capacity(shape.batch * l);
+        let prompts: Vec<&str> =
+            if guided { vec![negative.as_str(), prompt.as_str()] } else { vec![prompt.as_str()] };
+        for p in &prompts {
+            let (v, cut) = prompter.ids(p).map_err(Error::bad)?;
+            if cut {
+                progress.update(
+                    -1.0,
+                    &format!(
+                        "the prompt is longer than the text encoder's {} tokens; the rest is ignored",
+                        l - 2
+                    ),
+                );
+            }
+            ids.extend(v);
+        }
+        let d = text.hidden_size as usize;
+        let t_run = Instant::now();
+        let ehs: Vec<f32> = {
+            let out = text_encoder
+                .run(ort::inputs!["input_ids" => TensorRef::from_array_view(([shape.batch, l], &ids[..])).map_err(ie("text encoder"))?])
+                .map_err(ie("text encoder"))?;
+            let (s, v) = out["last_hidden_state"].try_extract_tensor::<f32>().map_err(ie("text encoder"))?;
+            if v.len() != shape.batch * l * d {
+                return Err(Error::internal(format!(
+                    "the text encoder of {} returned shape {s:?}, expected [{}, {l}, {d}]",
+                    bundle.name(),
+                    shape.batch
+                )));
+            }
+            v.to_vec()
+        };
+
+        // The crop at working size, in the model's [-1, 1], with the subject placed.
+        let crop = imageops::read_rgb(scene, plan.crop);
+        let (cw, ch) = (plan.crop.w as usize, plan.crop.h as usize);
+        let mut mcrop = Vec::with_capacity(cw * ch);
+        for y in plan.crop.y..plan.crop.bottom() {
+            for x in plan.crop.x..plan.crop.right() {
+                mcrop.push(f32::from(selection.get_pixel(x, y).0[0]) / 255.0);
+            }
+        }
+        let sel = imageops::resize_plane(&mcrop, cw, ch, ww, wh);
+        let mut composite: Vec<f32> =
+            imageops::resize(&crop, ww, wh).data.iter().map(|v| v * 2.0 - 1.0).collect();
+        if let Some(subject) = &bundle.subject {
+            // Where it was placed (the pixel path's footprint) is not needed here.
+            let mut placed = vec![0.0f32; ww * wh];
+            crate::composite::place::paste_subject(
+                subject,
+                plan.to_work(bbox),
+                &opts.placement,
+                ww,
+                wh,
+                &sel,
+                &mut composite,
+                &mut placed,
             );
         }
-        ids.extend(v);
-    }
-    let d = text.hidden_size as usize;
-    let t_run = Instant::now();
-    let ehs: Vec<f32> = {
-        let out = text_encoder
-            .run(ort::inputs!["input_ids" => TensorRef::from_array_view(([shape.batch, l], &ids[..])).map_err(ie("text encoder"))?])
-            .map_err(ie("text encoder"))?;
-        let (s, v) = out["last_hidden_state"].try_extract_tensor::<f32>().map_err(ie("text encoder"))?;
-        if v.len() != shape.batch * l * d {
-            return Err(Error::internal(format!(
-                "the text encoder of {} returned shape {s:?}, expected [{}, {l}, {d}]",
-                bundle.name(),
-                shape.batch
-            )));
-        }
-        v.to_vec()
-    };
+        // The mask at latent resolution: every cell the selection touches, grown by one cell.
+        let lmask = latent_mask(&sel, ww, wh, vsf);
+        let inpainting = shape.cond_channels() > 0;
 
-    // The crop at working size, in the model's [-1, 1], with the subject placed.
-    let crop = imageops::read_rgb(scene, plan.crop);
-    let (cw, ch) = (plan.crop.w as usize, plan.crop.h as usize);
-    let mut mcrop = Vec::with_capacity(cw * ch);
-    for y in plan.crop.y..plan.crop.bottom() {
-        for x in plan.crop.x..plan.crop.right() {
-            mcrop.push(f32::from(selection.get_pixel(x, y).0[0]) / 255.0);
-        }
-    }
-    let sel = imageops::resize_plane(&mcrop, cw, ch, ww, wh);
-    let mut composite: Vec<f32> =
-        imageops::resize(&crop, ww, wh).data.iter().map(|v| v * 2.0 - 1.0).collect();
-    if let Some(subject) = &bundle.subject {
-        // Where it was placed (the pixel path's footprint) is not needed here.
-        let mut placed = vec![0.0f32; ww * wh];
-        crate::composite::place::paste_subject(
-            subject,
-            plan.to_work(bbox),
-            &opts.placement,
-            ww,
-            wh,
-            &sel,
-            &mut composite,
-            &mut placed,
-        );
-    }
-    // The mask at latent resolution: every cell the selection touches, grown by one cell.
-    let lmask = latent_mask(&sel, ww, wh, vsf);
-    let inpainting = shape.cond_channels() > 0;
-
-    progress.update(0.0, "encoding the image");
-    let mut image_batch = composite.clone();
-    if inpainting {
-        // diffusers: the masked image is the image with the region to generate set to 0.
-        let plane = ww * wh;
-        let mut masked = composite.clone();
-        for y in 0..wh {
-            for x in 0..ww {
-                if lmask[(y / vsf) * lw + x / vsf] > 0.5 {
-                    for c in 0..3 {
-                        masked[c * plane + y * ww + x] = 0.0;
+        progress.update(0.0, "encoding the image");
+        let mut image_batch = composite.clone();
+        if inpainting {
+            // diffusers: the masked image is the image with the region to generate set to 0.
+            let plane = ww * wh;
+            let mut masked = composite.clone();
+            for y in 0..wh {
+                for x in 0..ww {
+                    if lmask[(y / vsf) * lw + x / vsf] > 0.5 {
+                        for c in 0..3 {
+                            masked[c * plane + y * ww + x] = 0.0;
+                        }
                     }
                 }
             }
+            image_batch.extend(masked);
         }
-        image_batch.extend(masked);
-    }
-    let nb = if inpainting { 2 } else { 1 };
-    let latents: Vec<f32> = {
-        let out = vae_encoder
-            .run(ort::inputs!["image" => TensorRef::from_array_view(([nb, 3, wh, ww], &image_batch[..])).map_err(ie("VAE encoder"))?])
-            .map_err(ie("VAE encoder"))?;
-        let (s, v) = out["latent"].try_extract_tensor::<f32>().map_err(ie("VAE encoder"))?;
-        if v.len() != nb * lc * lh * lw {
-            return Err(Error::internal(format!(
-                "the VAE encoder of {} returned shape {s:?}, expected [{nb}, {lc}, {lh}, {lw}]",
-                bundle.name()
-            )));
-        }
-        v.to_vec()
-    };
-    ort_time += t_run.elapsed();
-    let n_lat = lc * lh * lw;
-    let known = latents[..n_lat].to_vec();
-    // Inpainting UNet: concat(latents, mask, masked-image latents), nothing re-imposed.
-    let (keep, cond): (Vec<f32>, Vec<f32>) = if inpainting {
-        let mut cond = lmask.clone();
-        cond.extend_from_slice(&latents[n_lat..]);
-        (vec![0.0; lh * lw], cond)
-    } else {
-        (lmask.iter().map(|m| 1.0 - m).collect(), Vec::new())
-    };
-
-    let schedule = &m.schedule;
-    let sched = NoiseSchedule::from_manifest(schedule);
-    let eta = if opts.sampler == Sampler::Ddpm { 1.0 } else { 0.0 };
-    let steps = sched.plan(
-        sd.scheduler,
-        Prediction::from_manifest(schedule),
-        opts.steps,
-        opts.strength,
-        Timing::from_manifest(schedule),
-        eta,
-    );
-
-    let base = crate::add::result_base(scene);
-    let blend_mask = crate::add::blend_mask(selection, bbox, crate::add::FEATHER_DIV);
-    let blend_mask = blend_mask.as_ref();
-    let cuda_graph = sd.cuda_graph && dev == Device::Cuda;
-    let mut lp =
-        Loop::new(&unet, dev, &shape, &ehs, l, d, &known, &keep, &cond, cuda_graph).map_err(ie("UNet"))?;
-    let n = steps.steps.len();
-    for v in 0..opts.variants {
-        let seed = opts.seed.wrapping_add(v as u64);
-        let mut stats =
-            AddStats { session: session_time, steps: n, work_w: ww, work_h: wh, ..Default::default() };
-        let total = (opts.variants * n) as f64;
-        let mut on_step = |i: usize| -> Result<()> {
-            progress.update(
-                (v * n + i) as f64 / total,
-                &if opts.variants > 1 {
-                    format!("variant {}/{}: step {}/{}", v + 1, opts.variants, i, n)
-                } else {
-                    format!("step {i}/{n}")
-                },
-            );
-            if progress.cancelled() {
-                return Err(Error::Cancelled);
+        let nb = if inpainting { 2 } else { 1 };
+        let latents: Vec<f32> = {
+            let out = vae_encoder
+                .run(ort::inputs!["image" => TensorRef::from_array_view(([nb, 3, wh, ww], &image_batch[..])).map_err(ie("VAE encoder"))?])
+                .map_err(ie("VAE encoder"))?;
+            let (s, v) = out["latent"].try_extract_tensor::<f32>().map_err(ie("VAE encoder"))?;
+            if v.len() != nb * lc * lh * lw {
+                return Err(Error::internal(format!(
+                    "the VAE encoder of {} returned shape {s:?}, expected [{nb}, {lc}, {lh}, {lw}]",
+                    bundle.name()
+                )));
             }
-            Ok(())
+            v.to_vec()
         };
+        ort_time += t_run.elapsed();
+        let n_lat = lc * lh * lw;
+        let known = latents[..n_lat].to_vec();
+        // Inpainting UNet: concat(latents, mask, masked-image latents), nothing re-imposed.
+        let (keep, cond): (Vec<f32>, Vec<f32>) = if inpainting {
+            let mut cond = lmask.clone();
+            cond.extend_from_slice(&latents[n_lat..]);
+            (vec![0.0; lh * lw], cond)
+        } else {
+            (lmask.iter().map(|m| 1.0 - m).collect(), Vec::new())
+        };
+
+        let schedule = &m.schedule;
+        let sched = NoiseSchedule::from_manifest(schedule);
+        let eta = if opts.sampler == Sampler::Ddpm { 1.0 } else { 0.0 };
+        let steps = sched.plan(
+            opts.scheduler,
+            Prediction::from_manifest(schedule),
+            opts.steps,
+            opts.strength,
+            Timing::from_manifest(schedule),
+            eta,
+        );
+
+        let cuda_graph = opts.cuda_graph && dev == Device::Cuda;
+        let lp = Loop::new(&unet, dev, &shape, &ehs, l, d, &known, &keep, &cond, cuda_graph)
+            .map_err(ie("UNet"))?;
+        let write = region::blend_mask(selection, bbox, region::FEATHER_DIV);
+        Ok(Prepared {
+            crop: plan.crop,
+            work_w: ww,
+            work_h: wh,
+            steps: steps.steps.len(),
+            device: dev,
+            note,
+            session: session_time,
+            write,
+            sampler: Box::new(Sampling {
+                bundle,
+                unet,
+                step_session,
+                vae_decoder,
+                lp,
+                steps,
+                known,
+                guidance: opts.guidance,
+                dev,
+                latent: [lc, lh, lw],
+                work: (ww, wh),
+                crop: (cw, ch),
+                ort_time,
+            }),
+        })
+    }
+}
+
+/// The variants' shared state: the sessions, the loop's device tensors and
+/// the encoded image.
+struct Sampling<'a> {
+    bundle: &'a Bundle,
+    unet: Session,
+    step_session: Session,
+    vae_decoder: Session,
+    lp: Loop,
+    steps: StepPlan,
+    known: Vec<f32>,
+    guidance: f32,
+    dev: Device,
+    /// Latent channels, height and width.
+    latent: [usize; 3],
+    /// The working and the crop's size.
+    work: (usize, usize),
+    crop: (usize, usize),
+    /// Time in ONNX Runtime encoding the prompt and the image, counted in every variant.
+    ort_time: Duration,
+}
+
+impl Variant for Sampling<'_> {
+    fn sample(
+        &mut self,
+        seed: u64,
+        runtime: &mut Duration,
+        on_step: &mut dyn FnMut(usize) -> Result<()>,
+    ) -> Result<Planes> {
+        let name = self.bundle.name();
+        let ie = |what: &'static str| {
+            move |e: ort::Error| {
+                Error::internal(format!("ONNX Runtime failed while running the {what} of {name}: {e}"))
+            }
+        };
+        let [lc, lh, lw] = self.latent;
+        let ((ww, wh), (cw, ch)) = (self.work, self.crop);
+        let steps = &self.steps;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let noise0 = normals(&mut rng, n_lat);
+        let noise0 = normals(&mut rng, lc * lh * lw);
         let (sa, s1) = (steps.abar_start.sqrt() as f32, (1.0 - steps.abar_start).sqrt() as f32);
-        let start: Vec<f32> = known.iter().zip(&noise0).map(|(k, e)| sa * k + s1 * e).collect();
+        let start: Vec<f32> = self.known.iter().zip(&noise0).map(|(k, e)| sa * k + s1 * e).collect();
         let t_run = Instant::now();
-        let x = lp
-            .run(&mut unet, &mut step_session, &steps, opts.guidance, &start, &noise0, &mut rng, &mut on_step)
+        let x = self
+            .lp
+            .run(
+                &mut self.unet,
+                &mut self.step_session,
+                steps,
+                self.guidance,
+                &start,
+                &noise0,
+                &mut rng,
+                on_step,
+            )
             .map_err(|e| match e {
                 LoopError::Stop(e) => e,
                 LoopError::Ort(e) => ie("UNet")(e),
             })?;
         // The final latents come to the host (a few kB): the decoder may sit on
         // another device than the loop (CUDA with a per-node fallback, or the CPU).
-        let x: Vec<f32> = if dev == Device::Cuda {
+        let x: Vec<f32> = if self.dev == Device::Cuda {
             x.to(AllocationDevice::CPU, 0)
                 .and_then(|c| c.try_extract_tensor::<f32>().map(|(_, v)| v.to_vec()))
                 .map_err(ie("UNet"))?
@@ -307,27 +378,21 @@ pub fn add_each(
             x.try_extract_tensor::<f32>().map_err(ie("UNet"))?.1.to_vec()
         };
         let decoded: Vec<f32> = {
-            let out = vae_decoder
+            let out = self
+                .vae_decoder
                 .run(ort::inputs!["latent" => TensorRef::from_array_view(([1, lc, lh, lw], &x[..])).map_err(ie("VAE decoder"))?])
                 .map_err(ie("VAE decoder"))?;
             let (s, v) = out["image"].try_extract_tensor::<f32>().map_err(ie("VAE decoder"))?;
             if v.len() != 3 * wh * ww {
                 return Err(Error::internal(format!(
-                    "the VAE decoder of {} returned shape {s:?}, expected [1, 3, {wh}, {ww}]",
-                    bundle.name()
+                    "the VAE decoder of {name} returned shape {s:?}, expected [1, 3, {wh}, {ww}]"
                 )));
             }
             v.iter().map(|p| (p.clamp(-1.0, 1.0) + 1.0) * 0.5).collect()
         };
-        stats.runtime = t_run.elapsed() + ort_time;
-        let res = imageops::resize(&Planes { c: 3, w: ww, h: wh, data: decoded }, cw, ch);
-        let mut image = base.clone();
-        imageops::blend_into(&mut image, plan.crop, &res, blend_mask);
-        stats.total = started.elapsed();
-        sink(AddOutput { seed, image, changed: bbox, device: dev, note: note.clone(), stats })?;
+        *runtime += t_run.elapsed() + self.ort_time;
+        Ok(imageops::resize(&Planes { c: 3, w: ww, h: wh, data: decoded }, cw, ch))
     }
-    progress.update(1.0, "done");
-    Ok(())
 }
 
 fn normals(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
