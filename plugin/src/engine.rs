@@ -29,23 +29,63 @@ pub struct Listing {
 
 impl From<pie::Error> for Failure {
     fn from(e: pie::Error) -> Failure {
-        match e.kind() {
-            pie::ErrorKind::Cancelled => Failure::Cancelled,
-            pie::ErrorKind::Unavailable if !e.to_string().contains("install.sh") => Failure::Error(format!(
+        use pie::Error as E;
+        let named = |option: pie::Opt, value: &str| match value {
+            "" => format!("'{}'", label(option)),
+            v => format!("'{}' {v}", label(option)),
+        };
+        let text = match &e {
+            E::Cancelled => return Failure::Cancelled,
+            E::OutOfRange { option, value, range } => {
+                format!("{} is out of range ({range}).", named(*option, value))
+            }
+            E::NotForBackbone { option, value, concept, backbone, lacks, readers } => format!(
+                "{} is for {} concepts; '{concept}' is a {backbone} concept ({lacks}): leave it at its default or empty.",
+                named(*option, value),
+                readers.join(" and ")
+            ),
+            E::Conflict { option, value, why, with, with_value } => {
+                format!("{} {why}: use it with {}.", named(*option, value), named(*with, with_value))
+            }
+            E::CudaUnavailable(why) => {
+                format!("Device CUDA: CUDA cannot be used here: {why}. Choose Automatic or CPU.")
+            }
+            // The engine's fix is for a terminal; for the plug-in, the fix is install.sh.
+            E::Missing { what, .. } | E::Unavailable(what) => format!(
                 "{} (pie's install.sh sets up ONNX Runtime and the trainer for the plug-in: run it again \
                  from the pie source folder; `pie doctor` shows what pie finds.)",
-                sentence(&e.to_string())
-            )),
-            _ => Failure::Error(sentence(&e.to_string())),
-        }
+                capitalized(what)
+            ),
+            other => capitalized(&other.to_string()),
+        };
+        Failure::Error(text)
+    }
+}
+
+/// An option's name as Add Subject's and Blend's dialogs label it.
+fn label(option: pie::Opt) -> &'static str {
+    use pie::Opt as O;
+    match option {
+        O::Steps => "Sampling steps",
+        O::Strength => "Strength",
+        O::Guidance => "Guidance",
+        O::Variants => "Variants",
+        O::Detail => "Detail",
+        O::Threads => "Threads",
+        O::Scale => "Size",
+        O::Harmonize => "Take on the scene's light",
+        O::Shadow => "Contact shadow",
+        O::Sampler => "Sampler",
+        O::Scheduler => "Scheduler",
+        O::Prompt => "Prompt",
+        O::NegativePrompt => "Negative prompt",
+        O::CudaGraph => "CUDA graph",
     }
 }
 
 /// The engine's messages start in lower case (they follow "pie: " on the
-/// command line) and may name the command line's option ("--device cuda: ");
-/// GIMP shows them on their own, after the dialog's "Device".
-fn sentence(s: &str) -> String {
-    let s = s.strip_prefix("--device ").map(|rest| format!("device {rest}")).unwrap_or_else(|| s.to_string());
+/// command line); GIMP shows them on their own.
+fn capitalized(s: &str) -> String {
     let mut c = s.chars();
     match c.next() {
         Some(f) => f.to_uppercase().chain(c).collect(),
@@ -120,33 +160,10 @@ pub fn forget(name: &str) -> Outcome<()> {
     Ok(library()?.remove(name)?)
 }
 
-fn device(name: &str) -> Outcome<pie::Device> {
-    Ok(pie::Device::from_str(if name.is_empty() { "auto" } else { name })?)
-}
-
-pub struct AddParams {
-    pub concept: String,
-    pub seed: u64,
-    pub steps: u32,
-    /// `None`: the concept's (its backbone's default, as `pie add` without `--strength`).
-    pub strength: Option<f64>,
-    /// `None`: the concept's (as `pie add` without `--guidance`).
-    pub guidance: Option<f64>,
-    pub variants: u32,
-    pub device: String,
-    /// `ddim` or `dpm++2m`; used for sd concepts only (pixel-unet concepts always run DDIM).
-    pub scheduler: String,
-    /// sd concepts only: replace the concept's prompt / negative prompt (`pie add --prompt`, `--negative-prompt`).
-    pub prompt: Option<String>,
-    pub negative_prompt: Option<String>,
-    pub placement: pie::Placement,
-    pub look: pie::Look,
-}
-
-/// The strength and guidance Add Subject's arguments default to: the
-/// pixel-unet backbone's, as in the engine.
+/// The strength and guidance Add Subject's arguments default to: those of
+/// the backbone concepts are learned with by default, as in the engine.
 pub fn default_strength_guidance() -> (f64, f64) {
-    let d = pie::AddOptions::default();
+    let d = pie::default_backbone_defaults();
     // Through the shortest decimal, so 0.2f32 becomes 0.2, not 0.20000000298.
     let f = |v: f32| v.to_string().parse::<f64>().unwrap_or(v as f64);
     (f(d.strength), f(d.guidance))
@@ -171,84 +188,53 @@ impl From<pie::AddOutput> for Variant {
     }
 }
 
+/// Add Subject: each variant goes to `sink` as soon as it is made.
 pub fn add(
-    p: &AddParams,
+    concept: &str,
+    request: &pie::AddRequest,
     scene: &DynamicImage,
     mask: &GrayImage,
     progress: &mut GimpProgress,
-) -> Outcome<Vec<Variant>> {
+    sink: &mut dyn FnMut(Variant) -> Outcome<()>,
+) -> Outcome<()> {
     let lib = library()?;
     progress.update(-1.0, "checking the concept");
-    let bundle = lib.load(&p.concept)?;
-    let given = pie::AddOptions {
-        seed: p.seed,
-        steps: p.steps as usize,
-        // NaN: not given, the concept's own (resolved by the engine, as for `pie add`).
-        strength: p.strength.map_or(f32::NAN, |s| s as f32),
-        guidance: p.guidance.map_or(f32::NAN, |g| g as f32),
-        variants: p.variants as usize,
-        device: device(&p.device)?,
-        placement: p.placement,
-        look: p.look,
-        ..pie::AddOptions::default()
-    };
-    let opts = pie::with_concept_defaults(&given, &bundle);
-    // A pixel-unet subject has no text encoder: the sd-only arguments are left
-    // out for it (the dialog keeps the last values for the next sd subject).
-    let is_sd = bundle.manifest.is_sd();
-    let sd = pie::SdOptions {
-        scheduler: if is_sd && !p.scheduler.is_empty() {
-            pie::Scheduler::from_str(&p.scheduler)?
-        } else {
-            pie::Scheduler::Ddim
-        },
-        prompt: p.prompt.clone().filter(|_| is_sd),
-        negative_prompt: p.negative_prompt.clone().filter(|_| is_sd),
-        ..pie::SdOptions::default()
-    };
-    let mut outputs = Vec::with_capacity(opts.variants);
-    pie::add_each_with(&bundle, scene, mask, &opts, &sd, progress, &mut |o| {
-        outputs.push(o);
-        Ok(())
-    })?;
-    Ok(outputs.into_iter().map(Variant::from).collect())
-}
-
-pub struct BlendParams {
-    /// The scene concept.
-    pub concept: String,
-    pub seed: u64,
-    pub steps: u32,
-    pub device: String,
-    pub look: pie::Look,
+    let bundle = lib.load(concept)?;
+    let mut failed = None;
+    let run = pie::add_each(&bundle, scene, mask, request, progress, &mut |o| {
+        sink(o.into()).map_err(|f| {
+            failed = Some(f);
+            pie::Error::Cancelled
+        })
+    });
+    match failed {
+        Some(f) => Err(f),
+        None => Ok(run?),
+    }
 }
 
 /// Blend Pasted Subject: `composite` holds the pasted subject over the scene, `mask` where it is.
 pub fn blend(
-    p: &BlendParams,
+    concept: &str,
+    request: &pie::AddRequest,
     composite: &DynamicImage,
     mask: &GrayImage,
     progress: &mut GimpProgress,
 ) -> Outcome<Variant> {
     let lib = library()?;
     progress.update(-1.0, "checking the concept");
-    let bundle = lib.load(&p.concept)?;
-    let given = pie::AddOptions {
-        seed: p.seed,
-        steps: p.steps as usize,
-        strength: f32::NAN,
-        guidance: f32::NAN,
-        device: device(&p.device)?,
-        look: p.look,
-        ..pie::AddOptions::default()
-    };
-    let opts = pie::with_concept_defaults(&given, &bundle);
+    let bundle = lib.load(concept)?;
     let mut out = None;
-    pie::blend_each(&bundle, composite, mask, &opts, progress, &mut |o| {
+    pie::blend_each(&bundle, composite, mask, request, progress, &mut |o| {
         out = Some(o);
         Ok(())
     })?;
     Ok(out.ok_or_else(|| Failure::msg("The engine made no result."))?.into())
+}
+
+/// The device a dialog's choice names ("" = automatic).
+pub fn device(name: &str) -> Outcome<pie::Device> {
+    Ok(pie::Device::from_str(if name.is_empty() { "auto" } else { name })?)
 }
 
 pub struct LearnParams {
@@ -334,15 +320,56 @@ pub fn learn_subject(
 
 #[cfg(test)]
 mod tests {
-    use super::sentence;
+    use super::*;
+
+    fn words(e: pie::Error) -> String {
+        match Failure::from(e) {
+            Failure::Error(m) => m,
+            Failure::Cancelled => String::from("cancelled"),
+        }
+    }
 
     #[test]
-    fn messages_read_as_sentences() {
-        assert_eq!(
-            sentence("--device cuda: CUDA cannot be used here"),
-            "Device cuda: CUDA cannot be used here"
+    fn options_at_fault_are_named_by_their_dialog_labels_never_by_flags() {
+        let m = words(pie::Error::out_of_range(pie::Opt::Steps, 0, "1 to 1000"));
+        assert_eq!(m, "'Sampling steps' 0 is out of range (1 to 1000).");
+        let m = words(pie::Error::NotForBackbone {
+            option: pie::Opt::Scheduler,
+            value: "dpm++2m".into(),
+            concept: "ball".into(),
+            backbone: "pixel-unet",
+            lacks: "no text encoder",
+            readers: vec!["sd"],
+        });
+        assert!(
+            m.starts_with("'Scheduler' dpm++2m is for sd concepts; 'ball' is a pixel-unet concept"),
+            "{m}"
         );
-        assert_eq!(sentence("no concept named \"x\""), "No concept named \"x\"");
-        assert_eq!(sentence(""), "");
+        let m = words(pie::Error::Conflict {
+            option: pie::Opt::Sampler,
+            value: "ddpm".into(),
+            why: "adds fresh noise",
+            with: pie::Opt::Scheduler,
+            with_value: "ddim".into(),
+        });
+        assert_eq!(m, "'Sampler' ddpm adds fresh noise: use it with 'Scheduler' ddim.");
+        let m = words(pie::Error::CudaUnavailable("no driver".into()));
+        assert!(m.starts_with("Device CUDA: CUDA cannot be used here: no driver"), "{m}");
+        for m in [&m, &words(pie::Error::Unavailable("no ONNX Runtime".into()))] {
+            assert!(!m.contains("--"), "{m}");
+        }
+    }
+
+    #[test]
+    fn what_is_missing_gets_the_plug_ins_fix_not_the_terminals() {
+        let m = words(pie::Error::Unavailable("the trainer is missing".into()));
+        assert!(m.starts_with("The trainer is missing (pie's install.sh"), "{m}");
+        let m = words(pie::Error::Missing {
+            what: "no ONNX Runtime".into(),
+            fix: "Run `bash build/onnxruntime.sh cpu`".into(),
+        });
+        assert!(m.starts_with("No ONNX Runtime (pie's install.sh"), "{m}");
+        assert!(!m.contains("build/onnxruntime.sh"), "{m}");
+        assert_eq!(words(pie::Error::Cancelled), "cancelled");
     }
 }

@@ -1,0 +1,90 @@
+//! Blend Pasted Subject: a subject the user pasted and placed, made to fit the scene below it.
+
+use super::*;
+
+pub(super) fn procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
+    let p = image_procedure(plug_in, BLEND_SUBJECT, run);
+    common(
+        &p,
+        "_Blend Pasted Subject...",
+        "Make a pasted subject look photographed in the scene below it",
+        "Paste the subject as a layer over the scene (with transparency around it) and move, scale, rotate or \
+         flip it as you like; then select the pasted layer and run this. The subject takes on the scene's \
+         light, grain and sharpness, casts a contact shadow on the ground under it, and the learned scene \
+         redraws where the two meet. The result is a new layer above the pasted one, in one undo step; the \
+         pasted layer and the scene are left as they are. Needs a scene learned with Learn Scene from the \
+         layer below (or the same photo). Same as `pie blend` on the command line.",
+    );
+    p.add_string_argument("concept", "Scene", Some("Name of the learned scene (Stage I concept)"), "", RW);
+    p.add_int_argument("seed", "S_eed", Some("Random seed; -1 picks a new one"), -1, i32::MAX, -1, RW);
+    sampling_steps_argument(&p);
+    p.add_choice_argument("device", "_Device", Some("Where to sample"), device_choice(), "auto", RW);
+    look_arguments(&p);
+    concept_list_argument(&p, "concept-choice", "Sc_ene", "A scene learned with Learn Scene", 1);
+    p
+}
+
+fn run(call: &Call) -> Outcome {
+    let Call { procedure, mode, image, drawables, config } = *call;
+    let pasted = pixels::single_layer(drawables)?;
+    if pasted.downcast_ref::<gimp::Layer>().is_some_and(|l| l.is_floating_sel()) {
+        return Err(Failure::msg(
+            "The pasted subject is still a floating selection: anchor it as a new layer (Layer > To New Layer), then run Blend on that layer.",
+        ));
+    }
+    let layers = image.layers();
+    let position = layers.iter().position(|l| l.upcast_ref::<gimp::Drawable>() == &pasted);
+    let scene_layer = match position.and_then(|i| layers.get(i + 1)) {
+        Some(l) => l.clone().upcast::<gimp::Drawable>(),
+        None => {
+            return Err(Failure::msg(
+                "Blend needs the scene as the layer right below the pasted subject: paste the subject as a new layer over the photo.",
+            ))
+        }
+    };
+    if mode == gimp::RunMode::Interactive {
+        dialog(
+            procedure,
+            config,
+            &["concept-choice", "harmonize", "shadow", "match-grain", "seed", "steps", "device"],
+            Some(("concept-choice", "concept")),
+            |_| {},
+        )?;
+    }
+    let concept = require_concept(&get_string(config, "concept"), 1)?.name;
+    let seed = match config.property::<i32>("seed") {
+        s if s < 0 => random_seed(),
+        s => s as u64,
+    };
+    let scene = pixels::read_layer(image, &scene_layer)?;
+    let subject = pixels::read_layer(image, &pasted)?;
+    if !subject.alpha {
+        return Err(Failure::msg(
+            "The pasted layer has no transparency, so pie cannot tell the subject from its background: add an alpha channel \
+             and erase around the subject (or paste a cut-out), then run Blend again.",
+        ));
+    }
+    let (composite, mask) = pixels::lay_over(&scene, &subject)?;
+    let request = pie::AddRequest {
+        seed,
+        steps: Some(config.property::<i32>("steps").max(1) as usize),
+        device: engine::device(&get_string(config, "device"))?,
+        look: look_of(config),
+        ..Default::default()
+    };
+    let mut progress = GimpProgress::start(&format!("Blending into '{concept}'"));
+    let result = engine::blend(&concept, &request, &composite, &mask, &mut progress);
+    progress.finish();
+    let v = result?;
+    let _undo = UndoGroup::start(image);
+    let layer = pixels::add_result_layer(
+        image,
+        &scene,
+        &v.image,
+        v.changed,
+        &format!("{} blended (seed {})", pasted.name().map(|n| n.to_string()).unwrap_or_default(), v.seed),
+    )?;
+    // Above the pasted layer, which it replaces to the eye.
+    image.reorder_item(&layer, layer.parent().as_ref(), image.item_position(&pasted));
+    Ok(())
+}

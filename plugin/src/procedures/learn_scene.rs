@@ -1,0 +1,63 @@
+//! Learn Scene: Stage I, the personalized model of the photo's scene.
+
+use super::*;
+
+pub(super) fn procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
+    let p = image_procedure(plug_in, LEARN_SCENE, run);
+    common(
+        &p,
+        "Learn _Scene...",
+        "Learn the active layer as a scene (Stage I) for Add Subject",
+        "Fine-tunes pie's small diffusion model on the active layer, the scene photo you want to put \
+         subjects into, and stores it under the given name in pie's concept library. Learn a subject \
+         from this scene next (Learn Subject).",
+    );
+    learn_common_arguments(&p, "my-scene");
+    p.add_choice_argument(
+        "backbone",
+        "_Model",
+        Some("pixel-unet: pie's small model, learned from scratch (any computer). sd: fine-tunes a local Stable Diffusion checkpoint (set its folder below; wants an NVIDIA GPU). A subject learned from this scene uses the same model"),
+        backbone_choice(),
+        "pixel-unet",
+        RW,
+    );
+    p.add_file_argument(
+        "base",
+        "Stable Diffusion chec_kpoint",
+        Some("Model sd only: the folder of a local Stable Diffusion checkpoint in diffusers layout (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)"),
+        gimp::FileChooserAction::SelectFolder,
+        true,
+        None::<&gimp::gio::File>,
+        RW,
+    );
+    class_word_argument(
+        &p,
+        "Model sd only: the class noun of the scene (e.g. landscape, room); empty = the trainer's default",
+    );
+    trainer_args_argument(&p);
+    resume_argument(&p);
+    p
+}
+
+fn run(call: &Call) -> Outcome {
+    let Call { procedure, mode, image, drawables, config } = *call;
+    let layer = pixels::single_layer(drawables)?;
+    if mode == gimp::RunMode::Interactive {
+        dialog(
+            procedure,
+            config,
+            &["name", "backbone", "base", "class-word", "preset", "device", "steps", "replace", "resume"],
+            None,
+            |d| {
+                sensitive_if(d, config, "base", "backbone", &["sd"]);
+                sensitive_if(d, config, "class-word", "backbone", &["sd"]);
+            },
+        )?;
+    }
+    let params = learn_params(config, None)?;
+    let src = pixels::read_layer(image, &layer)?;
+    let (_tmp, png, _) = export_for_trainer(&src, None)?;
+    learn_with_progress(mode, &format!("Learning scene '{}'", params.name), |progress| {
+        engine::learn_scene(&png, &params, progress)
+    })
+}

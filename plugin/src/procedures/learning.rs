@@ -1,0 +1,95 @@
+//! What Learn Scene and Learn Subject share: their parameters and the run
+//! under GIMP's progress bar.
+
+use super::*;
+
+/// `scene`: Learn Subject's scene (the subject takes its model); `None` for Learn Scene.
+pub(super) fn learn_params(
+    config: &gimp::ProcedureConfig,
+    scene: Option<&engine::Concept>,
+) -> Outcome<LearnParams> {
+    let name = get_string(config, "name");
+    if name.is_empty() {
+        return Err(Failure::msg("Give the new concept a name (letters a-z, digits, '-' or '_')."));
+    }
+    // Said here in the dialog's words (the engine would say "--force"), before any export or training.
+    if !config.property::<bool>("replace") && engine::list()?.concepts.iter().any(|c| c.name == name) {
+        return Err(Failure::msg(format!(
+            "A concept named '{name}' already exists: choose another name, or tick \
+             'Replace an existing concept of that name'."
+        )));
+    }
+    let class_word = Some(get_string(config, "class-word")).filter(|w| !w.is_empty());
+    let (backbone, base, class_word) = match scene {
+        None => match get_string(config, "backbone").as_str() {
+            "sd" => (Some("sd".to_string()), Some(sd_base(config)?), class_word),
+            // The sd settings are kept (the dialog remembers them) but not used.
+            _ => (None, None, None),
+        },
+        Some(s) if s.backbone == "sd" => (None, None, class_word),
+        Some(_) => (None, None, None),
+    };
+    Ok(LearnParams {
+        name,
+        preset: get_string(config, "preset"),
+        device: get_string(config, "device"),
+        steps: config.property::<i32>("steps").max(0) as u32,
+        replace: config.property::<bool>("replace"),
+        backbone,
+        base,
+        class_word,
+        trainer_args: get_string(config, "trainer-args").split_whitespace().map(str::to_string).collect(),
+        resume: config.property::<bool>("resume"),
+    })
+}
+
+/// Learn Scene's `base` for the sd model: a local folder that looks like a
+/// diffusers checkpoint, checked before anything starts.
+pub(super) fn sd_base(config: &gimp::ProcedureConfig) -> Outcome<std::path::PathBuf> {
+    const LAYOUT: &str =
+        "model_index.json, unet/, vae/, text_encoder/, tokenizer/ and scheduler/ (the diffusers layout)";
+    let Some(file) = config.property::<Option<gimp::gio::File>>("base") else {
+        return Err(Failure::msg(format!(
+            "The Stable Diffusion model (sd) fine-tunes a checkpoint on this computer: choose its folder as \
+             \"Stable Diffusion checkpoint\", the folder that holds {LAYOUT}; or pick the pixel-unet model."
+        )));
+    };
+    let Some(path) = file.path() else {
+        return Err(Failure::msg(format!(
+            "The Stable Diffusion checkpoint {} is not a local folder: choose a folder on this computer that holds {LAYOUT}.",
+            file.uri()
+        )));
+    };
+    if !path.is_dir() {
+        return Err(Failure::msg(format!(
+            "The Stable Diffusion checkpoint {} is not a folder{}: choose the folder that holds {LAYOUT}.",
+            path.display(),
+            if path.exists() { "" } else { " (it does not exist)" }
+        )));
+    }
+    if !path.join("model_index.json").is_file() {
+        return Err(Failure::msg(format!(
+            "The folder {} has no model_index.json, so it is not a Stable Diffusion checkpoint: choose the folder \
+             that holds {LAYOUT}.",
+            path.display()
+        )));
+    }
+    Ok(path)
+}
+
+/// Runs one learning job under GIMP's progress bar; from the dialog, the
+/// user is also told where the concept went (a batch caller reads the PDB status).
+pub(super) fn learn_with_progress(
+    mode: gimp::RunMode,
+    title: &str,
+    job: impl FnOnce(&mut GimpProgress) -> Outcome<String>,
+) -> Outcome {
+    let mut progress = GimpProgress::start(title);
+    let result = job(&mut progress);
+    progress.finish();
+    let summary = result?;
+    if mode == gimp::RunMode::Interactive {
+        gimp::message(&summary);
+    }
+    Ok(())
+}
