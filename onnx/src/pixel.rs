@@ -148,11 +148,7 @@ impl Variant for Sampling<'_> {
         }
         res.data.iter_mut().for_each(|v| *v = (*v + 1.0) * 0.5);
         if let Some(shade) = &prep.shade {
-            let n = shade.len();
-            for c in 0..3 {
-                // Multiplied: the ground keeps its texture in the shadow.
-                res.data[c * n..(c + 1) * n].iter_mut().zip(shade).for_each(|(v, k)| *v *= 1.0 - k);
-            }
+            composite::darken(&mut res, shade);
         }
         Ok(res)
     }
@@ -255,20 +251,7 @@ fn prepare(
             true
         }
         (None, Some(subject)) => {
-            // Inside the selection's faded edge, so no part of the subject fades
-            // out with it; standing on the bottom, with room below for its shadow.
-            let bottom = matches!(
-                opts.placement.anchor,
-                composite::Anchor::Bottom | composite::Anchor::BottomLeft | composite::Anchor::BottomRight
-            );
-            let edge = f64::from(region::faded_edge(selection, bbox));
-            let room = if bottom { (bbox.h as f64 * 0.05).round() } else { 0.0 };
-            let rel = (
-                (bbox.x - plan.crop.x) as f64 + edge,
-                (bbox.y - plan.crop.y) as f64 + edge,
-                (bbox.w as f64 - 2.0 * edge).max(1.0),
-                (bbox.h as f64 - 2.0 * edge - room).max(1.0),
-            );
+            let rel = composite::place::subject_box(selection, bbox, plan.crop, opts.placement.anchor);
             composite::place::paste_subject(
                 subject,
                 rel,
@@ -288,7 +271,7 @@ fn prepare(
     if placed {
         let short = bbox.w.min(bbox.h) as f32;
         let mut a = around_subject(&place_full, &mcrop, cw, ch, short, &FIT);
-        let surroundings = composite::surroundings(&place_full, cw, ch, (0.25 * short).max(4.0));
+        let surroundings = composite::surroundings(&place_full, cw, ch, composite::reach(short));
         composite::light::harmonize(&mut full, &place_full, &surroundings, look.harmonize);
         let known_p = Planes { c: 3, w, h, data: known.clone() };
         match_colour(&mut full, &place_full, &known_p, &sel, short * plan.scale as f32, &FIT);

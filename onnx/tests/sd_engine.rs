@@ -608,3 +608,39 @@ fn learn_options_for_sd_are_checked_before_the_trainer_starts() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("was learned with the sd backbone"), "{}", text(&o));
 }
+
+#[test]
+fn sd_adds_take_on_the_look_options_instead_of_ignoring_them() {
+    let c = case();
+    let plain = ["--strength", "0.2", "--harmonize", "0", "--shadow", "0", "--no-grain"];
+    let (o, none) = add(&c, "dog", "none.png", &plain);
+    assert!(o.status.success(), "{}", text(&o));
+    let mut shadowed = plain.to_vec();
+    shadowed[5] = "1";
+    let (o, shadow) = add(&c, "dog", "shadow.png", &shadowed);
+    assert!(o.status.success(), "{}", text(&o));
+    let (none, shadow) = (check_result(&c, &none), check_result(&c, &shadow));
+    // The selection is x 30..62, y 20..48; the subject stands at its bottom.
+    let luma = |img: &image::RgbImage, rows: std::ops::Range<u32>| {
+        let mut s = 0.0;
+        let mut n = 0.0;
+        for y in rows {
+            for x in 32..60 {
+                let p = img.get_pixel(x, y).0;
+                s += 0.3 * f64::from(p[0]) + 0.59 * f64::from(p[1]) + 0.11 * f64::from(p[2]);
+                n += 1.0;
+            }
+        }
+        s / n
+    };
+    let (below_none, below_shadow) = (luma(&none, 42..48), luma(&shadow, 42..48));
+    // The synthetic VAE paints 8x8 cells back, so the shadow shows averaged.
+    assert!(below_shadow < below_none - 0.3, "no shadow under the subject: {below_none} -> {below_shadow}");
+    let (above_none, above_shadow) = (luma(&none, 20..24), luma(&shadow, 20..24));
+    assert_eq!(above_none, above_shadow, "above the subject changed: {above_none} -> {above_shadow}");
+    let mut lit = plain.to_vec();
+    lit[3] = "1";
+    let (o, harmonized) = add(&c, "dog", "lit.png", &lit);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_ne!(std::fs::read(c.dir.path().join("none.png")).unwrap(), std::fs::read(harmonized).unwrap());
+}

@@ -98,10 +98,22 @@ pub fn match_grain(
     around: &[f32],
     seed: u64,
 ) -> Option<GrainMatch> {
+    let scene = fine_detail(full, around)?;
+    add_grain(full, place, depth, scene, seed)
+}
+
+/// As [`match_grain`], to a scene grain `scene` measured beforehand: where
+/// `full` is a model's redrawing, the photo's own grain is read from the photo.
+pub fn add_grain(
+    full: &mut Planes,
+    place: &[f32],
+    depth: &[f32],
+    scene: f32,
+    seed: u64,
+) -> Option<GrainMatch> {
     let n = full.w * full.h;
     // The inside away from the outline: the outline's own step is no grain.
     let inner: Vec<f32> = depth.iter().map(|&d| if d > 2.0 { 1.0 } else { 0.0 }).collect();
-    let scene = fine_detail(full, around)?;
     let before = fine_detail(full, &inner)?;
     if (before - scene).abs() <= TOLERANCE * scene.max(1e-3) {
         return Some(GrainMatch { scene, subject_before: before, subject_after: before });

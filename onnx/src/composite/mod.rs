@@ -57,3 +57,18 @@ pub(crate) fn surroundings(place: &[f32], w: usize, h: usize, reach: f32) -> Vec
     let d = crate::imageops::distance_inside(&outside, w, h);
     d.iter().map(|&d| if d > 0.0 && d <= reach { 1.0 } else { 0.0 }).collect()
 }
+
+/// How far around the subject its surroundings are read (light, grain), for a
+/// selection whose short side is `short` pixels.
+pub(crate) fn reach(short: f32) -> f32 {
+    (0.25 * short).max(4.0)
+}
+
+/// Darkens `planes` ([0, 1]) by `shade` (0 = untouched, 1 = black), multiplied
+/// so that the ground keeps its texture in the shadow.
+pub(crate) fn darken(planes: &mut crate::imageops::Planes, shade: &[f32]) {
+    let n = shade.len();
+    for c in 0..planes.c {
+        planes.data[c * n..(c + 1) * n].iter_mut().zip(shade).for_each(|(v, k)| *v *= 1.0 - k);
+    }
+}

@@ -192,6 +192,27 @@ pub fn lay_over(
     landed.then_some((out, mask))
 }
 
+/// Where a subject goes for a selection with bounding box `bbox`: (x, y,
+/// width, height) relative to `crop`, in the photo's pixels. Inside the
+/// selection's faded edge, so no part of the subject fades out with it; on
+/// the bottom anchors with room below for its shadow.
+pub(crate) fn subject_box(
+    selection: &image::GrayImage,
+    bbox: crate::imageops::Rect,
+    crop: crate::imageops::Rect,
+    anchor: Anchor,
+) -> (f64, f64, f64, f64) {
+    let bottom = matches!(anchor, Anchor::Bottom | Anchor::BottomLeft | Anchor::BottomRight);
+    let edge = f64::from(crate::composite::region::faded_edge(selection, bbox));
+    let room = if bottom { (bbox.h as f64 * 0.05).round() } else { 0.0 };
+    (
+        (bbox.x - crop.x) as f64 + edge,
+        (bbox.y - crop.y) as f64 + edge,
+        (bbox.w as f64 - 2.0 * edge).max(1.0),
+        (bbox.h as f64 - 2.0 * edge - room).max(1.0),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

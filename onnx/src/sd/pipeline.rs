@@ -22,7 +22,7 @@ use rand_distr::StandardNormal;
 
 use crate::add::{self, Backbone, Job, Prepared, Variant};
 use crate::bundle::Bundle;
-use crate::composite::region;
+use crate::composite::{self, region};
 use crate::imageops::{self, Planes};
 use crate::manifest::Model;
 use crate::plan;
@@ -205,12 +205,16 @@ impl Backbone for Sd {
         let sel = imageops::resize_plane(&mcrop, cw, ch, ww, wh);
         let mut composite: Vec<f32> =
             imageops::resize(&crop, ww, wh).data.iter().map(|v| v * 2.0 - 1.0).collect();
+        let mut grain = None;
         if let Some(subject) = &bundle.subject {
-            // Where it was placed (the pixel path's footprint) is not needed here.
             let mut placed = vec![0.0f32; ww * wh];
-            crate::composite::place::paste_subject(
+            let (x, y, w, h) =
+                composite::place::subject_box(selection, bbox, plan.crop, opts.placement.anchor);
+            let (sx, sy) = (ww as f64 / cw as f64, wh as f64 / ch as f64);
+            let at = (x * sx, y * sy, w * sx, h * sy);
+            composite::place::paste_subject(
                 subject,
-                plan.to_work(bbox),
+                at,
                 &opts.placement,
                 ww,
                 wh,
@@ -218,6 +222,25 @@ impl Backbone for Sd {
                 &mut composite,
                 &mut placed,
             );
+            let mut planes = Planes { c: 3, w: ww, h: wh, data: composite };
+            let look = opts.look;
+            let short = at.2.min(at.3) as f32;
+            let around = composite::surroundings(&placed, ww, wh, composite::reach(short));
+            composite::light::harmonize(&mut planes, &placed, &around, look.harmonize);
+            if look.shadow > 0.0 {
+                // Cast before encoding, so that the model redraws it with the
+                // ground's texture (the pixel path, which keeps more of the
+                // scene, casts it on the result).
+                let cover = composite::shadow::coverage(&placed, ww, wh);
+                let shade: Vec<f32> = cover.iter().zip(&sel).map(|(s, m)| s * m * look.shadow).collect();
+                planes.data.iter_mut().for_each(|v| *v = (*v + 1.0) * 0.5);
+                composite::darken(&mut planes, &shade);
+                planes.data.iter_mut().for_each(|v| *v = *v * 2.0 - 1.0);
+            }
+            composite = planes.data;
+            if look.grain {
+                grain = GrainAt::new(&crop, &placed, (ww, wh), (cw, ch), short * cw as f32 / ww as f32);
+            }
         }
         // The mask at latent resolution: every cell the selection touches, grown by one cell.
         let lmask = latent_mask(&sel, ww, wh, vsf);
@@ -305,6 +328,7 @@ impl Backbone for Sd {
                 work: (ww, wh),
                 crop: (cw, ch),
                 ort_time,
+                grain,
             }),
         })
     }
@@ -329,6 +353,40 @@ struct Sampling<'a> {
     crop: (usize, usize),
     /// Time in ONNX Runtime encoding the prompt and the image, counted in every variant.
     ort_time: Duration,
+    grain: Option<GrainAt>,
+}
+
+/// The photo's grain around the placed subject and where it goes, at the
+/// crop's resolution: the VAE's decoding is smoother than the photo, so the
+/// subject gets the photo's grain back on every result.
+struct GrainAt {
+    scene: f32,
+    place: Vec<f32>,
+    depth: Vec<f32>,
+}
+
+impl GrainAt {
+    fn new(
+        crop: &Planes,
+        placed: &[f32],
+        work: (usize, usize),
+        size: (usize, usize),
+        short: f32,
+    ) -> Option<Self> {
+        let (cw, ch) = size;
+        let place = imageops::resize_plane(placed, work.0, work.1, cw, ch);
+        let around = composite::surroundings(&place, cw, ch, composite::reach(short));
+        let photo = Planes { c: 3, w: cw, h: ch, data: crop.data.iter().map(|v| v * 2.0 - 1.0).collect() };
+        let scene = composite::grain::fine_detail(&photo, &around)?;
+        let depth = imageops::distance_inside(&composite::inside(&place), cw, ch);
+        Some(GrainAt { scene, place, depth })
+    }
+
+    fn apply(&self, result: &mut Planes) {
+        result.data.iter_mut().for_each(|v| *v = *v * 2.0 - 1.0);
+        composite::grain::add_grain(result, &self.place, &self.depth, self.scene, 0);
+        result.data.iter_mut().for_each(|v| *v = (*v + 1.0) * 0.5);
+    }
 }
 
 impl Variant for Sampling<'_> {
@@ -391,7 +449,11 @@ impl Variant for Sampling<'_> {
             v.iter().map(|p| (p.clamp(-1.0, 1.0) + 1.0) * 0.5).collect()
         };
         *runtime += t_run.elapsed() + self.ort_time;
-        Ok(imageops::resize(&Planes { c: 3, w: ww, h: wh, data: decoded }, cw, ch))
+        let mut result = imageops::resize(&Planes { c: 3, w: ww, h: wh, data: decoded }, cw, ch);
+        if let Some(grain) = &self.grain {
+            grain.apply(&mut result);
+        }
+        Ok(result)
     }
 }
 
