@@ -161,24 +161,30 @@ gimp_versions() {
   done | sort -uV
 }
 
-# plugin_targets MINOR...: the plug-ins folders to install into, one a line:
-# every 3.x profile the user has, and the profile of each GIMP found that has
-# none yet, unless an older profile exists: GIMP copies an older profile into
-# a new one only when the new one does not exist, so creating it would lose
-# the user's settings. Then the older profile gets pie, and GIMP copies it.
+# plugin_targets MINOR...: sets targets to the plug-ins folders to install
+# into: every 3.x profile the user has, and the profile of each GIMP found that
+# has none yet, unless an older profile exists: GIMP copies an older profile
+# into a new one only when the new one does not exist, so creating it would
+# lose the user's settings. Then the older profile gets pie, and GIMP copies it.
+# (Not a function whose output is captured: it adds to notes.)
+targets=()
 plugin_targets() {
   local v have
-  if [ -n "$plugin_root" ]; then echo "$plugin_root"; return 0; fi
+  targets=()
+  if [ -n "$plugin_root" ]; then targets=("$plugin_root"); return 0; fi
   have=$(profiles_present)
-  [ -n "$have" ] && printf '%s\n' "$have" | sed 's|$|/plug-ins|'
-  [ -n "${GIMP3_DIRECTORY:-}" ] && { [ -n "$have" ] || echo "$GIMP3_DIRECTORY/plug-ins"; return 0; }
+  [ -n "$have" ] && mapfile -t targets < <(printf '%s\n' "$have" | sed 's|$|/plug-ins|')
+  if [ -n "${GIMP3_DIRECTORY:-}" ]; then
+    [ -n "$have" ] || targets=("$GIMP3_DIRECTORY/plug-ins")
+    return 0
+  fi
   for v in "$@"; do
     [ -d "$gimp_config/$v" ] && continue
     if [ -n "$have" ] || [ -d "$gimp_config/2.10" ]; then
       notes+=("GIMP $v has not been started yet in this account: on its first start it copies your older GIMP profile (with pie, where that has it) into $gimp_config/$v; run ./install.sh again after that start, so that later updates of pie reach GIMP $v")
       [ -n "$have" ] || notes+=("only a GIMP 2.10 profile exists: pie was not put into GIMP $v's profile yet, so that GIMP $v can still copy your 2.10 settings")
     else
-      echo "$gimp_config/$v/plug-ins"
+      targets+=("$gimp_config/$v/plug-ins")
     fi
   done
 }
@@ -192,13 +198,13 @@ flatpak_note() {
 
 # install_everywhere BINARY [PATH_MAP_ROOT] MINOR...: the plug-in into every target.
 install_everywhere() {
-  local bin=$1 root=$2 d targets; shift 2
-  targets=$(plugin_targets "$@")
-  if [ -z "$targets" ]; then
+  local bin=$1 root=$2 d; shift 2
+  plugin_targets "$@"
+  if [ ${#targets[@]} -eq 0 ]; then
     notes+=("no GIMP 3 profile to install into yet: start GIMP once and run ./install.sh again")
     return 0
   fi
-  while IFS= read -r d; do install_plugin "$bin" "$d" "$root"; done <<<"$targets"
+  for d in "${targets[@]}"; do install_plugin "$bin" "$d" "$root"; done
   # What `pie doctor` compares each profile's copy with (a stale one is an
   # older pie that GIMP still loads).
   sha256sum "$bin" | cut -d' ' -f1 >"$libdir/gimp-plugin.sha256"
