@@ -4,17 +4,19 @@
 #   the ONNX Runtime library         -> $PREFIX/lib/pie/
 #   the trainer's Python environment -> $PREFIX/lib/pie/venv (a link to the cached venv,
 #                                       with the trainer installed into it)
-#   the GIMP 3 plug-in, where GIMP 3 is found
-#                                    -> ~/.config/GIMP/3.0/plug-ins/pie/pie
-#                                       (with the ONNX Runtime library and pie.env beside it)
+#   the GIMP 3 plug-in, where GIMP 3.x is found (3.0 and 3.2)
+#                                    -> ~/.config/GIMP/3.x/plug-ins/pie/pie for each 3.x
+#                                       profile the user has (with the ONNX Runtime
+#                                       library and pie.env beside it)
 # PREFIX defaults to ~/.local. Running it again updates everything in place.
 #
 #   ./install.sh [options]
 #     --prefix DIR        install under DIR instead of ${PREFIX:-~/.local}
-#     --plugin-dir DIR    GIMP 3 plug-ins folder (default ~/.config/GIMP/3.0/plug-ins)
+#     --plugin-dir DIR    GIMP 3 plug-ins folder (default: each ~/.config/GIMP/3.x/plug-ins)
 #     --plugin-binary F   install this already built plug-in instead of building one
-#     --gimp-host         build the plug-in in pie's GIMP 3 build host (a Debian 13
-#                         chroot, build/gimp-host.sh; needs root). Also PIE_GIMP_HOST=1.
+#     --gimp-host[=3.0|3.2]  build the plug-in in pie's GIMP 3 build host (a Debian
+#                         chroot per GIMP version, build/gimp-host.sh; needs root;
+#                         default 3.0 or $PIE_GIMP_VERSION). Also PIE_GIMP_HOST=1.
 #     --cpu | --cuda      ONNX Runtime flavour (default: cuda when an NVIDIA driver is present)
 #     --no-trainer        skip the trainer's environment (PyTorch, about 5 GB)
 #     --no-plugin         skip the GIMP plug-in
@@ -42,6 +44,7 @@ while [ $# -gt 0 ]; do
     --plugin-binary) plugin_binary=${2:?--plugin-binary needs a file}; shift ;;
     --plugin-binary=*) plugin_binary=${1#*=} ;;
     --gimp-host) gimp_host=1 ;;
+    --gimp-host=*) gimp_host=1; PIE_GIMP_VERSION=${1#*=}; export PIE_GIMP_VERSION ;;
     --cpu) flavour=cpu ;;
     --cuda) flavour=cuda ;;
     --no-trainer) with_trainer=0 ;;
@@ -54,16 +57,32 @@ while [ $# -gt 0 ]; do
 done
 mkdir -p "$prefix" 2>/dev/null || die "cannot create $prefix"
 prefix=$(cd "$prefix" && pwd)
-plugin_root=${plugin_root:-$HOME/.config/GIMP/3.0/plug-ins}
-plugin_dir=$plugin_root/pie
 bindir=$prefix/bin
 libdir=$prefix/lib/pie
+gimp_config=${XDG_CONFIG_HOME:-$HOME/.config}/GIMP
+
+# profiles_present: the GIMP 3.x profile folders this user has.
+profiles_present() {
+  local d
+  if [ -n "${GIMP3_DIRECTORY:-}" ]; then [ -d "$GIMP3_DIRECTORY" ] && echo "$GIMP3_DIRECTORY"; return 0; fi
+  for d in "$gimp_config"/3.*/; do
+    d=${d%/}
+    [[ $(basename "$d") =~ ^3\.[0-9]+$ ]] && echo "$d"
+  done
+  return 0
+}
 
 if [ "$uninstall" = 1 ]; then
   for f in "$bindir/pie"; do [ -e "$f" ] && { rm -f "$f"; log "removed $f"; }; done
   # The venv link is removed, not what it points to (the shared build cache).
   if [ -e "$libdir" ] || [ -L "$libdir/venv" ]; then rm -rf "$libdir"; log "removed $libdir"; fi
-  if [ -d "$plugin_dir" ]; then rm -rf "$plugin_dir"; log "removed the GIMP plug-in $plugin_dir"; fi
+  # Only plug-in folders this script wrote (it leaves pie.env there) go.
+  for root in ${plugin_root:+"$plugin_root"} $(profiles_present | sed 's|$|/plug-ins|'); do
+    d=$root/pie
+    if [ -d "$d" ] && grep -qs "Written by pie's install.sh" "$d/pie.env"; then
+      rm -rf "$d"; log "removed the GIMP plug-in $d"
+    fi
+  done
   lib=${PIE_HOME:-${XDG_DATA_HOME:-$HOME/.local/share}/pie}
   [ -d "$lib" ] && log "your learned concepts are kept in $lib (delete that folder to remove them too)"
   log "pie is uninstalled"
@@ -110,9 +129,10 @@ gimp_help="GIMP 3 comes with Debian 13, Ubuntu 25.04, Fedora 42 and later, as th
   org.gimp.GIMP (flatpak install flathub org.gimp.GIMP) and as an AppImage from
   https://www.gimp.org/downloads/; install it (with its development files, e.g.
   libgimp-3.0-dev, to build the plug-in) and run ./install.sh again."
-plugin_note=
-install_plugin() { # install_plugin BINARY [PATH_MAP_ROOT]
-  local bin=$1 root=${2:-} f
+notes=()
+installed_dirs=()
+install_plugin() { # install_plugin BINARY PLUGINS_FOLDER [PATH_MAP_ROOT]
+  local bin=$1 plugin_dir=$2/pie root=${3:-} f
   mkdir -p "$plugin_dir"
   install -m 755 "$bin" "$plugin_dir/pie.new" && mv -f "$plugin_dir/pie.new" "$plugin_dir/pie"
   for f in "$libdir"/libonnxruntime*.so*; do
@@ -126,7 +146,68 @@ install_plugin() { # install_plugin BINARY [PATH_MAP_ROOT]
     [ -n "$trainer_python" ] && echo "PIE_TRAINER_PYTHON=$py"
     echo "# The libraries beside the pie command: $inside"
   } > "$plugin_dir/pie.env"
+  installed_dirs+=("$plugin_dir")
   log "installed the GIMP 3 plug-in in $plugin_dir (Filters > Personalize)"
+}
+
+# gimp_versions: the minor version (3.0, 3.2, ...) of each GIMP 3 on PATH, by
+# any of the names its packages use (3.2 ships -3.2 and -3, 3.0 only -3.0).
+gimp_versions() {
+  local n v
+  for n in gimp-console-3.2 gimp-3.2 gimp-console-3 gimp-3 gimp-console-3.0 gimp-3.0 gimp-console gimp; do
+    command -v "$n" >/dev/null 2>&1 || continue
+    v=$("$n" --version 2>/dev/null | sed -n 's/.*version \([0-9][0-9.]*\).*/\1/p' | head -n1)
+    case "$v" in 3.*) gimp_minor "$v" ;; esac
+  done | sort -uV
+}
+
+# plugin_targets MINOR...: sets targets to the plug-ins folders to install
+# into: every 3.x profile the user has, and the profile of each GIMP found that
+# has none yet, unless an older profile exists: GIMP copies an older profile
+# into a new one only when the new one does not exist, so creating it would
+# lose the user's settings. Then the older profile gets pie, and GIMP copies it.
+# (Not a function whose output is captured: it adds to notes.)
+targets=()
+plugin_targets() {
+  local v have
+  targets=()
+  if [ -n "$plugin_root" ]; then targets=("$plugin_root"); return 0; fi
+  have=$(profiles_present)
+  [ -n "$have" ] && mapfile -t targets < <(printf '%s\n' "$have" | sed 's|$|/plug-ins|')
+  if [ -n "${GIMP3_DIRECTORY:-}" ]; then
+    [ -n "$have" ] || targets=("$GIMP3_DIRECTORY/plug-ins")
+    return 0
+  fi
+  for v in "$@"; do
+    [ -d "$gimp_config/$v" ] && continue
+    if [ -n "$have" ] || [ -d "$gimp_config/2.10" ]; then
+      notes+=("GIMP $v has not been started yet in this account: on its first start it copies your older GIMP profile (with pie, where that has it) into $gimp_config/$v; run ./install.sh again after that start, so that later updates of pie reach GIMP $v")
+      [ -n "$have" ] || notes+=("only a GIMP 2.10 profile exists: pie was not put into GIMP $v's profile yet, so that GIMP $v can still copy your 2.10 settings")
+    else
+      targets+=("$gimp_config/$v/plug-ins")
+    fi
+  done
+}
+
+flatpak_note() {
+  local fp=$HOME/.var/app/org.gimp.GIMP
+  if [ -d "$fp" ] || { command -v flatpak >/dev/null 2>&1 && flatpak info org.gimp.GIMP >/dev/null 2>&1; }; then
+    notes+=("a Flatpak GIMP (org.gimp.GIMP) is here too: it runs plug-ins inside its sandbox with the runtime's own libraries, not this system's libgimp the plug-in was built against, and it does not see $prefix; so pie was NOT installed into its profile ($fp/config/GIMP/3.x/plug-ins). Use a GIMP from your distribution for pie, or see the README (Flatpak and AppImage)")
+  fi
+}
+
+# install_everywhere BINARY [PATH_MAP_ROOT] MINOR...: the plug-in into every target.
+install_everywhere() {
+  local bin=$1 root=$2 d; shift 2
+  plugin_targets "$@"
+  if [ ${#targets[@]} -eq 0 ]; then
+    notes+=("no GIMP 3 profile to install into yet: start GIMP once and run ./install.sh again")
+    return 0
+  fi
+  for d in "${targets[@]}"; do install_plugin "$bin" "$d" "$root"; done
+  # What `pie doctor` compares each profile's copy with (a stale one is an
+  # older pie that GIMP still loads).
+  sha256sum "$bin" | cut -d' ' -f1 >"$libdir/gimp-plugin.sha256"
 }
 
 gimp2_only() {
@@ -135,46 +216,63 @@ gimp2_only() {
   return 1
 }
 
+# sid's (and other new distributions') exif library is gexiv2-0.16, where the
+# gimp-gexiv2-sys crate asks pkg-config for gexiv2: name it for system-deps.
+gexiv2_env() {
+  if ! pkg-config --exists gexiv2 2>/dev/null && pkg-config --exists gexiv2-0.16 2>/dev/null; then
+    export SYSTEM_DEPS_GEXIV2_NO_PKG_CONFIG=1 SYSTEM_DEPS_GEXIV2_LIB=gexiv2-0.16
+  fi
+}
+
+mapfile -t versions < <(gimp_versions)
+plugin_skipped=
 if [ "$with_plugin" = 0 ]; then
-  plugin_note="skipped the GIMP plug-in (--no-plugin)"
+  plugin_skipped="skipped the GIMP plug-in (--no-plugin)"
 elif [ -n "$plugin_binary" ]; then
   [ -x "$plugin_binary" ] || die "--plugin-binary $plugin_binary is not an executable file"
-  install_plugin "$plugin_binary"
+  install_everywhere "$plugin_binary" "" "${versions[@]}"
 elif [ "$gimp_host" = 1 ]; then
-  host_root=$(bash build/gimp-host.sh)
+  host=${PIE_GIMP_VERSION:-3.0}
+  host_root=$(bash build/gimp-host.sh "$host")
+  host_minor=$(gimp_minor "$(bash build/gimp-host.sh "$host" version)")
   run_step "cargo fetch (crates.io)" cargo fetch
   # The host's build folder lives in the cache (build/common.sh: host_target).
-  host_target=$(host_target) || die "cannot prepare the GIMP 3 host's build folder"
-  phase "building the plug-in in the GIMP 3 host" \
-    run_step "cargo build -p pie-gimp in the GIMP 3 host" \
-    nice bash build/gimp-host.sh run env CARGO_TARGET_DIR="$host_target" cargo build --offline --release -p pie-gimp
+  host_target=$(host_target "$host") || die "cannot prepare the GIMP $host host's build folder"
+  phase "building the plug-in in the GIMP $host_minor host" \
+    run_step "cargo build -p pie-gimp in the GIMP $host_minor host" \
+    nice bash build/gimp-host.sh "$host" run env CARGO_TARGET_DIR="$host_target" cargo build --offline --release -p pie-gimp
   root=
   case "$prefix" in "$host_root"/*) root=$host_root ;; esac
-  install_plugin "$host_target/release/pie-gimp" "$root"
-  [ -n "$root" ] || plugin_note="the plug-in links the GIMP 3 host's libgimp-3.0: it runs in that host's GIMP (build/gimp-host.sh run gimp-3.0)"
-elif command -v gimp-console-3.0 >/dev/null 2>&1 || command -v gimp-3.0 >/dev/null 2>&1; then
+  install_everywhere "$host_target/release/pie-gimp" "$root" "$host_minor"
+  [ -n "$root" ] || notes+=("the plug-in links the GIMP $host_minor host's libgimp-3.0: it runs in that host's GIMP (build/gimp-host.sh $host run gimp-$host_minor)")
+elif [ ${#versions[@]} -gt 0 ]; then
+  log "found GIMP ${versions[*]}"
   if ! pkg-config --exists gimp-3.0 2>/dev/null; then
-    plugin_note="GIMP 3 is installed but its development files are not (pkg-config gimp-3.0): install libgimp-3.0-dev (Debian/Ubuntu) or gimp-devel (Fedora) and run ./install.sh again. The plug-in was NOT installed."
+    plugin_skipped="GIMP ${versions[*]} is installed but its development files are not (pkg-config gimp-3.0): install libgimp-3.0-dev (Debian/Ubuntu) or gimp-devel (Fedora) and run ./install.sh again. The plug-in was NOT installed."
   else
-    phase "building the plug-in (cargo build --release -p pie-gimp)" \
+    gexiv2_env
+    phase "building the plug-in against libgimp $(pkg-config --modversion gimp-3.0) (cargo build --release -p pie-gimp)" \
       run_step "cargo build --release -p pie-gimp" nice cargo build --release -p pie-gimp
-    install_plugin "$target/release/pie-gimp"
+    install_everywhere "$target/release/pie-gimp" "" "${versions[@]}"
   fi
 elif gimp2_only; then
-  plugin_note="only GIMP 2.10 was found; pie's plug-in needs GIMP 3, so the plug-in was NOT installed.
+  plugin_skipped="only GIMP 2.10 was found; pie's plug-in needs GIMP 3, so the plug-in was NOT installed.
   $gimp_help"
 else
-  plugin_note="GIMP 3 was not found, so the plug-in was NOT installed.
+  plugin_skipped="GIMP 3 was not found (looked for gimp-console-3.2, gimp-3.2, gimp-console-3, gimp-3, gimp-console-3.0, gimp-3.0 on PATH), so the plug-in was NOT installed.
   $gimp_help"
 fi
+[ "$with_plugin" = 0 ] || flatpak_note
 
 echo
 echo "pie is installed:"
 echo "  command line:  $bindir/pie   (try: pie doctor)"
 case ":$PATH:" in *":$bindir:"*) ;; *) echo "  note: $bindir is not on your PATH; add it, e.g. export PATH=\"$bindir:\$PATH\"" ;; esac
 echo "  libraries:     $libdir"
-if [ -n "$plugin_note" ]; then
-  echo "  GIMP plug-in:  $plugin_note"
-else
-  echo "  GIMP plug-in:  $plugin_dir/pie (restart GIMP; Filters > Personalize)"
+if [ -n "$plugin_skipped" ]; then
+  echo "  GIMP plug-in:  $plugin_skipped"
+elif [ ${#installed_dirs[@]} -gt 0 ]; then
+  echo "  GIMP plug-in:  installed into ${#installed_dirs[@]} GIMP profile(s) (restart GIMP; Filters > Personalize):"
+  printf '                 %s/pie\n' "${installed_dirs[@]}"
 fi
+for n in "${notes[@]}"; do echo "  note: $n"; done

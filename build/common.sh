@@ -58,17 +58,33 @@ lock() {
   fi
 }
 
-# The GIMP 3 host's cargo build folder. It lives in the cache and is shared by
-# every clone (each is mounted at /pie in the host), so a fresh clone re-uses the
-# compiled dependencies. Cargo judges freshness by file times: after another
-# clone built there, this clone's edits older than that build would pass for
-# built (and the plug-in would link the other clone's engine). So when the last
-# build there came from another clone, pie's own two crates are cleaned first.
+# The GIMP 3 build-and-test hosts (build/gimp-host.sh): one Debian chroot per
+# GIMP minor version. gimp_host_suite HOST prints the suite for 3.0/trixie or
+# 3.2/sid, gimp_host_minor HOST the GIMP minor version; gimp_minor V cuts a
+# version such as 3.2.6 to 3.2.
+gimp_host_suite() {
+  case "$1" in 3.0|trixie) echo trixie ;; 3.2|sid) echo sid ;; *) return 1 ;; esac
+}
+gimp_host_minor() {
+  case "$1" in 3.0|trixie) echo 3.0 ;; 3.2|sid) echo 3.2 ;; *) return 1 ;; esac
+}
+gimp_minor() { printf '%s\n' "$1" | cut -d. -f1,2; }
+
+# host_target [HOST]: the GIMP 3 host's cargo build folder (one per host: each
+# links its own libgimp, glibc and gexiv2, and cargo would rebuild every -sys
+# crate each time the other host built there). It lives in the cache and is
+# shared by every clone (each is mounted at /pie in the host), so a fresh clone
+# re-uses the compiled dependencies. Cargo judges freshness by file times: after
+# another clone built there, this clone's edits older than that build would pass
+# for built (and the plug-in would link the other clone's engine). So when the
+# last build there came from another clone, pie's own two crates are cleaned first.
 host_target() {
-  local dir=$PIE_CACHE/target-trixie
+  local host=${1:-${PIE_GIMP_VERSION:-3.0}} suite
+  suite=$(gimp_host_suite "$host") || { log "unknown GIMP host '$host'"; return 1; }
+  local dir=$PIE_CACHE/target-$suite
   mkdir -p "$dir"
   if [ "$(cat "$dir/.pie-clone" 2>/dev/null)" != "$PIE_ROOT" ]; then
-    bash "$PIE_ROOT/build/gimp-host.sh" run env CARGO_TARGET_DIR="$dir" \
+    bash "$PIE_ROOT/build/gimp-host.sh" "$host" run env CARGO_TARGET_DIR="$dir" \
       cargo clean --offline --release -p pie-engine -p pie-gimp >&2 || return 1
     printf '%s\n' "$PIE_ROOT" >"$dir/.pie-clone"
   fi

@@ -1,19 +1,30 @@
 #!/usr/bin/env bash
-# The GIMP 3 build-and-test host: a Debian trixie chroot (Debian 12 ships only
-# GIMP 2.10) with gimp, libgimp-3.0-dev and what the headless and dialog tests
-# use, at $PIE_CACHE/trixie. Idempotent; an unfinished chroot is unmounted and
-# rebuilt, never reused.
-#   build/gimp-host.sh            create it if missing, print its path
-#   build/gimp-host.sh run CMD... run CMD inside, with the Rust toolchain and
+# The GIMP 3 build-and-test hosts (Debian 12 ships only GIMP 2.10), one chroot
+# per GIMP minor version, each with gimp, libgimp-3.0-dev and what the headless
+# and dialog tests use:
+#   3.0  Debian trixie (GIMP 3.0.4) at $PIE_CACHE/trixie
+#   3.2  Debian sid    (GIMP 3.2.x) at $PIE_CACHE/sid
+# Idempotent; an unfinished chroot is unmounted and rebuilt, never reused.
+#   build/gimp-host.sh [HOST] [COMMAND]   HOST: 3.0 or trixie (default; also
+#                                 $PIE_GIMP_VERSION), 3.2 or sid
+#   build/gimp-host.sh [HOST]     create it if missing, print its path
+#   ... run CMD...                run CMD inside, with the Rust toolchain and
 #                                 the clone bind-mounted at /pie (cwd /pie)
-#   build/gimp-host.sh umount     undo every bind mount (safe to rm -rf after)
-#   build/gimp-host.sh remove     umount, then delete the chroot
+#   ... version                   print the GIMP version inside (e.g. 3.2.6)
+#   ... target                    print the host's own cargo build folder
+#   ... umount                    undo every bind mount (safe to rm -rf after)
+#   ... remove                    umount, then delete the chroot
 source "$(dirname "$0")/common.sh"
 
-ROOT=$PIE_CACHE/trixie
+host=${PIE_GIMP_VERSION:-3.0}
+case "${1:-}" in 3.0|3.2|trixie|sid) host=$1; shift ;; esac
+SUITE=$(gimp_host_suite "$host") || die "unknown GIMP host '$host' (3.0 or trixie, 3.2 or sid)"
+ROOT=$PIE_CACHE/$SUITE
 MIRROR=${PIE_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 PACKAGES="gimp libgimp-3.0-dev pkg-config gcc libc6-dev ca-certificates xvfb xauth xdotool imagemagick python3-gi"
-STAMP_TEXT="trixie $PACKAGES"
+# The trixie stamp is unchanged from the single-host days, so that an existing
+# trixie host is kept, not rebuilt.
+STAMP_TEXT="$SUITE $PACKAGES"
 
 [ "$(id -u)" = 0 ] || die "the GIMP 3 host is a chroot and needs root (run as root, or skip the GIMP tests with PIE_SKIP_GIMP=1)"
 
@@ -61,35 +72,77 @@ in_root() { # run inside with a clean environment
     PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "${@:2}"
 }
 
-create() {
-  lock gimp-host
-  if [ -f "$ROOT/.pie-complete" ] && [ "$(cat "$ROOT/.pie-complete")" = "$STAMP_TEXT" ]; then return 0; fi
-  local part=$ROOT.partial
-  command -v debootstrap >/dev/null || run_step "apt-get install debootstrap" \
-    bash -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap'
-  need_disk 2500 "the GIMP 3 chroot"
-  for d in "$ROOT" "$part"; do [ -d "$d" ] && { log "removing unfinished $d"; umount_all "$d"; rm -rf "$d"; }; done
-  log "debootstrap trixie into $part (about 1 minute)"
-  run_step "debootstrap --variant=minbase trixie (from $MIRROR)" \
-    debootstrap --variant=minbase trixie "$part" "$MIRROR"
-  cat > "$part/etc/apt/sources.list" <<SRC
+sources() { # the chroot's apt sources for $SUITE
+  if [ "$SUITE" = trixie ]; then
+    cat <<SRC
 deb $MIRROR trixie main
 deb $MIRROR trixie-updates main
 deb http://deb.debian.org/debian-security trixie-security main
 SRC
+  else
+    echo "deb $MIRROR $SUITE main"
+  fi
+}
+# sid's Release file is re-signed often and expires a week later; a mirror or
+# proxy that lags (or a machine whose registry snapshot is old) serves an
+# expired one, and apt then refuses the whole suite. The signature is still
+# checked; only the date is not.
+APT_OPTS=
+[ "$SUITE" = sid ] && APT_OPTS="-o Acquire::Check-Valid-Until=false"
+
+create() {
+  lock "gimp-host-$SUITE"
+  if [ -f "$ROOT/.pie-complete" ] && [ "$(cat "$ROOT/.pie-complete")" = "$STAMP_TEXT" ]; then return 0; fi
+  local part=$ROOT.partial
+  command -v debootstrap >/dev/null || run_step "apt-get install debootstrap" \
+    bash -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap'
+  need_disk 2500 "the GIMP $host chroot ($SUITE)"
+  for d in "$ROOT" "$part"; do [ -d "$d" ] && { log "removing unfinished $d"; umount_all "$d"; rm -rf "$d"; }; done
+  log "debootstrap $SUITE into $part (about 1 minute)"
+  run_step "debootstrap --variant=minbase $SUITE (from $MIRROR)" \
+    debootstrap --variant=minbase "$SUITE" "$part" "$MIRROR"
+  sources > "$part/etc/apt/sources.list"
+  [ -n "$APT_OPTS" ] && echo 'Acquire::Check-Valid-Until "false";' > "$part/etc/apt/apt.conf.d/99pie-valid-until"
   cp /etc/resolv.conf "$part/etc/resolv.conf"
   ROOT=$part mount_all
-  log "installing GIMP 3 inside (about 3 minutes)"
+  log "installing GIMP $host inside (about 3 minutes)"
   if ! in_root "$part" bash -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $PACKAGES >/tmp/apt.log 2>&1 && apt-get clean" ; then
     tail -n 20 "$part/tmp/apt.log" >&2 || true
     umount_all "$part"
-    die "apt-get install of GIMP 3 inside the trixie chroot failed (see above; $part is left for inspection and will be rebuilt next time)"
+    die "apt-get install of GIMP 3 inside the $SUITE chroot failed (see above; $part is left for inspection and will be rebuilt next time)"
   fi
-  in_root "$part" gimp-console-3.0 --version >/dev/null || { umount_all "$part"; die "gimp-console-3.0 does not run inside the new chroot"; }
+  local v
+  v=$(ROOT=$part gimp_version) || { umount_all "$part"; die "no GIMP 3 runs inside the new $SUITE chroot"; }
+  [ "$(gimp_minor "$v")" = "$(gimp_host_minor "$host")" ] || { umount_all "$part"
+    die "the $SUITE chroot has GIMP $v, not $(gimp_host_minor "$host").x; set PIE_DEBIAN_MIRROR to a mirror that carries it"; }
   umount_all "$part"
   echo "$STAMP_TEXT" > "$part/.pie-complete"
   mv "$part" "$ROOT"
-  log "GIMP 3 host ready at $ROOT"
+  log "GIMP $v host ready at $ROOT"
+}
+
+# gimp_version: the version of the GIMP 3 inside $ROOT, by whichever name it
+# ships (3.2 has no -3.0 names, 3.0 no -3 ones).
+gimp_version() {
+  local n out
+  for n in gimp-console-3.2 gimp-console-3 gimp-console-3.0; do
+    [ -x "$ROOT/usr/bin/$n" ] || continue
+    out=$(in_root "$ROOT" "$n" --version 2>/dev/null) || continue
+    out=$(printf '%s\n' "$out" | sed -n 's/.*version \([0-9][0-9.]*\).*/\1/p' | head -n1)
+    [ -n "$out" ] && { echo "$out"; return 0; }
+  done
+  return 1
+}
+
+# The cargo environment for building inside: sid's exif library is
+# gexiv2-0.16 (pkg-config gexiv2-0.16) where the gimp-gexiv2-sys crate asks
+# for gexiv2; name the library for system-deps only where that is so.
+build_env() {
+  local pc=("$ROOT"/usr/lib/*/pkgconfig/gexiv2.pc "$ROOT"/usr/share/pkgconfig/gexiv2.pc)
+  local pc16=("$ROOT"/usr/lib/*/pkgconfig/gexiv2-0.16.pc)
+  if [ ! -e "${pc[0]}" ] && [ ! -e "${pc[1]}" ] && [ -e "${pc16[0]}" ]; then
+    echo SYSTEM_DEPS_GEXIV2_NO_PKG_CONFIG=1 SYSTEM_DEPS_GEXIV2_LIB=gexiv2-0.16
+  fi
 }
 
 case "${1:-create}" in
@@ -110,8 +163,11 @@ case "${1:-create}" in
     fi
     bind "$PIE_ROOT" "$ROOT/pie"
     bind_runtime
-    in_root "$ROOT" bash -c 'cd /pie && exec "$@"' bash "$@" ;;
+    # shellcheck disable=SC2046 # build_env prints NAME=VALUE words
+    in_root "$ROOT" $(build_env) bash -c 'cd /pie && exec "$@"' bash "$@" ;;
+  version) create; mount_all; gimp_version || die "no GIMP 3 runs inside $ROOT" ;;
+  target) host_target "$host" ;;
   umount) [ -d "$ROOT" ] && umount_all "$ROOT"; true ;;
   remove) [ -d "$ROOT" ] && { umount_all "$ROOT"; rm -rf "$ROOT"; }; true ;;
-  *) die "unknown command '$1' (create, run, umount, remove)" ;;
+  *) die "unknown command '$1' (create, run, version, target, umount, remove)" ;;
 esac

@@ -2,8 +2,9 @@
 # The whole test suite (README's test command; .ci/run calls exactly this).
 # Sets up everything it needs first (cached under ${PIE_CACHE:-~/.cache/pie}),
 # then runs: the lint gate (build/lint.sh), the engine's Rust tests, the trainer's pytest suite, the
-# command-line end-to-end tests, and the GIMP 3 headless tests.
-# PIE_SKIP_GIMP=1 leaves out the GIMP 3 host and its tests (they need root).
+# command-line end-to-end tests, and the GIMP plug-in tests on GIMP 3.2 (the
+# whole suite) and GIMP 3.0 (end to end and dialogs), each in its own host.
+# PIE_SKIP_GIMP=1 leaves out the GIMP 3 hosts and their tests (they need root).
 source "$(dirname "$0")/../build/common.sh"
 cd "$PIE_ROOT"
 
@@ -52,13 +53,16 @@ trap summary EXIT
 setup_ort()     { ORT_DYLIB_PATH=$(bash build/onnxruntime.sh cpu); export ORT_DYLIB_PATH; }
 setup_trainer() { PIE_TRAINER_PYTHON=$(bash build/trainer-env.sh); export PIE_TRAINER_PYTHON; }
 setup_eval()    { PIE_EVAL_PYTHON=$(bash build/python-env.sh eval-venv tests/eval/requirements.txt 800 "cv2, skimage, numpy, PIL"); export PIE_EVAL_PYTHON; }
-setup_gimp()    { bash build/gimp-host.sh >/dev/null && bash build/gimp-host.sh run gimp-console-3.0 --version; }
+setup_gimp()    { bash build/gimp-host.sh "$1" >/dev/null && echo "GIMP $(bash build/gimp-host.sh "$1" version)"; }
 cargo_fetch()   { run_step "cargo fetch (crates.io)" cargo fetch --locked; }
 
 timed "set-up: ONNX Runtime library" setup_ort
 timed "set-up: trainer environment" setup_trainer
 timed "set-up: evaluation environment" setup_eval
-[ "${PIE_SKIP_GIMP:-0}" = 1 ] || timed "set-up: GIMP 3 host" setup_gimp
+if [ "${PIE_SKIP_GIMP:-0}" != 1 ]; then
+  timed "set-up: GIMP 3.0 host (trixie)" setup_gimp 3.0
+  timed "set-up: GIMP 3.2 host (sid)" setup_gimp 3.2
+fi
 timed "set-up: cargo fetch" cargo_fetch
 if [ ${#failed[@]} -gt 0 ]; then
   die "set-up failed (${failed[*]}); no test was run"
@@ -74,9 +78,10 @@ timed "engine: cargo test (release)" cargo test --release -p pie-engine
 timed "trainer: pytest" "$PIE_TRAINER_PYTHON" -m pytest -q trainer/tests
 timed "evaluation: pytest" "$PIE_EVAL_PYTHON" -m pytest -q tests/eval
 if [ "${PIE_SKIP_GIMP:-0}" != 1 ]; then
-  timed "GIMP 3 plug-in: headless tests" bash tests/gimp/run.sh
+  timed "GIMP 3.2 plug-in: whole suite" bash tests/gimp/run.sh 3.2
+  timed "GIMP 3.0 plug-in: e2e, dialogs" bash tests/gimp/run.sh 3.0
 fi
-[ "${PIE_SKIP_GIMP:-0}" = 1 ] || bash build/gimp-host.sh umount
+[ "${PIE_SKIP_GIMP:-0}" = 1 ] || { bash build/gimp-host.sh 3.0 umount; bash build/gimp-host.sh 3.2 umount; }
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "FAILED phases: ${failed[*]}"

@@ -798,6 +798,41 @@ fn doctor_finds_the_plug_in_where_gimp_looks_for_it() {
 }
 
 #[test]
+fn doctor_tells_a_current_plug_in_from_a_stale_one_in_each_gimp_profile() {
+    let c = case();
+    let root = c.outdir.parent().unwrap();
+    // pie as install.sh lays it out: <prefix>/bin/pie, the record in <prefix>/lib/pie.
+    let bin = root.join("prefix/bin/pie");
+    std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_pie"), &bin).unwrap();
+    std::fs::create_dir_all(root.join("prefix/lib/pie")).unwrap();
+    let cfg = root.join("config");
+    let put = |version: &str, body: &str| {
+        let p = cfg.join(format!("GIMP/{version}/plug-ins/pie/pie"));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, body).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        p
+    };
+    let new = put("3.2", "#!/bin/sh\n# new\n");
+    let old = put("3.0", "#!/bin/sh\n# old\n");
+    let sum = pie::bundle::sha256_file(&new).unwrap();
+    std::fs::write(root.join("prefix/lib/pie/gimp-plugin.sha256"), format!("{sum}\n")).unwrap();
+    ort();
+    let o = Command::new(&bin)
+        .args(["--library", c.lib.path().to_str().unwrap(), "doctor"])
+        .env("XDG_CONFIG_HOME", &cfg)
+        .env("PATH", root)
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert!(t.contains(&format!("installed at {} (GIMP 3.2), the current one", new.display())), "{t}");
+    assert!(t.contains(&format!("stale at {} (GIMP 3.0)", old.display())), "{t}");
+    assert!(t.contains("run install.sh again"), "{t}");
+    assert!(t.contains("GIMP 3: not found on PATH"), "{t}");
+}
+
+#[test]
 fn a_closed_pipe_stops_pie_quietly() {
     let c = case();
     ort();

@@ -54,12 +54,12 @@ def call(proc_name, image, drawables, **args):
     ok = status == Gimp.PDBStatusType.SUCCESS
     R["steps"][f"{proc_name} {args.get('name') or args.get('seed') or ''}".strip()] = {
         "ok": ok,
-        "status": str(status),
+        "status": status.value_name,
         "error": None if ok else last_error(),
         "seconds": round(time.time() - t0, 2),
     }
     if not ok:
-        raise RuntimeError(f"{proc_name} failed: {status}: {last_error()}")
+        raise RuntimeError(f"{proc_name} failed: {status.value_name}: {last_error()}")
     return time.time() - t0
 
 
@@ -135,7 +135,7 @@ try:
         save_flat(img, os.path.join(OUT, f"{kind}-after.png"))
         layers = img.get_layers()
         R["formats"][kind] = {"layers": [layer_info(l) for l in layers],
-                              "precision": str(img.get_precision()), "base_type": str(img.get_base_type())}
+                              "precision": img.get_precision().value_name, "base_type": img.get_base_type().value_name}
         img.delete()
     # Blend Pasted Subject: a red disc pasted as its own layer over the scene
     img = load(os.path.join(T, "data", "scene.png"))

@@ -54,7 +54,7 @@ def call(mode, image, drawables, proc_name="plug-in-pie-add-subject", **args):
             err = PDB.get_last_error()
         except Exception:  # noqa: BLE001
             err = "?"
-    return str(status), err
+    return status.value_name, err
 
 
 def names(image):

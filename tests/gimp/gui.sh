@@ -38,7 +38,7 @@ escape() { # escape WINDOW TITLE: press Escape until the dialog is gone (a loade
   return 1
 }
 
-gimp-3.0 --no-splash --batch-interpreter=python-fu-eval \
+"${PIE_TEST_GIMP:-gimp-3.0}" --no-splash --batch-interpreter=python-fu-eval \
   -b "exec(open('/pie/tests/gimp/gui.py').read())" --quit >"$OUT/gui-gimp.log" 2>&1 &
 gimp_pid=$!
 

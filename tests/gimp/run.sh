@@ -1,15 +1,24 @@
 #!/usr/bin/env bash
-# End-to-end tests of pie's GIMP 3 plug-in against real GIMP 3.0 in the GIMP 3
-# build-and-test host (build/gimp-host.sh; needs root). Assumes the host, the
-# ONNX Runtime library and the trainer environment are set up (tests/run.sh
+# End-to-end tests of pie's GIMP 3 plug-in against real GIMP 3.0 and 3.2 in the
+# GIMP 3 build-and-test hosts (build/gimp-host.sh; needs root). Assumes the host,
+# the ONNX Runtime library and the trainer environment are set up (tests/run.sh
 # does that first); builds nothing itself except through install.sh.
 #
-#   bash tests/gimp/run.sh        prints PASS/FAIL per check and "N passed, M failed";
-#                                 exits 1 when any check failed
+#   bash tests/gimp/run.sh [HOST] prints PASS/FAIL per check and "N passed, M failed";
+#                                 exits 1 when any check failed. HOST: 3.2 (the
+#                                 whole suite), 3.0 (scope core: steps 1, 2/3, 5, 6),
+#                                 or all (default: 3.2, then 3.0, and one count)
+# The GIMP binaries (gimp-console-3.x, gimp-3.x) and the profile folder
+# (~/.config/GIMP/3.x) come from the version found in the host.
 #
 # What it does, in a throwaway HOME inside the host:
-#  1. install.sh --gimp-host --cpu into that HOME (pie, ONNX Runtime, trainer, plug-in)
-#  2. a Python-Fu batch (tests/gimp/e2e.py) in gimp-console-3.0: loads a real
+#  1. GIMP started once in that HOME (so it has its own profile, as a user's),
+#     then install.sh --gimp-host=HOST --cpu into it (pie, ONNX Runtime, trainer,
+#     plug-in); pie doctor says that profile holds the current plug-in, and says
+#     stale for a changed copy (full scope). On 3.2, also a HOME where only 3.0
+#     was used: pie goes into 3.0's profile, and 3.2 copies it on its first
+#     start and registers the procedures
+#  2. a Python-Fu batch (tests/gimp/e2e.py) in gimp-console-3.x: loads a real
 #     photo, Learn Scene and Learn Subject (quick preset, few steps), selects a
 #     rectangle, Add Subject, 2 variants, exports
 #  3. checks: new layer above the source, named after subject and seed, inside
@@ -39,7 +48,8 @@
 #     confirmed deletes the concept it was given and nothing else
 #  6. install.sh again (idempotent), then install.sh --uninstall
 # Photos: ../shared/data beside the clone when present, else drawn in code.
-# Knobs: PIE_GIMP_TEST_TRAIN_STEPS (default 60; 0 = the quick preset's own),
+# Knobs: PIE_GIMP_TEST_SCOPE=full|core (default full on 3.2, core on 3.0),
+# PIE_GIMP_TEST_TRAIN_STEPS (default 60; 0 = the quick preset's own),
 # PIE_GIMP_TEST_ADD_STEPS (default 12), PIE_GIMP_TEST_KEEP=1 keeps the test folder,
 # PIE_GIMP_TEST_SKIP_GUI=1 leaves out step 5, PIE_GIMP_TEST_SKIP_SD=1 step 3b, PIE_GIMP_TEST_DRAWN=1 uses the drawn
 # photos even where ../shared/data exists.
@@ -47,13 +57,37 @@ source "$(dirname "$0")/../../build/common.sh"
 cd "$PIE_ROOT"
 [ "$(id -u)" = 0 ] || die "the GIMP 3 host is a chroot and needs root (or skip these tests with PIE_SKIP_GIMP=1)"
 
+GIMP_HOST=${1:-all}
+if [ "$GIMP_HOST" = all ]; then
+  # Each host in its own run, then one count over both.
+  rc=0 total_p=0 total_f=0
+  for h in 3.2 3.0; do
+    out=$(mktemp)
+    bash "$0" "$h" | tee "$out" || rc=1
+    last=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -n1)
+    rm -f "$out"
+    [ -n "$last" ] || { rc=1; echo "GIMP $h: no count (the run stopped early)"; continue; }
+    echo "GIMP $h: $last"
+    total_p=$((total_p + ${last%% *})); f=${last#*, }; total_f=$((total_f + ${f%% *}))
+  done
+  echo "$total_p passed, $total_f failed"
+  exit $rc
+fi
+gimp_host_suite "$GIMP_HOST" >/dev/null || die "unknown GIMP host '$GIMP_HOST' (3.0, 3.2 or all)"
+export PIE_GIMP_VERSION=$GIMP_HOST
+GIMP_FULL_VERSION=$(bash build/gimp-host.sh "$GIMP_HOST" version) || die "no GIMP runs in the $GIMP_HOST host"
+MM=$(gimp_minor "$GIMP_FULL_VERSION")
+CONSOLE=gimp-console-$MM GUI=gimp-$MM
+if [ "$MM" = 3.0 ]; then SCOPE=${PIE_GIMP_TEST_SCOPE:-core}; else SCOPE=${PIE_GIMP_TEST_SCOPE:-full}; fi
+log "GIMP $GIMP_FULL_VERSION ($CONSOLE, profile .config/GIMP/$MM), scope $SCOPE"
+
 TRAIN_STEPS=${PIE_GIMP_TEST_TRAIN_STEPS:-60}
 ADD_STEPS=${PIE_GIMP_TEST_ADD_STEPS:-12}
 RECT=${PIE_GIMP_TEST_RECT:-96,56,80,80}
-ART=$PIE_ROOT/tests/artifacts/gimp
+ART=$PIE_ROOT/tests/artifacts/gimp/$MM
 PY=${PIE_TRAINER_PYTHON:-$(bash build/trainer-env.sh)}
 
-HOSTROOT=$(bash build/gimp-host.sh)
+HOSTROOT=$(bash build/gimp-host.sh "$GIMP_HOST")
 T=$(mktemp -d "$HOSTROOT/tmp/pie-gimp-test.XXXXXX")
 TI=${T#"$HOSTROOT"}              # the same folder, as seen inside the host
 H=$T/home HI=$TI/home
@@ -74,11 +108,11 @@ check() { # check NAME CMD...: PASS when CMD succeeds; its output explains a fai
   if out=$("$@" 2>&1); then pass "$name"; else fail "$name" "$(printf '%s' "$out" | tail -n 5)"; fi
 }
 inside() { # inside CMD...: run in the host with the test HOME
-  bash build/gimp-host.sh run env HOME="$HI" LANG=C.UTF-8 PIE_TEST_DIR="$TI" PIE_TEST_RECT="$RECT" \
+  bash build/gimp-host.sh "$GIMP_HOST" run env HOME="$HI" LANG=C.UTF-8 PIE_TEST_GIMP="$GUI" PIE_TEST_DIR="$TI" PIE_TEST_RECT="$RECT" \
     PIE_TEST_TRAIN_STEPS="$TRAIN_STEPS" PIE_TEST_ADD_STEPS="$ADD_STEPS" PIE_TEST_SUBJECT="$TI/data/$subject_file" "$@"
 }
-console() { # console INTERPRETER CODE: gimp-console-3.0 batch, headless
-  inside timeout 900 gimp-console-3.0 -i --batch-interpreter="$1" -b "$2" --quit
+console() { # console INTERPRETER CODE: $CONSOLE batch, headless
+  inside timeout 900 "$CONSOLE" -i --batch-interpreter="$1" -b "$2" --quit
 }
 timings=()
 timed() { local t0=$SECONDS; "$@"; local rc=$?; timings+=("$1 $((SECONDS - t0)) s"); return $rc; }
@@ -101,22 +135,50 @@ fi
 cargo_home=${CARGO_HOME:-$HOME/.cargo} rustup_home=${RUSTUP_HOME:-$HOME/.rustup}
 install_it() {
   HOME=$H PREFIX=$H/.local CARGO_HOME=$cargo_home RUSTUP_HOME=$rustup_home \
-    bash install.sh --gimp-host --cpu >"$T/out/install.log" 2>&1
+    bash install.sh --gimp-host="$GIMP_HOST" --cpu >"$T/out/install.log" 2>&1
 }
-mkdir -p "$H/.config/GIMP/3.0"
+mkdir -p "$H/.config/GIMP/$MM"
 # no first-run welcome dialog in the GUI test
-printf '(show-welcome-dialog no)\n(check-updates no)\n' >"$H/.config/GIMP/3.0/gimprc"
-if timed install_it; then pass "install.sh --gimp-host installs into a fresh HOME"; else
-  fail "install.sh --gimp-host installs into a fresh HOME" "$(tail -n 8 "$T/out/install.log")"; fi
-plugin=$H/.config/GIMP/3.0/plug-ins/pie
-check "installed: pie command, ONNX Runtime, trainer venv, plug-in with pie.env" \
+printf '(show-welcome-dialog no)\n(check-updates no)\n' >"$H/.config/GIMP/$MM/gimprc"
+# A HOME where this GIMP has been used: install.sh must find its profile.
+first_start() { inside timeout 300 "$CONSOLE" -i -df --batch-interpreter=python-fu-eval -b "print(1)" --quit >"$T/out/first-start.log" 2>&1; }
+timed first_start || log "GIMP's first start failed (see first-start.log)"
+if timed install_it; then pass "install.sh --gimp-host installs into a HOME where GIMP $MM was started"; else
+  fail "install.sh --gimp-host installs into a HOME where GIMP $MM was started" "$(tail -n 8 "$T/out/install.log")"; fi
+plugin=$H/.config/GIMP/$MM/plug-ins/pie
+check "installed: pie command, ONNX Runtime, trainer venv, plug-in with pie.env in GIMP $MM's profile" \
   test -x "$H/.local/bin/pie" -a -f "$H/.local/lib/pie/libonnxruntime.so.$ORT_VERSION" \
   -a -x "$H/.local/lib/pie/venv/bin/python" -a -x "$plugin/pie" -a -f "$plugin/pie.env" \
   -a -f "$plugin/libonnxruntime.so.$ORT_VERSION"
+doctor_says() { # doctor_says TEXT: pie doctor, inside the host with the test HOME, prints TEXT
+  local out
+  out=$(inside "$HI/.local/bin/pie" doctor 2>&1) || true
+  printf '%s\n' "$out" >>"$T/out/doctor.log"
+  grep -qF "$1" <<<"$out" || { printf '%s\n' "$out" | grep -i gimp; return 1; }
+}
+doctor_current() {
+  doctor_says "GIMP $GIMP_FULL_VERSION: " &&
+    doctor_says "installed at $HI/.config/GIMP/$MM/plug-ins/pie/pie (GIMP $MM), the current one"
+}
+check "pie doctor finds GIMP $GIMP_FULL_VERSION and says its profile holds the current plug-in" doctor_current
+if [ "$SCOPE" = full ]; then
+  # An older pie in the profile (what an earlier install, or GIMP's one-time
+  # copy of an older profile, leaves): any other binary than the one installed.
+  stale() {
+    cp -p "$plugin/pie" "$T/pie-current" && printf 'older' >>"$plugin/pie" &&
+      doctor_says "stale at $HI/.config/GIMP/$MM/plug-ins/pie/pie (GIMP $MM)"
+    local rc=$?
+    cp -p "$T/pie-current" "$plugin/pie"
+    return $rc
+  }
+  check "pie doctor says stale for an older pie in GIMP $MM's profile" stale
+fi
 
-host_dir=$(host_target) || die "cannot prepare the GIMP 3 host's build folder"
-check "plug-in unit tests (cargo test -p pie-gimp in the host)" \
-  nice bash build/gimp-host.sh run env CARGO_TARGET_DIR="$host_dir" cargo test --offline --release -p pie-gimp
+if [ "$SCOPE" = full ]; then
+  host_dir=$(host_target "$GIMP_HOST") || die "cannot prepare the GIMP $MM host's build folder"
+  check "plug-in unit tests (cargo test -p pie-gimp in the host)" \
+    nice bash build/gimp-host.sh "$GIMP_HOST" run env CARGO_TARGET_DIR="$host_dir" cargo test --offline --release -p pie-gimp
+fi
 
 # --- 2./3. headless end to end -------------------------------------------------
 # GIMP is started from a folder of modules named as the trainer's imports
@@ -129,7 +191,7 @@ for m in numpy.py onnx.py torch/__init__.py PIL/__init__.py pie_trainer/__init__
 done
 e2e() {
   inside bash -c 'cd "$1" && shift && exec "$@"' _ "$TI/poison" \
-    timeout 900 gimp-console-3.0 -i --batch-interpreter=python-fu-eval \
+    timeout 900 "$CONSOLE" -i --batch-interpreter=python-fu-eval \
     -b "exec(open('/pie/tests/gimp/e2e.py').read())" --quit >"$T/out/e2e.log" 2>&1
 }
 if timed e2e; then pass "Python-Fu batch: Learn Scene, Learn Subject, Add Subject, Blend Pasted Subject, export"; else
@@ -175,221 +237,44 @@ else
   fail "the e2e batch wrote its results" "no e2e.json / flat.png"
 fi
 
-# --- 3b. the sd backbone on the trainer's tiny checkpoint --------------------------
-sd_probe() { PYTHONPATH=$PIE_ROOT/trainer "$PY" -c "import diffusers, transformers, peft, pie_trainer.sd.tiny" >/dev/null 2>&1; }
-if [ "${PIE_GIMP_TEST_SKIP_SD:-0}" = 1 ]; then
-  log "skipped the sd backbone test (PIE_GIMP_TEST_SKIP_SD=1)"
-elif ! sd_probe; then
-  log "SKIP the sd backbone test: the trainer's environment cannot run it (diffusers, transformers, peft)"
-else
-  sd_prompt="a photo of {subject} on the grass of {scene}" sd_negative="blurry"
-  sd_tiny() { PYTHONPATH=$PIE_ROOT/trainer "$PY" -m pie_trainer.sd.tiny "$T/sd-base" >"$T/out/sd-tiny.log" 2>&1; }
-  sd_e2e() {
-    inside env PIE_TEST_SD_BASE="$TI/sd-base" PIE_TEST_SD_SEED=3 PIE_TEST_SD_PROMPT="$sd_prompt" \
-      PIE_TEST_SD_NEGATIVE="$sd_negative" timeout 600 gimp-console-3.0 -i \
-      --batch-interpreter=python-fu-eval -b "exec(open('/pie/tests/gimp/sd.py').read())" --quit >"$T/out/sd.log" 2>&1
+# --- 3c. a HOME where only GIMP 3.0 was used, on a newer GIMP ----------------------
+# GIMP 3.2 copies the 3.0 profile once, on its first start, and only when its
+# own does not exist: install.sh must put pie into 3.0's profile and leave 3.2's
+# alone; after the first start 3.2 has pie and runs it.
+if [ "$MM" != 3.0 ]; then
+  H2=$T/home30 HI2=$TI/home30
+  mkdir -p "$H2/.config/GIMP/3.0"
+  cp "$H/.config/GIMP/$MM/gimprc" "$H2/.config/GIMP/3.0/gimprc"
+  install_30() {
+    HOME=$H2 PREFIX=$H2/.local CARGO_HOME=$cargo_home RUSTUP_HOME=$rustup_home \
+      bash install.sh --gimp-host="$GIMP_HOST" --cpu --no-trainer >"$T/out/install-30.log" 2>&1 &&
+      test -x "$H2/.config/GIMP/3.0/plug-ins/pie/pie" -a ! -e "$H2/.config/GIMP/$MM" &&
+      grep -q "GIMP $MM has not been started yet" "$T/out/install-30.log"
   }
-  name="Python-Fu batch, model sd (tiny checkpoint): Learn Scene, Learn Subject, Add Subject with DPM++ 2M"
-  if ! timed sd_tiny; then fail "$name" "pie_trainer.sd.tiny failed: $(tail -n 5 "$T/out/sd-tiny.log")"
-  elif timed sd_e2e; then pass "$name"
-  else fail "$name" "$("$PY" tests/gimp/check.py why "$T/out/sd.json" 2>&1 || tail -n 8 "$T/out/sd.log")"; fi
-  if [ -f "$T/out/sd.json" ] && [ -f "$T/out/sd-flat.png" ]; then
-    check "sd: the subject grew on its scene's sd model with the class words and the trainer arguments given" \
-      "$PY" tests/gimp/check.py sd-bundle "$H/.local/share/pie/sd-subj/bundle.json" 64 landscape ball
-    check "sd: a new layer above the source, named after subject and seed, inside the selection" \
-      "$PY" tests/gimp/check.py layer "$T/out/sd.json" "$RECT" sd-subj 3
-    check "sd: pixels outside the selection unchanged" \
-      "$PY" tests/gimp/check.py outside "$T/data/scene.png" "$T/out/sd-flat.png" "$T/data/mask.png"
-    check "sd: the selected region changed" \
-      "$PY" tests/gimp/check.py changed "$T/data/scene.png" "$T/out/sd-flat.png" "$T/data/mask.png"
-    check "sd: the source layer is untouched" \
-      "$PY" tests/gimp/check.py same "$T/data/scene.png" "$T/out/sd-source.png"
-    check "sd: a prompt with an unknown placeholder is refused, named, and adds no layer" \
-      "$PY" tests/gimp/check.py sd-bad-prompt "$T/out/sd.json"
-    # The same Add through the command line, with the prompts and without them.
-    sd_cli() {
-      inside "$HI/.local/bin/pie" add "$TI/data/scene.png" --selection "$TI/data/mask.png" --concept sd-subj \
-        --seed 3 --steps 4 --scheduler dpm++2m --device cpu "$@" >>"$T/out/sd-cli.log" 2>&1
-    }
-    name="sd: the concept's strength and guidance and the prompts reach the engine as \`pie add\`'s (same pixels)"
-    if timed sd_cli --prompt "$sd_prompt" --negative-prompt "$sd_negative" --out "$TI/out/sd-cli.png"; then
-      check "$name" "$PY" tests/gimp/check.py same "$T/out/sd-cli.png" "$T/out/sd-flat.png"
-    else
-      fail "$name" "pie add failed: $(tail -n 5 "$T/out/sd-cli.log")"
-    fi
-    name="sd: the prompts change the result (pie add without them differs)"
-    if timed sd_cli --out "$TI/out/sd-cli-noprompt.png"; then
-      check "$name" "$PY" tests/gimp/check.py changed "$T/out/sd-cli-noprompt.png" "$T/out/sd-flat.png" "$T/data/mask.png"
-    else
-      fail "$name" "pie add failed: $(tail -n 5 "$T/out/sd-cli.log")"
-    fi
-  else
-    fail "sd: the batch wrote its results" "no sd.json / sd-flat.png"
-  fi
-fi
-
-# --- 4. bad input from Script-Fu -------------------------------------------------
-sf_add() { # sf_add SELECT-EXPR CONCEPT: load the scene, maybe select, Add Subject
-  cat <<SCM
-(let* ((image (car (gimp-file-load RUN-NONINTERACTIVE "$TI/data/scene.png")))
+  check "install.sh in a HOME where only GIMP 3.0 was used: into 3.0's profile, $MM's left for GIMP to copy" \
+    install_30
+  run_30() {
+    inside env HOME="$HI2" PIE_HOME="$HI/.local/share/pie" timeout 300 "$CONSOLE" -i \
+      --batch-interpreter=plug-in-script-fu-eval -b "
+(let* ((image (car (gimp-file-load RUN-NONINTERACTIVE \"$TI/data/scene.png\")))
        (layer (vector-ref (car (gimp-image-get-layers image)) 0)))
-  $1
+  (gimp-image-select-rectangle image CHANNEL-OP-REPLACE ${RECT//,/ })
   (plug-in-pie-add-subject #:run-mode RUN-NONINTERACTIVE #:image image #:drawables (vector layer)
-                           #:concept "$2" #:seed 1 #:steps 2 #:device "cpu"))
-SCM
-}
-bad_input() { # bad_input NAME EXPECTED-TEXT SCHEME [ENV...]
-  local name=$1 want=$2 code=$3 rc out; shift 3
-  rc=0
-  out=$(inside "$@" timeout 300 gimp-console-3.0 -i --batch-interpreter=plug-in-script-fu-eval -b "$code" --quit 2>&1) || rc=$?
-  printf '%s\n' "$out" >"$T/out/bad-$(echo "$name" | tr -c 'a-z' '-' | cut -c1-30).log"
-  if [ $rc -eq 70 ] && grep -qF "$want" <<<"$out"; then pass "$name"
-  else fail "$name" "exit $rc (want 70), message: $(grep -i 'pie\|error' <<<"$out" | head -n 3)"; fi
-}
-bad_input "Add with no selection: GIMP exits 70 with the message" \
-  "Add Subject needs a selection" "$(sf_add "" subj)"
-learned=subj   # the sd test (3b) adds its own subject
-[ -e "$H/.local/share/pie/sd-subj" ] && learned="sd-subj, subj"
-bad_input "Add with an unknown subject: the message lists the learned ones" \
-  "Learned subjects: $learned." "$(sf_add "(gimp-image-select-rectangle image CHANNEL-OP-REPLACE ${RECT//,/ })" nope)"
-mkdir -p "$T/empty-library"
-bad_input "Add with an empty library: the message says how to learn one" \
-  "has no learned subject yet" "$(sf_add "(gimp-image-select-rectangle image CHANNEL-OP-REPLACE ${RECT//,/ })" subj)" \
-  PIE_HOME="$TI/empty-library"
+                           #:concept \"subj\" #:seed 1 #:steps 2 #:device \"cpu\"))" --quit >"$T/out/run-30.log" 2>&1 &&
+      test -x "$H2/.config/GIMP/$MM/plug-ins/pie/pie"
+  }
+  check "GIMP $MM's first start in that HOME copies pie from 3.0's profile, registers and runs Add Subject" \
+    run_30
+fi
 
-bad_input "Add on CUDA where there is none: the message says why" \
-  "CUDA cannot be used here" \
-  "$(sf_add "(gimp-image-select-rectangle image CHANNEL-OP-REPLACE ${RECT//,/ })" subj | sed 's/#:device "cpu"/#:device "cuda"/')"
-bad_input "Add without the ONNX Runtime library: the message says how to install it" \
-  "install.sh" "$(sf_add "(gimp-image-select-rectangle image CHANNEL-OP-REPLACE ${RECT//,/ })" subj)" \
-  ORT_DYLIB_PATH=/nonexistent/libonnxruntime.so
-bad_input "Learn Scene without the trainer environment: the message says how to install it" \
-  "install.sh" "(let* ((image (car (gimp-file-load RUN-NONINTERACTIVE \"$TI/data/scene.png\")))
-       (layer (vector-ref (car (gimp-image-get-layers image)) 0)))
-  (plug-in-pie-learn-scene #:run-mode RUN-NONINTERACTIVE #:image image #:drawables (vector layer) #:name \"x\"))" \
-  PIE_TRAINER_PYTHON=/nonexistent/python
-
-bad_input "Learn Scene under a learned concept's name: the message says to tick Replace" \
-  "tick 'Replace an existing concept of that name'" "(let* ((image (car (gimp-file-load RUN-NONINTERACTIVE \"$TI/data/scene.png\")))
-       (layer (vector-ref (car (gimp-image-get-layers image)) 0)))
-  (plug-in-pie-learn-scene #:run-mode RUN-NONINTERACTIVE #:image image #:drawables (vector layer) #:name \"scene\"))"
-
-sf_learn_sd() { # sf_learn_sd EXTRA-ARGS: Learn Scene with the model sd
-  cat <<SCM
-(let* ((image (car (gimp-file-load RUN-NONINTERACTIVE "$TI/data/scene.png")))
-       (layer (vector-ref (car (gimp-image-get-layers image)) 0)))
-  (plug-in-pie-learn-scene #:run-mode RUN-NONINTERACTIVE #:image image #:drawables (vector layer)
-                           #:name "sd-bad" #:backbone "sd" #:device "cpu" $1))
-SCM
-}
-bad_input "Learn Scene, model sd without a checkpoint: the message says to choose its folder" \
-  "choose its folder" "$(sf_learn_sd "")"
-bad_input "Learn Scene, model sd, a folder that is no checkpoint: the message says what it lacks" \
-  "has no model_index.json" "$(sf_learn_sd "#:base \"$TI/data\"")"
-# The argument is a folder argument: GIMP itself refuses a file for it.
-bad_input "Learn Scene, model sd, a file as checkpoint: GIMP refuses the argument" \
-  "for argument 'base'" "$(sf_learn_sd "#:base \"$TI/data/scene.png\"")"
-check "the refused sd Learn Scenes started nothing: the library has no sd-bad" \
-  test ! -e "$H/.local/share/pie/sd-bad"
-
-# --- 4b. cancel while learning ---------------------------------------------------
-# GIMP's cancel button kills the plug-in (SIGKILL; GIMP 3.0
-# app/plug-in/gimpplugin-progress.c). Do the same to a Learn Scene run and check
-# that the trainer stops too and the library gains nothing.
-cancel_learning() {
-  local plug= trainer= bg rc=0 i
-  inside timeout 600 gimp-console-3.0 -i --batch-interpreter=plug-in-script-fu-eval -b "
-(let* ((image (car (gimp-file-load RUN-NONINTERACTIVE \"$TI/data/scene.png\")))
-       (layer (vector-ref (car (gimp-image-get-layers image)) 0)))
-  (plug-in-pie-learn-scene #:run-mode RUN-NONINTERACTIVE #:image image #:drawables (vector layer)
-                           #:name \"cancelled\" #:preset \"quick\" #:steps $RESUME_STEPS #:device \"cpu\"))" --quit \
-    >"$T/out/cancel.log" 2>&1 &
-  bg=$!
-  for i in $(seq 1 300); do
-    plug=$(pgrep -f "^$HI/.config/GIMP/3.0/plug-ins/pie/pie " | head -n1 || true)
-    [ -n "$plug" ] && trainer=$(pgrep -P "$plug" -f pie_trainer | head -n1 || true)
-    [ -n "$trainer" ] && break
-    sleep 0.2
-  done
-  if [ -z "$trainer" ]; then
-    fail "cancelling Learn Scene stops the trainer" "the trainer never started (see cancel.log)"
-    wait "$bg" || true
-    return 0
-  fi
-  # Into the training loop (the trainer writes the run's meta.json first), then a few steps.
-  for i in $(seq 1 300); do [ -f "$H/.local/share/pie/.checkpoints/cancelled/meta.json" ] && break; sleep 0.2; done
-  sleep 3
-  kill -9 "$plug"              # what GIMP's cancel does
-  for i in $(seq 1 100); do kill -0 "$trainer" 2>/dev/null || break; sleep 0.2; done
-  if kill -0 "$trainer" 2>/dev/null; then
-    fail "cancelling Learn Scene stops the trainer" "trainer $trainer still runs 20 s after the plug-in was killed"
-    kill "$trainer" 2>/dev/null || true
-  else
-    pass "cancelling Learn Scene stops the trainer"
-  fi
-  killed_plugin=$plug
-  wait "$bg" || rc=$?
-  if [ $rc -ne 0 ] && [ ! -e "$H/.local/share/pie/cancelled" ]; then
-    pass "after the cancel GIMP reports the failure and the library gained nothing"
-  else
-    fail "after the cancel GIMP reports the failure and the library gained nothing" \
-      "GIMP exit $rc; library: $(ls -A "$H/.local/share/pie" | tr '\n' ' ')"
-  fi
-}
+# --- 3b.-4c. the rest of the suite (tests/gimp/more.sh): sd backbone, bad input,
+# cancel and resume, Forget Concept; on the full scope only ---------------------------
 killed_plugin=
-RESUME_STEPS=400
-timed cancel_learning
-check "the cancelled Learn Scene left a resumable checkpoint" test -f "$H/.local/share/pie/.checkpoints/cancelled/state.pt"
-# Learn Scene again under the same name: "Continue a stopped run" (TRUE by default) continues it.
-resume_learning() {
-  inside timeout 600 gimp-console-3.0 -i --batch-interpreter=plug-in-script-fu-eval -b "
-(let* ((image (car (gimp-file-load RUN-NONINTERACTIVE \"$TI/data/scene.png\")))
-       (layer (vector-ref (car (gimp-image-get-layers image)) 0)))
-  (plug-in-pie-learn-scene #:run-mode RUN-NONINTERACTIVE #:image image #:drawables (vector layer)
-                           #:name \"cancelled\" #:preset \"quick\" #:steps $RESUME_STEPS #:device \"cpu\"))" --quit \
-    >"$T/out/resume.log" 2>&1
-}
-if timed resume_learning; then
-  check "Learn Scene of the same name continues the stopped run (the bundle says resumed) and clears its checkpoint" \
-    "$PY" -c "import json, os, sys; t = json.load(open(sys.argv[1]))['training']
-assert t['resumed'] is True and t['steps'] == $RESUME_STEPS, t
-assert not os.path.exists(sys.argv[2]), 'the checkpoint is still there'" \
-    "$H/.local/share/pie/cancelled/bundle.json" "$H/.local/share/pie/.checkpoints/cancelled/state.pt"
+if [ "$SCOPE" = full ]; then
+  source tests/gimp/more.sh
 else
-  fail "Learn Scene of the same name continues the stopped run (the bundle says resumed) and clears its checkpoint" \
-    "$(grep -i 'pie\|error' "$T/out/resume.log" | tail -n 3)"
+  log "scope core: left out the sd backbone, bad input, cancel and Forget Concept checks (tests/gimp/more.sh)"
 fi
-
-# --- 4c. Forget Concept ----------------------------------------------------------
-# A copy of the learned subject, and the checkpoint of a stopped training run
-# (what `learn-* --resume` continues: state.pt), to be forgotten; "subj" stays.
-lib=$H/.local/share/pie
-cp -a "$lib/subj" "$lib/forget-me"
-mkdir -p "$lib/.checkpoints/stopped-run" && printf 'x' >"$lib/.checkpoints/stopped-run/state.pt"
-sf_forget() { # sf_forget NAME: Forget Concept from Script-Fu
-  cat <<SCM
-(let* ((image (car (gimp-file-load RUN-NONINTERACTIVE "$TI/data/scene.png")))
-       (layer (vector-ref (car (gimp-image-get-layers image)) 0)))
-  (plug-in-pie-forget-concept #:run-mode RUN-NONINTERACTIVE #:image image #:drawables (vector layer) #:concept "$1"))
-SCM
-}
-forget() { inside timeout 300 gimp-console-3.0 -i --batch-interpreter=plug-in-script-fu-eval -b "$(sf_forget "$1")" --quit \
-  >"$T/out/forget-$1.log" 2>&1; }
-if timed forget forget-me && [ ! -e "$lib/forget-me" ] && [ -f "$lib/subj/bundle.json" ] \
-   && ! inside "$HI/.local/bin/pie" concepts list 2>&1 | grep -q forget-me; then
-  pass "Forget Concept deletes the concept (gone from pie concepts list), the others stay"
-else
-  fail "Forget Concept deletes the concept (gone from pie concepts list), the others stay" \
-    "library: $(ls -A "$lib" | tr '\n' ' '); $(tail -n 3 "$T/out/forget-forget-me.log")"
-fi
-if timed forget stopped-run && [ ! -e "$lib/.checkpoints/stopped-run" ]; then
-  pass "Forget Concept deletes a stopped training run's checkpoint"
-else
-  fail "Forget Concept deletes a stopped training run's checkpoint" "$(tail -n 3 "$T/out/forget-stopped-run.log")"
-fi
-bad_input "Forget Concept of an unknown name: GIMP exits 70, the message suggests the near name" \
-  'concept named "subjj" in '"$HI"'/.local/share/pie (did you mean "subj"?' "$(sf_forget subjj)"
-check "the refused Forget Concept deleted nothing" test -f "$lib/subj/bundle.json" -a -f "$lib/scene/bundle.json"
 
 # --- 5. the dialog under Xvfb ---------------------------------------------------
 if [ "${PIE_GIMP_TEST_SKIP_GUI:-0}" = 1 ]; then

@@ -48,9 +48,9 @@ def call(proc_name, image, drawables, **args):
     ok = status == Gimp.PDBStatusType.SUCCESS
     err = None if ok else PDB.get_last_error()
     R["steps"][f"{proc_name} {args.get('name') or args.get('seed') or ''}".strip()] = {
-        "ok": ok, "status": str(status), "error": err, "seconds": round(time.time() - t0, 2)}
+        "ok": ok, "status": status.value_name, "error": err, "seconds": round(time.time() - t0, 2)}
     if not ok:
-        raise RuntimeError(f"{proc_name} failed: {status}: {err}")
+        raise RuntimeError(f"{proc_name} failed: {status.value_name}: {err}")
 
 
 try:

@@ -66,21 +66,9 @@ pub fn run(library: &Option<PathBuf>, json: bool) -> Result<()> {
         }
     }
 
-    let candidates = plugin_candidates();
-    let installed = candidates.iter().find(|p| {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    });
-    let looked = candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>();
-    match installed {
-        Some(p) => lines.push(format!("GIMP plug-in: installed at {}", p.display())),
-        None => lines
-            .push(format!("GIMP plug-in: not installed (looked at {}; run install.sh)", looked.join(", "))),
+    if let serde_json::Value::Object(gimp) = super::gimp::report(&mut lines) {
+        report.extend(gimp);
     }
-    report.insert(
-        "gimp_plugin".into(),
-        json!({"path": installed, "installed": installed.is_some(), "looked_at": looked}),
-    );
 
     if json {
         report.insert("event".into(), json!("doctor"));
@@ -97,24 +85,4 @@ pub fn run(library: &Option<PathBuf>, json: bool) -> Result<()> {
             "pie cannot add subjects without the ONNX Runtime library (see above)".into(),
         ))
     }
-}
-
-/// Where GIMP 3 looks for a user's plug-in: its profile is `$GIMP3_DIRECTORY`,
-/// else `$XDG_CONFIG_HOME/GIMP/3.0` (`~/.config/GIMP/3.0`); the Flatpak GIMP
-/// keeps its own under `~/.var/app/org.gimp.GIMP/config`.
-fn plugin_candidates() -> Vec<PathBuf> {
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-    let home = env("HOME");
-    let mut profiles = Vec::new();
-    if let Some(d) = env("GIMP3_DIRECTORY") {
-        profiles.push(d);
-    }
-    if let Some(c) = env("XDG_CONFIG_HOME").or_else(|| home.as_ref().map(|h| h.join(".config"))) {
-        profiles.push(c.join("GIMP/3.0"));
-    }
-    if let Some(h) = &home {
-        profiles.push(h.join(".var/app/org.gimp.GIMP/config/GIMP/3.0"));
-    }
-    profiles.dedup();
-    profiles.into_iter().map(|p| p.join("plug-ins/pie/pie")).collect()
 }

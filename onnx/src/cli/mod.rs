@@ -3,6 +3,7 @@
 mod blend;
 mod demo;
 mod doctor;
+mod gimp;
 mod output;
 mod progress;
 
