@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The lint gate (a phase of tests/run.sh): rustfmt and clippy for both crates,
-# then ruff and mypy for the Python (build/lint-python.sh). Every check runs,
+# The lint gate (a phase of tests/run.sh): rustfmt and clippy for both crates
+# (the Python has no linter or type check yet). Every check runs,
 # and the exit status is non-zero if any of them found something.
 # PIE_SKIP_GIMP=1 leaves out the plug-in's clippy (it builds in the GIMP 3 host).
 source "$(dirname "$0")/common.sh"
@@ -21,9 +21,6 @@ if [ "${PIE_SKIP_GIMP:-0}" != 1 ]; then
   lint "clippy, plug-in (in the GIMP 3 host)" "the warnings above" \
     nice bash build/gimp-host.sh run env CARGO_TARGET_DIR="$host_dir" \
     cargo clippy --offline --release -p pie-gimp --all-targets -- -D warnings
-fi
-if [ -f build/lint-python.sh ]; then
-  lint "ruff and mypy" "the findings above" bash build/lint-python.sh
 fi
 
 if [ ${#found[@]} -gt 0 ]; then

@@ -73,7 +73,7 @@ export PIE_TRAINER_PATH=$PIE_ROOT/trainer
 export PIE_HOME=$(mktemp -d /tmp/pie-test-home.XXXXXX)
 trap 'summary; rm -rf "$PIE_HOME"' EXIT
 
-timed "lint: rustfmt, clippy, ruff, mypy" bash build/lint.sh
+timed "lint: rustfmt, clippy" bash build/lint.sh
 timed "engine: cargo test (release)" cargo test --release -p pie-engine
 timed "trainer: pytest" "$PIE_TRAINER_PYTHON" -m pytest -q trainer/tests
 timed "evaluation: pytest" "$PIE_EVAL_PYTHON" -m pytest -q tests/eval
