@@ -19,11 +19,11 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The selection's bounding box, in working pixels (fractional).
-    pub fn to_work(&self, r: Rect) -> (f64, f64, f64, f64) {
+    /// A box (x, y, width, height) in the crop's pixels, in working pixels (fractional).
+    pub fn to_work(&self, (x, y, w, h): (f64, f64, f64, f64)) -> (f64, f64, f64, f64) {
         let sx = self.work_w as f64 / self.crop.w as f64;
         let sy = self.work_h as f64 / self.crop.h as f64;
-        ((r.x - self.crop.x) as f64 * sx, (r.y - self.crop.y) as f64 * sy, r.w as f64 * sx, r.h as f64 * sy)
+        (x * sx, y * sy, w * sx, h * sy)
     }
 }
 
@@ -207,7 +207,8 @@ mod tests {
         assert!((p.scale - 0.032).abs() < 1e-9);
         assert!(p.crop.w < 2000 && p.crop.h < 2000, "{p:?}");
         assert!(p.work_w <= 64 && p.work_h <= 64 && p.work_w >= 16 && p.work_h >= 16, "{p:?}");
-        let (x, y, w, h) = p.to_work(Rect { x: 3000, y: 2000, w: 400, h: 300 });
+        let at = ((3000 - p.crop.x) as f64, (2000 - p.crop.y) as f64, 400.0, 300.0);
+        let (x, y, w, h) = p.to_work(at);
         assert!(x > 0.0 && y > 0.0 && x + w < p.work_w as f64 && y + h < p.work_h as f64);
     }
 

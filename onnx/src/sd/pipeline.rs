@@ -208,10 +208,12 @@ impl Backbone for Sd {
         let mut grain = None;
         if let Some(subject) = &bundle.subject {
             let mut placed = vec![0.0f32; ww * wh];
-            let (x, y, w, h) =
-                composite::place::subject_box(selection, bbox, plan.crop, opts.placement.anchor);
-            let (sx, sy) = (ww as f64 / cw as f64, wh as f64 / ch as f64);
-            let at = (x * sx, y * sy, w * sx, h * sy);
+            let at = plan.to_work(composite::place::subject_box(
+                selection,
+                bbox,
+                plan.crop,
+                opts.placement.anchor,
+            ));
             composite::place::paste_subject(
                 subject,
                 at,
