@@ -195,6 +195,10 @@ struct Fit {
     /// Along the subject's outline, how much of the colour difference between
     /// the scene just outside and the subject just inside is taken away at the
     /// outline (light from the scene wrapping around the subject) ...
+    /// Against ground truth (tests/eval/harmonization.py, pie MSE over the
+    /// composite's, seeds 0 and 1) less was better: 0.35 gave 0.817 and 0.755,
+    /// 0.15 0.789 and 0.722, none 0.779 and 0.713. Some is kept for what that
+    /// benchmark lacks: a cut-out's fringe of its own photo's background.
     wrap: f32,
     /// ... fading over this toward the subject's inside.
     wrap_depth: f32,
@@ -210,7 +214,7 @@ const FIT: Fit = Fit {
     ring: 0.03,
     fade: 0.03,
     edge: 0.02,
-    wrap: 0.35,
+    wrap: 0.15,
     wrap_depth: 0.02,
     cut_depth: 0.05,
     colour_scale: 0.1,
@@ -621,9 +625,10 @@ mod tests {
             assert!(d(px(&full, 30, y), a) < 0.1 * d(a, b), "row {y}: {:?}", px(&full, 30, y));
         }
         // along its outline inside the selection the scene's light only wraps
-        // around it: moved toward the scene, by less than the wrap
+        // around it: moved toward the scene, by a part of the wrap at most
         let side = px(&full, 20, 25);
-        assert!(d(side, b) > 0.1 * d(a, b) && d(side, b) < FIT.wrap * d(a, b), "outline {side:?}");
+        let moved = d(side, b) / d(a, b);
+        assert!(moved > FIT.wrap / 3.0 && moved < FIT.wrap, "outline {side:?} moved {moved}");
         // the middle is the subject's own colour
         assert!(d(px(&full, 30, 25), b) < 0.01, "middle {:?}", px(&full, 30, 25));
         // outside the footprint nothing is touched
