@@ -122,3 +122,31 @@ def test_selection_at_the_image_border_ignores_the_border(scene):
     assert len(scores.outline_steps(scene, sel)) == 40 - 2 + 50 - 2 - 1
     with pytest.raises(ValueError, match="no outline"):
         scores.harmonization(scene, np.ones((96, 128), np.uint8))
+
+
+def _edges_image(blur: float, noise: float, seed: int = 0) -> np.ndarray:
+    """Random rectangles (ideal steps) blurred by `blur` px, with white noise of `noise` (0..255 units)."""
+    rng = np.random.default_rng(seed)
+    img = np.full((128, 128), 100.0)
+    for _ in range(30):
+        y, x = rng.integers(0, 112, 2)
+        img[y:y + rng.integers(8, 40), x:x + rng.integers(8, 40)] = rng.uniform(30, 220)
+    from scipy import ndimage
+    img = ndimage.gaussian_filter(img, blur) if blur > 0 else img
+    img = img + rng.normal(0, noise, img.shape)
+    return np.repeat(np.clip(img, 0, 255)[..., None], 3, -1).astype(np.uint8)
+
+
+def test_edge_blur_reads_the_blur_of_steps_and_orders_it():
+    region = np.full((128, 128), 255, np.uint8)
+    got = [scores.edge_blur(_edges_image(b, 0.5), region) for b in (0.8, 1.5, 3.0)]
+    assert got[0] < got[1] < got[2], got
+    assert abs(got[1] - 1.5) < 0.45 and abs(got[2] - 3.0) < 0.9, got
+
+
+def test_noise_level_reads_added_grain_and_ignores_the_edges():
+    region = np.full((128, 128), 255, np.uint8)
+    for noise in (2.0, 6.0):
+        got = scores.noise_level(_edges_image(1.5, noise), region) * 255
+        assert abs(got - noise) < 0.25 * noise, (noise, got)
+    assert scores.noise_level(_edges_image(1.5, 0.0), region) * 255 < 0.6
