@@ -23,11 +23,11 @@ use crate::imageops::Planes;
 /// found the subject given 1.3 to 1.6 times the scene's grain.
 const NOISE_READ: f32 = 0.70;
 
-/// A difference under this fraction is left alone. The measure cannot tell
-/// grain from a subject's own fine texture (fur, print), and a subject from
-/// the same kind of photo is mostly within it; a clean studio cut-out in a
-/// grainy photo, or a sharp one in a soft photo, is far outside it.
-const TOLERANCE: f32 = 0.35;
+/// A difference under this fraction is left alone: the goal is the scene's
+/// grain within 20 %. The measure cannot tell grain from a subject's own fine
+/// texture (fur, print), so a subject from the same kind of photo is left as
+/// it is; a clean studio cut-out in a grainy photo is far outside it.
+const TOLERANCE: f32 = 0.2;
 
 /// Luminance of the planes ([-1, 1] → [0, 1]).
 fn luma(p: &Planes) -> Vec<f32> {
