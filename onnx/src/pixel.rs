@@ -18,7 +18,7 @@ use rand_core::SeedableRng;
 use rand_distr::StandardNormal;
 
 use crate::add::{self, Engine, Job, Prepared, Variant};
-use crate::backbone::{About, BackboneParts, Fault, Graphs, Model};
+use crate::backbone::{About, Backbone, BackboneParts, Fault, Graphs, Model};
 use crate::bundle::{self, Bundle};
 use crate::composite::{self, region};
 use crate::imageops::{self, Planes, Rect};
@@ -111,8 +111,20 @@ impl Engine for PixelUnet {
         let expect_in: [(&str, &str, usize); 3] =
             [("x", "float32", 4), ("t", "int64", 1), ("token", "int64", 1)];
         let expect_out: [(&str, &str, usize); 1] = [("eps", "float32", 4)];
-        bundle::check_contract("graphs.denoiser", "pixel-unet", "inputs", &g.inputs, &expect_in)?;
-        bundle::check_contract("graphs.denoiser", "pixel-unet", "outputs", &g.outputs, &expect_out)?;
+        bundle::check_contract(
+            "graphs.denoiser",
+            Backbone::PixelUnet.name(),
+            "inputs",
+            &g.inputs,
+            &expect_in,
+        )?;
+        bundle::check_contract(
+            "graphs.denoiser",
+            Backbone::PixelUnet.name(),
+            "outputs",
+            &g.outputs,
+            &expect_out,
+        )?;
         for spec in [&g.inputs[0], &g.outputs[0]] {
             if let DimSpec::Fixed(c) = &spec.shape[1] {
                 if *c != 3 {

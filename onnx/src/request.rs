@@ -138,7 +138,7 @@ impl AddRequest {
             return Err(refuse(option, value, &|b| b.reads(option)));
         }
         let scheduler = self.scheduler.unwrap_or_default();
-        if !backbone.schedulers().contains(&scheduler) {
+        if !scheduler.supported_by(bundle.manifest.backbone) {
             return Err(refuse(Opt::Scheduler, scheduler.to_string(), &|b| {
                 b.schedulers().contains(&scheduler)
             }));

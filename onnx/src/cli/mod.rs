@@ -102,7 +102,7 @@ fn finite(s: &str) -> std::result::Result<f32, String> {
 
 fn scheduler_parser() -> impl clap::builder::TypedValueParser<Value = Scheduler> {
     use clap::builder::{PossibleValuesParser, TypedValueParser};
-    PossibleValuesParser::new(["ddim", "dpm++2m"]).try_map(|s| s.parse::<Scheduler>())
+    PossibleValuesParser::new(Scheduler::ALL.map(Scheduler::name)).try_map(|s| s.parse::<Scheduler>())
 }
 
 fn sampler_parser() -> impl clap::builder::TypedValueParser<Value = Sampler> {
