@@ -98,8 +98,8 @@ fn main() {
     timed.sort_by(|a, b| a.total_cmp(b));
     let median = if timed.is_empty() { first } else { timed[timed.len() / 2] };
     let precision = match &bundle.manifest.model {
-        pie::manifest::Model::Sd(m) => m.precision.clone(),
-        _ => String::from("float32"),
+        pie::manifest::Model::Sd(m) => m.precision,
+        _ => pie::Precision::Float32,
     };
     if args.iter().any(|a| a == "--json") {
         let line = serde_json::json!({

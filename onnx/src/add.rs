@@ -2,16 +2,18 @@
 //! the selection, let the concept's backbone make ready what its variants
 //! share, then for each variant sample (with progress and cancel), blend the
 //! result back through the selection and hand it on. Outside the selection
-//! nothing changes. What differs between backbones sits behind [`Backbone`].
+//! nothing changes. What differs between backbones sits behind [`Engine`].
 
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use image::{DynamicImage, GenericImageView, GrayImage};
 
+use crate::backbone::{About, Backbone, BackboneParts, Fault};
 use crate::bundle::Bundle;
 use crate::composite::region;
 use crate::imageops::{self, Planes, Rect};
+use crate::manifest::{Manifest, Text};
 use crate::request::{AddRequest, Defaults, Settings};
 use crate::runtime::Device;
 use crate::schedule::Scheduler;
@@ -44,11 +46,9 @@ pub struct AddOutput {
     pub stats: AddStats,
 }
 
-/// One backbone's side of an Add. A new backbone is one module implementing
-/// this, listed in [`backbones`] and named by its manifest branch.
-pub(crate) trait Backbone: Sync {
-    /// Its name in `bundle.json`.
-    fn name(&self) -> &'static str;
+/// One backbone's side of a bundle and of an Add. A new backbone is one
+/// module implementing this, named in [`Backbone`].
+pub(crate) trait Engine: Sync {
     /// What its concepts lack that some options need, for the error that refuses them.
     fn lacks(&self) -> &'static str;
     /// Whether it reads `opt` (a request that gives one it does not is refused).
@@ -57,18 +57,27 @@ pub(crate) trait Backbone: Sync {
     fn defaults(&self) -> Defaults;
     /// Whether it can blend a pasted subject (Blend Pasted Subject).
     fn blends(&self) -> bool;
+    /// See [`Backbone::about`].
+    fn about(&self) -> About;
+    /// See [`Backbone::fine_tunes_a_base`].
+    fn fine_tunes_a_base(&self) -> bool;
+    /// Whether bundle.json's `text` section is as it must be for this backbone.
+    fn check_text(&self, text: Option<&Text>) -> std::result::Result<(), String>;
+    /// The rules of its `model` (and the schedule it takes) that serde and the schema cannot state.
+    fn check_model(&self, m: &Manifest) -> std::result::Result<(), String>;
+    /// Its graphs' declared signatures against its contract.
+    fn check_graphs(&self, m: &Manifest) -> std::result::Result<(), String>;
+    /// Loads what its Add needs beyond the manifest, once every file is checked.
+    fn load(&self, dir: &std::path::Path, m: &Manifest) -> std::result::Result<BackboneParts, Fault>;
+    /// What `pie concepts show` says of its side of the bundle, one line each.
+    fn describe(&self, bundle: &Bundle) -> Vec<String>;
     /// Checks what only it has, opens its models and makes ready everything
     /// the variants share.
     fn prepare<'a>(&self, job: &Job<'a>, progress: &mut dyn Progress) -> Result<Prepared<'a>>;
 }
 
-/// The backbones this pie runs.
-pub(crate) fn backbones() -> [&'static dyn Backbone; 2] {
-    [&crate::pixel::PixelUnet, &crate::sd::pipeline::Sd]
-}
-
-pub(crate) fn backbone_of(bundle: &Bundle) -> &'static dyn Backbone {
-    bundle.manifest.model.backbone()
+pub(crate) fn backbone_of(bundle: &Bundle) -> &'static dyn Engine {
+    bundle.manifest.backbone.engine()
 }
 
 /// One Add's inputs, checked.
@@ -174,13 +183,12 @@ pub fn blend_each(
     progress: &mut dyn Progress,
     sink: &mut dyn FnMut(AddOutput) -> Result<()>,
 ) -> Result<()> {
-    let backbone = backbone_of(bundle);
-    if !backbone.blends() {
+    let backbone = bundle.manifest.backbone;
+    if !backbone.engine().blends() {
         return Err(Error::bad(format!(
-            "{:?} is learned with the {} backbone: blending a pasted subject works with {} concepts (learn the scene with that backbone)",
+            "{:?} is learned with the {backbone} backbone: blending a pasted subject works with {} concepts (learn the scene with that backbone)",
             bundle.name(),
-            backbone.name(),
-            backbones().iter().filter(|b| b.blends()).map(|b| b.name()).collect::<Vec<_>>().join(" and ")
+            Backbone::names_where(|b| b.engine().blends(), " and ")
         )));
     }
     let selection = region::blend_selection(image, subject)?;

@@ -7,14 +7,15 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::manifest::{self, DimSpec, Graphs, Manifest, Model, TensorSpec};
+use crate::backbone::BackboneParts;
+use crate::manifest::{self, DimSpec, Manifest, Role, Stage, TensorSpec};
 use crate::onnxfile::{self, Dim};
 use crate::{Error, Result};
 
 /// A manifest larger than this is not a manifest.
 const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 
-/// A fully validated bundle.
+/// A fully validated bundle: what every backbone's has, and its backbone's part.
 #[derive(Debug, Clone)]
 pub struct Bundle {
     pub dir: PathBuf,
@@ -27,8 +28,8 @@ pub struct Bundle {
     pub null_token: i64,
     /// Stage II only: the subject cut-out, alpha = its mask.
     pub subject: Option<image::RgbaImage>,
-    /// Backbone `sd`: the loaded tokenizer, ready to encode prompts.
-    pub prompter: Option<std::sync::Arc<crate::sd::text::Prompter>>,
+    /// What its backbone loaded beyond the manifest.
+    pub parts: BackboneParts,
 }
 
 impl Bundle {
@@ -36,12 +37,9 @@ impl Bundle {
         &self.manifest.name
     }
 
-    /// The pixel-unet denoiser (for an sd bundle, its UNet).
-    pub fn denoiser_path(&self) -> PathBuf {
-        match &self.manifest.graphs {
-            Graphs::Pixel(g) => self.dir.join(&g.denoiser.file),
-            Graphs::Sd(g) => self.dir.join(&g.unet.file),
-        }
+    /// What its backbone's side of it is, for `pie concepts show`: one line each.
+    pub fn describe(&self) -> Vec<String> {
+        self.manifest.backbone.engine().describe(self)
     }
 
     /// The file of graph `key` (`denoiser`; `text_encoder`, `unet`, `vae_encoder`, `vae_decoder`).
@@ -153,13 +151,7 @@ impl Bundle {
             check_signature(&g.outputs, &info.outputs)
                 .map_err(|w| fail(&g.file, format!("graph outputs: {w}")))?;
         }
-        let prompter = match &m.text {
-            Some(t) => Some(std::sync::Arc::new(
-                crate::sd::text::Prompter::load(&dir.join(&t.tokenizer), t)
-                    .map_err(|w| fail(&t.tokenizer, w))?,
-            )),
-            None => None,
-        };
+        let parts = BackboneParts::load(dir, &m).map_err(|(file, what)| fail(&file, what))?;
 
         let subject = match &m.subject {
             None => None,
@@ -176,15 +168,15 @@ impl Bundle {
             }
         };
 
-        let tok = |role: &str| m.tokens.concepts.iter().find(|c| c.role == role).map(|c| c.id);
-        let scene_token = tok("scene").ok_or_else(|| fail("bundle.json", "no scene token".into()))?;
+        let tok = |role: Role| m.tokens.concepts.iter().find(|c| c.role == role).map(|c| c.id);
+        let scene_token = tok(Role::Scene).ok_or_else(|| fail("bundle.json", "no scene token".into()))?;
         Ok(Bundle {
             dir: dir.to_path_buf(),
-            subject_token: tok("subject"),
+            subject_token: tok(Role::Subject),
             null_token: m.tokens.null,
             scene_token,
             subject,
-            prompter,
+            parts,
             manifest_sha256,
             manifest: m,
         })
@@ -197,47 +189,18 @@ fn check_manifest(m: &Manifest) -> std::result::Result<(), String> {
         return Err(format!("name {:?} is not a valid concept name (a-z, 0-9, '-', '_')", m.name));
     }
     match (m.stage, &m.parent) {
-        (1, None) => {}
-        (2, Some(p)) => {
+        (Stage::Scene, None) => {}
+        (Stage::Subject, Some(p)) => {
             if !manifest::is_concept_name(&p.name) || !manifest::is_sha256(&p.manifest_sha256) {
                 return Err("parent has a malformed name or sha256".into());
             }
         }
-        (1, Some(_)) => return Err("a stage 1 (scene) bundle must not have a parent".into()),
-        (2, None) => return Err("a stage 2 (subject) bundle must name its parent scene".into()),
-        (s, _) => return Err(format!("stage {s} is neither 1 (scene) nor 2 (subject)")),
+        (Stage::Scene, Some(_)) => return Err("a stage 1 (scene) bundle must not have a parent".into()),
+        (Stage::Subject, None) => return Err("a stage 2 (subject) bundle must name its parent scene".into()),
     }
-    match &m.model {
-        Model::Pixel(md) => {
-            if md.channels != 3 || md.value_range != [-1, 1] {
-                return Err("model.channels must be 3 and model.value_range [-1, 1]".into());
-            }
-            if md.size_multiple == 0
-                || md.size_multiple > 1024
-                || md.min_size == 0
-                || md.min_size > 4096
-                || md.scene_short_side < 8
-                || md.resolution < 8
-            {
-                return Err("model sizes are out of range".into());
-            }
-        }
-        Model::Sd(md) => crate::sd::check_model(md)?,
-    }
+    let backbone = m.backbone.engine();
+    backbone.check_model(m)?;
     let s = &m.schedule;
-    let prediction_ok = match &m.model {
-        Model::Pixel(_) => s.prediction_type == "epsilon",
-        Model::Sd(_) => s.prediction_type == "epsilon" || s.prediction_type == "v_prediction",
-    };
-    if s.kind != "ddpm" || !prediction_ok {
-        return Err(match &m.model {
-            Model::Pixel(_) => "schedule must be type \"ddpm\" with prediction_type \"epsilon\"".to_string(),
-            Model::Sd(_) => {
-                "schedule must be type \"ddpm\" with prediction_type \"epsilon\" or \"v_prediction\""
-                    .to_string()
-            }
-        });
-    }
     if s.steps_offset.is_some_and(|o| o >= s.num_train_timesteps) {
         return Err("schedule.steps_offset must be below num_train_timesteps".into());
     }
@@ -270,17 +233,25 @@ fn check_manifest(m: &Manifest) -> std::result::Result<(), String> {
         {
             return Err(format!("token {}: malformed identifier, name or source_sha256", c.id));
         }
-        if !(c.role == "scene" && c.stage == 1 || c.role == "subject" && c.stage == 2) {
-            return Err(format!("token {}: role {:?} cannot be bound in stage {}", c.id, c.role, c.stage));
+        if c.role.stage() != c.stage {
+            return Err(format!(
+                "token {}: role {:?} cannot be bound in stage {}",
+                c.id,
+                c.role.name(),
+                c.stage.number()
+            ));
         }
     }
-    let count = |r: &str| t.concepts.iter().filter(|c| c.role == r).count();
-    let want_subjects = usize::from(m.stage == 2);
-    if count("scene") != 1 || count("subject") != want_subjects {
+    let count = |r: Role| t.concepts.iter().filter(|c| c.role == r).count();
+    let want_subjects = usize::from(m.stage == Stage::Subject);
+    if count(Role::Scene) != 1 || count(Role::Subject) != want_subjects {
         return Err(format!(
             "a stage {} bundle needs one scene token{}",
-            m.stage,
-            if m.stage == 2 { " and one subject token" } else { " and no subject token" }
+            m.stage.number(),
+            match m.stage {
+                Stage::Subject => " and one subject token",
+                Stage::Scene => " and no subject token",
+            }
         ));
     }
     if t.null < 0 {
@@ -320,34 +291,12 @@ fn check_manifest(m: &Manifest) -> std::result::Result<(), String> {
         }
     }
     match (m.stage, &m.subject) {
-        (2, None) => return Err("a stage 2 bundle needs a subject image".into()),
-        (1, Some(_)) => return Err("a stage 1 bundle must not have a subject image".into()),
+        (Stage::Subject, None) => return Err("a stage 2 bundle needs a subject image".into()),
+        (Stage::Scene, Some(_)) => return Err("a stage 1 bundle must not have a subject image".into()),
         _ => {}
     }
 
-    match (&m.graphs, &m.model) {
-        (Graphs::Pixel(g), _) => {
-            let g = &g.denoiser;
-            let expect_in: [(&str, &str, usize); 3] =
-                [("x", "float32", 4), ("t", "int64", 1), ("token", "int64", 1)];
-            let expect_out: [(&str, &str, usize); 1] = [("eps", "float32", 4)];
-            check_contract("graphs.denoiser", "pixel-unet", "inputs", &g.inputs, &expect_in)?;
-            check_contract("graphs.denoiser", "pixel-unet", "outputs", &g.outputs, &expect_out)?;
-            for spec in [&g.inputs[0], &g.outputs[0]] {
-                if let DimSpec::Fixed(c) = &spec.shape[1] {
-                    if *c != 3 {
-                        return Err(format!("graphs.denoiser: {} has {c} channels, expected 3", spec.name));
-                    }
-                }
-            }
-        }
-        (Graphs::Sd(g), Model::Sd(md)) => {
-            let text = m.text.as_ref().ok_or("an sd bundle needs a text section")?;
-            crate::sd::check_graphs(g, md, text)?;
-        }
-        (Graphs::Sd(_), Model::Pixel(_)) => return Err("graphs and model are of different backbones".into()),
-    }
-    Ok(())
+    backbone.check_graphs(m)
 }
 
 /// A graph's declared inputs or outputs against the contract's (name, dtype, rank);

@@ -24,9 +24,11 @@
 //!   Options at fault are named by [`Opt`], which each front end words itself.
 
 pub mod add;
+pub mod backbone;
 pub mod bundle;
 pub mod composite;
 pub mod error;
+pub mod events;
 pub mod imageops;
 pub mod library;
 pub mod manifest;
@@ -43,11 +45,13 @@ pub mod testkit;
 pub mod train;
 
 pub use add::{add_each, blend_each, AddOutput, AddStats};
+pub use backbone::Backbone;
 pub use bundle::Bundle;
 pub use composite::{Anchor, Look, Placement};
 pub use error::{Error, ErrorKind, Opt, Result};
 pub use imageops::Rect;
 pub use library::{ConceptInfo, Library};
+pub use manifest::{Precision, Role, Stage};
 pub use request::{AddRequest, Defaults, Settings};
 pub use runtime::Device;
 pub use schedule::{Sampler, Scheduler};
@@ -62,7 +66,7 @@ pub fn concept_defaults(bundle: &Bundle) -> Defaults {
 /// The defaults of the backbone a concept is learned with unless asked
 /// otherwise (pixel-unet), for a dialog's fields before a concept is chosen.
 pub fn default_backbone_defaults() -> Defaults {
-    add::backbones()[0].defaults()
+    Backbone::default().engine().defaults()
 }
 
 /// Adds the bundle's subject into `selection` of `scene`, with whichever

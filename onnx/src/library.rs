@@ -2,10 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
+use crate::backbone::Backbone;
 use crate::bundle::Bundle;
-use crate::manifest::{self, Manifest};
+use crate::manifest::{self, Manifest, Role, Stage};
 use crate::safefs;
 use crate::{Error, Result};
 
@@ -20,11 +21,15 @@ pub struct Library {
 pub struct ConceptInfo {
     pub name: String,
     pub path: PathBuf,
-    /// 1 = scene, 2 = subject; 0 when the manifest could not be read.
-    pub stage: u8,
-    pub role: String,
-    /// `pixel-unet` or `sd` (empty when the manifest could not be read).
-    pub backbone: String,
+    /// `None` when the manifest could not be read (listed as 0).
+    #[serde(serialize_with = "stage_or_0")]
+    pub stage: Option<Stage>,
+    /// `None` when the manifest could not be read (listed as "?").
+    #[serde(serialize_with = "role_or_unknown")]
+    pub role: Option<Role>,
+    /// `None` when the manifest could not be read (listed as "").
+    #[serde(serialize_with = "backbone_or_empty")]
+    pub backbone: Option<Backbone>,
     /// Stage II: the scene it grew from.
     pub parent: Option<String>,
     pub created: String,
@@ -40,9 +45,23 @@ pub struct ConceptInfo {
 pub struct InterruptedRun {
     pub name: String,
     pub checkpoint: PathBuf,
-    /// 1 = scene, 2 = subject; 0 when the checkpoint does not say.
-    pub stage: u8,
+    /// `None` when the checkpoint does not say (listed as 0).
+    #[serde(serialize_with = "stage_or_0")]
+    pub stage: Option<Stage>,
     pub bytes: u64,
+}
+
+// What `pie concepts list --json` has always said for a concept it could not read.
+fn stage_or_0<S: Serializer>(v: &Option<Stage>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_u8(v.map_or(0, Stage::number))
+}
+
+fn role_or_unknown<S: Serializer>(v: &Option<Role>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(v.map_or("?", Role::name))
+}
+
+fn backbone_or_empty<S: Serializer>(v: &Option<Backbone>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(v.map_or("", Backbone::name))
 }
 
 impl Library {
@@ -102,9 +121,9 @@ impl Library {
             let bytes = folder_bytes(&path);
             out.push(match parsed {
                 Ok(m) => ConceptInfo {
-                    stage: m.stage,
-                    role: if m.stage == 2 { "subject".into() } else { "scene".into() },
-                    backbone: m.backbone,
+                    stage: Some(m.stage),
+                    role: Some(m.stage.role()),
+                    backbone: Some(m.backbone),
                     parent: m.parent.map(|p| p.name),
                     created: m.created,
                     problem: None,
@@ -115,9 +134,9 @@ impl Library {
                 Err(e) => ConceptInfo {
                     name,
                     path,
-                    stage: 0,
-                    role: "?".into(),
-                    backbone: String::new(),
+                    stage: None,
+                    role: None,
+                    backbone: None,
                     parent: None,
                     created: String::new(),
                     problem: Some(format!("bundle.json: {e}")),
@@ -196,10 +215,8 @@ impl Library {
                 }
                 let stage = safefs::read_bounded(&checkpoint.join("meta.json"), safefs::MAX_JSON_BYTES)
                     .ok()
-                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                    .and_then(|v| v.get("stage").and_then(|s| s.as_u64()))
-                    .and_then(|s| u8::try_from(s).ok())
-                    .unwrap_or(0);
+                    .and_then(|b| serde_json::from_slice::<CheckpointMeta>(&b).ok())
+                    .and_then(|m| m.stage);
                 let bytes = folder_bytes(&checkpoint);
                 Some(InterruptedRun { name, checkpoint, stage, bytes })
             })
@@ -272,6 +289,13 @@ impl Library {
         }
         Ok(())
     }
+}
+
+/// What `Library::interrupted` reads of a checkpoint's meta.json (the
+/// trainer's; it holds more).
+#[derive(serde::Deserialize)]
+struct CheckpointMeta {
+    stage: Option<Stage>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

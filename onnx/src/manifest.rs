@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::backbone::{Backbone, Graphs, Model};
+
 pub const FORMAT: &str = "pie-bundle";
 pub const FORMAT_VERSION: u64 = 1;
 
@@ -12,8 +14,8 @@ pub struct Manifest {
     pub format: String,
     pub format_version: u64,
     pub name: String,
-    pub stage: u8,
-    pub backbone: String,
+    pub stage: Stage,
+    pub backbone: Backbone,
     pub parent: Option<Parent>,
     pub model: Model,
     pub schedule: Schedule,
@@ -32,10 +34,6 @@ pub struct Manifest {
     pub preview: Option<String>,
 }
 
-/// The backbones this pie runs.
-pub const PIXEL_UNET: &str = "pixel-unet";
-pub const SD: &str = "sd";
-
 /// `bundle.json` as written, before `model` and `graphs` are read by the
 /// backbone they belong to.
 #[derive(Deserialize)]
@@ -44,8 +42,8 @@ struct RawManifest {
     format: String,
     format_version: u64,
     name: String,
-    stage: u8,
-    backbone: String,
+    stage: Stage,
+    backbone: Backbone,
     parent: Option<Parent>,
     model: serde_json::Value,
     schedule: Schedule,
@@ -66,31 +64,7 @@ struct RawManifest {
 impl TryFrom<RawManifest> for Manifest {
     type Error = String;
     fn try_from(r: RawManifest) -> Result<Manifest, String> {
-        let (model, graphs) = match r.backbone.as_str() {
-            PIXEL_UNET => {
-                if r.text.is_some() {
-                    return Err("a pixel-unet bundle has no text section".into());
-                }
-                (
-                    Model::Pixel(serde_json::from_value(r.model).map_err(|e| format!("model: {e}"))?),
-                    Graphs::Pixel(serde_json::from_value(r.graphs).map_err(|e| format!("graphs: {e}"))?),
-                )
-            }
-            SD => {
-                if r.text.is_none() {
-                    return Err("an sd bundle needs a text section (tokenizer, max_length, prompts)".into());
-                }
-                (
-                    Model::Sd(serde_json::from_value(r.model).map_err(|e| format!("model: {e}"))?),
-                    Graphs::Sd(serde_json::from_value(r.graphs).map_err(|e| format!("graphs: {e}"))?),
-                )
-            }
-            other => {
-                return Err(format!(
-                    "backbone {other:?} is not supported by this pie (only \"pixel-unet\" and \"sd\")"
-                ))
-            }
-        };
+        let (model, graphs) = r.backbone.parse_branch(r.model, r.graphs, r.text.as_ref())?;
         Ok(Manifest {
             format: r.format,
             format_version: r.format_version,
@@ -113,9 +87,99 @@ impl TryFrom<RawManifest> for Manifest {
     }
 }
 
-impl Manifest {
-    pub fn is_sd(&self) -> bool {
-        matches!(self.model, Model::Sd(_))
+/// What a concept is: `stage` 1 in bundle.json (Stage I) or 2 (Stage II).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
+pub enum Stage {
+    Scene,
+    Subject,
+}
+
+impl Stage {
+    /// Its number on disk and in the trainer's progress stream.
+    pub fn number(self) -> u8 {
+        match self {
+            Stage::Scene => 1,
+            Stage::Subject => 2,
+        }
+    }
+
+    /// The role of the concept a bundle of this stage adds.
+    pub fn role(self) -> Role {
+        match self {
+            Stage::Scene => Role::Scene,
+            Stage::Subject => Role::Subject,
+        }
+    }
+
+    /// "scene" or "subject", as listings say it.
+    pub fn noun(self) -> &'static str {
+        self.role().name()
+    }
+}
+
+impl TryFrom<u8> for Stage {
+    type Error = String;
+    fn try_from(n: u8) -> Result<Stage, String> {
+        match n {
+            1 => Ok(Stage::Scene),
+            2 => Ok(Stage::Subject),
+            n => Err(format!("stage {n} is neither 1 (scene) nor 2 (subject)")),
+        }
+    }
+}
+
+impl From<Stage> for u8 {
+    fn from(s: Stage) -> u8 {
+        s.number()
+    }
+}
+
+/// What a token stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Scene,
+    Subject,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Scene => "scene",
+            Role::Subject => "subject",
+        }
+    }
+
+    /// The stage in which a token of this role is bound.
+    pub fn stage(self) -> Stage {
+        match self {
+            Role::Scene => Stage::Scene,
+            Role::Subject => Stage::Subject,
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The weights of an exported graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    Float32,
+    Float16,
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::Float32 => "float32",
+            Precision::Float16 => "float16",
+        })
     }
 }
 
@@ -124,32 +188,6 @@ impl Manifest {
 pub struct Parent {
     pub name: String,
     pub manifest_sha256: String,
-}
-
-/// `model`, by backbone.
-#[derive(Debug, Clone, Serialize)]
-#[serde(untagged)]
-pub enum Model {
-    Pixel(PixelModel),
-    Sd(SdModel),
-}
-
-impl Model {
-    /// The engine module that runs this branch.
-    pub(crate) fn backbone(&self) -> &'static dyn crate::add::Backbone {
-        match self {
-            Model::Pixel(_) => &crate::pixel::PixelUnet,
-            Model::Sd(_) => &crate::sd::pipeline::Sd,
-        }
-    }
-
-    /// The native image side in pixels.
-    pub fn resolution(&self) -> u32 {
-        match self {
-            Model::Pixel(m) => m.resolution,
-            Model::Sd(m) => m.resolution,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -164,8 +202,8 @@ pub struct SdModel {
     pub vae_scale_factor: u32,
     pub scaling_factor: f64,
     pub unet_in_channels: u32,
-    /// `float32` or `float16` (the weights; graph I/O is float32 either way).
-    pub precision: String,
+    /// The weights' (graph I/O is float32 either way).
+    pub precision: Precision,
     pub base: SdBase,
 }
 
@@ -258,8 +296,8 @@ pub struct Concept {
     pub id: i64,
     pub identifier: String,
     pub name: String,
-    pub role: String,
-    pub stage: u8,
+    pub role: Role,
+    pub stage: Stage,
     pub source_sha256: String,
     pub source_size: [u32; 2],
     /// sd: the class noun trained with the identifier.
@@ -268,30 +306,6 @@ pub struct Concept {
     /// sd: the exact prompt the concept was trained with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt: Option<String>,
-}
-
-/// `graphs`, by backbone.
-#[derive(Debug, Clone, Serialize)]
-#[serde(untagged)]
-#[allow(clippy::large_enum_variant)] // one per bundle
-pub enum Graphs {
-    Pixel(PixelGraphs),
-    Sd(SdGraphs),
-}
-
-impl Graphs {
-    /// Every graph, with its key in `graphs`.
-    pub fn all(&self) -> Vec<(&'static str, &Graph)> {
-        match self {
-            Graphs::Pixel(g) => vec![("denoiser", &g.denoiser)],
-            Graphs::Sd(g) => vec![
-                ("text_encoder", &g.text_encoder),
-                ("unet", &g.unet),
-                ("vae_encoder", &g.vae_encoder),
-                ("vae_decoder", &g.vae_decoder),
-            ],
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

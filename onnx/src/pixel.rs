@@ -17,10 +17,12 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 use rand_distr::StandardNormal;
 
-use crate::add::{self, Backbone, Job, Prepared, Variant};
-use crate::bundle::Bundle;
+use crate::add::{self, Engine, Job, Prepared, Variant};
+use crate::backbone::{About, Backbone, BackboneParts, Fault, Graphs, Model};
+use crate::bundle::{self, Bundle};
 use crate::composite::{self, region};
 use crate::imageops::{self, Planes, Rect};
+use crate::manifest::{DimSpec, Manifest, PixelModel, Text};
 use crate::plan::{self, Plan};
 use crate::request::{Defaults, Settings};
 use crate::runtime;
@@ -30,11 +32,15 @@ use crate::{Error, Opt, Progress, Result};
 /// The backbone named `pixel-unet` in bundle.json.
 pub(crate) struct PixelUnet;
 
-impl Backbone for PixelUnet {
-    fn name(&self) -> &'static str {
-        "pixel-unet"
-    }
+/// What a pixel-unet bundle holds beyond the common core.
+#[derive(Debug, Clone)]
+pub struct PixelBundle {
+    pub model: PixelModel,
+    /// The denoiser graph.
+    pub denoiser: std::path::PathBuf,
+}
 
+impl Engine for PixelUnet {
     fn lacks(&self) -> &'static str {
         "no text encoder, DDIM/DDPM only"
     }
@@ -55,13 +61,108 @@ impl Backbone for PixelUnet {
         true
     }
 
+    fn about(&self) -> About {
+        About {
+            title: "pixel-unet",
+            label: "pixel-unet (small, any computer)",
+            help: "pie's small model, trained from scratch on this photo; runs on a CPU",
+        }
+    }
+
+    fn fine_tunes_a_base(&self) -> bool {
+        false
+    }
+
+    fn check_text(&self, text: Option<&Text>) -> std::result::Result<(), String> {
+        match text {
+            Some(_) => Err("a pixel-unet bundle has no text section".into()),
+            None => Ok(()),
+        }
+    }
+
+    fn check_model(&self, m: &Manifest) -> std::result::Result<(), String> {
+        let Model::Pixel(md) = &m.model else {
+            return Err("graphs and model are of different backbones".into());
+        };
+        if md.channels != 3 || md.value_range != [-1, 1] {
+            return Err("model.channels must be 3 and model.value_range [-1, 1]".into());
+        }
+        if md.size_multiple == 0
+            || md.size_multiple > 1024
+            || md.min_size == 0
+            || md.min_size > 4096
+            || md.scene_short_side < 8
+            || md.resolution < 8
+        {
+            return Err("model sizes are out of range".into());
+        }
+        let s = &m.schedule;
+        if s.kind != "ddpm" || s.prediction_type != "epsilon" {
+            return Err("schedule must be type \"ddpm\" with prediction_type \"epsilon\"".into());
+        }
+        Ok(())
+    }
+
+    fn check_graphs(&self, m: &Manifest) -> std::result::Result<(), String> {
+        let Graphs::Pixel(g) = &m.graphs else {
+            return Err("graphs and model are of different backbones".into());
+        };
+        let g = &g.denoiser;
+        let expect_in: [(&str, &str, usize); 3] =
+            [("x", "float32", 4), ("t", "int64", 1), ("token", "int64", 1)];
+        let expect_out: [(&str, &str, usize); 1] = [("eps", "float32", 4)];
+        bundle::check_contract(
+            "graphs.denoiser",
+            Backbone::PixelUnet.name(),
+            "inputs",
+            &g.inputs,
+            &expect_in,
+        )?;
+        bundle::check_contract(
+            "graphs.denoiser",
+            Backbone::PixelUnet.name(),
+            "outputs",
+            &g.outputs,
+            &expect_out,
+        )?;
+        for spec in [&g.inputs[0], &g.outputs[0]] {
+            if let DimSpec::Fixed(c) = &spec.shape[1] {
+                if *c != 3 {
+                    return Err(format!("graphs.denoiser: {} has {c} channels, expected 3", spec.name));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn load(&self, dir: &std::path::Path, m: &Manifest) -> std::result::Result<BackboneParts, Fault> {
+        match (&m.model, &m.graphs) {
+            (Model::Pixel(model), Graphs::Pixel(g)) => Ok(BackboneParts::Pixel(PixelBundle {
+                model: model.clone(),
+                denoiser: dir.join(&g.denoiser.file),
+            })),
+            _ => Err(("bundle.json".into(), "graphs and model are of different backbones".into())),
+        }
+    }
+
+    fn describe(&self, bundle: &Bundle) -> Vec<String> {
+        let BackboneParts::Pixel(p) = &bundle.parts else { return Vec::new() };
+        vec![format!(
+            "backbone {} at {} px, scene short side {} px",
+            bundle.manifest.backbone, p.model.resolution, p.model.scene_short_side
+        )]
+    }
+
     fn prepare<'a>(&self, job: &Job<'a>, progress: &mut dyn Progress) -> Result<Prepared<'a>> {
         let (bundle, s) = (job.bundle, job.settings);
-        let plan = plan::plan(job.scene.width(), job.scene.height(), job.bbox, &bundle.manifest.model)?;
+        let BackboneParts::Pixel(parts) = &bundle.parts else {
+            return Err(Error::internal(format!("concept {:?} is not a pixel-unet bundle", bundle.name())));
+        };
+        let plan = plan::plan_pixel(job.scene.width(), job.scene.height(), job.bbox, &parts.model)?;
         let work = prepare(bundle, job.scene, job.selection, job.pasted, &plan, job.bbox, s);
         add::loading(progress)?;
         let t0 = Instant::now();
-        let den = runtime::open(&bundle.denoiser_path(), s.device, s.threads)?;
+        let den = runtime::open(&parts.denoiser, s.device, s.threads)?;
         let session = t0.elapsed();
         if let Some(n) = &den.note {
             progress.update(0.0, n);

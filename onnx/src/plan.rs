@@ -1,7 +1,7 @@
 //! Where to sample: the crop around the selection, and its working size.
 
 use crate::imageops::Rect;
-use crate::manifest::{Model, PixelModel, SdModel};
+use crate::manifest::{PixelModel, SdModel};
 use crate::{Error, Result};
 
 /// Context around the selection, in working pixels: at least this, or half the selection's long side.
@@ -30,14 +30,6 @@ impl Plan {
 /// The smallest selection side, in working pixels, worth sampling.
 pub fn min_selection_side(m: &PixelModel) -> u32 {
     m.size_multiple.max(8)
-}
-
-/// The crop and working size for the bundle's backbone.
-pub fn plan(img_w: u32, img_h: u32, sel: Rect, m: &Model) -> Result<Plan> {
-    match m {
-        Model::Pixel(m) => plan_pixel(img_w, img_h, sel, m),
-        Model::Sd(m) => plan_sd(img_w, img_h, sel, m),
-    }
 }
 
 /// pixel-unet: the whole image at the scene's learned scale (never upscaled), cropped.
@@ -135,8 +127,8 @@ pub fn plan_sd(img_w: u32, img_h: u32, sel: Rect, m: &SdModel) -> Result<Plan> {
 mod tests {
     use super::*;
 
-    fn model(short: u32) -> Model {
-        Model::Pixel(PixelModel {
+    fn model(short: u32) -> PixelModel {
+        PixelModel {
             resolution: 64,
             size_multiple: 4,
             min_size: 16,
@@ -144,7 +136,7 @@ mod tests {
             value_range: [-1, 1],
             base_channels: 32,
             scene_short_side: short,
-        })
+        }
     }
 
     fn sd(res: u32, mult: u32) -> SdModel {
@@ -158,7 +150,7 @@ mod tests {
             vae_scale_factor: 8,
             scaling_factor: 0.18215,
             unet_in_channels: 4,
-            precision: "float32".into(),
+            precision: crate::manifest::Precision::Float32,
             base: crate::manifest::SdBase { name: "x".into(), path: None, extra: Default::default() },
         }
     }
@@ -192,7 +184,7 @@ mod tests {
 
     #[test]
     fn small_image_is_never_upscaled() {
-        let p = plan(200, 150, Rect { x: 50, y: 40, w: 60, h: 50 }, &model(256)).unwrap();
+        let p = plan_pixel(200, 150, Rect { x: 50, y: 40, w: 60, h: 50 }, &model(256)).unwrap();
         assert_eq!(p.scale, 1.0);
         assert!(p.crop.x <= 50 && p.crop.right() >= 110 && p.crop.y <= 40 && p.crop.bottom() >= 90);
         assert!(p.crop.right() <= 200 && p.crop.bottom() <= 150);
@@ -203,7 +195,7 @@ mod tests {
 
     #[test]
     fn large_photo_is_sampled_at_the_model_scale_around_the_selection() {
-        let p = plan(6000, 4000, Rect { x: 3000, y: 2000, w: 400, h: 300 }, &model(128)).unwrap();
+        let p = plan_pixel(6000, 4000, Rect { x: 3000, y: 2000, w: 400, h: 300 }, &model(128)).unwrap();
         assert!((p.scale - 0.032).abs() < 1e-9);
         assert!(p.crop.w < 2000 && p.crop.h < 2000, "{p:?}");
         assert!(p.work_w <= 64 && p.work_h <= 64 && p.work_w >= 16 && p.work_h >= 16, "{p:?}");
@@ -214,14 +206,14 @@ mod tests {
 
     #[test]
     fn selection_at_the_border_and_minimum() {
-        let p = plan(100, 100, Rect { x: 0, y: 80, w: 20, h: 20 }, &model(256)).unwrap();
+        let p = plan_pixel(100, 100, Rect { x: 0, y: 80, w: 20, h: 20 }, &model(256)).unwrap();
         assert_eq!((p.crop.x, p.crop.bottom()), (0, 100));
         assert!(p.work_w >= 16 && p.work_h >= 16);
-        let e = plan(100, 100, Rect { x: 10, y: 10, w: 5, h: 30 }, &model(256)).unwrap_err();
+        let e = plan_pixel(100, 100, Rect { x: 10, y: 10, w: 5, h: 30 }, &model(256)).unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::BadInput);
         assert!(e.to_string().contains("selection is 5x30"), "{e}");
         // tiny image: working size still reaches min_size
-        let p = plan(12, 12, Rect { x: 2, y: 2, w: 8, h: 8 }, &model(256)).unwrap();
+        let p = plan_pixel(12, 12, Rect { x: 2, y: 2, w: 8, h: 8 }, &model(256)).unwrap();
         assert_eq!((p.work_w, p.work_h), (16, 16));
     }
 }

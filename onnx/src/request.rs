@@ -4,7 +4,8 @@
 //! fills in the concept's defaults and refuses what its backbone does not
 //! read, in one place for both.
 
-use crate::add::{backbone_of, backbones, Backbone};
+use crate::add::{backbone_of, Engine};
+use crate::backbone::Backbone;
 use crate::bundle::Bundle;
 use crate::composite::{Look, Placement};
 use crate::runtime::{self, Device};
@@ -121,19 +122,23 @@ impl AddRequest {
     pub fn resolve(&self, bundle: &Bundle) -> Result<Settings> {
         let backbone = backbone_of(bundle);
         let refuse =
-            |option: Opt, value: String, reads: &dyn Fn(&dyn Backbone) -> bool| Error::NotForBackbone {
+            |option: Opt, value: String, reads: &dyn Fn(&dyn Engine) -> bool| Error::NotForBackbone {
                 option,
                 value,
                 concept: bundle.name().to_string(),
-                backbone: backbone.name(),
+                backbone: bundle.manifest.backbone.name(),
                 lacks: backbone.lacks(),
-                readers: backbones().iter().filter(|b| reads(**b)).map(|b| b.name()).collect(),
+                readers: Backbone::ALL
+                    .into_iter()
+                    .filter(|b| reads(b.engine()))
+                    .map(Backbone::name)
+                    .collect(),
             };
         if let Some((option, value)) = self.given().into_iter().find(|(o, _)| !backbone.reads(*o)) {
             return Err(refuse(option, value, &|b| b.reads(option)));
         }
         let scheduler = self.scheduler.unwrap_or_default();
-        if !backbone.schedulers().contains(&scheduler) {
+        if !scheduler.supported_by(bundle.manifest.backbone) {
             return Err(refuse(Opt::Scheduler, scheduler.to_string(), &|b| {
                 b.schedulers().contains(&scheduler)
             }));

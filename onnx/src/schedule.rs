@@ -143,6 +143,21 @@ impl std::str::FromStr for Scheduler {
 }
 
 impl Scheduler {
+    pub const ALL: [Scheduler; 2] = [Scheduler::Ddim, Scheduler::DpmSolver2M];
+
+    /// Its name on the command line and in the plug-in's arguments.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheduler::Ddim => "ddim",
+            Scheduler::DpmSolver2M => "dpm++2m",
+        }
+    }
+
+    /// Whether concepts of `backbone` can be sampled with it.
+    pub fn supported_by(self, backbone: crate::Backbone) -> bool {
+        backbone.engine().schedulers().contains(&self)
+    }
+
     /// Whether [`Sampler::Ddpm`]'s fresh noise every step fits its update.
     pub fn takes_fresh_noise(self) -> bool {
         self == Scheduler::Ddim
@@ -151,10 +166,7 @@ impl Scheduler {
 
 impl std::fmt::Display for Scheduler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Scheduler::Ddim => "ddim",
-            Scheduler::DpmSolver2M => "dpm++2m",
-        })
+        f.write_str(self.name())
     }
 }
 
@@ -682,5 +694,20 @@ mod tests {
         assert_eq!(strength_cut(&(0..50).rev().collect::<Vec<_>>(), 0.3).len(), 15);
         assert_eq!("dpm++2m".parse::<Scheduler>().unwrap(), Scheduler::DpmSolver2M);
         assert!("euler".parse::<Scheduler>().is_err());
+    }
+
+    #[test]
+    fn each_backbone_names_its_schedulers() {
+        use crate::Backbone;
+        for s in Scheduler::ALL {
+            assert_eq!(s.name().parse::<Scheduler>().unwrap(), s);
+            assert_eq!(serde_json::to_value(s).unwrap(), serde_json::Value::from(s.name()));
+        }
+        let supported =
+            |b: Backbone| Scheduler::ALL.into_iter().filter(|s| s.supported_by(b)).collect::<Vec<_>>();
+        assert_eq!(supported(Backbone::PixelUnet), [Scheduler::Ddim]);
+        assert_eq!(supported(Backbone::Sd), Scheduler::ALL);
+        // The default a request falls back to works with every backbone.
+        assert!(Backbone::ALL.into_iter().all(|b| Scheduler::default().supported_by(b)));
     }
 }

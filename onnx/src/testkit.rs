@@ -7,15 +7,15 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use crate::bundle::{hex, sha256_file};
-use crate::manifest::Schedule;
+use crate::manifest::{Schedule, Stage};
 use crate::onnxfile::write::{model, node, tensor_f32, tensor_i64, value_info};
 use crate::onnxfile::{FLOAT, INT64};
 use crate::schedule::NoiseSchedule;
 
 pub struct Synthetic {
     pub name: String,
-    /// 1 = scene only; 2 = scene and subject.
-    pub stage: u8,
+    /// A scene only, or a scene and a subject.
+    pub stage: Stage,
     /// Colours (RGB in [0, 1]) that the scene and subject tokens denoise to.
     pub scene_rgb: [f32; 3],
     pub subject_rgb: [f32; 3],
@@ -30,7 +30,7 @@ impl Default for Synthetic {
     fn default() -> Self {
         Synthetic {
             name: "synthetic".into(),
-            stage: 2,
+            stage: Stage::Subject,
             scene_rgb: [0.2, 0.5, 0.8],
             subject_rgb: [0.9, 0.2, 0.1],
             scene_short_side: 256,
@@ -121,7 +121,7 @@ pub fn write_bundle(library: &Path, s: &Synthetic) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("denoiser.onnx"), denoiser_onnx(s))?;
     let mut files = vec!["denoiser.onnx"];
-    if s.stage == 2 {
+    if s.stage == Stage::Subject {
         subject_png(s).save(dir.join("subject.png")).map_err(std::io::Error::other)?;
         files.push("subject.png");
     }
@@ -130,13 +130,13 @@ pub fn write_bundle(library: &Path, s: &Synthetic) -> std::io::Result<PathBuf> {
     let mut concepts = vec![
         json!({"id": 1, "identifier": "zwx", "name": "scene", "role": "scene", "stage": 1, "source_sha256": src, "source_size": [640, 427]}),
     ];
-    if s.stage == 2 {
+    if s.stage == Stage::Subject {
         concepts.push(json!({"id": 2, "identifier": "qbk", "name": s.name, "role": "subject", "stage": 2, "source_sha256": src, "source_size": [48, 64]}));
     }
     let spec = |n: &str, d: &str, shape: serde_json::Value| json!({"name": n, "dtype": d, "shape": shape});
     let mut m = json!({
         "format": "pie-bundle", "format_version": 1, "name": s.name, "stage": s.stage, "backbone": "pixel-unet",
-        "parent": if s.stage == 2 { json!({"name": "scene", "manifest_sha256": src}) } else { json!(null) },
+        "parent": if s.stage == Stage::Subject { json!({"name": "scene", "manifest_sha256": src}) } else { json!(null) },
         "model": {"resolution": 64, "size_multiple": 4, "min_size": 16, "channels": 3, "value_range": [-1, 1], "base_channels": 32, "scene_short_side": s.scene_short_side},
         "schedule": schedule(s.timesteps),
         "tokens": {"null": 0, "vocab_size": 3, "concepts": concepts},
@@ -148,7 +148,7 @@ pub fn write_bundle(library: &Path, s: &Synthetic) -> std::io::Result<PathBuf> {
         "trainer": {"name": "pie-testkit", "version": env!("CARGO_PKG_VERSION")},
         "created": "2026-01-01T00:00:00Z",
     });
-    if s.stage == 2 {
+    if s.stage == Stage::Subject {
         m["subject"] = json!({"file": "subject.png", "has_mask": true});
     }
     let text = serde_json::to_string_pretty(&m).map_err(std::io::Error::other)?;

@@ -9,7 +9,10 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use crate::backbone::Backbone;
+use crate::events::Event;
 use crate::library::Library;
+use crate::manifest::Stage;
 use crate::runtime::Device;
 use crate::{Error, Progress, Result};
 
@@ -26,8 +29,8 @@ pub struct TrainOptions {
     pub resume: bool,
     /// Further trainer arguments, passed through as they are (e.g. `--resolution 32`).
     pub extra_args: Vec<String>,
-    /// `pixel-unet` (the trainer's default) or `sd`; a subject follows its scene when unset.
-    pub backbone: Option<String>,
+    /// `None`: the trainer's default for a scene ([`Backbone::default`]); a subject follows its scene.
+    pub backbone: Option<Backbone>,
     /// sd: the local Stable Diffusion checkpoint (diffusers layout) to fine-tune.
     pub base: Option<PathBuf>,
     /// sd: the class noun trained with the identifier ("dog", "backpack", "scene").
@@ -192,9 +195,14 @@ pub fn learn_subject(
         return Err(Error::bad(format!("the subject needs its own name, not the scene's ({scene:?})")));
     }
     let sb = lib.load(scene)?;
-    if sb.manifest.stage != 1 {
-        let scenes: Vec<String> =
-            lib.list().unwrap_or_default().into_iter().filter(|c| c.stage == 1).map(|c| c.name).collect();
+    if sb.manifest.stage != Stage::Scene {
+        let scenes: Vec<String> = lib
+            .list()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c.stage == Some(Stage::Scene))
+            .map(|c| c.name)
+            .collect();
         let grown_from = sb
             .manifest
             .parent
@@ -211,11 +219,11 @@ pub fn learn_subject(
         )));
     }
     // A subject is learned on its scene's backbone.
-    let scene_backbone = sb.manifest.backbone.clone();
+    let scene_backbone = sb.manifest.backbone;
     let mut opts = opts.clone();
-    match &opts.backbone {
-        None if scene_backbone != crate::manifest::PIXEL_UNET => opts.backbone = Some(scene_backbone),
-        Some(b) if *b != scene_backbone => {
+    match opts.backbone {
+        None if scene_backbone != Backbone::default() => opts.backbone = Some(scene_backbone),
+        Some(b) if b != scene_backbone => {
             return Err(Error::bad(format!("--backbone {b}: the scene {scene:?} was learned with the {scene_backbone} backbone, and a subject grows from its scene's")))
         }
         _ => {}
@@ -274,18 +282,25 @@ fn common_args(lib: &Library, o: &TrainOptions) -> Result<Vec<String>> {
         a.extend(["--seed".into(), s.to_string()]);
     }
     a.extend(["--device".into(), o.device.to_string()]);
-    match o.backbone.as_deref() {
-        None => {}
-        Some(b @ (crate::manifest::PIXEL_UNET | crate::manifest::SD)) => {
-            a.extend(["--backbone".into(), b.to_string()])
-        }
-        Some(b) => return Err(Error::bad(format!("--backbone {b:?}: use pixel-unet or sd"))),
+    if let Some(b) = o.backbone {
+        a.extend(["--backbone".into(), b.to_string()]);
     }
+    let fine_tuned = o.backbone.is_some_and(Backbone::fine_tunes_a_base);
+    // The backbones the options of a fine-tuned base belong to, for the messages.
+    let of = || Backbone::names_where(Backbone::fine_tunes_a_base, " or --backbone ");
     if let Some(base) = &o.base {
-        if o.backbone.as_deref() != Some(crate::manifest::SD) {
-            return Err(Error::bad(
-                "--base is the Stable Diffusion checkpoint of --backbone sd; add --backbone sd",
-            ));
+        if !fine_tuned {
+            let titles = Backbone::ALL
+                .into_iter()
+                .filter(|b| b.fine_tunes_a_base())
+                .map(|b| b.about().title)
+                .collect::<Vec<_>>()
+                .join(" or ");
+            return Err(Error::bad(format!(
+                "--base is the {titles} checkpoint of --backbone {}; add --backbone {}",
+                of(),
+                of()
+            )));
         }
         if !base.is_dir() {
             return Err(Error::bad(format!(
@@ -300,18 +315,17 @@ fn common_args(lib: &Library, o: &TrainOptions) -> Result<Vec<String>> {
         ("--lora-rank", o.lora_rank.map(|r| r.to_string())),
         ("--export-precision", o.export_precision.clone()),
     ];
-    let is_sd = o.backbone.as_deref() == Some(crate::manifest::SD);
     for (flag, v) in sd_only {
         if let Some(v) = v {
-            if !is_sd {
-                return Err(Error::bad(format!("{flag} is an option of --backbone sd")));
+            if !fine_tuned {
+                return Err(Error::bad(format!("{flag} is an option of --backbone {}", of())));
             }
             a.extend([flag.to_string(), v]);
         }
     }
     if o.train_text_encoder {
-        if !is_sd {
-            return Err(Error::bad("--train-text-encoder is an option of --backbone sd"));
+        if !fine_tuned {
+            return Err(Error::bad(format!("--train-text-encoder is an option of --backbone {}", of())));
         }
         a.push("--train-text-encoder".into());
     }
@@ -405,8 +419,10 @@ fn run(lib: &Library, name: &str, args: &[String], progress: &mut dyn Progress) 
 
     let mut sent_sigint = false;
     let mut done_bundle: Option<PathBuf> = None;
-    let mut error_msg: Option<(String, String)> = None;
-    let mut stage = 0u64;
+    let mut error_msg: Option<String> = None;
+    let mut stage: Option<Stage> = None;
+    // As the trainer numbers its stages (0 before it has said).
+    let number = |s: Option<Stage>| s.map_or(0, Stage::number);
     loop {
         if progress.cancelled() && !sent_sigint {
             // SAFETY: kill(2) on our own child's pid; the child is not yet reaped, so the pid is still ours.
@@ -417,48 +433,33 @@ fn run(lib: &Library, name: &str, args: &[String], progress: &mut dyn Progress) 
             progress.update(-1.0, "stopping the trainer (saving a checkpoint)");
         }
         match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(Msg::Line(l)) => {
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(&l) else { continue };
-                let get = |k: &str| v.get(k).and_then(|x| x.as_f64());
-                match v.get("event").and_then(|e| e.as_str()).unwrap_or("") {
-                    "start" => {
-                        stage = v.get("stage").and_then(|s| s.as_u64()).unwrap_or(0);
-                        let dev = v.get("device").and_then(|s| s.as_str()).unwrap_or("?");
-                        progress.update(0.0, &format!("stage {stage}: training on {dev}"));
-                    }
-                    "progress" => {
-                        let (step, total) = (get("step").unwrap_or(0.0), get("total").unwrap_or(0.0));
-                        let frac = if total > 0.0 { step / total } else { 0.0 };
-                        let mut text = format!("stage {stage}: step {step}/{total}");
-                        if let Some(l) = get("loss") {
-                            text.push_str(&format!(", loss {l:.4}"));
-                        }
-                        if let Some(e) = get("eta_s") {
-                            text.push_str(&format!(", {}s left", e.round()));
-                        }
-                        progress.update(frac.clamp(0.0, 1.0), &text);
-                    }
-                    "phase" => {
-                        let ph = v.get("message").or(v.get("phase")).and_then(|s| s.as_str()).unwrap_or("");
-                        progress.update(-1.0, ph);
-                    }
-                    "preview" => {
-                        if let Some(p) = v.get("path").and_then(|s| s.as_str()) {
-                            progress.update(-1.0, &format!("preview: {p}"));
-                        }
-                    }
-                    "done" => {
-                        done_bundle = v.get("bundle").and_then(|s| s.as_str()).map(PathBuf::from);
-                        progress.update(1.0, "done");
-                    }
-                    "error" => {
-                        let k = v.get("kind").and_then(|s| s.as_str()).unwrap_or("internal").to_string();
-                        let m = v.get("message").and_then(|s| s.as_str()).unwrap_or("").to_string();
-                        error_msg = Some((k, m));
-                    }
-                    _ => {}
+            Ok(Msg::Line(l)) => match Event::parse(&l) {
+                Some(Event::Start { stage: s, device }) => {
+                    stage = s;
+                    let dev = device.as_deref().unwrap_or("?");
+                    progress.update(0.0, &format!("stage {}: training on {dev}", number(stage)));
                 }
-            }
+                Some(Event::Progress { step, total, loss, eta_s, .. }) => {
+                    let frac = if total > 0 { step as f64 / total as f64 } else { 0.0 };
+                    let text = format!(
+                        "stage {}: step {step}/{total}, loss {loss:.4}, {}s left",
+                        number(stage),
+                        eta_s.round()
+                    );
+                    progress.update(frac.clamp(0.0, 1.0), &text);
+                }
+                Some(Event::Phase { phase, message }) => {
+                    let ph = message.as_deref().or(phase.map(|p| p.name())).unwrap_or("");
+                    progress.update(-1.0, ph);
+                }
+                Some(Event::Preview { path, .. }) => progress.update(-1.0, &format!("preview: {path}")),
+                Some(Event::Done { bundle, .. }) => {
+                    done_bundle = Some(PathBuf::from(bundle));
+                    progress.update(1.0, "done");
+                }
+                Some(Event::Error { message }) => error_msg = Some(message),
+                Some(Event::Cancelled { .. }) | None => {}
+            },
             Ok(Msg::Eof) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
@@ -472,7 +473,7 @@ fn run(lib: &Library, name: &str, args: &[String], progress: &mut dyn Progress) 
     };
     let msg = |fallback: &str| -> String {
         match &error_msg {
-            Some((_, m)) if !m.is_empty() => m.clone(),
+            Some(m) if !m.is_empty() => m.clone(),
             _ if !tail.is_empty() => format!("{fallback}:\n{tail}"),
             _ => fallback.to_string(),
         }

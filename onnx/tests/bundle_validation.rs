@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use pie::onnxfile::write::{model, node, value_info, Msg};
 use pie::onnxfile::{FLOAT, INT64};
 use pie::testkit::{write_bundle, Synthetic};
-use pie::{Bundle, ErrorKind, Library};
+use pie::{Bundle, ErrorKind, Library, Stage};
 use serde_json::Value;
 
-fn fresh(stage: u8) -> (tempfile::TempDir, PathBuf) {
+fn fresh(stage: Stage) -> (tempfile::TempDir, PathBuf) {
     let d = tempfile::tempdir().unwrap();
     let dir = write_bundle(d.path(), &Synthetic { name: "c".into(), stage, ..Default::default() }).unwrap();
     (d, dir)
@@ -49,26 +49,26 @@ fn fails(dir: &Path, file: &str, what: &str) {
 
 #[test]
 fn valid_bundles_load() {
-    for stage in [1, 2] {
+    for stage in [Stage::Scene, Stage::Subject] {
         let (_d, dir) = fresh(stage);
         let b = Bundle::load(&dir).unwrap();
         assert_eq!(b.scene_token, 1);
         assert_eq!(b.null_token, 0);
-        assert_eq!(b.subject_token, if stage == 2 { Some(2) } else { None });
-        assert_eq!(b.subject.is_some(), stage == 2);
+        assert_eq!(b.subject_token, if stage == Stage::Subject { Some(2) } else { None });
+        assert_eq!(b.subject.is_some(), stage == Stage::Subject);
     }
 }
 
 #[test]
 fn bad_json() {
-    let (_d, dir) = fresh(2);
+    let (_d, dir) = fresh(Stage::Subject);
     std::fs::write(dir.join("bundle.json"), b"{\"format\": \"pie-bundle\", ").unwrap();
     fails(&dir, "bundle.json", "not valid JSON");
 }
 
 #[test]
 fn missing_manifest_and_missing_folder() {
-    let (d, dir) = fresh(2);
+    let (d, dir) = fresh(Stage::Subject);
     std::fs::remove_file(dir.join("bundle.json")).unwrap();
     fails(&dir, "bundle.json", "missing");
     let e = Bundle::load(&d.path().join("nope")).unwrap_err();
@@ -78,14 +78,14 @@ fn missing_manifest_and_missing_folder() {
 
 #[test]
 fn missing_file() {
-    let (_d, dir) = fresh(2);
+    let (_d, dir) = fresh(Stage::Subject);
     std::fs::remove_file(dir.join("denoiser.onnx")).unwrap();
     fails(&dir, "denoiser.onnx", "missing");
 }
 
 #[test]
 fn wrong_sha256() {
-    let (_d, dir) = fresh(2);
+    let (_d, dir) = fresh(Stage::Subject);
     let p = dir.join("denoiser.onnx");
     let mut b = std::fs::read(&p).unwrap();
     let last = b.len() - 1;
@@ -96,38 +96,38 @@ fn wrong_sha256() {
 
 #[test]
 fn wrong_size() {
-    let (_d, dir) = fresh(2);
+    let (_d, dir) = fresh(Stage::Subject);
     std::fs::write(dir.join("subject.png"), b"short").unwrap();
     fails(&dir, "subject.png", "bytes");
 }
 
 #[test]
 fn unknown_format_version() {
-    let (_d, dir) = fresh(2);
+    let (_d, dir) = fresh(Stage::Subject);
     edit(&dir, |v| v["format_version"] = 2.into());
     fails(&dir, "bundle.json", "unknown format_version 2");
 }
 
 #[test]
 fn unknown_field_and_wrong_types() {
-    let (_d, dir) = fresh(2);
+    let (_d, dir) = fresh(Stage::Subject);
     edit(&dir, |v| v["surprise"] = true.into());
     fails(&dir, "bundle.json", "surprise");
-    let (_d, dir) = fresh(2);
+    let (_d, dir) = fresh(Stage::Subject);
     edit(&dir, |v| v["stage"] = "two".into());
     fails(&dir, "bundle.json", "does not match format_version 1");
 }
 
 #[test]
 fn wrong_graph_signature_in_the_manifest() {
-    let (_d, dir) = fresh(2);
+    let (_d, dir) = fresh(Stage::Subject);
     edit(&dir, |v| v["graphs"]["denoiser"]["inputs"][1]["dtype"] = "float32".into());
     fails(&dir, "bundle.json", "pixel-unet contract");
 }
 
 #[test]
 fn graph_does_not_match_the_manifest() {
-    let (_d, dir) = fresh(2);
+    let (_d, dir) = fresh(Stage::Subject);
     // A real graph whose input is called "image", not "x".
     let m = model(
         &[node("Identity", &["image"], &["eps"])],
@@ -146,7 +146,7 @@ fn graph_does_not_match_the_manifest() {
 
 #[test]
 fn graph_with_wrong_rank() {
-    let (_d, dir) = fresh(2);
+    let (_d, dir) = fresh(Stage::Subject);
     let m = model(
         &[node("Identity", &["x"], &["eps"])],
         &[],
@@ -164,7 +164,7 @@ fn graph_with_wrong_rank() {
 
 #[test]
 fn not_an_onnx_file() {
-    let (_d, dir) = fresh(2);
+    let (_d, dir) = fresh(Stage::Subject);
     std::fs::write(dir.join("denoiser.onnx"), b"\x08\x08hello").unwrap();
     rehash(&dir, "denoiser.onnx");
     fails(&dir, "denoiser.onnx", "not a readable ONNX model");
@@ -173,21 +173,21 @@ fn not_an_onnx_file() {
 #[test]
 fn paths_escaping_the_folder() {
     for bad in ["../denoiser.onnx", "/etc/passwd", ".hidden", "sub/denoiser.onnx"] {
-        let (_d, dir) = fresh(2);
+        let (_d, dir) = fresh(Stage::Subject);
         edit(&dir, |v| v["files"][0]["path"] = bad.into());
         fails(&dir, "bundle.json", "not a plain file name");
-        let (_d, dir) = fresh(2);
+        let (_d, dir) = fresh(Stage::Subject);
         edit(&dir, |v| v["graphs"]["denoiser"]["file"] = bad.into());
         fails(&dir, "bundle.json", "not a plain file name");
     }
-    let (_d, dir) = fresh(2);
+    let (_d, dir) = fresh(Stage::Subject);
     edit(&dir, |v| v["subject"]["file"] = "other.png".into());
     fails(&dir, "bundle.json", "not listed in files");
 }
 
 #[test]
 fn external_data_outside_the_folder() {
-    let (_d, dir) = fresh(2);
+    let (_d, dir) = fresh(Stage::Subject);
     let ext = Msg::default()
         .int(1, 3)
         .int(2, i64::from(FLOAT))
@@ -211,7 +211,7 @@ fn external_data_outside_the_folder() {
 
 #[test]
 fn links_are_refused() {
-    let (_d, dir) = fresh(2);
+    let (_d, dir) = fresh(Stage::Subject);
     std::fs::rename(dir.join("subject.png"), dir.join("elsewhere.png")).unwrap();
     std::os::unix::fs::symlink(dir.join("elsewhere.png"), dir.join("subject.png")).unwrap();
     fails(&dir, "subject.png", "not a regular file");
@@ -219,16 +219,16 @@ fn links_are_refused() {
 
 #[test]
 fn token_rules() {
-    let (_d, dir) = fresh(2);
+    let (_d, dir) = fresh(Stage::Subject);
     edit(&dir, |v| v["tokens"]["concepts"][1]["id"] = 0.into());
     fails(&dir, "bundle.json", "used twice");
-    let (_d, dir) = fresh(2);
+    let (_d, dir) = fresh(Stage::Subject);
     edit(&dir, |v| v["tokens"]["concepts"][0]["identifier"] = "Zw".into());
     fails(&dir, "bundle.json", "malformed identifier");
-    let (_d, dir) = fresh(2);
+    let (_d, dir) = fresh(Stage::Subject);
     edit(&dir, |v| v["tokens"]["concepts"][1]["id"] = 7.into());
     fails(&dir, "bundle.json", "vocab_size");
-    let (_d, dir) = fresh(1);
+    let (_d, dir) = fresh(Stage::Scene);
     edit(&dir, |v| v["parent"] = serde_json::json!({"name": "x", "manifest_sha256": "0".repeat(64)}));
     fails(&dir, "bundle.json", "must not have a parent");
 }
@@ -260,4 +260,48 @@ fn library_resolution_names_and_remove() {
 fn library_path_resolution() {
     let explicit = Library::open(Some(PathBuf::from("/some/where"))).unwrap();
     assert_eq!(explicit.path(), Path::new("/some/where"));
+}
+
+#[test]
+fn an_unknown_stage_role_backbone_or_precision_on_disk_is_named_with_what_is_accepted() {
+    let (_d, dir) = fresh(Stage::Subject);
+    edit(&dir, |v| v["stage"] = 3.into());
+    fails(&dir, "bundle.json", "stage 3 is neither 1 (scene) nor 2 (subject)");
+    let (_d, dir) = fresh(Stage::Subject);
+    edit(&dir, |v| v["tokens"]["concepts"][1]["role"] = "object".into());
+    fails(&dir, "bundle.json", "unknown variant `object`, expected `scene` or `subject`");
+    let (_d, dir) = fresh(Stage::Subject);
+    edit(&dir, |v| v["backbone"] = "sdxl".into());
+    fails(&dir, "bundle.json", "unknown variant `sdxl`, expected `pixel-unet` or `sd`");
+    let (_d, dir) = fresh(Stage::Subject);
+    edit(&dir, |v| v["tokens"]["concepts"][1]["stage"] = 1.into());
+    fails(&dir, "bundle.json", "role \"subject\" cannot be bound in stage 1");
+
+    let d = tempfile::tempdir().unwrap();
+    let sd = pie::sd::testkit::SyntheticSd { name: "c".into(), ..Default::default() };
+    let dir = pie::sd::testkit::write_sd_bundle(d.path(), &sd).unwrap();
+    edit(&dir, |v| v["model"]["precision"] = "bfloat16".into());
+    fails(&dir, "bundle.json", "unknown variant `bfloat16`, expected `float32` or `float16`");
+}
+
+#[test]
+fn an_unreadable_concept_is_listed_as_before_with_stage_0() {
+    let lib = common::synthetic_library();
+    std::fs::create_dir(lib.path().join("broken")).unwrap();
+    std::fs::write(lib.path().join("broken/bundle.json"), "{").unwrap();
+    let l = Library::open(Some(lib.path().to_path_buf())).unwrap();
+    let list = serde_json::to_value(l.list().unwrap()).unwrap();
+    let by_name = |n: &str| list.as_array().unwrap().iter().find(|c| c["name"] == n).unwrap().clone();
+    let broken = by_name("broken");
+    assert_eq!(
+        (&broken["stage"], &broken["role"], &broken["backbone"]),
+        (&0.into(), &"?".into(), &"".into())
+    );
+    let ball = by_name("ball");
+    assert_eq!(
+        (&ball["stage"], &ball["role"], &ball["backbone"]),
+        (&2.into(), &"subject".into(), &"pixel-unet".into())
+    );
+    let meadow = by_name("meadow");
+    assert_eq!((&meadow["stage"], &meadow["role"]), (&1.into(), &"scene".into()));
 }

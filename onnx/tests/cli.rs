@@ -248,7 +248,7 @@ fn trained_bundles_round_trip() {
     let Some(lib) = trained_library() else { return };
     let l = pie::Library::open(Some(lib.clone())).unwrap();
     let b = l.load("subject").expect("the trainer's bundle validates");
-    assert_eq!(b.manifest.stage, 2);
+    assert_eq!(b.manifest.stage, pie::Stage::Subject);
     assert_eq!(b.subject_token, Some(2));
     let scene = l.load("scene").unwrap();
     assert_eq!(b.manifest.parent.as_ref().unwrap().manifest_sha256, scene.manifest_sha256);

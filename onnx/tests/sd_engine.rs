@@ -31,7 +31,7 @@ fn sd_library() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     for s in [
         SyntheticSd { name: "dog".into(), ..Default::default() },
-        SyntheticSd { name: "field".into(), stage: 1, ..Default::default() },
+        SyntheticSd { name: "field".into(), stage: pie::Stage::Scene, ..Default::default() },
         SyntheticSd { name: "inpaint".into(), inpainting: true, ..Default::default() },
         SyntheticSd { name: "vpred".into(), prediction: "v_prediction".into(), ..Default::default() },
         SyntheticSd { name: "half".into(), fp16: true, ..Default::default() },
@@ -109,7 +109,8 @@ fn sd_bundles_validate_and_pixel_bundles_still_do() {
     let l = pie::Library::open(Some(lib.path().to_path_buf())).unwrap();
     for name in ["dog", "field", "inpaint", "vpred", "half", "ball"] {
         let b = l.load(name).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(b.manifest.is_sd(), name != "ball");
+        assert_eq!(b.manifest.backbone == pie::Backbone::Sd, name != "ball");
+        assert_eq!(matches!(b.parts, pie::backbone::BackboneParts::Sd(_)), name != "ball");
     }
     let o = pie(lib.path(), &["concepts", "show", "half"]);
     assert!(o.status.success(), "{}", text(&o));
@@ -220,7 +221,8 @@ fn prompts_follow_the_contract() {
     let d = tempfile::tempdir().unwrap();
     let dir = write_sd_bundle(d.path(), &SyntheticSd::default()).unwrap();
     let b = pie::Bundle::load(&dir).unwrap();
-    let p = b.prompter.as_ref().unwrap();
+    let pie::backbone::BackboneParts::Sd(sd) = &b.parts else { panic!("not an sd bundle") };
+    let p = &sd.prompter;
     let (_, vocab) = pie::sd::testkit::tokenizer_json();
     let id = |t: &str| i64::from(vocab.iter().find(|(k, _)| k == t).unwrap().1);
     let (bos, eos) = (id("<|startoftext|>"), id("<|endoftext|>"));
@@ -275,7 +277,8 @@ fn prompts_match_the_python_tokenizers() {
     }
     let want: Vec<Vec<i64>> = serde_json::from_slice(&o.stdout).unwrap();
     let b = pie::Bundle::load(&dir).unwrap();
-    let p = b.prompter.as_ref().unwrap();
+    let pie::backbone::BackboneParts::Sd(sd) = &b.parts else { panic!("not an sd bundle") };
+    let p = &sd.prompter;
     let text = b.manifest.text.as_ref().unwrap();
     for (prompt, raw) in prompts.iter().zip(want) {
         let mut expect = vec![text.bos_id];

@@ -15,11 +15,25 @@ use crate::progress::GimpProgress;
 /// A concept of the library, for the dialogs' lists and error messages.
 pub struct Concept {
     pub name: String,
-    /// 1 scene, 2 subject, 0 unreadable.
-    pub stage: u8,
+    pub stage: pie::Stage,
     pub parent: Option<String>,
-    /// `pixel-unet` or `sd`.
-    pub backbone: String,
+    pub backbone: pie::Backbone,
+}
+
+impl Concept {
+    /// What a list says of its backbone after its name: nothing for the
+    /// default one, ", Stable Diffusion" for sd.
+    pub fn backbone_note(&self) -> String {
+        backbone_note(self.backbone)
+    }
+}
+
+fn backbone_note(b: pie::Backbone) -> String {
+    if b == pie::Backbone::default() {
+        String::new()
+    } else {
+        format!(", {}", b.about().title)
+    }
 }
 
 pub struct Listing {
@@ -106,11 +120,16 @@ fn library() -> Outcome<pie::Library> {
 
 pub fn list() -> Outcome<Listing> {
     let lib = library()?;
+    // An unreadable concept has neither stage nor backbone, and no list offers it.
     let concepts = lib
         .list()?
         .into_iter()
-        .filter(|c| c.problem.is_none())
-        .map(|c| Concept { name: c.name, stage: c.stage, parent: c.parent, backbone: c.backbone })
+        .filter_map(|c| match (c.stage, c.backbone, c.problem) {
+            (Some(stage), Some(backbone), None) => {
+                Some(Concept { name: c.name, stage, parent: c.parent, backbone })
+            }
+            _ => None,
+        })
         .collect();
     Ok(Listing { path: lib.path().to_path_buf(), concepts })
 }
@@ -132,11 +151,11 @@ pub fn forgettable() -> Outcome<Vec<Forgettable>> {
         .map(|c| {
             let what = match (c.stage, &c.parent) {
                 (_, _) if c.problem.is_some() => "unreadable".to_string(),
-                (2, Some(p)) => format!("subject in {p}"),
-                (2, None) => "subject".to_string(),
+                (Some(pie::Stage::Subject), Some(p)) => format!("subject in {p}"),
+                (Some(pie::Stage::Subject), None) => "subject".to_string(),
                 _ => "scene".to_string(),
             };
-            let sd = if c.backbone == "sd" { ", Stable Diffusion" } else { "" };
+            let sd = c.backbone.map(backbone_note).unwrap_or_default();
             Forgettable {
                 label: format!("{} ({what}{sd}, {})", c.name, pie::library::megabytes(c.bytes)),
                 name: c.name,
@@ -244,9 +263,9 @@ pub struct LearnParams {
     /// 0: the preset's.
     pub steps: u32,
     pub replace: bool,
-    /// `Some("sd")` with `base`; `None`: the trainer's default (a subject: its scene's).
-    pub backbone: Option<String>,
-    /// sd: the Stable Diffusion checkpoint folder.
+    /// With `base` where it fine-tunes one; `None`: the trainer's default (a subject: its scene's).
+    pub backbone: Option<pie::Backbone>,
+    /// The pretrained checkpoint folder, for a backbone that fine-tunes one.
     pub base: Option<PathBuf>,
     /// sd: the class noun; `None`: the trainer's default.
     pub class_word: Option<String>,
@@ -256,18 +275,18 @@ pub struct LearnParams {
     pub resume: bool,
 }
 
-/// `stage`: 1 Learn Scene, 2 Learn Subject. `resume` is passed only when the
+/// `stage`: Learn Scene's or Learn Subject's. `resume` is passed only when the
 /// library holds a stopped run of this name and stage (`--resume` without one
 /// is an error; one of the other stage is started over).
-fn train_options(lib: &pie::Library, p: &LearnParams, stage: u8) -> Outcome<pie::TrainOptions> {
+fn train_options(lib: &pie::Library, p: &LearnParams, stage: pie::Stage) -> Outcome<pie::TrainOptions> {
     let resume =
-        p.resume && lib.interrupted().iter().any(|r| r.name == p.name && (r.stage == stage || r.stage == 0));
+        p.resume && lib.interrupted().iter().any(|r| r.name == p.name && r.stage.is_none_or(|s| s == stage));
     Ok(pie::TrainOptions {
         quick: p.preset != "default",
         steps: (p.steps > 0).then_some(p.steps as u64),
         device: device(&p.device)?,
         force: p.replace,
-        backbone: p.backbone.clone(),
+        backbone: p.backbone,
         base: p.base.clone(),
         class_word: p.class_word.clone(),
         extra_args: p.trainer_args.clone(),
@@ -298,7 +317,7 @@ fn learned(opts: &pie::TrainOptions) -> &'static str {
 /// Returns a sentence saying what was learned and where it is.
 pub fn learn_scene(image: &Path, p: &LearnParams, progress: &mut GimpProgress) -> Outcome<String> {
     let lib = library()?;
-    let opts = train_options(&lib, p, 1)?;
+    let opts = train_options(&lib, p, pie::Stage::Scene)?;
     let dir = pie::train::learn_scene(&lib, image, &p.name, &opts, progress)
         .map_err(|e| learn_failure(e, opts.resume))?;
     Ok(format!("{} the scene '{}' ({}).", learned(&opts), p.name, dir.display()))
@@ -312,7 +331,7 @@ pub fn learn_subject(
     progress: &mut GimpProgress,
 ) -> Outcome<String> {
     let lib = library()?;
-    let opts = train_options(&lib, p, 2)?;
+    let opts = train_options(&lib, p, pie::Stage::Subject)?;
     let dir = pie::train::learn_subject(&lib, image, scene, &p.name, mask, &opts, progress)
         .map_err(|e| learn_failure(e, opts.resume))?;
     Ok(format!("{} the subject '{}' in the scene '{scene}' ({}).", learned(&opts), p.name, dir.display()))

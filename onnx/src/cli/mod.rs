@@ -102,7 +102,7 @@ fn finite(s: &str) -> std::result::Result<f32, String> {
 
 fn scheduler_parser() -> impl clap::builder::TypedValueParser<Value = Scheduler> {
     use clap::builder::{PossibleValuesParser, TypedValueParser};
-    PossibleValuesParser::new(["ddim", "dpm++2m"]).try_map(|s| s.parse::<Scheduler>())
+    PossibleValuesParser::new(Scheduler::ALL.map(Scheduler::name)).try_map(|s| s.parse::<Scheduler>())
 }
 
 fn sampler_parser() -> impl clap::builder::TypedValueParser<Value = Sampler> {
@@ -194,6 +194,12 @@ fn anchor_parser() -> impl clap::builder::TypedValueParser<Value = pie::Anchor> 
     PossibleValuesParser::new(pie::Anchor::NAMES).try_map(|s| s.parse::<pie::Anchor>())
 }
 
+fn backbone_parser() -> impl clap::builder::TypedValueParser<Value = pie::Backbone> {
+    use clap::builder::{PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new(pie::Backbone::ALL.map(pie::Backbone::name))
+        .try_map(|s| s.parse::<pie::Backbone>())
+}
+
 /// Reads `X,Y`.
 fn position(s: &str) -> std::result::Result<(i64, i64), String> {
     let (x, y) = s.split_once(',').ok_or("give it as X,Y (pixels from the image's top-left corner)")?;
@@ -226,8 +232,8 @@ struct TrainArgs {
     trainer_args: Vec<String>,
     /// The model to learn with: pixel-unet (small, trained from scratch; the default) or sd
     /// (fine-tunes a local Stable Diffusion checkpoint, see --base). A subject takes its scene's
-    #[arg(long, value_parser = ["pixel-unet", "sd"])]
-    backbone: Option<String>,
+    #[arg(long, value_parser = backbone_parser())]
+    backbone: Option<pie::Backbone>,
     /// With --backbone sd: the local Stable Diffusion checkpoint folder (diffusers layout)
     #[arg(long, value_name = "DIR")]
     base: Option<PathBuf>,
@@ -255,7 +261,7 @@ impl TrainArgs {
             force: self.force,
             resume: self.resume,
             extra_args: self.trainer_args.clone(),
-            backbone: self.backbone.clone(),
+            backbone: self.backbone,
             base: self.base.clone(),
             class_word: self.class_word.clone(),
             lora_rank: self.lora_rank,
@@ -679,7 +685,7 @@ fn concepts(lib: &Library, action: &ConceptsCmd, json: bool) -> Result<()> {
                     println!(
                         "  {:<24} {:<8} {:>9}  {}{extra}",
                         c.name,
-                        c.role,
+                        c.role.map_or("?", pie::Role::name),
                         pie::library::megabytes(c.bytes),
                         c.created
                     );
@@ -688,11 +694,7 @@ fn concepts(lib: &Library, action: &ConceptsCmd, json: bool) -> Result<()> {
             if !stopped.is_empty() {
                 println!("stopped training runs (continue: the same learn command with --resume; discard: `pie concepts remove NAME`):");
                 for r in stopped {
-                    let what = match r.stage {
-                        1 => "scene",
-                        2 => "subject",
-                        _ => "?",
-                    };
+                    let what = r.stage.map_or("?", pie::Stage::noun);
                     println!("  {:<24} {:<8} checkpoint {}", r.name, what, pie::library::megabytes(r.bytes));
                 }
             }
@@ -707,12 +709,7 @@ fn concepts(lib: &Library, action: &ConceptsCmd, json: bool) -> Result<()> {
                 );
             } else {
                 let m = &b.manifest;
-                println!(
-                    "{} ({}), {}",
-                    m.name,
-                    if m.stage == 2 { "subject" } else { "scene" },
-                    b.dir.display()
-                );
+                println!("{} ({}), {}", m.name, m.stage.noun(), b.dir.display());
                 println!("  valid: every file present with its sha256, every graph's signature matches");
                 if let Some(p) = &m.parent {
                     println!("  grown from scene: {}", p.name);
@@ -720,37 +717,8 @@ fn concepts(lib: &Library, action: &ConceptsCmd, json: bool) -> Result<()> {
                 for c in &m.tokens.concepts {
                     println!("  token {}: {} ({}, \"{}\")", c.id, c.name, c.role, c.identifier);
                 }
-                match &m.model {
-                    pie::manifest::Model::Pixel(md) => {
-                        println!(
-                            "  backbone {} at {} px, scene short side {} px",
-                            m.backbone, md.resolution, md.scene_short_side
-                        )
-                    }
-                    pie::manifest::Model::Sd(md) => {
-                        let base = md.base.path.as_deref().map(|p| format!(" ({p})")).unwrap_or_default();
-                        println!(
-                            "  backbone {} at {} px, base {}{base}, precision {}",
-                            m.backbone, md.resolution, md.base.name, md.precision
-                        );
-                        println!(
-                            "  UNet {} input channels{}, {} prediction",
-                            md.unet_in_channels,
-                            if md.unet_in_channels > md.latent_channels { " (inpainting)" } else { "" },
-                            m.schedule.prediction_type
-                        );
-                        if let Some(t) = &m.text {
-                            println!(
-                                "  prompt: {:?}{}",
-                                t.prompts.add,
-                                if t.prompts.negative.is_empty() {
-                                    String::new()
-                                } else {
-                                    format!(", negative: {:?}", t.prompts.negative)
-                                }
-                            );
-                        }
-                    }
+                for line in b.describe() {
+                    println!("  {line}");
                 }
                 println!("  trainer {} {}, created {}", m.trainer.name, m.trainer.version, m.created);
                 for f in &m.files {

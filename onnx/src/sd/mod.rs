@@ -10,8 +10,31 @@ pub mod testkit;
 pub mod text;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use crate::manifest::{DimSpec, Graph, Manifest, SdGraphs, SdModel, TensorSpec, Text};
+use crate::manifest::{DimSpec, Graph, Manifest, Role, SdGraphs, SdModel, TensorSpec, Text};
+
+/// What an sd bundle holds beyond the common core.
+#[derive(Debug, Clone)]
+pub struct SdBundle {
+    pub model: SdModel,
+    pub text: Text,
+    /// The bundle's tokenizer, loaded, ready to encode prompts.
+    pub prompter: Arc<text::Prompter>,
+}
+
+impl SdBundle {
+    /// Loads the tokenizer `text` names; a fault names the file.
+    pub(crate) fn load(
+        dir: &std::path::Path,
+        model: &SdModel,
+        t: &Text,
+    ) -> Result<SdBundle, (String, String)> {
+        let prompter =
+            text::Prompter::load(&dir.join(&t.tokenizer), t).map_err(|w| (t.tokenizer.clone(), w))?;
+        Ok(SdBundle { model: model.clone(), text: t.clone(), prompter: Arc::new(prompter) })
+    }
+}
 
 /// The classifier-free guidance scale the command line uses for sd bundles
 /// when `--guidance` is not given (as diffusers' pipelines).
@@ -49,9 +72,6 @@ pub(crate) fn check_model(m: &SdModel) -> Result<(), String> {
     }
     if !(m.scaling_factor.is_finite() && m.scaling_factor > 0.0) {
         return Err("model.scaling_factor must be a positive number".into());
-    }
-    if m.precision != "float32" && m.precision != "float16" {
-        return Err(format!("model.precision {:?} is neither \"float32\" nor \"float16\"", m.precision));
     }
     if m.base.name.trim().is_empty() {
         return Err("model.base.name is empty".into());
@@ -141,7 +161,7 @@ pub(crate) fn check_graphs(g: &SdGraphs, m: &SdModel, t: &Text) -> Result<(), St
 /// The prompt for Add: `--prompt` with its placeholders filled, else the bundle's.
 pub fn add_prompt(m: &Manifest, text: &Text, template: Option<&str>) -> crate::Result<String> {
     let Some(tpl) = template else { return Ok(text.prompts.add.clone()) };
-    let phrase = |role: &str| {
+    let phrase = |role: Role| {
         m.tokens.concepts.iter().find(|c| c.role == role).map(|c| match &c.class_word {
             Some(w) => format!("{} {w}", c.identifier),
             None => c.identifier.clone(),
@@ -159,13 +179,13 @@ pub fn add_prompt(m: &Manifest, text: &Text, template: Option<&str>) -> crate::R
         })?;
         let key = &after[..close];
         let value = match key {
-            "subject" => phrase("subject").ok_or_else(|| {
+            "subject" => phrase(Role::Subject).ok_or_else(|| {
                 crate::Error::bad(format!(
                     "the prompt uses {{subject}}, but {:?} is a scene concept (it has no subject)",
                     m.name
                 ))
             })?,
-            "scene" => phrase("scene").ok_or_else(|| {
+            "scene" => phrase(Role::Scene).ok_or_else(|| {
                 crate::Error::bad(format!("the prompt uses {{scene}}, but {:?} has no scene concept", m.name))
             })?,
             other => {

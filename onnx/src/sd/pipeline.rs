@@ -20,11 +20,12 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 use rand_distr::StandardNormal;
 
-use crate::add::{self, Backbone, Job, Prepared, Variant};
+use crate::add::{self, Engine, Job, Prepared, Variant};
+use crate::backbone::{About, BackboneParts, Fault, Graphs};
 use crate::bundle::Bundle;
 use crate::composite::{self, region};
 use crate::imageops::{self, Planes};
-use crate::manifest::Model;
+use crate::manifest::{Manifest, Model, Precision, Text};
 use crate::plan;
 use crate::request::Defaults;
 use crate::runtime::{self, Device, ModelSource};
@@ -33,8 +34,8 @@ use crate::sd::step::{self, StepShape};
 use crate::{Error, Opt, Progress, Result};
 
 /// The device the bundle's precision allows: float16 graphs run on CUDA only.
-fn device_for(bundle: &Bundle, precision: &str, asked: Device) -> Result<Device> {
-    if precision != "float16" {
+fn device_for(bundle: &Bundle, precision: Precision, asked: Device) -> Result<Device> {
+    if precision != Precision::Float16 {
         return Ok(asked);
     }
     let refuse = |why: String| {
@@ -58,11 +59,7 @@ fn device_for(bundle: &Bundle, precision: &str, asked: Device) -> Result<Device>
 /// text encoder, a VAE and a UNet.
 pub(crate) struct Sd;
 
-impl Backbone for Sd {
-    fn name(&self) -> &'static str {
-        "sd"
-    }
-
+impl Engine for Sd {
     fn lacks(&self) -> &'static str {
         "it works in the VAE's latents, not at the photo's resolution"
     }
@@ -88,19 +85,97 @@ impl Backbone for Sd {
         false
     }
 
+    fn about(&self) -> About {
+        About {
+            title: "Stable Diffusion",
+            label: "Stable Diffusion (GPU)",
+            help: "Fine-tunes a local Stable Diffusion checkpoint (diffusers layout); wants an NVIDIA GPU",
+        }
+    }
+
+    fn fine_tunes_a_base(&self) -> bool {
+        true
+    }
+
+    fn check_text(&self, text: Option<&Text>) -> std::result::Result<(), String> {
+        match text {
+            Some(_) => Ok(()),
+            None => Err("an sd bundle needs a text section (tokenizer, max_length, prompts)".into()),
+        }
+    }
+
+    fn check_model(&self, m: &Manifest) -> std::result::Result<(), String> {
+        let Model::Sd(md) = &m.model else {
+            return Err("graphs and model are of different backbones".into());
+        };
+        super::check_model(md)?;
+        let s = &m.schedule;
+        if s.kind != "ddpm" || !(s.prediction_type == "epsilon" || s.prediction_type == "v_prediction") {
+            return Err(
+                "schedule must be type \"ddpm\" with prediction_type \"epsilon\" or \"v_prediction\"".into(),
+            );
+        }
+        Ok(())
+    }
+
+    fn check_graphs(&self, m: &Manifest) -> std::result::Result<(), String> {
+        let (Graphs::Sd(g), Model::Sd(md)) = (&m.graphs, &m.model) else {
+            return Err("graphs and model are of different backbones".into());
+        };
+        let text = m.text.as_ref().ok_or("an sd bundle needs a text section")?;
+        super::check_graphs(g, md, text)
+    }
+
+    fn load(&self, dir: &std::path::Path, m: &Manifest) -> std::result::Result<BackboneParts, Fault> {
+        let (Model::Sd(model), Some(text)) = (&m.model, &m.text) else {
+            return Err(("bundle.json".into(), "an sd bundle needs a text section".into()));
+        };
+        Ok(BackboneParts::Sd(super::SdBundle::load(dir, model, text)?))
+    }
+
+    fn describe(&self, bundle: &Bundle) -> Vec<String> {
+        let BackboneParts::Sd(p) = &bundle.parts else { return Vec::new() };
+        let (m, md) = (&bundle.manifest, &p.model);
+        let base = md.base.path.as_deref().map(|p| format!(" ({p})")).unwrap_or_default();
+        let mut lines = vec![
+            format!(
+                "backbone {} at {} px, base {}{base}, precision {}",
+                m.backbone, md.resolution, md.base.name, md.precision
+            ),
+            format!(
+                "UNet {} input channels{}, {} prediction",
+                md.unet_in_channels,
+                if md.unet_in_channels > md.latent_channels { " (inpainting)" } else { "" },
+                m.schedule.prediction_type
+            ),
+        ];
+        let t = &p.text;
+        lines.push(format!(
+            "prompt: {:?}{}",
+            t.prompts.add,
+            if t.prompts.negative.is_empty() {
+                String::new()
+            } else {
+                format!(", negative: {:?}", t.prompts.negative)
+            }
+        ));
+        lines
+    }
+
     /// Crops around the selection at the model's native area, places the
     /// subject, encodes the prompt and the image once for every variant.
     fn prepare<'a>(&self, job: &Job<'a>, progress: &mut dyn Progress) -> Result<Prepared<'a>> {
         let (bundle, scene, selection, bbox, opts) =
             (job.bundle, job.scene, job.selection, job.bbox, job.settings);
         let m = &bundle.manifest;
-        let (Model::Sd(model), Some(text), Some(prompter)) = (&m.model, &m.text, &bundle.prompter) else {
+        let BackboneParts::Sd(parts) = &bundle.parts else {
             return Err(Error::internal(format!("concept {:?} is not an sd bundle", bundle.name())));
         };
+        let (model, text, prompter) = (&parts.model, &parts.text, &parts.prompter);
         let plan = plan::plan_sd(scene.width(), scene.height(), bbox, model)?;
         let prompt = super::add_prompt(m, text, opts.prompt.as_deref())?;
         let negative = opts.negative_prompt.clone().unwrap_or_else(|| text.prompts.negative.clone());
-        let device = device_for(bundle, &model.precision, opts.device)?;
+        let device = device_for(bundle, model.precision, opts.device)?;
 
         add::loading(progress)?;
         let path =

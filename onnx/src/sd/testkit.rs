@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use crate::bundle::hex;
-use crate::manifest::Schedule;
+use crate::manifest::{Schedule, Stage};
 use crate::onnxfile::write::{
     model, node, node_attrs, node_ints, tensor_f16, tensor_f32, tensor_i64, value_info,
 };
@@ -23,8 +23,8 @@ use crate::schedule::NoiseSchedule;
 
 pub struct SyntheticSd {
     pub name: String,
-    /// 1 = scene only; 2 = scene and subject.
-    pub stage: u8,
+    /// A scene only, or a scene and a subject.
+    pub stage: Stage,
     /// A 9-channel inpainting UNet.
     pub inpainting: bool,
     /// Half-precision weights (graph I/O stays float32).
@@ -39,7 +39,7 @@ impl Default for SyntheticSd {
     fn default() -> Self {
         SyntheticSd {
             name: "sdtoy".into(),
-            stage: 2,
+            stage: Stage::Subject,
             inpainting: false,
             fp16: false,
             prediction: "epsilon".into(),
@@ -268,7 +268,7 @@ pub fn write_sd_bundle(library: &Path, s: &SyntheticSd) -> std::io::Result<PathB
     std::fs::write(dir.join("vae_decoder.onnx"), vae_decoder())?;
     let mut files =
         vec!["tokenizer.json", "text_encoder.onnx", "unet.onnx", "vae_encoder.onnx", "vae_decoder.onnx"];
-    if s.stage == 2 {
+    if s.stage == Stage::Subject {
         image::RgbaImage::from_fn(48, 64, |x, y| {
             let (dx, dy) = ((x as f32 - 23.5) / 22.0, (y as f32 - 31.5) / 30.0);
             image::Rgba([230, 50, 30, if dx * dx + dy * dy <= 1.0 { 255 } else { 0 }])
@@ -285,7 +285,7 @@ pub fn write_sd_bundle(library: &Path, s: &SyntheticSd) -> std::io::Result<PathB
         json!({"id": id("zwx"), "identifier": "zwx", "name": "scene", "role": "scene", "stage": 1,
         "source_sha256": src, "source_size": [640, 427], "class_word": "scene", "prompt": "a photo of zwx scene"}),
     ];
-    if s.stage == 2 {
+    if s.stage == Stage::Subject {
         concepts.push(json!({"id": id("qbz"), "identifier": "qbz", "name": s.name, "role": "subject", "stage": 2,
             "source_sha256": src, "source_size": [48, 64], "class_word": "dog", "prompt": "a photo of qbz dog"}));
     }
@@ -296,7 +296,7 @@ pub fn write_sd_bundle(library: &Path, s: &SyntheticSd) -> std::io::Result<PathB
     sched.prediction_type = s.prediction.clone();
     let mut m = json!({
         "format": "pie-bundle", "format_version": 1, "name": s.name, "stage": s.stage, "backbone": "sd",
-        "parent": if s.stage == 2 { json!({"name": "scene", "manifest_sha256": src}) } else { json!(null) },
+        "parent": if s.stage == Stage::Subject { json!({"name": "scene", "manifest_sha256": src}) } else { json!(null) },
         "model": {"resolution": 64, "size_multiple": 16, "min_size": 16, "channels": 3, "value_range": [-1, 1],
                   "latent_channels": 4, "vae_scale_factor": 8, "scaling_factor": 1.0, "unet_in_channels": c_in,
                   "precision": if s.fp16 { "float16" } else { "float32" }, "base": {"name": "toy-sd", "path": "/nonexistent/toy-sd"}},
@@ -314,14 +314,14 @@ pub fn write_sd_bundle(library: &Path, s: &SyntheticSd) -> std::io::Result<PathB
                                  vec![spec("image", "float32", json!(["N", 3, "H", "W"]))]),
         },
         "text": {"tokenizer": "tokenizer.json", "max_length": MAX_LENGTH, "bos_id": eos - 1, "eos_id": eos, "pad_id": eos,
-                 "hidden_size": HIDDEN, "prompts": {"add": if s.stage == 2 { "a photo of qbz dog in zwx scene" } else { "a photo of zwx scene" },
+                 "hidden_size": HIDDEN, "prompts": {"add": if s.stage == Stage::Subject { "a photo of qbz dog in zwx scene" } else { "a photo of zwx scene" },
                  "scene": "a photo of zwx scene", "negative": ""}},
         "files": entries,
         "training": {"synthetic": true},
         "trainer": {"name": "pie-testkit", "version": env!("CARGO_PKG_VERSION")},
         "created": "2026-01-01T00:00:00Z",
     });
-    if s.stage == 2 {
+    if s.stage == Stage::Subject {
         m["subject"] = json!({"file": "subject.png", "has_mask": true});
     }
     std::fs::write(

@@ -32,8 +32,11 @@ pub fn ort() {
 pub fn synthetic_library() -> tempfile::TempDir {
     let d = tempfile::tempdir().expect("tempdir");
     write_bundle(d.path(), &Synthetic { name: "ball".into(), ..Default::default() }).expect("write ball");
-    write_bundle(d.path(), &Synthetic { name: "meadow".into(), stage: 1, ..Default::default() })
-        .expect("write meadow");
+    write_bundle(
+        d.path(),
+        &Synthetic { name: "meadow".into(), stage: pie::Stage::Scene, ..Default::default() },
+    )
+    .expect("write meadow");
     d
 }
 

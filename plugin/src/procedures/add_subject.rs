@@ -119,7 +119,13 @@ pub(super) fn procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
     );
     p.add_boolean_argument("flip", "_Mirror", Some("Mirror the subject left to right"), false, RW);
     look_arguments(&p);
-    concept_list_argument(&p, "concept-choice", "Su_bject", "A subject learned with Learn Subject", 2);
+    concept_list_argument(
+        &p,
+        "concept-choice",
+        "Su_bject",
+        "A subject learned with Learn Subject",
+        pie::Stage::Subject,
+    );
     p
 }
 
@@ -162,7 +168,7 @@ fn run(call: &Call) -> Outcome {
             },
         )?;
     }
-    let concept = require_concept(&get_string(config, "concept"), 2)?.name;
+    let concept = require_concept(&get_string(config, "concept"), pie::Stage::Subject)?.name;
     let seed = match config.property::<i32>("seed") {
         s if s < 0 => random_seed(),
         s => s as u64,

@@ -75,18 +75,10 @@ pub(super) fn look_of(config: &gimp::ProcedureConfig) -> pie::Look {
 
 pub(super) fn backbone_choice() -> gimp::Choice {
     let c = gimp::Choice::new();
-    c.add(
-        "pixel-unet",
-        0,
-        "pixel-unet (small, any computer)",
-        "pie's small model, trained from scratch on this photo; runs on a CPU",
-    );
-    c.add(
-        "sd",
-        1,
-        "Stable Diffusion (GPU)",
-        "Fine-tunes a local Stable Diffusion checkpoint (diffusers layout); wants an NVIDIA GPU",
-    );
+    for (i, b) in pie::Backbone::ALL.into_iter().enumerate() {
+        let about = b.about();
+        c.add(b.name(), i as i32, about.label, about.help);
+    }
     c
 }
 
@@ -106,24 +98,23 @@ pub(super) fn preset_choice() -> gimp::Choice {
 
 /// The library's concepts of one stage as a list for a dialog, with `NOTHING`
 /// as the only entry when there are none.
-pub(super) fn concept_choice(listing: Option<&Listing>, stage: u8) -> (gimp::Choice, String) {
+pub(super) fn concept_choice(listing: Option<&Listing>, stage: pie::Stage) -> (gimp::Choice, String) {
     let c = gimp::Choice::new();
     let mut first = None;
     if let Some(l) = listing {
         for (i, k) in l.concepts.iter().filter(|k| k.stage == stage).enumerate() {
-            let sd = if k.backbone == "sd" { ", Stable Diffusion" } else { "" };
+            let note = k.backbone_note();
             let label = match &k.parent {
-                Some(parent) => format!("{} (in {parent}{sd})", k.name),
-                None if sd.is_empty() => k.name.clone(),
-                None => format!("{} (Stable Diffusion)", k.name),
+                Some(parent) => format!("{} (in {parent}{note})", k.name),
+                None if note.is_empty() => k.name.clone(),
+                None => format!("{} ({})", k.name, k.backbone.about().title),
             };
             c.add(&k.name, i as i32 + 1, &label, "");
             first.get_or_insert_with(|| k.name.clone());
         }
     }
     let default = first.unwrap_or_else(|| {
-        let what = if stage == 1 { "no learned scene yet" } else { "no learned subject yet" };
-        c.add(NOTHING, 0, &format!("({what})"), "");
+        c.add(NOTHING, 0, &format!("(no learned {} yet)", stage.noun()), "");
         NOTHING.to_string()
     });
     (c, default)
@@ -149,7 +140,7 @@ pub(super) fn concept_list_argument(
     name: &str,
     nick: &str,
     blurb: &str,
-    stage: u8,
+    stage: pie::Stage,
 ) {
     let listing = engine::list().ok();
     let (choice, default) = concept_choice(listing.as_ref(), stage);

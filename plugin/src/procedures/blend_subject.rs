@@ -20,7 +20,13 @@ pub(super) fn procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
     sampling_steps_argument(&p);
     p.add_choice_argument("device", "_Device", Some("Where to sample"), device_choice(), "auto", RW);
     look_arguments(&p);
-    concept_list_argument(&p, "concept-choice", "Sc_ene", "A scene learned with Learn Scene", 1);
+    concept_list_argument(
+        &p,
+        "concept-choice",
+        "Sc_ene",
+        "A scene learned with Learn Scene",
+        pie::Stage::Scene,
+    );
     p
 }
 
@@ -51,7 +57,7 @@ fn run(call: &Call) -> Outcome {
             |_| {},
         )?;
     }
-    let concept = require_concept(&get_string(config, "concept"), 1)?.name;
+    let concept = require_concept(&get_string(config, "concept"), pie::Stage::Scene)?.name;
     let seed = match config.property::<i32>("seed") {
         s if s < 0 => random_seed(),
         s => s as u64,

@@ -18,7 +18,7 @@ pub(super) fn procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
         "_Model",
         Some("pixel-unet: pie's small model, learned from scratch (any computer). sd: fine-tunes a local Stable Diffusion checkpoint (set its folder below; wants an NVIDIA GPU). A subject learned from this scene uses the same model"),
         backbone_choice(),
-        "pixel-unet",
+        pie::Backbone::default().name(),
         RW,
     );
     p.add_file_argument(
@@ -49,8 +49,13 @@ fn run(call: &Call) -> Outcome {
             &["name", "backbone", "base", "class-word", "preset", "device", "steps", "replace", "resume"],
             None,
             |d| {
-                sensitive_if(d, config, "base", "backbone", &["sd"]);
-                sensitive_if(d, config, "class-word", "backbone", &["sd"]);
+                let fine_tuned: Vec<&str> = pie::Backbone::ALL
+                    .into_iter()
+                    .filter(|b| b.fine_tunes_a_base())
+                    .map(pie::Backbone::name)
+                    .collect();
+                sensitive_if(d, config, "base", "backbone", &fine_tuned);
+                sensitive_if(d, config, "class-word", "backbone", &fine_tuned);
             },
         )?;
     }

@@ -23,7 +23,13 @@ pub(super) fn procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
     );
     trainer_args_argument(&p);
     resume_argument(&p);
-    concept_list_argument(&p, "scene-choice", "S_cene to grow from", "A scene learned with Learn Scene", 1);
+    concept_list_argument(
+        &p,
+        "scene-choice",
+        "S_cene to grow from",
+        "A scene learned with Learn Scene",
+        pie::Stage::Scene,
+    );
     p
 }
 
@@ -36,22 +42,22 @@ fn run(call: &Call) -> Outcome {
             config,
             &["scene-choice", "name", "class-word", "preset", "device", "steps", "replace", "resume"],
             Some(("scene-choice", "scene")),
-            // the class word is for scenes learned with Stable Diffusion
+            // the class word is for scenes learned by fine-tuning a base (Stable Diffusion)
             |d| {
-                let sd_scenes: Vec<String> = engine::list()
+                let fine_tuned: Vec<String> = engine::list()
                     .map(|l| {
                         l.concepts
                             .into_iter()
-                            .filter(|c| c.stage == 1 && c.backbone == "sd")
+                            .filter(|c| c.stage == pie::Stage::Scene && c.backbone.fine_tunes_a_base())
                             .map(|c| c.name)
                             .collect()
                     })
                     .unwrap_or_default();
-                sensitive_if(d, config, "class-word", "scene-choice", &sd_scenes);
+                sensitive_if(d, config, "class-word", "scene-choice", &fine_tuned);
             },
         )?;
     }
-    let scene_concept = require_concept(&get_string(config, "scene"), 1)?;
+    let scene_concept = require_concept(&get_string(config, "scene"), pie::Stage::Scene)?;
     let params = learn_params(config, Some(&scene_concept))?;
     let scene = scene_concept.name;
     let src = pixels::read_layer(image, &layer)?;

@@ -20,13 +20,20 @@ pub(super) fn learn_params(
         )));
     }
     let class_word = Some(get_string(config, "class-word")).filter(|w| !w.is_empty());
+    // Only Learn Scene has a backbone argument: a subject takes its scene's.
+    let chosen = || -> Outcome<pie::Backbone> {
+        Ok(match get_string(config, "backbone").as_str() {
+            "" => pie::Backbone::default(),
+            name => name.parse::<pie::Backbone>()?,
+        })
+    };
     let (backbone, base, class_word) = match scene {
-        None => match get_string(config, "backbone").as_str() {
-            "sd" => (Some("sd".to_string()), Some(sd_base(config)?), class_word),
-            // The sd settings are kept (the dialog remembers them) but not used.
+        None => match chosen()? {
+            b if b.fine_tunes_a_base() => (Some(b), Some(sd_base(config)?), class_word),
+            // The settings of a fine-tuned base are kept (the dialog remembers them) but not used.
             _ => (None, None, None),
         },
-        Some(s) if s.backbone == "sd" => (None, None, class_word),
+        Some(s) if s.backbone.fine_tunes_a_base() => (None, None, class_word),
         Some(_) => (None, None, None),
     };
     Ok(LearnParams {

@@ -90,18 +90,20 @@ fn common(p: &gimp::ImageProcedure, label: &str, blurb: &str, help: &str) {
     p.set_attribution(AUTHORS, COPYRIGHT, DATE);
 }
 
-fn names_of(listing: &Listing, stage: u8) -> Vec<String> {
+fn names_of(listing: &Listing, stage: pie::Stage) -> Vec<String> {
     listing.concepts.iter().filter(|c| c.stage == stage).map(|c| c.name.clone()).collect()
 }
 
 /// The named concept of `stage`, or an error that lists what there is.
-fn require_concept(name: &str, stage: u8) -> Outcome<engine::Concept> {
+fn require_concept(name: &str, stage: pie::Stage) -> Outcome<engine::Concept> {
     let listing = engine::list()?;
     let names = names_of(&listing, stage);
-    let (what, how) = if stage == 1 {
-        ("scene", "Learn one with Filters > Personalize > Learn Scene (or `pie learn-scene`)")
-    } else {
-        ("subject", "Learn one with Filters > Personalize > Learn Subject (or `pie learn-subject`)")
+    let what = stage.noun();
+    let how = match stage {
+        pie::Stage::Scene => "Learn one with Filters > Personalize > Learn Scene (or `pie learn-scene`)",
+        pie::Stage::Subject => {
+            "Learn one with Filters > Personalize > Learn Subject (or `pie learn-subject`)"
+        }
     };
     if names.is_empty() {
         return Err(Failure::msg(format!(
@@ -118,7 +120,7 @@ fn require_concept(name: &str, stage: u8) -> Outcome<engine::Concept> {
     let other = listing.concepts.iter().find(|c| c.name == name);
     let hint = match other {
         Some(c) if c.stage != stage => {
-            format!(" ('{name}' is a {}, not a {what})", if c.stage == 1 { "scene" } else { "subject" })
+            format!(" ('{name}' is a {}, not a {what})", c.stage.noun())
         }
         _ => String::new(),
     };
