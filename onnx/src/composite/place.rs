@@ -89,6 +89,30 @@ impl Placement {
     }
 }
 
+/// Enlarges premultiplied RGBA planes with `image`'s Catmull-Rom cubic: the
+/// triangle filter that shrinks well adds its own blur to an enlarged subject
+/// (tests/eval/look.py, the dog enlarged 3x into a 2048 px photo: edge blur
+/// 2.33 and 2.58 px with it, 1.99 and 2.13 with the cubic, the photo's 0.76).
+/// The cubic's slight overshoot is clipped.
+fn enlarge(p: &Planes, dw: usize, dh: usize) -> Planes {
+    let n = p.w * p.h;
+    let src = image::Rgba32FImage::from_fn(p.w as u32, p.h as u32, |x, y| {
+        let i = y as usize * p.w + x as usize;
+        image::Rgba([p.data[i], p.data[n + i], p.data[2 * n + i], p.data[3 * n + i]])
+    });
+    let big = image::imageops::resize(&src, dw as u32, dh as u32, image::imageops::FilterType::CatmullRom);
+    let mut out = Planes::new(4, dw, dh);
+    let dn = dw * dh;
+    for (i, px) in big.pixels().enumerate() {
+        let a = px.0[3].clamp(0.0, 1.0);
+        out.data[3 * dn + i] = a;
+        for c in 0..3 {
+            out.data[c * dn + i] = px.0[c].clamp(0.0, a);
+        }
+    }
+    out
+}
+
 /// Scales the subject (cut to its mask's bounds) into the box `(sx, sy, sw,
 /// sh)` as `how` says; alpha ∧ selection decides where. `comp` ([-1, 1], 3
 /// planes of `w`x`h`) receives it, `place` its coverage.
@@ -125,7 +149,7 @@ pub fn paste_subject(
     let fit = (sw / f64::from(b.w)).min(sh / f64::from(b.h)) * f64::from(how.scale);
     let pw = ((f64::from(b.w) * fit).round() as usize).max(1);
     let ph = ((f64::from(b.h) * fit).round() as usize).max(1);
-    let r = imageops::resize(&p, pw, ph);
+    let r = if fit > 1.0 { enlarge(&p, pw, ph) } else { imageops::resize(&p, pw, ph) };
     let (fx, fy) = how.anchor.fractions();
     let ox = (sx + (sw - pw as f64) * fx).round() as isize;
     let oy = (sy + (sh - ph as f64) * fy).round() as isize;
