@@ -16,6 +16,11 @@ The goal (issue: photographed there): the subject's blur and noise within 20 %
 of the scene's around it. The naive paste's figures are printed beside pie's,
 so the change pie makes can be read.
 
+With --shadows, the contact shadow too: how much darker the ground is under
+an object's base, at fractions of its height below it (linear luminance), in
+real photographs (the harmonization photos, against the ground further down)
+and in pie's results on the pairs (against the scene photo itself).
+
 Two sources:
 - `--eval DIR`: an evaluate.py output folder (its work/PAIR/ images; the
   placement is evaluate.py's mirror of pie's);
@@ -82,6 +87,70 @@ def measure(result: np.ndarray, scene: np.ndarray, placement: np.ndarray) -> dic
     }
 
 
+FRACTIONS = (0.01, 0.03, 0.05, 0.08, 0.12, 0.2)
+REFERENCE = 0.4
+
+
+def linear_luminance(img: np.ndarray) -> np.ndarray:
+    v = img.astype(np.float64) / 255.0
+    lin = np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
+    return lin @ np.array([0.2126, 0.7152, 0.0722])
+
+
+def under_base(mask: np.ndarray, frac: float) -> tuple[np.ndarray, np.ndarray]:
+    """(ys, xs): for each column of the object's lower part (its lowest pixel within a tenth of its height of
+    the bottom), the pixel `frac` of its height below that column's lowest pixel (inside the image)."""
+    ys, xs = np.nonzero(mask)
+    height = ys.max() - ys.min() + 1
+    out_y, out_x = [], []
+    for x in range(xs.min(), xs.max() + 1):
+        col = np.nonzero(mask[:, x])[0]
+        if col.size and ys.max() - col.max() <= 0.1 * height:
+            y = int(col.max() + 1 + frac * height)
+            if y < mask.shape[0]:
+                out_y.append(y)
+                out_x.append(x)
+    return np.array(out_y, int), np.array(out_x, int)
+
+
+def real_shadow(photo: np.ndarray, mask: np.ndarray) -> list[float]:
+    """The ground's luminance under the object at each of FRACTIONS over its luminance at REFERENCE below."""
+    lum = linear_luminance(photo)
+    ry, rx = under_base(mask, REFERENCE)
+    ref = np.median(lum[ry, rx]) if ry.size else float("nan")
+    return [float(np.median(lum[under_base(mask, f)]) / ref) for f in FRACTIONS]
+
+
+def pie_shadow(result: np.ndarray, scene: np.ndarray, placement: np.ndarray) -> list[float]:
+    """The result's luminance under the subject over the scene's at the same pixels, at each of FRACTIONS."""
+    a, b = linear_luminance(result), linear_luminance(scene)
+    return [float(np.median(a[under_base(placement, f)] / np.maximum(b[under_base(placement, f)], 1e-4)))
+            for f in FRACTIONS]
+
+
+def shadows(eval_out: Path, data: Path) -> str:
+    lines = ["| ground under the base, at this fraction of the height below | "
+             + " | ".join(f"{f}" for f in FRACTIONS) + " |", "|---|" + "---:|" * len(FRACTIONS)]
+    real = []
+    for m in sorted(data.glob("*_mask.png")):
+        photo = evaluate.load_rgb(m.with_name(m.name.replace("_mask", "")))
+        real.append(real_shadow(photo, np.asarray(Image.open(m).convert("L")) > 127))
+    lines.append("| real photographs (median of %d) | " % len(real)
+                 + " | ".join(f"{v:.2f}" for v in np.median(real, axis=0)) + " |")
+    ours = []
+    data_eval = json.loads((eval_out / "results.json").read_text())
+    for pair in data_eval["pairs"]:
+        pw = eval_out / "work" / pair["pair"]
+        scene = evaluate.load_rgb(pw / "scene.png")
+        subj = evaluate.load_rgb(pw / "subject.png")
+        smask = np.asarray(Image.open(pw / "subject-mask.png").convert("L"))
+        _, alpha = evaluate.place_subject(subj, smask, tuple(pair["selection"]), scene.shape[:2])
+        ours.append(pie_shadow(evaluate.load_rgb(pw / "pie.png"), scene, alpha >= 0.5))
+    lines.append("| pie's results on the pairs (median of %d) | " % len(ours)
+                 + " | ".join(f"{v:.2f}" for v in np.median(ours, axis=0)) + " |")
+    return "\n".join(lines)
+
+
 def off(v: float, ref: float) -> float:
     return abs(v - ref) / ref if ref > 0 else float("nan")
 
@@ -145,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concept", default="eval-seascape-dog", help="the subject concept for --large")
     ap.add_argument("--selection-px", type=int, default=800, help="side of --large's square selection")
     ap.add_argument("--pie", type=Path, default=evaluate.ROOT / "target/release/pie")
+    ap.add_argument("--shadows", action="store_true", help="also the contact shadow against real photographs'")
+    ap.add_argument("--data", type=Path, default=evaluate.ROOT.parent / "shared/data/harmonization",
+                    help="photos of objects with their masks (NAME.png, NAME_mask.png) for --shadows")
     args = ap.parse_args(argv)
     rows = from_eval(args.eval)
     costs = []
@@ -161,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
         print(row(name, method, m))
     for c in costs:
         print(c)
+    if args.shadows:
+        print()
+        print(shadows(args.eval, args.data))
     return 0
 
 

@@ -173,10 +173,10 @@ impl RunArgs {
 #[derive(clap::Args, Clone)]
 struct LookArgs {
     /// How much of the scene's light (white balance, exposure, contrast) the subject takes on, 0 to 1
-    #[arg(long, default_value_t = 0.5, value_parser = finite)]
+    #[arg(long, default_value_t = pie::Look::default().harmonize, value_parser = finite)]
     harmonize: f32,
     /// How dark the contact shadow under the subject is, 0 (none) to 1; the selection must leave room below the subject
-    #[arg(long, default_value_t = 0.5, value_parser = finite)]
+    #[arg(long, default_value_t = pie::Look::default().shadow, value_parser = finite)]
     shadow: f32,
     /// Keep the subject's own grain and sharpness instead of matching the scene's
     #[arg(long)]

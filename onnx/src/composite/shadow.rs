@@ -8,14 +8,25 @@
 
 use crate::imageops;
 
+// How dark real photographs are under an object standing on the ground
+// (tests/eval/look.py --shadows: the ground's linear luminance under the
+// object's base over the ground's at 0.4 of its height below, median of five
+// of the harmonization photos): 0.31 just under it, 0.47 at 0.05 of its
+// height, 0.50 at 0.08, 0.80 at 0.12, 0.90 at 0.2 (the six photos: 0.39,
+// 0.45, 0.49, 0.55, 0.86, 0.92). With these constants the default strength
+// (`Look`; the shade multiplies sRGB values, so linear light by about its
+// 2.2th power) comes near that profile on the pairs. Before (depth 0.05,
+// squash 0.12, cast 0.45, strength 0.5) the shadow reached half as far and
+// was too faint to read on busy ground.
+
 /// How far the squashed footprint reaches, as a fraction of the subject's
 /// height (the ground plane seen at a low angle).
-const SQUASH: f32 = 0.12;
+const SQUASH: f32 = 0.18;
 /// The occlusion's depth below the contact, as a fraction of the subject's height.
-const OCCLUSION_DEPTH: f32 = 0.05;
+const OCCLUSION_DEPTH: f32 = 0.08;
 /// How dark each part is at full strength.
 const OCCLUSION_DARK: f32 = 0.8;
-const CAST_DARK: f32 = 0.45;
+const CAST_DARK: f32 = 0.6;
 
 /// Shadow coverage, [0, 1], for a subject whose coverage is `place` (`w`x`h`).
 /// Zero above the subject's base and inside its footprint.
