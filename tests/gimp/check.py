@@ -146,7 +146,7 @@ def main(argv):
             if a[:len(old) + len(new)] != old + new:
                 fail(f"{name}: arguments {a}, want {old + new} first")
     elif cmd == "blend":
-        # blend E2E_JSON BEFORE AFTER UNTOUCHED: one new layer on top; the pasted layer and the
+        # blend E2E_JSON BEFORE AFTER UNTOUCHED WITH_SUBJECT: one new layer on top; the pasted layer and the
         # scene unchanged; the pasted subject adapted; the bottom layer refused with a reason
         r = json.load(open(argv[1]))["blend"]
         before, after, untouched = (rgb(p) for p in argv[2:5])
@@ -160,6 +160,16 @@ def main(argv):
             fail(f"only {changed.sum()} pixels differ: the subject was not blended")
         if not r.get("bottom_error") or "below" not in r["bottom_error"] or r["layers_after_refusal"] != 3:
             fail(f"Blend on the bottom layer: {r.get('bottom_error')!r}, layers {r.get('layers_after_refusal')}")
+        # with the subject concept: a fourth layer, just above 'pasted', and a result of its own
+        names = [x["name"] for x in r["with_subject"]]
+        if len(names) != 4 or "blended" not in names[1] or names[2] != "pasted":
+            fail(f"layers after Blend with the subject concept {names}: want its result just above 'pasted'")
+        with_subject = rgb(argv[5])
+        # same seed and inputs, another concept: any difference is the subject concept's doing
+        if not (with_subject != after).any():
+            fail("Blend with the subject concept gave the scene concept's result: the subject was not used")
+        if (np.abs(with_subject.astype(int) - before.astype(int)).max(axis=2) > 2).sum() < 100:
+            fail("Blend with the subject concept did not blend the subject")
     elif cmd == "sd-bundle":
         m = json.load(open(argv[1]))
         if m.get("backbone") != "sd" or m.get("stage") != 2:

@@ -159,6 +159,10 @@ try:
     except RuntimeError as e:
         R["blend"]["bottom_error"] = str(e)
     R["blend"]["layers_after_refusal"] = len(img.get_layers())
+    # the subject concept learned in that scene blends too, with its own token at the edge
+    call("plug-in-pie-blend-subject", img, [pasted], concept="subj", seed=3, steps=ADD_STEPS, device="cpu")
+    R["blend"]["with_subject"] = [layer_info(l) for l in img.get_layers()]
+    save_flat(img, os.path.join(OUT, "blend-subject-after.png"), hide=[0])
     img.delete()
     R["done"] = True
 finally:

@@ -214,9 +214,9 @@ if [ -f "$T/out/e2e.json" ] && [ -f "$T/out/flat.png" ]; then
     "$PY" tests/gimp/check.py same "$T/data/scene.png" "$T/out/source.png"
   check "2 variants: 2 layers, named after seeds 50 and 51" \
     "$PY" tests/gimp/check.py variants "$T/out/e2e.json"
-  check "Blend Pasted Subject: a new layer on top, the pasted layer and the scene untouched, the bottom layer refused" \
+  check "Blend Pasted Subject: a new layer on top, the pasted layer and the scene untouched, the bottom layer refused, a subject concept used" \
     "$PY" tests/gimp/check.py blend "$T/out/e2e.json" "$T/out/blend-before.png" "$T/out/blend-after.png" \
-    "$T/out/blend-untouched.png"
+    "$T/out/blend-untouched.png" "$T/out/blend-subject-after.png"
   for kind in u16 float-linear gray offset-layer; do
     check "$kind: Add writes a layer inside the selection, outside unchanged, region changed" \
       "$PY" tests/gimp/check.py format "$T/out/e2e.json" "$kind" "$RECT" "$T/out/$kind-before.png" \

@@ -58,12 +58,15 @@ const BLEND_EXAMPLES: &str = "\
 The pasted subject and everything in IMAGE stay as they are in the file;
 OUT gets the subject in the scene's light, with the scene's grain, its
 shadow, and the seam redrawn by the concept. Only the subject and the scene
-just around and under it change.
+just around and under it change. The concept is the scene learned from the
+photo, or a subject learned in it: then the model redraws the subject's edge
+as that subject.
 
 Examples:
   pie blend pasted.png --mask rex-where.png --concept garden --out blended.png
   pie blend garden.jpg --subject rex-cutout.png --at 420,310 --concept garden --out blended.png
-  pie blend pasted.png --mask m.png --concept garden --out b.png --shadow 0 --harmonize 0.8";
+  pie blend pasted.png --mask m.png --concept garden --out b.png --shadow 0 --harmonize 0.8
+  pie blend garden.jpg --subject rex-cutout.png --at 420,310 --concept rex --out blended.png";
 
 const CONCEPTS_EXAMPLES: &str = "\
 Examples:

@@ -124,7 +124,7 @@ pub(super) fn procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
         "concept-choice",
         "Su_bject",
         "A subject learned with Learn Subject",
-        pie::Stage::Subject,
+        &[pie::Stage::Subject],
     );
     p
 }

@@ -96,13 +96,13 @@ pub(super) fn preset_choice() -> gimp::Choice {
     c
 }
 
-/// The library's concepts of one stage as a list for a dialog, with `NOTHING`
+/// The library's concepts of the given stages as a list for a dialog, with `NOTHING`
 /// as the only entry when there are none.
-pub(super) fn concept_choice(listing: Option<&Listing>, stage: pie::Stage) -> (gimp::Choice, String) {
+pub(super) fn concept_choice(listing: Option<&Listing>, stages: &[pie::Stage]) -> (gimp::Choice, String) {
     let c = gimp::Choice::new();
     let mut first = None;
     if let Some(l) = listing {
-        for (i, k) in l.concepts.iter().filter(|k| k.stage == stage).enumerate() {
+        for (i, k) in l.concepts.iter().filter(|k| stages.contains(&k.stage)).enumerate() {
             let note = k.backbone_note();
             let label = match &k.parent {
                 Some(parent) => format!("{} (in {parent}{note})", k.name),
@@ -114,7 +114,8 @@ pub(super) fn concept_choice(listing: Option<&Listing>, stage: pie::Stage) -> (g
         }
     }
     let default = first.unwrap_or_else(|| {
-        c.add(NOTHING, 0, &format!("(no learned {} yet)", stage.noun()), "");
+        let nouns: Vec<&str> = stages.iter().map(|s| s.noun()).collect();
+        c.add(NOTHING, 0, &format!("(no learned {} yet)", nouns.join(" or ")), "");
         NOTHING.to_string()
     });
     (c, default)
@@ -133,17 +134,17 @@ pub(super) fn sampling_steps_argument(p: &gimp::ImageProcedure) {
     );
 }
 
-/// A dialog-only list of the library's concepts of one stage (the procedure's
+/// A dialog-only list of the library's concepts of some stages (the procedure's
 /// string argument holds the name scripts pass).
 pub(super) fn concept_list_argument(
     p: &gimp::ImageProcedure,
     name: &str,
     nick: &str,
     blurb: &str,
-    stage: pie::Stage,
+    stages: &[pie::Stage],
 ) {
     let listing = engine::list().ok();
-    let (choice, default) = concept_choice(listing.as_ref(), stage);
+    let (choice, default) = concept_choice(listing.as_ref(), stages);
     add_choice_aux(p, name, nick, blurb, choice, &default);
 }
 

@@ -13,9 +13,16 @@ pub(super) fn procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
          light, grain and sharpness, casts a contact shadow on the ground under it, and the learned scene \
          redraws where the two meet. The result is a new layer above the pasted one, in one undo step; the \
          pasted layer and the scene are left as they are. Needs a scene learned with Learn Scene from the \
-         layer below (or the same photo). Same as `pie blend` on the command line.",
+         layer below (or the same photo). Pick a subject learned in that scene instead, and the model redraws \
+         the subject's edge as that subject rather than as a stranger. Same as `pie blend` on the command line.",
     );
-    p.add_string_argument("concept", "Scene", Some("Name of the learned scene (Stage I concept)"), "", RW);
+    p.add_string_argument(
+        "concept",
+        "Concept",
+        Some("Name of the learned scene (Stage I concept), or of a subject learned in it (Stage II)"),
+        "",
+        RW,
+    );
     p.add_int_argument("seed", "S_eed", Some("Random seed; -1 picks a new one"), -1, i32::MAX, -1, RW);
     sampling_steps_argument(&p);
     p.add_choice_argument("device", "_Device", Some("Where to sample"), device_choice(), "auto", RW);
@@ -23,9 +30,9 @@ pub(super) fn procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
     concept_list_argument(
         &p,
         "concept-choice",
-        "Sc_ene",
-        "A scene learned with Learn Scene",
-        pie::Stage::Scene,
+        "Sc_ene or subject",
+        "A scene learned with Learn Scene, or a subject learned in it with Learn Subject",
+        &[pie::Stage::Scene, pie::Stage::Subject],
     );
     p
 }
@@ -57,7 +64,13 @@ fn run(call: &Call) -> Outcome {
             |_| {},
         )?;
     }
-    let concept = require_concept(&get_string(config, "concept"), pie::Stage::Scene)?.name;
+    let name = get_string(config, "concept");
+    // A subject concept carries its scene's model: either stage blends.
+    let stage = engine::list()
+        .ok()
+        .and_then(|l| l.concepts.iter().find(|c| c.name == name).map(|c| c.stage))
+        .unwrap_or(pie::Stage::Scene);
+    let concept = require_concept(&name, stage)?.name;
     let seed = match config.property::<i32>("seed") {
         s if s < 0 => random_seed(),
         s => s as u64,

@@ -28,7 +28,7 @@ pub(super) fn procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
         "scene-choice",
         "S_cene to grow from",
         "A scene learned with Learn Scene",
-        pie::Stage::Scene,
+        &[pie::Stage::Scene],
     );
     p
 }
