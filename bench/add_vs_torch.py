@@ -149,8 +149,8 @@ def bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
 def torch_add(bundle: Path, scene: np.ndarray, sel: np.ndarray, steps: int, strength: float, guidance: float,
               seed: int, threads: int, bf16: bool = False) -> dict:
     import torch
-    from pie_trainer.checkpoint import load_weights
-    from pie_trainer.diffusion import Schedule
+    from pie_trainer.pixel.weights import load_weights
+    from pie_trainer.pixel.diffusion import Schedule
 
     t0 = time.perf_counter()
     torch.set_num_threads(threads)

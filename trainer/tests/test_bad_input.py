@@ -120,7 +120,8 @@ def test_disk_full_while_writing(tmp_path: Path, photos: dict, monkeypatch: pyte
     """Simulated: the ONNX export hits ENOSPC (a real full disk needs root and a tiny filesystem)."""
     import signal
 
-    from pie_trainer import cli, stages
+    from pie_trainer import cli
+    from pie_trainer.pixel import stages
 
     def full(model: object, path: Path, resolution: int) -> None:
         Path(path).write_bytes(b"\0" * 1000)

@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 
 from conftest import bundle_problems, run_trainer, visible_entries
-from pie_trainer.data import MIN_INCLUDED, SceneCrops
-from pie_trainer.train import masked_mse
+from pie_trainer.core.views import MIN_INCLUDED, SceneCrops
+from pie_trainer.pixel.train import masked_mse
 
 MAGENTA = np.array([255, 0, 255])
 

@@ -27,8 +27,8 @@ limit = int(sys.argv[3])
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 sys.path.insert(0, sys.argv[1])
 from PIL import Image
-from pie_trainer.errors import BadInput
-from pie_trainer.images import load_image
+from pie_trainer.core.errors import BadInput
+from pie_trainer.core.images import load_image
 before = Image.MAX_IMAGE_PIXELS
 try:
     im = load_image(sys.argv[2], "scene image")

@@ -424,7 +424,7 @@ def test_hub_id_and_bad_bases_are_refused_without_network(tmp_path: Path, photos
 def test_schedule_keeps_the_base_schedulers_spacing(tiny: Path, tmp_path: Path) -> None:
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
-    from pie_trainer.errors import BadInput
+    from pie_trainer.core.errors import BadInput
     from pie_trainer.sd.base import check_base, schedule_manifest
     from pie_trainer.sd.sample import ddim_timesteps
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadInput
+from ..core.errors import BadInput
 
 PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 CONFIGS = {"unet": "config.json", "vae": "config.json", "text_encoder": "config.json",

@@ -44,6 +44,11 @@ def check_name(name: str) -> str:
     return name
 
 
+def already_exists(name: str, library: Path) -> BadInput:
+    return BadInput(f"a concept named {name!r} already exists in {library}; "
+                    "choose another name or pass --force to replace it")
+
+
 def checkpoint_dir(library: Path, name: str) -> Path:
     return library / ".checkpoints" / name
 

@@ -269,3 +269,14 @@ def load_exclude(path: str, image: LoadedImage) -> ExcludeMask:
     if float(excluded.mean()) >= 1.0:
         raise_bad(f"exclude mask {path!r} leaves no scene pixel to learn at the working size")
     return ExcludeMask(excluded=excluded, fraction=fraction, sha256=hashlib.sha256(data).hexdigest())
+
+
+@dataclass
+class TrainInputs:
+    """What a `scene` or `subject` run learns from, loaded and checked (no torch needed)."""
+    stage: int
+    name: str                  # the concept's name, checked
+    library: Path
+    image: LoadedImage         # the scene (Stage I) or the subject (Stage II)
+    mask: np.ndarray | None = None      # Stage II: the subject's mask at the image's working size
+    mask_sha256: str | None = None      # ... of the --mask file, when one was given
