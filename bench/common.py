@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,14 +27,16 @@ def sh_last_line(cmd: str) -> str:
     return p.stdout.strip().splitlines()[-1]
 
 
-def pie_env(library: Path, ort_dylib: str | None = None, trainer_python: str | None = None,
-            trainer_path: Path | None = None) -> dict[str, str]:
+def pie_env(
+    library: Path, ort_dylib: str | None = None, trainer_python: str | None = None, trainer_path: Path | None = None
+) -> dict[str, str]:
     """The environment `pie` needs: ORT_DYLIB_PATH (build/onnxruntime.sh cpu), PIE_TRAINER_PYTHON
     (build/trainer-env.sh), PIE_TRAINER_PATH (trainer/) and PIE_HOME (the given library)."""
     env = dict(os.environ)
     env["ORT_DYLIB_PATH"] = ort_dylib or env.get("ORT_DYLIB_PATH") or sh_last_line("bash build/onnxruntime.sh cpu")
-    env["PIE_TRAINER_PYTHON"] = (trainer_python or env.get("PIE_TRAINER_PYTHON")
-                                 or sh_last_line("bash build/trainer-env.sh"))
+    env["PIE_TRAINER_PYTHON"] = (
+        trainer_python or env.get("PIE_TRAINER_PYTHON") or sh_last_line("bash build/trainer-env.sh")
+    )
     env["PIE_TRAINER_PATH"] = str(trainer_path or ROOT / "trainer")
     env["PIE_HOME"] = str(library)
     return env
@@ -44,7 +47,7 @@ class Run:
     cmd: list[str]
     rc: int
     wall_s: float
-    peak_rss_mb: float                 # largest sum of RSS over the process and all its descendants
+    peak_rss_mb: float  # largest sum of RSS over the process and all its descendants
     stdout: list[str]
     stderr: str
     # (label, seconds since start, peak RSS MB while it was the current phase)
@@ -62,8 +65,9 @@ class Run:
         return out
 
 
-def _tree_rss(proc) -> int:
+def _tree_rss(proc: Any) -> int:
     import psutil
+
     total = 0
     try:
         procs = [proc, *proc.children(recursive=True)]
@@ -94,13 +98,21 @@ def phase_of(line: str) -> str | None:
     return None
 
 
-def run_monitored(cmd: list[str], env: dict[str, str] | None = None, interval: float = 0.05,
-                  cwd: Path | None = None, log=None) -> Run:
+def run_monitored(
+    cmd: list[str],
+    env: dict[str, str] | None = None,
+    interval: float = 0.05,
+    cwd: Path | None = None,
+    log: IO[str] | None = None,
+) -> Run:
     """Runs `cmd`, reading its stdout line by line, sampling the RSS of its process tree every `interval` s.
     Phases: a new phase begins at each line for which phase_of() gives a label (the first is 'start')."""
     import psutil
+
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.stdout is not None and p.stderr is not None  # both are pipes
+    out, err = p.stdout, p.stderr
     proc = psutil.Process(p.pid)
     peak = [0]
     phases: list[list] = [["start", 0.0, 0]]
@@ -116,12 +128,12 @@ def run_monitored(cmd: list[str], env: dict[str, str] | None = None, interval: f
             stop.wait(interval)
 
     err_chunks: list[str] = []
-    t_err = threading.Thread(target=lambda: err_chunks.append(p.stderr.read()), daemon=True)
+    t_err = threading.Thread(target=lambda: err_chunks.append(err.read()), daemon=True)
     t_mon = threading.Thread(target=sample, daemon=True)
     t_err.start()
     t_mon.start()
     lines = []
-    for line in p.stdout:
+    for line in out:
         line = line.rstrip("\n")
         lines.append(line)
         if log is not None:
@@ -139,7 +151,7 @@ def run_monitored(cmd: list[str], env: dict[str, str] | None = None, interval: f
     stderr = "".join(err_chunks)
     if log is not None:
         log.write(stderr)
-    mb = 2 ** 20
+    mb = 2**20
     return Run(cmd, rc, wall, peak[0] / mb, lines, stderr, [(a, b, c / mb) for a, b, c in phases])
 
 

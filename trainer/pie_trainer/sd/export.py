@@ -27,12 +27,13 @@ import torch
 from torch import nn
 
 OPSET = 17
-EXTERNAL_LIMIT = 1_800_000_000   # bytes of weights above which a graph keeps them in <graph>.onnx.data
+EXTERNAL_LIMIT = 1_800_000_000  # bytes of weights above which a graph keeps them in <graph>.onnx.data
 GRAPHS = ("text_encoder", "unet", "vae_encoder", "vae_decoder")
 
 
+# The wrapped models are transformers' and diffusers' (typed as Any: mypy.ini does not follow them).
 class TextEncoder(nn.Module):
-    def __init__(self, te: nn.Module, dtype: torch.dtype) -> None:
+    def __init__(self, te: Any, dtype: torch.dtype) -> None:
         super().__init__()
         self.te, self.dtype = te, dtype
 
@@ -41,17 +42,19 @@ class TextEncoder(nn.Module):
 
 
 class UNet(nn.Module):
-    def __init__(self, unet: nn.Module, dtype: torch.dtype) -> None:
+    def __init__(self, unet: Any, dtype: torch.dtype) -> None:
         super().__init__()
         self.unet, self.dtype = unet, dtype
 
-    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor
+    ) -> torch.Tensor:
         out = self.unet(sample.to(self.dtype), timestep, encoder_hidden_states.to(self.dtype), return_dict=False)[0]
         return out.float()
 
 
 class VaeEncoder(nn.Module):
-    def __init__(self, vae: nn.Module, dtype: torch.dtype) -> None:
+    def __init__(self, vae: Any, dtype: torch.dtype) -> None:
         super().__init__()
         self.vae, self.dtype = vae, dtype
         self.scale = float(vae.config.scaling_factor)
@@ -65,7 +68,7 @@ class VaeEncoder(nn.Module):
 
 
 class VaeDecoder(nn.Module):
-    def __init__(self, vae: nn.Module, dtype: torch.dtype) -> None:
+    def __init__(self, vae: Any, dtype: torch.dtype) -> None:
         super().__init__()
         self.vae, self.dtype = vae, dtype
         self.scale = float(vae.config.scaling_factor)
@@ -80,44 +83,87 @@ def tensor(name: str, dtype: str, shape: list[Any]) -> dict[str, Any]:
 
 def graphs_manifest(files: dict[str, str], L: int, D: int, C: int) -> dict[str, Any]:
     return {
-        "text_encoder": {"file": files["text_encoder"], "inputs": [tensor("input_ids", "int64", ["N", L])],
-                         "outputs": [tensor("last_hidden_state", "float32", ["N", L, D])]},
-        "unet": {"file": files["unet"],
-                 "inputs": [tensor("sample", "float32", ["N", C, "h", "w"]), tensor("timestep", "int64", ["N"]),
-                            tensor("encoder_hidden_states", "float32", ["N", L, D])],
-                 "outputs": [tensor("noise_pred", "float32", ["N", 4, "h", "w"])]},
-        "vae_encoder": {"file": files["vae_encoder"], "inputs": [tensor("image", "float32", ["N", 3, "H", "W"])],
-                        "outputs": [tensor("latent", "float32", ["N", 4, "h", "w"])]},
-        "vae_decoder": {"file": files["vae_decoder"], "inputs": [tensor("latent", "float32", ["N", 4, "h", "w"])],
-                        "outputs": [tensor("image", "float32", ["N", 3, "H", "W"])]},
+        "text_encoder": {
+            "file": files["text_encoder"],
+            "inputs": [tensor("input_ids", "int64", ["N", L])],
+            "outputs": [tensor("last_hidden_state", "float32", ["N", L, D])],
+        },
+        "unet": {
+            "file": files["unet"],
+            "inputs": [
+                tensor("sample", "float32", ["N", C, "h", "w"]),
+                tensor("timestep", "int64", ["N"]),
+                tensor("encoder_hidden_states", "float32", ["N", L, D]),
+            ],
+            "outputs": [tensor("noise_pred", "float32", ["N", 4, "h", "w"])],
+        },
+        "vae_encoder": {
+            "file": files["vae_encoder"],
+            "inputs": [tensor("image", "float32", ["N", 3, "H", "W"])],
+            "outputs": [tensor("latent", "float32", ["N", 4, "h", "w"])],
+        },
+        "vae_decoder": {
+            "file": files["vae_decoder"],
+            "inputs": [tensor("latent", "float32", ["N", 4, "h", "w"])],
+            "outputs": [tensor("image", "float32", ["N", 3, "H", "W"])],
+        },
     }
 
 
-def _spec(name: str, parts: Any, L: int, size_multiple: int, vsf: int, device: torch.device,
-          dtype: torch.dtype) -> tuple[nn.Module, tuple[torch.Tensor, ...], list[str], list[str], dict[str, Any]]:
+def _spec(
+    name: str, parts: Any, L: int, size_multiple: int, vsf: int, device: torch.device, dtype: torch.dtype
+) -> tuple[nn.Module, tuple[torch.Tensor, ...], list[str], list[str], dict[str, Any]]:
     """Wrapper module, example inputs, names and dynamic axes of one graph."""
     h = w = max(2, size_multiple // vsf) * 2
     if name == "text_encoder":
         ids = torch.zeros(1, L, dtype=torch.int64, device=device)
-        return (TextEncoder(parts.text_encoder, dtype), (ids,), ["input_ids"], ["last_hidden_state"],
-                {"input_ids": {0: "N"}, "last_hidden_state": {0: "N"}})
+        return (
+            TextEncoder(parts.text_encoder, dtype),
+            (ids,),
+            ["input_ids"],
+            ["last_hidden_state"],
+            {"input_ids": {0: "N"}, "last_hidden_state": {0: "N"}},
+        )
     if name == "unet":
         C = int(parts.unet.config.in_channels)
         D = int(parts.unet.config.cross_attention_dim)
-        args = (torch.zeros(1, C, h, w, device=device), torch.zeros(1, dtype=torch.int64, device=device),
-                torch.zeros(1, L, D, device=device))
-        return (UNet(parts.unet, dtype), args, ["sample", "timestep", "encoder_hidden_states"], ["noise_pred"],
-                {"sample": {0: "N", 2: "h", 3: "w"}, "timestep": {0: "N"}, "encoder_hidden_states": {0: "N"},
-                 "noise_pred": {0: "N", 2: "h", 3: "w"}})
+        args = (
+            torch.zeros(1, C, h, w, device=device),
+            torch.zeros(1, dtype=torch.int64, device=device),
+            torch.zeros(1, L, D, device=device),
+        )
+        return (
+            UNet(parts.unet, dtype),
+            args,
+            ["sample", "timestep", "encoder_hidden_states"],
+            ["noise_pred"],
+            {
+                "sample": {0: "N", 2: "h", 3: "w"},
+                "timestep": {0: "N"},
+                "encoder_hidden_states": {0: "N"},
+                "noise_pred": {0: "N", 2: "h", 3: "w"},
+            },
+        )
     if name == "vae_encoder":
-        return (VaeEncoder(parts.vae, dtype), (torch.zeros(1, 3, h * vsf, w * vsf, device=device),), ["image"],
-                ["latent"], {"image": {0: "N", 2: "H", 3: "W"}, "latent": {0: "N", 2: "h", 3: "w"}})
-    return (VaeDecoder(parts.vae, dtype), (torch.zeros(1, 4, h, w, device=device),), ["latent"], ["image"],
-            {"latent": {0: "N", 2: "h", 3: "w"}, "image": {0: "N", 2: "H", 3: "W"}})
+        return (
+            VaeEncoder(parts.vae, dtype),
+            (torch.zeros(1, 3, h * vsf, w * vsf, device=device),),
+            ["image"],
+            ["latent"],
+            {"image": {0: "N", 2: "H", 3: "W"}, "latent": {0: "N", 2: "h", 3: "w"}},
+        )
+    return (
+        VaeDecoder(parts.vae, dtype),
+        (torch.zeros(1, 4, h, w, device=device),),
+        ["latent"],
+        ["image"],
+        {"latent": {0: "N", 2: "h", 3: "w"}, "image": {0: "N", 2: "H", 3: "W"}},
+    )
 
 
-def export_graph(name: str, parts: Any, folder: Path, L: int, size_multiple: int, vsf: int,
-                 device: torch.device, dtype: torch.dtype) -> list[str]:
+def export_graph(
+    name: str, parts: Any, folder: Path, L: int, size_multiple: int, vsf: int, device: torch.device, dtype: torch.dtype
+) -> list[str]:
     """Export one graph into `folder`; returns the bundle files it made (graph, and its .data when large)."""
     import onnx
 
@@ -130,15 +176,30 @@ def export_graph(name: str, parts: Any, folder: Path, L: int, size_multiple: int
         raw = tmp / "model.onnx"
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            torch.onnx.export(module, args, str(raw), dynamo=False, opset_version=OPSET, input_names=ins,
-                              output_names=outs, dynamic_axes=axes, do_constant_folding=True)
+            torch.onnx.export(
+                module,
+                args,
+                str(raw),
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=ins,
+                output_names=outs,
+                dynamic_axes=axes,
+                do_constant_folding=True,
+            )
         proto = onnx.load(str(raw), load_external_data=True)
         weight_bytes = sum(len(t.raw_data) for t in proto.graph.initializer)
         fname = f"{name}.onnx"
         if weight_bytes > EXTERNAL_LIMIT:
             data = f"{fname}.data"
-            onnx.save_model(proto, str(folder / fname), save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=data, size_threshold=1024)
+            onnx.save_model(
+                proto,
+                str(folder / fname),
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location=data,
+                size_threshold=1024,
+            )
             made = [fname, data]
         else:
             onnx.save_model(proto, str(folder / fname))
@@ -150,6 +211,7 @@ def export_graph(name: str, parts: Any, folder: Path, L: int, size_multiple: int
 
 def _session(path: Path, threads: int, providers: list[str]) -> Any:
     import onnxruntime as ort
+
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = max(1, threads)
     opts.inter_op_num_threads = 1
@@ -157,8 +219,17 @@ def _session(path: Path, threads: int, providers: list[str]) -> Any:
     return ort.InferenceSession(str(path), opts, providers=providers)
 
 
-def verify(parts: Any, folder: Path, files: dict[str, str], L: int, size_multiple: int, vsf: int,
-           threads: int, precision: str, seed: int = 0) -> dict[str, Any]:
+def verify(
+    parts: Any,
+    folder: Path,
+    files: dict[str, str],
+    L: int,
+    size_multiple: int,
+    vsf: int,
+    threads: int,
+    precision: str,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Run every graph with ONNX Runtime and compare with the fp32 PyTorch model (CPU).
 
     Checks names, dtypes and ranks first. fp32 graphs must agree within a
@@ -167,15 +238,16 @@ def verify(parts: Any, folder: Path, files: dict[str, str], L: int, size_multipl
     catches a broken graph, not half-precision rounding), and
     otherwise only their interface is checked. Returns the worst |diff| per graph.
     """
-    import onnx
     import onnxruntime as ort
+
+    import onnx
 
     gen = torch.Generator().manual_seed(seed)
     vocab = int(parts.text_encoder.config.vocab_size)
     C = int(parts.unet.config.in_channels)
     D = int(parts.unet.config.cross_attention_dim)
     m = max(1, size_multiple // vsf)
-    h1, w1 = 2 * m, 3 * m   # latent sizes: non-square, multiples of the UNet's down-sampling
+    h1, w1 = 2 * m, 3 * m  # latent sizes: non-square, multiples of the UNet's down-sampling
     report: dict[str, Any] = {}
     avail = ort.get_available_providers()
     providers = ["CPUExecutionProvider"]
@@ -192,24 +264,24 @@ def verify(parts: Any, folder: Path, files: dict[str, str], L: int, size_multipl
         if name == "text_encoder":
             ids = torch.randint(0, vocab, (2, L), generator=gen)
             feeds = {"input_ids": ids}
-            ref = lambda: TextEncoder(parts.text_encoder, torch.float32)(ids)  # noqa: E731
+            ref: tuple[nn.Module, tuple[torch.Tensor, ...]] = (TextEncoder(parts.text_encoder, torch.float32), (ids,))
             out = "last_hidden_state"
         elif name == "unet":
             x = torch.randn(2, C, h1, w1, generator=gen)
             t = torch.tensor([10, 900], dtype=torch.int64)
             e = torch.randn(2, L, D, generator=gen)
             feeds = {"sample": x, "timestep": t, "encoder_hidden_states": e}
-            ref = lambda: UNet(parts.unet, torch.float32)(x, t, e)  # noqa: E731
+            ref = (UNet(parts.unet, torch.float32), (x, t, e))
             out = "noise_pred"
         elif name == "vae_encoder":
             img = torch.rand(1, 3, h1 * vsf, w1 * vsf, generator=gen) * 2 - 1
             feeds = {"image": img}
-            ref = lambda: VaeEncoder(parts.vae, torch.float32)(img)  # noqa: E731
+            ref = (VaeEncoder(parts.vae, torch.float32), (img,))
             out = "latent"
         else:
             lat = torch.randn(1, 4, h1, w1, generator=gen)
             feeds = {"latent": lat}
-            ref = lambda: VaeDecoder(parts.vae, torch.float32)(lat)  # noqa: E731
+            ref = (VaeDecoder(parts.vae, torch.float32), (lat,))
             out = "image"
         names_in = [i.name for i in proto.graph.input]
         names_out = [o.name for o in proto.graph.output]
@@ -223,7 +295,7 @@ def verify(parts: Any, folder: Path, files: dict[str, str], L: int, size_multipl
                 continue
             raise
         with torch.no_grad():
-            expected = ref().numpy()
+            expected = ref[0](*ref[1]).numpy()
         got = sess.run([out], {k: v.numpy() for k, v in feeds.items()})[0]
         if got.shape != expected.shape or got.dtype != np.float32:
             raise RuntimeError(f"{files[name]}: ONNX output {got.shape} {got.dtype}, PyTorch {expected.shape} float32")
