@@ -47,7 +47,7 @@ def square(shape: tuple[int, int], side: int, centre: tuple[int, int] | None = N
     cy, cx = centre or (h // 2, w // 2)
     y0, x0 = max(0, cy - side // 2), max(0, cx - side // 2)
     m = np.zeros((h, w), np.uint8)
-    m[y0 : y0 + side, x0 : x0 + side] = 255
+    m[y0:y0 + side, x0:x0 + side] = 255
     return m
 
 
@@ -69,28 +69,18 @@ def main() -> int:
     ap.add_argument("--image", type=Path, required=True, help="the scene photo")
     ap.add_argument("--pie", type=Path, default=ROOT / "target/release/pie")
     ap.add_argument("--steps", type=int, default=50, help="pie add --steps (default 50, pie add's own)")
-    ap.add_argument(
-        "--strength",
-        type=float,
-        default=0.2,
-        help="pie add --strength (default 0.2, pie add's own for a pixel-unet subject: 10 UNet evaluations)",
-    )
+    ap.add_argument("--strength", type=float, default=0.2,
+                    help="pie add --strength (default 0.2, pie add's own for a pixel-unet subject: "
+                         "10 UNet evaluations)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument(
-        "--fractions",
-        default="0.2,0.35,0.5,0.65,0.8",
-        help="selection sides as fractions of the short side (default 0.2,0.35,0.5,0.65,0.8)",
-    )
+    ap.add_argument("--fractions", default="0.2,0.35,0.5,0.65,0.8",
+                    help="selection sides as fractions of the short side (default 0.2,0.35,0.5,0.65,0.8)")
     ap.add_argument("--widths", default="1,2,4,8", help="canvas width factors (default 1,2,4,8)")
     ap.add_argument("--upscales", default="1,2,4", help="whole-image upscale factors (default 1,2,4)")
-    ap.add_argument(
-        "--fixed-fraction",
-        type=float,
-        default=0.4,
-        help="the fixed selection's side for the wider/upscaled series, fraction of the short side",
-    )
+    ap.add_argument("--fixed-fraction", type=float, default=0.4,
+                    help="the fixed selection's side for the wider/upscaled series, fraction of the short side")
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = ap.parse_args()
 
@@ -108,19 +98,10 @@ def main() -> int:
         Image.fromarray(img).save(ip)
         Image.fromarray(sel).save(sp)
         pl = plan(img.shape[1], img.shape[0], bbox(sel > 0), model)
-        points.append(
-            {
-                "work": f"{pl['work_w']}x{pl['work_h']}",
-                "series": series,
-                "label": label,
-                "image": ip,
-                "selection": sp,
-                "size": f"{img.shape[1]}x{img.shape[0]}",
-                "sel_px": int((sel > 0).sum()),
-                "engine_s": [],
-                "wall_s": [],
-            }
-        )
+        points.append({"work": f"{pl['work_w']}x{pl['work_h']}", "series": series, "label": label, "image": ip,
+                       "selection": sp,
+                       "size": f"{img.shape[1]}x{img.shape[0]}", "sel_px": int((sel > 0).sum()),
+                       "engine_s": [], "wall_s": []})
 
     for f in [float(x) for x in args.fractions.split(",")]:
         side = max(8, round(f * short))
@@ -133,37 +114,15 @@ def main() -> int:
         img = np.asarray(Image.fromarray(scene).resize((W * k, H * k), Image.Resampling.BICUBIC)) if k > 1 else scene
         point("upscaled", f"{k}x", img, square(img.shape[:2], fixed * k, (H * k // 2, W * k // 2)))
 
-    print(
-        f"# add_scaling: {args.concept}, scene {W}x{H}, steps {args.steps}, strength {args.strength}, "
-        f"threads {args.threads}, repeat {args.repeat}"
-    )
+    print(f"# add_scaling: {args.concept}, scene {W}x{H}, steps {args.steps}, strength {args.strength}, "
+          f"threads {args.threads}, repeat {args.repeat}")
     print(f"# {machine()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {load()}")
     for r in range(args.repeat):
         for p in points:
-            cmd = [
-                str(args.pie),
-                "--json",
-                "--library",
-                str(args.library),
-                "add",
-                str(p["image"]),
-                "--selection",
-                str(p["selection"]),
-                "--concept",
-                args.concept,
-                "--steps",
-                str(args.steps),
-                "--strength",
-                str(args.strength),
-                "--seed",
-                str(args.seed),
-                "--threads",
-                str(args.threads),
-                "--device",
-                "cpu",
-                "--out",
-                str(tmp / "out.png"),
-            ]
+            cmd = [str(args.pie), "--json", "--library", str(args.library), "add", str(p["image"]), "--selection",
+                   str(p["selection"]), "--concept", args.concept, "--steps", str(args.steps), "--strength",
+                   str(args.strength), "--seed", str(args.seed), "--threads", str(args.threads), "--device", "cpu",
+                   "--out", str(tmp / "out.png")]
             t0 = time.perf_counter()
             e = subprocess.run(cmd, env=env, capture_output=True, text=True)
             wall = time.perf_counter() - t0
@@ -176,23 +135,18 @@ def main() -> int:
         print(f"  pass {r + 1}/{args.repeat} done; {load()}", flush=True)
 
     print()
-    print(
-        "| series | point | image | selection px | working size | pie add seconds (median) | process wall s | "
-        "vs first of series | ms per 1000 working px |"
-    )
+    print("| series | point | image | selection px | working size | pie add seconds (median) | process wall s | "
+          "vs first of series | ms per 1000 working px |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     first: dict[str, float] = {}
     for p in points:
         e, w = statistics.median(p["engine_s"]), statistics.median(p["wall_s"])
         first.setdefault(p["series"], e)
-        print(
-            f"| {p['series']} | {p['label']} | {p['size']} | {p['sel_px']} | {p['work']} | {e:.3f} | {w:.3f} | "
-            f"{e / first[p['series']]:.2f}x | {1e6 * e / work_px(p['work']):.1f} |"
-        )
+        print(f"| {p['series']} | {p['label']} | {p['size']} | {p['sel_px']} | {p['work']} | {e:.3f} | {w:.3f} | "
+              f"{e / first[p['series']]:.2f}x | {1e6 * e / work_px(p['work']):.1f} |")
     if args.out:
-        args.out.write_text(
-            json.dumps([{k: (str(v) if isinstance(v, Path) else v) for k, v in p.items()} for p in points], indent=2)
-        )
+        args.out.write_text(json.dumps([{k: (str(v) if isinstance(v, Path) else v) for k, v in p.items()}
+                                        for p in points], indent=2))
     return 0
 
 

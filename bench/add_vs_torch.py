@@ -73,7 +73,6 @@ from common import load, machine, pie_env  # noqa: E402
 
 # --- mirrors of the engine's plan (onnx/src/plan.rs) and timesteps (onnx/src/schedule.rs)
 
-
 def plan(img_w: int, img_h: int, sel: tuple[int, int, int, int], model: dict) -> dict:
     """onnx/src/plan.rs::plan: the crop around the selection and its working size."""
     short = max(min(img_w, img_h), 1)
@@ -146,18 +145,8 @@ def bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
 
 # --- the PyTorch twin of the engine's Add
 
-
-def torch_add(
-    bundle: Path,
-    scene: np.ndarray,
-    sel: np.ndarray,
-    steps: int,
-    strength: float,
-    guidance: float,
-    seed: int,
-    threads: int,
-    bf16: bool = False,
-) -> dict:
+def torch_add(bundle: Path, scene: np.ndarray, sel: np.ndarray, steps: int, strength: float, guidance: float,
+              seed: int, threads: int, bf16: bool = False) -> dict:
     import torch
 
     from pie_trainer.pixel.diffusion import Schedule
@@ -172,24 +161,17 @@ def torch_add(
     p = plan(W, H, bbox(sel > 0), manifest["model"])
     cx, cy, cw, ch = p["crop"]
     w, h = p["work_w"], p["work_h"]
-    crop = Image.fromarray(scene[cy : cy + ch, cx : cx + cw])
+    crop = Image.fromarray(scene[cy:cy + ch, cx:cx + cw])
     known = torch.from_numpy(np.asarray(crop.resize((w, h), Image.Resampling.BILINEAR), np.float32) / 127.5 - 1.0)
     known = known.permute(2, 0, 1).contiguous()
-    m_np = (
-        np.asarray(
-            Image.fromarray(sel[cy : cy + ch, cx : cx + cw]).resize((w, h), Image.Resampling.BILINEAR), np.float32
-        )
-        / 255.0
-    )
+    m_np = np.asarray(Image.fromarray(sel[cy:cy + ch, cx:cx + cw]).resize((w, h), Image.Resampling.BILINEAR),
+                      np.float32) / 255.0
     m = torch.from_numpy(m_np)
     comp = known.clone()
-    subj_png = (
-        bundle / manifest.get("subject", {}).get("file", "subject.png")
-        if isinstance(manifest.get("subject"), dict)
-        else bundle / "subject.png"
-    )
+    subj_png = bundle / manifest.get("subject", {}).get("file", "subject.png") if isinstance(
+        manifest.get("subject"), dict) else bundle / "subject.png"
     place = torch.zeros_like(m)
-    free = torch.ones_like(m)  # where the model is free (times the selection)
+    free = torch.ones_like(m)   # where the model is free (times the selection)
     write = torch.ones_like(m)  # what is written back (times the selection)
     if subj_png.is_file():  # the subject scaled to fit the selection's bounds, as the engine does
         s = Image.open(subj_png).convert("RGBA")
@@ -198,15 +180,13 @@ def torch_add(
         sx, sy, sw, sh = bbox(np.asarray(m) > 0.5)
         fit = min(sw / bw, sh / bh)
         pw, ph = max(1, round(bw * fit)), max(1, round(bh * fit))
-        r = (
-            np.asarray(s.crop((bx, by, bx + bw, by + bh)).resize((pw, ph), Image.Resampling.BILINEAR), np.float32)
-            / 255.0
-        )
+        piece = s.crop((bx, by, bx + bw, by + bh)).resize((pw, ph), Image.Resampling.BILINEAR)
+        r = np.asarray(piece, np.float32) / 255.0
         ox, oy = round(sx + (sw - pw) / 2), round(sy + (sh - ph) / 2)
         pm = torch.zeros_like(m)
-        pm[oy : oy + ph, ox : ox + pw] = torch.from_numpy(r[..., 3])[: h - oy, : w - ox]
+        pm[oy:oy + ph, ox:ox + pw] = torch.from_numpy(r[..., 3])[: h - oy, : w - ox]
         pc = torch.zeros_like(known)
-        pc[:, oy : oy + ph, ox : ox + pw] = torch.from_numpy(r[..., :3] * 2 - 1).permute(2, 0, 1)[:, : h - oy, : w - ox]
+        pc[:, oy:oy + ph, ox:ox + pw] = torch.from_numpy(r[..., :3] * 2 - 1).permute(2, 0, 1)[:, : h - oy, : w - ox]
         place = (pm * m).clamp(0, 1)
         comp = place * pc + (1 - place) * comp
         # add.rs::around_subject with FIT (ring 0.03, fade 0.03, edge 0.02, cut_depth 0.05 of the
@@ -218,8 +198,8 @@ def torch_add(
             return torch.nn.functional.max_pool2d(b[None, None].float(), 2 * r + 1, 1, r)[0, 0]
 
         write = grow(place > 0, 0.06)
-        core = 1 - grow(place < 0.5, 0.04)  # the subject's inside, kept
-        cut = (place > 0).float() * grow(m < 0.5, 0.05)  # the subject near the selection's edge
+        core = 1 - grow(place < 0.5, 0.04)                 # the subject's inside, kept
+        cut = (place > 0).float() * grow(m < 0.5, 0.05)    # the subject near the selection's edge
         free = torch.maximum(write * (1 - core), cut)
         known = comp  # with a subject, what is re-imposed is the composite
     radius = max(1, math.ceil(min(w, h) / 64))
@@ -231,12 +211,8 @@ def torch_add(
     guided = guidance != 1.0
     tokens = torch.tensor(toks, dtype=torch.int64)
     sch = manifest["schedule"]
-    schedule = Schedule(
-        num_train_timesteps=int(sch["num_train_timesteps"]),
-        beta_start=float(sch["beta_start"]),
-        beta_end=float(sch["beta_end"]),
-        beta_schedule=str(sch["beta_schedule"]),
-    )
+    schedule = Schedule(num_train_timesteps=int(sch["num_train_timesteps"]), beta_start=float(sch["beta_start"]),
+                        beta_end=float(sch["beta_end"]), beta_schedule=str(sch["beta_schedule"]))
     acp = schedule.alphas_cumprod()
     ts = timesteps(schedule.num_train_timesteps, steps, strength)
     gen = torch.Generator().manual_seed(seed)
@@ -260,30 +236,19 @@ def torch_add(
             x0 = ((x - math.sqrt(1 - at) * eps) / math.sqrt(at)).clamp(-1, 1)
             e = (x - math.sqrt(at) * x0) / math.sqrt(1 - at)
             x = math.sqrt(ap) * x0 + math.sqrt(1 - ap) * e
-            kn = math.sqrt(ap) * known + (
-                math.sqrt(1 - ap) * torch.randn(known.shape, generator=gen) if i + 1 < len(ts) else 0
-            )
+            kn = math.sqrt(ap) * known + (math.sqrt(1 - ap) * torch.randn(known.shape, generator=gen)
+                                          if i + 1 < len(ts) else 0)
             x = m * x + (1 - m) * kn
     t_end_loop = time.perf_counter()
     res = ((x + 1) * 127.5).clamp(0, 255).round().byte().permute(1, 2, 0).numpy()
     res = np.asarray(Image.fromarray(res).resize((cw, ch), Image.Resampling.BILINEAR), np.float32)
     wr = np.asarray(Image.fromarray((write.numpy() * 255).astype(np.uint8)).resize((cw, ch), Image.Resampling.BILINEAR))
-    mc = (sel[cy : cy + ch, cx : cx + cw] / 255.0 * wr / 255.0)[..., None].astype(np.float32)
+    mc = (sel[cy:cy + ch, cx:cx + cw] / 255.0 * wr / 255.0)[..., None].astype(np.float32)
     out_img = scene.copy()
-    out_img[cy : cy + ch, cx : cx + cw] = (
-        (mc * res + (1 - mc) * scene[cy : cy + ch, cx : cx + cw]).round().astype(np.uint8)
-    )
+    out_img[cy:cy + ch, cx:cx + cw] = (mc * res + (1 - mc) * scene[cy:cy + ch, cx:cx + cw]).round().astype(np.uint8)
     t_end = time.perf_counter()
-    return {
-        "total_s": t_end - t0,
-        "load_s": t_loaded - t0,
-        "loop_s": t_end_loop - t_loop,
-        "steps": len(ts),
-        "evals": evals,
-        "shapes": shapes,
-        "work": (w, h),
-        "image": out_img,
-    }
+    return {"total_s": t_end - t0, "load_s": t_loaded - t0, "loop_s": t_end_loop - t_loop, "steps": len(ts),
+            "evals": evals, "shapes": shapes, "work": (w, h), "image": out_img}
 
 
 def main() -> int:
@@ -294,12 +259,8 @@ def main() -> int:
     ap.add_argument("--selection", type=Path, required=True, help="selection mask (same size)")
     ap.add_argument("--pie", type=Path, default=ROOT / "target/release/pie")
     ap.add_argument("--steps", type=int, default=50, help="engine --steps (default 50, pie add's)")
-    ap.add_argument(
-        "--strength",
-        type=float,
-        default=0.2,
-        help="engine --strength (default 0.2, pie add's for a pixel-unet concept)",
-    )
+    ap.add_argument("--strength", type=float, default=0.2,
+                    help="engine --strength (default 0.2, pie add's for a pixel-unet concept)")
     ap.add_argument("--guidance", type=float, default=3.0, help="engine --guidance (default 3, pie add's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="threads for both (default 1, the engine's default here)")
@@ -315,81 +276,30 @@ def main() -> int:
     sel = np.asarray(Image.open(args.selection).convert("L"))
     env = pie_env(args.library.resolve())
     tmp = Path(tempfile.mkdtemp(prefix="pie-bench."))
-    engine_cmd = [
-        str(args.pie),
-        "--json",
-        "--library",
-        str(args.library),
-        "add",
-        str(args.image),
-        "--selection",
-        str(args.selection),
-        "--concept",
-        args.concept,
-        "--steps",
-        str(args.steps),
-        "--strength",
-        str(args.strength),
-        "--guidance",
-        str(args.guidance),
-        "--seed",
-        str(args.seed),
-        "--threads",
-        str(args.threads),
-        "--device",
-        "cpu",
-        "--out",
-        str(tmp / "engine.png"),
-    ]
+    engine_cmd = [str(args.pie), "--json", "--library", str(args.library), "add", str(args.image), "--selection",
+                  str(args.selection), "--concept", args.concept, "--steps", str(args.steps), "--strength",
+                  str(args.strength), "--guidance", str(args.guidance), "--seed", str(args.seed), "--threads",
+                  str(args.threads), "--device", "cpu", "--out", str(tmp / "engine.png")]
     p = plan(scene.shape[1], scene.shape[0], bbox(sel > 0), manifest["model"])
     ts = timesteps(int(manifest["schedule"]["num_train_timesteps"]), args.steps, args.strength)
     nb = len(batch_tokens(manifest, args.guidance))
-    token = next(
-        (c["identifier"] for c in manifest["tokens"]["concepts"] if c["role"] == "subject"),
-        manifest["tokens"]["concepts"][0]["identifier"],
-    )
-    trainer_cmd = [
-        sys.executable,
-        "-m",
-        "pie_trainer",
-        "sample",
-        "--bundle",
-        str(bundle),
-        "--token",
-        token,
-        "--count",
-        "1",
-        "--steps",
-        str(len(ts)),
-        "--guidance",
-        str(args.guidance),
-        "--seed",
-        str(args.seed),
-        "--height",
-        str(p["work_h"]),
-        "--width",
-        str(p["work_w"]),
-        "--threads",
-        str(args.threads),
-        "--device",
-        "cpu",
-        "--out",
-        str(tmp / "trainer.png"),
-    ]
+    token = next((c["identifier"] for c in manifest["tokens"]["concepts"] if c["role"] == "subject"),
+                 manifest["tokens"]["concepts"][0]["identifier"])
+    trainer_cmd = [sys.executable, "-m", "pie_trainer", "sample", "--bundle", str(bundle), "--token", token,
+                   "--count", "1", "--steps", str(len(ts)), "--guidance", str(args.guidance), "--seed",
+                   str(args.seed), "--height", str(p["work_h"]), "--width", str(p["work_w"]), "--threads",
+                   str(args.threads), "--device", "cpu", "--out", str(tmp / "trainer.png")]
     tenv = dict(os.environ, PYTHONPATH=str(ROOT / "trainer"))
-    print(
-        f"# add_vs_torch: {args.concept} ({manifest['stage'] == 2 and 'subject' or 'scene'}), image "
-        f"{scene.shape[1]}x{scene.shape[0]}, crop {p['crop']}, working size {p['work_w']}x{p['work_h']}, "
-        f"{len(ts)} denoiser steps x batch {nb} (steps {args.steps}, strength {args.strength}, guidance "
-        f"{args.guidance}), threads {args.threads}"
-    )
+    print(f"# add_vs_torch: {args.concept} ({manifest['stage'] == 2 and 'subject' or 'scene'}), image "
+          f"{scene.shape[1]}x{scene.shape[0]}, crop {p['crop']}, working size {p['work_w']}x{p['work_h']}, "
+          f"{len(ts)} denoiser steps x batch {nb} (steps {args.steps}, strength {args.strength}, guidance "
+          f"{args.guidance}), threads {args.threads}")
     print(f"# {machine()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {load()}")
     print(f"# engine: {' '.join(engine_cmd)}")
     if not args.no_trainer_cli:
         print(f"# trainer-cli: {' '.join(trainer_cmd)}")
-    rec: dict[str, list[float]] = {
-        k: [] for k in ("engine_s", "engine_wall_s", "torch_s", "torch_loop_s", "torch_bf16_s", "trainer_cli_wall_s")
-    }
+    rec: dict[str, list[float]] = {k: [] for k in ("engine_s", "engine_wall_s", "torch_s", "torch_loop_s",
+                                                   "torch_bf16_s", "trainer_cli_wall_s")}
     for r in range(args.repeat):
         t0 = time.perf_counter()
         e = subprocess.run(engine_cmd, env=env, capture_output=True, text=True)
@@ -407,19 +317,13 @@ def main() -> int:
         rec["torch_loop_s"].append(t["loop_s"])
         want = {(nb, 3, p["work_h"], p["work_w"])}
         if n_engine != {t["evals"]} or t["shapes"] != want:
-            print(
-                f"add_vs_torch: not the same work: engine {sorted(n_engine)} steps, twin {t['evals']} "
-                f"evaluations of {sorted(t['shapes'])} (want {len(ts)} of {sorted(want)}): "
-                f"the mirrors of plan.rs/schedule.rs/add.rs are out of date",
-                file=sys.stderr,
-            )
+            print(f"add_vs_torch: not the same work: engine {sorted(n_engine)} steps, twin {t['evals']} "
+                  f"evaluations of {sorted(t['shapes'])} (want {len(ts)} of {sorted(want)}): "
+                  f"the mirrors of plan.rs/schedule.rs/add.rs are out of date", file=sys.stderr)
             return 1
         if args.bf16:
-            rec["torch_bf16_s"].append(
-                torch_add(
-                    bundle, scene, sel, args.steps, args.strength, args.guidance, args.seed, args.threads, bf16=True
-                )["total_s"]
-            )
+            rec["torch_bf16_s"].append(torch_add(bundle, scene, sel, args.steps, args.strength, args.guidance,
+                                                 args.seed, args.threads, bf16=True)["total_s"])
         if not args.no_trainer_cli:
             t0 = time.perf_counter()
             c = subprocess.run(trainer_cmd, env=tenv, capture_output=True, text=True)
@@ -427,61 +331,37 @@ def main() -> int:
                 print(c.stderr[-2000:], file=sys.stderr)
                 return 1
             rec["trainer_cli_wall_s"].append(time.perf_counter() - t0)
-        print(
-            f"  run {r + 1}: engine {rec['engine_s'][-1]:.2f} s (wall {wall:.2f}), torch-masked "
-            f"{rec['torch_s'][-1]:.2f} s (loop {rec['torch_loop_s'][-1]:.2f})"
-            + (f", trainer-cli wall {rec['trainer_cli_wall_s'][-1]:.2f} s" if rec["trainer_cli_wall_s"] else "")
-            + f"; {load()}",
-            flush=True,
-        )
+        print(f"  run {r + 1}: engine {rec['engine_s'][-1]:.2f} s (wall {wall:.2f}), torch-masked "
+              f"{rec['torch_s'][-1]:.2f} s (loop {rec['torch_loop_s'][-1]:.2f})"
+              + (f", trainer-cli wall {rec['trainer_cli_wall_s'][-1]:.2f} s" if rec["trainer_cli_wall_s"] else "")
+              + f"; {load()}", flush=True)
         if r == 0:
             Image.fromarray(t["image"]).save(tmp / "torch.png")
     med = {k: statistics.median(v) for k, v in rec.items() if v}
     print()
     print("| sampler | what is timed | median s |")
     print("|---|---|---:|")
-    print(
-        f"| engine (ONNX Runtime) | pie add's own seconds: session + prep + {len(ts)} steps x batch {nb} + blend | "
-        f"{med['engine_s']:.2f} |"
-    )
+    print(f"| engine (ONNX Runtime) | pie add's own seconds: session + prep + {len(ts)} steps x batch {nb} + blend | "
+          f"{med['engine_s']:.2f} |")
     print(f"| engine, process | `pie add` wall: + start, image decode/encode | {med['engine_wall_s']:.2f} |")
-    print(
-        f"| PyTorch, same masked loop | load weights + prep + {len(ts)} steps x batch {nb} + blend (fp32) | "
-        f"{med['torch_s']:.2f} |"
-    )
+    print(f"| PyTorch, same masked loop | load weights + prep + {len(ts)} steps x batch {nb} + blend (fp32) | "
+          f"{med['torch_s']:.2f} |")
     print(f"| PyTorch, loop only | the {len(ts)} steps | {med['torch_loop_s']:.2f} |")
     if "torch_bf16_s" in med:
         print(f"| PyTorch bf16 autocast | as above, bf16 | {med['torch_bf16_s']:.2f} |")
     if "trainer_cli_wall_s" in med:
-        print(
-            f"| `python -m pie_trainer sample` | process wall: import torch + {len(ts)} steps x batch 2 | "
-            f"{med['trainer_cli_wall_s']:.2f} |"
-        )
+        print(f"| `python -m pie_trainer sample` | process wall: import torch + {len(ts)} steps x batch 2 | "
+              f"{med['trainer_cli_wall_s']:.2f} |")
     print()
     per_run = sorted(t / e for t, e in zip(rec["torch_s"], rec["engine_s"], strict=True))
-    print(
-        f"speed-up, same work (PyTorch masked / engine): {med['torch_s'] / med['engine_s']:.2f}x of the medians; "
-        f"per run {', '.join(f'{x:.2f}x' for x in per_run)} (goal >= 1.3x)"
-    )
+    print(f"speed-up, same work (PyTorch masked / engine): {med['torch_s'] / med['engine_s']:.2f}x of the medians; "
+          f"per run {', '.join(f'{x:.2f}x' for x in per_run)} (goal >= 1.3x)")
     if "trainer_cli_wall_s" in med:
-        print(
-            f"speed-up, process wall (trainer sample CLI / pie add): "
-            f"{med['trainer_cli_wall_s'] / med['engine_wall_s']:.2f}x"
-        )
+        print(f"speed-up, process wall (trainer sample CLI / pie add): "
+              f"{med['trainer_cli_wall_s'] / med['engine_wall_s']:.2f}x")
     if args.out:
-        args.out.write_text(
-            json.dumps(
-                {
-                    "medians": med,
-                    "runs": rec,
-                    "work": [p["work_w"], p["work_h"]],
-                    "steps": len(ts),
-                    "threads": args.threads,
-                    "machine": machine(),
-                },
-                indent=2,
-            )
-        )
+        args.out.write_text(json.dumps({"medians": med, "runs": rec, "work": [p["work_w"], p["work_h"]],
+                                        "steps": len(ts), "threads": args.threads, "machine": machine()}, indent=2))
     print(f"# images: {tmp}/engine.png, {tmp}/torch.png" + ("" if args.no_trainer_cli else f", {tmp}/trainer.png"))
     return 0
 

@@ -27,16 +27,14 @@ def sh_last_line(cmd: str) -> str:
     return p.stdout.strip().splitlines()[-1]
 
 
-def pie_env(
-    library: Path, ort_dylib: str | None = None, trainer_python: str | None = None, trainer_path: Path | None = None
-) -> dict[str, str]:
+def pie_env(library: Path, ort_dylib: str | None = None, trainer_python: str | None = None,
+            trainer_path: Path | None = None) -> dict[str, str]:
     """The environment `pie` needs: ORT_DYLIB_PATH (build/onnxruntime.sh cpu), PIE_TRAINER_PYTHON
     (build/trainer-env.sh), PIE_TRAINER_PATH (trainer/) and PIE_HOME (the given library)."""
     env = dict(os.environ)
     env["ORT_DYLIB_PATH"] = ort_dylib or env.get("ORT_DYLIB_PATH") or sh_last_line("bash build/onnxruntime.sh cpu")
-    env["PIE_TRAINER_PYTHON"] = (
-        trainer_python or env.get("PIE_TRAINER_PYTHON") or sh_last_line("bash build/trainer-env.sh")
-    )
+    env["PIE_TRAINER_PYTHON"] = (trainer_python or env.get("PIE_TRAINER_PYTHON")
+                                 or sh_last_line("bash build/trainer-env.sh"))
     env["PIE_TRAINER_PATH"] = str(trainer_path or ROOT / "trainer")
     env["PIE_HOME"] = str(library)
     return env
@@ -47,7 +45,7 @@ class Run:
     cmd: list[str]
     rc: int
     wall_s: float
-    peak_rss_mb: float  # largest sum of RSS over the process and all its descendants
+    peak_rss_mb: float                 # largest sum of RSS over the process and all its descendants
     stdout: list[str]
     stderr: str
     # (label, seconds since start, peak RSS MB while it was the current phase)
@@ -67,7 +65,6 @@ class Run:
 
 def _tree_rss(proc: Any) -> int:
     import psutil
-
     total = 0
     try:
         procs = [proc, *proc.children(recursive=True)]
@@ -98,20 +95,14 @@ def phase_of(line: str) -> str | None:
     return None
 
 
-def run_monitored(
-    cmd: list[str],
-    env: dict[str, str] | None = None,
-    interval: float = 0.05,
-    cwd: Path | None = None,
-    log: IO[str] | None = None,
-) -> Run:
+def run_monitored(cmd: list[str], env: dict[str, str] | None = None, interval: float = 0.05,
+                  cwd: Path | None = None, log: IO[str] | None = None) -> Run:
     """Runs `cmd`, reading its stdout line by line, sampling the RSS of its process tree every `interval` s.
     Phases: a new phase begins at each line for which phase_of() gives a label (the first is 'start')."""
     import psutil
-
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert p.stdout is not None and p.stderr is not None  # both are pipes
+    assert p.stdout is not None and p.stderr is not None   # both are pipes
     out, err = p.stdout, p.stderr
     proc = psutil.Process(p.pid)
     peak = [0]
@@ -151,7 +142,7 @@ def run_monitored(
     stderr = "".join(err_chunks)
     if log is not None:
         log.write(stderr)
-    mb = 2**20
+    mb = 2 ** 20
     return Run(cmd, rc, wall, peak[0] / mb, lines, stderr, [(a, b, c / mb) for a, b, c in phases])
 
 

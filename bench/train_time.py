@@ -43,13 +43,9 @@ def main() -> int:
     ap.add_argument("--pie", type=Path, default=ROOT / "target/release/pie")
     ap.add_argument("--library", type=Path, default=None, help="concept library (default: a temporary one)")
     ap.add_argument("--nice", type=int, default=10, help="nice level for pie (0: none; default 10)")
-    ap.add_argument(
-        "--work",
-        type=Path,
-        default=None,
-        help="folder for the inputs (scene.png, subject.png, mask.png, selection.png) and Add's results "
-        "(default: a temporary one)",
-    )
+    ap.add_argument("--work", type=Path, default=None,
+                    help="folder for the inputs (scene.png, subject.png, mask.png, selection.png) and Add's results "
+                         "(default: a temporary one)")
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = ap.parse_args()
 
@@ -68,10 +64,8 @@ def main() -> int:
     for k, pixels in zip(paths, (scene, subj, mask, sel), strict=True):
         Image.fromarray(np.ascontiguousarray(pixels)).save(paths[k])
 
-    print(
-        f"# train_time: pair {pair.name}, scene {scene.shape[1]}x{scene.shape[0]}, subject "
-        f"{subj.shape[1]}x{subj.shape[0]}"
-    )
+    print(f"# train_time: pair {pair.name}, scene {scene.shape[1]}x{scene.shape[0]}, subject "
+          f"{subj.shape[1]}x{subj.shape[0]}")
     print(f"# {machine()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"# library {lib}, inputs in {work}")
     nice = ["nice", "-n", str(args.nice)] if args.nice else []
@@ -81,34 +75,10 @@ def main() -> int:
         sname, uname = f"bench-scene-{preset}", f"bench-subject-{preset}"
         steps = [
             ("Stage I (learn-scene)", ["learn-scene", str(paths["scene"]), "--name", sname, "--force", *q]),
-            (
-                "Stage II (learn-subject)",
-                [
-                    "learn-subject",
-                    str(paths["subject"]),
-                    "--scene",
-                    sname,
-                    "--mask",
-                    str(paths["mask"]),
-                    "--name",
-                    uname,
-                    "--force",
-                    *q,
-                ],
-            ),
-            (
-                "Add (defaults)",
-                [
-                    "add",
-                    str(paths["scene"]),
-                    "--selection",
-                    str(paths["selection"]),
-                    "--concept",
-                    uname,
-                    "--out",
-                    str(work / f"add-{preset}.png"),
-                ],
-            ),
+            ("Stage II (learn-subject)", ["learn-subject", str(paths["subject"]), "--scene", sname, "--mask",
+                                          str(paths["mask"]), "--name", uname, "--force", *q]),
+            ("Add (defaults)", ["add", str(paths["scene"]), "--selection", str(paths["selection"]), "--concept",
+                                uname, "--out", str(work / f"add-{preset}.png")]),
         ]
         for what, a in steps:
             cmd = [*nice, str(args.pie), "--json", "--library", str(lib), *a]
@@ -117,30 +87,19 @@ def main() -> int:
             if r.rc != 0:
                 print(f"{' '.join(cmd)} failed ({r.rc}):\n{r.stderr[-3000:]}", file=sys.stderr)
                 return 1
-            row = {
-                "preset": preset,
-                "what": what,
-                "wall_s": round(r.wall_s, 1),
-                "peak_rss_mb": round(r.peak_rss_mb),
-                "load_before": before,
-                "load_after": load(),
-                "phases": [{"phase": p, "start_s": round(s, 1), "peak_rss_mb": round(m)} for p, s, m in r.phases],
-            }
+            row = {"preset": preset, "what": what, "wall_s": round(r.wall_s, 1),
+                   "peak_rss_mb": round(r.peak_rss_mb), "load_before": before, "load_after": load(),
+                   "phases": [{"phase": p, "start_s": round(s, 1), "peak_rss_mb": round(m)} for p, s, m in r.phases]}
             results.append(row)
-            print(f"  {preset:7s} {what:26s} {r.wall_s:7.1f} s  peak {r.peak_rss_mb:6.0f} MB  ({before})", flush=True)
+            print(f"  {preset:7s} {what:26s} {r.wall_s:7.1f} s  peak {r.peak_rss_mb:6.0f} MB  ({before})",
+                  flush=True)
 
     print()
     print("| preset | stage | wall s | peak RSS MB (pie + trainer) | phases: start s / peak MB |")
     print("|---|---|---:|---:|---|")
     for res in results:
-        ph = (
-            "; ".join(
-                f"{p['phase']} @{p['start_s']:.0f}s {p['peak_rss_mb']} MB"
-                for p in res["phases"]
-                if len(res["phases"]) > 1
-            )
-            or "—"
-        )
+        ph = "; ".join(f"{p['phase']} @{p['start_s']:.0f}s {p['peak_rss_mb']} MB" for p in res["phases"]
+                       if len(res["phases"]) > 1) or "—"
         print(f"| {res['preset']} | {res['what']} | {res['wall_s']:.1f} | {res['peak_rss_mb']} | {ph} |")
     if args.out:
         args.out.write_text(json.dumps({"machine": machine(), "pair": pair.name, "results": results}, indent=2))

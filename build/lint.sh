@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The lint gate (a phase of tests/run.sh): rustfmt and clippy for both crates;
-# ruff (lint and format) and mypy for the Python (the trainer with its tests and
+# ruff and mypy for the Python (the trainer with its tests and
 # benchmark, the evaluation scripts, bench/). Every check runs, and the exit
 # status is non-zero if any of them found something.
 # PIE_SKIP_GIMP=1 leaves out the plug-in's clippy (it builds in the GIMP 3 host).
@@ -34,7 +34,6 @@ eval_py=${PIE_EVAL_PYTHON:-$(bash build/eval-env.sh)} || die "cannot set up the 
 trees=(trainer tests/eval bench)
 lint "ruff" "the findings above; '$py -m ruff check --fix ${trees[*]}' fixes some" \
   "$py" -m ruff check --no-cache "${trees[@]}"
-lint "ruff format" "$py -m ruff format ${trees[*]}" "$py" -m ruff format --no-cache --check "${trees[@]}"
 # Run with the trainer's python: the package, its tests and benchmark, and the benchmarks that import it.
 lint "mypy, trainer" "the errors above" nice "$py" -m mypy --config-file mypy.ini --python-executable "$trainer_py" \
   --cache-dir target/mypy-trainer trainer/pie_trainer trainer/tests trainer/bench \

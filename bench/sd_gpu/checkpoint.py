@@ -20,38 +20,17 @@ from pathlib import Path
 from pie_trainer.sd import offline
 from pie_trainer.sd.tiny import BOS, EOS, MAX_LENGTH, write_tokenizer
 
-UNET = dict(
-    sample_size=64,
-    in_channels=4,
-    out_channels=4,
-    layers_per_block=2,
-    block_out_channels=(320, 640, 1280, 1280),
-    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-    cross_attention_dim=768,
-    attention_head_dim=8,
-)
-VAE = dict(
-    in_channels=3,
-    out_channels=3,
-    latent_channels=4,
-    layers_per_block=2,
-    sample_size=512,
-    block_out_channels=(128, 256, 512, 512),
-    down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4,
-    scaling_factor=0.18215,
-)
-TEXT = dict(
-    vocab_size=49408,
-    hidden_size=768,
-    intermediate_size=3072,
-    num_hidden_layers=12,
-    num_attention_heads=12,
-    max_position_embeddings=MAX_LENGTH,
-    projection_dim=768,
-    hidden_act="quick_gelu",
-)
+UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+            block_out_channels=(320, 640, 1280, 1280),
+            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+            cross_attention_dim=768, attention_head_dim=8)
+VAE = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, sample_size=512,
+           block_out_channels=(128, 256, 512, 512),
+           down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+           scaling_factor=0.18215)
+TEXT = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+            num_attention_heads=12, max_position_embeddings=MAX_LENGTH, projection_dim=768, hidden_act="quick_gelu")
 
 
 def build(out: Path, seed: int) -> Path:
@@ -65,36 +44,16 @@ def build(out: Path, seed: int) -> Path:
     torch.manual_seed(seed)
     UNet2DConditionModel(**UNET).save_pretrained(out / "unet")
     AutoencoderKL(**VAE).save_pretrained(out / "vae")
-    CLIPTextModel(
-        CLIPTextConfig(**TEXT, bos_token_id=vocab[BOS], eos_token_id=vocab[EOS], pad_token_id=vocab[EOS])
-    ).save_pretrained(out / "text_encoder")
-    DDIMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    ).save_pretrained(out / "scheduler")
-    (out / "model_index.json").write_text(
-        json.dumps(
-            {
-                "_class_name": "StableDiffusionPipeline",
-                "_diffusers_version": "0.42.1",
-                "unet": ["diffusers", "UNet2DConditionModel"],
-                "vae": ["diffusers", "AutoencoderKL"],
-                "text_encoder": ["transformers", "CLIPTextModel"],
-                "tokenizer": ["transformers", "CLIPTokenizer"],
-                "scheduler": ["diffusers", "DDIMScheduler"],
-                "safety_checker": [None, None],
-                "feature_extractor": [None, None],
-                "requires_safety_checker": False,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
+    CLIPTextModel(CLIPTextConfig(**TEXT, bos_token_id=vocab[BOS], eos_token_id=vocab[EOS],
+                                 pad_token_id=vocab[EOS])).save_pretrained(out / "text_encoder")
+    DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                  clip_sample=False, set_alpha_to_one=False, steps_offset=1).save_pretrained(out / "scheduler")
+    (out / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.42.1",
+        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
+        "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
+        "scheduler": ["diffusers", "DDIMScheduler"], "safety_checker": [None, None],
+        "feature_extractor": [None, None], "requires_safety_checker": False}, indent=2) + "\n")
     return out
 
 

@@ -32,16 +32,10 @@ def load(checkpoint: Path, device: str, dtype: Any) -> Any:  # a StableDiffusion
     from diffusers.models.attention_processor import AttnProcessor2_0
 
     pipe = StableDiffusionPipeline.from_pretrained(
-        str(checkpoint),
-        dtype=dtype,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-        local_files_only=True,
-        low_cpu_mem_usage=False,
-    ).to(device)
+        str(checkpoint), dtype=dtype, safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False, local_files_only=True, low_cpu_mem_usage=False).to(device)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-    pipe.unet.set_attn_processor(AttnProcessor2_0())  # SDPA, stated rather than left to the default
+    pipe.unet.set_attn_processor(AttnProcessor2_0())   # SDPA, stated rather than left to the default
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -53,36 +47,19 @@ def one_image(pipe: Any, size: int, steps: int, guidance: float, seed: int, devi
     if device == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    pipe(
-        prompt="a photo of qbz dog in zwx scene",
-        negative_prompt="",
-        height=size,
-        width=size,
-        num_inference_steps=steps,
-        guidance_scale=guidance,
-        generator=gen,
-        output_type="np",
-    )
+    pipe(prompt="a photo of qbz dog in zwx scene", negative_prompt="", height=size, width=size,
+         num_inference_steps=steps, guidance_scale=guidance, generator=gen, output_type="np")
     if device == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - t0
 
 
 def measure(pipe: Any, variant: str, args: argparse.Namespace, setup_s: float) -> dict[str, Any]:
-    first = one_image(pipe, args.size, args.steps, args.guidance, 0, args.device)  # warm-up / compilation
+    first = one_image(pipe, args.size, args.steps, args.guidance, 0, args.device)   # warm-up / compilation
     runs = [one_image(pipe, args.size, args.steps, args.guidance, i + 1, args.device) for i in range(args.runs)]
-    return {
-        "variant": variant,
-        "s_per_image": statistics.median(runs),
-        "runs": runs,
-        "first_image_s": first,
-        "setup_s": setup_s,
-        "size": args.size,
-        "steps": args.steps,
-        "guidance": args.guidance,
-        "device": args.device,
-        "dtype": str(pipe.unet.dtype).replace("torch.", ""),
-    }
+    return {"variant": variant, "s_per_image": statistics.median(runs), "runs": runs, "first_image_s": first,
+            "setup_s": setup_s, "size": args.size, "steps": args.steps, "guidance": args.guidance,
+            "device": args.device, "dtype": str(pipe.unet.dtype).replace("torch.", "")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,11 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
     ap.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
     ap.add_argument("--runs", type=int, default=5, help="timed images after one warm-up image (default 5)")
-    ap.add_argument(
-        "--variants",
-        default="eager,compiled",
-        help="comma-separated: eager, compiled (torch.compile mode=reduce-overhead on the UNet)",
-    )
+    ap.add_argument("--variants", default="eager,compiled",
+                    help="comma-separated: eager, compiled (torch.compile mode=reduce-overhead on the UNet)")
     ap.add_argument("--device", default=None, help="cuda when available, else cpu")
     args = ap.parse_args(argv)
 

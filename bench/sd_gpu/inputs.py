@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     subject = np.where(ball, np.array([0.85, 0.15, 0.1]), np.array([1.0, 1.0, 1.0]))
     Image.fromarray((subject * 255).astype(np.uint8)).save(a.folder / "subject.png")
     sel = np.zeros((n, n), np.uint8)
-    sel[n // 4 : 3 * n // 4, n // 4 : 3 * n // 4] = 255
+    sel[n // 4: 3 * n // 4, n // 4: 3 * n // 4] = 255
     Image.fromarray(sel).save(a.folder / "selection.png")
     return 0
 

@@ -66,7 +66,7 @@ METHODS = ("naive", "poisson", "pie")
 @dataclass
 class Subject:
     name: str
-    path: Path | None  # None: a scikit-image sample (loaded by `skimage_name`)
+    path: Path | None          # None: a scikit-image sample (loaded by `skimage_name`)
     # GrabCut initialisation, fractions of the image: (x, y, w, h)
     rect: tuple[float, float, float, float]
     # Seed GrabCut's foreground with strongly saturated pixels inside `rect` (a colourful subject
@@ -125,7 +125,6 @@ def load_rgb(path: Path) -> np.ndarray:
 def skimage_photo(name: str | None, short_side: int | None = None) -> np.ndarray:
     """One of scikit-image's sample photographs (a pair without a file of its own names one)."""
     import skimage.data
-
     if name is None:
         raise ValueError("the pair names neither a file nor a scikit-image photograph")
     img = getattr(skimage.data, name)()
@@ -153,13 +152,13 @@ def subject_mask(img: np.ndarray, subj: Subject, iterations: int = 5, seed: int 
     cv2.setRNGSeed(seed)
     if subj.saturated_seed:
         m[:] = cv2.GC_BGD
-        m[y : y + rh, x : x + rw] = cv2.GC_PR_BGD
+        m[y:y + rh, x:x + rw] = cv2.GC_PR_BGD
         sat = cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV)[..., 1]
         inside = np.zeros((h, w), bool)
-        inside[y : y + rh, x : x + rw] = True
+        inside[y:y + rh, x:x + rw] = True
         m[inside & (sat > 110)] = cv2.GC_PR_FGD
         m[inside & (sat > 160)] = cv2.GC_FGD
-        cv2.grabCut(bgr, m, (0, 0, 0, 0), bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)  # rect unused here
+        cv2.grabCut(bgr, m, (0, 0, 0, 0), bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)   # rect unused here
     else:
         cv2.grabCut(bgr, m, (x, y, rw, rh), bgd, fgd, iterations, cv2.GC_INIT_WITH_RECT)
     fg = np.where((m == cv2.GC_FGD) | (m == cv2.GC_PR_FGD), 255, 0).astype(np.uint8)
@@ -178,13 +177,12 @@ def subject_mask(img: np.ndarray, subj: Subject, iterations: int = 5, seed: int 
 def rect_mask(shape: tuple[int, int], rect: tuple[int, int, int, int]) -> np.ndarray:
     x, y, w, h = rect
     m = np.zeros(shape, np.uint8)
-    m[y : y + h, x : x + w] = 255
+    m[y:y + h, x:x + w] = 255
     return m
 
 
-def place_subject(
-    subject: np.ndarray, mask: np.ndarray, selection: tuple[int, int, int, int], scene_shape: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray]:
+def place_subject(subject: np.ndarray, mask: np.ndarray, selection: tuple[int, int, int, int],
+                  scene_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """The cut-out (subject cropped to its mask's bounds) scaled to fit the selection's bounds, aspect kept,
     where `pie add` puts it by default: inside the selection's faded edge (short side / 12, clamped to 1..12 px,
     for these hard-edged rectangles), centred across, standing on the bottom with 5 % of the height left below
@@ -205,12 +203,12 @@ def place_subject(
     pre = cv2.resize(rgb * a[..., None], (pw, ph), interpolation=interp)
     ra = cv2.resize(a, (pw, ph), interpolation=interp)
     col = np.where(ra[..., None] > 1e-6, pre / np.maximum(ra[..., None], 1e-6), 0).clip(0, 1)
-    ox, oy = math.floor(sx + (sw - pw) / 2 + 0.5), sy + sh - ph  # rounding half up, as Rust's round()
+    ox, oy = math.floor(sx + (sw - pw) / 2 + 0.5), sy + sh - ph   # rounding half up, as Rust's round()
     H, W = scene_shape
     colour = np.zeros((H, W, 3), np.float32)
     alpha = np.zeros((H, W), np.float32)
-    colour[oy : oy + ph, ox : ox + pw] = col
-    alpha[oy : oy + ph, ox : ox + pw] = ra.clip(0, 1)
+    colour[oy:oy + ph, ox:ox + pw] = col
+    alpha[oy:oy + ph, ox:ox + pw] = ra.clip(0, 1)
     alpha *= rect_mask((H, W), selection) > 0
     return colour, alpha
 
@@ -231,9 +229,8 @@ def poisson_blend(scene: np.ndarray, colour: np.ndarray, placement: np.ndarray, 
     # OpenCV puts the mask's bounding box at center - (w/2, h/2) (integer division): back where it was.
     center = (int(x + w // 2), int(y + h // 2))
     flag = {"normal": cv2.NORMAL_CLONE, "mixed": cv2.MIXED_CLONE}[mode]
-    out = cv2.seamlessClone(
-        np.ascontiguousarray(src[..., ::-1]), np.ascontiguousarray(scene[..., ::-1]), mask, center, flag
-    )
+    out = cv2.seamlessClone(np.ascontiguousarray(src[..., ::-1]), np.ascontiguousarray(scene[..., ::-1]),
+                            mask, center, flag)
     return np.ascontiguousarray(out[..., ::-1])
 
 
@@ -266,11 +263,8 @@ class Pie:
         if r.rc != 0:
             raise RuntimeError(f"{what} failed (exit {r.rc}):\n{r.stderr[-3000:]}")
         print(f"    {r.wall_s:.1f} s, peak {r.peak_rss_mb:.0f} MB", flush=True)
-        return {
-            "wall_s": round(r.wall_s, 2),
-            "peak_rss_mb": round(r.peak_rss_mb, 1),
-            "phases": [{"phase": p, "start_s": round(t, 1), "peak_rss_mb": round(m, 1)} for p, t, m in r.phases],
-        }
+        return {"wall_s": round(r.wall_s, 2), "peak_rss_mb": round(r.peak_rss_mb, 1),
+                "phases": [{"phase": p, "start_s": round(t, 1), "peak_rss_mb": round(m, 1)} for p, t, m in r.phases]}
 
     def _quick(self) -> list[str]:
         return ["--quick"] if self.preset == "quick" else []
@@ -282,63 +276,21 @@ class Pie:
         if self.reuse and self.has(name):
             print(f"  (reusing the concept {name})")
             return None
-        return self._run(
-            [
-                "learn-scene",
-                str(image),
-                "--name",
-                name,
-                "--library",
-                str(self.library),
-                "--force",
-                *self._quick(),
-                *self.scene_args,
-            ],
-            f"pie learn-scene {name}",
-        )
+        return self._run(["learn-scene", str(image), "--name", name, "--library", str(self.library), "--force",
+                          *self._quick(), *self.scene_args], f"pie learn-scene {name}")
 
     def learn_subject(self, image: Path, mask: Path, scene: str, name: str) -> dict | None:
         if self.reuse and self.has(name):
             print(f"  (reusing the concept {name})")
             return None
-        return self._run(
-            [
-                "learn-subject",
-                str(image),
-                "--scene",
-                scene,
-                "--mask",
-                str(mask),
-                "--name",
-                name,
-                "--library",
-                str(self.library),
-                "--force",
-                *self._quick(),
-                *self.subject_args,
-            ],
-            f"pie learn-subject {name}",
-        )
+        return self._run(["learn-subject", str(image), "--scene", scene, "--mask", str(mask), "--name", name,
+                          "--library", str(self.library), "--force", *self._quick(), *self.subject_args],
+                         f"pie learn-subject {name}")
 
     def add(self, image: Path, selection: Path, concept: str, out: Path, seed: int) -> dict:
-        return self._run(
-            [
-                "add",
-                str(image),
-                "--selection",
-                str(selection),
-                "--concept",
-                concept,
-                "--library",
-                str(self.library),
-                "--seed",
-                str(seed),
-                "--out",
-                str(out),
-                *self.add_args,
-            ],
-            f"pie add {concept}",
-        )
+        return self._run(["add", str(image), "--selection", str(selection), "--concept", concept,
+                          "--library", str(self.library), "--seed", str(seed), "--out", str(out), *self.add_args],
+                         f"pie add {concept}")
 
 
 # --------------------------------------------------------------------------- sheets
@@ -358,13 +310,8 @@ def outline(img: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int] = (2
     return out
 
 
-def contact_sheet(
-    pair: str,
-    panels: list[tuple[str, np.ndarray, str]],
-    selection: tuple[int, int, int, int],
-    title: str,
-    zoom: int = 2,
-) -> Image.Image:
+def contact_sheet(pair: str, panels: list[tuple[str, np.ndarray, str]], selection: tuple[int, int, int, int],
+                  title: str, zoom: int = 2) -> Image.Image:
     """Row 1: the panels at full size; row 2: crops around the selection at `zoom`x (nearest neighbour)."""
     font, small = _font(14), _font(12)
     H, W = panels[0][1].shape[:2]
@@ -391,15 +338,8 @@ def contact_sheet(
 # --------------------------------------------------------------------------- main
 
 
-def score_all(
-    result: np.ndarray,
-    scene: np.ndarray,
-    sel: np.ndarray,
-    reference: np.ndarray,
-    placement: np.ndarray,
-    band: int | None,
-    seam_width: int,
-) -> dict[str, float]:
+def score_all(result: np.ndarray, scene: np.ndarray, sel: np.ndarray, reference: np.ndarray,
+              placement: np.ndarray, band: int | None, seam_width: int) -> dict[str, float]:
     return {
         "preservation": scores.background_preservation(result, scene, sel),
         "seam": scores.seam(result, scene, sel, width=seam_width),
@@ -409,15 +349,12 @@ def score_all(
     }
 
 
-def scene_as_is(
-    scene: np.ndarray, sel: np.ndarray, placement: np.ndarray, seam_width: int, band: int | None
-) -> dict[str, float]:
+def scene_as_is(scene: np.ndarray, sel: np.ndarray, placement: np.ndarray, seam_width: int,
+                band: int | None) -> dict[str, float]:
     """Seam and harmonization of the untouched scene: what the scene itself shows across the selection's edge
     and across the subject's outline (the scene's own steps there; about 1 where it is uniform)."""
-    return {
-        "seam": scores.seam(scene, scene, sel, width=seam_width),
-        "harmonization": scores.harmonization(scene, placement, band=band),
-    }
+    return {"seam": scores.seam(scene, scene, sel, width=seam_width),
+            "harmonization": scores.harmonization(scene, placement, band=band)}
 
 
 def git_commit() -> str:
@@ -450,57 +387,35 @@ def markdown_table(rows: list[dict], meta: dict) -> str:
                 out.append(f"| {r['pair']} | {m} | — | — | — | — | — |")
                 continue
             rel = s["fidelity"] / nf if nf else None
-            out.append(
-                f"| {r['pair']} | {m} | {s['preservation']} | {fmt(s['seam'], 2)} | "
-                f"{fmt(s['harmonization'], 2)} | {fmt(s['fidelity'])} | {fmt(rel, 2)} |"
-            )
+            out.append(f"| {r['pair']} | {m} | {s['preservation']} | {fmt(s['seam'], 2)} | "
+                       f"{fmt(s['harmonization'], 2)} | {fmt(s['fidelity'])} | {fmt(rel, 2)} |")
         ref = r.get("scene_as_is")
         if ref:
-            out.append(
-                f"| {r['pair']} | *scene as is (reference)* | 0 | {fmt(ref['seam'], 2)} | "
-                f"{fmt(ref['harmonization'], 2)} | — | — |"
-            )
+            out.append(f"| {r['pair']} | *scene as is (reference)* | 0 | {fmt(ref['seam'], 2)} | "
+                       f"{fmt(ref['harmonization'], 2)} | — | — |")
     if any(r.get("scene_as_is") for r in rows):
-        out += [
-            "",
-            "*Scene as is*: the photograph without any insertion, scored the same way: the seam and "
-            "harmonization that come from the scene itself around the selection (not a method).",
-        ]
-    out += [
-        "",
-        "*Harmonization*: the median, along the subject's outline (where the cut-out lands), of the "
-        "low-frequency Lab step across the outline over the steps just inside and outside it (+1); the scene "
-        "as is shows what no step of its own scores (scores.harmonization, checked against ground truth by "
-        "tests/eval/harmonization.py). A subject washed out into the scene scores low too: read it with "
-        "subject fidelity.",
-    ]
-    out += [
-        "",
-        "Acceptance (pie beats naive and Poisson on seam and harmonization, preservation 0, "
-        "fidelity at least 0.6 of naive's):",
-        "",
-        "| pair | seam | harmonization | preservation | fidelity ≥ 0.6 × naive |",
-        "|---|---|---|---|---|",
-    ]
+        out += ["", "*Scene as is*: the photograph without any insertion, scored the same way: the seam and "
+                    "harmonization that come from the scene itself around the selection (not a method)."]
+    out += ["", "*Harmonization*: the median, along the subject's outline (where the cut-out lands), of the "
+                "low-frequency Lab step across the outline over the steps just inside and outside it (+1); the scene "
+                "as is shows what no step of its own scores (scores.harmonization, checked against ground truth by "
+                "tests/eval/harmonization.py). A subject washed out into the scene scores low too: read it with "
+                "subject fidelity."]
+    out += ["", "Acceptance (pie beats naive and Poisson on seam and harmonization, preservation 0, "
+                "fidelity at least 0.6 of naive's):", "",
+            "| pair | seam | harmonization | preservation | fidelity ≥ 0.6 × naive |", "|---|---|---|---|---|"]
     for r in rows:
         a = r.get("acceptance")
         if not a:
             out.append(f"| {r['pair']} | — | — | — | — |")
             continue
-        out.append(
-            "| {} | {} | {} | {} | {} |".format(
-                r["pair"], *(a[k]["text"] for k in ("seam", "harmonization", "preservation", "fidelity"))
-            )
-        )
+        out.append("| {} | {} | {} | {} | {} |".format(r["pair"], *(a[k]["text"] for k in
+                                                                   ("seam", "harmonization", "preservation",
+                                                                    "fidelity"))))
     timed = [r for r in rows if r.get("timings", {}).get("add")]
     if timed:
-        out += [
-            "",
-            "pie's time and peak memory (pie + trainer, summed RSS) per pair:",
-            "",
-            "| pair | Stage I (learn-scene) | Stage II (learn-subject) | Add |",
-            "|---|---|---|---|",
-        ]
+        out += ["", "pie's time and peak memory (pie + trainer, summed RSS) per pair:", "",
+                "| pair | Stage I (learn-scene) | Stage II (learn-subject) | Add |", "|---|---|---|---|"]
         for r in timed:
             cells = []
             for k in ("learn_scene", "learn_subject", "add"):
@@ -516,14 +431,9 @@ def acceptance(sc: dict[str, dict[str, float]]) -> dict[str, dict]:
     for k in ("seam", "harmonization"):
         best = min(n[k], q[k])
         ok = p[k] < best
-        res[k] = {
-            "pass": ok,
-            "pie": p[k],
-            "best_baseline": best,
-            "text": f"{'pass' if ok else 'FAIL'}: {p[k]:.3f} vs {best:.3f} ({p[k] / best:.3f}x)"
-            if best
-            else f"{'pass' if ok else 'FAIL'}",
-        }
+        res[k] = {"pass": ok, "pie": p[k], "best_baseline": best,
+                  "text": f"{'pass' if ok else 'FAIL'}: {p[k]:.3f} vs {best:.3f} ({p[k] / best:.3f}x)"
+                  if best else f"{'pass' if ok else 'FAIL'}"}
     ok = p["preservation"] == 0
     res["preservation"] = {"pass": ok, "text": f"{'pass' if ok else 'FAIL'}: {p['preservation']}"}
     ratio = p["fidelity"] / n["fidelity"] if n["fidelity"] else 0.0
@@ -537,9 +447,8 @@ def rescore(out: Path, band: int | None, seam_width: int) -> int:
     data = json.loads((out / "results.json").read_text())
     meta, rows = data["meta"], data["pairs"]
     meta.pop("rim", None)  # the harmonization score of runs before the outline score
-    meta.update(
-        band=band, seam_width=seam_width, rescored=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    )
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    meta.update(band=band, seam_width=seam_width, rescored=now)
     for row in rows:
         pw = out / "work" / row["pair"]
         scene, subj = load_rgb(pw / "scene.png"), load_rgb(pw / "subject.png")
@@ -548,11 +457,8 @@ def rescore(out: Path, band: int | None, seam_width: int) -> int:
         colour, alpha = place_subject(subj, smask, tuple(row["selection"]), scene.shape[:2])
         placement = (alpha >= 0.5).astype(np.uint8) * 255
         reference = naive_paste(scene, colour, alpha)
-        row["scores"] = {
-            m: score_all(load_rgb(pw / f"{m}.png"), scene, sel, reference, placement, band, seam_width)
-            for m in METHODS
-            if (pw / f"{m}.png").is_file()
-        }
+        row["scores"] = {m: score_all(load_rgb(pw / f"{m}.png"), scene, sel, reference, placement, band, seam_width)
+                         for m in METHODS if (pw / f"{m}.png").is_file()}
         row["scene_as_is"] = scene_as_is(scene, sel, placement, seam_width, band)
         row.pop("acceptance", None)
         if all(m in row["scores"] for m in METHODS):
@@ -569,81 +475,45 @@ def write_results(out: Path, meta: dict, rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument(
-        "--out", type=Path, default=HERE / "out", help="output folder (default tests/eval/out, git-ignored)"
-    )
-    ap.add_argument(
-        "--preset",
-        choices=("default", "quick"),
-        default="default",
-        help="pie's training preset for both stages (default: default)",
-    )
-    ap.add_argument(
-        "--data",
-        type=Path,
-        default=ROOT.parent / "shared/data",
-        help="the shared test photographs (default: ../shared/data from the repository root)",
-    )
-    ap.add_argument(
-        "--registry-photos", action="store_true", help="use scikit-image's bundled photos even when --data exists"
-    )
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=HERE / "out",
+                    help="output folder (default tests/eval/out, git-ignored)")
+    ap.add_argument("--preset", choices=("default", "quick"), default="default",
+                    help="pie's training preset for both stages (default: default)")
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared/data",
+                    help="the shared test photographs (default: ../shared/data from the repository root)")
+    ap.add_argument("--registry-photos", action="store_true",
+                    help="use scikit-image's bundled photos even when --data exists")
     ap.add_argument("--pairs", default="", help="comma-separated pair names to run (default: all four)")
     ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of naive,poisson,pie")
     ap.add_argument("--pie", type=Path, default=ROOT / "target/release/pie", help="the pie binary")
-    ap.add_argument(
-        "--library",
-        type=Path,
-        default=None,
-        help="concept library for pie (default: a temporary folder, removed at the end)",
-    )
-    ap.add_argument(
-        "--reuse", action="store_true", help="keep concepts already in --library instead of training them again"
-    )
+    ap.add_argument("--library", type=Path, default=None,
+                    help="concept library for pie (default: a temporary folder, removed at the end)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep concepts already in --library instead of training them again")
     ap.add_argument("--seed", type=int, default=0, help="seed for pie add (default 0)")
-    ap.add_argument(
-        "--add-args",
-        default="",
-        help="further `pie add` arguments, e.g. '--steps 50 --strength 0.7' (default: engine defaults)",
-    )
+    ap.add_argument("--add-args", default="",
+                    help="further `pie add` arguments, e.g. '--steps 50 --strength 0.7' (default: engine defaults)")
     ap.add_argument("--scene-args", default="", help="further `pie learn-scene` arguments")
     ap.add_argument("--subject-args", default="", help="further `pie learn-subject` arguments")
-    ap.add_argument(
-        "--ort-dylib",
-        default=None,
-        help="ONNX Runtime library (default: $ORT_DYLIB_PATH, else `bash build/onnxruntime.sh cpu`)",
-    )
-    ap.add_argument(
-        "--trainer-python",
-        default=None,
-        help="the trainer's python (default: $PIE_TRAINER_PYTHON, else `bash build/trainer-env.sh`)",
-    )
+    ap.add_argument("--ort-dylib", default=None,
+                    help="ONNX Runtime library (default: $ORT_DYLIB_PATH, else `bash build/onnxruntime.sh cpu`)")
+    ap.add_argument("--trainer-python", default=None,
+                    help="the trainer's python (default: $PIE_TRAINER_PYTHON, else `bash build/trainer-env.sh`)")
     ap.add_argument("--trainer-path", type=Path, default=ROOT / "trainer", help="PIE_TRAINER_PATH (default trainer/)")
     ap.add_argument("--nice", type=int, default=10, help="run pie under `nice -n N` (0: not; default 10)")
-    ap.add_argument(
-        "--poisson-mode",
-        choices=("normal", "mixed"),
-        default="normal",
-        help="seamlessClone flag (default normal: NORMAL_CLONE)",
-    )
-    ap.add_argument(
-        "--band",
-        type=int,
-        default=None,
-        help="band width either side of the subject's outline for harmonization, px (default: "
-        "scores.outline_scale, 2 px below 425 px, 3 px at 512)",
-    )
+    ap.add_argument("--poisson-mode", choices=("normal", "mixed"), default="normal",
+                    help="seamlessClone flag (default normal: NORMAL_CLONE)")
+    ap.add_argument("--band", type=int, default=None,
+                    help="band width either side of the subject's outline for harmonization, px (default: "
+                         "scores.outline_scale, 2 px below 425 px, 3 px at 512)")
     ap.add_argument("--seam-width", type=int, default=1, help="half-width of the seam band, px (default 1)")
     ap.add_argument("--grabcut-iterations", type=int, default=5, help="GrabCut iterations (default 5)")
     ap.add_argument("--zoom", type=int, default=2, help="magnification of the crops in the contact sheets (default 2)")
-    ap.add_argument(
-        "--rescore",
-        action="store_true",
-        help="run nothing: score again the images an earlier run left in --out (its work/ folder and "
-        "results.json), and write results.md/json anew",
-    )
+    ap.add_argument("--rescore", action="store_true",
+                    help="run nothing: score again the images an earlier run left in --out (its work/ folder and "
+                         "results.json), and write results.md/json anew")
     args = ap.parse_args(argv)
     if args.rescore:
         return rescore(args.out, args.band, args.seam_width)
@@ -660,11 +530,8 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             ap.error(f"unknown pairs {sorted(unknown)}; known: {[p.name for p in pairs]}")
         pairs = [p for p in pairs if p.name in want]
-    source = (
-        f"shared photographs from {args.data}"
-        if use_shared
-        else "scikit-image's bundled sample photos (rocket, astronaut, coffee, chelsea)"
-    )
+    source = (f"shared photographs from {args.data}" if use_shared
+              else "scikit-image's bundled sample photos (rocket, astronaut, coffee, chelsea)")
     print(f"pairs: {', '.join(p.name for p in pairs)} ({source})", flush=True)
 
     out = args.out
@@ -680,18 +547,11 @@ def main(argv: list[str] | None = None) -> int:
             tmp_lib = tempfile.mkdtemp(prefix="pie-eval-lib.")
             library = Path(tmp_lib)
         library.mkdir(parents=True, exist_ok=True)
-        pie = Pie(
-            args.pie.resolve(),
-            library.resolve(),
-            args.preset,
-            pie_env(library.resolve(), args.ort_dylib, args.trainer_python, args.trainer_path),
-            add_args=shlex.split(args.add_args),
-            scene_args=shlex.split(args.scene_args),
-            subject_args=shlex.split(args.subject_args),
-            reuse=args.reuse,
-            log=(out / "pie.log").resolve(),
-            nice=args.nice,
-        )
+        env = pie_env(library.resolve(), args.ort_dylib, args.trainer_python, args.trainer_path)
+        pie = Pie(args.pie.resolve(), library.resolve(), args.preset, env,
+                  add_args=shlex.split(args.add_args), scene_args=shlex.split(args.scene_args),
+                  subject_args=shlex.split(args.subject_args), reuse=args.reuse, log=(out / "pie.log").resolve(),
+                  nice=args.nice)
 
     meta = {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -705,11 +565,8 @@ def main(argv: list[str] | None = None) -> int:
         "band": args.band,
         "seam_width": args.seam_width,
         "poisson_mode": args.poisson_mode,
-        "versions": {
-            "opencv": cv2.__version__,
-            "numpy": np.__version__,
-            "scikit-image": __import__("skimage").__version__,
-        },
+        "versions": {"opencv": cv2.__version__, "numpy": np.__version__,
+                     "scikit-image": __import__("skimage").__version__},
     }
     rows = []
     try:
@@ -717,8 +574,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n== {pair.name}", flush=True)
             pw = work / pair.name
             pw.mkdir(parents=True, exist_ok=True)
-            scene = load_rgb(pair.scene) if pair.scene else skimage_photo(pair.skimage_scene, pair.scene_short_side)
-            subj = load_rgb(pair.subject.path) if pair.subject.path else skimage_photo(pair.subject.skimage_name)
+            scene = (load_rgb(pair.scene) if pair.scene else skimage_photo(pair.skimage_scene, pair.scene_short_side))
+            subj = (load_rgb(pair.subject.path) if pair.subject.path else skimage_photo(pair.subject.skimage_name))
             H, W = scene.shape[:2]
             x, y, w, h = pair.selection
             if not (0 <= x and 0 <= y and x + w <= W and y + h <= H):
@@ -750,64 +607,40 @@ def main(argv: list[str] | None = None) -> int:
                 subj_name = f"eval-{stem}"
                 try:
                     timings["learn_scene"] = pie.learn_scene(scene_png.resolve(), scene_name)
-                    timings["learn_subject"] = pie.learn_subject(
-                        subj_png.resolve(), mask_png.resolve(), scene_name, subj_name
-                    )
+                    timings["learn_subject"] = pie.learn_subject(subj_png.resolve(), mask_png.resolve(),
+                                                                    scene_name, subj_name)
                     pie_png = pw / "pie.png"
-                    timings["add"] = pie.add(
-                        scene_png.resolve(), sel_png.resolve(), subj_name, pie_png.resolve(), args.seed
-                    )
+                    timings["add"] = pie.add(scene_png.resolve(), sel_png.resolve(), subj_name, pie_png.resolve(),
+                                               args.seed)
                     results["pie"] = load_rgb(pie_png)
                 except RuntimeError as e:
                     errors["pie"] = str(e)
                     print(f"  pie failed: {e}", flush=True)
             for m, img in results.items():
                 Image.fromarray(img).save(pw / f"{m}.png")
-            sc = {
-                m: score_all(img, scene, sel, reference, placement, args.band, args.seam_width)
-                for m, img in results.items()
-            }
-            row = {
-                "pair": pair.name,
-                "selection": list(pair.selection),
-                "scene_size": [W, H],
-                "subject_mask_fraction": float((smask > 0).mean()),
-                "scores": sc,
-                "timings": timings,
-                "errors": errors,
-                "scene_as_is": scene_as_is(scene, sel, placement, args.seam_width, args.band),
-            }
+            sc = {m: score_all(img, scene, sel, reference, placement, args.band, args.seam_width)
+                  for m, img in results.items()}
+            row = {"pair": pair.name, "selection": list(pair.selection), "scene_size": [W, H],
+                   "subject_mask_fraction": float((smask > 0).mean()), "scores": sc, "timings": timings,
+                   "errors": errors, "scene_as_is": scene_as_is(scene, sel, placement, args.seam_width, args.band)}
             if all(m in sc for m in METHODS):
                 row["acceptance"] = acceptance(sc)
             rows.append(row)
             for m, s in sc.items():
-                print(
-                    f"  {m:8s} preservation {s['preservation']:3d}  seam {s['seam']:6.2f}  "
-                    f"harmonization {s['harmonization']:6.2f}  fidelity {s['fidelity']:.3f}",
-                    flush=True,
-                )
-            panels = [
-                ("scene", scene, f"{W}x{H}"),
-                (
-                    "selection + cut-out",
-                    outline(outline(scene, sel), placement, (0, 200, 255)),
-                    f"selection {w}x{h} at ({x},{y})",
-                ),
-            ]
+                print(f"  {m:8s} preservation {s['preservation']:3d}  seam {s['seam']:6.2f}  "
+                      f"harmonization {s['harmonization']:6.2f}  fidelity {s['fidelity']:.3f}", flush=True)
+            panels = [("scene", scene, f"{W}x{H}"),
+                      ("selection + cut-out", outline(outline(scene, sel), placement, (0, 200, 255)),
+                       f"selection {w}x{h} at ({x},{y})")]
             for m, label in (("naive", "naive paste"), ("poisson", "Poisson (seamlessClone)"), ("pie", "pie")):
                 if m in results:
                     s = sc[m]
-                    panels.append(
-                        (
-                            label,
-                            results[m],
-                            f"seam {s['seam']:.2f}  harm. {s['harmonization']:.2f}\n"
-                            f"fidelity {s['fidelity']:.2f}  bg diff {s['preservation']}",
-                        )
-                    )
+                    panels.append((label, results[m],
+                                   f"seam {s['seam']:.2f}  harm. {s['harmonization']:.2f}\n"
+                                   f"fidelity {s['fidelity']:.2f}  bg diff {s['preservation']}"))
                 elif m in methods:
                     panels.append((label + " (failed)", np.full_like(scene, 255), errors.get(m, "")[:40]))
-            title = f"{pair.name}   (preset {args.preset}, seed {args.seed}, {meta['date']})"
+            title = (f"{pair.name}   (preset {args.preset}, seed {args.seed}, {meta['date']})")
             contact_sheet(pair.name, panels, pair.selection, title, args.zoom).save(out / f"sheet-{pair.name}.png")
             write_results(out, meta, rows)  # after every pair, so that a long run leaves what it has
     finally:

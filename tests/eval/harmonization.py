@@ -104,7 +104,7 @@ MAX_DRAWS = 20
 class Photo:
     name: str
     image: np.ndarray  # (H, W, 3) uint8
-    mask: np.ndarray  # (H, W) bool, True = object
+    mask: np.ndarray   # (H, W) bool, True = object
 
 
 def default_data() -> Path:
@@ -204,7 +204,7 @@ def _in_mask(img: np.ndarray, mask: np.ndarray, changed: np.ndarray) -> np.ndarr
 
 
 def exposure(img: np.ndarray, mask: np.ndarray, stops: float) -> np.ndarray:
-    return _in_mask(img, mask, to_u8(linear_to_srgb(srgb_to_linear(img / 255.0) * 2.0**stops)))
+    return _in_mask(img, mask, to_u8(linear_to_srgb(srgb_to_linear(img / 255.0) * 2.0 ** stops)))
 
 
 def white_balance(img: np.ndarray, mask: np.ndarray, gains: np.ndarray) -> np.ndarray:
@@ -271,7 +271,7 @@ def draw_composite(photo: Photo, kind: str, others: list[Photo], rng: np.random.
 def make_composite(photo: Photo, kind: str, others: list[Photo], seed: int) -> Composite:
     rng = case_rng(seed, photo.name, kind)
     draws = 0
-    while True:  # drawn again while the composite is too close to the photo, MAX_DRAWS times at most
+    while True:   # drawn again while the composite is too close to the photo, MAX_DRAWS times at most
         draws += 1
         img, params = draw_composite(photo, kind, others, rng)
         if fmse(img, photo.image, photo.mask) >= MIN_FMSE or draws == MAX_DRAWS:
@@ -280,9 +280,8 @@ def make_composite(photo: Photo, kind: str, others: list[Photo], seed: int) -> C
     return Composite(photo.name, kind, params, img)
 
 
-def make_composites(
-    photos: list[Photo], seed: int, kinds: tuple[str, ...] = KINDS, pool: list[Photo] | None = None
-) -> list[Composite]:
+def make_composites(photos: list[Photo], seed: int, kinds: tuple[str, ...] = KINDS,
+                    pool: list[Photo] | None = None) -> list[Composite]:
     """One composite per photo and kind; colour transfers draw their source from `pool` (default: `photos`)
     other than the photo itself."""
     pool = photos if pool is None else pool
@@ -310,19 +309,15 @@ def fmse(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
 
 def psnr(mse_value: float) -> float:
     """10 log10(255² / MSE) in dB; inf for identical images."""
-    return math.inf if mse_value == 0 else 10.0 * math.log10(255.0**2 / mse_value)
+    return math.inf if mse_value == 0 else 10.0 * math.log10(255.0 ** 2 / mse_value)
 
 
 def score(result: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     m = mse(result, truth)
     outside = ~mask
-    return {
-        "mse": m,
-        "psnr": psnr(m),
-        "fmse": fmse(result, truth, mask),
-        # how far a method strays outside the object, where the composite is already right
-        "outside_max": int(np.abs(result.astype(np.int16) - truth.astype(np.int16))[outside].max()),
-    }
+    return {"mse": m, "psnr": psnr(m), "fmse": fmse(result, truth, mask),
+            # how far a method strays outside the object, where the composite is already right
+            "outside_max": int(np.abs(result.astype(np.int16) - truth.astype(np.int16))[outside].max())}
 
 
 def agreement(photos: list[Photo], composites: list[Composite]) -> dict:
@@ -334,21 +329,11 @@ def agreement(photos: list[Photo], composites: list[Composite]) -> dict:
     cases = []
     for c in composites:
         v = scores.harmonization(c.image, by_name[c.photo].mask)
-        cases.append(
-            {
-                "case": c.name,
-                "kind": c.kind,
-                "truth": truth[c.photo],
-                "composite": v,
-                "truth_better": truth[c.photo] < v,
-            }
-        )
+        cases.append({"case": c.name, "kind": c.kind, "truth": truth[c.photo], "composite": v,
+                      "truth_better": truth[c.photo] < v})
     rate = float(np.mean([c["truth_better"] for c in cases])) if cases else math.nan
-    kinds = {
-        k: float(np.mean([c["truth_better"] for c in cases if c["kind"] == k]))
-        for k in KINDS
-        if any(c["kind"] == k for c in cases)
-    }
+    kinds = {k: float(np.mean([c["truth_better"] for c in cases if c["kind"] == k]))
+             for k in KINDS if any(c["kind"] == k for c in cases)}
     return {"rate": rate, "kinds": kinds, "cases": cases}
 
 
@@ -396,42 +381,13 @@ class Pie(evaluate.Pie):
         if self.reuse and self.has(name):
             print(f"  (reusing the concept {name})")
             return None
-        return self._run(
-            [
-                "learn-scene",
-                str(photo),
-                "--name",
-                name,
-                "--exclude",
-                str(mask),
-                "--library",
-                str(self.library),
-                "--force",
-                *self._quick(),
-                *self.scene_args,
-            ],
-            f"pie learn-scene {name}",
-        )
+        return self._run(["learn-scene", str(photo), "--name", name, "--exclude", str(mask), "--library",
+                          str(self.library), "--force", *self._quick(), *self.scene_args], f"pie learn-scene {name}")
 
     def blend(self, composite: Path, mask: Path, concept: str, out: Path, seed: int) -> dict:
-        return self._run(
-            [
-                "blend",
-                str(composite),
-                "--mask",
-                str(mask),
-                "--concept",
-                concept,
-                "--library",
-                str(self.library),
-                "--out",
-                str(out),
-                "--seed",
-                str(seed),
-                *self.blend_args,
-            ],
-            f"pie blend {concept}",
-        )
+        return self._run(["blend", str(composite), "--mask", str(mask), "--concept", concept, "--library",
+                          str(self.library), "--out", str(out), "--seed", str(seed), *self.blend_args],
+                         f"pie blend {concept}")
 
 
 def concept_name(photo: str) -> str:
@@ -449,9 +405,8 @@ def crop_box(mask: np.ndarray, margin: float = 0.25) -> tuple[int, int, int, int
     return max(0, xs.min() - m), max(0, ys.min() - m), min(w, xs.max() + 1 + m), min(h, ys.max() + 1 + m)
 
 
-def contact_sheet(
-    panels: list[tuple[str, np.ndarray, str]], mask: np.ndarray, title: str, size: int = 256
-) -> Image.Image:
+def contact_sheet(panels: list[tuple[str, np.ndarray, str]], mask: np.ndarray, title: str,
+                  size: int = 256) -> Image.Image:
     """Row 1: each panel scaled to `size` wide; row 2: its crop around the object, scaled to `size` wide."""
     font, small = evaluate._font(14), evaluate._font(12)
     H, W = panels[0][1].shape[:2]
@@ -491,12 +446,9 @@ def summary(rows: list[dict], methods: list[str]) -> dict:
             break
         ms = [r["scores"][m]["mse"] for r in full]
         ps = [r["scores"][m]["psnr"] for r in full]
-        out["means"][m] = {
-            "mse": float(np.mean(ms)),
-            "fmse": float(np.mean([r["scores"][m]["fmse"] for r in full])),
-            # per-image PSNR averaged, as iHarmony4 reports it; an exact result (inf) is left out
-            "psnr": float(np.mean([p for p in ps if math.isfinite(p)] or [math.inf])),
-        }
+        out["means"][m] = {"mse": float(np.mean(ms)), "fmse": float(np.mean([r["scores"][m]["fmse"] for r in full])),
+                           # per-image PSNR averaged, as iHarmony4 reports it; an exact result (inf) is left out
+                           "psnr": float(np.mean([p for p in ps if math.isfinite(p)] or [math.inf]))}
     if full and "pie" in methods and "composite" in methods:
         out["pie_mse_ratio"] = out["means"]["pie"]["mse"] / out["means"]["composite"]["mse"]
         rivals = [m for m in ("lab", "poisson") if m in methods]
@@ -508,15 +460,12 @@ def summary(rows: list[dict], methods: list[str]) -> dict:
 
 
 def markdown(rows: list[dict], meta: dict, methods: list[str]) -> str:
-    out = [
-        f"Harmonization benchmark, {meta['date']}, {meta['machine']}; commit `{meta['commit']}`; composite seed "
-        f"{meta['seed']}; pie preset `{meta['preset']}`, blend seed {meta['pie_seed']}.",
-        "",
-        "Scores against the original photo, 0..255: MSE and PSNR over the whole image, fMSE over the object's mask.",
-        "",
-        "| case | composite change | " + " | ".join(f"{m} MSE / PSNR / fMSE" for m in methods) + " |",
-        "|---|---|" + "---:|" * len(methods),
-    ]
+    out = [f"Harmonization benchmark, {meta['date']}, {meta['machine']}; commit `{meta['commit']}`; composite seed "
+           f"{meta['seed']}; pie preset `{meta['preset']}`, blend seed {meta['pie_seed']}.", "",
+           "Scores against the original photo, 0..255: MSE and PSNR over the whole image, fMSE over the object's "
+           "mask.", "",
+           "| case | composite change | " + " | ".join(f"{m} MSE / PSNR / fMSE" for m in methods) + " |",
+           "|---|---|" + "---:|" * len(methods)]
     for r in rows:
         cells = []
         for m in methods:
@@ -533,19 +482,13 @@ def markdown(rows: list[dict], meta: dict, methods: list[str]) -> str:
         r, w = s["pie_mse_ratio"], s.get("pie_win_rate")
         out += ["", f"pie MSE / composite MSE: {r:.3f} (goal ≤ 0.5: {'pass' if r <= 0.5 else 'FAIL'})"]
         if w is not None:
-            out.append(
-                f"pie better (MSE) than {' and '.join(s['pie_beats'])}: {100 * w:.0f} % of the cases "
-                f"(goal ≥ 80 %: {'pass' if w >= 0.8 else 'FAIL'})"
-            )
+            out.append(f"pie better (MSE) than {' and '.join(s['pie_beats'])}: {100 * w:.0f} % of the cases "
+                       f"(goal ≥ 80 %: {'pass' if w >= 0.8 else 'FAIL'})")
     ag = meta.get("pair_score_agreement")
     if ag:
-        out += [
-            "",
-            f"evaluate.py's harmonization score (scores.harmonization at the object's outline) ranks the "
-            f"truth better than the composite in {100 * ag['rate']:.0f} % of {len(ag['cases'])} cases ("
-            + ", ".join(f"{k} {100 * v:.0f} %" for k, v in ag["kinds"].items())
-            + ").",
-        ]
+        out += ["", f"evaluate.py's harmonization score (scores.harmonization at the object's outline) ranks the "
+                    f"truth better than the composite in {100 * ag['rate']:.0f} % of {len(ag['cases'])} cases ("
+                + ", ".join(f"{k} {100 * v:.0f} %" for k, v in ag["kinds"].items()) + ")."]
     failed = [f"{r['case']}: {m}" for r in rows for m in r.get("errors", {})]
     if failed:
         out += ["", "Failed: " + "; ".join(failed)]
@@ -597,41 +540,24 @@ def git_commit() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument(
-        "--out",
-        type=Path,
-        default=HERE / "out-harmonization",
-        help="output folder (default tests/eval/out-harmonization)",
-    )
-    ap.add_argument(
-        "--data",
-        type=Path,
-        default=default_data(),
-        help="the photos and masks (default: ../shared/data/harmonization from the repository root)",
-    )
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=HERE / "out-harmonization",
+                    help="output folder (default tests/eval/out-harmonization)")
+    ap.add_argument("--data", type=Path, default=default_data(),
+                    help="the photos and masks (default: ../shared/data/harmonization from the repository root)")
     ap.add_argument("--photos", default="", help="comma-separated photo names (default: all)")
     ap.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated subset of {','.join(KINDS)}")
-    ap.add_argument(
-        "--size",
-        type=int,
-        default=None,
-        help="scale the photos' longer side to N px first (256: iHarmony4's scoring size; default: as they are, 512)",
-    )
+    ap.add_argument("--size", type=int, default=None,
+                    help="scale the photos' longer side to N px first (256: iHarmony4's scoring size; default: as "
+                         "they are, 512)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the composites (default 0)")
     ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
     ap.add_argument("--pie", type=Path, default=ROOT / "target/release/pie", help="the pie binary")
-    ap.add_argument(
-        "--preset", choices=("default", "quick"), default="default", help="pie learn-scene's preset (quick: --quick)"
-    )
-    ap.add_argument(
-        "--library",
-        type=Path,
-        default=None,
-        help="concept library for pie (default: a temporary folder, removed at the end)",
-    )
+    ap.add_argument("--preset", choices=("default", "quick"), default="default",
+                    help="pie learn-scene's preset (quick: --quick)")
+    ap.add_argument("--library", type=Path, default=None,
+                    help="concept library for pie (default: a temporary folder, removed at the end)")
     ap.add_argument("--reuse", action="store_true", help="keep scenes already learned in --library")
     ap.add_argument("--pie-seed", type=int, default=0, help="seed for pie blend (default 0)")
     ap.add_argument("--scene-args", default="", help="further `pie learn-scene` arguments")
@@ -672,36 +598,16 @@ def main(argv: list[str] | None = None) -> int:
             library = Path(tmp_lib)
         library.mkdir(parents=True, exist_ok=True)
         library = library.resolve()
-        pie = Pie(
-            args.pie.resolve(),
-            library,
-            args.preset,
-            pie_env(library, args.ort_dylib, args.trainer_python, args.trainer_path),
-            scene_args=shlex.split(args.scene_args),
-            blend_args=shlex.split(args.blend_args),
-            reuse=args.reuse,
-            log=(out / "pie.log").resolve(),
-            nice=args.nice,
-        )
-    meta = {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine(),
-        "commit": git_commit(),
-        "data": str(args.data),
-        "size": args.size,
-        "seed": args.seed,
-        "kinds": list(kinds),
-        "methods": methods,
-        "preset": args.preset,
-        "pie_seed": args.pie_seed,
-        "scene_args": shlex.split(args.scene_args),
-        "blend_args": shlex.split(args.blend_args),
-        "versions": {
-            "opencv": cv2.__version__,
-            "numpy": np.__version__,
-            "scikit-image": __import__("skimage").__version__,
-        },
-    }
+        pie = Pie(args.pie.resolve(), library, args.preset,
+                  pie_env(library, args.ort_dylib, args.trainer_python, args.trainer_path),
+                  scene_args=shlex.split(args.scene_args), blend_args=shlex.split(args.blend_args),
+                  reuse=args.reuse, log=(out / "pie.log").resolve(), nice=args.nice)
+    meta = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
+            "commit": git_commit(), "data": str(args.data), "size": args.size, "seed": args.seed, "kinds": list(kinds),
+            "methods": methods, "preset": args.preset, "pie_seed": args.pie_seed,
+            "scene_args": shlex.split(args.scene_args), "blend_args": shlex.split(args.blend_args),
+            "versions": {"opencv": cv2.__version__, "numpy": np.__version__,
+                         "scikit-image": __import__("skimage").__version__}}
     rows: list[dict] = []
     try:
         for photo in photos:
@@ -740,13 +646,8 @@ def main(argv: list[str] | None = None) -> int:
                             timings["learn_scene"], scene_timing = scene_timing, None
                         png = pw / f"{comp.kind}-pie.png"
                         try:
-                            timings["blend"] = pie.blend(
-                                comp_png.resolve(),
-                                mask_png.resolve(),
-                                concept_name(photo.name),
-                                png.resolve(),
-                                args.pie_seed,
-                            )
+                            timings["blend"] = pie.blend(comp_png.resolve(), mask_png.resolve(),
+                                                         concept_name(photo.name), png.resolve(), args.pie_seed)
                             res = np.asarray(Image.open(png).convert("RGB"))
                             if res.shape != photo.image.shape:
                                 raise RuntimeError(f"pie blend wrote {res.shape[1::-1]}, not the photo's size")
@@ -760,17 +661,9 @@ def main(argv: list[str] | None = None) -> int:
                     if m != "composite":
                         Image.fromarray(img).save(pw / f"{comp.kind}-{m}.png")
                 sc = {m: score(img, photo.image, photo.mask) for m, img in results.items()}
-                row = {
-                    "case": comp.name,
-                    "photo": photo.name,
-                    "kind": comp.kind,
-                    "params": comp.params,
-                    "change": describe(comp),
-                    "mask_fraction": float(photo.mask.mean()),
-                    "scores": sc,
-                    "timings": timings,
-                    "errors": errors,
-                }
+                row = {"case": comp.name, "photo": photo.name, "kind": comp.kind, "params": comp.params,
+                       "change": describe(comp), "mask_fraction": float(photo.mask.mean()), "scores": sc,
+                       "timings": timings, "errors": errors}
                 rows.append(row)
                 print(f"  {comp.name}: {row['change']}", flush=True)
                 for m, s in sc.items():
@@ -784,8 +677,7 @@ def main(argv: list[str] | None = None) -> int:
                     else:
                         panels.append((m + " (failed)", np.full_like(photo.image, 255), errors.get(m, "")[:40]))
                 contact_sheet(panels, photo.mask, f"{comp.name}: {row['change']}   ({meta['date']})").save(
-                    out / f"sheet-{comp.name}.png"
-                )
+                    out / f"sheet-{comp.name}.png")
                 write_results(out, meta, rows, methods)  # after every case, so that a long run leaves what it has
     finally:
         if tmp_lib:

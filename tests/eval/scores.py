@@ -97,9 +97,8 @@ def outline_scale(shape: tuple[int, ...]) -> tuple[int, float]:
     return band, 2.0 * band
 
 
-def outline_steps(
-    result: np.ndarray, region: np.ndarray, band: int | None = None, sigma: float | None = None
-) -> np.ndarray:
+def outline_steps(result: np.ndarray, region: np.ndarray, band: int | None = None,
+                  sigma: float | None = None) -> np.ndarray:
     """Per pixel p of the region's outline (its pixels next to the outside, away from the image's border):
     cross(p) / (within(p) + 1), where, with local means m_k(p) of the CIE Lab colour over each band k (a Gaussian
     window of `sigma` px along the outline, normalised to the band's pixels), in1/in2 the region's pixels 1..band
@@ -120,12 +119,8 @@ def outline_steps(
     m = m[y0:y1, x0:x1]
     lab = rgb2lab(_rgb(result)[y0:y1, x0:x1])
     d_in, d_out = ndimage.distance_transform_edt(m), ndimage.distance_transform_edt(~m)
-    bands = {
-        "in1": m & (d_in <= band),
-        "in2": m & (d_in > band) & (d_in <= 2 * band),
-        "out1": ~m & (d_out <= band),
-        "out2": ~m & (d_out > band) & (d_out <= 2 * band),
-    }
+    bands = {"in1": m & (d_in <= band), "in2": m & (d_in > band) & (d_in <= 2 * band),
+             "out1": ~m & (d_out <= band), "out2": ~m & (d_out > band) & (d_out <= 2 * band)}
     line = m & ~ndimage.binary_erosion(m, border_value=1)
     H, W = result.shape[:2]  # the image's own border is no outline (as boundary_band)
     gy, gx = np.mgrid[y0:y1, x0:x1]
@@ -135,10 +130,8 @@ def outline_steps(
 
     def local_mean(b: np.ndarray) -> np.ndarray:
         w = ndimage.gaussian_filter(b.astype(np.float64), sigma)[line]
-        return (
-            np.stack([ndimage.gaussian_filter(lab[..., c] * b, sigma)[line] for c in range(3)], -1)
+        return np.stack([ndimage.gaussian_filter(lab[..., c] * b, sigma)[line] for c in range(3)], -1) \
             / np.maximum(w, 1e-9)[:, None]
-        )
 
     c = {k: local_mean(b) for k, b in bands.items()}
     cross = np.linalg.norm(c["in1"] - c["out1"], axis=1)
@@ -146,7 +139,8 @@ def outline_steps(
     return cross / (within + 1.0)
 
 
-def harmonization(result: np.ndarray, region: np.ndarray, band: int | None = None, sigma: float | None = None) -> float:
+def harmonization(result: np.ndarray, region: np.ndarray, band: int | None = None,
+                  sigma: float | None = None) -> float:
     """median over the region's outline of outline_steps(): how much larger the low-frequency colour/lightness
     step across the subject's outline is than the steps the image shows just inside and just outside it.
 

@@ -66,9 +66,8 @@ def test_grabcut_finds_the_cat():
 
 
 def test_baselines_only_run_writes_table_json_and_sheet(tmp_path):
-    rc = ev.main(
-        ["--registry-photos", "--methods", "naive,poisson", "--pairs", "rocket+chelsea", "--out", str(tmp_path)]
-    )
+    rc = ev.main(["--registry-photos", "--methods", "naive,poisson", "--pairs", "rocket+chelsea",
+                  "--out", str(tmp_path)])
     assert rc == 0
     data = json.loads((tmp_path / "results.json").read_text())
     (row,) = data["pairs"]

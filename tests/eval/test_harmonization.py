@@ -86,7 +86,7 @@ def test_scores_of_identical_images():
     s = hb.score(p.image, p.image, p.mask)
     assert s["mse"] == 0 and s["fmse"] == 0 and s["outside_max"] == 0
     assert math.isinf(s["psnr"]) and s["psnr"] > 0
-    assert hb.psnr(255.0**2 / 1000) == pytest.approx(30.0)
+    assert hb.psnr(255.0 ** 2 / 1000) == pytest.approx(30.0)
 
 
 def test_fmse_counts_only_the_masks_pixels():
@@ -118,7 +118,7 @@ def smooth_photo() -> hb.Photo:
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     rng = np.random.default_rng(5)
     img = np.stack([80 + 0.5 * xx, 110 + 0.4 * yy, 60 + 0.3 * xx], axis=-1) + rng.normal(0, 2, (h, w, 3))
-    mask = (yy - 40) ** 2 + (xx - 50) ** 2 < 22**2
+    mask = (yy - 40) ** 2 + (xx - 50) ** 2 < 22 ** 2
     return hb.Photo("smooth", np.clip(img, 0, 255).astype(np.uint8), mask)
 
 
@@ -224,24 +224,8 @@ def test_pie_is_run_with_the_scene_learned_outside_the_object(tmp_path, photos):
     fake = tmp_path / "pie"
     fake.write_text(FAKE_PIE.format(python=sys.executable, log=str(log)))
     fake.chmod(0o755)
-    common = [
-        "--data",
-        str(data),
-        "--out",
-        str(out),
-        "--pie",
-        str(fake),
-        "--library",
-        str(lib),
-        "--nice",
-        "0",
-        "--ort-dylib",
-        "unused",
-        "--trainer-python",
-        "unused",
-        "--kinds",
-        "exposure,gamma",
-    ]
+    common = ["--data", str(data), "--out", str(out), "--pie", str(fake), "--library", str(lib), "--nice", "0",
+              "--ort-dylib", "unused", "--trainer-python", "unused", "--kinds", "exposure,gamma"]
     assert hb.main([*common, "--preset", "quick"]) == 0
     calls = [json.loads(x) for x in log.read_text().splitlines()]
     scenes = [c for c in calls if "learn-scene" in c]

@@ -55,7 +55,6 @@ def test_pasted_bright_square_has_a_worse_seam_than_a_smooth_blend(scene, sel):
     # The same bright content faded in smoothly from the selection's edge.
     inside = sel > 0
     from scipy import ndimage
-
     dist = ndimage.distance_transform_edt(inside)
     alpha = np.clip(dist / 12.0, 0, 1)[..., None]
     blended = (alpha * 250 + (1 - alpha) * scene).astype(np.uint8)

@@ -57,9 +57,8 @@ def default_images(tmp: Path) -> tuple[Path, Path]:
     return tmp / "scene.png", tmp / "subject.png"
 
 
-def make_batcher(
-    stage: int, scene: Image.Image, subject: Image.Image, res: int
-) -> Callable[[int, torch.Generator], Batch]:
+def make_batcher(stage: int, scene: Image.Image, subject: Image.Image,
+                 res: int) -> Callable[[int, torch.Generator], Batch]:
     crops = SceneCrops(scene, res, 2 * res)
     views = SubjectViews(subject, None, res) if stage == 2 else None
 
@@ -68,53 +67,20 @@ def make_batcher(
             return Batch(crops.sample(n, gen), torch.full((n,), SCENE_TOKEN), torch.ones(n, 1, 1, 1))
         k = n // 2
         xs, ws = views.sample(n - k, gen)
-        return Batch(
-            torch.cat([xs, crops.sample(k, gen)]),
-            torch.tensor([SUBJECT_TOKEN] * (n - k) + [SCENE_TOKEN] * k),
-            torch.cat([ws, torch.ones(k, 1, res, res)]),
-        )
-
+        return Batch(torch.cat([xs, crops.sample(k, gen)]),
+                     torch.tensor([SUBJECT_TOKEN] * (n - k) + [SCENE_TOKEN] * k),
+                     torch.cat([ws, torch.ones(k, 1, res, res)]))
     return batch
 
 
-def steps_per_s(
-    stage: int,
-    mode: str,
-    threads: int,
-    res: int,
-    batch: int,
-    steps: int,
-    repeats: int,
-    device: torch.device,
-    scene: Image.Image,
-    subject: Image.Image,
-) -> tuple[float, list[float]]:
+def steps_per_s(stage: int, mode: str, threads: int, res: int, batch: int, steps: int, repeats: int,
+                device: torch.device, scene: Image.Image, subject: Image.Image) -> tuple[float, list[float]]:
     torch.set_num_threads(threads)
-    s = Settings(
-        stage=stage,
-        steps=0,
-        batch=batch,
-        lr=5e-4,
-        resolution=res,
-        scene_short_side=2 * res,
-        preview_every=0,
-        checkpoint_every=0,
-    )
-    tr = PixelTraining(
-        stage,
-        s,
-        UNetConfig(),
-        Schedule(),
-        device,
-        mode,
-        None,
-        make_batcher(stage, scene, subject, res),
-        [],
-        lambda step: {},
-        Path("/nonexistent"),
-        Progress(None),
-        StopFlag(),
-    )
+    s = Settings(stage=stage, steps=0, batch=batch, lr=5e-4, resolution=res, scene_short_side=2 * res,
+                 preview_every=0, checkpoint_every=0)
+    tr = PixelTraining(stage, s, UNetConfig(), Schedule(), device, mode, None,
+                       make_batcher(stage, scene, subject, res), [], lambda step: {}, Path("/nonexistent"),
+                       Progress(None), StopFlag())
     for _ in range(3):  # warm-up
         tr.train_step()
     rates = []
@@ -131,19 +97,8 @@ def steps_per_s(
 
 
 def run_preset(args: argparse.Namespace, lib: Path, stage: str, image: Path, quick: bool) -> float:
-    cmd = [
-        sys.executable,
-        "-m",
-        "pie_trainer",
-        stage,
-        str(image),
-        "--name",
-        f"b{stage}{int(quick)}",
-        "--library",
-        str(lib),
-        "--device",
-        args.device,
-    ]
+    cmd = [sys.executable, "-m", "pie_trainer", stage, str(image), "--name", f"b{stage}{int(quick)}",
+           "--library", str(lib), "--device", args.device]
     if stage == "subject":
         cmd += ["--scene", f"bscene{int(quick)}"]
     if quick:
@@ -157,12 +112,9 @@ def run_preset(args: argparse.Namespace, lib: Path, stage: str, image: Path, qui
     if p.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stderr[-2000:]}")
     start = next(json.loads(line) for line in p.stdout.splitlines() if '"event":"start"' in line)
-    print(
-        f"  preset {'quick' if quick else 'default'} {stage}: {wall:.1f} s wall "
-        f"(device {start['device']}, {start['precision']}, {start['threads']} thread(s), "
-        f"{start['total']} steps; load {os.getloadavg()[0]:.1f})",
-        flush=True,
-    )
+    print(f"  preset {'quick' if quick else 'default'} {stage}: {wall:.1f} s wall "
+          f"(device {start['device']}, {start['precision']}, {start['threads']} thread(s), "
+          f"{start['total']} steps; load {os.getloadavg()[0]:.1f})", flush=True)
     return wall
 
 
@@ -184,12 +136,9 @@ def main() -> None:
     scene_p, subject_p = default_images(tmp)
     scene_p, subject_p = args.scene or scene_p, args.subject or subject_p
     scene, subject = Image.open(scene_p).convert("RGB"), Image.open(subject_p).convert("RGB")
-    print(
-        f"torch {torch.__version__}, device {device}"
-        + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else f", {os.cpu_count()} cores")
-        + f"; scene {scene_p.name}, subject {subject_p.name}; batch {args.batch}",
-        flush=True,
-    )
+    print(f"torch {torch.__version__}, device {device}"
+          + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else f", {os.cpu_count()} cores")
+          + f"; scene {scene_p.name}, subject {subject_p.name}; batch {args.batch}", flush=True)
     modes = [m for m in MODES if m == "fp32" or bf16_usable(device)]
     threads = [int(t) for t in args.threads.split(",")] if device.type == "cpu" else [1]
     print("stage  res  mode  threads  steps/s (median; windows)  img/s  load", flush=True)
@@ -197,14 +146,11 @@ def main() -> None:
         for stage in (1, 2):
             for mode in modes:
                 for th in threads:
-                    med, all_ = steps_per_s(
-                        stage, mode, th, res, args.batch, args.steps, args.repeats, device, scene, subject
-                    )
-                    print(
-                        f"{stage:>5}  {res:>3}  {mode:>4}  {th:>7}  {med:7.2f} ({', '.join(f'{r:.2f}' for r in all_)})"
-                        f"  {med * args.batch:6.1f}  {os.getloadavg()[0]:.1f}",
-                        flush=True,
-                    )
+                    med, all_ = steps_per_s(stage, mode, th, res, args.batch, args.steps, args.repeats, device,
+                                            scene, subject)
+                    windows = ", ".join(f"{r:.2f}" for r in all_)
+                    print(f"{stage:>5}  {res:>3}  {mode:>4}  {th:>7}  {med:7.2f} ({windows})"
+                          f"  {med * args.batch:6.1f}  {os.getloadavg()[0]:.1f}", flush=True)
     presets = [p for p in args.presets.split(",") if p]
     if presets:
         lib = tmp / "lib"
@@ -212,11 +158,8 @@ def main() -> None:
             quick = preset == "quick"
             s1 = run_preset(args, lib, "scene", scene_p, quick)
             s2 = run_preset(args, lib, "subject", subject_p, quick)
-            print(
-                f"  preset {preset}: {PRESETS['scene'][preset]['steps']} + {PRESETS['subject'][preset]['steps']} "
-                f"steps, {s1:.1f} s + {s2:.1f} s",
-                flush=True,
-            )
+            print(f"  preset {preset}: {PRESETS['scene'][preset]['steps']} + {PRESETS['subject'][preset]['steps']} "
+                  f"steps, {s1:.1f} s + {s2:.1f} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,6 @@ def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
         if value <= 0:
             raise argparse.ArgumentTypeError(f"must be positive, got {text}")
         return value
-
     parse.__name__ = kind.__name__
     return parse
 
@@ -63,63 +62,35 @@ class _Parser(argparse.ArgumentParser):
 
 def _training_knobs(p: argparse.ArgumentParser, stage: str) -> None:
     d, q = PRESETS[stage]["default"], PRESETS[stage]["quick"]
-    p.add_argument(
-        "--backbone",
-        choices=tuple(BACKBONES),
-        default=None,
-        help="pixel-unet: the small embedded model trained from scratch; sd: DreamBooth on a local "
-        "Stable Diffusion checkpoint (--base). Default: pixel-unet for a scene, the scene's "
-        "backbone for a subject",
-    )
+    p.add_argument("--backbone", choices=tuple(BACKBONES), default=None,
+                   help="pixel-unet: the small embedded model trained from scratch; sd: DreamBooth on a local "
+                        "Stable Diffusion checkpoint (--base). Default: pixel-unet for a scene, the scene's "
+                        "backbone for a subject")
     p.add_argument("--name", required=True, help="the concept's name in the library (a-z, 0-9, _ and -)")
-    p.add_argument(
-        "--library",
-        default=None,
-        help="the concept library (default: $PIE_HOME, else $XDG_DATA_HOME/pie, else ~/.local/share/pie)",
-    )
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"the quick preset (about a minute: {q['steps']} steps) instead of the default ({d['steps']} steps)",
-    )
+    p.add_argument("--library", default=None,
+                   help="the concept library (default: $PIE_HOME, else $XDG_DATA_HOME/pie, else ~/.local/share/pie)")
+    p.add_argument("--quick", action="store_true",
+                   help=f"the quick preset (about a minute: {q['steps']} steps) instead of the default "
+                        f"({d['steps']} steps)")
     p.add_argument("--steps", type=_positive(int), help=f"training steps (default {d['steps']}, quick {q['steps']})")
     p.add_argument("--batch", type=_positive(int), help=f"images per step (default {d['batch']})")
     p.add_argument("--lr", type=_positive(float), help=f"AdamW learning rate (default {d['lr']}, quick {q['lr']})")
-    p.add_argument(
-        "--seed", type=int, default=0, help="random seed: same seed, same device -> same weights (default 0)"
-    )
-    p.add_argument(
-        "--device",
-        choices=("auto", "cpu", "cuda"),
-        default="auto",
-        help="auto = cuda when PyTorch sees a GPU, else cpu (default auto)",
-    )
-    p.add_argument(
-        "--threads",
-        type=_positive(int),
-        help="CPU threads (default: cores - 1, at least 1; dropped by one if the rate collapses)",
-    )
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed: same seed, same device -> same weights (default 0)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto = cuda when PyTorch sees a GPU, else cpu (default auto)")
+    p.add_argument("--threads", type=_positive(int),
+                   help="CPU threads (default: cores - 1, at least 1; dropped by one if the rate collapses)")
     p.add_argument("--force", action="store_true", help="replace an existing concept of the same name")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint of a cancelled run")
-    p.add_argument(
-        "--preview-every",
-        type=_non_negative_int,
-        default=None,
-        help="write a preview grid every N steps (0: never; default 250; pixel-unet only)",
-    )
-    p.add_argument(
-        "--checkpoint-every",
-        type=_non_negative_int,
-        default=None,
-        help="write a resumable checkpoint every N steps (0: only when stopped; default 500; "
-        "sd: 200 with LoRA, 0 with full fine-tuning)",
-    )
-    p.add_argument(
-        "--null-prob",
-        type=float,
-        default=None,
-        help="probability of the null token (sd: the empty prompt), for classifier-free guidance (default 0.1; sd 0)",
-    )
+    p.add_argument("--preview-every", type=_non_negative_int, default=None,
+                   help="write a preview grid every N steps (0: never; default 250; pixel-unet only)")
+    p.add_argument("--checkpoint-every", type=_non_negative_int, default=None,
+                   help="write a resumable checkpoint every N steps (0: only when stopped; default 500; "
+                        "sd: 200 with LoRA, 0 with full fine-tuning)")
+    p.add_argument("--null-prob", type=float, default=None,
+                   help="probability of the null token (sd: the empty prompt), for classifier-free guidance "
+                        "(default 0.1; sd 0)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,26 +99,18 @@ def build_parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("scene", help="Stage I: learn a scene (the background image)")
     sc.add_argument("image", help="the scene photograph")
     _training_knobs(sc, "scene")
-    sc.add_argument(
-        "--resolution",
-        type=_positive(int),
-        help="side of the square training crops, a multiple of 4 (default 64, quick 32)",
-    )
+    sc.add_argument("--resolution", type=_positive(int),
+                    help="side of the square training crops, a multiple of 4 (default 64, quick 32)")
 
     su = sub.add_parser("subject", help="Stage II: learn a subject, growing from a scene bundle")
     su.add_argument("image", help="the subject photograph")
     su.add_argument("--scene", required=True, help="name of the scene bundle (Stage I) to grow from")
-    su.add_argument(
-        "--mask",
-        default=None,
-        help="subject mask, same size as the image: white = subject (default: the image's alpha, else the whole image)",
-    )
+    su.add_argument("--mask", default=None,
+                    help="subject mask, same size as the image: white = subject (default: the image's alpha, "
+                         "else the whole image)")
     _training_knobs(su, "subject")
-    su.add_argument(
-        "--resolution",
-        type=_positive(int),
-        help="working size of the subject view, a multiple of 4 (default: the scene's resolution)",
-    )
+    su.add_argument("--resolution", type=_positive(int),
+                    help="working size of the subject view, a multiple of 4 (default: the scene's resolution)")
     for name in BACKBONES:
         for p, stage in ((sc, "scene"), (su, "subject")):
             backbone_cli(name).add_options(p, stage, _positive, _non_negative_int)
@@ -156,12 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     src = sa.add_mutually_exclusive_group(required=True)
     src.add_argument("--bundle", help="a bundle folder (its weights.pt)")
     src.add_argument("--checkpoint", help="a checkpoint folder, <library>/.checkpoints/<name> (its weights.pt)")
-    sa.add_argument(
-        "--token",
-        default=None,
-        help="token id, the concept's identifier or name, or 'null' (required for pixel-unet; sd: "
-        "whose prompt to draw, default the bundle's Add prompt)",
-    )
+    sa.add_argument("--token", default=None,
+                    help="token id, the concept's identifier or name, or 'null' (required for pixel-unet; sd: "
+                         "whose prompt to draw, default the bundle's Add prompt)")
     sa.add_argument("--prompt", default=None, help="sd bundles: the prompt to draw (overrides --token)")
     sa.add_argument("--out", required=True, help="PNG grid to write")
     sa.add_argument("--npy", default=None, help="also write the raw samples, float32 [N,3,H,W] in [-1,1]")
@@ -219,7 +179,6 @@ def main(argv: Sequence[str] | None = None, stdout_stream: IO[str] | None = None
 def _sample(args: argparse.Namespace) -> None:
     """A bundle is sampled by its own backbone; a checkpoint folder is always a pixel-unet one."""
     from .core.library import read_manifest
-
     backbone = (read_manifest(Path(args.bundle)) or {}).get("backbone") if args.bundle else None
     backbone_cli(backbone if backbone in BACKBONES else next(iter(BACKBONES))).run_sample(args)
 
@@ -271,10 +230,8 @@ def _refuse_other_options(args: argparse.Namespace, chosen: str) -> None:
         flags = ", ".join("--" + o.replace("_", "-") for o in bad)
         instead = getattr(own, "INSTEAD", {})
         hints = "".join(f"; use {instead[o]} instead of --{o.replace('_', '-')}" for o in bad if o in instead)
-        raise BadInput(
-            f"--backbone {chosen} does not use {flags} ({flags} {'needs' if len(bad) == 1 else 'need'} "
-            f"--backbone {other}{hints})"
-        )
+        raise BadInput(f"--backbone {chosen} does not use {flags} ({flags} {'needs' if len(bad) == 1 else 'need'} "
+                       f"--backbone {other}{hints})")
 
 
 def _inputs(args: argparse.Namespace, stage: int, name: str, library: Path) -> TrainInputs:
@@ -284,10 +241,8 @@ def _inputs(args: argparse.Namespace, stage: int, name: str, library: Path) -> T
 
     image = load_image(args.image, "scene image" if stage == 1 else "subject image")
     if image.downscaled:
-        log(
-            f"{args.image} is {image.source_size[0]}x{image.source_size[1]}; working on a downscaled copy "
-            f"({image.image.size[0]}x{image.image.size[1]})"
-        )
+        log(f"{args.image} is {image.source_size[0]}x{image.source_size[1]}; working on a downscaled copy "
+            f"({image.image.size[0]}x{image.image.size[1]})")
     inputs = TrainInputs(stage=stage, name=name, library=library, image=image)
     if stage == 2:
         check_name(args.scene)

@@ -99,7 +99,6 @@ def visible_entries(library: Path) -> list[Path]:
 
 # ---- images -----------------------------------------------------------------
 
-
 def drawn_scene(path: Path) -> Path:
     """A lake-and-mountains picture drawn in code (used when ../shared/data is absent)."""
     w, h = 280, 176
@@ -161,25 +160,9 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def scene_run(photos: dict[str, Path], library: Path) -> Run:
     """Stage I, trained once for the whole session (exercises the start-up benchmark too)."""
-    run = run_trainer(
-        "scene",
-        str(photos["scene"]),
-        "--name",
-        "lake",
-        "--library",
-        str(library),
-        "--quick",
-        "--steps",
-        str(SCENE_STEPS),
-        "--resolution",
-        str(RES),
-        "--threads",
-        "1",
-        "--bench-steps",
-        "3",
-        "--preview-every",
-        "150",
-    )
+    run = run_trainer("scene", str(photos["scene"]), "--name", "lake", "--library", str(library),
+                      "--quick", "--steps", str(SCENE_STEPS), "--resolution", str(RES), "--threads", "1",
+                      "--bench-steps", "3", "--preview-every", "150")
     assert run.rc == 0, run.stderr[-3000:]
     return run
 
@@ -191,27 +174,10 @@ def scene_bundle(scene_run: Run, library: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def subject_run(scene_bundle: Path, photos: dict[str, Path], library: Path) -> Run:
-    run = run_trainer(
-        "subject",
-        str(photos["subject"]),
-        "--scene",
-        "lake",
-        "--name",
-        "backpack",
-        "--mask",
-        str(photos["mask"]),
-        "--library",
-        str(library),
-        "--quick",
-        "--steps",
-        str(SUBJECT_STEPS),
-        "--threads",
-        "1",
-        "--bench-steps",
-        "2",
-        "--preview-every",
-        "0",
-    )
+    run = run_trainer("subject", str(photos["subject"]), "--scene", "lake", "--name", "backpack",
+                      "--mask", str(photos["mask"]), "--library", str(library), "--quick",
+                      "--steps", str(SUBJECT_STEPS), "--threads", "1", "--bench-steps", "2",
+                      "--preview-every", "0")
     assert run.rc == 0, run.stderr[-3000:]
     return run
 

@@ -24,25 +24,8 @@ def refused(run: Run, *words: str) -> str:
 
 
 def scene_args(image: Path, lib: Path, name: str = "s", *extra: str) -> list[str]:
-    return [
-        "scene",
-        str(image),
-        "--name",
-        name,
-        "--library",
-        str(lib),
-        "--steps",
-        "2",
-        "--resolution",
-        "16",
-        "--threads",
-        "1",
-        "--precision",
-        "fp32",
-        "--preview-every",
-        "0",
-        *extra,
-    ]
+    return ["scene", str(image), "--name", name, "--library", str(lib), "--steps", "2", "--resolution", "16",
+            "--threads", "1", "--precision", "fp32", "--preview-every", "0", *extra]
 
 
 def test_missing_file(tmp_path: Path) -> None:
@@ -83,9 +66,8 @@ def test_existing_name_refused_without_force(own_library: Path, photos: dict) ->
 
 
 def test_subject_scene_missing(tmp_path: Path, photos: dict) -> None:
-    run = run_trainer(
-        "subject", str(photos["subject"]), "--scene", "nowhere", "--name", "x", "--library", str(tmp_path)
-    )
+    run = run_trainer("subject", str(photos["subject"]), "--scene", "nowhere", "--name", "x",
+                      "--library", str(tmp_path))
     refused(run, "no scene bundle named 'nowhere'")
 
 
@@ -95,30 +77,18 @@ def test_subject_scene_of_another_backbone(own_library: Path, photos: dict) -> N
     m = json.loads((sd / "bundle.json").read_text())
     m["backbone"] = "sd"
     (sd / "bundle.json").write_text(json.dumps(m))
-    run = run_trainer(
-        "subject",
-        str(photos["subject"]),
-        "--scene",
-        "sdscene",
-        "--name",
-        "x",
-        "--library",
-        str(own_library),
-        "--backbone",
-        "pixel-unet",
-    )
+    run = run_trainer("subject", str(photos["subject"]), "--scene", "sdscene", "--name", "x",
+                      "--library", str(own_library), "--backbone", "pixel-unet")
     refused(run, "backbone 'sd'")
     # Without --backbone a subject follows its scene's backbone: this fake sd scene is not a valid sd bundle.
-    run = run_trainer(
-        "subject", str(photos["subject"]), "--scene", "sdscene", "--name", "x", "--library", str(own_library)
-    )
+    run = run_trainer("subject", str(photos["subject"]), "--scene", "sdscene", "--name", "x",
+                      "--library", str(own_library))
     refused(run, "'sdscene' is not a valid bundle")
 
 
 def test_subject_scene_is_a_subject(subject_bundle: Path, library: Path, photos: dict) -> None:
-    run = run_trainer(
-        "subject", str(photos["subject"]), "--scene", "backpack", "--name", "x", "--library", str(library)
-    )
+    run = run_trainer("subject", str(photos["subject"]), "--scene", "backpack", "--name", "x",
+                      "--library", str(library))
     refused(run, "is a subject", "'lake'")
     assert not (library / "x").exists()
 
@@ -126,18 +96,8 @@ def test_subject_scene_is_a_subject(subject_bundle: Path, library: Path, photos:
 def test_wrong_size_mask(own_library: Path, photos: dict, tmp_path: Path) -> None:
     mask = tmp_path / "mask.png"
     Image.new("L", (50, 60), 255).save(mask)
-    run = run_trainer(
-        "subject",
-        str(photos["subject"]),
-        "--scene",
-        "lake",
-        "--name",
-        "x",
-        "--mask",
-        str(mask),
-        "--library",
-        str(own_library),
-    )
+    run = run_trainer("subject", str(photos["subject"]), "--scene", "lake", "--name", "x", "--mask", str(mask),
+                      "--library", str(own_library))
     refused(run, "mask", "50x60", "same size")
     assert [p.name for p in visible_entries(own_library)] == ["lake"]
 

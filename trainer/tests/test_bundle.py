@@ -44,10 +44,8 @@ def test_subject_bundle_validates(subject_bundle: Path, scene_bundle: Path, phot
     assert bundle_problems(subject_bundle) == []
     m = manifest(subject_bundle)
     assert m["stage"] == 2
-    assert m["parent"] == {
-        "name": "lake",
-        "manifest_sha256": hashlib.sha256((scene_bundle / "bundle.json").read_bytes()).hexdigest(),
-    }
+    assert m["parent"] == {"name": "lake",
+                           "manifest_sha256": hashlib.sha256((scene_bundle / "bundle.json").read_bytes()).hexdigest()}
     scene_c, subj_c = m["tokens"]["concepts"]
     assert scene_c == manifest(scene_bundle)["tokens"]["concepts"][0]
     assert subj_c["id"] == 2 and subj_c["role"] == "subject" and subj_c["stage"] == 2
@@ -57,7 +55,7 @@ def test_subject_bundle_validates(subject_bundle: Path, scene_bundle: Path, phot
     cut = Image.open(subject_bundle / "subject.png")
     assert cut.mode == "RGBA"
     alpha = np.asarray(cut.getchannel("A"))
-    assert alpha.min() == 0 and alpha.max() == 255  # the mask is the alpha
+    assert alpha.min() == 0 and alpha.max() == 255   # the mask is the alpha
 
 
 def test_onnx_matches_pytorch(scene_bundle: Path, subject_bundle: Path) -> None:
@@ -86,29 +84,10 @@ def test_only_bundles_are_visible(library: Path, subject_bundle: Path) -> None:
 
 def test_sample_command(subject_bundle: Path, tmp_path: Path) -> None:
     from conftest import run_trainer
-
     out, npy = tmp_path / "s.png", tmp_path / "s.npy"
-    run = run_trainer(
-        "sample",
-        "--bundle",
-        str(subject_bundle),
-        "--token",
-        "subject",
-        "--count",
-        "2",
-        "--height",
-        "24",
-        "--width",
-        "40",
-        "--steps",
-        "5",
-        "--out",
-        str(out),
-        "--npy",
-        str(npy),
-        "--threads",
-        "1",
-    )
+    run = run_trainer("sample", "--bundle", str(subject_bundle), "--token", "subject", "--count", "2",
+                      "--height", "24", "--width", "40", "--steps", "5", "--out", str(out), "--npy", str(npy),
+                      "--threads", "1")
     assert run.rc == 0 and run.events == [], run.stderr[-2000:]
     x = np.load(npy)
     assert x.shape == (2, 3, 24, 40) and x.dtype == np.float32 and np.abs(x).max() <= 1
@@ -130,11 +109,8 @@ def test_bundle_files_get_the_umask_mode(scene_bundle: Path, tmp_path: Path) -> 
             p = staging.file(e["path"])
             p.write_bytes(data)
             os.chmod(p, 0o600)
-        out = staging.commit(
-            {k: v for k, v in src.items() if k != "files"} | {"name": "modes"},
-            [e["path"] for e in src["files"]],
-            force=False,
-        )
+        out = staging.commit({k: v for k, v in src.items() if k != "files"} | {"name": "modes"},
+                             [e["path"] for e in src["files"]], force=False)
     umask = os.umask(0)
     os.umask(umask)
     for e in src["files"]:

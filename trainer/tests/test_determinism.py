@@ -9,26 +9,9 @@ from conftest import run_trainer
 
 
 def train(lib: Path, image: Path, seed: int) -> dict[str, torch.Tensor]:
-    run = run_trainer(
-        "scene",
-        str(image),
-        "--name",
-        "d",
-        "--library",
-        str(lib),
-        "--steps",
-        "6",
-        "--resolution",
-        "16",
-        "--threads",
-        "1",
-        "--precision",
-        "fp32",
-        "--preview-every",
-        "0",
-        "--seed",
-        str(seed),
-    )
+    run = run_trainer("scene", str(image), "--name", "d", "--library", str(lib), "--steps", "6",
+                      "--resolution", "16", "--threads", "1", "--precision", "fp32", "--preview-every", "0",
+                      "--seed", str(seed))
     assert run.rc == 0, run.stderr[-2000:]
     return torch.load(lib / "d" / "weights.pt", weights_only=True)["state_dict"]
 

@@ -29,43 +29,23 @@ def magenta_pixels(rgb: np.ndarray) -> int:
 def scene_with_object(path: Path, colour: tuple[int, int, int] = (255, 0, 255)) -> Path:
     rng = np.random.default_rng(3)
     a = rng.integers(50, 130, (96, 128, 3)).astype(np.uint8)
-    a[:, :, 1] = np.linspace(60, 140, 128).astype(np.uint8)[None, :]  # some structure to learn
-    a[30:60, 40:80] = colour  # the object: must never be seen
+    a[:, :, 1] = np.linspace(60, 140, 128).astype(np.uint8)[None, :]   # some structure to learn
+    a[30:60, 40:80] = colour                                           # the object: must never be seen
     Image.fromarray(a).save(path)
     return path
 
 
-def object_mask(
-    path: Path,
-    size: tuple[int, int] = (128, 96),
-    box: tuple[int, int, int, int] = (38, 28, 82, 62),
-) -> Path:
+def object_mask(path: Path, size: tuple[int, int] = (128, 96), box: tuple[int, int, int, int] = (38, 28, 82, 62),
+                ) -> Path:
     m = np.zeros((size[1], size[0]), np.uint8)
-    m[box[1] : box[3], box[0] : box[2]] = 200  # above 127: excluded
+    m[box[1]:box[3], box[0]:box[2]] = 200      # above 127: excluded
     Image.fromarray(m).save(path)
     return path
 
 
 def scene_args(image: Path, lib: Path, name: str, *extra: str) -> list[str]:
-    return [
-        "scene",
-        str(image),
-        "--name",
-        name,
-        "--library",
-        str(lib),
-        "--steps",
-        "3",
-        "--resolution",
-        "16",
-        "--threads",
-        "1",
-        "--precision",
-        "fp32",
-        "--preview-every",
-        "0",
-        *extra,
-    ]
+    return ["scene", str(image), "--name", name, "--library", str(lib), "--steps", "3", "--resolution", "16",
+            "--threads", "1", "--precision", "fp32", "--preview-every", "0", *extra]
 
 
 def test_masked_loss_gives_no_gradient_from_excluded_pixels() -> None:
@@ -103,9 +83,9 @@ def test_scene_crops_never_show_the_excluded_content(tmp_path: Path) -> None:
     assert torch.equal(xa, xb) and torch.equal(wa, wb)
     rgb = ((xa + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
     assert magenta_pixels(rgb) == 0
-    assert float(wa.amin()) == 0.0  # some crops do touch the hole ...
+    assert float(wa.amin()) == 0.0                       # some crops do touch the hole ...
     shares = wa.mean(dim=(1, 2, 3))
-    assert float(shares.min()) >= MIN_INCLUDED  # ... but none is mostly hole
+    assert float(shares.min()) >= MIN_INCLUDED           # ... but none is mostly hole
     # Without the mask the same scene's crops do show the object, so the test can tell.
     plain = SceneCrops(Image.fromarray(a), 16, 48).sample(64, torch.Generator().manual_seed(1))
     assert magenta_pixels(((plain + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()) > 0
@@ -130,26 +110,9 @@ def test_scene_with_exclude_records_the_mask_and_hides_the_object(tmp_path: Path
     assert ex.shape == np.asarray(Image.open(folder / "scene.png")).shape[:2] and 0.1 < ex.mean() < 0.4
 
     # A subject grown from it replays the scene with the same pixels left out.
-    sub = run_trainer(
-        "subject",
-        str(photos["subject"]),
-        "--scene",
-        "room",
-        "--name",
-        "thing",
-        "--mask",
-        str(photos["mask"]),
-        "--library",
-        str(lib),
-        "--steps",
-        "2",
-        "--threads",
-        "1",
-        "--precision",
-        "fp32",
-        "--preview-every",
-        "0",
-    )
+    sub = run_trainer("subject", str(photos["subject"]), "--scene", "room", "--name", "thing", "--mask",
+                      str(photos["mask"]), "--library", str(lib), "--steps", "2", "--threads", "1",
+                      "--precision", "fp32", "--preview-every", "0")
     assert sub.rc == 0, sub.stderr[-2000:]
     sm = json.loads((lib / "thing" / "bundle.json").read_text())
     assert sm["training"]["replay_excludes"] is True and bundle_problems(lib / "thing") == []
@@ -168,14 +131,8 @@ def _refused(tmp_path: Path, image: Path, mask: Path, *words: str) -> None:
 
 def test_bad_exclude_masks_are_refused_before_anything_is_written(tmp_path: Path) -> None:
     image = scene_with_object(tmp_path / "scene.png")
-    _refused(
-        tmp_path,
-        image,
-        object_mask(tmp_path / "small.png", size=(64, 48), box=(1, 1, 9, 9)),
-        "exclude mask",
-        "64x48",
-        "same size",
-    )
+    _refused(tmp_path, image, object_mask(tmp_path / "small.png", size=(64, 48), box=(1, 1, 9, 9)),
+             "exclude mask", "64x48", "same size")
     text = tmp_path / "notes.png"
     text.write_text("not a picture\n")
     _refused(tmp_path, image, text, "exclude mask", "not an image file")
@@ -189,16 +146,6 @@ def test_bad_exclude_masks_are_refused_before_anything_is_written(tmp_path: Path
 
 def test_exclude_is_refused_for_the_sd_backbone(tmp_path: Path) -> None:
     image = scene_with_object(tmp_path / "scene.png")
-    run = run_trainer(
-        "scene",
-        str(image),
-        "--name",
-        "s",
-        "--library",
-        str(tmp_path / "lib"),
-        "--backbone",
-        "sd",
-        "--exclude",
-        str(object_mask(tmp_path / "m.png")),
-    )
+    run = run_trainer("scene", str(image), "--name", "s", "--library", str(tmp_path / "lib"), "--backbone", "sd",
+                      "--exclude", str(object_mask(tmp_path / "m.png")))
     assert run.rc == 2 and "--exclude" in run.last("error")["message"]

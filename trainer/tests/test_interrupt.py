@@ -38,25 +38,8 @@ def finish(proc: subprocess.Popen, seen: list[dict], timeout: float = 60) -> Run
 
 
 def scene_args(image: Path, lib: Path, name: str, steps: int, *extra: str) -> list[str]:
-    return [
-        "scene",
-        str(image),
-        "--name",
-        name,
-        "--library",
-        str(lib),
-        "--steps",
-        str(steps),
-        "--resolution",
-        "16",
-        "--threads",
-        "1",
-        "--precision",
-        "fp32",
-        "--preview-every",
-        "0",
-        *extra,
-    ]
+    return ["scene", str(image), "--name", name, "--library", str(lib), "--steps", str(steps),
+            "--resolution", "16", "--threads", "1", "--precision", "fp32", "--preview-every", "0", *extra]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -104,7 +87,7 @@ def test_sigint_then_resume(tmp_path: Path, photos: dict) -> None:
     resumed = run_trainer(*scene_args(photos["scene"], lib, "r", 5, "--resume"))
     assert resumed.rc == 0, resumed.stderr[-2000:]
     first = next(e for e in resumed.events if e["event"] == "progress")
-    assert first["step"] == stopped_at + 1 and first["total"] == 60  # the checkpoint's settings win
+    assert first["step"] == stopped_at + 1 and first["total"] == 60   # the checkpoint's settings win
     m = json.loads((lib / "r" / "bundle.json").read_text())
     assert m["training"]["resumed"] is True and m["training"]["steps"] == 60
     assert bundle_problems(lib / "r") == []
@@ -160,15 +143,10 @@ while True:                      # a main thread that never looks at the flag: b
 
 def stuck_process(grace_s: float) -> subprocess.Popen:
     from conftest import TRAINER
-
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _STUCK, str(TRAINER), str(grace_s)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = subprocess.Popen([sys.executable, "-c", _STUCK, str(TRAINER), str(grace_s)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
-    time.sleep(0.3)  # into the blocking write
+    time.sleep(0.3)   # into the blocking write
     return proc
 
 
@@ -183,11 +161,11 @@ def test_sigterm_ends_a_trainer_stuck_where_nothing_checks_the_flag() -> None:
 
 def test_a_second_signal_ends_the_trainer_at_once() -> None:
     proc = stuck_process(600.0)
-    proc.send_signal(signal.SIGINT)  # stop-with-checkpoint: the stuck phase goes on ...
+    proc.send_signal(signal.SIGINT)          # stop-with-checkpoint: the stuck phase goes on ...
     time.sleep(0.5)
     assert proc.poll() is None
     t0 = time.monotonic()
-    proc.send_signal(signal.SIGTERM)  # ... until a second signal
+    proc.send_signal(signal.SIGTERM)         # ... until a second signal
     assert proc.wait(timeout=20) == 128 + signal.SIGTERM
     assert time.monotonic() - t0 < 5
 

@@ -15,10 +15,8 @@ from conftest import TRAINER, bundle_problems, parse_stream
 
 # What the engine runs when pie_trainer is not installed in the environment:
 # python -I -c BOOTSTRAP TRAINER_PATH ARGS...
-BOOTSTRAP = (
-    "import sys, runpy; sys.path.insert(0, sys.argv.pop(1)); "
-    'runpy.run_module("pie_trainer", run_name="__main__", alter_sys=True)'
-)
+BOOTSTRAP = ('import sys, runpy; sys.path.insert(0, sys.argv.pop(1)); '
+             'runpy.run_module("pie_trainer", run_name="__main__", alter_sys=True)')
 
 
 @pytest.fixture()
@@ -33,18 +31,16 @@ def poisoned(tmp_path: Path) -> Path:
 
 def isolated_env(poisoned: Path) -> dict[str, str]:
     e = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    e["PYTHONPATH"] = str(poisoned)  # ignored under -I, as it must be
+    e["PYTHONPATH"] = str(poisoned)         # ignored under -I, as it must be
     e["OMP_NUM_THREADS"] = "1"
     return e
 
 
 def launch(how: str, poisoned: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = (
-        [sys.executable, "-I", "-c", BOOTSTRAP, str(TRAINER), *args]
-        if how == "bootstrap"
-        else [sys.executable, "-I", "-m", "pie_trainer", *args]
-    )
-    return subprocess.run(cmd, cwd=poisoned, env=isolated_env(poisoned), capture_output=True, text=True, timeout=300)
+    cmd = ([sys.executable, "-I", "-c", BOOTSTRAP, str(TRAINER), *args] if how == "bootstrap"
+           else [sys.executable, "-I", "-m", "pie_trainer", *args])
+    return subprocess.run(cmd, cwd=poisoned, env=isolated_env(poisoned), capture_output=True, text=True,
+                          timeout=300)
 
 
 def installed() -> bool:
@@ -59,37 +55,18 @@ def test_help_in_isolated_mode_imports_nothing_from_the_working_folder(poisoned:
     for args in (["--help"], ["scene", "--help"]):
         p = launch(how, poisoned, *args)
         assert p.returncode == 0, p.stderr[-2000:]
-        text = p.stdout + p.stderr  # the trainer keeps stdout for the progress stream
+        text = p.stdout + p.stderr       # the trainer keeps stdout for the progress stream
         assert f"usage: python -m pie_trainer {args[0] if len(args) > 1 else ''}".rstrip() in text, text[:500]
     assert not (poisoned.parent / "MARKER").exists()
 
 
 def test_a_scene_trains_through_the_bootstrap(poisoned: Path, tmp_path: Path) -> None:
     from PIL import Image
-
     image = tmp_path / "scene.png"
     Image.radial_gradient("L").resize((64, 48)).convert("RGB").save(image)
     lib = tmp_path / "lib"
-    p = launch(
-        "bootstrap",
-        poisoned,
-        "scene",
-        str(image),
-        "--name",
-        "iso",
-        "--library",
-        str(lib),
-        "--steps",
-        "2",
-        "--resolution",
-        "16",
-        "--threads",
-        "1",
-        "--precision",
-        "fp32",
-        "--preview-every",
-        "0",
-    )
+    p = launch("bootstrap", poisoned, "scene", str(image), "--name", "iso", "--library", str(lib), "--steps", "2",
+               "--resolution", "16", "--threads", "1", "--precision", "fp32", "--preview-every", "0")
     assert p.returncode == 0, p.stderr[-3000:]
     assert parse_stream(p.stdout)[-1]["event"] == "done"
     assert bundle_problems(lib / "iso") == []

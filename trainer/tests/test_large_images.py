@@ -40,13 +40,8 @@ print(json.dumps(out))
 
 
 def probe(path: Path, limit: int) -> dict:
-    p = subprocess.run(
-        [sys.executable, "-c", _PROBE, str(TRAINER), str(path), str(limit)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
-    )
+    p = subprocess.run([sys.executable, "-c", _PROBE, str(TRAINER), str(path), str(limit)], capture_output=True,
+                       text=True, timeout=120, env={"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"})
     assert p.returncode == 0, p.stderr[-2000:]
     return json.loads(p.stdout)
 
@@ -66,9 +61,8 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 def png_header(path: Path, w: int, h: int) -> Path:
     """A PNG whose header claims w x h greyscale pixels, with almost no pixel data."""
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\0" * 64)) + _chunk(b"IEND", b"")
-    )
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + _chunk(b"IEND", b""))
     return path
 
 
@@ -78,7 +72,7 @@ def jpeg_header(path: Path, w: int, h: int) -> Path:
     Image.new("RGB", (64, 64), (90, 120, 60)).save(buf, "JPEG", quality=80)
     data = bytearray(buf.getvalue())
     sof = data.index(b"\xff\xc0")
-    data[sof + 5 : sof + 9] = struct.pack(">HH", h, w)
+    data[sof + 5:sof + 9] = struct.pack(">HH", h, w)
     path.write_bytes(bytes(data))
     return path
 
@@ -90,24 +84,9 @@ def test_200_megapixel_png_is_downscaled_in_bounded_memory(tmp_path: Path) -> No
 
 def test_200_megapixel_scene_trains(tmp_path: Path) -> None:
     lib = tmp_path / "lib"
-    run = run_trainer(
-        "scene",
-        str(big_png(tmp_path / "big.png")),
-        "--name",
-        "big",
-        "--library",
-        str(lib),
-        "--steps",
-        "2",
-        "--resolution",
-        "16",
-        "--threads",
-        "1",
-        "--precision",
-        "fp32",
-        "--preview-every",
-        "0",
-    )
+    run = run_trainer("scene", str(big_png(tmp_path / "big.png")), "--name", "big", "--library", str(lib),
+                      "--steps", "2", "--resolution", "16", "--threads", "1", "--precision", "fp32",
+                      "--preview-every", "0")
     assert run.rc == 0, run.stderr[-2000:]
     m = json.loads((lib / "big" / "bundle.json").read_text())
     assert m["tokens"]["concepts"][0]["source_size"] == [20000, 10000]
@@ -115,18 +94,14 @@ def test_200_megapixel_scene_trains(tmp_path: Path) -> None:
     assert bundle_problems(lib / "big") == []
 
 
-@pytest.mark.parametrize(
-    "kind,w,h,words",
-    [
-        ("png", 65000, 65000, ("65000x65000", "more than the 1000 megapixels")),
-        ("png", 40000, 30000, ("40000x30000", "more than the 1000 megapixels")),
-        ("png", 30000, 30000, ("damaged or truncated", "far too short for 30000x30000")),
-        ("jpeg", 65000, 65000, ("65000x65000", "more than the 1000 megapixels")),
-    ],
-)
-def test_header_bombs_are_refused_without_a_big_allocation(
-    tmp_path: Path, kind: str, w: int, h: int, words: tuple[str, ...]
-) -> None:
+@pytest.mark.parametrize("kind,w,h,words", [
+    ("png", 65000, 65000, ("65000x65000", "more than the 1000 megapixels")),
+    ("png", 40000, 30000, ("40000x30000", "more than the 1000 megapixels")),
+    ("png", 30000, 30000, ("damaged or truncated", "far too short for 30000x30000")),
+    ("jpeg", 65000, 65000, ("65000x65000", "more than the 1000 megapixels")),
+])
+def test_header_bombs_are_refused_without_a_big_allocation(tmp_path: Path, kind: str, w: int, h: int,
+                                                          words: tuple[str, ...]) -> None:
     # 30000x30000 is under the cap: the PNG is refused as too short for its pixels before they are
     # allocated (900 MB).
     make = png_header if kind == "png" else jpeg_header

@@ -80,25 +80,9 @@ def test_bad_concepts_do_not_stop_another_concept_from_training(own_library: Pat
     # The identifiers of the good concept are still found; every bad one is reported and skipped.
     good = json.loads((own_library / "lake" / "bundle.json").read_text())["tokens"]["concepts"][0]["identifier"]
     assert taken_identifiers(own_library) == {good}
-    run = run_trainer(
-        "scene",
-        str(photos["scene"]),
-        "--name",
-        "fresh",
-        "--library",
-        str(own_library),
-        "--steps",
-        "2",
-        "--resolution",
-        "16",
-        "--threads",
-        "1",
-        "--precision",
-        "fp32",
-        "--preview-every",
-        "0",
-        timeout=120,
-    )
+    run = run_trainer("scene", str(photos["scene"]), "--name", "fresh", "--library", str(own_library),
+                      "--steps", "2", "--resolution", "16", "--threads", "1", "--precision", "fp32",
+                      "--preview-every", "0", timeout=120)
     assert run.rc == 0, run.stderr[-3000:]
     assert bundle_problems(own_library / "fresh") == []
     for case, (_, words) in BAD.items():
@@ -113,21 +97,8 @@ def test_a_bad_scene_bundle_is_refused_not_hung_on(own_library: Path, photos: di
     make, words = BAD[case]
     (own_library / "bad").mkdir()
     make(own_library / "bad" / "bundle.json")
-    run = run_trainer(
-        "subject",
-        str(photos["subject"]),
-        "--scene",
-        "bad",
-        "--name",
-        "x",
-        "--library",
-        str(own_library),
-        "--backbone",
-        "pixel-unet",
-        "--steps",
-        "2",
-        timeout=60,
-    )
+    run = run_trainer("subject", str(photos["subject"]), "--scene", "bad", "--name", "x", "--library",
+                      str(own_library), "--backbone", "pixel-unet", "--steps", "2", timeout=60)
     assert run.rc == 2, run.stderr[-2000:]
     msg = run.last("error")["message"]
     assert "'bad'" in msg and words in msg, msg
@@ -135,9 +106,8 @@ def test_a_bad_scene_bundle_is_refused_not_hung_on(own_library: Path, photos: di
 
 
 @pytest.mark.parametrize("which", ["weights.pt", "scene.png"])
-def test_a_scene_file_swapped_for_a_fifo_or_an_outside_link(
-    own_library: Path, photos: dict, tmp_path: Path, which: str
-) -> None:
+def test_a_scene_file_swapped_for_a_fifo_or_an_outside_link(own_library: Path, photos: dict, tmp_path: Path,
+                                                            which: str) -> None:
     scene = own_library / "lake"
     for kind in ("fifo", "link"):
         saved = tmp_path / f"saved-{which}"
@@ -146,19 +116,8 @@ def test_a_scene_file_swapped_for_a_fifo_or_an_outside_link(
             os.mkfifo(scene / which)
         else:
             (scene / which).symlink_to(saved)
-        run = run_trainer(
-            "subject",
-            str(photos["subject"]),
-            "--scene",
-            "lake",
-            "--name",
-            "x",
-            "--library",
-            str(own_library),
-            "--steps",
-            "2",
-            timeout=60,
-        )
+        run = run_trainer("subject", str(photos["subject"]), "--scene", "lake", "--name", "x", "--library",
+                          str(own_library), "--steps", "2", timeout=60)
         assert run.rc == 2, run.stderr[-2000:]
         msg = run.last("error")["message"]
         assert ("not a regular file" if kind == "fifo" else "points outside the library") in msg, msg
@@ -172,22 +131,8 @@ def test_resume_from_a_fifo_checkpoint_is_refused(tmp_path: Path, photos: dict) 
     ck.mkdir(parents=True)
     os.mkfifo(ck / "state.pt")
     os.mkfifo(ck / "meta.json")
-    run = run_trainer(
-        "scene",
-        str(photos["scene"]),
-        "--name",
-        "r",
-        "--library",
-        str(lib),
-        "--steps",
-        "2",
-        "--resolution",
-        "16",
-        "--threads",
-        "1",
-        "--resume",
-        timeout=60,
-    )
+    run = run_trainer("scene", str(photos["scene"]), "--name", "r", "--library", str(lib), "--steps", "2",
+                      "--resolution", "16", "--threads", "1", "--resume", timeout=60)
     assert run.rc == 2, run.stderr[-2000:]
     assert "cannot be resumed" in run.last("error")["message"]
     assert "not a regular file" in run.last("error")["message"]

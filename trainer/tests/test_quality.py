@@ -26,9 +26,8 @@ def mean_colour(folder: Path, token: int) -> np.ndarray:
     torch.set_num_threads(1)
     gen = torch.Generator().manual_seed(7)
     r = info["resolution"]
-    x = ddim_sample(
-        model, torch.full((N,), token, dtype=torch.int64), r, r, Schedule(), steps=25, guidance=GUIDANCE, generator=gen
-    )
+    x = ddim_sample(model, torch.full((N,), token, dtype=torch.int64), r, r, Schedule(), steps=25,
+                    guidance=GUIDANCE, generator=gen)
     return x.mean(dim=(0, 2, 3)).numpy()
 
 
@@ -53,14 +52,14 @@ def test_scene_token_keeps_the_scene(scene_bundle: Path, subject_bundle: Path) -
     gap = dist(scene, subject)
     print(f"scene {scene}, subject {subject}, scene token before {before}, after {after}")
     assert dist(before, scene) < 0.5 * gap
-    assert dist(after, scene) < 0.5 * gap  # not forgotten
+    assert dist(after, scene) < 0.5 * gap      # not forgotten
     assert dist(after, scene) < dist(after, subject)
 
 
 def test_subject_token_moves_toward_the_subject(scene_bundle: Path, subject_bundle: Path) -> None:
     subject = image_mean(subject_bundle / "subject.png", use_alpha=True)
     scene = image_mean(scene_bundle / "scene.png")
-    before = mean_colour(scene_bundle, 2)  # token 2 untrained in Stage I
+    before = mean_colour(scene_bundle, 2)   # token 2 untrained in Stage I
     after = mean_colour(subject_bundle, 2)
     print(f"subject {subject}, subject token before {before}, after {after}")
     assert dist(after, subject) < 0.6 * dist(before, subject)

@@ -21,7 +21,7 @@ from conftest import Run, bundle_problems, env, parse_stream, visible_entries
 from PIL import Image
 
 RES = "32"
-NET_BLOCK = """
+NET_BLOCK = '''
 import os, socket
 _log = os.environ["PIE_TEST_NET_LOG"]
 def _blocked(*args, **kwargs):
@@ -32,7 +32,7 @@ socket.getaddrinfo = _blocked
 socket.create_connection = _blocked
 socket.socket.connect = _blocked
 socket.socket.connect_ex = _blocked
-"""
+'''
 
 
 def net_env(tmp: Path) -> tuple[dict[str, str], Path]:
@@ -45,25 +45,19 @@ def net_env(tmp: Path) -> tuple[dict[str, str], Path]:
     e["PYTHONPATH"] = str(d) + os.pathsep + e["PYTHONPATH"]
     e["PIE_TEST_NET_LOG"] = str(log)
     for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        e.pop(k, None)  # the trainer must set them itself
+        e.pop(k, None)   # the trainer must set them itself
     return e, log
 
 
 def sd_run(*args: str, e: dict[str, str] | None = None, timeout: float = 600) -> Run:
-    p = subprocess.run(
-        [sys.executable, "-m", "pie_trainer", *args], capture_output=True, text=True, env=e or env(), timeout=timeout
-    )
+    p = subprocess.run([sys.executable, "-m", "pie_trainer", *args], capture_output=True, text=True,
+                       env=e or env(), timeout=timeout)
     return Run(p.returncode, parse_stream(p.stdout), p.stderr)
 
 
 def make_tiny(out: Path, *extra: str) -> Path:
-    subprocess.run(
-        [sys.executable, "-m", "pie_trainer.sd.tiny", str(out), *extra],
-        check=True,
-        env=env(),
-        capture_output=True,
-        timeout=300,
-    )
+    subprocess.run([sys.executable, "-m", "pie_trainer.sd.tiny", str(out), *extra], check=True, env=env(),
+                   capture_output=True, timeout=300)
     return out
 
 
@@ -85,27 +79,8 @@ def sd_lib(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def sd_scene(tiny: Path, sd_lib: Path, photos: dict, tmp_path_factory: pytest.TempPathFactory) -> tuple[Run, Path]:
     """Stage I with the network blocked (any attempt is logged): LoRA, default mixed precision."""
     e, log = net_env(tmp_path_factory.mktemp("net"))
-    run = sd_run(
-        "scene",
-        str(photos["scene"]),
-        "--name",
-        "lake",
-        "--library",
-        str(sd_lib),
-        "--backbone",
-        "sd",
-        "--base",
-        str(tiny),
-        "--steps",
-        "3",
-        "--resolution",
-        RES,
-        "--lr",
-        "1e-2",
-        "--threads",
-        "1",
-        e=e,
-    )
+    run = sd_run("scene", str(photos["scene"]), "--name", "lake", "--library", str(sd_lib), "--backbone", "sd",
+                 "--base", str(tiny), "--steps", "3", "--resolution", RES, "--lr", "1e-2", "--threads", "1", e=e)
     assert run.rc == 0, run.stderr[-3000:]
     assert not log.exists(), f"network attempts: {log.read_text()}"
     return run, sd_lib / "lake"
@@ -114,34 +89,14 @@ def sd_scene(tiny: Path, sd_lib: Path, photos: dict, tmp_path_factory: pytest.Te
 @pytest.fixture(scope="module")
 def sd_subject(sd_scene: tuple[Run, Path], sd_lib: Path, photos: dict) -> tuple[Run, Path]:
     """Stage II: the backbone and base come from the scene bundle; a mask; class word 'backpack'."""
-    run = sd_run(
-        "subject",
-        str(photos["subject"]),
-        "--scene",
-        "lake",
-        "--name",
-        "backpack",
-        "--mask",
-        str(photos["mask"]),
-        "--class-word",
-        "backpack",
-        "--library",
-        str(sd_lib),
-        "--steps",
-        "3",
-        "--lr",
-        "1e-2",
-        "--threads",
-        "1",
-        "--mixed-precision",
-        "no",
-    )
+    run = sd_run("subject", str(photos["subject"]), "--scene", "lake", "--name", "backpack", "--mask",
+                 str(photos["mask"]), "--class-word", "backpack", "--library", str(sd_lib), "--steps", "3",
+                 "--lr", "1e-2", "--threads", "1", "--mixed-precision", "no")
     assert run.rc == 0, run.stderr[-3000:]
     return run, sd_lib / "backpack"
 
 
 # ---- the tiny checkpoint ------------------------------------------------------
-
 
 def test_tiny_checkpoint_is_diffusers_layout_and_deterministic(tiny: Path, tmp_path: Path) -> None:
     for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
@@ -149,62 +104,33 @@ def test_tiny_checkpoint_is_diffusers_layout_and_deterministic(tiny: Path, tmp_p
     index = json.loads((tiny / "model_index.json").read_text())
     assert index["_class_name"] == "StableDiffusionPipeline"
     again = make_tiny(tmp_path / "again")
-    for f in (
-        "unet/diffusion_pytorch_model.safetensors",
-        "vae/diffusion_pytorch_model.safetensors",
-        "text_encoder/model.safetensors",
-        "tokenizer/vocab.json",
-        "tokenizer/merges.txt",
-    ):
+    for f in ("unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
+              "text_encoder/model.safetensors", "tokenizer/vocab.json", "tokenizer/merges.txt"):
         assert (tiny / f).read_bytes() == (again / f).read_bytes(), f
 
 
 # ---- Stage I and Stage II bundles ---------------------------------------------
-
 
 def test_sd_scene_bundle(sd_scene: tuple[Run, Path], tiny: Path) -> None:
     run, folder = sd_scene
     assert bundle_problems(folder) == []
     m = manifest(folder)
     assert m["backbone"] == "sd" and m["stage"] == 1 and m["parent"] is None
-    assert {f["path"] for f in m["files"]} == {
-        "text_encoder.onnx",
-        "unet.onnx",
-        "vae_encoder.onnx",
-        "vae_decoder.onnx",
-        "tokenizer.json",
-        "weights.safetensors",
-        "scene.png",
-        "preview.png",
-    }
+    assert {f["path"] for f in m["files"]} == {"text_encoder.onnx", "unet.onnx", "vae_encoder.onnx",
+                                              "vae_decoder.onnx", "tokenizer.json", "weights.safetensors",
+                                              "scene.png", "preview.png"}
     assert m["preview"] == "preview.png" and Image.open(folder / "preview.png").size == (64, 32)  # 2 samples
     (c,) = m["tokens"]["concepts"]
     assert c["role"] == "scene" and c["class_word"] == "scene"
     assert c["prompt"] == f"a photo of {c['identifier']} scene" == m["text"]["prompts"]["scene"]
     assert m["model"] | {"base": None} == {
-        "resolution": 32,
-        "size_multiple": 4,
-        "min_size": 4,
-        "channels": 3,
-        "value_range": [-1, 1],
-        "latent_channels": 4,
-        "vae_scale_factor": 2,
-        "scaling_factor": 0.18215,
-        "unet_in_channels": 4,
-        "precision": "float32",
-        "base": None,
-    }
+        "resolution": 32, "size_multiple": 4, "min_size": 4, "channels": 3, "value_range": [-1, 1],
+        "latent_channels": 4, "vae_scale_factor": 2, "scaling_factor": 0.18215, "unet_in_channels": 4,
+        "precision": "float32", "base": None}
     assert m["model"]["base"]["path"] == str(tiny.resolve())
-    assert m["schedule"] == {
-        "type": "ddpm",
-        "num_train_timesteps": 1000,
-        "beta_schedule": "scaled_linear",
-        "beta_start": 0.00085,
-        "beta_end": 0.012,
-        "prediction_type": "epsilon",
-        "steps_offset": 1,
-        "timestep_spacing": "leading",
-    }  # the tiny config names it
+    assert m["schedule"] == {"type": "ddpm", "num_train_timesteps": 1000, "beta_schedule": "scaled_linear",
+                             "beta_start": 0.00085, "beta_end": 0.012, "prediction_type": "epsilon",
+                             "steps_offset": 1, "timestep_spacing": "leading"}   # the tiny config names it
     t = m["text"]
     assert (t["max_length"], t["hidden_size"]) == (77, 32)
     assert t["bos_id"] != t["eos_id"] and t["pad_id"] == t["eos_id"]
@@ -222,21 +148,15 @@ def test_sd_subject_bundle(sd_subject: tuple[Run, Path], sd_scene: tuple[Run, Pa
     assert bundle_problems(folder) == []
     m = manifest(folder)
     assert m["stage"] == 2 and m["backbone"] == "sd"
-    assert m["parent"] == {
-        "name": "lake",
-        "manifest_sha256": hashlib.sha256((scene / "bundle.json").read_bytes()).hexdigest(),
-    }
+    assert m["parent"] == {"name": "lake",
+                           "manifest_sha256": hashlib.sha256((scene / "bundle.json").read_bytes()).hexdigest()}
     scene_c, subj = m["tokens"]["concepts"]
     assert scene_c == manifest(scene)["tokens"]["concepts"][0]
-    assert (
-        subj["role"] == "subject" and subj["class_word"] == "backpack" and subj["identifier"] != scene_c["identifier"]
-    )
+    assert subj["role"] == "subject" and subj["class_word"] == "backpack"
+    assert subj["identifier"] != scene_c["identifier"]
     assert subj["prompt"] == f"a photo of {subj['identifier']} backpack"
-    assert m["text"]["prompts"] == {
-        "add": f"a photo of {subj['identifier']} backpack in {scene_c['identifier']} scene",
-        "scene": scene_c["prompt"],
-        "negative": "",
-    }
+    assert m["text"]["prompts"] == {"add": f"a photo of {subj['identifier']} backpack in {scene_c['identifier']} scene",
+                                    "scene": scene_c["prompt"], "negative": ""}
     assert subj["source_sha256"] == hashlib.sha256(Path(photos["subject"]).read_bytes()).hexdigest()
     assert m["subject"] == {"file": "subject.png", "has_mask": True}
     alpha = np.asarray(Image.open(folder / "subject.png").getchannel("A"))
@@ -246,7 +166,6 @@ def test_sd_subject_bundle(sd_subject: tuple[Run, Path], sd_scene: tuple[Run, Pa
     assert m["model"]["base"]["name"] == "tiny"
     # Stage II continued Stage I's LoRA: same keys, other values.
     from safetensors.torch import load_file
-
     a, b = load_file(scene / "weights.safetensors"), load_file(folder / "weights.safetensors")
     assert a.keys() == b.keys() and all("lora_" in k for k in a)
     assert any(not torch.equal(a[k], b[k]) for k in a)
@@ -256,32 +175,19 @@ def _feeds(name: str, rng: np.random.Generator, n: int, h: int, w: int, vocab: i
     if name == "text_encoder":
         return {"input_ids": rng.integers(0, vocab, (n, 77)).astype(np.int64)}
     if name == "unet":
-        return {
-            "sample": rng.standard_normal((n, 4, h, w)).astype(np.float32),
-            "timestep": rng.integers(0, 1000, n).astype(np.int64),
-            "encoder_hidden_states": rng.standard_normal((n, 77, 32)).astype(np.float32),
-        }
+        return {"sample": rng.standard_normal((n, 4, h, w)).astype(np.float32),
+                "timestep": rng.integers(0, 1000, n).astype(np.int64),
+                "encoder_hidden_states": rng.standard_normal((n, 77, 32)).astype(np.float32)}
     if name == "vae_encoder":
         return {"image": rng.uniform(-1, 1, (n, 3, 2 * h, 2 * w)).astype(np.float32)}
     return {"latent": rng.standard_normal((n, 4, h, w)).astype(np.float32)}
 
 
-def test_subject_refuses_another_base(sd_scene: tuple[Run, Path], sd_lib: Path, photos: dict, tmp_path: Path) -> None:
-    other = make_tiny(tmp_path / "tiny", "--seed", "7")  # same architecture, same sizes, other weights
-    run = sd_run(
-        "subject",
-        str(photos["subject"]),
-        "--scene",
-        "lake",
-        "--name",
-        "other",
-        "--library",
-        str(sd_lib),
-        "--base",
-        str(other),
-        "--steps",
-        "1",
-    )
+def test_subject_refuses_another_base(sd_scene: tuple[Run, Path], sd_lib: Path, photos: dict,
+                                      tmp_path: Path) -> None:
+    other = make_tiny(tmp_path / "tiny", "--seed", "7")      # same architecture, same sizes, other weights
+    run = sd_run("subject", str(photos["subject"]), "--scene", "lake", "--name", "other", "--library", str(sd_lib),
+                 "--base", str(other), "--steps", "1")
     assert run.rc == 2 and "is not the one the scene 'lake' was trained on" in run.last("error")["message"]
     assert not (sd_lib / "other").exists()
 
@@ -295,12 +201,8 @@ def test_sd_onnx_matches_pytorch_and_training_changed_the_unet(sd_subject: tuple
     m = manifest(folder)
     parts, _ = md.finetuned(check_base(str(tiny)), folder / "weights.safetensors")
     base = md.load_base(check_base(str(tiny)))
-    refs = {
-        "text_encoder": TextEncoder(parts.text_encoder, torch.float32),
-        "unet": UNet(parts.unet, torch.float32),
-        "vae_encoder": VaeEncoder(parts.vae, torch.float32),
-        "vae_decoder": VaeDecoder(parts.vae, torch.float32),
-    }
+    refs = {"text_encoder": TextEncoder(parts.text_encoder, torch.float32), "unet": UNet(parts.unet, torch.float32),
+            "vae_encoder": VaeEncoder(parts.vae, torch.float32), "vae_decoder": VaeDecoder(parts.vae, torch.float32)}
     rng = np.random.default_rng(3)
     vocab = parts.text_encoder.config.vocab_size
     for name, ref in refs.items():
@@ -308,7 +210,7 @@ def test_sd_onnx_matches_pytorch_and_training_changed_the_unet(sd_subject: tuple
         sess = ort.InferenceSession(str(folder / g["file"]), providers=["CPUExecutionProvider"])
         assert [i.name for i in sess.get_inputs()] == [t["name"] for t in g["inputs"]]
         assert [o.name for o in sess.get_outputs()] == [t["name"] for t in g["outputs"]]
-        for n, h, w in ((1, 8, 8), (3, 12, 20)):  # dynamic batch and latent sizes, non-square
+        for n, h, w in ((1, 8, 8), (3, 12, 20)):      # dynamic batch and latent sizes, non-square
             feeds = _feeds(name, rng, n, h, w, vocab)
             got = sess.run(None, feeds)[0]
             with torch.no_grad():
@@ -343,62 +245,23 @@ def test_bundle_alone_samples_like_diffusers(sd_subject: tuple[Run, Path], tiny:
     ours = b.txt2img(b.m["text"]["prompts"]["add"], noise, steps=6, guidance=4.0)
     parts, _ = md.finetuned(check_base(str(tiny)), folder / "weights.safetensors")
     s = b.m["schedule"]
-    sched = DDIMScheduler(
-        num_train_timesteps=s["num_train_timesteps"],
-        beta_start=s["beta_start"],
-        beta_end=s["beta_end"],
-        beta_schedule=s["beta_schedule"],
-        prediction_type=s["prediction_type"],
-        steps_offset=s["steps_offset"],
-        clip_sample=False,
-        set_alpha_to_one=False,
-        timestep_spacing="leading",
-    )
-    pipe = StableDiffusionPipeline(
-        vae=parts.vae,
-        text_encoder=parts.text_encoder,
-        tokenizer=parts.tokenizer,
-        unet=parts.unet,
-        scheduler=sched,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    sched = DDIMScheduler(num_train_timesteps=s["num_train_timesteps"], beta_start=s["beta_start"],
+                          beta_end=s["beta_end"], beta_schedule=s["beta_schedule"],
+                          prediction_type=s["prediction_type"], steps_offset=s["steps_offset"], clip_sample=False,
+                          set_alpha_to_one=False, timestep_spacing="leading")
+    pipe = StableDiffusionPipeline(vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer,
+                                   unet=parts.unet, scheduler=sched, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
-    want = pipe(
-        [b.m["text"]["prompts"]["add"]] * 2,
-        negative_prompt=[""] * 2,
-        height=32,
-        width=48,
-        num_inference_steps=6,
-        guidance_scale=4.0,
-        latents=torch.from_numpy(noise),
-        output_type="np",
-    ).images
+    want = pipe([b.m["text"]["prompts"]["add"]] * 2, negative_prompt=[""] * 2, height=32, width=48,
+                num_inference_steps=6, guidance_scale=4.0, latents=torch.from_numpy(noise), output_type="np").images
     got = np.clip(ours / 2 + 0.5, 0, 1).transpose(0, 2, 3, 1)
     assert got.shape == want.shape == (2, 32, 48, 3)
     assert np.abs(got - want).max() < 2e-3
 
     out, npy = tmp_path / "s.png", tmp_path / "s.npy"
-    run = sd_run(
-        "sample",
-        "--bundle",
-        str(folder),
-        "--token",
-        "subject",
-        "--count",
-        "2",
-        "--steps",
-        "3",
-        "--height",
-        "32",
-        "--width",
-        "40",
-        "--out",
-        str(out),
-        "--npy",
-        str(npy),
-    )
+    run = sd_run("sample", "--bundle", str(folder), "--token", "subject", "--count", "2", "--steps", "3",
+                 "--height", "32", "--width", "40", "--out", str(out), "--npy", str(npy))
     assert run.rc == 0 and run.events == [], run.stderr[-2000:]
     assert Image.open(out).size == (80, 32) and np.load(npy).shape == (2, 3, 32, 40)
 
@@ -413,15 +276,10 @@ def test_tokenizer_json_tokenizes_like_the_base(sd_subject: tuple[Run, Path], ti
     base = CLIPTokenizer.from_pretrained(str(tiny / "tokenizer"))
     L = t["max_length"]
     raw = json.loads((folder / t["tokenizer"]).read_text())
-    assert raw["padding"] is None and raw["truncation"] is None  # the engine pads and truncates itself
+    assert raw["padding"] is None and raw["truncation"] is None   # the engine pads and truncates itself
     concepts = manifest(folder)["tokens"]["concepts"]
-    texts = [
-        t["prompts"]["add"],
-        t["prompts"]["scene"],
-        t["prompts"]["negative"],
-        "A Photo  of QBZ dog!",
-        " ".join(c["identifier"] for c in concepts) + " word " * 60,
-    ]
+    texts = [t["prompts"]["add"], t["prompts"]["scene"], t["prompts"]["negative"], "A Photo  of QBZ dog!",
+             " ".join(c["identifier"] for c in concepts) + " word " * 60]
     for text in texts:
         # The engine's recipe (schema/README.md): no special tokens, L-2 ids, bos + ids + eos, pad to L.
         ids = fast.encode(text, add_special_tokens=False).ids[: L - 2]
@@ -429,35 +287,14 @@ def test_tokenizer_json_tokenizes_like_the_base(sd_subject: tuple[Run, Path], ti
         want = base(text, padding="max_length", max_length=L, truncation=True).input_ids
         assert engine == want, text
     for c in concepts:
-        assert (
-            fast.encode(c["identifier"], add_special_tokens=False).ids
-            == base(c["identifier"], add_special_tokens=False).input_ids
-        )
+        assert fast.encode(c["identifier"], add_special_tokens=False).ids == \
+            base(c["identifier"], add_special_tokens=False).input_ids
 
 
 def test_same_seed_same_weights(sd_scene: tuple[Run, Path], tiny: Path, photos: dict, tmp_path: Path) -> None:
     from safetensors.torch import load_file
-
-    run = sd_run(
-        "scene",
-        str(photos["scene"]),
-        "--name",
-        "again",
-        "--library",
-        str(tmp_path),
-        "--backbone",
-        "sd",
-        "--base",
-        str(tiny),
-        "--steps",
-        "3",
-        "--resolution",
-        RES,
-        "--lr",
-        "1e-2",
-        "--threads",
-        "1",
-    )
+    run = sd_run("scene", str(photos["scene"]), "--name", "again", "--library", str(tmp_path), "--backbone", "sd",
+                 "--base", str(tiny), "--steps", "3", "--resolution", RES, "--lr", "1e-2", "--threads", "1")
     assert run.rc == 0, run.stderr[-3000:]
     a, b = load_file(sd_scene[1] / "weights.safetensors"), load_file(tmp_path / "again" / "weights.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -465,36 +302,13 @@ def test_same_seed_same_weights(sd_scene: tuple[Run, Path], tiny: Path, photos: 
 
 # ---- variants -----------------------------------------------------------------
 
-
 def test_inpainting_full_finetune_with_text_encoder(tmp_path: Path, photos: dict) -> None:
     tiny9 = make_tiny(tmp_path / "tiny9", "--inpainting")
     lib = tmp_path / "lib"
-    run = sd_run(
-        "scene",
-        str(photos["scene"]),
-        "--name",
-        "room",
-        "--library",
-        str(lib),
-        "--backbone",
-        "sd",
-        "--base",
-        str(tiny9),
-        "--steps",
-        "2",
-        "--resolution",
-        RES,
-        "--lora-rank",
-        "0",
-        "--train-text-encoder",
-        "--mixed-precision",
-        "no",
-        "--gradient-accumulation-steps",
-        "2",
-        "--gradient-checkpointing",
-        "--threads",
-        "1",
-    )
+    run = sd_run("scene", str(photos["scene"]), "--name", "room", "--library", str(lib), "--backbone", "sd",
+                 "--base", str(tiny9), "--steps", "2", "--resolution", RES, "--lora-rank", "0",
+                 "--train-text-encoder", "--mixed-precision", "no", "--gradient-accumulation-steps", "2",
+                 "--gradient-checkpointing", "--threads", "1")
     assert run.rc == 0, run.stderr[-3000:]
     folder = lib / "room"
     assert bundle_problems(folder) == []
@@ -502,56 +316,21 @@ def test_inpainting_full_finetune_with_text_encoder(tmp_path: Path, photos: dict
     assert m["model"]["unet_in_channels"] == 9
     assert m["graphs"]["unet"]["inputs"][0]["shape"] == ["N", 9, "h", "w"]
     sess = ort.InferenceSession(str(folder / "unet.onnx"), providers=["CPUExecutionProvider"])
-    out = sess.run(
-        None,
-        {
-            "sample": np.zeros((2, 9, 8, 12), np.float32),
-            "timestep": np.array([1, 999]),
-            "encoder_hidden_states": np.zeros((2, 77, 32), np.float32),
-        },
-    )[0]
+    out = sess.run(None, {"sample": np.zeros((2, 9, 8, 12), np.float32), "timestep": np.array([1, 999]),
+                          "encoder_hidden_states": np.zeros((2, 77, 32), np.float32)})[0]
     assert out.shape == (2, 4, 8, 12)
     from safetensors.torch import load_file
-
     w = load_file(folder / "weights.safetensors")
     assert not any("lora_" in k for k in w)
     assert any(k.startswith("text_encoder.") for k in w) and any(k.startswith("unet.conv_in") for k in w)
     assert m["training"]["lora_rank"] == 0 and m["training"]["train_text_encoder"] is True
 
     # A subject continues the scene's full fine-tuning; another LoRA rank is refused.
-    bad = sd_run(
-        "subject",
-        str(photos["subject"]),
-        "--scene",
-        "room",
-        "--name",
-        "x",
-        "--library",
-        str(lib),
-        "--steps",
-        "1",
-        "--lora-rank",
-        "4",
-    )
+    bad = sd_run("subject", str(photos["subject"]), "--scene", "room", "--name", "x", "--library", str(lib),
+                 "--steps", "1", "--lora-rank", "4")
     assert bad.rc == 2 and "--lora-rank 0" in bad.last("error")["message"]
-    sub = sd_run(
-        "subject",
-        str(photos["subject"]),
-        "--scene",
-        "room",
-        "--name",
-        "toy",
-        "--library",
-        str(lib),
-        "--steps",
-        "1",
-        "--batch",
-        "2",
-        "--mixed-precision",
-        "no",
-        "--threads",
-        "1",
-    )
+    sub = sd_run("subject", str(photos["subject"]), "--scene", "room", "--name", "toy", "--library", str(lib),
+                 "--steps", "1", "--batch", "2", "--mixed-precision", "no", "--threads", "1")
     assert sub.rc == 0, sub.stderr[-3000:]
     assert bundle_problems(lib / "toy") == []
     sm = manifest(lib / "toy")
@@ -561,33 +340,10 @@ def test_inpainting_full_finetune_with_text_encoder(tmp_path: Path, photos: dict
 def test_fp16_export_and_text_encoder_lora(tiny: Path, photos: dict, tmp_path: Path) -> None:
     """fp16 graphs (normally exported on CUDA; traced on the CPU here) take and give float32."""
     import onnx
-
-    run = sd_run(
-        "scene",
-        str(photos["scene"]),
-        "--name",
-        "half",
-        "--library",
-        str(tmp_path),
-        "--backbone",
-        "sd",
-        "--base",
-        str(tiny),
-        "--steps",
-        "1",
-        "--resolution",
-        RES,
-        "--export-precision",
-        "fp16",
-        "--train-text-encoder",
-        "--gradient-checkpointing",
-        "--lr",
-        "1e-2",
-        "--threads",
-        "1",
-        "--preview-steps",
-        "0",
-    )
+    run = sd_run("scene", str(photos["scene"]), "--name", "half", "--library", str(tmp_path), "--backbone", "sd",
+                 "--base", str(tiny), "--steps", "1", "--resolution", RES, "--export-precision", "fp16",
+                 "--train-text-encoder", "--gradient-checkpointing", "--lr", "1e-2", "--threads", "1",
+                 "--preview-steps", "0")
     assert run.rc == 0, run.stderr[-3000:]
     folder = tmp_path / "half"
     assert bundle_problems(folder) == []
@@ -597,33 +353,29 @@ def test_fp16_export_and_text_encoder_lora(tiny: Path, photos: dict, tmp_path: P
     for name, g in m["graphs"].items():
         proto = onnx.load(str(folder / g["file"]))
         io = {v.name: v.type.tensor_type.elem_type for v in list(proto.graph.input) + list(proto.graph.output)}
-        assert io == {
-            t["name"]: (onnx.TensorProto.INT64 if t["dtype"] == "int64" else onnx.TensorProto.FLOAT)
-            for t in g["inputs"] + g["outputs"]
-        }, name
+        assert io == {t["name"]: (onnx.TensorProto.INT64 if t["dtype"] == "int64" else onnx.TensorProto.FLOAT)
+                      for t in g["inputs"] + g["outputs"]}, name
         kinds = {t.data_type for t in proto.graph.initializer if len(t.dims) >= 2}
         assert kinds == {onnx.TensorProto.FLOAT16}, (name, kinds)
     assert all(isinstance(v, float) for v in m["training"]["onnx_max_abs_diff"].values())
     # LoRA on the text encoder learnt through gradient checkpointing (its B matrices start at 0).
     from safetensors.torch import load_file
-
     w = load_file(folder / "weights.safetensors")
     te_b = [v for k, v in w.items() if k.startswith("text_encoder.") and "lora_B" in k]
     assert te_b and all(float(v.abs().max()) > 0 for v in te_b)
 
 
-def test_large_graph_keeps_its_weights_in_one_data_file(
-    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_large_graph_keeps_its_weights_in_one_data_file(tiny: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from pie_trainer.sd import export as ex
     from pie_trainer.sd import models as md
     from pie_trainer.sd.base import check_base
 
-    monkeypatch.setattr(ex, "EXTERNAL_LIMIT", 1000)  # stands in for a > 2 GB UNet
+    monkeypatch.setattr(ex, "EXTERNAL_LIMIT", 1000)   # stands in for a > 2 GB UNet
     parts = md.load_base(check_base(str(tiny)))
     made = ex.export_graph("unet", parts, tmp_path, 77, 4, 2, torch.device("cpu"), torch.float32)
     assert made == ["unet.onnx", "unet.onnx.data"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == made  # no temporary files left
+    assert sorted(p.name for p in tmp_path.iterdir()) == made       # no temporary files left
     assert 5 * (tmp_path / "unet.onnx").stat().st_size < (tmp_path / "unet.onnx.data").stat().st_size
     files = {"unet": "unet.onnx"}
     for g in ("text_encoder", "vae_encoder", "vae_decoder"):
@@ -634,31 +386,13 @@ def test_large_graph_keeps_its_weights_in_one_data_file(
 
 # ---- refusals -----------------------------------------------------------------
 
-
 def test_hub_id_and_bad_bases_are_refused_without_network(tmp_path: Path, photos: dict, tiny: Path) -> None:
     e, log = net_env(tmp_path)
     lib = tmp_path / "lib"
 
     def scene(base: str, *extra: str) -> Run:
-        return sd_run(
-            "scene",
-            str(photos["scene"]),
-            "--name",
-            "n",
-            "--library",
-            str(lib),
-            "--backbone",
-            "sd",
-            "--base",
-            base,
-            "--steps",
-            "1",
-            "--resolution",
-            RES,
-            *extra,
-            e=e,
-            timeout=60,
-        )
+        return sd_run("scene", str(photos["scene"]), "--name", "n", "--library", str(lib), "--backbone", "sd",
+                      "--base", base, "--steps", "1", "--resolution", RES, *extra, e=e, timeout=60)
 
     t0 = time.monotonic()
     run = scene("runwayml/stable-diffusion-v1-5")
@@ -679,12 +413,8 @@ def test_hub_id_and_bad_bases_are_refused_without_network(tmp_path: Path, photos
     assert "--class-word" in scene(str(tiny), "--class-word", "Dog!").last("error")["message"]
     assert "bitsandbytes" in scene(str(tiny), "--use-8bit-adam").last("error")["message"]
     assert "does not use --channels" in scene(str(tiny), "--channels", "16").last("error")["message"]
-    assert (
-        "needs --base"
-        in sd_run("scene", str(photos["scene"]), "--name", "n", "--library", str(lib), "--backbone", "sd", e=e).last(
-            "error"
-        )["message"]
-    )
+    assert "needs --base" in sd_run("scene", str(photos["scene"]), "--name", "n", "--library", str(lib),
+                                    "--backbone", "sd", e=e).last("error")["message"]
     pixel = sd_run("scene", str(photos["scene"]), "--name", "n", "--library", str(lib), "--lora-rank", "4", e=e)
     assert pixel.rc == 2 and "--lora-rank needs --backbone sd" in pixel.last("error")["message"]
     assert not log.exists(), log.read_text()
@@ -729,15 +459,9 @@ def test_schedule_keeps_the_base_schedulers_spacing(tiny: Path, tmp_path: Path) 
 
 # ---- cancel and resume ----------------------------------------------------------
 
-
 def _start(*args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "pie_trainer", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env(),
-    )
+    return subprocess.Popen([sys.executable, "-m", "pie_trainer", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env())
 
 
 def _wait(proc: subprocess.Popen, pred: object, timeout: float = 180) -> list[dict]:
@@ -759,20 +483,8 @@ def _finish(proc: subprocess.Popen, seen: list[dict]) -> Run:
 
 def test_sd_cancel_leaves_no_bundle_and_resumes(tmp_path: Path, photos: dict, tiny: Path) -> None:
     lib = tmp_path / "lib"
-    common = [
-        "scene",
-        str(photos["scene"]),
-        "--name",
-        "c",
-        "--library",
-        str(lib),
-        "--backbone",
-        "sd",
-        "--base",
-        str(tiny),
-        "--threads",
-        "1",
-    ]
+    common = ["scene", str(photos["scene"]), "--name", "c", "--library", str(lib), "--backbone", "sd", "--base",
+              str(tiny), "--threads", "1"]
     args = common + ["--steps", "40", "--resolution", RES, "--mixed-precision", "no"]
     proc = _start(*args)
     seen = _wait(proc, lambda e: e["event"] == "progress" and e["step"] >= 2)
@@ -808,9 +520,8 @@ def test_sd_cancel_leaves_no_bundle_and_resumes(tmp_path: Path, photos: dict, ti
     assert bundle_problems(lib / "d") == [] and manifest(lib / "d")["training"]["steps"] == 40
 
 
-def test_export_failure_keeps_the_training_for_resume(
-    tmp_path: Path, photos: dict, tiny: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_export_failure_keeps_the_training_for_resume(tmp_path: Path, photos: dict, tiny: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Simulated full disk while exporting: exit 2, no bundle; the trained weights stay, --resume exports."""
     import errno
     import io
@@ -828,26 +539,8 @@ def test_export_failure_keeps_the_training_for_resume(
 
     monkeypatch.setattr(ex, "export_graph", full)
     lib = tmp_path / "lib"
-    args = [
-        "scene",
-        str(photos["scene"]),
-        "--name",
-        "full",
-        "--library",
-        str(lib),
-        "--backbone",
-        "sd",
-        "--base",
-        str(tiny),
-        "--steps",
-        "2",
-        "--resolution",
-        RES,
-        "--threads",
-        "1",
-        "--preview-steps",
-        "0",
-    ]
+    args = ["scene", str(photos["scene"]), "--name", "full", "--library", str(lib), "--backbone", "sd", "--base",
+            str(tiny), "--steps", "2", "--resolution", RES, "--threads", "1", "--preview-steps", "0"]
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     out = io.StringIO()
     try:
@@ -860,7 +553,8 @@ def test_export_failure_keeps_the_training_for_resume(
     assert visible_entries(lib) == [] and not [p for p in lib.iterdir() if p.name.startswith(".partial-")]
     assert (lib / ".checkpoints" / "full" / "state.pt").is_file()
 
-    run = sd_run(*args[:-2], "--resume")  # a fresh process: the real exporter
+    run = sd_run(*args[:-2], "--resume")     # a fresh process: the real exporter
     assert run.rc == 0, run.stderr[-2000:]
     assert not [e for e in run.events if e["event"] == "progress"]
     assert bundle_problems(lib / "full") == []
+

@@ -47,7 +47,7 @@ def test_model_is_fully_convolutional_and_starts_at_zero() -> None:
     for h, w in ((16, 16), (24, 40)):
         out = m(torch.randn(2, 3, h, w), torch.tensor([0, 999]), torch.tensor([0, 2]))
         assert out.shape == (2, 3, h, w)
-        assert float(out.detach().abs().max()) == 0.0  # zero-initialised output conv
+        assert float(out.detach().abs().max()) == 0.0   # zero-initialised output conv
 
 
 def test_scene_crops_and_subject_views() -> None:
@@ -61,7 +61,7 @@ def test_scene_crops_and_subject_views() -> None:
     views = SubjectViews(scene, mask, 16)
     xs, ws = views.sample(3, gen)
     assert xs.shape == (3, 3, 16, 16) and ws.shape == (3, 1, 16, 16)
-    assert 0.2 < float(ws.mean()) < 0.9  # the box fills the view; outside the mask weighs nothing
+    assert 0.2 < float(ws.mean()) < 0.9     # the box fills the view; outside the mask weighs nothing
     assert views.box == (30, 10, 50, 50)
     cut = cutout_rgba(scene, mask)
     assert cut.size == (20, 40) and cut.mode == "RGBA"

@@ -27,8 +27,8 @@ from .library import LibraryFileError, already_exists, open_library_file, read_l
 # Files every backbone's bundles may hold; a backbone's own files are named in its package.
 MANIFEST = "bundle.json"
 PREVIEW = "preview.png"
-SUBJECT = "subject.png"  # Stage II: the subject cut out by its mask
-SCENE = "scene.png"  # Stage I: the scene at its working scale, for Stage II's replay
+SUBJECT = "subject.png"    # Stage II: the subject cut out by its mask
+SCENE = "scene.png"        # Stage I: the scene at its working scale, for Stage II's replay
 
 
 def schema_path(name: str) -> Path:
@@ -37,9 +37,8 @@ def schema_path(name: str) -> Path:
     for candidate in (package / "schema" / name, package.parent.parent / "schema" / name):
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(
-        f"cannot find the contract {name} (looked in {package / 'schema'} and {package.parent.parent / 'schema'})"
-    )
+    raise FileNotFoundError(f"cannot find the contract {name} (looked in {package / 'schema'} and "
+                            f"{package.parent.parent / 'schema'})")
 
 
 def load_schema(name: str) -> dict[str, Any]:
@@ -49,11 +48,9 @@ def load_schema(name: str) -> dict[str, Any]:
 
 def schema_errors(manifest: dict[str, Any]) -> list[str]:
     import jsonschema
-
     validator = jsonschema.Draft202012Validator(load_schema("bundle.schema.json"))
-    return [
-        f"{'/'.join(str(p) for p in e.absolute_path) or '(top)'}: {e.message}" for e in validator.iter_errors(manifest)
-    ]
+    return [f"{'/'.join(str(p) for p in e.absolute_path) or '(top)'}: {e.message}"
+            for e in validator.iter_errors(manifest)]
 
 
 def sha256_file(path: Path) -> str:
@@ -168,11 +165,10 @@ class Staging:
 @dataclass
 class SceneBundle:
     """The Stage I bundle a subject grows from, checked."""
-
     path: Path
     manifest: dict[str, Any]
     manifest_sha256: str
-    files: set[str]  # listed in its manifest, each present and matching its sha256
+    files: set[str]        # listed in its manifest, each present and matching its sha256
 
     @property
     def scene_concept(self) -> dict[str, Any]:
@@ -183,16 +179,16 @@ class SceneBundle:
         return {"name": self.manifest["name"], "manifest_sha256": self.manifest_sha256}
 
 
-def load_scene_bundle(
-    library: Path, scene: str, backbone: str, needed: tuple[str, ...], train_hint: str, optional: tuple[str, ...] = ()
-) -> SceneBundle:
+def load_scene_bundle(library: Path, scene: str, backbone: str, needed: tuple[str, ...], train_hint: str,
+                      optional: tuple[str, ...] = ()) -> SceneBundle:
     """The Stage I bundle `scene` of `backbone` with every check that has its own message. `needed`:
     the files a subject is grown from, each present and undamaged, as `optional` ones must be where
     the manifest lists them; `train_hint`: the command that trains such a scene."""
     folder = library / scene
     mpath = folder / MANIFEST
     if not os.path.lexists(mpath):
-        raise BadInput(f"there is no scene bundle named {scene!r} in {library}; train the scene first ({train_hint})")
+        raise BadInput(f"there is no scene bundle named {scene!r} in {library}; train the scene first "
+                       f"({train_hint})")
     try:
         manifest, raw = read_library_json(mpath, library)
     except LibraryFileError as exc:
@@ -200,16 +196,13 @@ def load_scene_bundle(
     if not isinstance(manifest, dict):
         raise BadInput(f"the scene bundle {scene!r} has an unreadable bundle.json (not a JSON object)")
     if manifest.get("backbone") != backbone:
-        raise BadInput(
-            f"the scene bundle {scene!r} uses the backbone {manifest.get('backbone')!r}, not "
-            f"{backbone!r}; a subject grows on its scene's backbone"
-        )
+        raise BadInput(f"the scene bundle {scene!r} uses the backbone {manifest.get('backbone')!r}, not "
+                       f"{backbone!r}; a subject grows on its scene's backbone")
     if manifest.get("stage") != 1:
         parent = (manifest.get("parent") or {}).get("name") if isinstance(manifest.get("parent"), dict) else None
         hint = f" (it grew from the scene {parent!r})" if parent else ""
-        raise BadInput(
-            f"{scene!r} is a subject (Stage II) bundle, not a scene{hint}; a subject must grow from a scene bundle"
-        )
+        raise BadInput(f"{scene!r} is a subject (Stage II) bundle, not a scene{hint}; "
+                       "a subject must grow from a scene bundle")
     errors = schema_errors(manifest)
     if errors:
         raise BadInput(f"the scene bundle {scene!r} is not a valid bundle: {errors[0]}")
@@ -217,61 +210,36 @@ def load_scene_bundle(
     used = needed + tuple(name for name in optional if name in listed)
     for name in used:
         if name not in listed or not os.path.lexists(folder / name):
-            raise BadInput(
-                f"the scene bundle {scene!r} has no {name} (it was not written by this trainer), "
-                "so it cannot be fine-tuned further"
-            )
+            raise BadInput(f"the scene bundle {scene!r} has no {name} (it was not written by this trainer), "
+                           "so it cannot be fine-tuned further")
         try:
             digest = sha256_library_file(folder / name, library)
         except LibraryFileError as exc:
             raise BadInput(f"the scene bundle {scene!r} cannot be used: {exc}") from None
         if digest != listed[name]["sha256"]:
             raise BadInput(f"the scene bundle {scene!r} is damaged: {name} does not match its recorded sha256")
-    return SceneBundle(path=folder, manifest=manifest, manifest_sha256=hashlib.sha256(raw).hexdigest(), files=set(used))
+    return SceneBundle(path=folder, manifest=manifest, manifest_sha256=hashlib.sha256(raw).hexdigest(),
+                       files=set(used))
 
 
-def concept(ident: str, name: str, role: str, stage: int, img: LoadedImage, token: int, **more: Any) -> dict[str, Any]:
+def concept(ident: str, name: str, role: str, stage: int, img: LoadedImage, token: int,
+            **more: Any) -> dict[str, Any]:
     """One entry of the manifest's `tokens.concepts`; `more`: the backbone's own fields."""
-    return {
-        "id": token,
-        "identifier": ident,
-        "name": name,
-        "role": role,
-        "stage": stage,
-        "source_sha256": img.sha256,
-        "source_size": [img.source_size[0], img.source_size[1]],
-        **more,
-    }
+    return {"id": token, "identifier": ident, "name": name, "role": role, "stage": stage,
+            "source_sha256": img.sha256, "source_size": [img.source_size[0], img.source_size[1]], **more}
 
 
-def manifest(
-    name: str,
-    stage: int,
-    backbone: str,
-    parent: dict[str, str] | None,
-    model: dict[str, Any],
-    schedule: dict[str, Any],
-    tokens: dict[str, Any],
-    body: dict[str, Any],
-    training: dict[str, Any],
-) -> dict[str, Any]:
+def manifest(name: str, stage: int, backbone: str, parent: dict[str, str] | None, model: dict[str, Any],
+             schedule: dict[str, Any], tokens: dict[str, Any], body: dict[str, Any],
+             training: dict[str, Any]) -> dict[str, Any]:
     """bundle.json without its `files` (the commit adds them): the fields every backbone writes,
     with `body` (its graphs and whatever else it needs) between `tokens` and `training`."""
     import torch
 
     from .. import TRAINER_NAME, __version__
-
     return {
-        "format": "pie-bundle",
-        "format_version": 1,
-        "name": name,
-        "stage": stage,
-        "backbone": backbone,
-        "parent": parent,
-        "model": model,
-        "schedule": schedule,
-        "tokens": tokens,
-        **body,
+        "format": "pie-bundle", "format_version": 1, "name": name, "stage": stage, "backbone": backbone,
+        "parent": parent, "model": model, "schedule": schedule, "tokens": tokens, **body,
         "training": training,
         "trainer": {"name": TRAINER_NAME, "version": __version__, "torch": torch.__version__},
         "created": utc_now(),

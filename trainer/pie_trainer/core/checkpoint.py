@@ -16,8 +16,8 @@ from torch import nn
 
 from .library import LibraryFileError, open_library_file
 
-STATE = "state.pt"  # everything a resumed run needs (torch.save of a dict)
-META = "meta.json"  # the run's identity and its concept identifier, readable without torch
+STATE = "state.pt"   # everything a resumed run needs (torch.save of a dict)
+META = "meta.json"   # the run's identity and its concept identifier, readable without torch
 
 
 def _atomic_write(path: Path, write: Any) -> None:

@@ -52,7 +52,7 @@ def start(requested: str, threads: int | None, deterministic: bool) -> tuple[Sto
     torch.set_num_threads(n)
     try:
         torch.set_num_interop_threads(1)
-    except RuntimeError:  # already set (a second run in one process)
+    except RuntimeError:   # already set (a second run in one process)
         pass
     return stop, device, n
 

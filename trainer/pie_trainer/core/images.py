@@ -18,10 +18,10 @@ from typing import NoReturn, cast
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
-MIN_SIDE = 32  # smallest width or height the trainer accepts
-MAX_WORK_SIDE = 2048  # larger images are downscaled (never refused) to this long side on load
+MIN_SIDE = 32          # smallest width or height the trainer accepts
+MAX_WORK_SIDE = 2048   # larger images are downscaled (never refused) to this long side on load
 MAX_PIXELS = 1_000_000_000  # beyond this an image cannot be decoded in reasonable memory: refused
-MIN_MASK_BOX = 8  # smallest subject box (width and height) a mask may select
+MIN_MASK_BOX = 8       # smallest subject box (width and height) a mask may select
 # zlib cannot shrink data by more than about 1032:1, so a PNG whose file is smaller than
 # its declared pixels / this ratio is truncated; it is refused before its pixels are allocated.
 _PNG_MAX_RATIO = 1100
@@ -30,8 +30,8 @@ _PIXEL_LIMIT_LOCK = threading.Lock()
 
 @dataclass
 class LoadedImage:
-    image: Image.Image  # RGB or RGBA, at most MAX_WORK_SIDE on its long side
-    sha256: str  # of the file's bytes
+    image: Image.Image          # RGB or RGBA, at most MAX_WORK_SIDE on its long side
+    sha256: str                 # of the file's bytes
     source_size: tuple[int, int]  # (width, height) as given (EXIF orientation applied)
     downscaled: bool
     path: str
@@ -55,7 +55,6 @@ def _read_bytes(path: str, what: str) -> bytes:
 
 def raise_bad(message: str) -> NoReturn:
     from .errors import BadInput
-
     raise BadInput(message)
 
 
@@ -84,9 +83,8 @@ def _png_too_short(im: Image.Image, data_len: int) -> bool:
     return data_len * _PNG_MAX_RATIO < raw
 
 
-def decode_image(
-    data: bytes, path: str, what: str, max_side: int | None = MAX_WORK_SIDE, threshold: int | None = None
-) -> tuple[Image.Image, tuple[int, int]]:
+def decode_image(data: bytes, path: str, what: str, max_side: int | None = MAX_WORK_SIDE,
+                 threshold: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
     """Decode once: returns the image and its declared (header) size, before any reduction.
 
     The header is read first: more than MAX_PIXELS is refused before any pixel is
@@ -105,15 +103,11 @@ def decode_image(
             declared = im.size
             w, h = declared
             if w * h > MAX_PIXELS:
-                raise_bad(
-                    f"{what} {path!r} is {w}x{h} pixels, more than the {MAX_PIXELS // 1_000_000} "
-                    "megapixels the trainer can decode"
-                )
+                raise_bad(f"{what} {path!r} is {w}x{h} pixels, more than the {MAX_PIXELS // 1_000_000} "
+                          "megapixels the trainer can decode")
             if im.format == "PNG" and _png_too_short(im, len(data)):
-                raise_bad(
-                    f"{what} {path!r} is damaged or truncated and cannot be decoded: its file is far "
-                    f"too short for {w}x{h} pixels"
-                )
+                raise_bad(f"{what} {path!r} is damaged or truncated and cannot be decoded: its file is far "
+                          f"too short for {w}x{h} pixels")
             if im.format == "JPEG" and max_side is not None:
                 im.draft(im.mode if im.mode in ("L", "RGB") else "RGB", (max_side, max_side))
             im.load()
@@ -124,9 +118,9 @@ def decode_image(
     except (OSError, SyntaxError, ValueError) as exc:
         raise_bad(f"{what} {path!r} is damaged or truncated and cannot be decoded: {exc}")
     if threshold is not None:
-        im = im.convert("L").point(lambda v: 255 if v > threshold else 0)  # keeps the EXIF orientation
+        im = im.convert("L").point(lambda v: 255 if v > threshold else 0)   # keeps the EXIF orientation
     if max_side is not None and max(im.size) >= 2 * max_side:
-        im = _reducible(im).reduce(max(im.size) // max_side)  # box filter; the exact size comes later
+        im = _reducible(im).reduce(max(im.size) // max_side)   # box filter; the exact size comes later
     return im, declared
 
 
@@ -143,14 +137,13 @@ def _reducible(im: Image.Image) -> Image.Image:
     return im.convert("RGBA" if has_alpha else "RGB")
 
 
-MAX_LIBRARY_IMAGE_BYTES = 256 << 20  # scene.png / exclude.png of a bundle: a few MB at most
+MAX_LIBRARY_IMAGE_BYTES = 256 << 20   # scene.png / exclude.png of a bundle: a few MB at most
 
 
 def open_library_image(path: Path, library: Path) -> Image.Image:
     """An image of a bundle in the library (checked like every library file), at full size:
     it was written at its working size."""
     from .library import LibraryFileError, read_library_bytes
-
     try:
         data = read_library_bytes(path, library, MAX_LIBRARY_IMAGE_BYTES)
     except LibraryFileError as exc:
@@ -181,9 +174,8 @@ def load_image(path: str, what: str = "image") -> LoadedImage:
         target = (max(1, round(declared[0] * min(1.0, scale))), max(1, round(declared[1] * min(1.0, scale))))
         im = im.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
         downscaled = True
-    return LoadedImage(
-        image=im, sha256=hashlib.sha256(data).hexdigest(), source_size=(w, h), downscaled=downscaled, path=path
-    )
+    return LoadedImage(image=im, sha256=hashlib.sha256(data).hexdigest(), source_size=(w, h),
+                       downscaled=downscaled, path=path)
 
 
 def _oriented(im: Image.Image, size: tuple[int, int]) -> tuple[int, int]:
@@ -193,10 +185,8 @@ def _oriented(im: Image.Image, size: tuple[int, int]) -> tuple[int, int]:
 
 def _same_size(path: str, what: str, size: tuple[int, int], image: LoadedImage) -> None:
     if size != image.source_size:
-        raise_bad(
-            f"{what} {path!r} is {size[0]}x{size[1]} pixels but the image is "
-            f"{image.source_size[0]}x{image.source_size[1]}; they must be the same size"
-        )
+        raise_bad(f"{what} {path!r} is {size[0]}x{size[1]} pixels but the image is "
+                  f"{image.source_size[0]}x{image.source_size[1]}; they must be the same size")
 
 
 def load_mask(path: str, image: LoadedImage) -> np.ndarray:
@@ -211,7 +201,7 @@ def load_mask(path: str, image: LoadedImage) -> np.ndarray:
     m = ImageOps.exif_transpose(m)
     if m.mode in ("RGBA", "LA", "PA") or (m.mode == "P" and "transparency" in m.info):
         alpha = m.convert("RGBA").getchannel("A")
-        lowest = cast("tuple[int, int]", alpha.getextrema())[0]  # one band: (min, max)
+        lowest = cast("tuple[int, int]", alpha.getextrema())[0]   # one band: (min, max)
         grey = alpha if lowest < 255 else m.convert("L")
     else:
         grey = m.convert("L")
@@ -223,10 +213,8 @@ def load_mask(path: str, image: LoadedImage) -> np.ndarray:
     ys, xs = np.nonzero(arr >= 0.5)
     bw, bh = int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)
     if min(bw, bh) < MIN_MASK_BOX:
-        raise_bad(
-            f"mask {path!r} selects only a {bw}x{bh} pixel area; the subject must span at least "
-            f"{MIN_MASK_BOX}x{MIN_MASK_BOX} pixels"
-        )
+        raise_bad(f"mask {path!r} selects only a {bw}x{bh} pixel area; the subject must span at least "
+                  f"{MIN_MASK_BOX}x{MIN_MASK_BOX} pixels")
     return arr
 
 
@@ -245,16 +233,15 @@ def rgb_array(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 
-MAX_EXCLUDED = 0.95  # an exclude mask may hide at most this fraction of the scene
+MAX_EXCLUDED = 0.95   # an exclude mask may hide at most this fraction of the scene
 
 
 @dataclass
 class ExcludeMask:
     """Scene pixels that must never be learned (--exclude): True = excluded, at the working size."""
-
-    excluded: np.ndarray  # bool [h, w]
-    fraction: float  # of the source pixels that are excluded
-    sha256: str  # of the mask file's bytes
+    excluded: np.ndarray   # bool [h, w]
+    fraction: float        # of the source pixels that are excluded
+    sha256: str            # of the mask file's bytes
 
 
 def load_exclude(path: str, image: LoadedImage) -> ExcludeMask:
@@ -269,16 +256,13 @@ def load_exclude(path: str, image: LoadedImage) -> ExcludeMask:
     _same_size(path, "exclude mask", _oriented(m, declared), image)
     m = ImageOps.exif_transpose(m)
     arr = np.asarray(m, dtype=np.float32) / 255.0
-    fraction = float(arr.mean())  # exact: reduce() averages whole boxes of the 0/1 source pixels
+    fraction = float(arr.mean())   # exact: reduce() averages whole boxes of the 0/1 source pixels
     if fraction <= 0.0:
         from .progress import log
-
         log(f"exclude mask {path!r} excludes nothing (no pixel above 127): the whole scene is learned")
     if fraction > MAX_EXCLUDED:
-        raise_bad(
-            f"exclude mask {path!r} excludes {fraction:.1%} of the scene; at most "
-            f"{MAX_EXCLUDED:.0%} may be excluded (white = excluded, black = learned)"
-        )
+        raise_bad(f"exclude mask {path!r} excludes {fraction:.1%} of the scene; at most "
+                  f"{MAX_EXCLUDED:.0%} may be excluded (white = excluded, black = learned)")
     if m.size != image.image.size:
         m = m.resize(image.image.size, Image.Resampling.BOX)
         # Bleed of the image's own downscaling filter: one working pixel more on each side.
@@ -292,10 +276,9 @@ def load_exclude(path: str, image: LoadedImage) -> ExcludeMask:
 @dataclass
 class TrainInputs:
     """What a `scene` or `subject` run learns from, loaded and checked (no torch needed)."""
-
     stage: int
-    name: str  # the concept's name, checked
+    name: str                  # the concept's name, checked
     library: Path
-    image: LoadedImage  # the scene (Stage I) or the subject (Stage II)
-    mask: np.ndarray | None = None  # Stage II: the subject's mask at the image's working size
-    mask_sha256: str | None = None  # ... of the --mask file, when one was given
+    image: LoadedImage         # the scene (Stage I) or the subject (Stage II)
+    mask: np.ndarray | None = None      # Stage II: the subject's mask at the image's working size
+    mask_sha256: str | None = None      # ... of the --mask file, when one was given

@@ -22,63 +22,10 @@ NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 IDENTIFIER_RE = re.compile(r"^[a-z]{3,8}$")
 # Rare non-words: consonant-only strings, minus the few that are words or common abbreviations.
 _CONSONANTS = "bcdfghjklmnpqrstvwxz"
-_NOT_RARE = {
-    "hmm",
-    "brr",
-    "shh",
-    "psst",
-    "pst",
-    "tsk",
-    "nth",
-    "cwm",
-    "crwth",
-    "pfft",
-    "zzz",
-    "mmm",
-    "hmmm",
-    "www",
-    "xxx",
-    "bbc",
-    "cnn",
-    "dvd",
-    "html",
-    "http",
-    "pdf",
-    "png",
-    "jpg",
-    "gif",
-    "mp",
-    "npm",
-    "sql",
-    "ssh",
-    "tcp",
-    "xml",
-    "kg",
-    "km",
-    "lbs",
-    "mph",
-    "nyc",
-    "std",
-    "sks",
-    "vst",
-    "mgmt",
-    "bldg",
-    "pkg",
-    "src",
-    "lib",
-    "cfg",
-    "msg",
-    "img",
-    "txt",
-    "rgb",
-    "cmd",
-    "dll",
-    "ftp",
-    "css",
-    "bmp",
-    "mkv",
-    "ltd",
-}
+_NOT_RARE = {"hmm", "brr", "shh", "psst", "pst", "tsk", "nth", "cwm", "crwth", "pfft", "zzz", "mmm", "hmmm",
+             "www", "xxx", "bbc", "cnn", "dvd", "html", "http", "pdf", "png", "jpg", "gif", "mp", "npm", "sql",
+             "ssh", "tcp", "xml", "kg", "km", "lbs", "mph", "nyc", "std", "sks", "vst", "mgmt", "bldg", "pkg",
+             "src", "lib", "cfg", "msg", "img", "txt", "rgb", "cmd", "dll", "ftp", "css", "bmp", "mkv", "ltd"}
 
 
 def library_path(arg: str | None) -> Path:
@@ -92,24 +39,21 @@ def library_path(arg: str | None) -> Path:
 
 def check_name(name: str) -> str:
     if not NAME_RE.match(name):
-        raise BadInput(
-            f"concept name {name!r} is not allowed: use 1-64 characters of a-z, 0-9, '_' and '-', "
-            "starting with a letter or digit"
-        )
+        raise BadInput(f"concept name {name!r} is not allowed: use 1-64 characters of a-z, 0-9, '_' and '-', "
+                       "starting with a letter or digit")
     return name
 
 
 def already_exists(name: str, library: Path) -> BadInput:
-    return BadInput(
-        f"a concept named {name!r} already exists in {library}; choose another name or pass --force to replace it"
-    )
+    return BadInput(f"a concept named {name!r} already exists in {library}; "
+                    "choose another name or pass --force to replace it")
 
 
 def checkpoint_dir(library: Path, name: str) -> Path:
     return library / ".checkpoints" / name
 
 
-MAX_JSON_BYTES = 1 << 20  # a bundle.json or meta.json is a few kB; anything over this is not one
+MAX_JSON_BYTES = 1 << 20   # a bundle.json or meta.json is a few kB; anything over this is not one
 
 
 class LibraryFileError(BadInput):
@@ -138,9 +82,8 @@ def open_library_file(path: Path, library: Path, max_bytes: int | None = None) -
         if not stat.S_ISREG(st.st_mode):
             raise LibraryFileError(f"{path} is not a regular file")
         if max_bytes is not None and st.st_size > max_bytes:
-            raise LibraryFileError(
-                f"{path} is {st.st_size} bytes, more than the {max_bytes} bytes such a file may have"
-            )
+            raise LibraryFileError(f"{path} is {st.st_size} bytes, more than the {max_bytes} bytes such a file "
+                                   "may have")
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
@@ -151,7 +94,7 @@ def open_library_file(path: Path, library: Path, max_bytes: int | None = None) -
 def read_library_bytes(path: Path, library: Path, max_bytes: int) -> bytes:
     with open_library_file(path, library, max_bytes) as f:
         data = f.read(max_bytes + 1)
-    if len(data) > max_bytes:  # it grew after the check
+    if len(data) > max_bytes:   # it grew after the check
         raise LibraryFileError(f"{path} is more than the {max_bytes} bytes such a file may have")
     return data
 
@@ -183,7 +126,6 @@ def read_manifest(folder: Path, library: Path | None = None, quiet: bool = False
     except LibraryFileError as exc:
         if not quiet and (folder / "bundle.json").exists():
             from .progress import log
-
             log(f"skipping {folder.name!r}: {exc}")
         return None
 
@@ -221,7 +163,6 @@ def read_checkpoint_meta(library: Path, name: str) -> dict[str, Any] | None:
         meta, _ = read_library_json(path, library)
     except LibraryFileError as exc:
         from .progress import log
-
         log(f"ignoring the checkpoint {name!r}: {exc}")
         return None
     return meta if isinstance(meta, dict) else None

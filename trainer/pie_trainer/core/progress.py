@@ -60,15 +60,8 @@ class Progress:
             return
         self._last_progress = now
         eta = (total - step) / rate if rate > 0 else 0.0
-        self.emit(
-            "progress",
-            stage=stage,
-            step=step,
-            total=total,
-            loss=round(float(loss), 6),
-            rate=round(max(rate, 0.0), 4),
-            eta_s=round(max(eta, 0.0), 1),
-        )
+        self.emit("progress", stage=stage, step=step, total=total, loss=round(float(loss), 6),
+                  rate=round(max(rate, 0.0), 4), eta_s=round(max(eta, 0.0), 1))
 
 
 def log(message: str) -> None:

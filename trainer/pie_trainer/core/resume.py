@@ -37,10 +37,8 @@ def check_same_run(saved: dict[str, Any], meta: dict[str, Any], folder: Path) ->
 
 
 def different_run(folder: Path) -> BadInput:
-    return BadInput(
-        f"the checkpoint in {folder} belongs to a different run (other backbone, stage, image, "
-        "scene, mask or base); start again without --resume"
-    )
+    return BadInput(f"the checkpoint in {folder} belongs to a different run (other backbone, stage, image, "
+                    "scene, mask or base); start again without --resume")
 
 
 def kept_identifier(library: Path, name: str) -> str | None:

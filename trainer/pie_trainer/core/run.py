@@ -27,13 +27,12 @@ from .progress import Progress, log
 from .resume import check_same_run
 from .stop import StopFlag
 
-RATE_WINDOW = 20  # steps the reported rate is averaged over
+RATE_WINDOW = 20   # steps the reported rate is averaged over
 
 
 @dataclass
 class Runtime:
     """How to run: chosen from the command line, not recorded in the checkpoint."""
-
     device: torch.device
     threads: int
     force: bool
@@ -41,7 +40,6 @@ class Runtime:
 
 class Settings(Protocol):
     """What the skeleton reads of a backbone's settings."""
-
     steps: int
     checkpoint_every: int
 
@@ -50,7 +48,6 @@ class Settings(Protocol):
 
 class Training(Protocol):
     """One backbone's model in training; everything random comes from its own generator."""
-
     step: int
     loss_avg: float
 
@@ -67,16 +64,15 @@ class Training(Protocol):
 @dataclass
 class Run:
     """One run as the skeleton sees it, handed to the job for writing its bundle."""
-
     rt: Runtime
     progress: Progress
     stop: StopFlag
-    checkpoints: Path  # <library>/.checkpoints/<name>
+    checkpoints: Path            # <library>/.checkpoints/<name>
     saved: dict[str, Any] | None  # the checkpoint resumed from
     precision: str
-    started: float  # time.monotonic() at the start
-    trained: float = 0.0  # ... when the last step was done
-    final_threads: int = 0  # threads after the rate watcher's adjustments
+    started: float               # time.monotonic() at the start
+    trained: float = 0.0         # ... when the last step was done
+    final_threads: int = 0       # threads after the rate watcher's adjustments
 
     def cancel(self, stage: int, training: Training) -> Cancelled:
         """Stopped: keep a checkpoint at the current step; the caller raises what this returns."""
@@ -86,12 +82,11 @@ class Run:
 
 class Job(Protocol):
     """What one backbone learns in a run and how it writes the bundle."""
-
     stage: int
     name: str
     library: Path
-    meta: dict[str, Any]  # identity of the run, checked on --resume
-    concepts: list[dict[str, Any]]  # the last one is the concept this run learns
+    meta: dict[str, Any]                  # identity of the run, checked on --resume
+    concepts: list[dict[str, Any]]        # the last one is the concept this run learns
 
     @property
     def settings(self) -> Settings: ...
@@ -118,10 +113,8 @@ def execute(job: Job, rt: Runtime, progress: Progress, stop: StopFlag, saved: di
     ckdir = checkpoint_dir(job.library, job.name)
     if saved is not None:
         check_same_run(saved, job.meta, ckdir)
-        log(
-            f"resuming {job.name!r} at step {saved['step']} of {job.settings.steps} "
-            "(the checkpoint's settings are used)"
-        )
+        log(f"resuming {job.name!r} at step {saved['step']} of {job.settings.steps} "
+            "(the checkpoint's settings are used)")
     elif ckdir.exists():
         for f in (ck.STATE, ck.META):
             (ckdir / f).unlink(missing_ok=True)
@@ -132,16 +125,10 @@ def execute(job: Job, rt: Runtime, progress: Progress, stop: StopFlag, saved: di
     precision = job.precision(rt, progress)
     s = job.settings
     # `start` before the model is built: a large base checkpoint takes a while to load.
-    progress.emit(
-        "start",
-        stage=job.stage,
-        name=job.name,
-        total=s.steps,
-        device=str(rt.device),
-        precision=precision,
-        threads=rt.threads,
-    )
-    run = Run(rt=rt, progress=progress, stop=stop, checkpoints=ckdir, saved=saved, precision=precision, started=started)
+    progress.emit("start", stage=job.stage, name=job.name, total=s.steps, device=str(rt.device),
+                  precision=precision, threads=rt.threads)
+    run = Run(rt=rt, progress=progress, stop=stop, checkpoints=ckdir, saved=saved, precision=precision,
+              started=started)
     training = job.begin(run)
     progress.phase(job.stage, "train", job.describe(training.step))
     run.final_threads = _steps(job, training, run)
@@ -154,12 +141,11 @@ def execute(job: Job, rt: Runtime, progress: Progress, stop: StopFlag, saved: di
     for f in (ck.STATE, ck.META):
         (ckdir / f).unlink(missing_ok=True)
     try:
-        ckdir.rmdir()  # only when nothing else (weights, previews) stays in it
+        ckdir.rmdir()   # only when nothing else (weights, previews) stays in it
     except OSError:
         pass
-    progress.emit(
-        "done", stage=job.stage, name=job.name, bundle=str(folder), wall_s=round(time.monotonic() - started, 2)
-    )
+    progress.emit("done", stage=job.stage, name=job.name, bundle=str(folder),
+                  wall_s=round(time.monotonic() - started, 2))
     return folder
 
 

@@ -10,11 +10,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter
 
-SCENE_SCALES = (0.5, 0.625, 0.75, 1.0)  # short sides, as fractions of the working short side
-SUBJECT_MARGIN = 0.04  # border kept around the subject's bounding box, per side
-SUBJECT_ZOOMS = (1.0, 1.06, 1.12)  # mild scale augmentation of the subject view
-MIN_INCLUDED = 0.25  # a scene crop with less than this fraction of learnable pixels is drawn again
-CROP_REDRAWS = 8  # ... at most this many times, then the most learnable of the draws is kept
+SCENE_SCALES = (0.5, 0.625, 0.75, 1.0)   # short sides, as fractions of the working short side
+SUBJECT_MARGIN = 0.04                     # border kept around the subject's bounding box, per side
+SUBJECT_ZOOMS = (1.0, 1.06, 1.12)         # mild scale augmentation of the subject view
+MIN_INCLUDED = 0.25    # a scene crop with less than this fraction of learnable pixels is drawn again
+CROP_REDRAWS = 8       # ... at most this many times, then the most learnable of the draws is kept
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
@@ -82,7 +82,8 @@ class SceneCrops:
     there; crops that are almost all excluded are drawn again.
     """
 
-    def __init__(self, scene: Image.Image, resolution: int, short_side: int, exclude: np.ndarray | None = None) -> None:
+    def __init__(self, scene: Image.Image, resolution: int, short_side: int,
+                 exclude: np.ndarray | None = None) -> None:
         self.resolution = resolution
         self.levels: list[torch.Tensor] = []
         self.weights: list[torch.Tensor] | None = None
@@ -90,7 +91,7 @@ class SceneCrops:
         if exclude is not None:
             rgb = Image.fromarray(fill_excluded(np.asarray(rgb), exclude))
             self.weights = []
-        self.scene = rgb  # what the crops are cut from (the excluded pixels filled)
+        self.scene = rgb    # what the crops are cut from (the excluded pixels filled)
         for f in SCENE_SCALES:
             s = max(resolution, round(short_side * f))
             level = resize_short_side(rgb, s)
@@ -115,8 +116,8 @@ class SceneCrops:
                 img = self.levels[k]
                 _, h, w = img.shape
                 y, x = randint(h - r + 1, gen), randint(w - r + 1, gen)
-                crop = img[:, y : y + r, x : x + r]
-                wgt = self.weights[k][:, y : y + r, x : x + r] if self.weights is not None else wout[i]
+                crop = img[:, y:y + r, x:x + r]
+                wgt = self.weights[k][:, y:y + r, x:x + r] if self.weights is not None else wout[i]
                 if randint(2, gen):
                     crop, wgt = crop.flip(2), wgt.flip(2)
                 share = float(wgt.mean())
@@ -151,9 +152,8 @@ class SubjectViews:
         # Square canvas around the box; outside the image: edge pixels, weight 0.
         yy = np.clip(np.arange(top, top + side), 0, h - 1)
         xx = np.clip(np.arange(left, left + side), 0, w - 1)
-        inside = ((np.arange(top, top + side) >= 0) & (np.arange(top, top + side) < h))[:, None] & (
-            (np.arange(left, left + side) >= 0) & (np.arange(left, left + side) < w)
-        )[None, :]
+        inside = (((np.arange(top, top + side) >= 0) & (np.arange(top, top + side) < h))[:, None]
+                  & ((np.arange(left, left + side) >= 0) & (np.arange(left, left + side) < w))[None, :])
         canvas = rgb[yy][:, xx]
         weight = m[yy][:, xx] * inside
         self.box = (int(x0), int(y0), int(x1), int(y1))
@@ -173,7 +173,7 @@ class SubjectViews:
             img, wgt = self.views[randint(len(self.views), gen)]
             s = img.shape[1]
             y, x = randint(s - r + 1, gen), randint(s - r + 1, gen)
-            a, b = img[:, y : y + r, x : x + r], wgt[:, y : y + r, x : x + r]
+            a, b = img[:, y:y + r, x:x + r], wgt[:, y:y + r, x:x + r]
             if randint(2, gen):
                 a, b = a.flip(2), b.flip(2)
             xs[i], ws[i] = a, b

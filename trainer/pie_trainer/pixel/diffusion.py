@@ -21,7 +21,7 @@ class Schedule:
         if self.beta_schedule == "linear":
             return torch.linspace(self.beta_start, self.beta_end, n, dtype=torch.float64)
         if self.beta_schedule == "scaled_linear":
-            return torch.linspace(self.beta_start**0.5, self.beta_end**0.5, n, dtype=torch.float64) ** 2
+            return torch.linspace(self.beta_start ** 0.5, self.beta_end ** 0.5, n, dtype=torch.float64) ** 2
         raise ValueError(f"unknown beta schedule {self.beta_schedule!r}")
 
     def alphas_cumprod(self) -> torch.Tensor:
@@ -30,14 +30,8 @@ class Schedule:
 
     def manifest(self) -> dict[str, object]:
         d = asdict(self)
-        return {
-            "type": "ddpm",
-            "num_train_timesteps": d["num_train_timesteps"],
-            "beta_schedule": d["beta_schedule"],
-            "beta_start": d["beta_start"],
-            "beta_end": d["beta_end"],
-            "prediction_type": "epsilon",
-        }
+        return {"type": "ddpm", "num_train_timesteps": d["num_train_timesteps"], "beta_schedule": d["beta_schedule"],
+                "beta_start": d["beta_start"], "beta_end": d["beta_end"], "prediction_type": "epsilon"}
 
 
 def add_noise(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:

@@ -47,19 +47,10 @@ def export_onnx(model: nn.Module, path: Path, resolution: int) -> None:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            m,
-            args,
-            str(path),
-            dynamo=False,
-            opset_version=OPSET,
-            input_names=list(INPUTS),
-            output_names=list(OUTPUTS),
-            dynamic_axes={
-                "x": {0: "N", 2: "H", 3: "W"},
-                "t": {0: "N"},
-                "token": {0: "N"},
-                "eps": {0: "N", 2: "H", 3: "W"},
-            },
+            m, args, str(path), dynamo=False, opset_version=OPSET,
+            input_names=list(INPUTS), output_names=list(OUTPUTS),
+            dynamic_axes={"x": {0: "N", 2: "H", 3: "W"}, "t": {0: "N"}, "token": {0: "N"},
+                          "eps": {0: "N", 2: "H", 3: "W"}},
         )
 
 

@@ -50,23 +50,19 @@ def run_sample(args: argparse.Namespace) -> None:
         raise BadInput(f"--height and --width must be multiples of {SIZE_MULTIPLE}")
     token = resolve_token(args.token, info)
     sched = info.get("schedule") or {}
-    schedule = Schedule(
-        num_train_timesteps=int(sched.get("num_train_timesteps", 1000)),
-        beta_start=float(sched.get("beta_start", 1e-4)),
-        beta_end=float(sched.get("beta_end", 0.02)),
-        beta_schedule=str(sched.get("beta_schedule", "linear")),
-    )
+    schedule = Schedule(num_train_timesteps=int(sched.get("num_train_timesteps", 1000)),
+                        beta_start=float(sched.get("beta_start", 1e-4)), beta_end=float(sched.get("beta_end", 0.02)),
+                        beta_schedule=str(sched.get("beta_schedule", "linear")))
     gen = torch.Generator().manual_seed(args.seed)
     tokens = torch.full((args.count,), token, dtype=torch.int64, device=device)
-    x = ddim_sample(
-        model, tokens, h, w, schedule, steps=args.steps, guidance=args.guidance, null_token=NULL_TOKEN, generator=gen
-    ).cpu()
+    x = ddim_sample(model, tokens, h, w, schedule, steps=args.steps, guidance=args.guidance,
+                    null_token=NULL_TOKEN, generator=gen).cpu()
     cols = math.ceil(math.sqrt(args.count))
     rows = math.ceil(args.count / cols)
     grid = np.zeros((rows * h, cols * w, 3), np.uint8)
     for i in range(args.count):
         r, c = divmod(i, cols)
-        grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = to_uint8(x[i])
+        grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = to_uint8(x[i])
     Image.fromarray(grid).save(args.out)
     if args.npy:
         np.save(args.npy, x.numpy().astype(np.float32))

@@ -30,7 +30,7 @@ class Settings:
     base_channels: int = 32
     seed: int = 0
     null_prob: float = 0.1
-    replay: float = 0.5  # Stage II: fraction of each batch that replays the scene
+    replay: float = 0.5          # Stage II: fraction of each batch that replays the scene
     ema_max: float = 0.999
     grad_clip: float = 1.0
     weight_decay: float = 0.0

@@ -32,7 +32,7 @@ from .train import Batch, PixelTraining, preview_grid
 from .weights import WEIGHTS, load_weights
 
 DENOISER = "denoiser.onnx"
-EXCLUDE = "exclude.png"  # Stage I with --exclude: white = never learned, at scene.png's size
+EXCLUDE = "exclude.png"    # Stage I with --exclude: white = never learned, at scene.png's size
 TRAIN_HINT = "python -m pie_trainer scene IMAGE --name NAME"
 
 
@@ -49,8 +49,8 @@ class PixelJob:
     preview_tokens: list[int]
     concepts: list[dict[str, Any]]
     parent: dict[str, str] | None
-    meta: dict[str, Any]  # identity of the run, checked on --resume
-    requested_precision: str = "auto"  # --precision: auto, fp32, bf16
+    meta: dict[str, Any]                               # identity of the run, checked on --resume
+    requested_precision: str = "auto"                  # --precision: auto, fp32, bf16
     bench_steps: int = 6
     extra_files: Callable[[Path], list[str]] = lambda folder: []
     extra_manifest: dict[str, Any] = field(default_factory=dict)
@@ -66,32 +66,14 @@ class PixelJob:
 
     def weights_info(self, step: int) -> dict[str, Any]:
         s = self.settings
-        return {
-            "stage": self.stage,
-            "name": self.name,
-            "resolution": s.resolution,
-            "scene_short_side": s.scene_short_side,
-            "schedule": self.schedule.manifest(),
-            "tokens": {"null": NULL_TOKEN, "concepts": self.concepts},
-            "step": step,
-        }
+        return {"stage": self.stage, "name": self.name, "resolution": s.resolution,
+                "scene_short_side": s.scene_short_side, "schedule": self.schedule.manifest(),
+                "tokens": {"null": NULL_TOKEN, "concepts": self.concepts}, "step": step}
 
     def begin(self, run: Run) -> PixelTraining:
-        tr = PixelTraining(
-            self.stage,
-            self.settings,
-            self.config,
-            self.schedule,
-            run.rt.device,
-            run.precision,
-            self.init_weights,
-            self.make_batch,
-            self.preview_tokens,
-            self.weights_info,
-            run.checkpoints,
-            run.progress,
-            run.stop,
-        )
+        tr = PixelTraining(self.stage, self.settings, self.config, self.schedule, run.rt.device, run.precision,
+                           self.init_weights, self.make_batch, self.preview_tokens, self.weights_info,
+                           run.checkpoints, run.progress, run.stop)
         tr.extra = {"meta": self.meta}
         if run.saved is not None:
             tr.restore(run.saved)
@@ -104,9 +86,8 @@ class PixelJob:
         progress.phase(self.stage, "export", "exporting the EMA denoiser to ONNX")
         export_onnx(tr.ema, staging.file(DENOISER), s.resolution)
         save_torch(tr.weights(), staging.file(WEIGHTS))
-        grid = preview_grid(
-            tr.ema, self.preview_tokens, s.resolution, self.schedule, s.seed, rt.device, should_stop=stop
-        )
+        grid = preview_grid(tr.ema, self.preview_tokens, s.resolution, self.schedule, s.seed, rt.device,
+                            should_stop=stop)
         if stop():
             raise run.cancel(self.stage, tr)
         grid.save(staging.file(bd.PREVIEW))
@@ -117,40 +98,18 @@ class PixelJob:
             raise run.cancel(self.stage, tr)
         progress.phase(self.stage, "write", f"writing the bundle {self.name!r}")
         training_record = {
-            **s.to_dict(),
-            "device": str(rt.device),
-            "precision": run.precision,
-            "threads": rt.threads,
-            "final_threads": run.final_threads,
-            "benchmark_steps_per_s": self.benchmark,
-            "final_loss": round(tr.loss_avg, 6),
-            "train_wall_s": round(run.trained - run.started, 1),
-            "resumed": run.saved is not None,
-            "onnx_max_abs_diff": diff,
-            "torch": torch.__version__,
-            **self.notes,
-        }
-        model = {
-            "resolution": s.resolution,
-            "size_multiple": SIZE_MULTIPLE,
-            "min_size": MIN_SIZE,
-            "channels": 3,
-            "value_range": [-1, 1],
-            "base_channels": self.config.base_channels,
-            "scene_short_side": s.scene_short_side,
-        }
+            **s.to_dict(), "device": str(rt.device), "precision": run.precision, "threads": rt.threads,
+            "final_threads": run.final_threads, "benchmark_steps_per_s": self.benchmark,
+            "final_loss": round(tr.loss_avg, 6), "train_wall_s": round(run.trained - run.started, 1),
+            "resumed": run.saved is not None, "onnx_max_abs_diff": diff, "torch": torch.__version__,
+            **self.notes}
+        model = {"resolution": s.resolution, "size_multiple": SIZE_MULTIPLE, "min_size": MIN_SIZE, "channels": 3,
+                 "value_range": [-1, 1], "base_channels": self.config.base_channels,
+                 "scene_short_side": s.scene_short_side}
         tokens = {"null": NULL_TOKEN, "vocab_size": self.config.vocab_size, "concepts": self.concepts}
-        manifest = bd.manifest(
-            self.name,
-            self.stage,
-            BACKBONE,
-            self.parent,
-            model,
-            self.schedule.manifest(),
-            tokens,
-            {"graphs": {"denoiser": graph_manifest(DENOISER)}, **self.extra_manifest},
-            training_record,
-        )
+        manifest = bd.manifest(self.name, self.stage, BACKBONE, self.parent, model, self.schedule.manifest(),
+                               tokens, {"graphs": {"denoiser": graph_manifest(DENOISER)}, **self.extra_manifest},
+                               training_record)
         manifest["preview"] = bd.PREVIEW
         if stop():
             raise run.cancel(self.stage, tr)
@@ -174,11 +133,8 @@ def choose_mode(job: PixelJob, rt: Runtime, progress: Progress) -> tuple[str, di
     gen = torch.Generator().manual_seed(1234)
 
     def inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return (
-            torch.randn(n, 3, r, r, generator=gen),
-            torch.randint(0, 1000, (n,), generator=gen),
-            torch.randint(0, VOCAB_SIZE, (n,), generator=gen),
-        )
+        return (torch.randn(n, 3, r, r, generator=gen), torch.randint(0, 1000, (n,), generator=gen),
+                torch.randint(0, VOCAB_SIZE, (n,), generator=gen))
 
     probe = TinyUNet(job.config)
     rates = time_modes(probe, inputs, rt.device, modes, job.bench_steps)
@@ -193,12 +149,10 @@ def load_parent(library: Path, scene: str) -> tuple[bd.SceneBundle, Path | None]
     return parent, parent.path / EXCLUDE if EXCLUDE in parent.files else None
 
 
-def scene_job(
-    name: str, library: Path, scene: LoadedImage, settings: Settings, ident: str, exclude: ExcludeMask | None = None
-) -> PixelJob:
-    crops = SceneCrops(
-        scene.image, settings.resolution, settings.scene_short_side, None if exclude is None else exclude.excluded
-    )
+def scene_job(name: str, library: Path, scene: LoadedImage, settings: Settings, ident: str,
+              exclude: ExcludeMask | None = None) -> PixelJob:
+    crops = SceneCrops(scene.image, settings.resolution, settings.scene_short_side,
+                       None if exclude is None else exclude.excluded)
 
     def make_batch(n: int, gen: torch.Generator) -> Batch:
         token = torch.full((n,), SCENE_TOKEN, dtype=torch.int64)
@@ -222,40 +176,18 @@ def scene_job(
     notes: dict[str, Any] = {"source_downscaled": scene.downscaled, "working_size": list(scene.image.size)}
     if exclude is not None:
         meta["exclude_sha256"] = exclude.sha256
-        notes["exclude_mask"] = {
-            "sha256": exclude.sha256,
-            "excluded_fraction": round(exclude.fraction, 6),
-            "file": EXCLUDE,
-        }
-    return PixelJob(
-        stage=1,
-        name=name,
-        library=library,
-        settings=settings,
-        config=UNetConfig(base_channels=settings.base_channels),
-        schedule=Schedule(),
-        init_weights=None,
-        make_batch=make_batch,
-        preview_tokens=[SCENE_TOKEN],
-        concepts=[bd.concept(ident, name, "scene", 1, scene, SCENE_TOKEN)],
-        parent=None,
-        meta=meta,
-        extra_files=extra_files,
-        notes=notes,
-    )
+        notes["exclude_mask"] = {"sha256": exclude.sha256, "excluded_fraction": round(exclude.fraction, 6),
+                                 "file": EXCLUDE}
+    return PixelJob(stage=1, name=name, library=library, settings=settings,
+                    config=UNetConfig(base_channels=settings.base_channels), schedule=Schedule(), init_weights=None,
+                    make_batch=make_batch, preview_tokens=[SCENE_TOKEN],
+                    concepts=[bd.concept(ident, name, "scene", 1, scene, SCENE_TOKEN)], parent=None,
+                    meta=meta, extra_files=extra_files, notes=notes)
 
 
-def subject_job(
-    name: str,
-    library: Path,
-    parent: bd.SceneBundle,
-    exclude_file: Path | None,
-    subject: LoadedImage,
-    mask: np.ndarray | None,
-    mask_sha: str | None,
-    settings: Settings,
-    ident: str,
-) -> PixelJob:
+def subject_job(name: str, library: Path, parent: bd.SceneBundle, exclude_file: Path | None,
+                subject: LoadedImage, mask: np.ndarray | None, mask_sha: str | None, settings: Settings,
+                ident: str) -> PixelJob:
     model, info = load_weights(parent.path / WEIGHTS, library)
     views = SubjectViews(subject.image, mask, settings.resolution)
     scene = open_library_image(parent.path / bd.SCENE, library).convert("RGB")
@@ -282,30 +214,14 @@ def subject_job(
         return [bd.SUBJECT]
 
     scene_concept = parent.scene_concept
-    return PixelJob(
-        stage=2,
-        name=name,
-        library=library,
-        settings=settings,
-        config=model.config,
-        schedule=Schedule(),
-        init_weights=model.state_dict(),
-        make_batch=make_batch,
-        preview_tokens=[scene_concept["id"], SUBJECT_TOKEN],
-        concepts=[dict(scene_concept), bd.concept(ident, name, "subject", 2, subject, SUBJECT_TOKEN)],
-        parent=parent.parent_record(),
-        meta={
-            "stage": 2,
-            "parent_sha256": parent.manifest_sha256,
-            "subject_sha256": subject.sha256,
-            "mask_sha256": mask_sha,
-        },
-        extra_files=extra_files,
-        extra_manifest={"subject": {"file": bd.SUBJECT, "has_mask": mask is not None}},
-        notes={
-            "source_downscaled": subject.downscaled,
-            "subject_box": list(views.box),
-            "parent_info_step": info.get("step"),
-            "replay_excludes": exclude is not None,
-        },
-    )
+    return PixelJob(stage=2, name=name, library=library, settings=settings, config=model.config,
+                    schedule=Schedule(), init_weights=model.state_dict(), make_batch=make_batch,
+                    preview_tokens=[scene_concept["id"], SUBJECT_TOKEN],
+                    concepts=[dict(scene_concept), bd.concept(ident, name, "subject", 2, subject, SUBJECT_TOKEN)],
+                    parent=parent.parent_record(),
+                    meta={"stage": 2, "parent_sha256": parent.manifest_sha256, "subject_sha256": subject.sha256,
+                          "mask_sha256": mask_sha},
+                    extra_files=extra_files,
+                    extra_manifest={"subject": {"file": bd.SUBJECT, "has_mask": mask is not None}},
+                    notes={"source_downscaled": subject.downscaled, "subject_box": list(views.box),
+                           "parent_info_step": info.get("step"), "replay_excludes": exclude is not None})

@@ -33,30 +33,19 @@ PREVIEW_PER_TOKEN = 4
 
 @dataclass
 class Batch:
-    x0: torch.Tensor  # [N, 3, R, R] in [-1, 1]
-    token: torch.Tensor  # [N] int64
+    x0: torch.Tensor      # [N, 3, R, R] in [-1, 1]
+    token: torch.Tensor   # [N] int64
     weight: torch.Tensor  # [N, 1, R, R] loss weight (the subject mask; 1 for the scene)
 
 
 class PixelTraining:
     """The model, its EMA copy, the optimiser and the generator every random draw comes from."""
 
-    def __init__(
-        self,
-        stage: int,
-        settings: Settings,
-        config: UNetConfig,
-        schedule: Schedule,
-        device: torch.device,
-        mode: str,
-        init: dict[str, torch.Tensor] | None,
-        make_batch: Callable[[int, torch.Generator], Batch],
-        preview_tokens: list[int],
-        weights_info: Callable[[int], dict[str, Any]],
-        checkpoints: Path,
-        progress: Progress,
-        stop: StopFlag,
-    ) -> None:
+    def __init__(self, stage: int, settings: Settings, config: UNetConfig, schedule: Schedule,
+                 device: torch.device, mode: str, init: dict[str, torch.Tensor] | None,
+                 make_batch: Callable[[int, torch.Generator], Batch], preview_tokens: list[int],
+                 weights_info: Callable[[int], dict[str, Any]], checkpoints: Path, progress: Progress,
+                 stop: StopFlag) -> None:
         self.stage, self.settings, self.schedule = stage, settings, schedule
         self.device, self.mode = device, mode
         self.make_batch, self.preview_tokens, self.weights_info = make_batch, preview_tokens, weights_info
@@ -72,7 +61,7 @@ class PixelTraining:
         self.step = 0
         self.ema_updates = 0
         self.loss_avg = 0.0
-        self.extra: dict[str, Any] = {}  # stage data kept in the checkpoint
+        self.extra: dict[str, Any] = {}   # stage data kept in the checkpoint
         self.acp = schedule.alphas_cumprod().to(torch.float32).to(device)
         self.model.train()
 
@@ -109,15 +98,8 @@ class PixelTraining:
 
     def write_preview(self) -> None:
         self.checkpoints.mkdir(parents=True, exist_ok=True)
-        img = preview_grid(
-            self.ema,
-            self.preview_tokens,
-            self.settings.resolution,
-            self.schedule,
-            self.settings.seed + self.step,
-            self.device,
-            should_stop=self.stop,
-        )
+        img = preview_grid(self.ema, self.preview_tokens, self.settings.resolution, self.schedule,
+                           self.settings.seed + self.step, self.device, should_stop=self.stop)
         if self.stop():
             return
         path = self.checkpoints / f"preview-stage{self.stage}-{self.step:06d}.png"
@@ -125,18 +107,10 @@ class PixelTraining:
         self.progress.emit("preview", stage=self.stage, step=self.step, path=str(path))
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "version": 1,
-            "settings": self.settings.to_dict(),
-            "step": self.step,
-            "ema_updates": self.ema_updates,
-            "loss_avg": self.loss_avg,
-            "model": ck.cpu_state(self.model),
-            "ema": ck.cpu_state(self.ema),
-            "opt": self.opt.state_dict(),
-            "gen": self.gen.get_state(),
-            "extra": self.extra,
-        }
+        return {"version": 1, "settings": self.settings.to_dict(), "step": self.step,
+                "ema_updates": self.ema_updates, "loss_avg": self.loss_avg, "model": ck.cpu_state(self.model),
+                "ema": ck.cpu_state(self.ema), "opt": self.opt.state_dict(), "gen": self.gen.get_state(),
+                "extra": self.extra}
 
     def restore(self, saved: dict[str, Any]) -> None:
         self.model.load_state_dict(saved["model"])
@@ -166,35 +140,18 @@ def update_ema(st: PixelTraining, ema_max: float) -> None:
     st.ema_updates += 1
 
 
-def preview_grid(
-    ema: nn.Module,
-    tokens: list[int],
-    resolution: int,
-    schedule: Schedule,
-    seed: int,
-    device: torch.device,
-    should_stop: Callable[[], bool] | None = None,
-) -> Image.Image:
+def preview_grid(ema: nn.Module, tokens: list[int], resolution: int, schedule: Schedule, seed: int,
+                 device: torch.device, should_stop: Callable[[], bool] | None = None) -> Image.Image:
     """PREVIEW_PER_TOKEN EMA samples per token, one row per token."""
     gen = torch.Generator().manual_seed(seed)
     tok = torch.tensor([t for t in tokens for _ in range(PREVIEW_PER_TOKEN)], dtype=torch.int64, device=device)
-    x = ddim_sample(
-        ema,
-        tok,
-        resolution,
-        resolution,
-        schedule,
-        steps=PREVIEW_DDIM_STEPS,
-        guidance=PREVIEW_GUIDANCE,
-        null_token=NULL_TOKEN,
-        generator=gen,
-        should_stop=should_stop,
-    )
+    x = ddim_sample(ema, tok, resolution, resolution, schedule, steps=PREVIEW_DDIM_STEPS,
+                    guidance=PREVIEW_GUIDANCE, null_token=NULL_TOKEN, generator=gen, should_stop=should_stop)
     r = resolution
     grid = np.zeros((len(tokens) * r, PREVIEW_PER_TOKEN * r, 3), np.uint8)
     for i in range(tok.shape[0]):
         row, col = divmod(i, PREVIEW_PER_TOKEN)
-        grid[row * r : (row + 1) * r, col * r : (col + 1) * r] = to_uint8(x[i])
+        grid[row * r:(row + 1) * r, col * r:(col + 1) * r] = to_uint8(x[i])
     return Image.fromarray(grid)
 
 

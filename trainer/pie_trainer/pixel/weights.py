@@ -18,13 +18,8 @@ WEIGHTS_FORMAT = "pie-pixel-unet-weights"
 
 def weights_payload(ema: TinyUNet, config: UNetConfig, info: dict[str, Any]) -> dict[str, Any]:
     """What weights.pt holds: the EMA denoiser's fp32 state and what is needed to rebuild and sample it."""
-    return {
-        "format": WEIGHTS_FORMAT,
-        "version": 1,
-        "config": config.to_dict(),
-        "info": info,
-        "state_dict": cpu_state(ema),
-    }
+    return {"format": WEIGHTS_FORMAT, "version": 1, "config": config.to_dict(), "info": info,
+            "state_dict": cpu_state(ema)}
 
 
 def load_weights(path: Path, library: Path | None = None) -> tuple[TinyUNet, dict[str, Any]]:

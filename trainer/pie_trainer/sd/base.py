@@ -20,12 +20,8 @@ from typing import Any
 from ..core.errors import BadInput
 
 PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
-CONFIGS = {
-    "unet": "config.json",
-    "vae": "config.json",
-    "text_encoder": "config.json",
-    "scheduler": "scheduler_config.json",
-}
+CONFIGS = {"unet": "config.json", "vae": "config.json", "text_encoder": "config.json",
+           "scheduler": "scheduler_config.json"}
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 SAMPLE = 1 << 20
@@ -85,18 +81,16 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
 
 
 def _weights_variant(folder: Path, part: str) -> tuple[list[Path], str | None]:
-    files = sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES) and not p.name.endswith(".index.json")
-    )
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)
+                   and not p.name.endswith(".index.json"))
     plain = [p for p in files if len(p.name.split(".")) == 2 or "-of-" in p.name]
     if plain:
         return plain, None
     fp16 = [p for p in files if ".fp16." in p.name]
     if fp16:
         return fp16, "fp16"
-    raise BadInput(f"the base checkpoint's {part}/ folder ({folder}) holds no weights (*.safetensors or *.bin)")
+    raise BadInput(f"the base checkpoint's {part}/ folder ({folder}) holds no weights "
+                   "(*.safetensors or *.bin)")
 
 
 def check_base(arg: str) -> Base:
@@ -107,32 +101,25 @@ def check_base(arg: str) -> Base:
     p = Path(arg).expanduser()
     if not p.exists():
         if _HUB_ID.match(arg) and not arg.startswith((".", "/")):
-            raise BadInput(
-                f"--base {arg!r} looks like a Hugging Face hub id; pie never downloads models. "
-                "Download the checkpoint in diffusers layout first (for example "
-                f"`huggingface-cli download {arg} --local-dir DIR`) and pass that folder"
-            )
-        raise BadInput(
-            f"--base {arg!r} does not exist; it must be a local Stable Diffusion checkpoint folder "
-            f"in diffusers layout ({LAYOUT})"
-        )
+            raise BadInput(f"--base {arg!r} looks like a Hugging Face hub id; pie never downloads models. "
+                           "Download the checkpoint in diffusers layout first (for example "
+                           f"`huggingface-cli download {arg} --local-dir DIR`) and pass that folder")
+        raise BadInput(f"--base {arg!r} does not exist; it must be a local Stable Diffusion checkpoint folder "
+                       f"in diffusers layout ({LAYOUT})")
     if p.is_file():
         if p.suffix in (".safetensors", ".ckpt", ".pt", ".bin"):
-            raise BadInput(
-                f"--base {arg!r} is a single-file checkpoint; pie needs the diffusers folder layout "
-                f"({LAYOUT}). Convert it first, e.g. with diffusers' "
-                "StableDiffusionPipeline.from_single_file(...).save_pretrained(DIR)"
-            )
+            raise BadInput(f"--base {arg!r} is a single-file checkpoint; pie needs the diffusers folder layout "
+                           f"({LAYOUT}). Convert it first, e.g. with diffusers' "
+                           "StableDiffusionPipeline.from_single_file(...).save_pretrained(DIR)")
         raise BadInput(f"--base {arg!r} is a file, not a checkpoint folder in diffusers layout ({LAYOUT})")
     if not (p / "model_index.json").is_file():
-        raise BadInput(f"--base {arg!r} has no model_index.json: it is not a checkpoint in diffusers layout ({LAYOUT})")
+        raise BadInput(f"--base {arg!r} has no model_index.json: it is not a checkpoint in diffusers layout "
+                       f"({LAYOUT})")
     index = _read_json(p / "model_index.json", "the base checkpoint's")
     missing = [part for part in PARTS if not (p / part).is_dir()]
     if missing:
-        raise BadInput(
-            f"the base checkpoint {arg!r} has no {', '.join(m + '/' for m in missing)} folder"
-            f"{'s' if len(missing) > 1 else ''}; a diffusers-layout checkpoint needs {LAYOUT}"
-        )
+        raise BadInput(f"the base checkpoint {arg!r} has no {', '.join(m + '/' for m in missing)} folder"
+                       f"{'s' if len(missing) > 1 else ''}; a diffusers-layout checkpoint needs {LAYOUT}")
     cfg: dict[str, dict[str, Any]] = {}
     for part, fname in CONFIGS.items():
         f = p / part / fname
@@ -141,54 +128,36 @@ def check_base(arg: str) -> Base:
         cfg[part] = _read_json(f, f"the base checkpoint's {part}/{fname}")
     tok = p / "tokenizer"
     if not ((tok / "tokenizer.json").is_file() or ((tok / "vocab.json").is_file() and (tok / "merges.txt").is_file())):
-        raise BadInput(
-            f"the base checkpoint's tokenizer/ folder ({tok}) has neither tokenizer.json nor vocab.json + merges.txt"
-        )
+        raise BadInput(f"the base checkpoint's tokenizer/ folder ({tok}) has neither tokenizer.json nor "
+                       "vocab.json + merges.txt")
     sd_unet = cfg["unet"].get("_class_name", "UNet2DConditionModel")
     if sd_unet != "UNet2DConditionModel":
-        raise BadInput(
-            f"the base checkpoint {arg!r} has a {sd_unet}; the sd backbone supports Stable Diffusion "
-            "1.x/2.x checkpoints (UNet2DConditionModel) only"
-        )
+        raise BadInput(f"the base checkpoint {arg!r} has a {sd_unet}; the sd backbone supports Stable Diffusion "
+                       "1.x/2.x checkpoints (UNet2DConditionModel) only")
     if index.get("_class_name", "").startswith(("StableDiffusionXL", "StableDiffusion3", "Flux")):
-        raise BadInput(
-            f"the base checkpoint {arg!r} is a {index['_class_name']}; the sd backbone supports "
-            "Stable Diffusion 1.x/2.x checkpoints only"
-        )
+        raise BadInput(f"the base checkpoint {arg!r} is a {index['_class_name']}; the sd backbone supports "
+                       "Stable Diffusion 1.x/2.x checkpoints only")
     in_ch = int(cfg["unet"].get("in_channels", 4))
-    if (
-        in_ch not in (4, 9)
-        or int(cfg["unet"].get("out_channels", 4)) != 4
-        or int(cfg["vae"].get("latent_channels", 4)) != 4
-    ):
-        raise BadInput(
-            f"the base checkpoint {arg!r} has a UNet with {in_ch} input channels and "
-            f"{cfg['vae'].get('latent_channels')} latent channels; pie supports 4 latent channels and "
-            "UNets of 4 (text-to-image) or 9 (inpainting) input channels"
-        )
+    if in_ch not in (4, 9) or int(cfg["unet"].get("out_channels", 4)) != 4 or \
+            int(cfg["vae"].get("latent_channels", 4)) != 4:
+        raise BadInput(f"the base checkpoint {arg!r} has a UNet with {in_ch} input channels and "
+                       f"{cfg['vae'].get('latent_channels')} latent channels; pie supports 4 latent channels and "
+                       "UNets of 4 (text-to-image) or 9 (inpainting) input channels")
     if cfg["vae"].get("shift_factor") not in (None, 0, 0.0):
         raise BadInput(f"the base checkpoint {arg!r} has a VAE with a shift_factor; only SD 1.x/2.x VAEs are supported")
     sch = cfg["scheduler"]
     if sch.get("beta_schedule", "linear") not in ("linear", "scaled_linear") or sch.get("trained_betas"):
-        raise BadInput(
-            f"the base checkpoint's scheduler uses beta_schedule {sch.get('beta_schedule')!r}; "
-            "pie's engine supports 'linear' and 'scaled_linear'"
-        )
+        raise BadInput(f"the base checkpoint's scheduler uses beta_schedule {sch.get('beta_schedule')!r}; "
+                       "pie's engine supports 'linear' and 'scaled_linear'")
     if sch.get("rescale_betas_zero_snr"):
-        raise BadInput(
-            "the base checkpoint's scheduler rescales its betas to zero terminal SNR; pie's engine "
-            "derives alphas_cumprod from beta_start/beta_end/beta_schedule alone and would sample it wrong"
-        )
+        raise BadInput("the base checkpoint's scheduler rescales its betas to zero terminal SNR; pie's engine "
+                       "derives alphas_cumprod from beta_start/beta_end/beta_schedule alone and would sample it wrong")
     if sch.get("timestep_spacing") not in (None, *SPACINGS):
-        raise BadInput(
-            f"the base checkpoint's scheduler uses timestep_spacing {sch.get('timestep_spacing')!r}; "
-            f"pie supports {', '.join(SPACINGS)}"
-        )
+        raise BadInput(f"the base checkpoint's scheduler uses timestep_spacing {sch.get('timestep_spacing')!r}; "
+                       f"pie supports {', '.join(SPACINGS)}")
     if sch.get("prediction_type", "epsilon") not in ("epsilon", "v_prediction"):
-        raise BadInput(
-            f"the base checkpoint's scheduler predicts {sch.get('prediction_type')!r}; "
-            "pie supports 'epsilon' and 'v_prediction'"
-        )
+        raise BadInput(f"the base checkpoint's scheduler predicts {sch.get('prediction_type')!r}; "
+                       "pie supports 'epsilon' and 'v_prediction'")
     h = hashlib.sha256()
     variant = None
     for part in PARTS:
@@ -209,30 +178,18 @@ def check_base(arg: str) -> Base:
         for f in sorted(folder.glob("*.json")) + sorted(folder.glob("*.txt")):
             h.update(f"{part}/{f.name}\n".encode())
             h.update(f.read_bytes())
-    return Base(
-        path=p.resolve(),
-        unet=cfg["unet"],
-        vae=cfg["vae"],
-        text_encoder=cfg["text_encoder"],
-        scheduler=sch,
-        fingerprint=h.hexdigest(),
-        variant=variant,
-    )
+    return Base(path=p.resolve(), unet=cfg["unet"], vae=cfg["vae"], text_encoder=cfg["text_encoder"],
+                scheduler=sch, fingerprint=h.hexdigest(), variant=variant)
 
 
 def schedule_manifest(base: Base) -> dict[str, Any]:
     """The bundle's `schedule` (schema/README.md): the base scheduler's, including where
     its inference timesteps go when its config says (`timestep_spacing`, `set_alpha_to_one`)."""
     s = base.scheduler
-    out = {
-        "type": "ddpm",
-        "num_train_timesteps": int(s.get("num_train_timesteps", 1000)),
-        "beta_schedule": s.get("beta_schedule", "linear"),
-        "beta_start": float(s.get("beta_start", 0.0001)),
-        "beta_end": float(s.get("beta_end", 0.02)),
-        "prediction_type": s.get("prediction_type", "epsilon"),
-        "steps_offset": int(s.get("steps_offset", 0) or 0),
-    }
+    out = {"type": "ddpm", "num_train_timesteps": int(s.get("num_train_timesteps", 1000)),
+           "beta_schedule": s.get("beta_schedule", "linear"), "beta_start": float(s.get("beta_start", 0.0001)),
+           "beta_end": float(s.get("beta_end", 0.02)), "prediction_type": s.get("prediction_type", "epsilon"),
+           "steps_offset": int(s.get("steps_offset", 0) or 0)}
     if s.get("timestep_spacing") is not None:
         out["timestep_spacing"] = s["timestep_spacing"]
     if s.get("set_alpha_to_one") is not None:

@@ -22,115 +22,54 @@ from .settings import DEFAULT_LORA_RANK, LR_FULL, LR_LORA, SCENE_CLASS, SD_PRESE
 
 CLASS_WORD_HELP = "lowercase letters and spaces, at most 32 characters"
 # Options only this backbone uses (argparse destinations; their default is None, so given = not None).
-OPTIONS = (
-    "base",
-    "class_word",
-    "lora_rank",
-    "lora_alpha",
-    "train_text_encoder",
-    "mixed_precision",
-    "gradient_checkpointing",
-    "use_8bit_adam",
-    "gradient_accumulation_steps",
-    "prior_loss_weight",
-    "export_precision",
-    "preview_steps",
-)
+OPTIONS = ("base", "class_word", "lora_rank", "lora_alpha", "train_text_encoder", "mixed_precision",
+           "gradient_checkpointing", "use_8bit_adam", "gradient_accumulation_steps", "prior_loss_weight",
+           "export_precision", "preview_steps")
 # What to use instead of another backbone's option.
 INSTEAD = {"precision": "--mixed-precision"}
 
 
-def add_options(
-    p: argparse.ArgumentParser, stage: str, positive: Callable[[type], Any], non_negative: Callable[[str], int]
-) -> None:
+def add_options(p: argparse.ArgumentParser, stage: str, positive: Callable[[type], Any],
+                non_negative: Callable[[str], int]) -> None:
     g = p.add_argument_group("sd backbone (--backbone sd)")
-    g.add_argument(
-        "--base",
-        default=None,
-        metavar="DIR",
-        help="the local Stable Diffusion 1.x/2.x checkpoint in diffusers layout (a folder with "
-        "model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/); never a hub id"
-        + ("" if stage == "scene" else "; default: the scene bundle's base"),
-    )
+    g.add_argument("--base", default=None, metavar="DIR",
+                   help="the local Stable Diffusion 1.x/2.x checkpoint in diffusers layout (a folder with "
+                        "model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/); never a hub id"
+                        + ("" if stage == "scene" else "; default: the scene bundle's base"))
     default_class = SCENE_CLASS if stage == "scene" else SUBJECT_CLASS
-    g.add_argument(
-        "--class-word",
-        default=None,
-        metavar="WORD",
-        help=f"the class noun trained with the identifier, 'a photo of <id> <class word>' "
-        f"(default {default_class!r}; e.g. 'dog' for a dog)",
-    )
-    g.add_argument(
-        "--lora-rank",
-        type=non_negative,
-        default=None,
-        metavar="R",
-        help=f"LoRA rank of the UNet (and text encoder) adapters; 0 = full fine-tuning of the UNet "
-        f"(default {DEFAULT_LORA_RANK}" + ("" if stage == "scene" else "; a subject keeps its scene's") + ")",
-    )
-    g.add_argument(
-        "--lora-alpha", type=positive(float), default=None, metavar="F", help="LoRA alpha (default: the rank)"
-    )
-    g.add_argument(
-        "--train-text-encoder",
-        action="store_true",
-        default=None,
-        help="also fine-tune the text encoder (LoRA or full, like the UNet)",
-    )
-    g.add_argument(
-        "--mixed-precision",
-        choices=("auto", "no", "fp16", "bf16"),
-        default=None,
-        help="autocast precision; trained weights stay fp32 (default auto: fp16 on CUDA, bf16 on a "
-        "CPU with native bf16, else no)",
-    )
-    g.add_argument(
-        "--gradient-checkpointing",
-        action="store_true",
-        default=None,
-        help="recompute activations in the backward pass: much less GPU memory, ~20-30%% slower",
-    )
-    g.add_argument(
-        "--use-8bit-adam",
-        action="store_true",
-        default=None,
-        help="bitsandbytes' 8-bit AdamW (needs the bitsandbytes package and CUDA)",
-    )
-    g.add_argument(
-        "--gradient-accumulation-steps",
-        type=positive(int),
-        default=None,
-        metavar="N",
-        help="micro-batches per optimizer step (default 1)",
-    )
+    g.add_argument("--class-word", default=None, metavar="WORD",
+                   help=f"the class noun trained with the identifier, 'a photo of <id> <class word>' "
+                        f"(default {default_class!r}; e.g. 'dog' for a dog)")
+    g.add_argument("--lora-rank", type=non_negative, default=None, metavar="R",
+                   help=f"LoRA rank of the UNet (and text encoder) adapters; 0 = full fine-tuning of the UNet "
+                        f"(default {DEFAULT_LORA_RANK}" + ("" if stage == "scene" else "; a subject keeps its scene's")
+                        + ")")
+    g.add_argument("--lora-alpha", type=positive(float), default=None, metavar="F",
+                   help="LoRA alpha (default: the rank)")
+    g.add_argument("--train-text-encoder", action="store_true", default=None,
+                   help="also fine-tune the text encoder (LoRA or full, like the UNet)")
+    g.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"), default=None,
+                   help="autocast precision; trained weights stay fp32 (default auto: fp16 on CUDA, bf16 on a "
+                        "CPU with native bf16, else no)")
+    g.add_argument("--gradient-checkpointing", action="store_true", default=None,
+                   help="recompute activations in the backward pass: much less GPU memory, ~20-30%% slower")
+    g.add_argument("--use-8bit-adam", action="store_true", default=None,
+                   help="bitsandbytes' 8-bit AdamW (needs the bitsandbytes package and CUDA)")
+    g.add_argument("--gradient-accumulation-steps", type=positive(int), default=None, metavar="N",
+                   help="micro-batches per optimizer step (default 1)")
     if stage == "subject":
-        g.add_argument(
-            "--prior-loss-weight",
-            type=float,
-            default=None,
-            metavar="F",
-            help="weight of the scene replayed with its Stage I prompt (prior preservation; default 1.0)",
-        )
-    g.add_argument(
-        "--preview-steps",
-        type=non_negative,
-        default=None,
-        metavar="N",
-        help="DDIM steps of the bundle's preview.png, drawn with the exported graphs on the CPU "
-        "(0: no preview; default 15)",
-    )
-    g.add_argument(
-        "--export-precision",
-        choices=("auto", "fp32", "fp16"),
-        default=None,
-        help="weights of the exported graphs (default auto: fp16 when training on CUDA, else fp32); "
-        "graph inputs and outputs are float32 either way",
-    )
+        g.add_argument("--prior-loss-weight", type=float, default=None, metavar="F",
+                       help="weight of the scene replayed with its Stage I prompt (prior preservation; default 1.0)")
+    g.add_argument("--preview-steps", type=non_negative, default=None, metavar="N",
+                   help="DDIM steps of the bundle's preview.png, drawn with the exported graphs on the CPU "
+                        "(0: no preview; default 15)")
+    g.add_argument("--export-precision", choices=("auto", "fp32", "fp16"), default=None,
+                   help="weights of the exported graphs (default auto: fp16 when training on CUDA, else fp32); "
+                        "graph inputs and outputs are float32 either way")
 
 
 def _class_word(text: str) -> str:
     import re
-
     word = " ".join(text.split())
     if not re.match(r"^[a-z][a-z ]{0,31}$", word):
         raise BadInput(f"--class-word {text!r} is not allowed: use {CLASS_WORD_HELP}")
@@ -154,7 +93,6 @@ def train(args: argparse.Namespace, progress: Progress, inputs: TrainInputs) -> 
     parent = None
     if stage == 2:
         from .run import load_scene  # imports torch: fine, the cheap checks are done
-
         parent = load_scene(library, args.scene)
         pm = parent.manifest
         base_arg = args.base or pm["model"]["base"].get("path")
@@ -163,16 +101,12 @@ def train(args: argparse.Namespace, progress: Progress, inputs: TrainInputs) -> 
         base = check_base(base_arg)
         want = pm["model"]["base"].get("fingerprint")
         if want and base.fingerprint != want:
-            raise BadInput(
-                f"the base checkpoint {str(base.path)!r} is not the one the scene {args.scene!r} was "
-                f"trained on ({pm['model']['base'].get('path')}), or it changed since"
-            )
+            raise BadInput(f"the base checkpoint {str(base.path)!r} is not the one the scene {args.scene!r} was "
+                           f"trained on ({pm['model']['base'].get('path')}), or it changed since")
         ptrain = pm["training"]
         if args.lora_rank is not None and args.lora_rank != ptrain["lora_rank"]:
-            raise BadInput(
-                f"the scene {args.scene!r} was trained with --lora-rank {ptrain['lora_rank']}; a subject "
-                "continues the same weights, so it keeps that rank (leave --lora-rank out)"
-            )
+            raise BadInput(f"the scene {args.scene!r} was trained with --lora-rank {ptrain['lora_rank']}; a subject "
+                           "continues the same weights, so it keeps that rank (leave --lora-rank out)")
         lora_rank, lora_alpha = int(ptrain["lora_rank"]), float(ptrain["lora_alpha"])
         if args.lora_alpha is not None and args.lora_alpha != lora_alpha:
             raise BadInput(f"the scene {args.scene!r} was trained with --lora-alpha {lora_alpha}; leave it out")
@@ -189,22 +123,17 @@ def train(args: argparse.Namespace, progress: Progress, inputs: TrainInputs) -> 
         train_te = bool(args.train_text_encoder)
         resolution = args.resolution or base.native_resolution
     if resolution % base.size_multiple or resolution < base.size_multiple:
-        raise BadInput(
-            f"--resolution must be a multiple of {base.size_multiple} for this checkpoint "
-            f"({base.name}), got {resolution}"
-        )
+        raise BadInput(f"--resolution must be a multiple of {base.size_multiple} for this checkpoint "
+                       f"({base.name}), got {resolution}")
     if args.use_8bit_adam and importlib.util.find_spec("bitsandbytes") is None:
         raise BadInput("--use-8bit-adam needs the bitsandbytes package (pip install bitsandbytes) and a CUDA GPU")
     class_word = _class_word(args.class_word or (SCENE_CLASS if stage == 1 else SUBJECT_CLASS))
     null_prob = 0.0 if args.null_prob is None else args.null_prob
     if args.preview_every:
-        log(
-            "--preview-every: the sd backbone writes no preview grids while training, only the bundle's "
-            "preview.png (--preview-steps); ignored"
-        )
+        log("--preview-every: the sd backbone writes no preview grids while training, only the bundle's "
+            "preview.png (--preview-steps); ignored")
 
     from . import offline
-
     offline()
 
     from ..core.device import start
@@ -217,49 +146,30 @@ def train(args: argparse.Namespace, progress: Progress, inputs: TrainInputs) -> 
         raise BadInput("--use-8bit-adam needs a CUDA device")
     mixed = resolve_mixed_precision(args.mixed_precision or "auto", device)
     settings = SdSettings(
-        stage=stage,
-        steps=args.steps or preset["steps"],
-        batch=args.batch or preset["batch"],
-        lr=args.lr or (LR_LORA if lora_rank > 0 else LR_FULL),
-        resolution=resolution,
-        class_word=class_word,
-        seed=args.seed,
-        lora_rank=lora_rank,
-        lora_alpha=lora_alpha,
-        train_text_encoder=train_te,
-        mixed_precision=mixed,
-        gradient_checkpointing=bool(args.gradient_checkpointing),
-        use_8bit_adam=bool(args.use_8bit_adam),
-        grad_accum=args.gradient_accumulation_steps or 1,
+        stage=stage, steps=args.steps or preset["steps"], batch=args.batch or preset["batch"],
+        lr=args.lr or (LR_LORA if lora_rank > 0 else LR_FULL), resolution=resolution, class_word=class_word,
+        seed=args.seed, lora_rank=lora_rank, lora_alpha=lora_alpha, train_text_encoder=train_te,
+        mixed_precision=mixed, gradient_checkpointing=bool(args.gradient_checkpointing),
+        use_8bit_adam=bool(args.use_8bit_adam), grad_accum=args.gradient_accumulation_steps or 1,
         prior_loss_weight=1.0 if getattr(args, "prior_loss_weight", None) is None else args.prior_loss_weight,
         caption_dropout=null_prob,
         checkpoint_every=args.checkpoint_every if args.checkpoint_every is not None else (200 if lora_rank else 0),
-        export_precision=args.export_precision or "auto",
-        preset=preset_name,
-        preview_steps=15 if args.preview_steps is None else args.preview_steps,
-    )
+        export_precision=args.export_precision or "auto", preset=preset_name,
+        preview_steps=15 if args.preview_steps is None else args.preview_steps)
     saved = resume.open_checkpoint(library, name, stage, NAME) if args.resume else None
     if saved is not None:
-        settings = SdSettings.from_dict(saved["settings"])  # and so the class word the run began with
+        settings = SdSettings.from_dict(saved["settings"])   # and so the class word the run began with
     kept = resume.kept_identifier(library, name) if saved is not None else None
     taken = taken_identifiers(library)
     if stage == 1:
         ident = kept or new_identifier(args.seed, taken)
         text = prompt(ident, settings.class_word)
         concepts = [concept(ident, name, "scene", 1, image, 1, class_word=settings.class_word, prompt=text)]
-        job = SdJob(
-            stage=1,
-            name=name,
-            library=library,
-            base=base,
-            settings=settings,
-            concepts=concepts,
-            parent=None,
-            meta={"backbone": NAME, "stage": 1, "scene_sha256": image.sha256, "base": base.fingerprint},
-            scene=image.image.convert("RGB"),
-            scene_prompt=text,
-            notes={"source_downscaled": image.downscaled, "working_size": list(image.image.size)},
-        )
+        job = SdJob(stage=1, name=name, library=library, base=base, settings=settings, concepts=concepts,
+                    parent=None, meta={"backbone": NAME, "stage": 1, "scene_sha256": image.sha256,
+                                       "base": base.fingerprint},
+                    scene=image.image.convert("RGB"), scene_prompt=text,
+                    notes={"source_downscaled": image.downscaled, "working_size": list(image.image.size)})
     else:
         assert parent is not None
         pm = parent.manifest
@@ -268,39 +178,20 @@ def train(args: argparse.Namespace, progress: Progress, inputs: TrainInputs) -> 
         ident = kept or new_identifier(args.seed + 1, taken)
         text = prompt(ident, settings.class_word)
         scene = open_library_image(parent.path / SCENE, library).convert("RGB")
-        concepts = [
-            dict(scene_c),
-            concept(ident, name, "subject", 2, image, 2, class_word=settings.class_word, prompt=text),
-        ]
-        job = SdJob(
-            stage=2,
-            name=name,
-            library=library,
-            base=base,
-            settings=settings,
-            concepts=concepts,
-            parent=parent.parent_record(),
-            meta={
-                "backbone": NAME,
-                "stage": 2,
-                "parent_sha256": parent.manifest_sha256,
-                "subject_sha256": image.sha256,
-                "mask_sha256": inputs.mask_sha256,
-                "base": base.fingerprint,
-            },
-            scene=scene,
-            scene_prompt=scene_c["prompt"],
-            subject=image,
-            mask=inputs.mask,
-            subject_prompt=text,
-            init_weights=parent.path / WEIGHTS,
-            notes={"source_downscaled": image.downscaled},
-        )
+        concepts = [dict(scene_c), concept(ident, name, "subject", 2, image, 2, class_word=settings.class_word,
+                                           prompt=text)]
+        job = SdJob(stage=2, name=name, library=library, base=base, settings=settings, concepts=concepts,
+                    parent=parent.parent_record(),
+                    meta={"backbone": NAME, "stage": 2, "parent_sha256": parent.manifest_sha256,
+                          "subject_sha256": image.sha256, "mask_sha256": inputs.mask_sha256,
+                          "base": base.fingerprint},
+                    scene=scene, scene_prompt=scene_c["prompt"], subject=image, mask=inputs.mask,
+                    subject_prompt=text, init_weights=parent.path / WEIGHTS,
+                    notes={"source_downscaled": image.downscaled})
     execute(job, Runtime(device=device, threads=threads, force=args.force), progress, stop, saved)
     return EXIT_DONE
 
 
 def run_sample(args: argparse.Namespace) -> None:
     from .sample import run_sample as sample
-
     sample(args)

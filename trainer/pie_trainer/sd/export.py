@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 OPSET = 17
-EXTERNAL_LIMIT = 1_800_000_000  # bytes of weights above which a graph keeps them in <graph>.onnx.data
+EXTERNAL_LIMIT = 1_800_000_000   # bytes of weights above which a graph keeps them in <graph>.onnx.data
 GRAPHS = ("text_encoder", "unet", "vae_encoder", "vae_decoder")
 
 
@@ -46,9 +46,8 @@ class UNet(nn.Module):
         super().__init__()
         self.unet, self.dtype = unet, dtype
 
-    def forward(
-        self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor
-    ) -> torch.Tensor:
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor,
+                encoder_hidden_states: torch.Tensor) -> torch.Tensor:
         out = self.unet(sample.to(self.dtype), timestep, encoder_hidden_states.to(self.dtype), return_dict=False)[0]
         return out.float()
 
@@ -83,87 +82,44 @@ def tensor(name: str, dtype: str, shape: list[Any]) -> dict[str, Any]:
 
 def graphs_manifest(files: dict[str, str], L: int, D: int, C: int) -> dict[str, Any]:
     return {
-        "text_encoder": {
-            "file": files["text_encoder"],
-            "inputs": [tensor("input_ids", "int64", ["N", L])],
-            "outputs": [tensor("last_hidden_state", "float32", ["N", L, D])],
-        },
-        "unet": {
-            "file": files["unet"],
-            "inputs": [
-                tensor("sample", "float32", ["N", C, "h", "w"]),
-                tensor("timestep", "int64", ["N"]),
-                tensor("encoder_hidden_states", "float32", ["N", L, D]),
-            ],
-            "outputs": [tensor("noise_pred", "float32", ["N", 4, "h", "w"])],
-        },
-        "vae_encoder": {
-            "file": files["vae_encoder"],
-            "inputs": [tensor("image", "float32", ["N", 3, "H", "W"])],
-            "outputs": [tensor("latent", "float32", ["N", 4, "h", "w"])],
-        },
-        "vae_decoder": {
-            "file": files["vae_decoder"],
-            "inputs": [tensor("latent", "float32", ["N", 4, "h", "w"])],
-            "outputs": [tensor("image", "float32", ["N", 3, "H", "W"])],
-        },
+        "text_encoder": {"file": files["text_encoder"], "inputs": [tensor("input_ids", "int64", ["N", L])],
+                         "outputs": [tensor("last_hidden_state", "float32", ["N", L, D])]},
+        "unet": {"file": files["unet"],
+                 "inputs": [tensor("sample", "float32", ["N", C, "h", "w"]), tensor("timestep", "int64", ["N"]),
+                            tensor("encoder_hidden_states", "float32", ["N", L, D])],
+                 "outputs": [tensor("noise_pred", "float32", ["N", 4, "h", "w"])]},
+        "vae_encoder": {"file": files["vae_encoder"], "inputs": [tensor("image", "float32", ["N", 3, "H", "W"])],
+                        "outputs": [tensor("latent", "float32", ["N", 4, "h", "w"])]},
+        "vae_decoder": {"file": files["vae_decoder"], "inputs": [tensor("latent", "float32", ["N", 4, "h", "w"])],
+                        "outputs": [tensor("image", "float32", ["N", 3, "H", "W"])]},
     }
 
 
-def _spec(
-    name: str, parts: Any, L: int, size_multiple: int, vsf: int, device: torch.device, dtype: torch.dtype
-) -> tuple[nn.Module, tuple[torch.Tensor, ...], list[str], list[str], dict[str, Any]]:
+def _spec(name: str, parts: Any, L: int, size_multiple: int, vsf: int, device: torch.device,
+          dtype: torch.dtype) -> tuple[nn.Module, tuple[torch.Tensor, ...], list[str], list[str], dict[str, Any]]:
     """Wrapper module, example inputs, names and dynamic axes of one graph."""
     h = w = max(2, size_multiple // vsf) * 2
     if name == "text_encoder":
         ids = torch.zeros(1, L, dtype=torch.int64, device=device)
-        return (
-            TextEncoder(parts.text_encoder, dtype),
-            (ids,),
-            ["input_ids"],
-            ["last_hidden_state"],
-            {"input_ids": {0: "N"}, "last_hidden_state": {0: "N"}},
-        )
+        return (TextEncoder(parts.text_encoder, dtype), (ids,), ["input_ids"], ["last_hidden_state"],
+                {"input_ids": {0: "N"}, "last_hidden_state": {0: "N"}})
     if name == "unet":
         C = int(parts.unet.config.in_channels)
         D = int(parts.unet.config.cross_attention_dim)
-        args = (
-            torch.zeros(1, C, h, w, device=device),
-            torch.zeros(1, dtype=torch.int64, device=device),
-            torch.zeros(1, L, D, device=device),
-        )
-        return (
-            UNet(parts.unet, dtype),
-            args,
-            ["sample", "timestep", "encoder_hidden_states"],
-            ["noise_pred"],
-            {
-                "sample": {0: "N", 2: "h", 3: "w"},
-                "timestep": {0: "N"},
-                "encoder_hidden_states": {0: "N"},
-                "noise_pred": {0: "N", 2: "h", 3: "w"},
-            },
-        )
+        args = (torch.zeros(1, C, h, w, device=device), torch.zeros(1, dtype=torch.int64, device=device),
+                torch.zeros(1, L, D, device=device))
+        return (UNet(parts.unet, dtype), args, ["sample", "timestep", "encoder_hidden_states"], ["noise_pred"],
+                {"sample": {0: "N", 2: "h", 3: "w"}, "timestep": {0: "N"}, "encoder_hidden_states": {0: "N"},
+                 "noise_pred": {0: "N", 2: "h", 3: "w"}})
     if name == "vae_encoder":
-        return (
-            VaeEncoder(parts.vae, dtype),
-            (torch.zeros(1, 3, h * vsf, w * vsf, device=device),),
-            ["image"],
-            ["latent"],
-            {"image": {0: "N", 2: "H", 3: "W"}, "latent": {0: "N", 2: "h", 3: "w"}},
-        )
-    return (
-        VaeDecoder(parts.vae, dtype),
-        (torch.zeros(1, 4, h, w, device=device),),
-        ["latent"],
-        ["image"],
-        {"latent": {0: "N", 2: "h", 3: "w"}, "image": {0: "N", 2: "H", 3: "W"}},
-    )
+        return (VaeEncoder(parts.vae, dtype), (torch.zeros(1, 3, h * vsf, w * vsf, device=device),), ["image"],
+                ["latent"], {"image": {0: "N", 2: "H", 3: "W"}, "latent": {0: "N", 2: "h", 3: "w"}})
+    return (VaeDecoder(parts.vae, dtype), (torch.zeros(1, 4, h, w, device=device),), ["latent"], ["image"],
+            {"latent": {0: "N", 2: "h", 3: "w"}, "image": {0: "N", 2: "H", 3: "W"}})
 
 
-def export_graph(
-    name: str, parts: Any, folder: Path, L: int, size_multiple: int, vsf: int, device: torch.device, dtype: torch.dtype
-) -> list[str]:
+def export_graph(name: str, parts: Any, folder: Path, L: int, size_multiple: int, vsf: int,
+                 device: torch.device, dtype: torch.dtype) -> list[str]:
     """Export one graph into `folder`; returns the bundle files it made (graph, and its .data when large)."""
     import onnx
 
@@ -176,30 +132,15 @@ def export_graph(
         raw = tmp / "model.onnx"
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            torch.onnx.export(
-                module,
-                args,
-                str(raw),
-                dynamo=False,
-                opset_version=OPSET,
-                input_names=ins,
-                output_names=outs,
-                dynamic_axes=axes,
-                do_constant_folding=True,
-            )
+            torch.onnx.export(module, args, str(raw), dynamo=False, opset_version=OPSET, input_names=ins,
+                              output_names=outs, dynamic_axes=axes, do_constant_folding=True)
         proto = onnx.load(str(raw), load_external_data=True)
         weight_bytes = sum(len(t.raw_data) for t in proto.graph.initializer)
         fname = f"{name}.onnx"
         if weight_bytes > EXTERNAL_LIMIT:
             data = f"{fname}.data"
-            onnx.save_model(
-                proto,
-                str(folder / fname),
-                save_as_external_data=True,
-                all_tensors_to_one_file=True,
-                location=data,
-                size_threshold=1024,
-            )
+            onnx.save_model(proto, str(folder / fname), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=data, size_threshold=1024)
             made = [fname, data]
         else:
             onnx.save_model(proto, str(folder / fname))
@@ -211,7 +152,6 @@ def export_graph(
 
 def _session(path: Path, threads: int, providers: list[str]) -> Any:
     import onnxruntime as ort
-
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = max(1, threads)
     opts.inter_op_num_threads = 1
@@ -219,17 +159,8 @@ def _session(path: Path, threads: int, providers: list[str]) -> Any:
     return ort.InferenceSession(str(path), opts, providers=providers)
 
 
-def verify(
-    parts: Any,
-    folder: Path,
-    files: dict[str, str],
-    L: int,
-    size_multiple: int,
-    vsf: int,
-    threads: int,
-    precision: str,
-    seed: int = 0,
-) -> dict[str, Any]:
+def verify(parts: Any, folder: Path, files: dict[str, str], L: int, size_multiple: int, vsf: int,
+           threads: int, precision: str, seed: int = 0) -> dict[str, Any]:
     """Run every graph with ONNX Runtime and compare with the fp32 PyTorch model (CPU).
 
     Checks names, dtypes and ranks first. fp32 graphs must agree within a
@@ -247,7 +178,7 @@ def verify(
     C = int(parts.unet.config.in_channels)
     D = int(parts.unet.config.cross_attention_dim)
     m = max(1, size_multiple // vsf)
-    h1, w1 = 2 * m, 3 * m  # latent sizes: non-square, multiples of the UNet's down-sampling
+    h1, w1 = 2 * m, 3 * m   # latent sizes: non-square, multiples of the UNet's down-sampling
     report: dict[str, Any] = {}
     avail = ort.get_available_providers()
     providers = ["CPUExecutionProvider"]

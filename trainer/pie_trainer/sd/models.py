@@ -32,30 +32,21 @@ TEXT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 @dataclass
 class Tuning:
     """What is trained and how; recorded in weights.safetensors' metadata."""
-
-    lora_rank: int  # 0 = full fine-tuning
+    lora_rank: int            # 0 = full fine-tuning
     lora_alpha: float
     unet: bool = True
     text_encoder: bool = False
 
     def to_meta(self) -> dict[str, str]:
-        return {
-            "format": WEIGHTS_FORMAT,
-            "version": "1",
-            "lora_rank": str(self.lora_rank),
-            "lora_alpha": repr(float(self.lora_alpha)),
-            "text_encoder": "1" if self.text_encoder else "0",
-        }
+        return {"format": WEIGHTS_FORMAT, "version": "1", "lora_rank": str(self.lora_rank),
+                "lora_alpha": repr(float(self.lora_alpha)), "text_encoder": "1" if self.text_encoder else "0"}
 
     @classmethod
     def from_meta(cls, meta: dict[str, str]) -> Tuning:
         if meta.get("format") != WEIGHTS_FORMAT:
             raise ValueError("not a pie sd weights file")
-        return cls(
-            lora_rank=int(meta["lora_rank"]),
-            lora_alpha=float(meta["lora_alpha"]),
-            text_encoder=meta.get("text_encoder") == "1",
-        )
+        return cls(lora_rank=int(meta["lora_rank"]), lora_alpha=float(meta["lora_alpha"]),
+                   text_encoder=meta.get("text_encoder") == "1")
 
 
 @dataclass
@@ -85,14 +76,9 @@ def load_base(base: Base, dtype: torch.dtype = torch.float32) -> Parts:
     low = have_accelerate()
     unet = UNet2DConditionModel.from_pretrained(p, subfolder="unet", low_cpu_mem_usage=low, **common)
     vae = AutoencoderKL.from_pretrained(p, subfolder="vae", low_cpu_mem_usage=low, **common)
-    text_encoder = CLIPTextModel.from_pretrained(
-        p,
-        subfolder="text_encoder",
-        dtype=dtype,
-        local_files_only=True,
-        attn_implementation="eager",
-        **({"variant": base.variant} if base.variant else {}),
-    )
+    text_encoder = CLIPTextModel.from_pretrained(p, subfolder="text_encoder", dtype=dtype, local_files_only=True,
+                                                 attn_implementation="eager",
+                                                 **({"variant": base.variant} if base.variant else {}))
     tokenizer = CLIPTokenizer.from_pretrained(p, subfolder="tokenizer", local_files_only=True)
     scheduler = DDPMScheduler.from_pretrained(p, subfolder="scheduler", local_files_only=True)
     for m in (unet, vae, text_encoder):
@@ -102,7 +88,6 @@ def load_base(base: Base, dtype: torch.dtype = torch.float32) -> Parts:
 
 def add_lora(model: nn.Module, rank: int, alpha: float, targets: list[str]) -> None:
     from peft import LoraConfig, inject_adapter_in_model
-
     cfg = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=targets)
     inject_adapter_in_model(cfg, model)
 
@@ -145,7 +130,7 @@ def trained_state(parts: Parts, tuning: Tuning) -> dict[str, torch.Tensor]:
 def load_trained(parts: Parts, state: dict[str, torch.Tensor]) -> None:
     """Put trained tensors (keys 'unet.*' / 'text_encoder.*') into prepared parts; every key must land."""
     for prefix, m in (("unet", parts.unet), ("text_encoder", parts.text_encoder)):
-        sub = {k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(prefix + ".")}
+        sub = {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")}
         if not sub:
             continue
         own = dict(m.named_parameters())
@@ -161,14 +146,12 @@ def load_trained(parts: Parts, state: dict[str, torch.Tensor]) -> None:
 
 def save_weights(parts: Parts, tuning: Tuning, path: Path, info: dict[str, Any]) -> None:
     from safetensors.torch import save_file
-
     meta = {**tuning.to_meta(), "info": json.dumps(info, sort_keys=True)}
     save_file(trained_state(parts, tuning), str(path), metadata=meta)
 
 
 def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], Tuning, dict[str, Any]]:
     from safetensors import safe_open
-
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
         state = {k: f.get_tensor(k) for k in f.keys()}
@@ -178,7 +161,6 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], Tuning, dict[str,
 def merge_lora(model: nn.Module) -> nn.Module:
     """Fold every LoRA adapter into its base layer and put the plain layer back (for export)."""
     from peft.tuners.lora import LoraLayer
-
     targets = [(n, m) for n, m in model.named_modules() if isinstance(m, LoraLayer)]
     for name, layer in targets:
         layer.merge(safe_merge=True)

@@ -50,12 +50,12 @@ class SdJob:
     concepts: list[dict[str, Any]]
     parent: dict[str, str] | None
     meta: dict[str, Any]
-    scene: Image.Image  # the scene (Stage I: the image; Stage II: the parent's scene.png)
+    scene: Image.Image                       # the scene (Stage I: the image; Stage II: the parent's scene.png)
     scene_prompt: str
     subject: LoadedImage | None = None
     mask: np.ndarray | None = None
     subject_prompt: str | None = None
-    init_weights: Path | None = None  # Stage II: the scene bundle's weights.safetensors
+    init_weights: Path | None = None          # Stage II: the scene bundle's weights.safetensors
     notes: dict[str, Any] = field(default_factory=dict)
 
     def precision(self, rt: Runtime, progress: Progress) -> str:
@@ -73,13 +73,8 @@ class SdJob:
     def write_bundle(self, training: Any, staging: bd.Staging, run: Run) -> Path:
         tr: Trainer = training
         s, rt = self.settings, run.rt
-        info = {
-            "stage": self.stage,
-            "name": self.name,
-            "base": str(self.base.path),
-            "base_fingerprint": self.base.fingerprint,
-            "step": tr.step,
-        }
+        info = {"stage": self.stage, "name": self.name, "base": str(self.base.path),
+                "base_fingerprint": self.base.fingerprint, "step": tr.step}
         md.save_weights(tr.parts, tr.tuning, staging.file(WEIGHTS), info)
         tokenizer = tr.parts.tokenizer
         L = tr.L
@@ -95,7 +90,6 @@ class SdJob:
             exp_device = rt.device if precision == "float16" else torch.device("cpu")
             if precision == "float16":
                 import copy
-
                 exp_parts = copy.copy(parts)
                 exp_parts.unet = copy.deepcopy(parts.unet).to(exp_device, dtype)
                 exp_parts.vae = copy.deepcopy(parts.vae).to(exp_device, dtype)
@@ -105,16 +99,8 @@ class SdJob:
             files: dict[str, str] = {}
             written: list[str] = [WEIGHTS]
             for g in ex.GRAPHS:
-                made = ex.export_graph(
-                    g,
-                    exp_parts,
-                    staging.path,
-                    L,
-                    self.base.size_multiple,
-                    self.base.vae_scale_factor,
-                    exp_device,
-                    dtype,
-                )
+                made = ex.export_graph(g, exp_parts, staging.path, L, self.base.size_multiple,
+                                       self.base.vae_scale_factor, exp_device, dtype)
                 files[g] = made[0]
                 written += made
                 if run.stop():
@@ -124,25 +110,16 @@ class SdJob:
             written.append(TOKENIZER)
             if self.stage == 1:
                 # At the largest scale Stage II's replay crops use, so they are never upsampled.
-                resize_short_side(
-                    self.scene.convert("RGB"), max(s.resolution, round(s.resolution * s.scene_zoom))
-                ).save(staging.file(bd.SCENE))
+                resize_short_side(self.scene.convert("RGB"), max(s.resolution, round(s.resolution * s.scene_zoom))) \
+                    .save(staging.file(bd.SCENE))
                 written.append(bd.SCENE)
             else:
                 assert self.subject is not None
                 cutout_rgba(self.subject.image, self.mask).save(staging.file(bd.SUBJECT))
                 written.append(bd.SUBJECT)
             run.progress.phase(self.stage, "verify", "checking every graph against PyTorch with ONNX Runtime")
-            diffs = ex.verify(
-                parts,
-                staging.path,
-                files,
-                L,
-                self.base.size_multiple,
-                self.base.vae_scale_factor,
-                rt.threads,
-                precision,
-            )
+            diffs = ex.verify(parts, staging.path, files, L, self.base.size_multiple, self.base.vae_scale_factor,
+                              rt.threads, precision)
             D = int(parts.text_encoder.config.hidden_size)
             scaling = float(parts.vae.config.scaling_factor)
             if run.stop():
@@ -150,60 +127,27 @@ class SdJob:
             del parts
             base = self.base
             scene_c = self.concepts[0]
-            add = (
-                self.scene_prompt
-                if self.stage == 1
-                else f"{self.subject_prompt} in {scene_c['identifier']} {scene_c['class_word']}"
-            )
-            training = {
-                **s.to_dict(),
-                "device": str(rt.device),
-                "threads": rt.threads,
-                "final_loss": round(final_loss, 6),
-                "train_wall_s": round(run.trained - run.started, 1),
-                "resumed": run.saved is not None,
-                "onnx_max_abs_diff": diffs,
-                "torch": torch.__version__,
-                "export_precision": precision,
-                **self.notes,
-            }
-            model = {
-                "resolution": s.resolution,
-                "size_multiple": base.size_multiple,
-                "min_size": base.size_multiple,
-                "channels": 3,
-                "value_range": [-1, 1],
-                "latent_channels": int(base.vae.get("latent_channels", 4)),
-                "vae_scale_factor": base.vae_scale_factor,
-                "scaling_factor": scaling,
-                "unet_in_channels": base.in_channels,
-                "precision": precision,
-                "base": {"name": base.name, "path": str(base.path), "fingerprint": base.fingerprint},
-            }
-            body = {
-                "text": {
-                    "tokenizer": TOKENIZER,
-                    "max_length": L,
-                    "bos_id": int(tokenizer.bos_token_id),
-                    "eos_id": int(tokenizer.eos_token_id),
-                    "pad_id": int(tokenizer.pad_token_id),
-                    "hidden_size": D,
-                    "prompts": {"add": add, "scene": self.scene_prompt, "negative": ""},
-                },
-                "graphs": ex.graphs_manifest(files, L, D, base.in_channels),
-                **({"subject": {"file": bd.SUBJECT, "has_mask": self.mask is not None}} if self.stage == 2 else {}),
-            }
-            manifest = bd.manifest(
-                self.name,
-                self.stage,
-                NAME,
-                self.parent,
-                model,
-                schedule_manifest(base),
-                {"null": NULL_TOKEN, "concepts": self.concepts},
-                body,
-                training,
-            )
+            add = self.scene_prompt if self.stage == 1 else \
+                f"{self.subject_prompt} in {scene_c['identifier']} {scene_c['class_word']}"
+            training = {**s.to_dict(), "device": str(rt.device), "threads": rt.threads,
+                        "final_loss": round(final_loss, 6), "train_wall_s": round(run.trained - run.started, 1),
+                        "resumed": run.saved is not None, "onnx_max_abs_diff": diffs, "torch": torch.__version__,
+                        "export_precision": precision, **self.notes}
+            model = {"resolution": s.resolution, "size_multiple": base.size_multiple,
+                     "min_size": base.size_multiple, "channels": 3, "value_range": [-1, 1],
+                     "latent_channels": int(base.vae.get("latent_channels", 4)),
+                     "vae_scale_factor": base.vae_scale_factor, "scaling_factor": scaling,
+                     "unet_in_channels": base.in_channels, "precision": precision,
+                     "base": {"name": base.name, "path": str(base.path), "fingerprint": base.fingerprint}}
+            body = {"text": {"tokenizer": TOKENIZER, "max_length": L, "bos_id": int(tokenizer.bos_token_id),
+                             "eos_id": int(tokenizer.eos_token_id), "pad_id": int(tokenizer.pad_token_id),
+                             "hidden_size": D,
+                             "prompts": {"add": add, "scene": self.scene_prompt, "negative": ""}},
+                    "graphs": ex.graphs_manifest(files, L, D, base.in_channels),
+                    **({"subject": {"file": bd.SUBJECT, "has_mask": self.mask is not None}}
+                       if self.stage == 2 else {})}
+            manifest = bd.manifest(self.name, self.stage, NAME, self.parent, model, schedule_manifest(base),
+                                   {"null": NULL_TOKEN, "concepts": self.concepts}, body, training)
             if s.preview_steps > 0:
                 log(f"drawing preview.png with the exported graphs ({s.preview_steps} DDIM steps)")
                 draw_preview(staging.path, manifest, s, rt.threads, run.stop)
@@ -225,7 +169,7 @@ class SdJob:
             raise
 
     def finished(self, training: Any, run: Run) -> None:
-        pass  # nothing stays: the bundle holds the weights
+        pass   # nothing stays: the bundle holds the weights
 
 
 def resolve_mixed_precision(requested: str, device: torch.device) -> str:
@@ -267,7 +211,7 @@ def random_masks(n: int, r: int, gen: torch.Generator) -> torch.Tensor:
             continue
         bh, bw = (max(1, int(r * (0.25 + 0.5 * float(torch.rand(1, generator=gen))))) for _ in range(2))
         y, x = randint(r - bh + 1, gen), randint(r - bw + 1, gen)
-        m[i, :, y : y + bh, x : x + bw] = 1.0
+        m[i, :, y:y + bh, x:x + bw] = 1.0
     return m
 
 
@@ -290,9 +234,8 @@ class Trainer:
         half = _half(self.mode) if self.device.type == "cuda" else None
         # Frozen weights in half precision on the GPU (memory); trained ones stay fp32.
         parts.vae.to(self.device, dtype=half or torch.float32)
-        parts.text_encoder.to(
-            self.device, dtype=torch.float32 if (s.train_text_encoder and s.lora_rank == 0) else (half or torch.float32)
-        )
+        parts.text_encoder.to(self.device, dtype=torch.float32 if (s.train_text_encoder and s.lora_rank == 0)
+                              else (half or torch.float32))
         parts.unet.to(self.device, dtype=torch.float32 if s.lora_rank == 0 else (half or torch.float32))
         for p in md.trainable(parts, self.tuning).values():
             p.data = p.data.float()
@@ -301,7 +244,7 @@ class Trainer:
             if s.train_text_encoder:
                 # Non-reentrant: with frozen embeddings the reentrant variant would cut the LoRA gradients.
                 te = parts.text_encoder
-                if hasattr(te, "activation_checkpointing_enable"):  # transformers >= 5
+                if hasattr(te, "activation_checkpointing_enable"):        # transformers >= 5
                     te.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
                 else:
                     te.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -311,7 +254,6 @@ class Trainer:
         self.params = list(md.trainable(parts, self.tuning).values())
         if s.use_8bit_adam:
             import bitsandbytes as bnb  # checked importable by the CLI
-
             self.opt = bnb.optim.AdamW8bit(self.params, lr=s.lr, weight_decay=s.weight_decay)
         else:
             self.opt = torch.optim.AdamW(self.params, lr=s.lr, weight_decay=s.weight_decay)
@@ -340,9 +282,8 @@ class Trainer:
         self.loss_avg = 0.0
 
     def tokenize(self, text: str) -> torch.Tensor:
-        return self.parts.tokenizer(
-            text, padding="max_length", max_length=self.L, truncation=True, return_tensors="pt"
-        ).input_ids
+        return self.parts.tokenizer(text, padding="max_length", max_length=self.L, truncation=True,
+                                    return_tensors="pt").input_ids
 
     def embed(self, keys: list[str]) -> torch.Tensor:
         if self.cached:
@@ -369,12 +310,8 @@ class Trainer:
         xs, ws = self.views.sample(n, self.gen)
         xc = self.scene_crops.sample(n, self.gen)
         factors = torch.tensor([1.0] * n + [s.prior_loss_weight] * n)
-        return (
-            torch.cat([xs, xc]),
-            torch.cat([ws, torch.ones(n, 1, s.resolution, s.resolution)]),
-            ["subject"] * n + ["scene"] * n,
-            factors,
-        )
+        return (torch.cat([xs, xc]), torch.cat([ws, torch.ones(n, 1, s.resolution, s.resolution)]),
+                ["subject"] * n + ["scene"] * n, factors)
 
     def loss(self) -> torch.Tensor:
         x, w, keys, factors = self.batch()
@@ -425,26 +362,19 @@ class Trainer:
         self.loss_avg = total if self.step == 1 else 0.95 * self.loss_avg + 0.05 * total
 
     def between_steps(self) -> bool:
-        return False  # no previews while training: the bundle's preview.png is drawn from the export
+        return False   # no previews while training: the bundle's preview.png is drawn from the export
 
     # ---- checkpoints --------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        return {
-            "version": 1,
-            "backbone": "sd",
-            "settings": self.s.to_dict(),
-            "step": self.step,
-            "loss_avg": self.loss_avg,
-            "trainable": md.trained_state(self.parts, self.tuning),
-            "opt": self.opt.state_dict(),
-            "gen": self.gen.get_state(),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "extra": {"meta": self.job.meta},
-        }
+        return {"version": 1, "backbone": "sd", "settings": self.s.to_dict(), "step": self.step,
+                "loss_avg": self.loss_avg, "trainable": md.trained_state(self.parts, self.tuning),
+                "opt": self.opt.state_dict(), "gen": self.gen.get_state(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "extra": {"meta": self.job.meta}}
 
     def restore(self, saved: dict[str, Any]) -> None:
         md.load_trained(self.parts, saved["trainable"])
-        if saved.get("opt") is not None:  # None: stopped after training had finished
+        if saved.get("opt") is not None:      # None: stopped after training had finished
             self.opt.load_state_dict(saved["opt"])
         if saved.get("gen") is not None:
             self.gen.set_state(saved["gen"])
@@ -466,26 +396,14 @@ class Trainer:
             torch.cuda.empty_cache()
 
 
+
 def _cancel_from_weights(job: SdJob, weights: Path, ckdir: Path) -> Cancelled:
     """Stopped after training: keep a checkpoint at the last step (no optimizer state is needed to export)."""
     s = job.settings
     state, _, _ = md.read_weights(weights)
-    ck.save_torch(
-        {
-            "version": 1,
-            "backbone": NAME,
-            "settings": s.to_dict(),
-            "step": s.steps,
-            "loss_avg": 0.0,
-            "trainable": state,
-            "opt": None,
-            "gen": None,
-            "scaler": None,
-            "extra": {"meta": job.meta},
-            "finished": True,
-        },
-        ckdir / ck.STATE,
-    )
+    ck.save_torch({"version": 1, "backbone": NAME, "settings": s.to_dict(), "step": s.steps, "loss_avg": 0.0,
+                   "trainable": state, "opt": None, "gen": None, "scaler": None, "extra": {"meta": job.meta},
+                   "finished": True}, ckdir / ck.STATE)
     return Cancelled(job.stage, s.steps, str(ckdir))
 
 
@@ -497,7 +415,6 @@ def draw_preview(folder: Path, manifest: dict[str, Any], s: SdSettings, threads:
     """preview.png: two samples of Add's prompt (Stage I: the scene's) at the training resolution, drawn
     by the exported graphs with ONNX Runtime, as the engine would (sd/sample.py)."""
     from .sample import Bundle, grid
-
     b = Bundle(folder, threads, manifest)
     r, vsf = s.resolution, int(manifest["model"]["vae_scale_factor"])
     noise = np.random.default_rng(s.seed).standard_normal((PREVIEW_COUNT, 4, r // vsf, r // vsf)).astype(np.float32)
@@ -509,7 +426,6 @@ def save_tokenizer(tokenizer: Any, path: Path) -> None:
     """tokenizer.json without the padding and truncation transformers leaves switched on in its backend:
     the engine encodes without special tokens and adds bos/eos/pad itself (schema/README.md)."""
     from tokenizers import Tokenizer
-
     t = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
     t.no_padding()
     t.no_truncation()
@@ -521,10 +437,8 @@ def export_precision(requested: str, device: torch.device) -> str:
         return "float16" if device.type == "cuda" else "float32"
     if requested == "fp16":
         if device.type != "cuda":
-            log(
-                "--export-precision fp16 on the CPU: the graphs are traced in half precision here; "
-                "the bundle runs on CUDA only"
-            )
+            log("--export-precision fp16 on the CPU: the graphs are traced in half precision here; "
+                "the bundle runs on CUDA only")
         return "float16"
     return "float32"
 

@@ -26,7 +26,7 @@ def alphas_cumprod(schedule: dict[str, Any]) -> np.ndarray:
     T = int(schedule["num_train_timesteps"])
     b0, b1 = float(schedule["beta_start"]), float(schedule["beta_end"])
     if schedule["beta_schedule"] == "scaled_linear":
-        betas = np.linspace(b0**0.5, b1**0.5, T, dtype=np.float64) ** 2
+        betas = np.linspace(b0 ** 0.5, b1 ** 0.5, T, dtype=np.float64) ** 2
     else:
         betas = np.linspace(b0, b1, T, dtype=np.float64)
     return np.cumprod(1.0 - betas)
@@ -67,19 +67,16 @@ class Bundle:
         providers = ["CPUExecutionProvider"]
         if self.m["model"]["precision"] == "float16" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
-        self.sess = {
-            k: ort.InferenceSession(str(folder / g["file"]), opts, providers=providers)
-            for k, g in self.m["graphs"].items()
-        }
+        self.sess = {k: ort.InferenceSession(str(folder / g["file"]), opts, providers=providers)
+                     for k, g in self.m["graphs"].items()}
         self.tok = Tokenizer.from_file(str(folder / self.m["text"]["tokenizer"]))
 
     def embed(self, prompt: str) -> np.ndarray:
         ids = encode_prompt(self.tok, self.m["text"], prompt)
         return self.sess["text_encoder"].run(None, {"input_ids": ids})[0]
 
-    def txt2img(
-        self, prompt: str, noise: np.ndarray, steps: int, guidance: float, should_stop: Any = None
-    ) -> np.ndarray:
+    def txt2img(self, prompt: str, noise: np.ndarray, steps: int, guidance: float,
+                should_stop: Any = None) -> np.ndarray:
         """noise [N,4,h,w] float32 -> images [N,3,H,W] float32 in [-1, 1]."""
         model = self.m["model"]
         n = noise.shape[0]
@@ -104,18 +101,9 @@ class Bundle:
             inp = np.concatenate([x, x])
             if extra is not None:
                 inp = np.concatenate([inp, extra], axis=1)
-            out = (
-                self.sess["unet"]
-                .run(
-                    None,
-                    {
-                        "sample": inp,
-                        "timestep": np.full(2 * n, t, np.int64),
-                        "encoder_hidden_states": np.concatenate([uncond, cond]).astype(np.float32),
-                    },
-                )[0]
-                .astype(np.float64)
-            )
+            out = self.sess["unet"].run(None, {
+                "sample": inp, "timestep": np.full(2 * n, t, np.int64),
+                "encoder_hidden_states": np.concatenate([uncond, cond]).astype(np.float32)})[0].astype(np.float64)
             u, c = out[:n], out[n:]
             pred = u + guidance * (c - u)
             a = acp[t]
@@ -134,14 +122,13 @@ class Bundle:
 def grid(x: np.ndarray, h: int, w: int) -> Any:
     """[N,3,H,W] in [-1, 1] -> a PIL image, samples in a near-square grid."""
     from PIL import Image
-
     n = x.shape[0]
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
     out = np.zeros((rows * h, cols * w, 3), np.uint8)
     for i in range(n):
         r, c = divmod(i, cols)
-        out[r * h : (r + 1) * h, c * w : (c + 1) * w] = ((np.clip(x[i], -1, 1).transpose(1, 2, 0) + 1) * 127.5).round()
+        out[r * h:(r + 1) * h, c * w:(c + 1) * w] = ((np.clip(x[i], -1, 1).transpose(1, 2, 0) + 1) * 127.5).round()
     return Image.fromarray(out)
 
 
@@ -161,7 +148,6 @@ def prompt_for(m: dict[str, Any], spec: str | None, text: str | None) -> str:
 
 def run_sample(args: Any) -> None:
     from ..core.progress import log
-
     folder = Path(args.bundle)
     b = Bundle(folder, args.threads or 1)
     model = b.m["model"]

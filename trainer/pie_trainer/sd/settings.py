@@ -30,18 +30,18 @@ class SdSettings:
     lora_rank: int = DEFAULT_LORA_RANK
     lora_alpha: float = float(DEFAULT_LORA_RANK)
     train_text_encoder: bool = False
-    mixed_precision: str = "no"  # resolved: no, fp16, bf16
+    mixed_precision: str = "no"          # resolved: no, fp16, bf16
     gradient_checkpointing: bool = False
     use_8bit_adam: bool = False
     grad_accum: int = 1
-    prior_loss_weight: float = 1.0  # Stage II: weight of the replayed scene's loss
-    caption_dropout: float = 0.0  # probability of the empty prompt (classifier-free guidance)
-    scene_zoom: float = 1.25  # scene crops come from the scene at short side R .. zoom x R
+    prior_loss_weight: float = 1.0       # Stage II: weight of the replayed scene's loss
+    caption_dropout: float = 0.0         # probability of the empty prompt (classifier-free guidance)
+    scene_zoom: float = 1.25             # scene crops come from the scene at short side R .. zoom x R
     weight_decay: float = 1e-2
     grad_clip: float = 1.0
     checkpoint_every: int = 0
-    export_precision: str = "auto"  # auto, fp32, fp16
-    preview_steps: int = 15  # DDIM steps of the bundle's preview.png (0: none)
+    export_precision: str = "auto"       # auto, fp32, fp16
+    preview_steps: int = 15               # DDIM steps of the bundle's preview.png (0: none)
     preset: str = "default"
     backbone: str = "sd"
 

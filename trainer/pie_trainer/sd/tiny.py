@@ -23,29 +23,8 @@ from pathlib import Path
 
 from . import offline
 
-WORDS = (
-    "a",
-    "photo",
-    "of",
-    "in",
-    "the",
-    "scene",
-    "object",
-    "dog",
-    "cat",
-    "backpack",
-    "person",
-    "on",
-    "and",
-    "with",
-    "picture",
-    "image",
-    "landscape",
-    "mountains",
-    "lake",
-    "room",
-    "toy",
-)
+WORDS = ("a", "photo", "of", "in", "the", "scene", "object", "dog", "cat", "backpack", "person", "on",
+         "and", "with", "picture", "image", "landscape", "mountains", "lake", "room", "toy")
 MAX_LENGTH = 77
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
@@ -89,25 +68,12 @@ def write_tokenizer(folder: Path) -> dict[str, int]:
     vocab, merges = bpe_vocab()
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
-    (folder / "special_tokens_map.json").write_text(
-        json.dumps({"bos_token": BOS, "eos_token": EOS, "pad_token": EOS, "unk_token": EOS}, indent=2), encoding="utf-8"
-    )
-    (folder / "tokenizer_config.json").write_text(
-        json.dumps(
-            {
-                "tokenizer_class": "CLIPTokenizer",
-                "model_max_length": MAX_LENGTH,
-                "bos_token": BOS,
-                "eos_token": EOS,
-                "pad_token": EOS,
-                "unk_token": EOS,
-                "do_lower_case": True,
-                "clean_up_tokenization_spaces": True,
-            },
-            indent=2,
-        ),
-        encoding="utf-8",
-    )
+    (folder / "special_tokens_map.json").write_text(json.dumps(
+        {"bos_token": BOS, "eos_token": EOS, "pad_token": EOS, "unk_token": EOS}, indent=2), encoding="utf-8")
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "CLIPTokenizer", "model_max_length": MAX_LENGTH, "bos_token": BOS, "eos_token": EOS,
+         "pad_token": EOS, "unk_token": EOS, "do_lower_case": True, "clean_up_tokenization_spaces": True},
+        indent=2), encoding="utf-8")
     return vocab
 
 
@@ -121,69 +87,33 @@ def build(out: Path, inpainting: bool = False, seed: int = 0) -> Path:
     vocab = write_tokenizer(out / "tokenizer")
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        sample_size=32,
-        in_channels=9 if inpainting else 4,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(32, 64),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=8,
-        norm_num_groups=8,
-    )
+        sample_size=32, in_channels=9 if inpainting else 4, out_channels=4, layers_per_block=1,
+        block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32, attention_head_dim=8,
+        norm_num_groups=8)
     torch.manual_seed(seed + 1)
     vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=64,
-    )
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(32, 64), layers_per_block=1,
+        latent_channels=4, norm_num_groups=8, sample_size=64)
     torch.manual_seed(seed + 2)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(vocab),
-            hidden_size=32,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=MAX_LENGTH,
-            bos_token_id=vocab[BOS],
-            eos_token_id=vocab[EOS],
-            pad_token_id=vocab[EOS],
-            projection_dim=32,
-        )
-    )
-    scheduler = DDPMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        prediction_type="epsilon",
-        steps_offset=1,
-        clip_sample=False,
-    )
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=MAX_LENGTH, bos_token_id=vocab[BOS], eos_token_id=vocab[EOS],
+        pad_token_id=vocab[EOS], projection_dim=32))
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                              beta_schedule="scaled_linear", prediction_type="epsilon", steps_offset=1,
+                              clip_sample=False)
     unet.save_pretrained(out / "unet")
     vae.save_pretrained(out / "vae")
     text_encoder.save_pretrained(out / "text_encoder")
     scheduler.save_pretrained(out / "scheduler")
     pipeline = "StableDiffusionInpaintPipeline" if inpainting else "StableDiffusionPipeline"
     index = {
-        "_class_name": pipeline,
-        "_diffusers_version": "0.42.1",
-        "_pie_tiny": True,
-        "feature_extractor": [None, None],
-        "requires_safety_checker": False,
-        "safety_checker": [None, None],
-        "scheduler": ["diffusers", "DDPMScheduler"],
-        "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"],
-        "unet": ["diffusers", "UNet2DConditionModel"],
+        "_class_name": pipeline, "_diffusers_version": "0.42.1", "_pie_tiny": True,
+        "feature_extractor": [None, None], "requires_safety_checker": False, "safety_checker": [None, None],
+        "scheduler": ["diffusers", "DDPMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
         "vae": ["diffusers", "AutoencoderKL"],
     }
     (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
@@ -191,10 +121,8 @@ def build(out: Path, inpainting: bool = False, seed: int = 0) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m pie_trainer.sd.tiny",
-        description="write a tiny random SD-architecture checkpoint (diffusers layout)",
-    )
+    p = argparse.ArgumentParser(prog="python -m pie_trainer.sd.tiny",
+                                description="write a tiny random SD-architecture checkpoint (diffusers layout)")
     p.add_argument("out", help="folder to write (created; files in it are overwritten)")
     p.add_argument("--inpainting", action="store_true", help="a 9-channel inpainting UNet")
     p.add_argument("--seed", type=int, default=0, help="weights seed (default 0)")
