@@ -38,8 +38,8 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-from common import load, machine, pie_env  # noqa: E402
 from add_vs_torch import bbox, plan  # noqa: E402  (mirror of onnx/src/plan.rs)
+from common import load, machine, pie_env  # noqa: E402
 
 
 def square(shape: tuple[int, int], side: int, centre: tuple[int, int] | None = None) -> np.ndarray:
@@ -70,7 +70,8 @@ def main() -> int:
     ap.add_argument("--pie", type=Path, default=ROOT / "target/release/pie")
     ap.add_argument("--steps", type=int, default=50, help="pie add --steps (default 50, pie add's own)")
     ap.add_argument("--strength", type=float, default=0.2,
-                    help="pie add --strength (default 0.2, pie add's own for a pixel-unet subject: 10 UNet evaluations)")
+                    help="pie add --strength (default 0.2, pie add's own for a pixel-unet subject: "
+                         "10 UNet evaluations)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=3)
@@ -97,7 +98,8 @@ def main() -> int:
         Image.fromarray(img).save(ip)
         Image.fromarray(sel).save(sp)
         pl = plan(img.shape[1], img.shape[0], bbox(sel > 0), model)
-        points.append({"work": f"{pl['work_w']}x{pl['work_h']}", "series": series, "label": label, "image": ip, "selection": sp,
+        points.append({"work": f"{pl['work_w']}x{pl['work_h']}", "series": series, "label": label, "image": ip,
+                       "selection": sp,
                        "size": f"{img.shape[1]}x{img.shape[0]}", "sel_px": int((sel > 0).sum()),
                        "engine_s": [], "wall_s": []})
 
@@ -109,7 +111,7 @@ def main() -> int:
         img = widen(scene, k)
         point("wider", f"{k}x", img, square(img.shape[:2], fixed, (H // 2, W // 2)))
     for k in [int(x) for x in args.upscales.split(",")]:
-        img = np.asarray(Image.fromarray(scene).resize((W * k, H * k), Image.BICUBIC)) if k > 1 else scene
+        img = np.asarray(Image.fromarray(scene).resize((W * k, H * k), Image.Resampling.BICUBIC)) if k > 1 else scene
         point("upscaled", f"{k}x", img, square(img.shape[:2], fixed * k, (H * k // 2, W * k // 2)))
 
     print(f"# add_scaling: {args.concept}, scene {W}x{H}, steps {args.steps}, strength {args.strength}, "

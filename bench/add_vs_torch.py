@@ -71,7 +71,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 from common import load, machine, pie_env  # noqa: E402
 
-
 # --- mirrors of the engine's plan (onnx/src/plan.rs) and timesteps (onnx/src/schedule.rs)
 
 def plan(img_w: int, img_h: int, sel: tuple[int, int, int, int], model: dict) -> dict:
@@ -120,7 +119,7 @@ def timesteps(n_train: int, steps: int, strength: float) -> list[int]:
     s = min(max(strength, 0.0), 1.0)
     t_start = min(round(s * last), last)
     n = max(round(steps * s), 1)
-    ts = []
+    ts: list[int] = []
     for k in range(n, 0, -1):
         t = round(t_start * k / n)
         if not ts or ts[-1] != t:
@@ -149,8 +148,9 @@ def bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
 def torch_add(bundle: Path, scene: np.ndarray, sel: np.ndarray, steps: int, strength: float, guidance: float,
               seed: int, threads: int, bf16: bool = False) -> dict:
     import torch
-    from pie_trainer.checkpoint import load_weights
-    from pie_trainer.diffusion import Schedule
+
+    from pie_trainer.pixel.diffusion import Schedule
+    from pie_trainer.pixel.weights import load_weights
 
     t0 = time.perf_counter()
     torch.set_num_threads(threads)
@@ -162,10 +162,11 @@ def torch_add(bundle: Path, scene: np.ndarray, sel: np.ndarray, steps: int, stre
     cx, cy, cw, ch = p["crop"]
     w, h = p["work_w"], p["work_h"]
     crop = Image.fromarray(scene[cy:cy + ch, cx:cx + cw])
-    known = torch.from_numpy(np.asarray(crop.resize((w, h), Image.BILINEAR), np.float32) / 127.5 - 1.0)
+    known = torch.from_numpy(np.asarray(crop.resize((w, h), Image.Resampling.BILINEAR), np.float32) / 127.5 - 1.0)
     known = known.permute(2, 0, 1).contiguous()
-    m = np.asarray(Image.fromarray(sel[cy:cy + ch, cx:cx + cw]).resize((w, h), Image.BILINEAR), np.float32) / 255.0
-    m = torch.from_numpy(m)
+    m_np = np.asarray(Image.fromarray(sel[cy:cy + ch, cx:cx + cw]).resize((w, h), Image.Resampling.BILINEAR),
+                      np.float32) / 255.0
+    m = torch.from_numpy(m_np)
     comp = known.clone()
     subj_png = bundle / manifest.get("subject", {}).get("file", "subject.png") if isinstance(
         manifest.get("subject"), dict) else bundle / "subject.png"
@@ -179,7 +180,8 @@ def torch_add(bundle: Path, scene: np.ndarray, sel: np.ndarray, steps: int, stre
         sx, sy, sw, sh = bbox(np.asarray(m) > 0.5)
         fit = min(sw / bw, sh / bh)
         pw, ph = max(1, round(bw * fit)), max(1, round(bh * fit))
-        r = np.asarray(s.crop((bx, by, bx + bw, by + bh)).resize((pw, ph), Image.BILINEAR), np.float32) / 255.0
+        piece = s.crop((bx, by, bx + bw, by + bh)).resize((pw, ph), Image.Resampling.BILINEAR)
+        r = np.asarray(piece, np.float32) / 255.0
         ox, oy = round(sx + (sw - pw) / 2), round(sy + (sh - ph) / 2)
         pm = torch.zeros_like(m)
         pm[oy:oy + ph, ox:ox + pw] = torch.from_numpy(r[..., 3])[: h - oy, : w - ox]
@@ -239,8 +241,8 @@ def torch_add(bundle: Path, scene: np.ndarray, sel: np.ndarray, steps: int, stre
             x = m * x + (1 - m) * kn
     t_end_loop = time.perf_counter()
     res = ((x + 1) * 127.5).clamp(0, 255).round().byte().permute(1, 2, 0).numpy()
-    res = np.asarray(Image.fromarray(res).resize((cw, ch), Image.BILINEAR), np.float32)
-    wr = np.asarray(Image.fromarray((write.numpy() * 255).astype(np.uint8)).resize((cw, ch), Image.BILINEAR))
+    res = np.asarray(Image.fromarray(res).resize((cw, ch), Image.Resampling.BILINEAR), np.float32)
+    wr = np.asarray(Image.fromarray((write.numpy() * 255).astype(np.uint8)).resize((cw, ch), Image.Resampling.BILINEAR))
     mc = (sel[cy:cy + ch, cx:cx + cw] / 255.0 * wr / 255.0)[..., None].astype(np.float32)
     out_img = scene.copy()
     out_img[cy:cy + ch, cx:cx + cw] = (mc * res + (1 - mc) * scene[cy:cy + ch, cx:cx + cw]).round().astype(np.uint8)
@@ -351,7 +353,7 @@ def main() -> int:
         print(f"| `python -m pie_trainer sample` | process wall: import torch + {len(ts)} steps x batch 2 | "
               f"{med['trainer_cli_wall_s']:.2f} |")
     print()
-    per_run = sorted(t / e for t, e in zip(rec["torch_s"], rec["engine_s"]))
+    per_run = sorted(t / e for t, e in zip(rec["torch_s"], rec["engine_s"], strict=True))
     print(f"speed-up, same work (PyTorch masked / engine): {med['torch_s'] / med['engine_s']:.2f}x of the medians; "
           f"per run {', '.join(f'{x:.2f}x' for x in per_run)} (goal >= 1.3x)")
     if "trainer_cli_wall_s" in med:

@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,7 +63,7 @@ class Run:
         return out
 
 
-def _tree_rss(proc) -> int:
+def _tree_rss(proc: Any) -> int:
     import psutil
     total = 0
     try:
@@ -95,12 +96,14 @@ def phase_of(line: str) -> str | None:
 
 
 def run_monitored(cmd: list[str], env: dict[str, str] | None = None, interval: float = 0.05,
-                  cwd: Path | None = None, log=None) -> Run:
+                  cwd: Path | None = None, log: IO[str] | None = None) -> Run:
     """Runs `cmd`, reading its stdout line by line, sampling the RSS of its process tree every `interval` s.
     Phases: a new phase begins at each line for which phase_of() gives a label (the first is 'start')."""
     import psutil
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.stdout is not None and p.stderr is not None   # both are pipes
+    out, err = p.stdout, p.stderr
     proc = psutil.Process(p.pid)
     peak = [0]
     phases: list[list] = [["start", 0.0, 0]]
@@ -116,12 +119,12 @@ def run_monitored(cmd: list[str], env: dict[str, str] | None = None, interval: f
             stop.wait(interval)
 
     err_chunks: list[str] = []
-    t_err = threading.Thread(target=lambda: err_chunks.append(p.stderr.read()), daemon=True)
+    t_err = threading.Thread(target=lambda: err_chunks.append(err.read()), daemon=True)
     t_mon = threading.Thread(target=sample, daemon=True)
     t_err.start()
     t_mon.start()
     lines = []
-    for line in p.stdout:
+    for line in out:
         line = line.rstrip("\n")
         lines.append(line)
         if log is not None:

@@ -31,8 +31,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests/eval"))
-from common import load, machine, pie_env, run_monitored  # noqa: E402
 import evaluate as ev  # noqa: E402
+from common import load, machine, pie_env, run_monitored  # noqa: E402
 
 
 def main() -> int:
@@ -61,8 +61,8 @@ def main() -> int:
     mask = ev.subject_mask(subj, pair.subject)
     sel = ev.rect_mask(scene.shape[:2], pair.selection)
     paths = {k: work / f"{k}.png" for k in ("scene", "subject", "mask", "selection")}
-    for k, a in zip(paths, (scene, subj, mask, sel)):
-        Image.fromarray(np.ascontiguousarray(a)).save(paths[k])
+    for k, pixels in zip(paths, (scene, subj, mask, sel), strict=True):
+        Image.fromarray(np.ascontiguousarray(pixels)).save(paths[k])
 
     print(f"# train_time: pair {pair.name}, scene {scene.shape[1]}x{scene.shape[0]}, subject "
           f"{subj.shape[1]}x{subj.shape[0]}")
@@ -97,10 +97,10 @@ def main() -> int:
     print()
     print("| preset | stage | wall s | peak RSS MB (pie + trainer) | phases: start s / peak MB |")
     print("|---|---|---:|---:|---|")
-    for r in results:
-        ph = "; ".join(f"{p['phase']} @{p['start_s']:.0f}s {p['peak_rss_mb']} MB" for p in r["phases"]
-                       if len(r["phases"]) > 1) or "—"
-        print(f"| {r['preset']} | {r['what']} | {r['wall_s']:.1f} | {r['peak_rss_mb']} | {ph} |")
+    for res in results:
+        ph = "; ".join(f"{p['phase']} @{p['start_s']:.0f}s {p['peak_rss_mb']} MB" for p in res["phases"]
+                       if len(res["phases"]) > 1) or "—"
+        print(f"| {res['preset']} | {res['what']} | {res['wall_s']:.1f} | {res['peak_rss_mb']} | {ph} |")
     if args.out:
         args.out.write_text(json.dumps({"machine": machine(), "pair": pair.name, "results": results}, indent=2))
     return 0

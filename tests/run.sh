@@ -52,13 +52,15 @@ trap summary EXIT
 
 setup_ort()     { ORT_DYLIB_PATH=$(bash build/onnxruntime.sh cpu); export ORT_DYLIB_PATH; }
 setup_trainer() { PIE_TRAINER_PYTHON=$(bash build/trainer-env.sh); export PIE_TRAINER_PYTHON; }
-setup_eval()    { PIE_EVAL_PYTHON=$(bash build/python-env.sh eval-venv tests/eval/requirements.txt 800 "cv2, skimage, numpy, PIL"); export PIE_EVAL_PYTHON; }
+setup_eval()    { PIE_EVAL_PYTHON=$(bash build/eval-env.sh); export PIE_EVAL_PYTHON; }
+setup_lint()    { PIE_LINT_PYTHON=$(bash build/lint-env.sh); export PIE_LINT_PYTHON; }
 setup_gimp()    { bash build/gimp-host.sh "$1" >/dev/null && echo "GIMP $(bash build/gimp-host.sh "$1" version)"; }
 cargo_fetch()   { run_step "cargo fetch (crates.io)" cargo fetch --locked; }
 
 timed "set-up: ONNX Runtime library" setup_ort
 timed "set-up: trainer environment" setup_trainer
 timed "set-up: evaluation environment" setup_eval
+timed "set-up: Python lint tools" setup_lint
 if [ "${PIE_SKIP_GIMP:-0}" != 1 ]; then
   timed "set-up: GIMP 3.0 host (trixie)" setup_gimp 3.0
   timed "set-up: GIMP 3.2 host (sid)" setup_gimp 3.2
@@ -73,7 +75,7 @@ export PIE_TRAINER_PATH=$PIE_ROOT/trainer
 export PIE_HOME=$(mktemp -d /tmp/pie-test-home.XXXXXX)
 trap 'summary; rm -rf "$PIE_HOME"' EXIT
 
-timed "lint: rustfmt, clippy" bash build/lint.sh
+timed "lint: rustfmt, clippy, ruff, mypy" bash build/lint.sh
 timed "engine: cargo test (release)" cargo test --release -p pie-engine
 timed "trainer: pytest" "$PIE_TRAINER_PYTHON" -m pytest -q trainer/tests
 timed "evaluation: pytest" "$PIE_EVAL_PYTHON" -m pytest -q tests/eval

@@ -1,7 +1,7 @@
 """Build hook: ship the contracts (../schema/*.json) inside the installed package.
 
 The repository keeps one copy of the schema, in schema/; an installed trainer
-finds its copy at pie_trainer/schema/ (see pie_trainer/bundle.py: schema_path).
+finds its copy at pie_trainer/schema/ (see pie_trainer/core/bundle.py: schema_path).
 """
 
 import shutil

@@ -20,13 +20,14 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
-def load(checkpoint: Path, device: str, dtype):  # -> StableDiffusionPipeline
+def load(checkpoint: Path, device: str, dtype: Any) -> Any:  # a StableDiffusionPipeline
     from diffusers import DDIMScheduler, StableDiffusionPipeline
     from diffusers.models.attention_processor import AttnProcessor2_0
 
@@ -39,7 +40,7 @@ def load(checkpoint: Path, device: str, dtype):  # -> StableDiffusionPipeline
     return pipe
 
 
-def one_image(pipe, size: int, steps: int, guidance: float, seed: int, device: str) -> float:
+def one_image(pipe: Any, size: int, steps: int, guidance: float, seed: int, device: str) -> float:
     import torch
 
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -53,7 +54,7 @@ def one_image(pipe, size: int, steps: int, guidance: float, seed: int, device: s
     return time.perf_counter() - t0
 
 
-def measure(pipe, variant: str, args, setup_s: float) -> dict:
+def measure(pipe: Any, variant: str, args: argparse.Namespace, setup_s: float) -> dict[str, Any]:
     first = one_image(pipe, args.size, args.steps, args.guidance, 0, args.device)   # warm-up / compilation
     runs = [one_image(pipe, args.size, args.steps, args.guidance, i + 1, args.device) for i in range(args.runs)]
     return {"variant": variant, "s_per_image": statistics.median(runs), "runs": runs, "first_image_s": first,

@@ -21,7 +21,7 @@ def rows(path: Path) -> list[dict]:
 def main(argv: list[str]) -> int:
     machine, *results = (Path(a) for a in argv)
     # GPU and library versions; `pie doctor`'s report follows them in the same file.
-    lines = [l for l in machine.read_text().splitlines() if l.strip()][:2]
+    lines = [line for line in machine.read_text().splitlines() if line.strip()][:2]
     all_rows = [r for p in results for r in rows(p)]
     if not all_rows:
         print("no results", file=sys.stderr)
@@ -36,7 +36,8 @@ def main(argv: list[str]) -> int:
         if r["variant"].startswith("pie"):
             start = f"sessions created in {r['session_s']:.1f} s"
         elif "compile_s" in r:
-            start = f"load {r['setup_s']:.1f} s + compilation {r['compile_s']:.1f} s (first image {r['first_image_s']:.1f} s)"
+            start = (f"load {r['setup_s']:.1f} s + compilation {r['compile_s']:.1f} s "
+                     f"(first image {r['first_image_s']:.1f} s)")
         else:
             start = f"load {r['setup_s']:.1f} s (first image {r['first_image_s']:.2f} s)"
         runs = ", ".join(f"{x:.3f}" for x in r["runs"])

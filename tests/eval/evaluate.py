@@ -122,8 +122,11 @@ def load_rgb(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
 
-def skimage_photo(name: str, short_side: int | None = None) -> np.ndarray:
+def skimage_photo(name: str | None, short_side: int | None = None) -> np.ndarray:
+    """One of scikit-image's sample photographs (a pair without a file of its own names one)."""
     import skimage.data
+    if name is None:
+        raise ValueError("the pair names neither a file nor a scikit-image photograph")
     img = getattr(skimage.data, name)()
     if img.ndim == 2:
         img = np.stack([img] * 3, -1)
@@ -131,7 +134,7 @@ def skimage_photo(name: str, short_side: int | None = None) -> np.ndarray:
     if short_side:
         h, w = img.shape[:2]
         f = short_side / min(h, w)
-        img = np.asarray(Image.fromarray(img).resize((round(w * f), round(h * f)), Image.LANCZOS))
+        img = np.asarray(Image.fromarray(img).resize((round(w * f), round(h * f)), Image.Resampling.LANCZOS))
     return img
 
 
@@ -155,7 +158,7 @@ def subject_mask(img: np.ndarray, subj: Subject, iterations: int = 5, seed: int 
         inside[y:y + rh, x:x + rw] = True
         m[inside & (sat > 110)] = cv2.GC_PR_FGD
         m[inside & (sat > 160)] = cv2.GC_FGD
-        cv2.grabCut(bgr, m, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
+        cv2.grabCut(bgr, m, (0, 0, 0, 0), bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)   # rect unused here
     else:
         cv2.grabCut(bgr, m, (x, y, rw, rh), bgd, fgd, iterations, cv2.GC_INIT_WITH_RECT)
     fg = np.where((m == cv2.GC_FGD) | (m == cv2.GC_PR_FGD), 255, 0).astype(np.uint8)
@@ -183,8 +186,9 @@ def place_subject(subject: np.ndarray, mask: np.ndarray, selection: tuple[int, i
     """The cut-out (subject cropped to its mask's bounds) scaled to fit the selection's bounds, aspect kept,
     where `pie add` puts it by default: inside the selection's faded edge (short side / 12, clamped to 1..12 px,
     for these hard-edged rectangles), centred across, standing on the bottom with 5 % of the height left below
-    for the shadow, so that all three methods insert the same cut-out at the same place; returns (colour, alpha in [0, 1]) at the scene's size. Premultiplied resampling (INTER_AREA when
-    shrinking), so the colour under alpha 0 does not bleed into the edge."""
+    for the shadow, so that all three methods insert the same cut-out at the same place; returns (colour,
+    alpha in [0, 1]) at the scene's size. Premultiplied resampling (INTER_AREA when shrinking), so the
+    colour under alpha 0 does not bleed into the edge."""
     ys, xs = np.nonzero(mask)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
     a = mask[y0:y1, x0:x1].astype(np.float32) / 255.0
@@ -292,14 +296,14 @@ class Pie:
 # --------------------------------------------------------------------------- sheets
 
 
-def _font(size: int) -> ImageFont.ImageFont:
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1
         return ImageFont.load_default()
 
 
-def outline(img: np.ndarray, mask: np.ndarray, colour=(255, 230, 0)) -> np.ndarray:
+def outline(img: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int] = (255, 230, 0)) -> np.ndarray:
     out = img.copy()
     band = scores.boundary_band(mask, 1) & (mask == 0)
     out[band] = colour
@@ -324,7 +328,7 @@ def contact_sheet(pair: str, panels: list[tuple[str, np.ndarray, str]], selectio
         x0 = 8 + i * colw
         d.text((x0, title_h), label, fill="black", font=font)
         sheet.paste(Image.fromarray(img), (x0, title_h + label_h))
-        crop = Image.fromarray(img[cy0:cy1, cx0:cx1]).resize((cw, ch), Image.NEAREST)
+        crop = Image.fromarray(img[cy0:cy1, cx0:cx1]).resize((cw, ch), Image.Resampling.NEAREST)
         sheet.paste(crop, (x0, title_h + label_h + H + 8))
         for j, line in enumerate(caption.split("\n")):
             d.text((x0, title_h + label_h + H + 8 + ch + 2 + 15 * j), line, fill="black", font=small)
@@ -443,7 +447,8 @@ def rescore(out: Path, band: int | None, seam_width: int) -> int:
     data = json.loads((out / "results.json").read_text())
     meta, rows = data["meta"], data["pairs"]
     meta.pop("rim", None)  # the harmonization score of runs before the outline score
-    meta.update(band=band, seam_width=seam_width, rescored=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    meta.update(band=band, seam_width=seam_width, rescored=now)
     for row in rows:
         pw = out / "work" / row["pair"]
         scene, subj = load_rgb(pw / "scene.png"), load_rgb(pw / "subject.png")
@@ -470,8 +475,10 @@ def write_results(out: Path, meta: dict, rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=HERE / "out", help="output folder (default tests/eval/out, git-ignored)")
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=HERE / "out",
+                    help="output folder (default tests/eval/out, git-ignored)")
     ap.add_argument("--preset", choices=("default", "quick"), default="default",
                     help="pie's training preset for both stages (default: default)")
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared/data",
@@ -540,7 +547,8 @@ def main(argv: list[str] | None = None) -> int:
             tmp_lib = tempfile.mkdtemp(prefix="pie-eval-lib.")
             library = Path(tmp_lib)
         library.mkdir(parents=True, exist_ok=True)
-        pie = Pie(args.pie.resolve(), library.resolve(), args.preset, pie_env(library.resolve(), args.ort_dylib, args.trainer_python, args.trainer_path),
+        env = pie_env(library.resolve(), args.ort_dylib, args.trainer_python, args.trainer_path)
+        pie = Pie(args.pie.resolve(), library.resolve(), args.preset, env,
                   add_args=shlex.split(args.add_args), scene_args=shlex.split(args.scene_args),
                   subject_args=shlex.split(args.subject_args), reuse=args.reuse, log=(out / "pie.log").resolve(),
                   nice=args.nice)

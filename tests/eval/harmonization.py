@@ -78,15 +78,15 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 from skimage.color import lab2rgb, rgb2lab
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "bench"))
-import scores  # noqa: E402  (evaluate.py's scores: its harmonization score is checked here against the truth)
 import evaluate  # noqa: E402  (its runner of the pie binary and its sheet font)
+import scores  # noqa: E402  (evaluate.py's scores: its harmonization score is checked here against the truth)
 from common import machine, pie_env  # noqa: E402  (bench/common.py)
 
 KINDS = ("transfer", "exposure", "white_balance", "gamma")
@@ -135,7 +135,7 @@ def load_photos(data: Path, names: list[str] | None = None, size: int | None = N
         if size:
             f = size / max(im.size)
             wh = (max(1, round(im.width * f)), max(1, round(im.height * f)))
-            im, mim = im.resize(wh, Image.LANCZOS), mim.resize(wh, Image.NEAREST)
+            im, mim = im.resize(wh, Image.Resampling.LANCZOS), mim.resize(wh, Image.Resampling.NEAREST)
         img, mask = np.asarray(im), np.asarray(mim) > 127
         if not mask.any() or mask.all():
             raise ValueError(f"{mpath.name} is {'empty' if not mask.any() else 'all object'}")
@@ -270,11 +270,13 @@ def draw_composite(photo: Photo, kind: str, others: list[Photo], rng: np.random.
 
 def make_composite(photo: Photo, kind: str, others: list[Photo], seed: int) -> Composite:
     rng = case_rng(seed, photo.name, kind)
-    for draw in range(1, MAX_DRAWS + 1):
+    draws = 0
+    while True:   # drawn again while the composite is too close to the photo, MAX_DRAWS times at most
+        draws += 1
         img, params = draw_composite(photo, kind, others, rng)
-        if fmse(img, photo.image, photo.mask) >= MIN_FMSE:
+        if fmse(img, photo.image, photo.mask) >= MIN_FMSE or draws == MAX_DRAWS:
             break
-    params["draws"] = draw
+    params["draws"] = draws
     return Composite(photo.name, kind, params, img)
 
 
@@ -418,8 +420,8 @@ def contact_sheet(panels: list[tuple[str, np.ndarray, str]], mask: np.ndarray, t
     for i, (label, img, caption) in enumerate(panels):
         x = 8 + i * colw
         d.text((x, title_h), label, fill="black", font=font)
-        sheet.paste(Image.fromarray(img).resize((size, ph), Image.LANCZOS), (x, title_h + label_h))
-        crop = Image.fromarray(img[y0:y1, x0:x1]).resize((size, ch), Image.LANCZOS)
+        sheet.paste(Image.fromarray(img).resize((size, ph), Image.Resampling.LANCZOS), (x, title_h + label_h))
+        crop = Image.fromarray(img[y0:y1, x0:x1]).resize((size, ch), Image.Resampling.LANCZOS)
         sheet.paste(crop, (x, title_h + label_h + ph + 8))
         for j, line in enumerate(caption.split("\n")):
             d.text((x, title_h + label_h + ph + 8 + ch + 2 + 15 * j), line, fill="black", font=small)

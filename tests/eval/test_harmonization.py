@@ -48,10 +48,10 @@ def test_composites_change_the_object_only_and_visibly(photos):
 
 def test_composites_are_deterministic_per_seed(photos):
     a, b = hb.make_composites(photos, seed=3), hb.make_composites(photos, seed=3)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert x.params == y.params and np.array_equal(x.image, y.image)
     c = hb.make_composites(photos, seed=4)
-    assert any(x.params != z.params for x, z in zip(a, c))
+    assert any(x.params != z.params for x, z in zip(a, c, strict=True))
     # a case does not depend on which other photos are run
     (alone,) = hb.make_composites(photos[1:2], seed=3, kinds=("gamma",), pool=photos)
     assert np.array_equal(alone.image, next(x for x in a if x.name == "b-gamma").image)

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -32,13 +33,14 @@ HERE = Path(__file__).resolve().parent
 TRAINER = HERE.parent
 sys.path.insert(0, str(TRAINER))
 
-from pie_trainer.data import Batch, SceneCrops, SubjectViews  # noqa: E402
-from pie_trainer.diffusion import Schedule  # noqa: E402
-from pie_trainer.model import SCENE_TOKEN, SUBJECT_TOKEN, UNetConfig  # noqa: E402
-from pie_trainer.progress import Progress  # noqa: E402
-from pie_trainer.settings import PRESETS, Settings  # noqa: E402
-from pie_trainer.speed import MODES, RateWatcher, bf16_usable  # noqa: E402
-from pie_trainer.train import LoopContext, StopFlag, new_state, train_loop  # noqa: E402
+from pie_trainer.core.progress import Progress  # noqa: E402
+from pie_trainer.core.stop import StopFlag  # noqa: E402
+from pie_trainer.core.views import SceneCrops, SubjectViews  # noqa: E402
+from pie_trainer.pixel.diffusion import Schedule  # noqa: E402
+from pie_trainer.pixel.model import SCENE_TOKEN, SUBJECT_TOKEN, UNetConfig  # noqa: E402
+from pie_trainer.pixel.settings import PRESETS, Settings  # noqa: E402
+from pie_trainer.pixel.speed import MODES, bf16_usable  # noqa: E402
+from pie_trainer.pixel.train import Batch, PixelTraining  # noqa: E402
 
 SHARED = TRAINER.parent.parent / "shared" / "data"
 
@@ -55,7 +57,8 @@ def default_images(tmp: Path) -> tuple[Path, Path]:
     return tmp / "scene.png", tmp / "subject.png"
 
 
-def make_batcher(stage: int, scene: Image.Image, subject: Image.Image, res: int):
+def make_batcher(stage: int, scene: Image.Image, subject: Image.Image,
+                 res: int) -> Callable[[int, torch.Generator], Batch]:
     crops = SceneCrops(scene, res, 2 * res)
     views = SubjectViews(subject, None, res) if stage == 2 else None
 
@@ -75,20 +78,18 @@ def steps_per_s(stage: int, mode: str, threads: int, res: int, batch: int, steps
     torch.set_num_threads(threads)
     s = Settings(stage=stage, steps=0, batch=batch, lr=5e-4, resolution=res, scene_short_side=2 * res,
                  preview_every=0, checkpoint_every=0)
-    st = new_state(s, UNetConfig(), device, mode, None)
-    ctx = LoopContext(stage=stage, settings=s, device=device, mode=mode, schedule=Schedule(),
-                      progress=Progress(None), stop=StopFlag(), ckpt_dir=Path("/nonexistent"),
-                      make_batch=make_batcher(stage, scene, subject, res), preview_tokens=[],
-                      watcher=RateWatcher(threads, device, window=10**9), weights_info=dict)
-    s.steps = 3
-    train_loop(ctx, st)  # warm-up
+    tr = PixelTraining(stage, s, UNetConfig(), Schedule(), device, mode, None,
+                       make_batcher(stage, scene, subject, res), [], lambda step: {}, Path("/nonexistent"),
+                       Progress(None), StopFlag())
+    for _ in range(3):  # warm-up
+        tr.train_step()
     rates = []
     for _ in range(repeats):
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        s.steps = st.step + steps
-        train_loop(ctx, st)
+        for _ in range(steps):
+            tr.train_step()
         if device.type == "cuda":
             torch.cuda.synchronize()
         rates.append(steps / (time.perf_counter() - t0))
@@ -147,7 +148,8 @@ def main() -> None:
                 for th in threads:
                     med, all_ = steps_per_s(stage, mode, th, res, args.batch, args.steps, args.repeats, device,
                                             scene, subject)
-                    print(f"{stage:>5}  {res:>3}  {mode:>4}  {th:>7}  {med:7.2f} ({', '.join(f'{r:.2f}' for r in all_)})"
+                    windows = ", ".join(f"{r:.2f}" for r in all_)
+                    print(f"{stage:>5}  {res:>3}  {mode:>4}  {th:>7}  {med:7.2f} ({windows})"
                           f"  {med * args.batch:6.1f}  {os.getloadavg()[0]:.1f}", flush=True)
     presets = [p for p in args.presets.split(",") if p]
     if presets:

@@ -9,9 +9,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
 from conftest import Run, bundle_problems, parse_stream, run_trainer, visible_entries
+from PIL import Image
 
 
 def refused(run: Run, *words: str) -> str:
@@ -120,7 +119,8 @@ def test_disk_full_while_writing(tmp_path: Path, photos: dict, monkeypatch: pyte
     """Simulated: the ONNX export hits ENOSPC (a real full disk needs root and a tiny filesystem)."""
     import signal
 
-    from pie_trainer import cli, stages
+    from pie_trainer import cli
+    from pie_trainer.pixel import stages
 
     def full(model: object, path: Path, resolution: int) -> None:
         Path(path).write_bytes(b"\0" * 1000)

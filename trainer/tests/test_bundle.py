@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+from conftest import RES, Run, bundle_problems, visible_entries
 from PIL import Image
 
-from conftest import RES, Run, bundle_problems, visible_entries
-from pie_trainer.checkpoint import load_weights
+from pie_trainer.pixel.weights import load_weights
 
 
 def manifest(folder: Path) -> dict:
@@ -99,7 +99,7 @@ def test_bundle_files_get_the_umask_mode(scene_bundle: Path, tmp_path: Path) -> 
     the rest of the bundle once it is in place: a library shared with another account works."""
     import os
 
-    from pie_trainer.bundle import Staging
+    from pie_trainer.core.bundle import Staging
 
     src = manifest(scene_bundle)
     staging = Staging(tmp_path, "modes")

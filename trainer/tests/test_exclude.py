@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import bundle_problems, run_trainer, visible_entries
 from PIL import Image
 
-from conftest import bundle_problems, run_trainer, visible_entries
-from pie_trainer.data import MIN_INCLUDED, SceneCrops
-from pie_trainer.train import masked_mse
+from pie_trainer.core.views import MIN_INCLUDED, SceneCrops
+from pie_trainer.pixel.train import masked_mse
 
 MAGENTA = np.array([255, 0, 255])
 

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import Run, bundle_problems, env, parse_stream, run_trainer, trainer_cmd, visible_entries
 
 
@@ -133,7 +132,7 @@ def test_force_keeps_old_bundle_until_the_new_one_is_complete(own_library: Path,
 _STUCK = r"""
 import os, sys
 sys.path.insert(0, sys.argv[1])
-from pie_trainer.train import StopFlag
+from pie_trainer.core.stop import StopFlag
 StopFlag(term_grace_s=float(sys.argv[2])).install()
 r, w = os.pipe()
 print("ready", flush=True)

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import TRAINER, bundle_problems, parse_stream
 
 # What the engine runs when pie_trainer is not installed in the environment:

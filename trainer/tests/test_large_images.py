@@ -12,9 +12,8 @@ import zlib
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageDraw
-
 from conftest import TRAINER, bundle_problems, run_trainer
+from PIL import Image, ImageDraw
 
 # What decoding in a subprocess may take in address space: Python with numpy and PIL is
 # about 120 MB; a decoded 20000x10000 greyscale image alone is 200 MB.
@@ -27,8 +26,8 @@ limit = int(sys.argv[3])
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 sys.path.insert(0, sys.argv[1])
 from PIL import Image
-from pie_trainer.errors import BadInput
-from pie_trainer.images import load_image
+from pie_trainer.core.errors import BadInput
+from pie_trainer.core.images import load_image
 before = Image.MAX_IMAGE_PIXELS
 try:
     im = load_image(sys.argv[2], "scene image")

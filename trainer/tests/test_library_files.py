@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
-
 from conftest import bundle_problems, run_trainer, visible_entries
-from pie_trainer.library import LibraryFileError, read_library_json, taken_identifiers
+
+from pie_trainer.core.library import LibraryFileError, read_library_json, taken_identifiers
 
 NESTED = b"[" * 100000 + b"]" * 100000
 

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pie_trainer.checkpoint import load_weights
-from pie_trainer.diffusion import Schedule, ddim_sample
+from pie_trainer.pixel.diffusion import Schedule, ddim_sample
+from pie_trainer.pixel.weights import load_weights
 
 N = 8
 # Guidance 1 measures the conditional model itself; CFG > 1 pushes colours past the data's

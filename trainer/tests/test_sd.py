@@ -17,9 +17,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from PIL import Image
-
 from conftest import Run, bundle_problems, env, parse_stream, visible_entries
+from PIL import Image
 
 RES = "32"
 NET_BLOCK = '''
@@ -153,7 +152,8 @@ def test_sd_subject_bundle(sd_subject: tuple[Run, Path], sd_scene: tuple[Run, Pa
                            "manifest_sha256": hashlib.sha256((scene / "bundle.json").read_bytes()).hexdigest()}
     scene_c, subj = m["tokens"]["concepts"]
     assert scene_c == manifest(scene)["tokens"]["concepts"][0]
-    assert subj["role"] == "subject" and subj["class_word"] == "backpack" and subj["identifier"] != scene_c["identifier"]
+    assert subj["role"] == "subject" and subj["class_word"] == "backpack"
+    assert subj["identifier"] != scene_c["identifier"]
     assert subj["prompt"] == f"a photo of {subj['identifier']} backpack"
     assert m["text"]["prompts"] == {"add": f"a photo of {subj['identifier']} backpack in {scene_c['identifier']} scene",
                                     "scene": scene_c["prompt"], "negative": ""}
@@ -253,8 +253,8 @@ def test_bundle_alone_samples_like_diffusers(sd_subject: tuple[Run, Path], tiny:
                                    unet=parts.unet, scheduler=sched, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
-    want = pipe([b.m["text"]["prompts"]["add"]] * 2, negative_prompt=[""] * 2, height=32, width=48, num_inference_steps=6,
-                guidance_scale=4.0, latents=torch.from_numpy(noise), output_type="np").images
+    want = pipe([b.m["text"]["prompts"]["add"]] * 2, negative_prompt=[""] * 2, height=32, width=48,
+                num_inference_steps=6, guidance_scale=4.0, latents=torch.from_numpy(noise), output_type="np").images
     got = np.clip(ours / 2 + 0.5, 0, 1).transpose(0, 2, 3, 1)
     assert got.shape == want.shape == (2, 32, 48, 3)
     assert np.abs(got - want).max() < 2e-3
@@ -424,7 +424,7 @@ def test_hub_id_and_bad_bases_are_refused_without_network(tmp_path: Path, photos
 def test_schedule_keeps_the_base_schedulers_spacing(tiny: Path, tmp_path: Path) -> None:
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
-    from pie_trainer.errors import BadInput
+    from pie_trainer.core.errors import BadInput
     from pie_trainer.sd.base import check_base, schedule_manifest
     from pie_trainer.sd.sample import ddim_timesteps
 

@@ -9,12 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from pie_trainer.data import SceneCrops, SubjectViews, cutout_rgba
-from pie_trainer.diffusion import Schedule, ddim_timesteps
-from pie_trainer.errors import BadInput
-from pie_trainer.images import load_image, load_mask
-from pie_trainer.library import IDENTIFIER_RE, check_name, new_identifier
-from pie_trainer.model import TinyUNet, UNetConfig
+from pie_trainer.core.errors import BadInput
+from pie_trainer.core.images import load_image, load_mask
+from pie_trainer.core.library import IDENTIFIER_RE, check_name, new_identifier
+from pie_trainer.core.views import SceneCrops, SubjectViews, cutout_rgba
+from pie_trainer.pixel.diffusion import Schedule, ddim_timesteps
+from pie_trainer.pixel.model import TinyUNet, UNetConfig
 
 
 def test_identifiers_are_rare_unique_and_reproducible() -> None:

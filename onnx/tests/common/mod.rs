@@ -84,7 +84,7 @@ pub fn trained_library() -> Option<PathBuf> {
         eprintln!("SKIP (no trainer environment): {e}");
         return None;
     }
-    let key = trainer_key();
+    let key = trainer_tree_key();
     let lib = target_dir().join(format!("pie-test-bundles/{key}"));
     if lib.join("subject/bundle.json").is_file() {
         return Some(lib);
@@ -147,21 +147,6 @@ fn run_ok(exe: &str, args: &[String]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn trainer_key() -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    let dir = trainer_source().join("pie_trainer");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
-        .unwrap_or_default();
-    files.sort();
-    for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "py")) {
-        h.update(f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
-        h.update(std::fs::read(f).unwrap_or_default());
-    }
-    pie::bundle::hex(&h.finalize())[..16].to_string()
 }
 
 /// Files in `dir` (names), for "nothing was written" checks.

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import os
 
+NAME = "sd"
+WEIGHTS = "weights.safetensors"   # what training changed, relative to the base (sd/models.py)
+TOKENIZER = "tokenizer.json"
+
 _OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
             "DIFFUSERS_VERBOSITY": "error", "TRANSFORMERS_VERBOSITY": "error",
             "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TOKENIZERS_PARALLELISM": "false"}

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadInput
+from ..core.errors import BadInput
 
 PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 CONFIGS = {"unet": "config.json", "vae": "config.json", "text_encoder": "config.json",
@@ -72,9 +72,9 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise BadInput(f"cannot read {what} {str(path)!r}: {exc.strerror or exc}")
+        raise BadInput(f"cannot read {what} {str(path)!r}: {exc.strerror or exc}") from None
     except ValueError as exc:
-        raise BadInput(f"{what} {str(path)!r} is not valid JSON ({exc})")
+        raise BadInput(f"{what} {str(path)!r} is not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise BadInput(f"{what} {str(path)!r} is not a JSON object")
     return data
@@ -170,11 +170,11 @@ def check_base(arg: str) -> Base:
                 h.update(f"{part}/{w.name}:{size}\n".encode())
                 # The first and last MiB (header, first and last tensors): cheap, and tells
                 # checkpoints of the same architecture apart.
-                with open(w, "rb") as f:
-                    h.update(f.read(SAMPLE))
+                with open(w, "rb") as fh:
+                    h.update(fh.read(SAMPLE))
                     if size > 2 * SAMPLE:
-                        f.seek(size - SAMPLE)
-                        h.update(f.read(SAMPLE))
+                        fh.seek(size - SAMPLE)
+                        h.update(fh.read(SAMPLE))
         for f in sorted(folder.glob("*.json")) + sorted(folder.glob("*.txt")):
             h.update(f"{part}/{f.name}\n".encode())
             h.update(f.read_bytes())

@@ -1,29 +1,32 @@
 """The `--backbone sd` side of `python -m pie_trainer scene|subject`.
 
 `add_options` declares the sd knobs on both sub-commands (defaults None, so
-the pixel path can refuse them); `train` checks everything that can be
-refused before torch or diffusers is imported, then runs `run.execute`.
+another backbone can refuse them); `train` checks everything that can be
+refused before torch or diffusers is imported, then runs the run skeleton
+(`core.run.execute`) on an `SdJob`.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from ..errors import BadInput
-from ..progress import Progress, log
-from .settings import (DEFAULT_LORA_RANK, LR_FULL, LR_LORA, SCENE_CLASS, SD_PRESETS,
-                       SUBJECT_CLASS, SdSettings, prompt)
+from ..core.bundle import SCENE, concept
+from ..core.errors import EXIT_DONE, BadInput
+from ..core.images import TrainInputs
+from ..core.progress import Progress, log
+from . import NAME, WEIGHTS
+from .settings import DEFAULT_LORA_RANK, LR_FULL, LR_LORA, SCENE_CLASS, SD_PRESETS, SUBJECT_CLASS, SdSettings, prompt
 
 CLASS_WORD_HELP = "lowercase letters and spaces, at most 32 characters"
-# Options that mean something only to pixel-unet; an explicit one with --backbone sd is refused.
-PIXEL_ONLY = ("channels", "ema", "replay", "scene_short_side", "exclude")
-# Options that mean something only to sd.
-SD_ONLY = ("base", "class_word", "lora_rank", "lora_alpha", "train_text_encoder", "mixed_precision",
+# Options only this backbone uses (argparse destinations; their default is None, so given = not None).
+OPTIONS = ("base", "class_word", "lora_rank", "lora_alpha", "train_text_encoder", "mixed_precision",
            "gradient_checkpointing", "use_8bit_adam", "gradient_accumulation_steps", "prior_loss_weight",
            "export_precision", "preview_steps")
+# What to use instead of another backbone's option.
+INSTEAD = {"precision": "--mixed-precision"}
 
 
 def add_options(p: argparse.ArgumentParser, stage: str, positive: Callable[[type], Any],
@@ -41,7 +44,8 @@ def add_options(p: argparse.ArgumentParser, stage: str, positive: Callable[[type
                    help=f"LoRA rank of the UNet (and text encoder) adapters; 0 = full fine-tuning of the UNet "
                         f"(default {DEFAULT_LORA_RANK}" + ("" if stage == "scene" else "; a subject keeps its scene's")
                         + ")")
-    g.add_argument("--lora-alpha", type=positive(float), default=None, metavar="F", help="LoRA alpha (default: the rank)")
+    g.add_argument("--lora-alpha", type=positive(float), default=None, metavar="F",
+                   help="LoRA alpha (default: the rank)")
     g.add_argument("--train-text-encoder", action="store_true", default=None,
                    help="also fine-tune the text encoder (LoRA or full, like the UNet)")
     g.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"), default=None,
@@ -64,20 +68,6 @@ def add_options(p: argparse.ArgumentParser, stage: str, positive: Callable[[type
                         "graph inputs and outputs are float32 either way")
 
 
-def refuse_mixed(args: argparse.Namespace, backbone: str) -> None:
-    if backbone == "sd":
-        bad = [n for n in PIXEL_ONLY if getattr(args, n, None) is not None]
-        if getattr(args, "precision", "auto") != "auto":
-            bad.append("precision (use --mixed-precision)")
-        if bad:
-            raise BadInput("--backbone sd does not use " + ", ".join("--" + b.replace("_", "-") for b in bad))
-    else:
-        bad = [n for n in SD_ONLY if getattr(args, n, None) is not None]
-        if bad:
-            raise BadInput(f"{', '.join('--' + b.replace('_', '-') for b in bad)} "
-                           f"{'needs' if len(bad) == 1 else 'need'} --backbone sd")
-
-
 def _class_word(text: str) -> str:
     import re
     word = " ".join(text.split())
@@ -86,12 +76,18 @@ def _class_word(text: str) -> str:
     return word
 
 
-def train(args: argparse.Namespace, progress: Progress, *, stage: int, name: str, library: Any, image: Any,
-          mask: Any, mask_sha: str | None) -> int:
-    from ..errors import EXIT_DONE
-    from ..library import IDENTIFIER_RE, new_identifier, read_checkpoint_meta, taken_identifiers
+def check(args: argparse.Namespace) -> None:
+    """Refuse values out of range before any image is read (the rest needs the base checkpoint)."""
+    if getattr(args, "prior_loss_weight", None) is not None and args.prior_loss_weight < 0:
+        raise BadInput(f"--prior-loss-weight must be 0 or more, got {args.prior_loss_weight}")
+
+
+def train(args: argparse.Namespace, progress: Progress, inputs: TrainInputs) -> int:
+    from ..core import resume
+    from ..core.library import new_identifier, taken_identifiers
     from .base import check_base
 
+    stage, name, library, image = inputs.stage, inputs.name, inputs.library, inputs.image
     preset_name = "quick" if args.quick else "default"
     preset = SD_PRESETS[args.command][preset_name]
     parent = None
@@ -131,34 +127,23 @@ def train(args: argparse.Namespace, progress: Progress, *, stage: int, name: str
                        f"({base.name}), got {resolution}")
     if args.use_8bit_adam and importlib.util.find_spec("bitsandbytes") is None:
         raise BadInput("--use-8bit-adam needs the bitsandbytes package (pip install bitsandbytes) and a CUDA GPU")
-    if getattr(args, "prior_loss_weight", None) is not None and args.prior_loss_weight < 0:
-        raise BadInput(f"--prior-loss-weight must be 0 or more, got {args.prior_loss_weight}")
     class_word = _class_word(args.class_word or (SCENE_CLASS if stage == 1 else SUBJECT_CLASS))
     null_prob = 0.0 if args.null_prob is None else args.null_prob
     if args.preview_every:
         log("--preview-every: the sd backbone writes no preview grids while training, only the bundle's "
             "preview.png (--preview-steps); ignored")
 
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     from . import offline
     offline()
-    import torch
 
-    from ..speed import default_threads, resolve_device
-    from ..train import StopFlag
-    from .run import SdJob, SdRuntime, concept, execute, resolve_mixed_precision
+    from ..core.device import start
+    from ..core.images import open_library_image
+    from ..core.run import Runtime, execute
+    from .run import SdJob, resolve_mixed_precision
 
-    stop = StopFlag()
-    stop.install()
-    device = resolve_device(args.device)
+    stop, device, threads = start(args.device, args.threads, deterministic=False)
     if args.use_8bit_adam and device.type != "cuda":
         raise BadInput("--use-8bit-adam needs a CUDA device")
-    threads = args.threads or default_threads()
-    torch.set_num_threads(threads)
-    try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError:
-        pass
     mixed = resolve_mixed_precision(args.mixed_precision or "auto", device)
     settings = SdSettings(
         stage=stage, steps=args.steps or preset["steps"], batch=args.batch or preset["batch"],
@@ -171,47 +156,42 @@ def train(args: argparse.Namespace, progress: Progress, *, stage: int, name: str
         checkpoint_every=args.checkpoint_every if args.checkpoint_every is not None else (200 if lora_rank else 0),
         export_precision=args.export_precision or "auto", preset=preset_name,
         preview_steps=15 if args.preview_steps is None else args.preview_steps)
-    rt = SdRuntime(device=device, threads=threads, force=args.force, resume=args.resume)
-
+    saved = resume.open_checkpoint(library, name, stage, NAME) if args.resume else None
+    if saved is not None:
+        settings = SdSettings.from_dict(saved["settings"])   # and so the class word the run began with
+    kept = resume.kept_identifier(library, name) if saved is not None else None
     taken = taken_identifiers(library)
-    if args.resume:
-        taken.discard((read_checkpoint_meta(library, name) or {}).get("identifier"))
     if stage == 1:
-        ident = new_identifier(args.seed, taken)
-        text = prompt(ident, class_word)
-        concepts = [concept(ident, name, "scene", 1, image, 1, class_word, text)]
+        ident = kept or new_identifier(args.seed, taken)
+        text = prompt(ident, settings.class_word)
+        concepts = [concept(ident, name, "scene", 1, image, 1, class_word=settings.class_word, prompt=text)]
         job = SdJob(stage=1, name=name, library=library, base=base, settings=settings, concepts=concepts,
-                    parent=None, meta={"backbone": "sd", "stage": 1, "scene_sha256": image.sha256,
+                    parent=None, meta={"backbone": NAME, "stage": 1, "scene_sha256": image.sha256,
                                        "base": base.fingerprint},
                     scene=image.image.convert("RGB"), scene_prompt=text,
                     notes={"source_downscaled": image.downscaled, "working_size": list(image.image.size)})
     else:
         assert parent is not None
         pm = parent.manifest
-        scene_c = next(c for c in pm["tokens"]["concepts"] if c["role"] == "scene")
+        scene_c = parent.scene_concept
         taken |= {c["identifier"] for c in pm["tokens"]["concepts"]}
-        ident = new_identifier(args.seed + 1, taken)
-        text = prompt(ident, class_word)
-        from ..images import open_library_image
-        scene = open_library_image(parent.path / "scene.png", library).convert("RGB")
-        concepts = [dict(scene_c), concept(ident, name, "subject", 2, image, 2, class_word, text)]
+        ident = kept or new_identifier(args.seed + 1, taken)
+        text = prompt(ident, settings.class_word)
+        scene = open_library_image(parent.path / SCENE, library).convert("RGB")
+        concepts = [dict(scene_c), concept(ident, name, "subject", 2, image, 2, class_word=settings.class_word,
+                                           prompt=text)]
         job = SdJob(stage=2, name=name, library=library, base=base, settings=settings, concepts=concepts,
-                    parent={"name": pm["name"], "manifest_sha256": parent.manifest_sha256},
-                    meta={"backbone": "sd", "stage": 2, "parent_sha256": parent.manifest_sha256,
-                          "subject_sha256": image.sha256, "mask_sha256": mask_sha, "base": base.fingerprint},
-                    scene=scene, scene_prompt=scene_c["prompt"], subject=image, mask=mask, subject_prompt=text,
-                    init_weights=parent.path / "weights.safetensors",
+                    parent=parent.parent_record(),
+                    meta={"backbone": NAME, "stage": 2, "parent_sha256": parent.manifest_sha256,
+                          "subject_sha256": image.sha256, "mask_sha256": inputs.mask_sha256,
+                          "base": base.fingerprint},
+                    scene=scene, scene_prompt=scene_c["prompt"], subject=image, mask=inputs.mask,
+                    subject_prompt=text, init_weights=parent.path / WEIGHTS,
                     notes={"source_downscaled": image.downscaled})
-    if args.resume:
-        ident = (read_checkpoint_meta(library, name) or {}).get("identifier")
-        if isinstance(ident, str):
-            if IDENTIFIER_RE.match(ident):
-                c = job.concepts[-1]
-                c["identifier"] = ident
-                c["prompt"] = prompt(ident, c["class_word"])
-                if stage == 1:
-                    job.scene_prompt = c["prompt"]
-                else:
-                    job.subject_prompt = c["prompt"]
-    execute(job, rt, progress, stop)
+    execute(job, Runtime(device=device, threads=threads, force=args.force), progress, stop, saved)
     return EXIT_DONE
+
+
+def run_sample(args: argparse.Namespace) -> None:
+    from .sample import run_sample as sample
+    sample(args)

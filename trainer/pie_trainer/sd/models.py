@@ -42,7 +42,7 @@ class Tuning:
                 "lora_alpha": repr(float(self.lora_alpha)), "text_encoder": "1" if self.text_encoder else "0"}
 
     @classmethod
-    def from_meta(cls, meta: dict[str, str]) -> "Tuning":
+    def from_meta(cls, meta: dict[str, str]) -> Tuning:
         if meta.get("format") != WEIGHTS_FORMAT:
             raise ValueError("not a pie sd weights file")
         return cls(lora_rank=int(meta["lora_rank"]), lora_alpha=float(meta["lora_alpha"]),
@@ -51,9 +51,11 @@ class Tuning:
 
 @dataclass
 class Parts:
-    unet: nn.Module
-    vae: nn.Module
-    text_encoder: nn.Module
+    # diffusers' and transformers' models: typed as Any, since the type check does not follow
+    # those libraries (mypy.ini), and nn.Module's own typing would make every `.config` a Tensor.
+    unet: Any
+    vae: Any
+    text_encoder: Any
     tokenizer: Any
     scheduler: Any
 

@@ -1,5 +1,6 @@
 """Stage I and Stage II on the sd backbone: DreamBooth (LoRA or full) on a local
-Stable Diffusion checkpoint, then export, verification and the atomic bundle.
+Stable Diffusion checkpoint, then export, verification and the bundle. An `SdJob`
+is the `core.run.Job` the run skeleton (`core.run.execute`) drives.
 
 Stage I: random crops/flips of the scene, prompt "a photo of <id> scene".
 Stage II: the subject's whole bounding box (mask-weighted loss, mild
@@ -13,8 +14,6 @@ random masks, the masked image's latents, the mask at latent resolution.
 from __future__ import annotations
 
 import contextlib
-import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,32 +23,21 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .. import TRAINER_NAME, __version__
-from .. import bundle as bd
-from .. import checkpoint as ck
-from ..data import SceneCrops, SubjectViews, cutout_rgba, resize_short_side
-from ..errors import BadInput, Cancelled
-from ..images import LoadedImage
-from ..library import LibraryFileError, checkpoint_dir, read_library_json
-from ..progress import Progress, log
-from ..speed import RateWatcher
-from ..train import StopFlag
+from ..core import bundle as bd
+from ..core import checkpoint as ck
+from ..core.errors import BadInput, Cancelled
+from ..core.images import LoadedImage
+from ..core.progress import Progress, log
+from ..core.run import Run, Runtime
+from ..core.stop import StopFlag
+from ..core.views import SceneCrops, SubjectViews, cutout_rgba, randint, resize_short_side
+from . import NAME, TOKENIZER, WEIGHTS
 from . import export as ex
 from . import models as md
 from .base import Base, schedule_manifest
-from .settings import SdSettings, prompt
+from .settings import SdSettings
 
-WEIGHTS = "weights.safetensors"
-TOKENIZER = "tokenizer.json"
 NULL_TOKEN, SCENE_TOKEN, SUBJECT_TOKEN = 0, 1, 2
-
-
-@dataclass
-class SdRuntime:
-    device: torch.device
-    threads: int
-    force: bool
-    resume: bool
 
 
 @dataclass
@@ -69,6 +57,119 @@ class SdJob:
     subject_prompt: str | None = None
     init_weights: Path | None = None          # Stage II: the scene bundle's weights.safetensors
     notes: dict[str, Any] = field(default_factory=dict)
+
+    def precision(self, rt: Runtime, progress: Progress) -> str:
+        return self.settings.mixed_precision
+
+    def describe(self, step: int) -> str:
+        return f"training {self.name!r} on {self.base.name}: step {step} of {self.settings.steps}"
+
+    def begin(self, run: Run) -> Trainer:
+        tr = Trainer(self, run.rt, run.checkpoints)
+        if run.saved is not None:
+            tr.restore(run.saved)
+        return tr
+
+    def write_bundle(self, training: Any, staging: bd.Staging, run: Run) -> Path:
+        tr: Trainer = training
+        s, rt = self.settings, run.rt
+        info = {"stage": self.stage, "name": self.name, "base": str(self.base.path),
+                "base_fingerprint": self.base.fingerprint, "step": tr.step}
+        md.save_weights(tr.parts, tr.tuning, staging.file(WEIGHTS), info)
+        tokenizer = tr.parts.tokenizer
+        L = tr.L
+        final_loss = tr.loss_avg
+        tr.release()
+        if run.stop():
+            raise _cancel_from_weights(self, staging.file(WEIGHTS), run.checkpoints)
+        try:
+            run.progress.phase(self.stage, "export", "exporting text encoder, UNet and VAE to ONNX")
+            parts, _ = md.finetuned(self.base, staging.file(WEIGHTS))
+            precision = export_precision(s.export_precision, rt.device)
+            dtype = torch.float16 if precision == "float16" else torch.float32
+            exp_device = rt.device if precision == "float16" else torch.device("cpu")
+            if precision == "float16":
+                import copy
+                exp_parts = copy.copy(parts)
+                exp_parts.unet = copy.deepcopy(parts.unet).to(exp_device, dtype)
+                exp_parts.vae = copy.deepcopy(parts.vae).to(exp_device, dtype)
+                exp_parts.text_encoder = copy.deepcopy(parts.text_encoder).to(exp_device, dtype)
+            else:
+                exp_parts = parts
+            files: dict[str, str] = {}
+            written: list[str] = [WEIGHTS]
+            for g in ex.GRAPHS:
+                made = ex.export_graph(g, exp_parts, staging.path, L, self.base.size_multiple,
+                                       self.base.vae_scale_factor, exp_device, dtype)
+                files[g] = made[0]
+                written += made
+                if run.stop():
+                    raise _cancel_from_weights(self, staging.file(WEIGHTS), run.checkpoints)
+            del exp_parts
+            save_tokenizer(tokenizer, staging.file(TOKENIZER))
+            written.append(TOKENIZER)
+            if self.stage == 1:
+                # At the largest scale Stage II's replay crops use, so they are never upsampled.
+                resize_short_side(self.scene.convert("RGB"), max(s.resolution, round(s.resolution * s.scene_zoom))) \
+                    .save(staging.file(bd.SCENE))
+                written.append(bd.SCENE)
+            else:
+                assert self.subject is not None
+                cutout_rgba(self.subject.image, self.mask).save(staging.file(bd.SUBJECT))
+                written.append(bd.SUBJECT)
+            run.progress.phase(self.stage, "verify", "checking every graph against PyTorch with ONNX Runtime")
+            diffs = ex.verify(parts, staging.path, files, L, self.base.size_multiple, self.base.vae_scale_factor,
+                              rt.threads, precision)
+            D = int(parts.text_encoder.config.hidden_size)
+            scaling = float(parts.vae.config.scaling_factor)
+            if run.stop():
+                raise _cancel_from_weights(self, staging.file(WEIGHTS), run.checkpoints)
+            del parts
+            base = self.base
+            scene_c = self.concepts[0]
+            add = self.scene_prompt if self.stage == 1 else \
+                f"{self.subject_prompt} in {scene_c['identifier']} {scene_c['class_word']}"
+            training = {**s.to_dict(), "device": str(rt.device), "threads": rt.threads,
+                        "final_loss": round(final_loss, 6), "train_wall_s": round(run.trained - run.started, 1),
+                        "resumed": run.saved is not None, "onnx_max_abs_diff": diffs, "torch": torch.__version__,
+                        "export_precision": precision, **self.notes}
+            model = {"resolution": s.resolution, "size_multiple": base.size_multiple,
+                     "min_size": base.size_multiple, "channels": 3, "value_range": [-1, 1],
+                     "latent_channels": int(base.vae.get("latent_channels", 4)),
+                     "vae_scale_factor": base.vae_scale_factor, "scaling_factor": scaling,
+                     "unet_in_channels": base.in_channels, "precision": precision,
+                     "base": {"name": base.name, "path": str(base.path), "fingerprint": base.fingerprint}}
+            body = {"text": {"tokenizer": TOKENIZER, "max_length": L, "bos_id": int(tokenizer.bos_token_id),
+                             "eos_id": int(tokenizer.eos_token_id), "pad_id": int(tokenizer.pad_token_id),
+                             "hidden_size": D,
+                             "prompts": {"add": add, "scene": self.scene_prompt, "negative": ""}},
+                    "graphs": ex.graphs_manifest(files, L, D, base.in_channels),
+                    **({"subject": {"file": bd.SUBJECT, "has_mask": self.mask is not None}}
+                       if self.stage == 2 else {})}
+            manifest = bd.manifest(self.name, self.stage, NAME, self.parent, model, schedule_manifest(base),
+                                   {"null": NULL_TOKEN, "concepts": self.concepts}, body, training)
+            if s.preview_steps > 0:
+                log(f"drawing preview.png with the exported graphs ({s.preview_steps} DDIM steps)")
+                draw_preview(staging.path, manifest, s, rt.threads, run.stop)
+                if run.stop():
+                    raise _cancel_from_weights(self, staging.file(WEIGHTS), run.checkpoints)
+                manifest["preview"] = bd.PREVIEW
+                written.append(bd.PREVIEW)
+            run.progress.phase(self.stage, "write", f"writing the bundle {self.name!r}")
+            return staging.commit(manifest, written, rt.force)
+        except (Cancelled, KeyboardInterrupt):
+            raise
+        except Exception:
+            # Training is done: keep its result so that --resume retries only the export.
+            try:
+                _cancel_from_weights(self, staging.file(WEIGHTS), run.checkpoints)
+                log(f"the trained weights are kept in {run.checkpoints}; --resume retries the export")
+            except Exception:  # noqa: BLE001 - the original error matters more
+                pass
+            raise
+
+    def finished(self, training: Any, run: Run) -> None:
+        pass   # nothing stays: the bundle holds the weights
 
 
 def resolve_mixed_precision(requested: str, device: torch.device) -> str:
@@ -95,10 +196,6 @@ def _autocast(device: torch.device, mode: str) -> contextlib.AbstractContextMana
     return torch.autocast(device.type, dtype=dt) if dt is not None else contextlib.nullcontext()
 
 
-def _randint(high: int, gen: torch.Generator) -> int:
-    return int(torch.randint(0, high, (1,), generator=gen).item()) if high > 1 else 0
-
-
 def text_length(parts: md.Parts) -> int:
     """L: the tokenizer's model_max_length, bounded by the text encoder's positions (some tokenizer
     configs leave model_max_length at a huge sentinel)."""
@@ -113,7 +210,7 @@ def random_masks(n: int, r: int, gen: torch.Generator) -> torch.Tensor:
             m[i] = 1.0
             continue
         bh, bw = (max(1, int(r * (0.25 + 0.5 * float(torch.rand(1, generator=gen))))) for _ in range(2))
-        y, x = _randint(r - bh + 1, gen), _randint(r - bw + 1, gen)
+        y, x = randint(r - bh + 1, gen), randint(r - bw + 1, gen)
         m[i, :, y:y + bh, x:x + bw] = 1.0
     return m
 
@@ -121,9 +218,9 @@ def random_masks(n: int, r: int, gen: torch.Generator) -> torch.Tensor:
 class Trainer:
     """The models, optimizer and one optimisation step; everything random comes from `gen` (CPU)."""
 
-    def __init__(self, job: SdJob, rt: SdRuntime) -> None:
+    def __init__(self, job: SdJob, rt: Runtime, checkpoints: Path) -> None:
         s = job.settings
-        self.job, self.rt, self.s = job, rt, s
+        self.job, self.s, self.checkpoints = job, s, checkpoints
         self.device = rt.device
         self.mode = s.mixed_precision
         torch.manual_seed(s.seed)
@@ -241,7 +338,7 @@ class Trainer:
         f = factors.to(self.device)
         return (per * f).sum() / n if self.views is None else (per * f).sum() / (n // 2)
 
-    def train_step(self) -> float:
+    def train_step(self) -> None:
         acc = max(1, self.s.grad_accum)
         self.opt.zero_grad(set_to_none=True)
         total = 0.0
@@ -263,7 +360,9 @@ class Trainer:
             self.opt.step()
         self.step += 1
         self.loss_avg = total if self.step == 1 else 0.95 * self.loss_avg + 0.05 * total
-        return total
+
+    def between_steps(self) -> bool:
+        return False   # no previews while training: the bundle's preview.png is drawn from the export
 
     # ---- checkpoints --------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -284,201 +383,25 @@ class Trainer:
         self.step = int(saved["step"])
         self.loss_avg = float(saved["loss_avg"])
 
+    def save_checkpoint(self) -> None:
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        ck.save_torch(self.state(), self.checkpoints / ck.STATE)
 
-def _save_checkpoint(tr: Trainer, ckdir: Path) -> None:
-    ckdir.mkdir(parents=True, exist_ok=True)
-    ck.save_torch(tr.state(), ckdir / ck.STATE)
-
-
-def _cancel(tr: Trainer, ckdir: Path) -> Cancelled:
-    _save_checkpoint(tr, ckdir)
-    return Cancelled(tr.job.stage, tr.step, str(ckdir))
-
-
-def concept(ident: str, name: str, role: str, stage: int, img: LoadedImage, token: int, class_word: str,
-            text: str) -> dict[str, Any]:
-    return {"id": token, "identifier": ident, "name": name, "role": role, "stage": stage,
-            "source_sha256": img.sha256, "source_size": [img.source_size[0], img.source_size[1]],
-            "class_word": class_word, "prompt": text}
-
-
-def execute(job: SdJob, rt: SdRuntime, progress: Progress, stop: StopFlag) -> Path:
-    t_start = time.monotonic()
-    ckdir = checkpoint_dir(job.library, job.name)
-    saved: dict[str, Any] | None = None
-    if rt.resume:
-        if not (ckdir / ck.STATE).is_file():
-            raise BadInput(f"there is no checkpoint to resume for {job.name!r} (looked in {ckdir})")
-        saved = ck.load_state(ckdir, job.library)
-        if saved.get("backbone") != "sd" or saved.get("extra", {}).get("meta") != job.meta:
-            raise BadInput(f"the checkpoint in {ckdir} belongs to a different run (other backbone, stage, image, "
-                           "scene, mask or base); start again without --resume")
-        job.settings = SdSettings.from_dict(saved["settings"])
-        c = job.concepts[-1]
-        if c["class_word"] != job.settings.class_word:      # the class word the run began with
-            c["class_word"] = job.settings.class_word
-            c["prompt"] = prompt(c["identifier"], c["class_word"])
-            if job.stage == 1:
-                job.scene_prompt = c["prompt"]
-            else:
-                job.subject_prompt = c["prompt"]
-        log(f"resuming {job.name!r} at step {saved['step']} of {job.settings.steps} (the checkpoint's settings are used)")
-    elif ckdir.exists():
-        for f in (ck.STATE, ck.META):
-            (ckdir / f).unlink(missing_ok=True)
-    ckdir.mkdir(parents=True, exist_ok=True)
-    ck.save_json({**job.meta, "identifier": job.concepts[-1]["identifier"]}, ckdir / ck.META)
-    s = job.settings
-    torch.set_num_threads(rt.threads)
-
-    # `start` before loading the base: an SD checkpoint takes a while to load.
-    progress.emit("start", stage=job.stage, name=job.name, total=s.steps, device=str(rt.device),
-                  precision=s.mixed_precision, threads=rt.threads)
-    tr = Trainer(job, rt)
-    if saved is not None:
-        tr.restore(saved)
-    progress.phase(job.stage, "train", f"training {job.name!r} on {job.base.name}: step {tr.step} of {s.steps}")
-    watcher = RateWatcher(rt.threads, rt.device)
-    recent: list[float] = []
-    last = time.perf_counter()
-    while tr.step < s.steps:
-        if stop():
-            raise _cancel(tr, ckdir)
-        t0 = time.perf_counter()
-        tr.train_step()
-        msg = watcher.add(time.perf_counter() - t0)
-        if msg:
-            log(msg)
-        now = time.perf_counter()
-        recent = (recent + [now - last])[-20:]
-        last = now
-        rate = len(recent) / max(sum(recent), 1e-9)
-        progress.progress(job.stage, tr.step, s.steps, tr.loss_avg, rate, force=tr.step == s.steps)
-        if s.checkpoint_every > 0 and tr.step % s.checkpoint_every == 0 and tr.step < s.steps:
-            _save_checkpoint(tr, ckdir)
-            last = time.perf_counter()
-    t_trained = time.monotonic()
-
-    bd.remove_stale_partials(job.library, job.name)
-    with bd.Staging(job.library, job.name) as staging:
-        info = {"stage": job.stage, "name": job.name, "base": str(job.base.path),
-                "base_fingerprint": job.base.fingerprint, "step": tr.step}
-        md.save_weights(tr.parts, tr.tuning, staging.file(WEIGHTS), info)
-        tokenizer = tr.parts.tokenizer
-        L = tr.L
-        final_loss = tr.loss_avg
-        del tr
-        if rt.device.type == "cuda":
+    def release(self) -> None:
+        """Drop the models and the optimiser (the export loads the fine-tuned model afresh)."""
+        for name in ("parts", "opt", "params", "scaler", "cached", "scene_crops", "views"):
+            if hasattr(self, name):
+                delattr(self, name)
+        if self.device.type == "cuda":
             torch.cuda.empty_cache()
-        if stop():
-            raise _cancel_from_weights(job, staging.file(WEIGHTS), saved, ckdir, s)
-        try:
-            progress.phase(job.stage, "export", "exporting text encoder, UNet and VAE to ONNX")
-            parts, _ = md.finetuned(job.base, staging.file(WEIGHTS))
-            precision = export_precision(s.export_precision, rt.device)
-            dtype = torch.float16 if precision == "float16" else torch.float32
-            exp_device = rt.device if precision == "float16" else torch.device("cpu")
-            if precision == "float16":
-                import copy
-                exp_parts = copy.copy(parts)
-                exp_parts.unet = copy.deepcopy(parts.unet).to(exp_device, dtype)
-                exp_parts.vae = copy.deepcopy(parts.vae).to(exp_device, dtype)
-                exp_parts.text_encoder = copy.deepcopy(parts.text_encoder).to(exp_device, dtype)
-            else:
-                exp_parts = parts
-            files: dict[str, str] = {}
-            written: list[str] = [WEIGHTS]
-            for g in ex.GRAPHS:
-                made = ex.export_graph(g, exp_parts, staging.path, L, job.base.size_multiple, job.base.vae_scale_factor,
-                                       exp_device, dtype)
-                files[g] = made[0]
-                written += made
-                if stop():
-                    raise _cancel_from_weights(job, staging.file(WEIGHTS), saved, ckdir, s)
-            del exp_parts
-            save_tokenizer(tokenizer, staging.file(TOKENIZER))
-            written.append(TOKENIZER)
-            if job.stage == 1:
-                # At the largest scale Stage II's replay crops use, so they are never upsampled.
-                resize_short_side(job.scene.convert("RGB"), max(s.resolution, round(s.resolution * s.scene_zoom))) \
-                    .save(staging.file(bd.SCENE))
-                written.append(bd.SCENE)
-            else:
-                assert job.subject is not None
-                cutout_rgba(job.subject.image, job.mask).save(staging.file(bd.SUBJECT))
-                written.append(bd.SUBJECT)
-            progress.phase(job.stage, "verify", "checking every graph against PyTorch with ONNX Runtime")
-            diffs = ex.verify(parts, staging.path, files, L, job.base.size_multiple, job.base.vae_scale_factor,
-                              rt.threads, precision)
-            D = int(parts.text_encoder.config.hidden_size)
-            scaling = float(parts.vae.config.scaling_factor)
-            if stop():
-                raise _cancel_from_weights(job, staging.file(WEIGHTS), saved, ckdir, s)
-            del parts
-            base = job.base
-            scene_c = job.concepts[0]
-            add = job.scene_prompt if job.stage == 1 else \
-                f"{job.subject_prompt} in {scene_c['identifier']} {scene_c['class_word']}"
-            training = {**s.to_dict(), "device": str(rt.device), "threads": rt.threads,
-                        "final_loss": round(final_loss, 6), "train_wall_s": round(t_trained - t_start, 1),
-                        "resumed": saved is not None, "onnx_max_abs_diff": diffs, "torch": torch.__version__,
-                        "export_precision": precision, **job.notes}
-            manifest = {
-                "format": "pie-bundle", "format_version": 1, "name": job.name, "stage": job.stage,
-                "backbone": "sd", "parent": job.parent,
-                "model": {"resolution": s.resolution, "size_multiple": base.size_multiple,
-                          "min_size": base.size_multiple, "channels": 3, "value_range": [-1, 1],
-                          "latent_channels": int(base.vae.get("latent_channels", 4)),
-                          "vae_scale_factor": base.vae_scale_factor, "scaling_factor": scaling,
-                          "unet_in_channels": base.in_channels, "precision": precision,
-                          "base": {"name": base.name, "path": str(base.path), "fingerprint": base.fingerprint}},
-                "schedule": schedule_manifest(base),
-                "tokens": {"null": NULL_TOKEN, "concepts": job.concepts},
-                "text": {"tokenizer": TOKENIZER, "max_length": L, "bos_id": int(tokenizer.bos_token_id),
-                         "eos_id": int(tokenizer.eos_token_id), "pad_id": int(tokenizer.pad_token_id),
-                         "hidden_size": D,
-                         "prompts": {"add": add, "scene": job.scene_prompt, "negative": ""}},
-                "graphs": ex.graphs_manifest(files, L, D, base.in_channels),
-                **({"subject": {"file": bd.SUBJECT, "has_mask": job.mask is not None}} if job.stage == 2 else {}),
-                "training": training,
-                "trainer": {"name": TRAINER_NAME, "version": __version__, "torch": torch.__version__},
-                "created": bd.utc_now(),
-            }
-            if s.preview_steps > 0:
-                log(f"drawing preview.png with the exported graphs ({s.preview_steps} DDIM steps)")
-                draw_preview(staging.path, manifest, s, rt.threads, stop)
-                if stop():
-                    raise _cancel_from_weights(job, staging.file(WEIGHTS), saved, ckdir, s)
-                manifest["preview"] = bd.PREVIEW
-                written.append(bd.PREVIEW)
-            progress.phase(job.stage, "write", f"writing the bundle {job.name!r}")
-            folder = staging.commit(manifest, written, rt.force)
-        except (Cancelled, KeyboardInterrupt):
-            raise
-        except Exception:
-            # Training is done: keep its result so that --resume retries only the export.
-            try:
-                _cancel_from_weights(job, staging.file(WEIGHTS), saved, ckdir, s)
-                log(f"the trained weights are kept in {ckdir}; --resume retries the export")
-            except Exception:  # noqa: BLE001 - the original error matters more
-                pass
-            raise
-    for f in (ck.STATE, ck.META):
-        (ckdir / f).unlink(missing_ok=True)
-    try:
-        ckdir.rmdir()
-    except OSError:
-        pass
-    progress.emit("done", stage=job.stage, name=job.name, bundle=str(folder),
-                  wall_s=round(time.monotonic() - t_start, 2))
-    return folder
 
 
-def _cancel_from_weights(job: SdJob, weights: Path, saved: dict[str, Any] | None, ckdir: Path,
-                         s: SdSettings) -> Cancelled:
+
+def _cancel_from_weights(job: SdJob, weights: Path, ckdir: Path) -> Cancelled:
     """Stopped after training: keep a checkpoint at the last step (no optimizer state is needed to export)."""
+    s = job.settings
     state, _, _ = md.read_weights(weights)
-    ck.save_torch({"version": 1, "backbone": "sd", "settings": s.to_dict(), "step": s.steps, "loss_avg": 0.0,
+    ck.save_torch({"version": 1, "backbone": NAME, "settings": s.to_dict(), "step": s.steps, "loss_avg": 0.0,
                    "trainable": state, "opt": None, "gen": None, "scaler": None, "extra": {"meta": job.meta},
                    "finished": True}, ckdir / ck.STATE)
     return Cancelled(job.stage, s.steps, str(ckdir))
@@ -522,41 +445,8 @@ def export_precision(requested: str, device: torch.device) -> str:
 
 # ---- Stage II's parent ------------------------------------------------------
 
-@dataclass
-class SdScene:
-    path: Path
-    manifest: dict[str, Any]
-    manifest_sha256: str
+TRAIN_HINT = "python -m pie_trainer scene IMAGE --name NAME --backbone sd --base DIR"
 
 
-def load_scene(library: Path, scene: str) -> SdScene:
-    import hashlib
-    folder = library / scene
-    mpath = folder / bd.MANIFEST
-    if not os.path.lexists(mpath):
-        raise BadInput(f"there is no scene bundle named {scene!r} in {library}; train the scene first "
-                       "(python -m pie_trainer scene IMAGE --name NAME --backbone sd --base DIR)")
-    try:
-        manifest, raw = read_library_json(mpath, library)
-    except LibraryFileError as exc:
-        raise BadInput(f"the scene bundle {scene!r} cannot be used: {exc}") from None
-    if not isinstance(manifest, dict):
-        raise BadInput(f"the scene bundle {scene!r} has an unreadable bundle.json (not a JSON object)")
-    if manifest.get("backbone") != "sd":
-        raise BadInput(f"the scene bundle {scene!r} uses the backbone {manifest.get('backbone')!r}, not 'sd'")
-    if manifest.get("stage") != 1:
-        raise BadInput(f"{scene!r} is a subject (Stage II) bundle, not a scene; a subject must grow from a scene bundle")
-    errors = bd.schema_errors(manifest)
-    if errors:
-        raise BadInput(f"the scene bundle {scene!r} is not a valid bundle: {errors[0]}")
-    listed = {e["path"]: e for e in manifest["files"]}
-    for needed in (WEIGHTS, bd.SCENE):
-        if needed not in listed or not os.path.lexists(folder / needed):
-            raise BadInput(f"the scene bundle {scene!r} has no {needed}, so it cannot be fine-tuned further")
-        try:
-            digest = bd.sha256_library_file(folder / needed, library)
-        except LibraryFileError as exc:
-            raise BadInput(f"the scene bundle {scene!r} cannot be used: {exc}") from None
-        if digest != listed[needed]["sha256"]:
-            raise BadInput(f"the scene bundle {scene!r} is damaged: {needed} does not match its recorded sha256")
-    return SdScene(path=folder, manifest=manifest, manifest_sha256=hashlib.sha256(raw).hexdigest())
+def load_scene(library: Path, scene: str) -> bd.SceneBundle:
+    return bd.load_scene_bundle(library, scene, NAME, (WEIGHTS, bd.SCENE), TRAIN_HINT)

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BadInput
-from ..library import read_manifest_checked
+from ..core.errors import BadInput
+from ..core.library import read_manifest_checked
 
 
 def alphas_cumprod(schedule: dict[str, Any]) -> np.ndarray:
@@ -119,7 +119,7 @@ class Bundle:
         return self.sess["vae_decoder"].run(None, {"latent": x})[0]
 
 
-def grid(x: np.ndarray, h: int, w: int) -> "Any":
+def grid(x: np.ndarray, h: int, w: int) -> Any:
     """[N,3,H,W] in [-1, 1] -> a PIL image, samples in a near-square grid."""
     from PIL import Image
     n = x.shape[0]
@@ -147,7 +147,7 @@ def prompt_for(m: dict[str, Any], spec: str | None, text: str | None) -> str:
 
 
 def run_sample(args: Any) -> None:
-    from ..progress import log
+    from ..core.progress import log
     folder = Path(args.bundle)
     b = Bundle(folder, args.threads or 1)
     model = b.m["model"]

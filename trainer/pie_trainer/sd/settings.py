@@ -49,7 +49,7 @@ class SdSettings:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SdSettings":
+    def from_dict(cls, d: dict[str, Any]) -> SdSettings:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 

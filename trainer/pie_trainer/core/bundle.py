@@ -1,4 +1,4 @@
-"""Writing a bundle atomically, validating manifests, and reading the Stage I bundle.
+"""Writing a bundle atomically, validating manifests, and reading the Stage I bundle a subject grows from.
 
 The bundle is built in `<library>/.partial-<name>-<random>/`; every file is
 fsynced and re-hashed, the manifest is validated against
@@ -21,26 +21,24 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BadInput
-from .library import MAX_JSON_BYTES, LibraryFileError, open_library_file, read_library_bytes, read_manifest
+from .images import LoadedImage
+from .library import LibraryFileError, already_exists, open_library_file, read_library_json, read_manifest
 
+# Files every backbone's bundles may hold; a backbone's own files are named in its package.
 MANIFEST = "bundle.json"
-WEIGHTS = "weights.pt"
-DENOISER = "denoiser.onnx"
 PREVIEW = "preview.png"
-SUBJECT = "subject.png"
-SCENE = "scene.png"        # the scene at its working scale, for Stage II's replay
-EXCLUDE = "exclude.png"    # Stage I with --exclude: white = never learned, at scene.png's size
-BACKBONE = "pixel-unet"
+SUBJECT = "subject.png"    # Stage II: the subject cut out by its mask
+SCENE = "scene.png"        # Stage I: the scene at its working scale, for Stage II's replay
 
 
 def schema_path(name: str) -> Path:
     """The contract file: the installed copy inside the package, else the repository's schema/."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "schema" / name, here.parent.parent / "schema" / name):
+    package = Path(__file__).resolve().parent.parent
+    for candidate in (package / "schema" / name, package.parent.parent / "schema" / name):
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(f"cannot find the contract {name} (looked in {here / 'schema'} and "
-                            f"{here.parent.parent / 'schema'})")
+    raise FileNotFoundError(f"cannot find the contract {name} (looked in {package / 'schema'} and "
+                            f"{package.parent.parent / 'schema'})")
 
 
 def load_schema(name: str) -> dict[str, Any]:
@@ -103,7 +101,7 @@ class Staging:
         self.path.mkdir()
         self.committed = False
 
-    def __enter__(self) -> "Staging":
+    def __enter__(self) -> Staging:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -115,7 +113,7 @@ class Staging:
 
     def commit(self, manifest: dict[str, Any], file_names: list[str], force: bool) -> Path:
         """Hash, fsync, validate, rename into place. Returns the bundle folder."""
-        entries = []
+        entries: list[dict[str, Any]] = []
         # Some writers (safetensors, ONNX external data) create their files
         # owner-only; every file of a bundle gets the mode the user's umask gives.
         umask = os.umask(0)
@@ -146,8 +144,7 @@ class Staging:
         target = self.library / self.name
         if target.exists():
             if not force:
-                raise BadInput(f"a concept named {self.name!r} already exists in {self.library}; "
-                               "choose another name or pass --force to replace it")
+                raise already_exists(self.name, self.library)
             aside = self.library / f".old-{self.name}-{secrets.token_hex(4)}"
             os.rename(target, aside)
             try:
@@ -167,36 +164,40 @@ class Staging:
 
 @dataclass
 class SceneBundle:
+    """The Stage I bundle a subject grows from, checked."""
     path: Path
     manifest: dict[str, Any]
     manifest_sha256: str
-    weights: Path
-    scene_image: Path
-    exclude_image: Path | None = None   # the scene's exclude mask, when it was trained with one
+    files: set[str]        # listed in its manifest, each present and matching its sha256
+
+    @property
+    def scene_concept(self) -> dict[str, Any]:
+        return next(c for c in self.manifest["tokens"]["concepts"] if c["role"] == "scene")
+
+    def parent_record(self) -> dict[str, str]:
+        """The `parent` of a bundle grown from this one."""
+        return {"name": self.manifest["name"], "manifest_sha256": self.manifest_sha256}
 
 
-def load_scene_bundle(library: Path, scene: str) -> SceneBundle:
-    """The Stage I bundle a subject grows from, with every check that has its own message."""
+def load_scene_bundle(library: Path, scene: str, backbone: str, needed: tuple[str, ...], train_hint: str,
+                      optional: tuple[str, ...] = ()) -> SceneBundle:
+    """The Stage I bundle `scene` of `backbone` with every check that has its own message. `needed`:
+    the files a subject is grown from, each present and undamaged, as `optional` ones must be where
+    the manifest lists them; `train_hint`: the command that trains such a scene."""
     folder = library / scene
     mpath = folder / MANIFEST
     if not os.path.lexists(mpath):
         raise BadInput(f"there is no scene bundle named {scene!r} in {library}; train the scene first "
-                       "(python -m pie_trainer scene IMAGE --name NAME)")
+                       f"({train_hint})")
     try:
-        raw = read_library_bytes(mpath, library, MAX_JSON_BYTES)
-        manifest = json.loads(raw)
-        if not isinstance(manifest, dict):
-            raise ValueError("not an object")
+        manifest, raw = read_library_json(mpath, library)
     except LibraryFileError as exc:
         raise BadInput(f"the scene bundle {scene!r} cannot be used: {exc}") from None
-    except RecursionError:
-        raise BadInput(f"the scene bundle {scene!r} has an unreadable bundle.json (nested too deeply)") from None
-    except ValueError as exc:
-        raise BadInput(f"the scene bundle {scene!r} has an unreadable bundle.json ({exc})") from None
-    backbone = manifest.get("backbone")
-    if backbone != BACKBONE:
-        raise BadInput(f"the scene bundle {scene!r} uses the backbone {backbone!r}; this trainer grows subjects "
-                       f"only on {BACKBONE!r} scenes")
+    if not isinstance(manifest, dict):
+        raise BadInput(f"the scene bundle {scene!r} has an unreadable bundle.json (not a JSON object)")
+    if manifest.get("backbone") != backbone:
+        raise BadInput(f"the scene bundle {scene!r} uses the backbone {manifest.get('backbone')!r}, not "
+                       f"{backbone!r}; a subject grows on its scene's backbone")
     if manifest.get("stage") != 1:
         parent = (manifest.get("parent") or {}).get("name") if isinstance(manifest.get("parent"), dict) else None
         hint = f" (it grew from the scene {parent!r})" if parent else ""
@@ -206,16 +207,40 @@ def load_scene_bundle(library: Path, scene: str) -> SceneBundle:
     if errors:
         raise BadInput(f"the scene bundle {scene!r} is not a valid bundle: {errors[0]}")
     listed = {e["path"]: e for e in manifest["files"]}
-    for needed in (WEIGHTS, SCENE) + ((EXCLUDE,) if EXCLUDE in listed else ()):
-        if needed not in listed or not os.path.lexists(folder / needed):
-            raise BadInput(f"the scene bundle {scene!r} has no {needed} (it was not written by this trainer), "
+    used = needed + tuple(name for name in optional if name in listed)
+    for name in used:
+        if name not in listed or not os.path.lexists(folder / name):
+            raise BadInput(f"the scene bundle {scene!r} has no {name} (it was not written by this trainer), "
                            "so it cannot be fine-tuned further")
         try:
-            digest = sha256_library_file(folder / needed, library)
+            digest = sha256_library_file(folder / name, library)
         except LibraryFileError as exc:
             raise BadInput(f"the scene bundle {scene!r} cannot be used: {exc}") from None
-        if digest != listed[needed]["sha256"]:
-            raise BadInput(f"the scene bundle {scene!r} is damaged: {needed} does not match its recorded sha256")
+        if digest != listed[name]["sha256"]:
+            raise BadInput(f"the scene bundle {scene!r} is damaged: {name} does not match its recorded sha256")
     return SceneBundle(path=folder, manifest=manifest, manifest_sha256=hashlib.sha256(raw).hexdigest(),
-                       weights=folder / WEIGHTS, scene_image=folder / SCENE,
-                       exclude_image=folder / EXCLUDE if EXCLUDE in listed else None)
+                       files=set(used))
+
+
+def concept(ident: str, name: str, role: str, stage: int, img: LoadedImage, token: int,
+            **more: Any) -> dict[str, Any]:
+    """One entry of the manifest's `tokens.concepts`; `more`: the backbone's own fields."""
+    return {"id": token, "identifier": ident, "name": name, "role": role, "stage": stage,
+            "source_sha256": img.sha256, "source_size": [img.source_size[0], img.source_size[1]], **more}
+
+
+def manifest(name: str, stage: int, backbone: str, parent: dict[str, str] | None, model: dict[str, Any],
+             schedule: dict[str, Any], tokens: dict[str, Any], body: dict[str, Any],
+             training: dict[str, Any]) -> dict[str, Any]:
+    """bundle.json without its `files` (the commit adds them): the fields every backbone writes,
+    with `body` (its graphs and whatever else it needs) between `tokens` and `training`."""
+    import torch
+
+    from .. import TRAINER_NAME, __version__
+    return {
+        "format": "pie-bundle", "format_version": 1, "name": name, "stage": stage, "backbone": backbone,
+        "parent": parent, "model": model, "schedule": schedule, "tokens": tokens, **body,
+        "training": training,
+        "trainer": {"name": TRAINER_NAME, "version": __version__, "torch": torch.__version__},
+        "created": utc_now(),
+    }

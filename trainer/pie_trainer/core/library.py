@@ -44,6 +44,11 @@ def check_name(name: str) -> str:
     return name
 
 
+def already_exists(name: str, library: Path) -> BadInput:
+    return BadInput(f"a concept named {name!r} already exists in {library}; "
+                    "choose another name or pass --force to replace it")
+
+
 def checkpoint_dir(library: Path, name: str) -> Path:
     return library / ".checkpoints" / name
 
@@ -77,7 +82,8 @@ def open_library_file(path: Path, library: Path, max_bytes: int | None = None) -
         if not stat.S_ISREG(st.st_mode):
             raise LibraryFileError(f"{path} is not a regular file")
         if max_bytes is not None and st.st_size > max_bytes:
-            raise LibraryFileError(f"{path} is {st.st_size} bytes, more than the {max_bytes} bytes such a file may have")
+            raise LibraryFileError(f"{path} is {st.st_size} bytes, more than the {max_bytes} bytes such a file "
+                                   "may have")
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:

@@ -1,4 +1,4 @@
-"""Resumable checkpoints (`<library>/.checkpoints/<name>/`) and EMA weight files.
+"""Resumable checkpoints (`<library>/.checkpoints/<name>/`): their file names and atomic writes.
 
 Every file is written to a temporary name, fsynced and renamed, so a kill at
 any moment leaves either the previous complete file or the new one.
@@ -15,12 +15,9 @@ import torch
 from torch import nn
 
 from .library import LibraryFileError, open_library_file
-from .model import TinyUNet, UNetConfig
 
-STATE = "state.pt"
-WEIGHTS = "weights.pt"
-META = "meta.json"
-WEIGHTS_FORMAT = "pie-pixel-unet-weights"
+STATE = "state.pt"   # everything a resumed run needs (torch.save of a dict)
+META = "meta.json"   # the run's identity and its concept identifier, readable without torch
 
 
 def _atomic_write(path: Path, write: Any) -> None:
@@ -46,26 +43,6 @@ def save_json(obj: Any, path: Path) -> None:
 
 def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in model.state_dict().items()}
-
-
-def weights_payload(ema: nn.Module, config: UNetConfig, info: dict[str, Any]) -> dict[str, Any]:
-    """What weights.pt holds: the EMA denoiser's fp32 state and what is needed to rebuild and sample it."""
-    return {"format": WEIGHTS_FORMAT, "version": 1, "config": config.to_dict(), "info": info,
-            "state_dict": cpu_state(ema)}
-
-
-def load_weights(path: Path, library: Path | None = None) -> tuple[TinyUNet, dict[str, Any]]:
-    """The EMA model of a weights.pt; a file of the library (`library` given) is opened with its checks."""
-    if library is None:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    else:
-        with open_library_file(path, library) as f:
-            payload = torch.load(f, map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != WEIGHTS_FORMAT:
-        raise ValueError(f"{path} is not a pie weights file")
-    model = TinyUNet(UNetConfig(**payload["config"]))
-    model.load_state_dict(payload["state_dict"])
-    return model.eval(), dict(payload.get("info") or {})
 
 
 def load_state(folder: Path, library: Path) -> dict[str, Any]:

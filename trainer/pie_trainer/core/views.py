@@ -1,11 +1,10 @@
-"""Training batches: multi-scale random crops of the scene, whole-subject views of the subject.
+"""Training views of the images, for every backbone: multi-scale random crops of the
+scene, whole-subject views of the subject, the subject's cut-out.
 
 All randomness comes from the torch.Generator passed in, so a seed fixes the data.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -34,15 +33,8 @@ def resize_short_side(im: Image.Image, short: int) -> Image.Image:
     return im.resize((max(short, round(w * s)), max(short, round(h * s))), Image.Resampling.LANCZOS)
 
 
-def _randint(high: int, gen: torch.Generator) -> int:
+def randint(high: int, gen: torch.Generator) -> int:
     return int(torch.randint(0, high, (1,), generator=gen).item()) if high > 1 else 0
-
-
-@dataclass
-class Batch:
-    x0: torch.Tensor      # [N, 3, R, R] in [-1, 1]
-    token: torch.Tensor   # [N] int64
-    weight: torch.Tensor  # [N, 1, R, R] loss weight (the subject mask; 1 for the scene)
 
 
 def fill_excluded(rgb: np.ndarray, excluded: np.ndarray) -> np.ndarray:
@@ -120,13 +112,13 @@ class SceneCrops:
         for i in range(n):
             best: tuple[float, torch.Tensor, torch.Tensor] | None = None
             for _ in range(1 if self.weights is None else CROP_REDRAWS):
-                k = _randint(len(self.levels), gen)
+                k = randint(len(self.levels), gen)
                 img = self.levels[k]
                 _, h, w = img.shape
-                y, x = _randint(h - r + 1, gen), _randint(w - r + 1, gen)
+                y, x = randint(h - r + 1, gen), randint(w - r + 1, gen)
                 crop = img[:, y:y + r, x:x + r]
                 wgt = self.weights[k][:, y:y + r, x:x + r] if self.weights is not None else wout[i]
-                if _randint(2, gen):
+                if randint(2, gen):
                     crop, wgt = crop.flip(2), wgt.flip(2)
                 share = float(wgt.mean())
                 if best is None or share > best[0]:
@@ -178,11 +170,11 @@ class SubjectViews:
         xs = torch.empty((n, 3, r, r))
         ws = torch.empty((n, 1, r, r))
         for i in range(n):
-            img, wgt = self.views[_randint(len(self.views), gen)]
+            img, wgt = self.views[randint(len(self.views), gen)]
             s = img.shape[1]
-            y, x = _randint(s - r + 1, gen), _randint(s - r + 1, gen)
+            y, x = randint(s - r + 1, gen), randint(s - r + 1, gen)
             a, b = img[:, y:y + r, x:x + r], wgt[:, y:y + r, x:x + r]
-            if _randint(2, gen):
+            if randint(2, gen):
                 a, b = a.flip(2), b.flip(2)
             xs[i], ws[i] = a, b
         return xs, ws

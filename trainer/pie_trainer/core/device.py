@@ -1,24 +1,19 @@
-"""Choosing how to run fast on the machine at hand: threads, precision, device.
+"""Where and on how many threads a run trains, for every backbone.
 
 - threads: default max(1, cores - 1); never all cores next to GIMP, because
   oversubscribed OpenMP collapses throughput more than tenfold
   (notes/training.md). `RateWatcher` drops a thread when the rate collapses.
-- precision: a few timed steps per mode (fp32; bf16 autocast + channels_last)
-  at start-up, on a throwaway copy of the model, keeping the faster one.
+- device: auto = CUDA when PyTorch sees a GPU.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import os
-import time
-from typing import Callable
 
 import torch
-from torch import nn
 
-MODES = ("fp32", "bf16")
+from .errors import BadInput
+from .stop import StopFlag
 
 
 def available_cores() -> int:
@@ -33,7 +28,6 @@ def default_threads() -> int:
 
 
 def resolve_device(requested: str) -> torch.device:
-    from .errors import BadInput
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested == "cuda" and not torch.cuda.is_available():
@@ -41,57 +35,26 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def autocast(device: torch.device, mode: str) -> contextlib.AbstractContextManager[object]:
-    if mode == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def memory_format(mode: str) -> torch.memory_format:
-    return torch.channels_last if mode == "bf16" else torch.contiguous_format
-
-
-def bf16_usable(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return True
-
-
-def time_modes(
-    model: nn.Module,
-    make_inputs: Callable[[], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
-    device: torch.device,
-    modes: tuple[str, ...],
-    steps: int,
-    warmup: int = 2,
-) -> dict[str, float]:
-    """Steps/s of forward + backward + AdamW for each mode, on a copy of the model."""
-    rates: dict[str, float] = {}
-    for mode in modes:
-        m = copy.deepcopy(model).to(device).to(memory_format=memory_format(mode))
-        opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
-        x, t, tok = make_inputs()
-        x = x.to(device).to(memory_format=memory_format(mode))
-        t, tok = t.to(device), tok.to(device)
-        start = 0.0
-        for i in range(warmup + steps):
-            if i == warmup:
-                _sync(device)
-                start = time.perf_counter()
-            with autocast(device, mode):
-                loss = (m(x, t, tok).float() - x).pow(2).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        _sync(device)
-        rates[mode] = steps / max(time.perf_counter() - start, 1e-9)
-        del m, opt
-    return rates
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def start(requested: str, threads: int | None, deterministic: bool) -> tuple[StopFlag, torch.device, int]:
+    """Set up a training run: SIGINT/SIGTERM stop it with a checkpoint, the device it runs on,
+    PyTorch's threads (default `default_threads()`, one inter-op thread). With `deterministic`,
+    the same seed on the same CUDA device gives the same weights (a small cost for a small net)."""
+    # cuBLAS is only reproducible with a fixed workspace; it reads this when CUDA starts.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    stop = StopFlag()
+    stop.install()
+    device = resolve_device(requested)
+    if deterministic and device.type == "cuda":
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    n = threads or default_threads()
+    torch.set_num_threads(n)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:   # already set (a second run in one process)
+        pass
+    return stop, device, n
 
 
 class RateWatcher:
@@ -129,4 +92,3 @@ class RateWatcher:
     @property
     def rate(self) -> float:
         return self.best
-

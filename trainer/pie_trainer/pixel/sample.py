@@ -14,13 +14,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .checkpoint import load_weights
-from .data import to_uint8
-from .diffusion import Schedule
-from .errors import BadInput
+from ..core.device import default_threads, resolve_device
+from ..core.errors import BadInput
+from ..core.progress import log
+from ..core.views import to_uint8
+from .diffusion import Schedule, ddim_sample
 from .model import NULL_TOKEN, SIZE_MULTIPLE
-from .progress import log
-from .speed import default_threads, resolve_device
+from .weights import WEIGHTS, load_weights
 
 
 def resolve_token(spec: str, info: dict[str, object]) -> int:
@@ -37,9 +37,9 @@ def resolve_token(spec: str, info: dict[str, object]) -> int:
 
 def run_sample(args: argparse.Namespace) -> None:
     folder = Path(args.bundle or args.checkpoint)
-    wpath = folder / "weights.pt"
+    wpath = folder / WEIGHTS
     if not wpath.is_file():
-        raise BadInput(f"{folder} has no weights.pt")
+        raise BadInput(f"{folder} has no {WEIGHTS}")
     torch.set_num_threads(args.threads or default_threads())
     device = resolve_device(args.device)
     model, info = load_weights(wpath)
@@ -54,7 +54,6 @@ def run_sample(args: argparse.Namespace) -> None:
                         beta_start=float(sched.get("beta_start", 1e-4)), beta_end=float(sched.get("beta_end", 0.02)),
                         beta_schedule=str(sched.get("beta_schedule", "linear")))
     gen = torch.Generator().manual_seed(args.seed)
-    from .diffusion import ddim_sample
     tokens = torch.full((args.count,), token, dtype=torch.int64, device=device)
     x = ddim_sample(model, tokens, h, w, schedule, steps=args.steps, guidance=args.guidance,
                     null_token=NULL_TOKEN, generator=gen).cpu()

@@ -9,10 +9,11 @@ import hashlib
 import io
 import threading
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, NoReturn
+from typing import NoReturn, cast
 
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
@@ -98,7 +99,7 @@ def decode_image(data: bytes, path: str, what: str, max_side: int | None = MAX_W
     declared = (0, 0)
     try:
         with _own_pixel_limit():
-            im = Image.open(io.BytesIO(data))
+            im: Image.Image = Image.open(io.BytesIO(data))
             declared = im.size
             w, h = declared
             if w * h > MAX_PIXELS:
@@ -200,7 +201,8 @@ def load_mask(path: str, image: LoadedImage) -> np.ndarray:
     m = ImageOps.exif_transpose(m)
     if m.mode in ("RGBA", "LA", "PA") or (m.mode == "P" and "transparency" in m.info):
         alpha = m.convert("RGBA").getchannel("A")
-        grey = alpha if alpha.getextrema()[0] < 255 else m.convert("L")
+        lowest = cast("tuple[int, int]", alpha.getextrema())[0]   # one band: (min, max)
+        grey = alpha if lowest < 255 else m.convert("L")
     else:
         grey = m.convert("L")
     if grey.size != image.image.size:
@@ -269,3 +271,14 @@ def load_exclude(path: str, image: LoadedImage) -> ExcludeMask:
     if float(excluded.mean()) >= 1.0:
         raise_bad(f"exclude mask {path!r} leaves no scene pixel to learn at the working size")
     return ExcludeMask(excluded=excluded, fraction=fraction, sha256=hashlib.sha256(data).hexdigest())
+
+
+@dataclass
+class TrainInputs:
+    """What a `scene` or `subject` run learns from, loaded and checked (no torch needed)."""
+    stage: int
+    name: str                  # the concept's name, checked
+    library: Path
+    image: LoadedImage         # the scene (Stage I) or the subject (Stage II)
+    mask: np.ndarray | None = None      # Stage II: the subject's mask at the image's working size
+    mask_sha256: str | None = None      # ... of the --mask file, when one was given

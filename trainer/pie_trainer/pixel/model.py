@@ -94,7 +94,8 @@ class TinyUNet(nn.Module):
         self.out_norm = nn.GroupNorm(g, c)
         self.out_conv = nn.Conv2d(c, 3, 3, padding=1)
         nn.init.zeros_(self.out_conv.weight)
-        nn.init.zeros_(self.out_conv.bias)
+        if self.out_conv.bias is not None:
+            nn.init.zeros_(self.out_conv.bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
         emb = self.time_mlp(timestep_embedding(t, self.config.base_channels)) + self.token_emb(token)

@@ -19,6 +19,13 @@ INPUTS = ("x", "t", "token")
 OUTPUTS = ("eps",)
 
 
+def _cpu_fp32(model: nn.Module) -> nn.Module:
+    """A copy of the model on the CPU, fp32, contiguous (training may leave it channels_last)."""
+    # Module.to takes memory_format (it parses its arguments like Tensor.to); its overloads do not say so.
+    m = copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    return m.float().eval()
+
+
 def graph_manifest(file: str) -> dict[str, Any]:
     """The `graphs.denoiser` entry of bundle.json (schema/README.md)."""
     return {
@@ -34,7 +41,7 @@ def graph_manifest(file: str) -> dict[str, Any]:
 
 def export_onnx(model: nn.Module, path: Path, resolution: int) -> None:
     """Classic (TorchScript) exporter, opset 17, dynamic N, H, W; fp32 on the CPU."""
-    m = copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format).float().eval()
+    m = _cpu_fp32(model)
     r = max(SIZE_MULTIPLE * 4, resolution)
     args = (torch.zeros(1, 3, r, r), torch.zeros(1, dtype=torch.int64), torch.zeros(1, dtype=torch.int64))
     with warnings.catch_warnings(), torch.no_grad():
@@ -53,8 +60,9 @@ def verify_onnx(model: nn.Module, path: Path, resolution: int, vocab_size: int, 
     Checks the graph's interface too. Returns the largest |difference|; raises
     RuntimeError when it is MAX_ABS_DIFF or more.
     """
-    import onnx
     import onnxruntime as ort
+
+    import onnx
 
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto)
@@ -67,7 +75,7 @@ def verify_onnx(model: nn.Module, path: Path, resolution: int, vocab_size: int, 
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    m = copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format).float().eval()
+    m = _cpu_fp32(model)
     gen = torch.Generator().manual_seed(seed)
     r = resolution
     shapes = [(2, r, r), (1, r, r + 2 * SIZE_MULTIPLE), (3, max(16, r // 2), max(16, r // 2) + SIZE_MULTIPLE)]
