@@ -135,7 +135,7 @@ def shadows(eval_out: Path, data: Path) -> str:
     for m in sorted(data.glob("*_mask.png")):
         photo = evaluate.load_rgb(m.with_name(m.name.replace("_mask", "")))
         real.append(real_shadow(photo, np.asarray(Image.open(m).convert("L")) > 127))
-    lines.append("| real photographs (median of %d) | " % len(real)
+    lines.append(f"| real photographs (median of {len(real)}) | "
                  + " | ".join(f"{v:.2f}" for v in np.median(real, axis=0)) + " |")
     ours = []
     data_eval = json.loads((eval_out / "results.json").read_text())
@@ -146,7 +146,7 @@ def shadows(eval_out: Path, data: Path) -> str:
         smask = np.asarray(Image.open(pw / "subject-mask.png").convert("L"))
         _, alpha = evaluate.place_subject(subj, smask, tuple(pair["selection"]), scene.shape[:2])
         ours.append(pie_shadow(evaluate.load_rgb(pw / "pie.png"), scene, alpha >= 0.5))
-    lines.append("| pie's results on the pairs (median of %d) | " % len(ours)
+    lines.append(f"| pie's results on the pairs (median of {len(ours)}) | "
                  + " | ".join(f"{v:.2f}" for v in np.median(ours, axis=0)) + " |")
     return "\n".join(lines)
 
