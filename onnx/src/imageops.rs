@@ -1,5 +1,11 @@
 //! Pixel work in f32: reading a crop of any colour type, resampling,
 //! blurring, and writing the result back through the selection.
+//!
+//! The resampler, blurs and distance transform are hand-written because the
+//! kept crates were slower, clamp f32 to [0, 1] (pie resamples signed planes),
+//! or compute another filter or metric. tests/bench/imageops-crates measures
+//! them against `image`, `fast_image_resize` and `imageproc`, and its README
+//! has the figures.
 
 use image::{DynamicImage, GrayImage};
 use ndarray::Array3;
