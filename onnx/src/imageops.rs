@@ -1,7 +1,14 @@
 //! Pixel work in f32: reading a crop of any colour type, resampling,
 //! blurring, and writing the result back through the selection.
+//!
+//! The resampler, blurs and distance transform are hand-written because the
+//! kept crates were slower, clamp f32 to [0, 1] (pie resamples signed planes),
+//! or compute another filter or metric. tests/bench/imageops-crates measures
+//! them against `image`, `fast_image_resize` and `imageproc`, and its README
+//! has the figures.
 
 use image::{DynamicImage, GrayImage};
+use ndarray::Array3;
 
 /// A rectangle in pixels; `x, y` top-left, `w, h` size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -36,6 +43,28 @@ impl Planes {
     }
     pub fn plane(&self, i: usize) -> &[f32] {
         &self.data[i * self.w * self.h..(i + 1) * self.w * self.h]
+    }
+
+    /// The same pixels as a `[c, h, w]` array, the layout the graphs take
+    /// (no copy: planar row-major is that array's standard layout).
+    pub fn into_array(self) -> Array3<f32> {
+        let Planes { c, w, h, data } = self;
+        Array3::from_shape_vec((c, h, w), data)
+            .unwrap_or_else(|e| unreachable!("Planes hold c·w·h values: {e}"))
+    }
+
+    /// A `[c, h, w]` array's pixels as planes (no copy when it is in standard layout).
+    pub fn from_array(a: Array3<f32>) -> Planes {
+        let (c, h, w) = a.dim();
+        let data = if a.is_standard_layout() {
+            match a.into_raw_vec_and_offset() {
+                (v, Some(0)) if v.len() == c * w * h => v,
+                (v, off) => v[off.unwrap_or(0)..][..c * w * h].to_vec(),
+            }
+        } else {
+            a.iter().copied().collect()
+        };
+        Planes { c, w, h, data }
     }
 }
 

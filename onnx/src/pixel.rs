@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use image::{DynamicImage, GrayImage};
+use ndarray::{Array1, Array2, Array3, Array4, Axis, Dimension, Ix4, Zip};
 use ort::session::Session;
 use ort::value::TensorRef;
 use rand::Rng;
@@ -230,11 +231,7 @@ impl Variant for Sampling<'_> {
             on_step,
         )?;
         // Back to [0, 1] at the crop's size.
-        let mut res = imageops::resize(
-            &Planes { c: 3, w: plan.work_w, h: plan.work_h, data: work },
-            plan.crop.w as usize,
-            plan.crop.h as usize,
-        );
+        let mut res = imageops::resize(&Planes::from_array(work), plan.crop.w as usize, plan.crop.h as usize);
         if let Some(d) = &prep.detail {
             res.data.iter_mut().zip(d).for_each(|(v, d)| *v += d);
         }
@@ -255,20 +252,19 @@ impl Variant for Sampling<'_> {
     }
 }
 
-/// Everything at working resolution, in the model's [-1, 1].
+/// What the model sees, at working resolution, in the model's [-1, 1]
+/// (`[3, h, w]` images, `[h, w]` masks), and what is put back at the crop's.
 struct Work {
-    w: usize,
-    h: usize,
     /// What is re-imposed where the model is not free: the scene crop, or,
     /// with a subject, the scene with the colour-matched subject in it.
-    known: Vec<f32>,
+    known: Array3<f32>,
     /// Scene with the subject pasted in: where sampling starts.
-    composite: Vec<f32>,
+    composite: Array3<f32>,
     /// How free the model is, [0, 1]: the selection, or, with a subject, the
     /// band where subject and scene meet (see [`around_subject`]).
-    sel: Vec<f32>,
+    sel: Array2<f32>,
     /// Where the subject token applies, [0, 1] (blurred placement).
-    subj: Vec<f32>,
+    subj: Array2<f32>,
     /// At crop size, in model units: detail to add back after upsampling.
     detail: Option<Vec<f32>>,
     /// At crop size, [0, 1]: with a subject, the part of the selection that is
@@ -439,7 +435,18 @@ fn prepare(
     } else {
         None
     };
-    Work { w, h, known, composite, sel, subj, detail, edit: around.map(|a| a.write), crisp, shade }
+    let image = |v: Vec<f32>| Planes { c: 3, w, h, data: v }.into_array();
+    let mask = |v: Vec<f32>| Array2::from_shape_vec((h, w), v).unwrap_or_else(|e| unreachable!("{e}"));
+    Work {
+        known: image(known),
+        composite: image(composite),
+        sel: mask(sel),
+        subj: mask(subj),
+        detail,
+        edit: around.map(|a| a.write),
+        crisp,
+        shade,
+    }
 }
 
 /// Around a placed subject, at the crop's size, [0, 1] each.
@@ -539,7 +546,8 @@ fn match_colour(full: &mut Planes, place: &[f32], known: &Planes, sel: &[f32], s
 struct Noise(ChaCha8Rng);
 
 impl Noise {
-    fn fill(&mut self, out: &mut [f32]) {
+    /// In the array's logical (row-major) order, whatever its memory layout.
+    fn fill<D: Dimension>(&mut self, out: &mut ndarray::Array<f32, D>) {
         for v in out.iter_mut() {
             *v = self.0.sample(StandardNormal);
         }
@@ -557,12 +565,10 @@ fn sample(
     seed: u64,
     ort_time: &mut Duration,
     on_step: &mut dyn FnMut(usize) -> Result<()>,
-) -> Result<Vec<f32>> {
-    let (w, h) = (p.w, p.h);
-    let plane = w * h;
-    let n = 3 * plane;
+) -> Result<Array3<f32>> {
+    let (_, h, w) = p.known.dim();
     let mut noise = Noise(ChaCha8Rng::seed_from_u64(seed));
-    let mut z = vec![0.0f32; n];
+    let mut z = Array3::<f32>::zeros((3, h, w));
 
     // Subject, scene, null; a scene bundle has no subject token.
     let mut tokens = Vec::with_capacity(3);
@@ -576,19 +582,17 @@ fn sample(
     if guided {
         tokens.push(bundle.null_token);
     }
+    let tokens = Array1::from(tokens);
     let batch = tokens.len();
     let has_subject = bundle.subject_token.is_some();
 
     let a0 = sched.abar(Some(ts[0]));
     noise.fill(&mut z);
-    let mut x: Vec<f32> = p
-        .composite
-        .iter()
-        .zip(&z)
-        .map(|(c, e)| (a0.sqrt() as f32) * c + ((1.0 - a0).sqrt() as f32) * e)
-        .collect();
-    let mut xin = vec![0.0f32; batch * n];
-    let mut eps = vec![0.0f32; n];
+    let (ka0, kn0) = (a0.sqrt() as f32, (1.0 - a0).sqrt() as f32);
+    let mut x = Zip::from(&p.composite).and(&z).map_collect(|&c, &e| ka0 * c + kn0 * e);
+    // One copy of x per token: the batch the denoiser runs.
+    let mut xin = Array4::<f32>::zeros((batch, 3, h, w));
+    let mut eps = Array3::<f32>::zeros((3, h, w));
     let eta = if opts.sampler == Sampler::Ddpm { 1.0 } else { 0.0 };
     let ie = |e: ort::Error| {
         Error::internal(format!("ONNX Runtime failed while running the denoiser of {}: {e}", bundle.name()))
@@ -596,48 +600,46 @@ fn sample(
 
     for (i, &t) in ts.iter().enumerate() {
         on_step(i)?;
-        for b in 0..batch {
-            xin[b * n..(b + 1) * n].copy_from_slice(&x);
-        }
-        let tv = vec![t as i64; batch];
+        xin.outer_iter_mut().for_each(|mut b| b.assign(&x));
+        let tv = Array1::from_elem(batch, t as i64);
         let t_run = Instant::now();
         {
             let outputs = session
                 .run(ort::inputs![
-                    "x" => TensorRef::from_array_view(([batch, 3, h, w], &xin[..])).map_err(ie)?,
-                    "t" => TensorRef::from_array_view(([batch], &tv[..])).map_err(ie)?,
-                    "token" => TensorRef::from_array_view(([batch], &tokens[..])).map_err(ie)?,
+                    "x" => TensorRef::from_array_view(&xin).map_err(ie)?,
+                    "t" => TensorRef::from_array_view(&tv).map_err(ie)?,
+                    "token" => TensorRef::from_array_view(&tokens).map_err(ie)?,
                 ])
                 .map_err(ie)?;
             let eps_value = outputs.get("eps").ok_or_else(|| {
                 Error::internal(format!("the denoiser of {} gave no output named eps", bundle.name()))
             })?;
-            let (shape, out) = eps_value.try_extract_tensor::<f32>().map_err(ie)?;
-            if out.len() != batch * n {
-                return Err(Error::internal(format!(
-                    "the denoiser of {} returned eps of shape {shape:?}, expected [{batch}, 3, {h}, {w}]",
-                    bundle.name()
-                )));
-            }
+            let out = eps_value.try_extract_array::<f32>().map_err(ie)?;
+            let shape = out.shape().to_vec();
+            let out =
+                out.into_dimensionality::<Ix4>().ok().filter(|o| o.dim() == (batch, 3, h, w)).ok_or_else(
+                    || {
+                        Error::internal(format!(
+                        "the denoiser of {} returned eps of shape {shape:?}, expected [{batch}, 3, {h}, {w}]",
+                        bundle.name()
+                    ))
+                    },
+                )?;
             *ort_time += t_run.elapsed();
             // Conditional ε: the subject's where it is placed, the scene's around it.
             if has_subject {
-                let (s, sc) = (&out[..n], &out[n..2 * n]);
-                for c in 0..3 {
-                    let r = c * plane..(c + 1) * plane;
-                    let it = eps[r.clone()].iter_mut().zip(&s[r.clone()]).zip(&sc[r]).zip(&p.subj);
-                    for (((e, s), sc), m) in it {
-                        *e = m * s + (1.0 - m) * sc;
-                    }
-                }
+                Zip::from(&mut eps)
+                    .and(out.index_axis(Axis(0), 0))
+                    .and(out.index_axis(Axis(0), 1))
+                    .and_broadcast(&p.subj)
+                    .for_each(|e, &s, &sc, &m| *e = m * s + (1.0 - m) * sc);
             } else {
-                eps.copy_from_slice(&out[..n]);
+                eps.assign(&out.index_axis(Axis(0), 0));
             }
             if guided {
-                let nu = &out[(batch - 1) * n..batch * n];
-                for (e, nu) in eps.iter_mut().zip(nu) {
-                    *e = nu + g * (*e - nu);
-                }
+                Zip::from(&mut eps)
+                    .and(out.index_axis(Axis(0), batch - 1))
+                    .for_each(|e, &nu| *e = nu + g * (*e - nu));
             }
         }
 
@@ -653,23 +655,23 @@ fn sample(
         if sg > 0.0 {
             noise.fill(&mut z);
         } else {
-            z.iter_mut().for_each(|v| *v = 0.0);
+            z.fill(0.0);
         }
         let (inv_sa, inv_s1) = (1.0 / sa, 1.0 / s1);
-        for ((xv, e), zv) in x.iter_mut().zip(&eps).zip(&z) {
+        Zip::from(&mut x).and(&eps).and(&z).for_each(|xv, &e, &zv| {
             let x0 = ((*xv - s1 * e) * inv_sa).clamp(-1.0, 1.0);
             // ε consistent with the clamped x̂0, so the step stays on its trajectory.
             let e = (*xv - sa * x0) * inv_s1;
             *xv = sp * x0 + ce * e + sg * zv;
-        }
+        });
         // Re-impose what is known, noised to the level x is now at.
         let ap = sched.abar(prev);
         let (ka, kn) = (ap.sqrt() as f32, (1.0 - ap).sqrt() as f32);
-        // Noise only where the known pixels show through, so a small selection costs little.
-        for c in 0..3 {
-            let xs = &mut x[c * plane..(c + 1) * plane];
-            let ks = &p.known[c * plane..(c + 1) * plane];
-            for ((xv, kv), m) in xs.iter_mut().zip(ks).zip(&p.sel) {
+        // Noise only where the known pixels show through, so a small selection
+        // costs little; drawn channel by channel in row-major order, so the
+        // stream is the same whatever the arrays' layout.
+        for (mut xs, ks) in x.outer_iter_mut().zip(p.known.outer_iter()) {
+            for ((xv, kv), m) in xs.iter_mut().zip(ks.iter()).zip(p.sel.iter()) {
                 if *m < 1.0 {
                     let noise_v =
                         if prev.is_some() { kn * noise.0.sample::<f32, _>(StandardNormal) } else { 0.0 };

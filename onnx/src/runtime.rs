@@ -354,3 +354,15 @@ fn preload_cuda_libraries() {
         (!from.is_empty()).then(|| from.join(", "))
     });
 }
+
+/// A session output as an array of exactly the shape `expect`; the shape it
+/// has when that is another.
+pub(crate) fn shaped<'v, D: ndarray::Dimension>(
+    v: ndarray::ArrayViewD<'v, f32>,
+    expect: &[usize],
+) -> std::result::Result<ndarray::ArrayView<'v, f32, D>, Vec<usize>> {
+    if v.shape() != expect {
+        return Err(v.shape().to_vec());
+    }
+    v.into_dimensionality::<D>().map_err(|_| expect.to_vec())
+}

@@ -12,6 +12,7 @@
 
 use std::time::{Duration, Instant};
 
+use ndarray::{s, Array1, Array2, Array3, Array4, ArrayView, Axis, Dimension, Ix3, Ix4, Zip};
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::Session;
 use ort::value::{Tensor, TensorRef};
@@ -235,7 +236,7 @@ impl Engine for Sd {
         // Prompts → text embeddings, once: [negative, prompt] (just the prompt without guidance).
         progress.update(0.0, "encoding the prompt");
         let l = prompter.max_length();
-        let mut ids = Vec::with_capacity(shape.batch * l);
+        let mut ids: Vec<i64> = Vec::with_capacity(shape.batch * l);
         let prompts: Vec<&str> =
             if guided { vec![negative.as_str(), prompt.as_str()] } else { vec![prompt.as_str()] };
         for p in &prompts {
@@ -251,21 +252,25 @@ impl Engine for Sd {
             }
             ids.extend(v);
         }
+        let ids = Array2::from_shape_vec((shape.batch, l), ids).map_err(|e| {
+            Error::internal(format!("the prompts' token ids are not {} x {l}: {e}", shape.batch))
+        })?;
         let d = text.hidden_size as usize;
         let t_run = Instant::now();
-        let ehs: Vec<f32> = {
+        let ehs: Array3<f32> = {
             let out = text_encoder
-                .run(ort::inputs!["input_ids" => TensorRef::from_array_view(([shape.batch, l], &ids[..])).map_err(ie("text encoder"))?])
+                .run(ort::inputs!["input_ids" => TensorRef::from_array_view(&ids).map_err(ie("text encoder"))?])
                 .map_err(ie("text encoder"))?;
-            let (s, v) = out["last_hidden_state"].try_extract_tensor::<f32>().map_err(ie("text encoder"))?;
-            if v.len() != shape.batch * l * d {
-                return Err(Error::internal(format!(
-                    "the text encoder of {} returned shape {s:?}, expected [{}, {l}, {d}]",
-                    bundle.name(),
-                    shape.batch
-                )));
-            }
-            v.to_vec()
+            let v = out["last_hidden_state"].try_extract_array::<f32>().map_err(ie("text encoder"))?;
+            runtime::shaped::<Ix3>(v, &[shape.batch, l, d])
+                .map_err(|s| {
+                    Error::internal(format!(
+                        "the text encoder of {} returned shape {s:?}, expected [{}, {l}, {d}]",
+                        bundle.name(),
+                        shape.batch
+                    ))
+                })?
+                .to_owned()
         };
 
         // The crop at working size, in the model's [-1, 1], with the subject placed.
@@ -324,46 +329,46 @@ impl Engine for Sd {
         let inpainting = shape.cond_channels() > 0;
 
         progress.update(0.0, "encoding the image");
-        let mut image_batch = composite.clone();
-        if inpainting {
+        let image = Planes { c: 3, w: ww, h: wh, data: composite }.into_array();
+        let image_batch: Array4<f32> = if inpainting {
             // diffusers: the masked image is the image with the region to generate set to 0.
-            let plane = ww * wh;
-            let mut masked = composite.clone();
-            for y in 0..wh {
-                for x in 0..ww {
-                    if lmask[(y / vsf) * lw + x / vsf] > 0.5 {
-                        for c in 0..3 {
-                            masked[c * plane + y * ww + x] = 0.0;
-                        }
-                    }
+            let mut masked = image.clone();
+            for ((_, y, x), v) in masked.indexed_iter_mut() {
+                if lmask[[y / vsf, x / vsf]] > 0.5 {
+                    *v = 0.0;
                 }
             }
-            image_batch.extend(masked);
-        }
-        let nb = if inpainting { 2 } else { 1 };
-        let latents: Vec<f32> = {
+            ndarray::stack(Axis(0), &[image.view(), masked.view()])
+                .map_err(|e| Error::internal(format!("the masked image: {e}")))?
+        } else {
+            image.insert_axis(Axis(0))
+        };
+        let nb = image_batch.len_of(Axis(0));
+        let latents: Array4<f32> = {
             let out = vae_encoder
-                .run(ort::inputs!["image" => TensorRef::from_array_view(([nb, 3, wh, ww], &image_batch[..])).map_err(ie("VAE encoder"))?])
+                .run(ort::inputs!["image" => TensorRef::from_array_view(&image_batch).map_err(ie("VAE encoder"))?])
                 .map_err(ie("VAE encoder"))?;
-            let (s, v) = out["latent"].try_extract_tensor::<f32>().map_err(ie("VAE encoder"))?;
-            if v.len() != nb * lc * lh * lw {
-                return Err(Error::internal(format!(
-                    "the VAE encoder of {} returned shape {s:?}, expected [{nb}, {lc}, {lh}, {lw}]",
-                    bundle.name()
-                )));
-            }
-            v.to_vec()
+            let v = out["latent"].try_extract_array::<f32>().map_err(ie("VAE encoder"))?;
+            runtime::shaped::<Ix4>(v, &[nb, lc, lh, lw])
+                .map_err(|s| {
+                    Error::internal(format!(
+                        "the VAE encoder of {} returned shape {s:?}, expected [{nb}, {lc}, {lh}, {lw}]",
+                        bundle.name()
+                    ))
+                })?
+                .to_owned()
         };
         ort_time += t_run.elapsed();
-        let n_lat = lc * lh * lw;
-        let known = latents[..n_lat].to_vec();
+        let known = latents.slice(s![0..1, .., .., ..]).to_owned();
+        let lmask =
+            lmask.into_shape_with_order((1, 1, lh, lw)).map_err(|e| Error::internal(e.to_string()))?;
         // Inpainting UNet: concat(latents, mask, masked-image latents), nothing re-imposed.
-        let (keep, cond): (Vec<f32>, Vec<f32>) = if inpainting {
-            let mut cond = lmask.clone();
-            cond.extend_from_slice(&latents[n_lat..]);
-            (vec![0.0; lh * lw], cond)
+        let (keep, cond): (Array4<f32>, Option<Array4<f32>>) = if inpainting {
+            let cond = ndarray::concatenate(Axis(1), &[lmask.view(), latents.slice(s![1..2, .., .., ..])])
+                .map_err(|e| Error::internal(format!("the inpainting channels: {e}")))?;
+            (Array4::zeros((1, 1, lh, lw)), Some(cond))
         } else {
-            (lmask.iter().map(|m| 1.0 - m).collect(), Vec::new())
+            (lmask.mapv(|m| 1.0 - m), None)
         };
 
         let schedule = &m.schedule;
@@ -379,8 +384,7 @@ impl Engine for Sd {
         );
 
         let cuda_graph = opts.cuda_graph && dev == Device::Cuda;
-        let lp = Loop::new(&unet, dev, &shape, &ehs, l, d, &known, &keep, &cond, cuda_graph)
-            .map_err(ie("UNet"))?;
+        let lp = Loop::new(&unet, dev, &shape, &ehs, &known, &keep, cond, cuda_graph).map_err(ie("UNet"))?;
         let write = region::blend_mask(selection, bbox, region::FEATHER_DIV);
         Ok(Prepared {
             crop: plan.crop,
@@ -420,7 +424,8 @@ struct Sampling<'a> {
     vae_decoder: Session,
     lp: Loop,
     steps: StepPlan,
-    known: Vec<f32>,
+    /// The encoded image, `[1, lc, h, w]`.
+    known: Array4<f32>,
     guidance: f32,
     dev: Device,
     /// Latent channels, height and width.
@@ -483,9 +488,9 @@ impl Variant for Sampling<'_> {
         let ((ww, wh), (cw, ch)) = (self.work, self.crop);
         let steps = &self.steps;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let noise0 = normals(&mut rng, lc * lh * lw);
+        let noise0 = normals(&mut rng, (1, lc, lh, lw));
         let (sa, s1) = (steps.abar_start.sqrt() as f32, (1.0 - steps.abar_start).sqrt() as f32);
-        let start: Vec<f32> = self.known.iter().zip(&noise0).map(|(k, e)| sa * k + s1 * e).collect();
+        let start = Zip::from(&self.known).and(&noise0).map_collect(|&k, &e| sa * k + s1 * e);
         let t_run = Instant::now();
         let x = self
             .lp
@@ -505,28 +510,26 @@ impl Variant for Sampling<'_> {
             })?;
         // The final latents come to the host (a few kB): the decoder may sit on
         // another device than the loop (CUDA with a per-node fallback, or the CPU).
-        let x: Vec<f32> = if self.dev == Device::Cuda {
-            x.to(AllocationDevice::CPU, 0)
-                .and_then(|c| c.try_extract_tensor::<f32>().map(|(_, v)| v.to_vec()))
-                .map_err(ie("UNet"))?
+        let x = if self.dev == Device::Cuda {
+            x.to(AllocationDevice::CPU, 0).map(|c| c.extract_array().to_owned()).map_err(ie("UNet"))?
         } else {
-            x.try_extract_tensor::<f32>().map_err(ie("UNet"))?.1.to_vec()
+            x.extract_array().to_owned()
         };
-        let decoded: Vec<f32> = {
+        let decoded: Array3<f32> = {
             let out = self
                 .vae_decoder
-                .run(ort::inputs!["latent" => TensorRef::from_array_view(([1, lc, lh, lw], &x[..])).map_err(ie("VAE decoder"))?])
+                .run(ort::inputs!["latent" => TensorRef::from_array_view(&x).map_err(ie("VAE decoder"))?])
                 .map_err(ie("VAE decoder"))?;
-            let (s, v) = out["image"].try_extract_tensor::<f32>().map_err(ie("VAE decoder"))?;
-            if v.len() != 3 * wh * ww {
-                return Err(Error::internal(format!(
+            let v = out["image"].try_extract_array::<f32>().map_err(ie("VAE decoder"))?;
+            let v = runtime::shaped::<Ix4>(v, &[1, 3, wh, ww]).map_err(|s| {
+                Error::internal(format!(
                     "the VAE decoder of {name} returned shape {s:?}, expected [1, 3, {wh}, {ww}]"
-                )));
-            }
-            v.iter().map(|p| (p.clamp(-1.0, 1.0) + 1.0) * 0.5).collect()
+                ))
+            })?;
+            v.index_axis(Axis(0), 0).mapv(|p| (p.clamp(-1.0, 1.0) + 1.0) * 0.5)
         };
         *runtime += t_run.elapsed() + self.ort_time;
-        let mut result = imageops::resize(&Planes { c: 3, w: ww, h: wh, data: decoded }, cw, ch);
+        let mut result = imageops::resize(&Planes::from_array(decoded), cw, ch);
         if let Some(grain) = &self.grain {
             grain.apply(&mut result);
         }
@@ -534,31 +537,32 @@ impl Variant for Sampling<'_> {
     }
 }
 
-fn normals(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
-    (0..n).map(|_| rng.sample(StandardNormal)).collect()
+/// Standard normal samples in row-major order (the seeded stream's order).
+fn normals(rng: &mut ChaCha8Rng, shape: (usize, usize, usize, usize)) -> Array4<f32> {
+    Array4::from_shape_simple_fn(shape, || rng.sample(StandardNormal))
 }
 
-/// 1 in every latent cell that any selected pixel falls in, dilated by one cell.
-pub fn latent_mask(sel: &[f32], w: usize, h: usize, f: usize) -> Vec<f32> {
+/// `[h / f, w / f]`: 1 in every latent cell that any selected pixel (of the
+/// `w` x `h` `sel`) falls in, dilated by one cell.
+pub fn latent_mask(sel: &[f32], w: usize, h: usize, f: usize) -> Array2<f32> {
     let (lw, lh) = (w / f, h / f);
-    let mut cell = vec![false; lw * lh];
+    let mut cell = Array2::from_elem((lh, lw), false);
     for y in 0..lh * f {
         for x in 0..lw * f {
             // Feathered edges below half a grey level are not the selection.
             if sel[y * w + x] > 0.5 / 255.0 {
-                cell[(y / f) * lw + x / f] = true;
+                cell[[y / f, x / f]] = true;
             }
         }
     }
-    let mut out = vec![0.0; lw * lh];
-    for y in 0..lh {
-        for x in 0..lw {
-            let near = (y.saturating_sub(1)..(y + 2).min(lh))
-                .any(|yy| (x.saturating_sub(1)..(x + 2).min(lw)).any(|xx| cell[yy * lw + xx]));
-            out[y * lw + x] = if near { 1.0 } else { 0.0 };
+    Array2::from_shape_fn((lh, lw), |(y, x)| {
+        let near = cell.slice(s![y.saturating_sub(1)..(y + 2).min(lh), x.saturating_sub(1)..(x + 2).min(lw)]);
+        if near.iter().any(|&c| c) {
+            1.0
+        } else {
+            0.0
         }
-    }
-    out
+    })
 }
 
 enum LoopError {
@@ -589,7 +593,7 @@ struct Loop {
     keep: Tensor<f32>,
     /// Inpainting: mask and masked-image latents, [1, C − lc, h, w].
     cond: Option<Tensor<f32>>,
-    cond_host: Vec<f32>,
+    cond_host: Option<Array4<f32>>,
     /// CUDA graphs replay fixed device addresses: the timestep lives on the device too.
     timestep: Option<Tensor<i64>>,
 }
@@ -600,12 +604,10 @@ impl Loop {
         unet: &Session,
         dev: Device,
         shape: &StepShape,
-        ehs: &[f32],
-        l: usize,
-        d: usize,
-        known: &[f32],
-        keep: &[f32],
-        cond: &[f32],
+        ehs: &Array3<f32>,
+        known: &Array4<f32>,
+        keep: &Array4<f32>,
+        cond: Option<Array4<f32>>,
         cuda_graph: bool,
     ) -> ort::Result<Loop> {
         let alloc = if dev == Device::Cuda {
@@ -617,25 +619,20 @@ impl Loop {
             Allocator::default()
         };
         let (b, lc, h, w) = (shape.batch, shape.latent, shape.h, shape.w);
-        let lat = [1, lc, h, w];
-        let up = |data: &[f32], s: &[usize]| upload(&alloc, dev, data, s);
-        let zeros = vec![0.0f32; lc * h * w];
+        let zeros = |shape| upload(&alloc, dev, Array4::<f32>::zeros(shape).view());
+        let lat = (1, lc, h, w);
         Ok(Loop {
             dev,
             shape: *shape,
-            sample: up(&vec![0.0; b * shape.unet_in * h * w], &[b, shape.unet_in, h, w])?,
-            noise_pred: up(&vec![0.0; b * lc * h * w], &[b, lc, h, w])?,
-            x: [up(&zeros, &lat)?, up(&zeros, &lat)?],
-            x0: [up(&zeros, &lat)?, up(&zeros, &lat)?],
-            ehs: up(ehs, &[b, l, d])?,
-            known: up(known, &lat)?,
-            keep: up(keep, &[1, 1, h, w])?,
-            cond: if shape.cond_channels() > 0 {
-                Some(up(cond, &[1, shape.cond_channels(), h, w])?)
-            } else {
-                None
-            },
-            cond_host: cond.to_vec(),
+            sample: zeros((b, shape.unet_in, h, w))?,
+            noise_pred: zeros((b, lc, h, w))?,
+            x: [zeros(lat)?, zeros(lat)?],
+            x0: [zeros(lat)?, zeros(lat)?],
+            ehs: upload(&alloc, dev, ehs.view())?,
+            known: upload(&alloc, dev, known.view())?,
+            keep: upload(&alloc, dev, keep.view())?,
+            cond: cond.as_ref().map(|c| upload(&alloc, dev, c.view())).transpose()?,
+            cond_host: cond,
             timestep: if cuda_graph { Some(Tensor::<i64>::new(&alloc, [b])?) } else { None },
             alloc,
         })
@@ -649,22 +646,24 @@ impl Loop {
         step_session: &mut Session,
         plan: &StepPlan,
         guidance: f32,
-        start: &[f32],
-        noise0: &[f32],
+        start: &Array4<f32>,
+        noise0: &Array4<f32>,
         rng: &mut ChaCha8Rng,
         on_step: &mut dyn FnMut(usize) -> Result<()>,
     ) -> std::result::Result<Tensor<f32>, LoopError> {
         let s = self.shape;
-        let (b, n_lat, plane) = (s.batch, s.latent * s.h * s.w, s.h * s.w);
+        let b = s.batch;
         // The first UNet input: [x ⊕ cond] for each batch entry.
-        let mut first = Vec::with_capacity(b * s.unet_in * plane);
-        for _ in 0..b {
-            first.extend_from_slice(start);
-            first.extend_from_slice(&self.cond_host);
-        }
-        fill(self.dev, &mut self.sample, &first)?;
-        fill(self.dev, &mut self.x[0], start)?;
-        let noise0_t = upload(&self.alloc, self.dev, noise0, &[1, s.latent, s.h, s.w])?;
+        let one = match &self.cond_host {
+            Some(c) => ndarray::concatenate(Axis(1), &[start.view(), c.view()])
+                .map_err(|e| ort::Error::new(format!("the UNet's first input: {e}")))?,
+            None => start.clone(),
+        };
+        let mut first = Array4::<f32>::zeros((b, s.unet_in, s.h, s.w));
+        first.outer_iter_mut().for_each(|mut e| e.assign(&one.index_axis(Axis(0), 0)));
+        fill(self.dev, &mut self.sample, first.view())?;
+        fill(self.dev, &mut self.x[0], start.view())?;
+        let noise0_t = upload(&self.alloc, self.dev, noise0.view())?;
 
         let mut ub = unet.create_binding()?;
         ub.bind_input("sample", &self.sample)?;
@@ -688,11 +687,11 @@ impl Loop {
             bnd.bind_output("x0", &mut self.x0[1 - k])?;
             bnd.bind_output("sample", &mut self.sample)?;
         }
-        let zeros = vec![0.0f32; n_lat];
-        let mut z = vec![0.0f32; n_lat];
+        let lat = (1, s.latent, s.h, s.w);
+        let mut z = Array4::<f32>::zeros(lat);
         for (i, st) in plan.steps.iter().enumerate() {
             on_step(i).map_err(LoopError::Stop)?;
-            let tv = Tensor::from_array((vec![b], vec![st.t; b]))?;
+            let tv = Tensor::from_array(Array1::from_elem(b, st.t))?;
             match &mut self.timestep {
                 Some(t) => tv.copy_into(t)?,
                 None => ub.bind_input("timestep", &tv)?,
@@ -702,11 +701,11 @@ impl Loop {
             // Fresh noise only where the scheduler adds some (DDIM with η > 0).
             let zt = if st.s > 0.0 {
                 z.iter_mut().for_each(|v| *v = rng.sample(StandardNormal));
-                Tensor::from_array((vec![1, s.latent, s.h, s.w], z.clone()))?
+                Tensor::from_array(z.clone())?
             } else {
-                Tensor::from_array((vec![1, s.latent, s.h, s.w], zeros.clone()))?
+                Tensor::from_array(Array4::<f32>::zeros(lat))?
             };
-            let coef = Tensor::from_array((vec![9usize], st.coef(guidance).to_vec()))?;
+            let coef = Tensor::from_array(ndarray::arr1(&st.coef(guidance)))?;
             sb[k].bind_input("z", &zt)?;
             sb[k].bind_input("coef", &coef)?;
             step_session.run_binding(&sb[k])?;
@@ -716,26 +715,41 @@ impl Loop {
         drop(sb);
         let last = plan.steps.len() % 2;
         // Hand the result out; a fresh buffer takes its place for the next result.
-        let fresh = upload(&self.alloc, self.dev, &zeros, &[1, s.latent, s.h, s.w])?;
+        let fresh = upload(&self.alloc, self.dev, Array4::<f32>::zeros(lat).view())?;
         Ok(std::mem::replace(&mut self.x[last], fresh))
     }
 }
 
-/// Overwrites a tensor's contents in place (its address stays, as CUDA graphs need).
-fn fill(dev: Device, t: &mut Tensor<f32>, data: &[f32]) -> ort::Result<()> {
+/// Overwrites a tensor's contents in place (its address stays, as CUDA graphs
+/// need) with `data`, of the tensor's shape.
+fn fill<D: Dimension + 'static>(
+    dev: Device,
+    t: &mut Tensor<f32>,
+    data: ArrayView<'_, f32, D>,
+) -> ort::Result<()> {
+    if t.shape().iter().map(|&d| d as usize).ne(data.shape().iter().copied()) {
+        return Err(ort::Error::new(format!(
+            "a loop tensor of shape {:?} was given data of shape {:?}",
+            t.shape(),
+            data.shape()
+        )));
+    }
     if dev == Device::Cuda {
-        let cpu = Tensor::from_array((t.shape().to_vec(), data.to_vec()))?;
-        cpu.copy_into(t)
+        Tensor::from_array(data.to_owned())?.copy_into(t)
     } else {
-        t.try_extract_tensor_mut::<f32>()?.1.copy_from_slice(data);
+        t.extract_array_mut().iter_mut().zip(data.iter()).for_each(|(v, d)| *v = *d);
         Ok(())
     }
 }
 
 /// A tensor on `dev` holding `data`, allocated by ONNX Runtime (only such
 /// tensors can be bound to outputs).
-fn upload(alloc: &Allocator, dev: Device, data: &[f32], shape: &[usize]) -> ort::Result<Tensor<f32>> {
-    let mut t = Tensor::<f32>::new(alloc, shape.to_vec())?;
+fn upload<D: Dimension + 'static>(
+    alloc: &Allocator,
+    dev: Device,
+    data: ArrayView<'_, f32, D>,
+) -> ort::Result<Tensor<f32>> {
+    let mut t = Tensor::<f32>::new(alloc, data.shape().to_vec())?;
     fill(dev, &mut t, data)?;
     Ok(t)
 }
