@@ -2,8 +2,10 @@
 # Installs pie for the current user:
 #   the `pie` command                -> $PREFIX/bin/pie
 #   the ONNX Runtime library         -> $PREFIX/lib/pie/
-#   the trainer's Python environment -> $PREFIX/lib/pie/venv (a link to the cached venv,
-#                                       with the trainer installed into it)
+#   the trainer's Python environment -> $PREFIX/lib/pie/venv (its own copy of the cached
+#                                       venv, hard-linked where it can be, with the
+#                                       trainer installed into it: clearing the cache
+#                                       leaves the installed pie working)
 #   the GIMP 3 plug-in, where GIMP 3.x is found (3.0 and 3.2)
 #                                    -> ~/.config/GIMP/3.x/plug-ins/pie/pie for each 3.x
 #                                       profile the user has (with the ONNX Runtime
@@ -74,7 +76,8 @@ profiles_present() {
 
 if [ "$uninstall" = 1 ]; then
   for f in "$bindir/pie"; do [ -e "$f" ] && { rm -f "$f"; log "removed $f"; }; done
-  # The venv link is removed, not what it points to (the shared build cache).
+  # The installed venv is pie's own copy (an older install.sh left a link,
+  # and rm removes the link, not the shared build cache it points to).
   if [ -e "$libdir" ] || [ -L "$libdir/venv" ]; then rm -rf "$libdir"; log "removed $libdir"; fi
   # Only plug-in folders this script wrote (it leaves pie.env there) go.
   for root in ${plugin_root:+"$plugin_root"} $(profiles_present | sed 's|$|/plug-ins|'); do
@@ -107,19 +110,72 @@ done
 log "installed ONNX Runtime $ORT_VERSION ($(basename "$ort_dir")) in $libdir"
 
 # --- the trainer --------------------------------------------------------------
+# The installed pie gets a trainer environment of its own at $libdir/venv, so
+# that clearing or rebuilding the build cache ($PIE_CACHE) cannot break it: a
+# copy of the cached venv made of hard links where both are on one file system
+# (no second 5.8 GB; pip and Python replace files rather than write into them,
+# so neither copy can change the other's), else a full copy. The trainer is
+# installed into that copy, never into the shared cached venv.
+# own_venv CACHED DEST: DEST a working copy of the venv CACHED, or fail with a message.
+own_venv() {
+  local cached=$1 dest=$2 need free f line tmp
+  rm -rf "$dest"
+  if cp -al "$cached" "$dest" 2>/dev/null; then
+    venv_how="hard links to $cached (no extra disk space)"
+  else
+    rm -rf "$dest"
+    need=$(du -sm "$cached" | cut -f1)
+    free=$(df -Pm "$(dirname "$dest")" | awk 'NR==2{print $4}')
+    if [ "$free" -lt $((need + 200)) ]; then
+      log "error: the trainer environment needs $need MB under $(dirname "$dest"), only $free MB free (it cannot share the build cache's files from another file system); free some space, or install with --prefix on the file system of $PIE_CACHE, or use --no-trainer"
+      return 1
+    fi
+    log "copying the trainer environment ($need MB: $(dirname "$dest") and $PIE_CACHE are on different file systems)"
+    cp -a "$cached" "$dest" || { log "error: cannot copy $cached to $dest"; return 1; }
+    venv_how="a copy of $cached"
+  fi
+  # The cached venv was built under a .partial name: its scripts' #! lines
+  # name a python that never existed. Each is written as a new file, so the
+  # cache's own (linked) script stays as it was.
+  for f in "$dest"/bin/*; do
+    [ -f "$f" ] && [ ! -L "$f" ] || continue
+    IFS= read -r line <"$f" || continue
+    case "$line" in
+      "#!$cached/bin/python"*) line=${line#"#!$cached"} ;;
+      "#!$cached.partial/bin/python"*) line=${line#"#!$cached.partial"} ;;
+      *) continue ;;
+    esac
+    tmp=$f.pie-new
+    { printf '#!%s%s\n' "$dest" "$line"; tail -n +2 "$f"; } >"$tmp" && chmod --reference="$f" "$tmp" && mv -f "$tmp" "$f"
+  done
+  rm -f "$dest/.complete"
+  printf '%s\n' "$cached" >"$dest/.pie-from"
+}
 trainer_python=
 if [ "$with_trainer" = 1 ]; then
   py=$(bash build/trainer-env.sh)
-  venv=$(cd "$(dirname "$py")/.." && pwd)
-  ln -sfn "$venv" "$libdir/venv"
+  cached=$(cd "$(dirname "$py")/.." && pwd)
+  own=$libdir/venv
+  # The previous environment stays until the new one works (an older
+  # install.sh left a link into the cache here; rm of a link keeps its target).
+  rm -rf "$own.old"
+  if [ -e "$own" ] || [ -L "$own" ]; then mv "$own" "$own.old"; fi
+  restore() { rm -rf "$own"; if [ -e "$own.old" ] || [ -L "$own.old" ]; then mv "$own.old" "$own"; fi; }
+  own_venv "$cached" "$own" || { restore; die "the installed pie's trainer environment could not be made (see above)"; }
   # With setuptools in the venv (Python < 3.12), build without isolation: no
   # download of a build backend; otherwise pip fetches setuptools from PyPI.
   isolation=
-  "$py" -c 'import setuptools' >/dev/null 2>&1 && isolation=--no-build-isolation
-  run_step "pip install of the trainer into $venv" \
-    "$py" -m pip install -q --no-deps $isolation --disable-pip-version-check --upgrade ./trainer
-  trainer_python=$libdir/venv/bin/python
-  log "installed the trainer into $venv (linked as $libdir/venv)"
+  "$own/bin/python" -c 'import setuptools' >/dev/null 2>&1 && isolation=--no-build-isolation
+  out=$(mktemp)
+  if ! "$own/bin/python" -m pip install -q --no-deps $isolation --disable-pip-version-check --upgrade ./trainer >"$out" 2>&1 ||
+     ! "$own/bin/python" -I -c 'import torch, pie_trainer' >>"$out" 2>&1; then
+    tail -n 25 "$out" >&2; rm -f "$out"; restore
+    die "installing the trainer into $own failed (the lines above say why; the previous installation, if any, is kept)"
+  fi
+  rm -f "$out"
+  rm -rf "$own.old"
+  trainer_python=$own/bin/python
+  log "installed the trainer into $own ($venv_how)"
 else
   log "skipped the trainer (--no-trainer): Learn Scene / Learn Subject will say how to add it"
 fi

@@ -7,7 +7,9 @@ set -euo pipefail
 
 PIE_CACHE=${PIE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pie}
 PIE_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-ORT_VERSION=1.31.1
+# The ONNX Runtime version is written once, in build/ort-version: the engine
+# reads the same file when it is compiled (onnx/src/locations.rs).
+read -r ORT_VERSION <"$PIE_ROOT/build/ort-version"
 export PIE_CACHE PIE_ROOT ORT_VERSION
 
 log()  { printf '[pie %s] %s\n' "$(basename "$0" .sh)" "$*" >&2; }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Puts the ONNX Runtime shared libraries pie loads at run time into the cache:
-#   $PIE_CACHE/onnxruntime/<flavour>-1.31.1/libonnxruntime.so.1.31.1 (+ providers)
+#   $PIE_CACHE/onnxruntime/<flavour>-<version>/libonnxruntime.so.<version> (+ providers),
+#   <version> from build/ort-version
 # flavour: cpu (PyPI onnxruntime) or cuda (PyPI onnxruntime-gpu, the CUDA 13
 # build). Default: cuda when an NVIDIA driver is present, else cpu.
 # Prints the library's path on stdout.

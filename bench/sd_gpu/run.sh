@@ -24,8 +24,9 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
 if [ -z "${ORT_DYLIB_PATH:-}" ]; then
   stamp "unpacking the ONNX Runtime CUDA libraries"
-  [ -f /tmp/ort-cuda/libonnxruntime.so.1.31.1 ] || bash build/gpu-unpack.sh "$parts" /tmp/ort-cuda >/dev/null
-  export ORT_DYLIB_PATH=/tmp/ort-cuda/libonnxruntime.so.1.31.1
+  read -r ort_version <build/ort-version
+  [ -f "/tmp/ort-cuda/libonnxruntime.so.$ort_version" ] || bash build/gpu-unpack.sh "$parts" /tmp/ort-cuda >/dev/null
+  export ORT_DYLIB_PATH=/tmp/ort-cuda/libonnxruntime.so.$ort_version
 fi
 PY=${PY:-$(command -v python3)}
 if ! "$PY" -c "import diffusers, jsonschema" 2>/dev/null; then

@@ -9,8 +9,10 @@
 //!   `path()`, `list()`, `load(name)` (a fully validated [`bundle::Bundle`]), `remove(name)`.
 //! - [`bundle::Bundle::load`]`(dir)`: manifest, sha256 of every file, the
 //!   denoiser's signature, tokens and path safety, all checked before use.
-//! - [`runtime`]: [`runtime::Device`] (`Auto`, `Cpu`, `Cuda`), finding and
-//!   loading the ONNX Runtime library ([`runtime::init`]), [`runtime::probe_cuda`].
+//! - [`locations`]: where the library, the cache, ONNX Runtime, the trainer and
+//!   the CUDA libraries are, and which variable or default chose each.
+//! - [`runtime`]: [`runtime::Device`] (`Auto`, `Cpu`, `Cuda`), loading the
+//!   ONNX Runtime library ([`runtime::init`]), [`runtime::probe_cuda`].
 //! - [`add()`]`(bundle, scene, selection, request, progress) -> Vec<AddOutput>`
 //!   (and [`add_each`], [`blend_each`]): one [`AddRequest`] (`None` = the
 //!   concept's default, resolved by [`AddRequest::resolve`]); the subject
@@ -27,10 +29,12 @@ pub mod add;
 pub mod backbone;
 pub mod bundle;
 pub mod composite;
+pub mod device;
 pub mod error;
 pub mod events;
 pub mod imageops;
 pub mod library;
+pub mod locations;
 pub mod manifest;
 pub mod onnxfile;
 pub mod pixel;

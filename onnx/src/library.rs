@@ -66,14 +66,13 @@ fn backbone_or_empty<S: Serializer>(v: &Option<Backbone>, s: S) -> std::result::
 
 impl Library {
     /// `explicit` (`--library`), else `$PIE_HOME`, else `$XDG_DATA_HOME/pie`,
-    /// else `~/.local/share/pie`. The folder need not exist yet.
+    /// else `~/.local/share/pie` ([`crate::locations::Context::library`]).
+    /// The folder need not exist yet.
     pub fn open(explicit: Option<PathBuf>) -> Result<Library> {
-        let nonempty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-        let path = explicit
-            .or_else(|| nonempty("PIE_HOME"))
-            .or_else(|| nonempty("XDG_DATA_HOME").map(|d| d.join("pie")))
-            .or_else(|| nonempty("HOME").map(|h| h.join(".local/share/pie")))
-            .ok_or_else(|| Error::bad("no concept library: pass --library DIR or set PIE_HOME"))?;
+        let path = crate::locations::Context::current()
+            .library(explicit.as_deref())
+            .ok_or_else(|| Error::bad("no concept library: pass --library DIR or set PIE_HOME"))?
+            .path;
         if path.exists() && !path.is_dir() {
             return Err(Error::bad(format!("the concept library {} is not a folder", path.display())));
         }

@@ -1,7 +1,6 @@
-//! Finding and initialising the ONNX Runtime library, and choosing the device.
+//! Initialising the ONNX Runtime library (found by [`crate::locations`]), and choosing the device.
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Mutex;
 
 use once_cell::sync::OnceCell;
@@ -10,43 +9,10 @@ use ort::ep::{self, ExecutionProvider};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 
+use crate::locations::{Context, ORT_VERSION};
 use crate::{Error, Result};
 
-/// The ONNX Runtime version this pie is built for (the `api-31` feature refuses older).
-pub const ORT_VERSION: &str = "1.31.1";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Device {
-    /// CUDA when it works, else the CPU (and say why, once).
-    #[default]
-    Auto,
-    Cpu,
-    /// CUDA or an error.
-    Cuda,
-}
-
-impl FromStr for Device {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Device> {
-        match s.to_ascii_lowercase().as_str() {
-            "auto" => Ok(Device::Auto),
-            "cpu" => Ok(Device::Cpu),
-            "cuda" | "gpu" => Ok(Device::Cuda),
-            _ => Err(Error::bad(format!("unknown device {s:?}: use auto, cpu or cuda"))),
-        }
-    }
-}
-
-impl std::fmt::Display for Device {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Device::Auto => "auto",
-            Device::Cpu => "cpu",
-            Device::Cuda => "cuda",
-        })
-    }
-}
+pub use crate::device::Device;
 
 /// The loaded library.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -66,47 +32,6 @@ static RUNTIME: OnceCell<Loaded> = OnceCell::new();
 /// The reason `auto` fell back to the CPU, reported once per process.
 static FALLBACK_SAID: Mutex<bool> = Mutex::new(false);
 
-/// Where pie looks for the library, in order.
-pub fn library_candidates() -> Vec<PathBuf> {
-    let file = format!("libonnxruntime.so.{ORT_VERSION}");
-    let mut c = Vec::new();
-    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|v| !v.is_empty()) {
-        c.push(PathBuf::from(p));
-    }
-    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
-        c.push(dir.join(&file));
-        c.push(dir.join("../lib/pie").join(&file));
-    }
-    if let Some(cache) = crate::train::cache_dir() {
-        c.push(cache.join(format!("onnxruntime/cuda-{ORT_VERSION}")).join(&file));
-        c.push(cache.join(format!("onnxruntime/cpu-{ORT_VERSION}")).join(&file));
-    }
-    c
-}
-
-pub fn find_library() -> Result<PathBuf> {
-    let c = library_candidates();
-    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|v| !v.is_empty()) {
-        // An explicit choice that is wrong should not be silently replaced by another library.
-        let p = PathBuf::from(p);
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(Error::Unavailable(format!("ORT_DYLIB_PATH is {}, which is not a file", p.display())))
-        };
-    }
-    c.iter().find(|p| p.is_file()).cloned().ok_or_else(|| Error::Missing {
-        what: format!(
-            "the ONNX Runtime {ORT_VERSION} library was not found (looked at: {})",
-            c.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
-        ),
-        fix:
-            "Run `bash build/onnxruntime.sh cpu` (or `cuda`) from the pie source folder, or install pie with \
-              install.sh, or set ORT_DYLIB_PATH"
-                .into(),
-    })
-}
-
 /// Loads the library once per process.
 pub fn init() -> Result<RuntimeInfo> {
     Ok(loaded()?.info.clone())
@@ -114,7 +39,7 @@ pub fn init() -> Result<RuntimeInfo> {
 
 fn loaded() -> Result<&'static Loaded> {
     RUNTIME.get_or_try_init(|| {
-        let path = find_library()?;
+        let path = Context::current().ort_library()?.path;
         // A library that is not what it says (wrong symbols, a broken API
         // table) makes ort panic; to the user that is a missing runtime.
         let quiet = std::panic::take_hook();
@@ -309,33 +234,10 @@ pub fn cuda_libraries() -> Option<String> {
 /// The CUDA provider needs cuBLAS/cudart 13 and cuDNN 9. A machine with a GPU
 /// often has them only inside the trainer's PyTorch environment (the
 /// `nvidia-*-cu13` wheels): load them from there before the provider looks,
-/// so the GPU works without LD_LIBRARY_PATH. `PIE_CUDA_LIBS=cuda_dir:cudnn_dir` overrides.
+/// so the GPU works without LD_LIBRARY_PATH (where: [`Context::cuda_library_dirs`]).
 fn preload_cuda_libraries() {
     CUDA_PRELOAD.get_or_init(|| {
-        let dirs: Vec<PathBuf> = match std::env::var("PIE_CUDA_LIBS").ok().filter(|v| !v.is_empty()) {
-            Some(v) => v.split(':').map(PathBuf::from).collect(),
-            None => {
-                let nvidia = crate::train::find_trainer().ok().and_then(|t| {
-                    let venv = t.python.parent()?.parent()?.to_path_buf();
-                    let lib = std::fs::read_dir(venv.join("lib")).ok()?;
-                    lib.filter_map(|e| e.ok())
-                        .map(|e| e.path().join("site-packages/nvidia"))
-                        .find(|p| p.is_dir())
-                })?;
-                // cu13/ holds most of CUDA 13; older layouts have one folder per library.
-                let mut d = vec![nvidia.join("cu13/lib"), nvidia.join("cudnn/lib")];
-                if let Ok(rd) = std::fs::read_dir(&nvidia) {
-                    let mut rest: Vec<PathBuf> = rd
-                        .filter_map(|e| e.ok())
-                        .map(|e| e.path().join("lib"))
-                        .filter(|p| p.is_dir())
-                        .collect();
-                    rest.sort();
-                    d.extend(rest);
-                }
-                d
-            }
-        };
+        let dirs = Context::current().cuda_library_dirs().map(|(d, _)| d).unwrap_or_default();
         let mut from: Vec<String> = Vec::new();
         // Each one that is there; one that is missing is named by the provider itself, later.
         for name in ep::cuda::CUDA_DYLIBS.iter().chain(ep::cuda::CUDNN_DYLIBS) {

@@ -10,10 +10,10 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::backbone::Backbone;
+use crate::device::Device;
 use crate::events::Event;
 use crate::library::Library;
 use crate::manifest::Stage;
-use crate::runtime::Device;
 use crate::{Error, Progress, Result};
 
 #[derive(Debug, Clone, Default)]
@@ -46,14 +46,7 @@ pub struct TrainOptions {
     pub export_precision: Option<String>,
 }
 
-/// How the trainer was found, for `pie doctor` and error messages.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct TrainerEnv {
-    pub python: PathBuf,
-    /// What chose it: PIE_TRAINER_PYTHON, install, build cache.
-    pub source: String,
-    pub pythonpath: Option<PathBuf>,
-}
+pub use crate::locations::TrainerEnv;
 
 /// Puts the trainer's source folder (an argument, never part of the code) at
 /// the head of `sys.path`, then runs what follows.
@@ -97,64 +90,9 @@ impl TrainerEnv {
     }
 }
 
-/// `$PIE_CACHE`, else `~/.cache/pie`: where the build scripts put ONNX Runtime and the trainer's venv.
-pub(crate) fn cache_dir() -> Option<PathBuf> {
-    std::env::var_os("PIE_CACHE")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/pie")))
-}
-
-/// `$PIE_TRAINER_PYTHON`, else the installed venv next to the executable,
-/// else a completed build-cache venv.
+/// The trainer's Python, where [`crate::locations::Context::trainer`] finds it.
 pub fn find_trainer() -> Result<TrainerEnv> {
-    let pythonpath = std::env::var_os("PIE_TRAINER_PATH").filter(|v| !v.is_empty()).map(PathBuf::from);
-    if let Some(p) = std::env::var_os("PIE_TRAINER_PYTHON").filter(|v| !v.is_empty()) {
-        let p = PathBuf::from(p);
-        if !p.is_file() {
-            return Err(Error::Unavailable(format!(
-                "PIE_TRAINER_PYTHON is {}, which is not a file",
-                p.display()
-            )));
-        }
-        return Ok(TrainerEnv { python: p, source: "PIE_TRAINER_PYTHON".into(), pythonpath });
-    }
-    let mut tried = Vec::new();
-    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
-        let p = dir.join("../lib/pie/venv/bin/python");
-        if p.is_file() {
-            return Ok(TrainerEnv { python: p, source: "installed".into(), pythonpath });
-        }
-        tried.push(p.display().to_string());
-    }
-    if let Some(cache) = cache_dir() {
-        let mut venvs: Vec<PathBuf> = std::fs::read_dir(&cache)
-            .map(|rd| {
-                rd.filter_map(|e| e.ok())
-                    .map(|e| e.path())
-                    .filter(|p| {
-                        p.file_name().is_some_and(|n| {
-                            let n = n.to_string_lossy();
-                            n.starts_with("venv-") && !n.ends_with(".partial")
-                        }) && p.join(".complete").exists()
-                            && p.join("bin/python").is_file()
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        // Newest first, so a rebuilt environment wins over an old one.
-        venvs.sort_by_key(|p| std::cmp::Reverse(std::fs::metadata(p).and_then(|m| m.modified()).ok()));
-        if let Some(v) = venvs.first() {
-            return Ok(TrainerEnv { python: v.join("bin/python"), source: "build cache".into(), pythonpath });
-        }
-        tried.push(cache.join("venv-*/bin/python").display().to_string());
-    }
-    Err(Error::Missing {
-        what: format!("the trainer's Python environment was not found (looked at: {})", tried.join(", ")),
-        fix: "Run `bash build/trainer-env.sh` from the pie source folder, or install pie with install.sh, or set \
-              PIE_TRAINER_PYTHON"
-            .into(),
-    })
+    crate::locations::Context::current().trainer()
 }
 
 /// Learns a scene (Stage I) from `image` as concept `name`; returns the bundle folder.
@@ -387,9 +325,10 @@ fn run(lib: &Library, name: &str, args: &[String], progress: &mut dyn Progress) 
             });
         }
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| Error::Unavailable(format!("cannot start the trainer {}: {e}", env.python.display())))?;
+    let mut child = cmd.spawn().map_err(|e| Error::Missing {
+        what: format!("cannot start the trainer's Python {} ({}): {e}", env.python.display(), env.source),
+        fix: env.repair(),
+    })?;
     let pid = child.id();
     let (tx, rx) = mpsc::channel();
     let stdout = child.stdout.take();
@@ -494,11 +433,8 @@ fn run(lib: &Library, name: &str, args: &[String], progress: &mut dyn Progress) 
         None if sent_sigint => Err(Error::Cancelled),
         _ if sent_sigint => Err(Error::Cancelled),
         code => {
-            if stderr.contains("No module named pie_trainer") || stderr.contains("No module named 'torch'") {
-                return Err(Error::Unavailable(format!(
-                    "the trainer's Python environment ({}) lacks pie_trainer or torch: run `bash build/trainer-env.sh` or set PIE_TRAINER_PATH",
-                    env.python.display()
-                )));
+            if let Some(why) = import_failure(&stderr) {
+                return Err(unusable(&env, why));
             }
             Err(Error::internal(msg(&format!("the trainer failed (exit status {code:?})"))))
         }
@@ -515,6 +451,36 @@ fn argparse_hint(msg: &str, args: &[String]) -> String {
     format!("the trainer refused its arguments: {text} (--trainer-arg passes options of `python -m pie_trainer {stage} --help`)")
 }
 
+/// The line of a Python traceback that says a module could not be imported:
+/// the environment, not the input, is at fault.
+fn import_failure(stderr: &str) -> Option<&str> {
+    stderr
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with("ModuleNotFoundError: ") || l.starts_with("ImportError: "))
+}
+
+/// The trainer's environment is there but cannot run the trainer: say which
+/// environment, what failed, and the repair that fits how it was found.
+fn unusable(env: &TrainerEnv, why: &str) -> Error {
+    let venv = env.venv().unwrap_or(&env.python);
+    Error::Missing {
+        what: format!(
+            "the trainer's Python environment {} ({}) cannot run the trainer: {why}",
+            venv.display(),
+            env.source
+        ),
+        fix: match &env.pythonpath {
+            Some(p) if why.contains("pie_trainer") => format!(
+                "PIE_TRAINER_PATH is {}: set it to the trainer/ folder of the pie source, or unset it",
+                p.display()
+            ),
+            _ => env.repair(),
+        },
+    }
+}
+
 /// Finds the trainer and checks it imports; returns what it reports.
 pub fn check_trainer() -> Result<(TrainerEnv, String)> {
     let env = find_trainer()?;
@@ -527,11 +493,10 @@ pub fn check_trainer() -> Result<(TrainerEnv, String)> {
         .map_err(|e| Error::Unavailable(format!("cannot run {}: {e}", env.python.display())))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        let last = err.lines().last().unwrap_or("").to_string();
-        return Err(Error::Unavailable(format!(
-            "{} cannot import the trainer ({last}); run `bash build/trainer-env.sh` or set PIE_TRAINER_PATH",
-            env.python.display()
-        )));
+        let why = import_failure(&err)
+            .or_else(|| err.lines().rev().find(|l| !l.trim().is_empty()).map(str::trim))
+            .unwrap_or("it exited without saying why");
+        return Err(unusable(&env, why));
     }
     Ok((env, String::from_utf8_lossy(&out.stdout).trim().to_string()))
 }

@@ -234,7 +234,7 @@ fn doctor_reports() {
     let o = pie(c.lib.path(), &["doctor"]);
     let t = text(&o);
     assert!(o.status.success(), "{t}");
-    assert!(t.contains("ONNX Runtime:") && t.contains("1.31.1"), "{t}");
+    assert!(t.contains("ONNX Runtime:") && t.contains(pie::locations::ORT_VERSION), "{t}");
     assert!(t.contains("CUDA:") && t.contains("trainer:") && t.contains("GIMP plug-in:"), "{t}");
     let o = pie(c.lib.path(), &["--json", "doctor"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -1062,4 +1062,72 @@ fn add_places_the_subject_as_asked_and_refuses_unknown_placements() {
         assert!(text(&o).contains(says), "{extra:?}: {}", text(&o));
         assert!(!out.exists());
     }
+}
+
+/// An installed pie (`<prefix>/bin/pie`, `<prefix>/lib/pie/venv`) whose
+/// trainer environment is gone or broken: `pie doctor` and `pie learn-scene`
+/// say which environment, what is wrong and that install.sh repairs it,
+/// instead of a traceback or another environment.
+#[test]
+fn an_installed_pie_whose_trainer_environment_broke_says_run_install_sh_again() {
+    let c = case();
+    let root = c.outdir.parent().unwrap().join("prefix");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    let exe = root.join("bin/pie");
+    std::fs::copy(env!("CARGO_BIN_EXE_pie"), &exe).unwrap();
+    let venv = root.join("lib/pie/venv");
+    std::fs::create_dir_all(venv.parent().unwrap()).unwrap();
+    // A build cache with a complete venv of its own, which must not be taken instead.
+    let cache = c.outdir.parent().unwrap().join("cache");
+    std::fs::create_dir_all(cache.join("venv-0/bin")).unwrap();
+    std::fs::write(cache.join("venv-0/.complete"), "").unwrap();
+    std::fs::write(cache.join("venv-0/bin/python"), "#!/bin/sh\nexit 0\n").unwrap();
+    ort();
+    let run = |args: &[&str]| {
+        Command::new(&exe)
+            .arg("--library")
+            .arg(c.lib.path())
+            .args(args)
+            .env_remove("PIE_TRAINER_PYTHON")
+            .env_remove("PIE_TRAINER_PATH")
+            .env("PIE_CACHE", &cache)
+            .output()
+            .unwrap()
+    };
+    let learn = || run(&["learn-scene", c.scene.to_str().unwrap(), "--name", "fresh"]);
+    let says = |o: &Output, what: &str| {
+        let t = text(o);
+        assert!(t.contains(what) && t.contains("install.sh again") && !t.contains("Traceback"), "{t}");
+    };
+
+    // What an older install.sh left (a link into the cache) after `rm -rf ~/.cache/pie`.
+    std::os::unix::fs::symlink(c.outdir.parent().unwrap().join("cleared/venv-1"), &venv).unwrap();
+    let o = learn();
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    says(&o, "the installed trainer environment");
+    says(&o, "no longer exists");
+    says(&run(&["doctor"]), "trainer: the installed trainer environment");
+
+    // A venv whose Python runs but lacks a module (a half-removed environment).
+    std::fs::remove_file(&venv).unwrap();
+    std::fs::create_dir_all(venv.join("bin")).unwrap();
+    let py = venv.join("bin/python");
+    std::fs::write(
+        &py,
+        "#!/bin/sh\necho 'Traceback (most recent call last):' >&2\n\
+         echo \"ModuleNotFoundError: No module named 'torch'\" >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&py, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let o = learn();
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    says(
+        &o,
+        &format!(
+            "{} (installed) cannot run the trainer: ModuleNotFoundError: No module named 'torch'",
+            venv.display()
+        ),
+    );
+    says(&run(&["doctor"]), "cannot run the trainer: ModuleNotFoundError");
+    assert!(!c.lib.path().join("fresh").exists());
 }

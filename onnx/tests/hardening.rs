@@ -541,12 +541,13 @@ fn a_broken_onnx_runtime_library_is_reported_as_missing_not_a_crash() {
         &src,
         "typedef struct { const void* (*GetApi)(unsigned); const char* (*GetVersionString)(void); } Base;\n\
          static const void* api(unsigned v) { (void)v; return 0; }\n\
-         static const char* ver(void) { return \"1.31.1\"; }\n\
+         static const char* ver(void) { return \"ORT_VERSION\"; }\n\
          static Base base = { api, ver };\n\
-         const Base* OrtGetApiBase(void) { return &base; }\n",
+         const Base* OrtGetApiBase(void) { return &base; }\n"
+            .replace("ORT_VERSION", pie::locations::ORT_VERSION),
     )
     .unwrap();
-    let so = d.path().join("libonnxruntime.so.1.31.1");
+    let so = d.path().join(format!("libonnxruntime.so.{}", pie::locations::ORT_VERSION));
     let cc = Command::new("cc").args(["-shared", "-fPIC", "-o"]).arg(&so).arg(&src).output();
     if !cc.as_ref().is_ok_and(|o| o.status.success()) {
         eprintln!("SKIP (no C compiler to build a broken library): {cc:?}");

@@ -14,7 +14,8 @@
 # What it does, in a throwaway HOME inside the host:
 #  1. GIMP started once in that HOME (so it has its own profile, as a user's),
 #     then install.sh --gimp-host=HOST --cpu into it (pie, ONNX Runtime, trainer,
-#     plug-in); pie doctor says that profile holds the current plug-in, and says
+#     plug-in); the installed pie works with the build cache hidden (as after
+#     rm -rf ~/.cache/pie); pie doctor says that profile holds the current plug-in, and says
 #     stale for a changed copy (full scope). On 3.2, also a HOME where only 3.0
 #     was used: pie goes into 3.0's profile, and 3.2 copies it on its first
 #     start and registers the procedures
@@ -150,6 +151,34 @@ check "installed: pie command, ONNX Runtime, trainer venv, plug-in with pie.env 
   test -x "$H/.local/bin/pie" -a -f "$H/.local/lib/pie/libonnxruntime.so.$ORT_VERSION" \
   -a -x "$H/.local/lib/pie/venv/bin/python" -a -x "$plugin/pie" -a -f "$plugin/pie.env" \
   -a -f "$plugin/libonnxruntime.so.$ORT_VERSION"
+check "the installed trainer venv and ONNX Runtime libraries are pie's own (no links into the build cache)" \
+  test -d "$H/.local/lib/pie/venv" -a ! -L "$H/.local/lib/pie/venv" -a -f "$H/.local/lib/pie/venv/.pie-from" \
+  -a ! -L "$H/.local/lib/pie/libonnxruntime.so.$ORT_VERSION" -a ! -L "$plugin/libonnxruntime.so.$ORT_VERSION"
+no_cache() { # no_cache CMD...: CMD in the host with the test HOME, the build cache hidden (as after rm -rf ~/.cache/pie)
+  # A private mount namespace: the empty tmpfs covers the host's view of
+  # $PIE_CACHE for this command only; nothing of the real cache is touched.
+  unshare -m --propagation private bash -c '
+    mount -t tmpfs -o size=1m,mode=755 pie-no-cache "$1" || exit 1
+    host=$2 home=$3; shift 3
+    exec bash build/gimp-host.sh "$host" run env HOME="$home" LANG=C.UTF-8 "$@"' _ "$HOSTROOT$PIE_CACHE" "$GIMP_HOST" "$HI" "$@"
+}
+survives() {
+  local lib=$HI/.local/lib/pie out
+  out=$(no_cache sh -c 'ls -A "$1" | wc -l' _ "$PIE_CACHE") && [ "$out" = 0 ] || { echo "the cache was not hidden: $out"; return 1; }
+  no_cache "$lib/venv/bin/python" -I -c 'import torch, pie_trainer' || return 1
+  out=$(no_cache "$HI/.local/bin/pie" doctor 2>&1)
+  printf '%s\n' "$out" >>"$T/out/doctor-no-cache.log"
+  grep -qF "ONNX Runtime: $lib/libonnxruntime.so.$ORT_VERSION (version" <<<"$out" &&
+    grep -qF "trainer: $lib/venv/bin/python (installed), torch" <<<"$out" || { printf '%s\n' "$out"; return 1; }
+  # The plug-in's own copy, as its pie.env names it.
+  out=$(no_cache env ORT_DYLIB_PATH="$HI/.config/GIMP/$MM/plug-ins/pie/libonnxruntime.so.$ORT_VERSION" "$HI/.local/bin/pie" doctor 2>&1)
+  grep -qF "ONNX Runtime: $HI/.config/GIMP/$MM/plug-ins/pie/libonnxruntime.so.$ORT_VERSION (version" <<<"$out" || { printf '%s\n' "$out"; return 1; }
+  no_cache "$HI/.local/bin/pie" --library "$TI/no-cache-library" learn-scene "$TI/data/scene.png" --name s --device cpu \
+    --trainer-arg=--steps --trainer-arg=2 --trainer-arg=--resolution --trainer-arg=16 >"$T/out/learn-no-cache.log" 2>&1 &&
+    test -f "$T/no-cache-library/s/bundle.json" || { tail -n 5 "$T/out/learn-no-cache.log"; return 1; }
+}
+check "with the build cache gone (rm -rf ~/.cache/pie), the installed pie's ONNX Runtime and trainer work: doctor, a learn-scene" \
+  survives
 doctor_says() { # doctor_says TEXT: pie doctor, inside the host with the test HOME, prints TEXT
   local out
   out=$(inside "$HI/.local/bin/pie" doctor 2>&1) || true
@@ -304,10 +333,12 @@ fi
 
 # --- 6. install.sh again (idempotent), then --uninstall ---------------------------
 install_again() {
-  install_it && test -x "$plugin/pie" -a -x "$H/.local/bin/pie" -a -L "$H/.local/lib/pie/venv"
+  install_it && test -x "$plugin/pie" -a -x "$H/.local/bin/pie" -a -d "$H/.local/lib/pie/venv" \
+    -a ! -L "$H/.local/lib/pie/venv" -a ! -e "$H/.local/lib/pie/venv.old" &&
+    "$H/.local/lib/pie/venv/bin/python" -I -c 'import torch, pie_trainer'
 }
 check "install.sh again over the installed pie (idempotent)" install_again
-venv_target=$(readlink -f "$H/.local/lib/pie/venv" || true)
+venv_target=$(cat "$H/.local/lib/pie/venv/.pie-from" 2>/dev/null || true)
 uninstall_it() {
   HOME=$H PREFIX=$H/.local bash install.sh --uninstall >"$T/out/uninstall.log" 2>&1 &&
     test ! -e "$H/.local/bin/pie" -a ! -e "$H/.local/lib/pie" -a ! -e "$plugin" &&

@@ -145,9 +145,9 @@ pub fn plugin_in(profile: &Path) -> PathBuf {
 /// The sha256 install.sh recorded for the plug-in it installed with this pie:
 /// `<prefix>/lib/pie/gimp-plugin.sha256` beside `<prefix>/bin/pie`.
 pub fn recorded_plugin() -> (PathBuf, Option<String>) {
-    let record = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().and_then(Path::parent).map(|p| p.join("lib/pie").join(RECORD)))
+    let record = pie::locations::Context::current()
+        .installed_dir()
+        .map(|d| d.join(RECORD))
         .unwrap_or_else(|| PathBuf::from(RECORD));
     let sum = std::fs::read_to_string(&record)
         .ok()

@@ -18,9 +18,9 @@ pub fn ort() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
         if std::env::var_os("ORT_DYLIB_PATH").is_none() {
-            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
-            let cache = std::env::var_os("PIE_CACHE").map(PathBuf::from).unwrap_or(home.join(".cache/pie"));
-            let cpu = cache.join("onnxruntime/cpu-1.31.1/libonnxruntime.so.1.31.1");
+            let v = pie::locations::ORT_VERSION;
+            let cache = pie::locations::Context::current().cache().map(|c| c.path).unwrap_or_default();
+            let cpu = cache.join(format!("onnxruntime/cpu-{v}/libonnxruntime.so.{v}"));
             if cpu.is_file() {
                 std::env::set_var("ORT_DYLIB_PATH", cpu);
             }
