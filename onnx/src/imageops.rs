@@ -3,7 +3,7 @@
 //!
 //! The resampler, blurs and distance transform are hand-written because the
 //! kept crates were slower, clamp f32 to [0, 1] (pie resamples signed planes),
-//! or compute another filter or metric. tests/bench/imageops-crates measures
+//! or compute another filter or metric. bench/imageops-crates measures
 //! them against `image`, `fast_image_resize` and `imageproc`, and its README
 //! has the figures.
 

@@ -1,7 +1,7 @@
 #![allow(dead_code)]
 //! Figures for issue 12 item 8: see Cargo.toml.
 
-#[path = "../../../../onnx/src/imageops.rs"]
+#[path = "../../../onnx/src/imageops.rs"]
 mod imageops;
 use fast_image_resize as fr;
 use image::{ImageBuffer, Luma};
