@@ -970,12 +970,12 @@ fn blend_writes_the_fitted_subject_and_refuses_what_it_cannot_place() {
     .save(&cut)
     .unwrap();
     let out = c.outdir.join("blended.png");
-    let run = |extra: &[&str], out: &Path| {
+    let run_as = |concept: &str, extra: &[&str], out: &Path| {
         let mut a = vec![
             "blend",
             c.scene.to_str().unwrap(),
             "--concept",
-            "meadow",
+            concept,
             "--out",
             out.to_str().unwrap(),
             "--steps",
@@ -986,33 +986,16 @@ fn blend_writes_the_fitted_subject_and_refuses_what_it_cannot_place() {
         a.extend(extra);
         pie(c.lib.path(), &a)
     };
-    let o = run(&["--subject", cut.to_str().unwrap(), "--at", "38,24"], &out);
+    let run = |extra: &[&str], out: &Path| run_as("meadow", extra, out);
+    let placed = ["--subject", cut.to_str().unwrap(), "--at", "38,24"];
+    let o = run(&placed, &out);
     assert!(o.status.success(), "{}", text(&o));
     let (s, r) = (image::open(&c.scene).unwrap().to_rgb8(), image::open(&out).unwrap().to_rgb8());
     assert!(r.get_pixel(48, 36).0[0] > 150, "the subject is not there: {:?}", r.get_pixel(48, 36));
     assert_eq!(r.get_pixel(5, 5), s.get_pixel(5, 5), "far from the subject the scene changed");
     // the subject concept learned in that scene blends too, and its token makes a result of its own
-    let run_as = |concept: &str, out: &Path| {
-        let args = [
-            "blend",
-            c.scene.to_str().unwrap(),
-            "--subject",
-            cut.to_str().unwrap(),
-            "--at",
-            "38,24",
-            "--concept",
-            concept,
-            "--out",
-            out.to_str().unwrap(),
-            "--steps",
-            "6",
-            "--device",
-            "cpu",
-        ];
-        pie(c.lib.path(), &args)
-    };
     let as_subject = c.outdir.join("blended-ball.png");
-    let o = run_as("ball", &as_subject);
+    let o = run_as("ball", &placed, &as_subject);
     assert!(o.status.success(), "{}", text(&o));
     let b = image::open(&as_subject).unwrap().to_rgb8();
     assert!(b.get_pixel(48, 36).0[0] > 150, "the subject is not there: {:?}", b.get_pixel(48, 36));

@@ -128,6 +128,20 @@ def pie_shadow(result: np.ndarray, scene: np.ndarray, placement: np.ndarray) -> 
             for f in FRACTIONS]
 
 
+def eval_pairs(out: Path) -> list[tuple[str, Path, np.ndarray, np.ndarray]]:
+    """(pair, its work folder, scene, placement) for each pair of an evaluate.py output folder; the placement
+    is evaluate.py's mirror of where pie puts the cut-out."""
+    pairs = []
+    for pair in json.loads((out / "results.json").read_text())["pairs"]:
+        pw = out / "work" / pair["pair"]
+        scene = evaluate.load_rgb(pw / "scene.png")
+        subj = evaluate.load_rgb(pw / "subject.png")
+        smask = np.asarray(Image.open(pw / "subject-mask.png").convert("L"))
+        _, alpha = evaluate.place_subject(subj, smask, tuple(pair["selection"]), scene.shape[:2])
+        pairs.append((pair["pair"], pw, scene, alpha >= 0.5))
+    return pairs
+
+
 def shadows(eval_out: Path, data: Path) -> str:
     lines = ["| ground under the base, at this fraction of the height below | "
              + " | ".join(f"{f}" for f in FRACTIONS) + " |", "|---|" + "---:|" * len(FRACTIONS)]
@@ -137,15 +151,8 @@ def shadows(eval_out: Path, data: Path) -> str:
         real.append(real_shadow(photo, np.asarray(Image.open(m).convert("L")) > 127))
     lines.append(f"| real photographs (median of {len(real)}) | "
                  + " | ".join(f"{v:.2f}" for v in np.median(real, axis=0)) + " |")
-    ours = []
-    data_eval = json.loads((eval_out / "results.json").read_text())
-    for pair in data_eval["pairs"]:
-        pw = eval_out / "work" / pair["pair"]
-        scene = evaluate.load_rgb(pw / "scene.png")
-        subj = evaluate.load_rgb(pw / "subject.png")
-        smask = np.asarray(Image.open(pw / "subject-mask.png").convert("L"))
-        _, alpha = evaluate.place_subject(subj, smask, tuple(pair["selection"]), scene.shape[:2])
-        ours.append(pie_shadow(evaluate.load_rgb(pw / "pie.png"), scene, alpha >= 0.5))
+    ours = [pie_shadow(evaluate.load_rgb(pw / "pie.png"), scene, placement)
+            for _, pw, scene, placement in eval_pairs(eval_out)]
     lines.append(f"| pie's results on the pairs (median of {len(ours)}) | "
                  + " | ".join(f"{v:.2f}" for v in np.median(ours, axis=0)) + " |")
     return "\n".join(lines)
@@ -164,18 +171,8 @@ def row(name: str, method: str, m: dict[str, float]) -> str:
 
 
 def from_eval(out: Path) -> list[tuple[str, str, dict[str, float]]]:
-    data = json.loads((out / "results.json").read_text())
-    rows = []
-    for pair in data["pairs"]:
-        pw = out / "work" / pair["pair"]
-        scene = evaluate.load_rgb(pw / "scene.png")
-        subj = evaluate.load_rgb(pw / "subject.png")
-        smask = np.asarray(Image.open(pw / "subject-mask.png").convert("L"))
-        _, alpha = evaluate.place_subject(subj, smask, tuple(pair["selection"]), scene.shape[:2])
-        placement = alpha >= 0.5
-        for method in ("naive", "pie"):
-            rows.append((pair["pair"], method, measure(evaluate.load_rgb(pw / f"{method}.png"), scene, placement)))
-    return rows
+    return [(name, method, measure(evaluate.load_rgb(pw / f"{method}.png"), scene, placement))
+            for name, pw, scene, placement in eval_pairs(out) for method in ("naive", "pie")]
 
 
 def from_large(photo: Path, eval_out: Path, library: Path, concept: str, pair: str, size: int,
