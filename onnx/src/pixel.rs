@@ -402,7 +402,7 @@ fn prepare(
         crisp = Some((full.data.clone(), weight));
         // Cast on the result, after the model: redrawn, the ring under the
         // subject would come back as the scene the model memorized, unshaded.
-        shade = shadow.map(|s| s.iter().zip(&mcrop).map(|(s, m)| s * m * look.shadow).collect());
+        shade = shadow.map(|s| composite::shadow::shade(&s, &mcrop, look.shadow));
         around = Some(a);
     }
     let composite = imageops::resize(&full, w, h).data;

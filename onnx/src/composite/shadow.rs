@@ -99,6 +99,12 @@ pub fn coverage(place: &[f32], w: usize, h: usize) -> Vec<f32> {
     out
 }
 
+/// How much darker each pixel gets, [0, 1]: the shadow's `coverage` at
+/// `strength`, only where the `selection` lets anything change.
+pub fn shade(coverage: &[f32], selection: &[f32], strength: f32) -> Vec<f32> {
+    coverage.iter().zip(selection).map(|(c, m)| c * m * strength).collect()
+}
+
 /// A horizontal box blur of each row, `r` pixels each side.
 fn soften_rows(src: &[f32], w: usize, h: usize, r: usize) -> Vec<f32> {
     let mut out = vec![0.0f32; w * h];

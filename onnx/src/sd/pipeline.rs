@@ -314,7 +314,7 @@ impl Engine for Sd {
                 // ground's texture (the pixel path, which keeps more of the
                 // scene, casts it on the result).
                 let cover = composite::shadow::coverage(&placed, ww, wh);
-                let shade: Vec<f32> = cover.iter().zip(&sel).map(|(s, m)| s * m * look.shadow).collect();
+                let shade = composite::shadow::shade(&cover, &sel, look.shadow);
                 planes.data.iter_mut().for_each(|v| *v = (*v + 1.0) * 0.5);
                 composite::darken(&mut planes, &shade);
                 planes.data.iter_mut().for_each(|v| *v = *v * 2.0 - 1.0);
