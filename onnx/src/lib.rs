@@ -48,7 +48,7 @@ pub mod sd;
 pub mod testkit;
 pub mod train;
 
-pub use add::{add_each, blend_each, AddOutput, AddStats};
+pub use add::{add_each, blend_each, AddOutput, AddStats, SOFT_ENLARGEMENT};
 pub use backbone::Backbone;
 pub use bundle::Bundle;
 pub use composite::{Anchor, Look, Placement};

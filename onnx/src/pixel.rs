@@ -185,6 +185,7 @@ impl Engine for PixelUnet {
             steps: ts.len(),
             device: den.device,
             note: den.note,
+            enlarged: work.enlarged.filter(|&f| f > add::SOFT_ENLARGEMENT),
             session,
             write,
             sampler: Box::new(Sampling {
@@ -275,6 +276,8 @@ struct Work {
     crisp: Option<(Vec<f32>, Vec<f32>)>,
     /// At crop size: how much darker the shadow makes each pixel, [0, 1].
     shade: Option<Vec<f32>>,
+    /// How many times the subject's cut-out was enlarged to the photo's pixels.
+    enlarged: Option<f32>,
 }
 
 /// How a subject is fitted into the scene. Lengths are fractions of the
@@ -345,6 +348,7 @@ fn prepare(
     let mut full = Planes { c: 3, w: cw, h: ch, data: crop.data.iter().map(|v| v * 2.0 - 1.0).collect() };
     let mut place_full = vec![0.0f32; cw * ch];
     let mut around = None;
+    let mut enlarged = None;
     let look = opts.look;
     let placed = match (given, &bundle.subject) {
         (Some(mask), _) => {
@@ -353,7 +357,7 @@ fn prepare(
         }
         (None, Some(subject)) => {
             let rel = composite::place::subject_box(selection, bbox, plan.crop, opts.placement.anchor);
-            composite::place::paste_subject(
+            enlarged = composite::place::paste_subject(
                 subject,
                 rel,
                 &opts.placement,
@@ -362,7 +366,8 @@ fn prepare(
                 &mcrop,
                 &mut full.data,
                 &mut place_full,
-            );
+            )
+            .map(|f| f as f32);
             true
         }
         (None, None) => false,
@@ -446,6 +451,7 @@ fn prepare(
         edit: around.map(|a| a.write),
         crisp,
         shade,
+        enlarged,
     }
 }
 

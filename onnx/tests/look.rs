@@ -126,11 +126,11 @@ fn on_a_large_photo_the_outline_is_as_sharp_as_a_paste_at_the_photos_resolution(
     let scene = DynamicImage::ImageRgb8(RgbImage::from_fn(w, h, |_, _| Rgb([51, 128, 204])));
     let mask = rect_mask(w, h, 300, 150, 600, 600, 0);
     let look = Look { harmonize: 0.0, shadow: 0.0, grain: false };
-    let out = pie::add(&b, &scene, &mask, &AddRequest { look, ..opts() }, &mut NoProgress)
-        .unwrap()
-        .remove(0)
-        .image
-        .to_rgb8();
+    let added =
+        pie::add(&b, &scene, &mask, &AddRequest { look, ..opts() }, &mut NoProgress).unwrap().remove(0);
+    // the small cut-out blown up to 600 px: the user is told it will look soft
+    assert!(added.enlarged.is_some_and(|f| f > pie::SOFT_ENLARGEMENT), "{:?}", added.enlarged);
+    let out = added.image.to_rgb8();
     // the ball's left and right edges on its middle row: one pixel's step, as a paste's
     let (top, bottom) = ball_rows(&out);
     let y = (top + bottom) / 2;
@@ -161,6 +161,8 @@ fn blend_fits_a_pasted_subject_and_changes_only_it_and_the_scene_just_around_and
     let pasted = DynamicImage::ImageRgb8(pasted);
     let mut outs = Vec::new();
     pie::blend_each(&b, &pasted, &m, &opts(), &mut NoProgress, &mut |o| {
+        // the user scaled it themselves: nothing to say about its resolution
+        assert_eq!(o.enlarged, None);
         outs.push(o);
         Ok(())
     })

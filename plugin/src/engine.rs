@@ -194,6 +194,8 @@ pub struct Variant {
     pub changed: Rect,
     /// Something the user should know (e.g. CUDA fell back to the CPU).
     pub note: Option<String>,
+    /// See `pie::AddOutput::enlarged`.
+    pub enlarged: Option<f32>,
 }
 
 impl From<pie::AddOutput> for Variant {
@@ -203,6 +205,7 @@ impl From<pie::AddOutput> for Variant {
             image: o.image,
             changed: Rect { x: o.changed.x, y: o.changed.y, w: o.changed.w, h: o.changed.h },
             note: o.note,
+            enlarged: o.enlarged,
         }
     }
 }

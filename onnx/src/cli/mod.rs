@@ -640,12 +640,14 @@ pub fn add(
     let mut staged = output::Staged::default();
     let mut written = Vec::with_capacity(paths.len());
     let mut note = None;
+    let mut enlarged = None;
     let mut names = paths.iter();
     pie::add_each(&bundle, &scene, &mask, request, &mut p, &mut |o| {
         let path =
             names.next().ok_or_else(|| pie::Error::internal("add made more results than --variants"))?;
         staged.write(path, &o.image)?;
         note = note.take().or(o.note);
+        enlarged = enlarged.or(o.enlarged);
         written.push(Written {
             path: path.clone(),
             seed: o.seed,
@@ -658,6 +660,12 @@ pub fn add(
     p.finish();
     if let Some(n) = note {
         p.note(&n);
+    }
+    if let Some(f) = enlarged {
+        p.note(&format!(
+            "the subject's cut-out is enlarged {f:.1}x past its own photo's resolution, so it looks softer than \
+             the photo: learn the subject from a larger photo, or give a smaller selection or --scale"
+        ));
     }
     staged.commit()?;
     Ok(written)

@@ -115,7 +115,9 @@ fn enlarge(p: &Planes, dw: usize, dh: usize) -> Planes {
 
 /// Scales the subject (cut to its mask's bounds) into the box `(sx, sy, sw,
 /// sh)` as `how` says; alpha ∧ selection decides where. `comp` ([-1, 1], 3
-/// planes of `w`x`h`) receives it, `place` its coverage.
+/// planes of `w`x`h`) receives it, `place` its coverage. Returns how many
+/// times the cut-out was enlarged (below 1: shrunk); `None` if it has no
+/// visible pixel.
 #[allow(clippy::too_many_arguments)]
 pub fn paste_subject(
     subject: &RgbaImage,
@@ -126,11 +128,11 @@ pub fn paste_subject(
     sel: &[f32],
     comp: &mut [f32],
     place: &mut [f32],
-) {
+) -> Option<f64> {
     let alpha = GrayImage::from_fn(subject.width(), subject.height(), |x, y| {
         image::Luma([subject.get_pixel(x, y).0[3]])
     });
-    let Some(b) = imageops::mask_bbox(&alpha) else { return };
+    let b = imageops::mask_bbox(&alpha)?;
     // Premultiplied, so the resampled edge does not pick up the colour under alpha 0.
     let mut p = Planes::new(4, b.w as usize, b.h as usize);
     let n = p.w * p.h;
@@ -178,6 +180,7 @@ pub fn paste_subject(
             place[t] = m;
         }
     }
+    Some(fit)
 }
 
 /// `scene` with the cut-out `cutout` laid over it through its alpha, its

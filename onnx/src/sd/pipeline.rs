@@ -393,6 +393,9 @@ impl Engine for Sd {
             steps: steps.steps.len(),
             device: dev,
             note,
+            // sd pastes at its working scale, which the VAE then decodes:
+            // the cut-out's own resolution is not what limits its sharpness.
+            enlarged: None,
             session: session_time,
             write,
             sampler: Box::new(Sampling {

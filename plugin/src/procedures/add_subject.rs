@@ -217,6 +217,7 @@ fn run(call: &Call) -> Outcome {
     // so a long run shows its first results early.
     let undo = UndoGroup::start(image);
     let mut note = None;
+    let mut enlarged = None;
     let result = engine::add(&concept, &request, &src.image, &mask, &mut progress, &mut |v| {
         // each goes right above the source layer, under the previous one:
         // the first variant ends on top
@@ -224,12 +225,19 @@ fn run(call: &Call) -> Outcome {
         pixels::add_result_layer(image, &src, &v.image, v.changed, &name)?;
         gimp::displays_flush();
         note = note.take().or(v.note);
+        enlarged = enlarged.or(v.enlarged);
         Ok(())
     });
     drop(undo);
     progress.finish();
     result?;
-    if let Some(note) = note {
+    let soft = enlarged.map(|f| {
+        format!(
+            "The subject is enlarged {f:.1} times past the resolution of its photo, so it looks softer than the \
+             scene. Learn it from a larger photo, or make the selection (or Scale) smaller."
+        )
+    });
+    for note in note.into_iter().chain(soft) {
         if mode == gimp::RunMode::Interactive {
             gimp::message(&note);
         } else {
