@@ -50,6 +50,7 @@ from scipy import ndimage
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import evaluate  # noqa: E402
+import harmonization  # noqa: E402
 import scores  # noqa: E402
 
 GOAL = 0.2
@@ -92,9 +93,7 @@ REFERENCE = 0.4
 
 
 def linear_luminance(img: np.ndarray) -> np.ndarray:
-    v = img.astype(np.float64) / 255.0
-    lin = np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
-    return lin @ np.array([0.2126, 0.7152, 0.0722])
+    return harmonization.srgb_to_linear(img.astype(np.float64) / 255.0) @ np.array([0.2126, 0.7152, 0.0722])
 
 
 def under_base(mask: np.ndarray, frac: float) -> tuple[np.ndarray, np.ndarray]:
