@@ -112,7 +112,8 @@ pub(crate) struct Prepared<'a> {
     /// The device the denoiser really runs on, and why `auto` fell back.
     pub device: Device,
     pub note: Option<String>,
-    /// See [`AddOutput::enlarged`].
+    /// How many times the subject's cut-out was enlarged to the photo's
+    /// pixels; `None` where the backbone does not paste at the photo's scale.
     pub enlarged: Option<f32>,
     pub session: Duration,
     /// What a result is blended through, over the whole image.
@@ -222,6 +223,7 @@ fn run_each(
     let mut prep = backbone_of(bundle).prepare(&job, progress)?;
     let base = region::result_base(scene);
     let (n, variants) = (prep.steps, settings.variants);
+    let enlarged = prep.enlarged.filter(|&f| f > SOFT_ENLARGEMENT);
     for v in 0..variants {
         let seed = settings.seed.wrapping_add(v as u64);
         let mut stats = AddStats {
@@ -254,7 +256,7 @@ fn run_each(
             changed: bbox,
             device: prep.device,
             note: prep.note.clone(),
-            enlarged: prep.enlarged,
+            enlarged,
             stats,
         })?;
     }

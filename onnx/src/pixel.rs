@@ -185,7 +185,7 @@ impl Engine for PixelUnet {
             steps: ts.len(),
             device: den.device,
             note: den.note,
-            enlarged: work.enlarged.filter(|&f| f > add::SOFT_ENLARGEMENT),
+            enlarged: work.enlarged,
             session,
             write,
             sampler: Box::new(Sampling {
