@@ -18,6 +18,7 @@ exits 1.
   gui-dialog | gui-last-values | gui-undo | gui-cancel | gui-cancel-scene | gui-forget GUI_JSON
 """
 import json
+import os
 import sys
 
 import numpy as np
@@ -139,7 +140,8 @@ def main(argv):
             "plug-in-pie-add-subject": (["concept", "seed", "steps", "strength", "guidance", "variants", "device"],
                                         ["concept-defaults", "scheduler", "prompt", "negative-prompt", "scale", "anchor",
                                          "flip", "harmonize", "shadow", "match-grain"]),
-            "plug-in-pie-blend-subject": (["concept", "seed", "steps", "device", "harmonize", "shadow", "match-grain"], []),
+            "plug-in-pie-blend-subject": (["concept", "seed", "steps", "device", "harmonize", "shadow", "match-grain"],
+                                          ["learn-scene-first", "new-scene", "learn-preset", "learn-steps"]),
         }
         for name, (old, new) in want.items():
             a = [x for x in args.get(name, []) if x not in ("run-mode", "image", "drawables")]
@@ -170,6 +172,22 @@ def main(argv):
             fail("Blend with the subject concept gave the scene concept's result: the subject was not used")
         if (np.abs(with_subject.astype(int) - before.astype(int)).max(axis=2) > 2).sum() < 100:
             fail("Blend with the subject concept did not blend the subject")
+    elif cmd == "blend-learned":
+        # blend-learned E2E_JSON BEFORE LEARNED_FIRST LIBRARY: Blend that learns the scene from the layer below
+        # first refuses a name the library has (nothing added), then learns a new scene and blends into it
+        r = json.load(open(argv[1]))["blend"]
+        err = r.get("existing_name_error") or ""
+        if "already exists" not in err or r.get("layers_after_existing_name") != 0:
+            fail(f"learning first under an existing name: {err!r}, {r.get('layers_after_existing_name')} layers added")
+        names = [x["name"] for x in r.get("learned_first", [])]
+        if len(names) != 5 or "blended" not in names[2] or names[3] != "pasted":
+            fail(f"layers {names}: want the result of learning first just above 'pasted'")
+        bundle = os.path.join(argv[4], "below", "bundle.json")
+        if not os.path.isfile(bundle) or json.load(open(bundle)).get("stage") != 1:
+            fail(f"no scene 'below' learned into the library ({bundle})")
+        before, learned = rgb(argv[2]), rgb(argv[3])
+        if (np.abs(learned.astype(int) - before.astype(int)).max(axis=2) > 2).sum() < 100:
+            fail("Blend after learning the scene first did not blend the subject")
     elif cmd == "sd-bundle":
         m = json.load(open(argv[1]))
         if m.get("backbone") != "sd" or m.get("stage") != 2:

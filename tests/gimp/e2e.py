@@ -163,6 +163,20 @@ try:
     call("plug-in-pie-blend-subject", img, [pasted], concept="subj", seed=3, steps=ADD_STEPS, device="cpu")
     R["blend"]["with_subject"] = [layer_info(l) for l in img.get_layers()]
     save_flat(img, os.path.join(OUT, "blend-subject-after.png"), hide=[0])
+    # learn the scene from the layer below first: a new concept, then the blend into it
+    before_learn = len(img.get_layers())
+    try:  # a name the library has already: refused before any learning, nothing added
+        call("plug-in-pie-blend-subject", img, [pasted], learn_scene_first=True, new_scene="scene", seed=3,
+             steps=ADD_STEPS, device="cpu")
+        R["blend"]["existing_name_error"] = None
+    except RuntimeError as e:
+        R["blend"]["existing_name_error"] = str(e)
+    R["blend"]["layers_after_existing_name"] = len(img.get_layers()) - before_learn
+    R["times"]["blend_learning_first"] = call(
+        "plug-in-pie-blend-subject", img, [pasted], learn_scene_first=True, new_scene="below", learn_preset="quick",
+        learn_steps=TRAIN_STEPS, seed=3, steps=ADD_STEPS, device="cpu")
+    R["blend"]["learned_first"] = [layer_info(l) for l in img.get_layers()]
+    save_flat(img, os.path.join(OUT, "blend-learned-first.png"), hide=[0, 1])
     img.delete()
     R["done"] = True
 finally:

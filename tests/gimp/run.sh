@@ -246,6 +246,9 @@ if [ -f "$T/out/e2e.json" ] && [ -f "$T/out/flat.png" ]; then
   check "Blend Pasted Subject: a new layer on top, the pasted layer and the scene untouched, the bottom layer refused, a subject concept used" \
     "$PY" tests/gimp/check.py blend "$T/out/e2e.json" "$T/out/blend-before.png" "$T/out/blend-after.png" \
     "$T/out/blend-untouched.png" "$T/out/blend-subject-after.png"
+  check "Blend Pasted Subject, learning the scene from the layer below first: a new scene, then its blend; an existing name refused" \
+    "$PY" tests/gimp/check.py blend-learned "$T/out/e2e.json" "$T/out/blend-before.png" "$T/out/blend-learned-first.png" \
+    "$H/.local/share/pie"
   for kind in u16 float-linear gray offset-layer; do
     check "$kind: Add writes a layer inside the selection, outside unchanged, region changed" \
       "$PY" tests/gimp/check.py format "$T/out/e2e.json" "$kind" "$RECT" "$T/out/$kind-before.png" \

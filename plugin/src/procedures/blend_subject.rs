@@ -13,8 +13,10 @@ pub(super) fn procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
          light, grain and sharpness, casts a contact shadow on the ground under it, and the learned scene \
          redraws where the two meet. The result is a new layer above the pasted one, in one undo step; the \
          pasted layer and the scene are left as they are. Needs a scene learned with Learn Scene from the \
-         layer below (or the same photo). Pick a subject learned in that scene instead, and the model redraws \
-         the subject's edge as that subject rather than as a stranger. Same as `pie blend` on the command line.",
+         layer below (or the same photo), or tick 'Learn the scene from the layer below first' to learn one \
+         now under a new name (minutes; it stays in the library for the next Blend or Add). Pick a subject \
+         learned in that scene instead, and the model redraws the subject's edge as that subject rather than \
+         as a stranger. Same as `pie learn-scene` then `pie blend` on the command line.",
     );
     p.add_string_argument(
         "concept",
@@ -27,6 +29,42 @@ pub(super) fn procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
     sampling_steps_argument(&p);
     p.add_choice_argument("device", "_Device", Some("Where to sample"), device_choice(), "auto", RW);
     look_arguments(&p);
+    // After the older arguments, so scripts that pass them by position keep working.
+    p.add_boolean_argument(
+        "learn-scene-first",
+        "Learn the scene from the layer _below first",
+        Some(
+            "Learn a new scene from the layer below the pasted one (as Learn Scene does, minutes) and blend \
+              into it; FALSE blends into the scene or subject chosen above",
+        ),
+        false,
+        RW,
+    );
+    p.add_string_argument(
+        "new-scene",
+        "_New scene's name",
+        Some("With 'learn the scene first': the name of the scene to learn, 1-64 characters a-z, 0-9, '-' or '_'; \
+              it must not exist yet"),
+        "my-scene",
+        RW,
+    );
+    p.add_choice_argument(
+        "learn-preset",
+        "Learning _quality",
+        Some("With 'learn the scene first': the training preset"),
+        preset_choice(),
+        "quick",
+        RW,
+    );
+    p.add_int_argument(
+        "learn-steps",
+        "Learning ste_ps",
+        Some("With 'learn the scene first': training steps; 0 uses the preset's number"),
+        0,
+        1_000_000,
+        0,
+        RW,
+    );
     concept_list_argument(
         &p,
         "concept-choice",
@@ -59,22 +97,31 @@ fn run(call: &Call) -> Outcome {
         dialog(
             procedure,
             config,
-            &["concept-choice", "harmonize", "shadow", "match-grain", "seed", "steps", "device"],
+            &[
+                "concept-choice",
+                "learn-scene-first",
+                "new-scene",
+                "learn-preset",
+                "learn-steps",
+                "harmonize",
+                "shadow",
+                "match-grain",
+                "seed",
+                "steps",
+                "device",
+            ],
             Some(("concept-choice", "concept")),
-            |_| {},
+            |d| {
+                sensitive_unless(d, config, "concept-choice", "learn-scene-first");
+                for learning in ["new-scene", "learn-preset", "learn-steps"] {
+                    sensitive_when(d, config, learning, "learn-scene-first");
+                }
+            },
         )?;
     }
-    let name = get_string(config, "concept");
-    // A subject concept carries its scene's model: either stage blends.
-    let stage = engine::list()
-        .ok()
-        .and_then(|l| l.concepts.iter().find(|c| c.name == name).map(|c| c.stage))
-        .unwrap_or(pie::Stage::Scene);
-    let concept = require_concept(&name, stage)?.name;
-    let seed = match config.property::<i32>("seed") {
-        s if s < 0 => random_seed(),
-        s => s as u64,
-    };
+    // Every check that needs no model comes before the minutes of learning.
+    let learn_first = config.property::<bool>("learn-scene-first");
+    let new_scene = learn_first.then(|| new_scene_params(config)).transpose()?;
     let scene = pixels::read_layer(image, &scene_layer)?;
     let subject = pixels::read_layer(image, &pasted)?;
     if !subject.alpha {
@@ -84,6 +131,29 @@ fn run(call: &Call) -> Outcome {
         ));
     }
     let (composite, mask) = pixels::lay_over(&scene, &subject)?;
+    let seed = match config.property::<i32>("seed") {
+        s if s < 0 => random_seed(),
+        s => s as u64,
+    };
+    let (concept, learned) = match new_scene {
+        Some(params) => {
+            let (_tmp, png, _) = export_for_trainer(&scene, None)?;
+            let mut progress =
+                GimpProgress::start(&format!("Learning scene '{}' from the layer below", params.name));
+            let summary = engine::learn_scene(&png, &params, &mut progress);
+            progress.finish();
+            (params.name, Some(summary?))
+        }
+        None => {
+            let name = get_string(config, "concept");
+            // A subject concept carries its scene's model: either stage blends.
+            let stage = engine::list()
+                .ok()
+                .and_then(|l| l.concepts.iter().find(|c| c.name == name).map(|c| c.stage))
+                .unwrap_or(pie::Stage::Scene);
+            (require_concept(&name, stage)?.name, None)
+        }
+    };
     let request = pie::AddRequest {
         seed,
         steps: Some(config.property::<i32>("steps").max(1) as usize),
@@ -105,5 +175,39 @@ fn run(call: &Call) -> Outcome {
     )?;
     // Above the pasted layer, which it replaces to the eye.
     image.reorder_item(&layer, layer.parent().as_ref(), image.item_position(&pasted));
+    if let (Some(summary), gimp::RunMode::Interactive) = (learned, mode) {
+        gimp::message(&format!("{summary} Blend and Add can use it again by that name."));
+    }
     Ok(())
+}
+
+/// Learn Scene's parameters for the scene learned from the layer below: a new
+/// name (never a replacement: the user asked for a new scene, and an old one
+/// of that name may be what other subjects were learned in).
+fn new_scene_params(config: &gimp::ProcedureConfig) -> Outcome<LearnParams> {
+    let name = get_string(config, "new-scene");
+    if name.is_empty() {
+        return Err(Failure::msg(
+            "Give the scene to learn from the layer below a name (letters a-z, digits, '-' or '_') in \
+             'New scene's name'.",
+        ));
+    }
+    if engine::list()?.concepts.iter().any(|c| c.name == name) {
+        return Err(Failure::msg(format!(
+            "A concept named '{name}' already exists: give the new scene another name, or untick \
+             'Learn the scene from the layer below first' and pick '{name}' from the list."
+        )));
+    }
+    Ok(LearnParams {
+        name,
+        preset: get_string(config, "learn-preset"),
+        device: get_string(config, "device"),
+        steps: config.property::<i32>("learn-steps").max(0) as u32,
+        replace: false,
+        backbone: None,
+        base: None,
+        class_word: None,
+        trainer_args: Vec::new(),
+        resume: false,
+    })
 }

@@ -45,6 +45,16 @@ pub(super) fn sensitive_unless(
     ProcedureDialogExt::set_sensitive(d, property, true, Some(config), Some(switch), true);
 }
 
+/// The dialog greys out `property` while the boolean `switch` is FALSE.
+pub(super) fn sensitive_when(
+    d: &gimp_ui::ProcedureDialog,
+    config: &gimp::ProcedureConfig,
+    property: &str,
+    switch: &str,
+) {
+    ProcedureDialogExt::set_sensitive(d, property, true, Some(config), Some(switch), false);
+}
+
 pub(super) fn dialog(
     procedure: &gimp::ImageProcedure,
     config: &gimp::ProcedureConfig,
