@@ -337,6 +337,26 @@ def agreement(photos: list[Photo], composites: list[Composite]) -> dict:
     return {"rate": rate, "kinds": kinds, "cases": cases}
 
 
+def ranking(rows: list[dict]) -> dict:
+    """How often evaluate.py's truth-free harmonization score orders two methods' results of one case as their
+    fMSE against the truth does: the check that the score can tell a better result from a worse one, which is
+    what the pairs' evaluation asks of it (agreement() only asks it to prefer the truth to the composite).
+    Per pair of methods and overall: the fraction of cases where the lower score has the lower fMSE; 0.5 is
+    chance, below it the score ranks methods the wrong way round."""
+    per: dict[str, list[bool]] = {}
+    for r in rows:
+        ms = [m for m in r["scores"] if "outline" in r["scores"][m]]
+        for i, a in enumerate(ms):
+            for b in ms[i + 1:]:
+                sa, sb = r["scores"][a], r["scores"][b]
+                if sa["fmse"] == sb["fmse"] or sa["outline"] == sb["outline"]:
+                    continue
+                per.setdefault(f"{a}/{b}", []).append((sa["fmse"] < sb["fmse"]) == (sa["outline"] < sb["outline"]))
+    every = [v for vs in per.values() for v in vs]
+    return {"rate": float(np.mean(every)) if every else math.nan, "pairs": len(every),
+            "by_methods": {k: float(np.mean(v)) for k, v in per.items()}}
+
+
 # --------------------------------------------------------------------------- baselines
 
 
@@ -489,6 +509,11 @@ def markdown(rows: list[dict], meta: dict, methods: list[str]) -> str:
         out += ["", f"evaluate.py's harmonization score (scores.harmonization at the object's outline) ranks the "
                     f"truth better than the composite in {100 * ag['rate']:.0f} % of {len(ag['cases'])} cases ("
                 + ", ".join(f"{k} {100 * v:.0f} %" for k, v in ag["kinds"].items()) + ")."]
+    rk = ranking(rows)
+    if rk["pairs"]:
+        out += ["", f"The same score orders two methods' results of a case as their fMSE does in "
+                    f"{100 * rk['rate']:.0f} % of {rk['pairs']} pairs (chance: 50 %; "
+                + ", ".join(f"{k} {100 * v:.0f} %" for k, v in rk["by_methods"].items()) + ")."]
     failed = [f"{r['case']}: {m}" for r in rows for m in r.get("errors", {})]
     if failed:
         out += ["", "Failed: " + "; ".join(failed)]
@@ -661,6 +686,8 @@ def main(argv: list[str] | None = None) -> int:
                     if m != "composite":
                         Image.fromarray(img).save(pw / f"{comp.kind}-{m}.png")
                 sc = {m: score(img, photo.image, photo.mask) for m, img in results.items()}
+                for m, img in results.items():  # the truth-free score too, for ranking()
+                    sc[m]["outline"] = scores.harmonization(img, photo.mask)
                 row = {"case": comp.name, "photo": photo.name, "kind": comp.kind, "params": comp.params,
                        "change": describe(comp), "mask_fraction": float(photo.mask.mean()), "scores": sc,
                        "timings": timings, "errors": errors}

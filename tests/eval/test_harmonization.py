@@ -245,3 +245,16 @@ def test_pie_is_run_with_the_scene_learned_outside_the_object(tmp_path, photos):
     log.unlink()
     assert hb.main([*common, "--reuse"]) == 0
     assert not any("learn-scene" in json.loads(x) for x in log.read_text().splitlines())
+
+
+def test_ranking_counts_how_often_the_truth_free_score_orders_methods_as_fmse_does():
+    def row(**m):
+        return {"scores": {k: {"fmse": f, "outline": o} for k, (f, o) in m.items()}}
+    agree = row(composite=(300.0, 3.0), lab=(200.0, 2.0), pie=(100.0, 1.0))
+    backwards = row(composite=(300.0, 1.0), poisson=(900.0, 0.5))
+    rk = hb.ranking([agree, backwards])
+    assert rk["pairs"] == 4
+    assert rk["rate"] == 0.75
+    assert rk["by_methods"] == {"composite/lab": 1.0, "composite/pie": 1.0, "lab/pie": 1.0, "composite/poisson": 0.0}
+    # ties in either score say nothing about the ordering and are left out
+    assert hb.ranking([row(a=(1.0, 2.0), b=(1.0, 3.0)), row(a=(1.0, 2.0), b=(5.0, 2.0))])["pairs"] == 0
