@@ -343,9 +343,9 @@ def convert(sf: SingleFile) -> Path:
     final = cached_folder(sf)
     if (final / "model_index.json").is_file():
         return final
-    log(f"converting {sf.path.name} ({sf.arch.title}) to diffusers layout, once; cached in {final}")
     with _staging(final) as tmp:
         config = _config_folder(sf, tmp / "config")
+        log(f"converting {sf.path.name} ({sf.arch.title}) to diffusers layout, once; cached in {final}")
         pipe = _load(sf, config)
         out = tmp / "model"
         try:
