@@ -85,3 +85,25 @@ def to_ldm(unet: dict[str, Any], vae: dict[str, Any], text: dict[str, Any], laye
     for k, v in text.items():
         out["cond_stage_model.transformer.text_model." + k.removeprefix("text_model.")] = v
     return out
+
+
+def save_single_file(folder: str, out: str) -> None:
+    """A diffusers-layout SD checkpoint folder -> one LDM-layout .safetensors file."""
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import load_file, save_file
+    f = Path(folder)
+    unet_cfg = json.loads((f / "unet" / "config.json").read_text())
+    vae_cfg = json.loads((f / "vae" / "config.json").read_text())
+    attn_up = {i for i, b in enumerate(unet_cfg["up_block_types"]) if b.startswith("CrossAttn")}
+    state = to_ldm(load_file(f / "unet" / "diffusion_pytorch_model.safetensors"),
+                   load_file(f / "vae" / "diffusion_pytorch_model.safetensors"),
+                   load_file(f / "text_encoder" / "model.safetensors"),
+                   unet_cfg["layers_per_block"], attn_up, len(vae_cfg["block_out_channels"]))
+    save_file({k: v.contiguous() for k, v in state.items()}, out)
+
+
+if __name__ == "__main__":
+    import sys
+    save_single_file(sys.argv[1], sys.argv[2])
