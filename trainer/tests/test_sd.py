@@ -737,8 +737,11 @@ def test_shipped_configs_fit_the_real_sd_layouts(tmp_path: Path) -> None:
     key layout diffusers' own detection names as that model, converts back key for key, and is what pie's
     detection picks for those keys."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from diffusers.loaders.single_file_utils import (convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint,
-                                                     infer_diffusers_model_type)
+    from diffusers.loaders.single_file_utils import (
+        convert_ldm_unet_checkpoint,
+        convert_ldm_vae_checkpoint,
+        infer_diffusers_model_type,
+    )
     from ldm_layout import to_ldm
     from transformers import CLIPTextConfig, CLIPTextModel
 

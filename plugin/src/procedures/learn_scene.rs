@@ -56,7 +56,18 @@ fn run(call: &Call) -> Outcome {
         dialog(
             procedure,
             config,
-            &["name", "backbone", "base", "base-file", "class-word", "preset", "device", "steps", "replace", "resume"],
+            &[
+                "name",
+                "backbone",
+                "base",
+                "base-file",
+                "class-word",
+                "preset",
+                "device",
+                "steps",
+                "replace",
+                "resume",
+            ],
             None,
             |d| {
                 let fine_tuned: Vec<&str> = pie::Backbone::ALL

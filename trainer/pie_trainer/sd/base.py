@@ -115,7 +115,7 @@ def check_base(arg: str, expect: str | None = None) -> Base:
     p = Path(arg).expanduser()
     if p.is_file():
         from . import single_file
-        sf = single_file.check(p)
+        sf = single_file.check(p.resolve())
         if expect is not None and sf.fingerprint != expect:
             raise OtherBase(f"--base {arg!r} is another checkpoint")
         folder = single_file.convert(sf)

@@ -15,6 +15,7 @@ under pie's cache, keyed by the file's fingerprint, and appears there only once 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -301,11 +302,21 @@ def _config_folder(sf: SingleFile, into: Path) -> Path:
     return into
 
 
+STALE_S = 24 * 3600
+
+
 @contextmanager
 def _staging(final: Path) -> Iterator[Path]:
     """A folder beside `final`, removed unless renamed into place: however the conversion ends
-    (an error, SIGINT, a full disk), no half-written folder is left under the final name."""
+    (an error, SIGINT, a full disk), no half-written folder is left under the final name. What a
+    killed conversion (SIGKILL) left is removed by the next one, once a day old (younger ones may
+    be another pie converting the same file right now)."""
+    import time
     final.parent.mkdir(parents=True, exist_ok=True)
+    for old in final.parent.glob(f".partial-{final.name}-*"):
+        with contextlib.suppress(OSError):
+            if time.time() - old.stat().st_mtime > STALE_S:
+                shutil.rmtree(old, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".partial-{final.name}-", dir=final.parent))
     try:
         yield tmp
@@ -319,6 +330,7 @@ def _load(sf: SingleFile, config: Path) -> Any:
     offline()
     import torch
     from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline
+    from diffusers.loaders.single_file_utils import SingleFileComponentError
     from diffusers.utils import logging as diffusers_logging
 
     diffusers_logging.disable_progress_bar()   # stderr is for pie's own lines
@@ -327,7 +339,7 @@ def _load(sf: SingleFile, config: Path) -> Any:
     try:
         pipe = cls.from_single_file(str(sf.path), config=str(config), local_files_only=True, torch_dtype=dtype,
                                     safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    except (ValueError, RuntimeError, KeyError, OSError) as exc:
+    except (SingleFileComponentError, ValueError, RuntimeError, KeyError, TypeError, OSError) as exc:
         raise BadInput(f"{sf.path} looks like {sf.arch.title} but does not load as one: {exc}") from None
     for part in ("unet", "vae", "text_encoder"):
         model = getattr(pipe, part)
