@@ -31,7 +31,8 @@ pub struct TrainOptions {
     pub extra_args: Vec<String>,
     /// `None`: the trainer's default for a scene ([`Backbone::default`]); a subject follows its scene.
     pub backbone: Option<Backbone>,
-    /// sd: the local Stable Diffusion checkpoint (diffusers layout) to fine-tune.
+    /// sd: the local Stable Diffusion checkpoint to fine-tune: a diffusers-layout folder or a single
+    /// `.safetensors` file (converted by the trainer, once, into pie's cache).
     pub base: Option<PathBuf>,
     /// sd: the class noun trained with the identifier ("dog", "backpack", "scene").
     pub class_word: Option<String>,
@@ -240,9 +241,11 @@ fn common_args(lib: &Library, o: &TrainOptions) -> Result<Vec<String>> {
                 of()
             )));
         }
-        if !base.is_dir() {
+        // A folder or a single file: which files are checkpoints (and which are refused, as
+        // pickles are) the trainer says, from their contents.
+        if !base.is_dir() && !base.is_file() {
             return Err(Error::bad(format!(
-                "--base {}: not a folder; it must be a local Stable Diffusion checkpoint in diffusers layout (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)",
+                "--base {}: does not exist; it must be a local Stable Diffusion checkpoint: a folder in diffusers layout (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/) or a single .safetensors file",
                 base.display()
             )));
         }

@@ -599,7 +599,7 @@ fn learn_options_for_sd_are_checked_before_the_trainer_starts() {
         &["learn-scene", img, "--name", "new", "--backbone", "sd", "--base", "/nonexistent/sd15"],
     );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("--base /nonexistent/sd15: not a folder"), "{}", text(&o));
+    assert!(text(&o).contains("--base /nonexistent/sd15: does not exist"), "{}", text(&o));
     let o = pie(c.lib.path(), &["learn-scene", img, "--name", "new", "--lora-rank", "4"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("--lora-rank is an option of --backbone sd"), "{}", text(&o));

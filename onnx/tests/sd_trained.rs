@@ -82,3 +82,50 @@ fn trained_sd_bundles_load_and_add_keeps_the_outside() {
     run("scene", "d.png", &["--strength", "1"]);
     run("inpaint-scene", "e.png", &["--scheduler", "dpm++2m"]);
 }
+
+#[test]
+fn a_scene_learned_from_a_single_file_checkpoint_adds_what_its_folder_gives() {
+    let Some(lib) = trained_sd_library() else { return };
+    let file_lib = lib.parent().unwrap().join("library-file");
+    let o = pie(&file_lib, &["concepts", "show", "scene"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let dir = tempfile::tempdir().unwrap();
+    let scene = dir.path().join("scene.png");
+    let mask = dir.path().join("sel.png");
+    scene_rgb8(80, 64).save(&scene).unwrap();
+    rect_mask(80, 64, 20, 16, 32, 24, 1).save(&mask).unwrap();
+    let add = |lib: &std::path::Path, out: &str| {
+        let out = dir.path().join(out);
+        let o = pie(
+            lib,
+            &[
+                "add",
+                scene.to_str().unwrap(),
+                "--selection",
+                mask.to_str().unwrap(),
+                "--concept",
+                "scene",
+                "--out",
+                out.to_str().unwrap(),
+                "--steps",
+                "3",
+                "--device",
+                "cpu",
+                "--seed",
+                "2",
+            ],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        std::fs::read(&out).unwrap()
+    };
+    assert_eq!(
+        add(&file_lib, "file.png"),
+        add(&lib, "folder.png"),
+        "the single file's scene adds other pixels"
+    );
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(file_lib.join("scene/bundle.json")).unwrap()).unwrap();
+    let base = &m["model"]["base"];
+    assert_eq!(base["name"], "tiny");
+    assert!(base["path"].as_str().unwrap().ends_with("tiny.safetensors"), "{base}");
+}

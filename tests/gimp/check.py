@@ -134,7 +134,7 @@ def main(argv):
         args = {n: (m or {}).get("arguments", []) for n, m in r.get("menus", {}).items()}
         want = {
             "plug-in-pie-learn-scene": (["name", "preset", "device", "steps", "replace"],
-                                        ["backbone", "base", "class-word", "trainer-args", "resume"]),
+                                        ["backbone", "base", "base-file", "class-word", "trainer-args", "resume"]),
             "plug-in-pie-learn-subject": (["scene", "name", "preset", "device", "steps", "replace"],
                                           ["class-word", "trainer-args", "resume"]),
             "plug-in-pie-add-subject": (["concept", "seed", "steps", "strength", "guidance", "variants", "device"],

@@ -116,6 +116,11 @@ bad_input "Learn Scene, model sd, a folder that is no checkpoint: the message sa
 # The argument is a folder argument: GIMP itself refuses a file for it.
 bad_input "Learn Scene, model sd, a file as checkpoint: GIMP refuses the argument" \
   "for argument 'base'" "$(sf_learn_sd "#:base \"$TI/data/scene.png\"")"
+printf 'x' > "$T/data/model.ckpt"
+bad_input "Learn Scene, model sd, a .ckpt as the single file: refused as a pickle before anything starts" \
+  "is a pickle checkpoint" "$(sf_learn_sd "#:base-file \"$TI/data/model.ckpt\"")"
+bad_input "Learn Scene, model sd, a PNG as the single file: not a .safetensors checkpoint" \
+  "is not a .safetensors checkpoint" "$(sf_learn_sd "#:base-file \"$TI/data/scene.png\"")"
 check "the refused sd Learn Scenes started nothing: the library has no sd-bad" \
   test ! -e "$H/.local/share/pie/sd-bad"
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -407,7 +408,7 @@ def test_hub_id_and_bad_bases_are_refused_without_network(tmp_path: Path, photos
     assert run.rc == 2 and "no vae/ folder" in run.last("error")["message"]
     f = tmp_path / "model.safetensors"
     f.write_bytes(b"x")
-    assert "single-file checkpoint" in scene(str(f)).last("error")["message"]
+    assert "is not a safetensors file (too short)" in scene(str(f)).last("error")["message"]
     assert "does not exist" in scene(str(tmp_path / "nowhere")).last("error")["message"]
     assert "multiple of 4" in scene(str(tiny), "--resolution", "30").last("error")["message"]
     assert "--class-word" in scene(str(tiny), "--class-word", "Dog!").last("error")["message"]
@@ -558,3 +559,258 @@ def test_export_failure_keeps_the_training_for_resume(tmp_path: Path, photos: di
     assert not [e for e in run.events if e["event"] == "progress"]
     assert bundle_problems(lib / "full") == []
 
+
+
+# ---- single-file checkpoints (--base FILE.safetensors) ------------------------------
+
+def ldm_file(folder: Path, out: Path, drop: tuple[str, ...] = (), extra: dict | None = None) -> Path:
+    """The diffusers-layout checkpoint `folder` saved as ONE .safetensors file in the original (LDM) layout."""
+    from ldm_layout import to_ldm
+    from safetensors.torch import load_file, save_file
+    unet_cfg = json.loads((folder / "unet" / "config.json").read_text())
+    vae_cfg = json.loads((folder / "vae" / "config.json").read_text())
+    attn_up = {i for i, b in enumerate(unet_cfg["up_block_types"]) if b.startswith("CrossAttn")}
+    state = to_ldm(load_file(folder / "unet" / "diffusion_pytorch_model.safetensors"),
+                   load_file(folder / "vae" / "diffusion_pytorch_model.safetensors"),
+                   load_file(folder / "text_encoder" / "model.safetensors"),
+                   unet_cfg["layers_per_block"], attn_up, len(vae_cfg["block_out_channels"]))
+    state = {k: v.contiguous() for k, v in state.items() if not k.startswith(drop)} | (extra or {})
+    save_file(state, str(out))
+    return out
+
+
+def cache_entries(cache: Path) -> list[str]:
+    d = cache / "sd-single-file"
+    return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+
+
+@pytest.fixture(scope="module")
+def tiny_file(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return ldm_file(tiny, tmp_path_factory.mktemp("single") / "tiny-sd.safetensors")
+
+
+def test_single_file_converts_to_the_same_model(tiny: Path, tiny_file: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The converted UNet, VAE and text encoder are the folder's, weight for weight and output for output;
+    the conversion is cached by fingerprint and reused; an inpainting file converts to a 9-channel UNet."""
+    from pie_trainer.sd import models as md
+    from pie_trainer.sd.base import check_base
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("PIE_CACHE", str(cache))
+    got = check_base(str(tiny_file))
+    want = check_base(str(tiny))
+    assert got.path == tiny_file.resolve() and got.name == "tiny-sd" and got.diffusers_folder.parent == \
+        cache / "sd-single-file"
+    assert got.unet == {**want.unet, **{k: got.unet[k] for k in got.unet if k.startswith("_")}}
+    assert (got.in_channels, got.vae_scale_factor, got.native_resolution) == (4, 2, 64)
+    assert got.scheduler["prediction_type"] == "epsilon" and got.variant is None
+    a, b = md.load_base(got), md.load_base(want)
+    for part in ("unet", "vae", "text_encoder"):
+        x, y = getattr(a, part).state_dict(), getattr(b, part).state_dict()
+        assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in y), part
+    g = torch.Generator().manual_seed(0)
+    lat, img = torch.randn(1, 4, 8, 8, generator=g), torch.rand(1, 3, 16, 16, generator=g) * 2 - 1
+    ids = a.tokenizer("a photo of dog", padding="max_length", max_length=77, return_tensors="pt").input_ids
+    assert ids.tolist() == b.tokenizer("a photo of dog", padding="max_length", max_length=77,
+                                       return_tensors="pt").input_ids.tolist()
+    with torch.no_grad():
+        ha, hb = a.text_encoder(ids)[0], b.text_encoder(ids)[0]
+        assert torch.equal(ha, hb)
+        assert torch.equal(a.unet(lat, 10, ha).sample, b.unet(lat, 10, hb).sample)
+        assert torch.equal(a.vae.decode(lat).sample, b.vae.decode(lat).sample)
+        assert torch.equal(a.vae.encode(img).latent_dist.mean, b.vae.encode(img).latent_dist.mean)
+    assert a.scheduler.config.beta_schedule == b.scheduler.config.beta_schedule == "scaled_linear"
+    # Cached: the second look converts nothing and gives the same folder.
+    (entry,) = cache_entries(cache)
+    stamp = (cache / "sd-single-file" / entry / "model_index.json").stat().st_mtime_ns
+    assert check_base(str(tiny_file)).diffusers_folder == got.diffusers_folder
+    assert (cache / "sd-single-file" / entry / "model_index.json").stat().st_mtime_ns == stamp
+    index = json.loads((got.diffusers_folder / "model_index.json").read_text())
+    assert index["_pie_single_file"] == {"source": str(tiny_file.resolve()), "architecture": "tiny",
+                                         "fingerprint": got.fingerprint}
+
+    tiny9 = make_tiny(tmp_path / "tiny9", "--inpainting")
+    inp = check_base(str(ldm_file(tiny9, tmp_path / "inpaint.safetensors")))
+    assert inp.inpainting and inp.fingerprint != got.fingerprint and len(cache_entries(cache)) == 2
+    w = md.load_base(inp).unet.state_dict()
+    w9 = md.load_base(check_base(str(tiny9))).unet.state_dict()
+    assert all(torch.equal(w[k], w9[k]) for k in w9)
+
+
+def test_single_file_base_learns_the_same_scene(sd_scene: tuple[Run, Path], tiny_file: Path, photos: dict,
+                                                tmp_path: Path) -> None:
+    """`scene --base FILE` with the network blocked trains what `--base DIR` trains, records the file as the
+    base, and a subject finds it again (one conversion in all); another file is refused without converting."""
+    from safetensors.torch import load_file
+    e, log = net_env(tmp_path)
+    cache = tmp_path / "cache"
+    e["PIE_CACHE"] = str(cache)
+    lib = tmp_path / "lib"
+    run = sd_run("scene", str(photos["scene"]), "--name", "lake", "--library", str(lib), "--backbone", "sd",
+                 "--base", str(tiny_file), "--steps", "3", "--resolution", RES, "--lr", "1e-2", "--threads", "1",
+                 e=e)
+    assert run.rc == 0, run.stderr[-3000:]
+    assert not log.exists(), f"network attempts: {log.read_text()}"
+    assert "converting tiny-sd.safetensors" in run.stderr
+    assert bundle_problems(lib / "lake") == []
+    a, b = load_file(sd_scene[1] / "weights.safetensors"), load_file(lib / "lake" / "weights.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    base = manifest(lib / "lake")["model"]["base"]
+    assert base["path"] == str(tiny_file.resolve()) and base["name"] == "tiny-sd"
+    assert base["fingerprint"] != manifest(sd_scene[1])["model"]["base"]["fingerprint"]
+    (entry,) = cache_entries(cache)
+
+    sub = sd_run("subject", str(photos["subject"]), "--scene", "lake", "--name", "pack", "--library", str(lib),
+                 "--steps", "1", "--threads", "1", "--preview-steps", "0", e=e)
+    assert sub.rc == 0, sub.stderr[-3000:]
+    assert "converting" not in sub.stderr and cache_entries(cache) == [entry]
+    assert manifest(lib / "pack")["model"]["base"] == base
+
+    other = ldm_file(make_tiny(tmp_path / "tiny7", "--seed", "7"), tmp_path / "other.safetensors")
+    bad = sd_run("subject", str(photos["subject"]), "--scene", "lake", "--name", "x", "--library", str(lib),
+                 "--base", str(other), "--steps", "1", e=e)
+    assert bad.rc == 2 and "is not the one the scene 'lake' was trained on" in bad.last("error")["message"]
+    assert cache_entries(cache) == [entry] and not (lib / "x").exists()
+
+
+def test_bad_single_files_are_refused_and_nothing_is_written(tiny: Path, tiny_file: Path, tmp_path: Path,
+                                                            photos: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    from safetensors.torch import save_file
+
+    from pie_trainer.core.errors import BadInput
+    from pie_trainer.sd.base import check_base
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("PIE_CACHE", str(cache))
+    z = torch.zeros(1)
+
+    def refused(path: Path, message: str) -> None:
+        with pytest.raises(BadInput, match=message):
+            check_base(str(path))
+
+    ckpt = tmp_path / "model.ckpt"
+    ckpt.write_bytes(b"PK\x03\x04 not really a zip")
+    refused(ckpt, r"pickle checkpoint \(\.ckpt\).*runs whatever code.*Convert it to \.safetensors")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes((10**9).to_bytes(8, "little") + b"{}")
+    refused(junk, "is not a safetensors file")
+    save_file({"weight": z}, str(tmp_path / "lora.safetensors"))
+    refused(tmp_path / "lora.safetensors",
+            re.escape("has no UNet keys (model.diffusion_model.*); not a Stable Diffusion checkpoint"))
+    save_file({"down_blocks.0.resnets.0.conv1.weight": z}, str(tmp_path / "unet.safetensors"))
+    refused(tmp_path / "unet.safetensors", "single diffusers-layout part")
+    save_file({"model.diffusion_model.joint_blocks.0.x": z}, str(tmp_path / "sd3.safetensors"))
+    refused(tmp_path / "sd3.safetensors", "no model.diffusion_model.input_blocks.0.0.weight")
+    refused(ldm_file(tiny, tmp_path / "novae.safetensors", drop=("first_stage_model.",)),
+            re.escape("has no VAE keys (first_stage_model.*)"))
+    refused(ldm_file(tiny, tmp_path / "notext.safetensors", drop=("cond_stage_model.",)),
+            "has no text encoder keys")
+    sdxl = ldm_file(tiny, tmp_path / "sdxl.safetensors", drop=("cond_stage_model.",),
+                    extra={"conditioner.embedders.1.model.positional_embedding": z})
+    refused(sdxl, "Stable Diffusion XL checkpoint.*SDXL is not supported by the sd backbone yet")
+    assert not cache.exists()
+
+    # The same through the command line: exit 2, the message, no bundle, no conversion.
+    e, log = net_env(tmp_path)
+    e["PIE_CACHE"] = str(cache)
+    lib = tmp_path / "lib"
+    for f, message in ((sdxl, "SDXL is not supported"), (ckpt, "pickle checkpoint")):
+        run = sd_run("scene", str(photos["scene"]), "--name", "n", "--library", str(lib), "--backbone", "sd",
+                     "--base", str(f), "--steps", "1", "--resolution", RES, e=e, timeout=120)
+        assert run.rc == 2 and message in run.last("error")["message"]
+    assert visible_entries(lib) == [] and not cache.exists() and not log.exists()
+
+
+def _fake_header(tmp: Path, name: str, shapes: dict[str, list[int]]) -> Path:
+    """A safetensors file whose header declares `shapes` (1 element of data each: identify reads the header)."""
+    header = {k: {"dtype": "F16", "shape": v, "data_offsets": [2 * i, 2 * i + 2]} for i, (k, v) in
+              enumerate(shapes.items())}
+    raw = json.dumps(header).encode()
+    f = tmp / name
+    f.write_bytes(len(raw).to_bytes(8, "little") + raw + b"\0\0" * len(shapes))
+    return f
+
+
+def test_shipped_configs_fit_the_real_sd_layouts(tmp_path: Path) -> None:
+    """Each shipped config builds (on the meta device, no memory) a model of SD's published size whose LDM
+    key layout diffusers' own detection names as that model, converts back key for key, and is what pie's
+    detection picks for those keys."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import (
+        convert_ldm_unet_checkpoint,
+        convert_ldm_vae_checkpoint,
+        infer_diffusers_model_type,
+    )
+    from ldm_layout import to_ldm
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from pie_trainer.sd import single_file as sf
+
+    published = {"sd1": (859_520_964, 123_060_480), "sd2": (865_910_724, 340_387_840)}
+    diffusers_names = {"sd1": "v1", "sd1-inpainting": "inpainting", "sd2": "v2", "sd2-v": "v2",
+                       "sd2-inpainting": "inpainting_v2"}
+    for name, diffusers_name in diffusers_names.items():
+        folder = sf.CONFIGS / name
+        with torch.device("meta"):
+            unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet"))
+            vae = AutoencoderKL.from_config(AutoencoderKL.load_config(folder / "vae"))
+            text = CLIPTextModel(CLIPTextConfig.from_pretrained(folder / "text_encoder"))
+        count = (sum(p.numel() for p in unet.parameters()),
+                 sum(p.numel() for p in text.parameters()))
+        if name in published:
+            assert count == published[name], name
+        assert sum(p.numel() for p in vae.parameters()) == 83_653_863
+        cfg = dict(unet.config)
+        attn_up = {i for i, b in enumerate(cfg["up_block_types"]) if b.startswith("CrossAttn")}
+        state = to_ldm(unet.state_dict(), vae.state_dict(), {}, cfg["layers_per_block"], attn_up, 4)
+        assert infer_diffusers_model_type(state) == diffusers_name
+        back = convert_ldm_unet_checkpoint(state, cfg)
+        assert {k: v.shape for k, v in back.items()} == {k: v.shape for k, v in unet.state_dict().items()}
+        back = convert_ldm_vae_checkpoint(state, dict(vae.config))
+        assert {k: v.shape for k, v in back.items()} == {k: v.shape for k, v in vae.state_dict().items()}
+        width = text.config.hidden_size
+        tokens = {sf.CLIP_TOKENS: [49408, width]} if width == 768 else {sf.OPEN_CLIP_TOKENS: [49408, width]}
+        shapes = {k: list(v.shape) for k, v in state.items()} | tokens
+        f = _fake_header(tmp_path, f"{name}.safetensors", shapes)
+        tensors, _ = sf.read_header(f)
+        assert sf.identify(f, tensors, v_prediction=None if name != "sd2" else False).name == name
+        arch = sf.check(f).arch
+        assert arch.name == ("sd2-v" if name == "sd2" else name)
+        scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+        assert scheduler["prediction_type"] == ("v_prediction" if name == "sd2-v" else "epsilon")
+    # SD 2.x 512 (epsilon) and 768 (v) share their weights' layout: A1111's sidecar YAML tells them apart.
+    f = tmp_path / "sd2.safetensors"
+    assert sf.sidecar_v_prediction(f) is None
+    f.with_suffix(".yaml").write_text("model:\n  params:\n    parameterization: \"v\"\n")
+    assert sf.sidecar_v_prediction(f) is True and sf.check(f).arch.name == "sd2-v"
+    f.with_suffix(".yaml").write_text("model:\n  params:\n    linear_start: 0.00085\n")
+    assert sf.sidecar_v_prediction(f) is False and sf.check(f).arch.name == "sd2"
+
+
+def test_real_sd_files_say_what_tokenizer_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without CLIP's BPE vocabulary on this machine an SD 1.x file is refused, naming what would provide it;
+    with CLIP's merges file (as open_clip ships it) the tokenizer is built, 49408 tokens in CLIP's order."""
+    import gzip
+
+    from pie_trainer.core.errors import BadInput
+    from pie_trainer.sd import single_file as sf
+
+    monkeypatch.setenv("PIE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sf, "BPE_PACKAGES", (("pie_no_such_package", "x.txt.gz"),))
+    monkeypatch.setattr(sf, "HUB_TOKENIZERS", (("pie-test/no-such-repo", ""),))
+    fake = sf.SingleFile(path=tmp_path / "v1-5.safetensors", arch=sf.Arch("sd1", "Stable Diffusion 1.x", False),
+                         fingerprint="0" * 64, half=True)
+    with pytest.raises(BadInput, match="needs CLIP's BPE tokenizer .*never downloads.*open_clip_torch"):
+        sf.convert(fake)
+    assert [p.name for p in (tmp_path / "cache" / "sd-single-file").iterdir()] == []
+
+    merges = [f"q{i} z</w>" for i in range(48894)]
+    gz = tmp_path / "bpe_simple_vocab_16e6.txt.gz"
+    gz.write_bytes(gzip.compress(("\"bpe_simple_vocab_16e6.txt#version: 0.2\n" + "\n".join(merges) + "\n"
+                                  + "extra merge\n" * 3).encode()))
+    sf.write_clip_bpe(gz, tmp_path)
+    vocab = json.loads((tmp_path / "vocab.json").read_text())
+    assert len(vocab) == 49408 and vocab["<|startoftext|>"] == 49406 and vocab["<|endoftext|>"] == 49407
+    assert vocab["!"] == 0 and vocab["!</w>"] == 256 and vocab["q0z</w>"] == 512
+    assert (tmp_path / "merges.txt").read_text().splitlines()[1:] == merges

@@ -237,8 +237,8 @@ struct TrainArgs {
     /// (fine-tunes a local Stable Diffusion checkpoint, see --base). A subject takes its scene's
     #[arg(long, value_parser = backbone_parser())]
     backbone: Option<pie::Backbone>,
-    /// With --backbone sd: the local Stable Diffusion checkpoint folder (diffusers layout)
-    #[arg(long, value_name = "DIR")]
+    /// With --backbone sd: the local Stable Diffusion 1.x/2.x checkpoint, a folder in diffusers layout or a single .safetensors file (A1111/ComfyUI; converted once into pie's cache)
+    #[arg(long, value_name = "DIR|FILE")]
     base: Option<PathBuf>,
     /// With --backbone sd: the class noun of what is learned (e.g. dog, backpack; default: the trainer's)
     #[arg(long, value_name = "WORD")]

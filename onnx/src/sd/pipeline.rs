@@ -90,7 +90,7 @@ impl Engine for Sd {
         About {
             title: "Stable Diffusion",
             label: "Stable Diffusion (GPU)",
-            help: "Fine-tunes a local Stable Diffusion checkpoint (diffusers layout); wants an NVIDIA GPU",
+            help: "Fine-tunes a local Stable Diffusion checkpoint (a diffusers folder or a single .safetensors file); wants an NVIDIA GPU",
         }
     }
 

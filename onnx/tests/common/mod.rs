@@ -186,7 +186,7 @@ fn trainer_tree_key() -> String {
             let p = e.path();
             if p.is_dir() {
                 walk(&p, out);
-            } else if p.extension().is_some_and(|e| e == "py") {
+            } else if p.extension().is_some_and(|e| e == "py" || e == "json") {
                 out.push(p);
             }
         }
@@ -284,6 +284,40 @@ pub fn trained_sd_library() -> Option<PathBuf> {
     ]);
     a.extend(s(&tiny));
     run_ok(pie, &a);
+    // The tiny checkpoint again as ONE file in the original (LDM) layout, learned into a library of
+    // its own, where its scene gets the identifier "scene" got: same weights, same pixels expected.
+    let single = root.join("tiny.safetensors");
+    let mut c = env.python_code(
+        "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')",
+    );
+    let out = c
+        .arg(trainer_source().join("tests/ldm_layout.py"))
+        .arg(root.join("tiny"))
+        .arg(&single)
+        .output()
+        .expect("run the trainer's python");
+    assert!(out.status.success(), "ldm_layout.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    let file_lib = root.join("library-file");
+    let mut a = s(&[
+        "--library",
+        &file_lib.display().to_string(),
+        "learn-scene",
+        &img.display().to_string(),
+        "--name",
+        "scene",
+        "--backbone",
+        "sd",
+        "--base",
+        &single.display().to_string(),
+    ]);
+    a.extend(s(&tiny));
+    let out = Command::new(pie).args(&a).env("PIE_CACHE", root.join("cache")).output().expect("run pie");
+    assert!(
+        out.status.success(),
+        "pie {a:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut a = s(&[
         "--library",
         &l,

@@ -30,6 +30,16 @@ pub(super) fn procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
         None::<&gimp::gio::File>,
         RW,
     );
+    // A second argument, not a mode of the first: GTK's chooser picks either folders or files.
+    p.add_file_argument(
+        "base-file",
+        "...or a single checkpoint _file",
+        Some("Model sd only: one .safetensors file of a Stable Diffusion 1.x/2.x checkpoint as A1111 or ComfyUI keep it (converted once into pie's cache); used instead of the folder when set. Pickles (.ckpt) are refused"),
+        gimp::FileChooserAction::Open,
+        true,
+        None::<&gimp::gio::File>,
+        RW,
+    );
     class_word_argument(
         &p,
         "Model sd only: the class noun of the scene (e.g. landscape, room); empty = the trainer's default",
@@ -46,7 +56,18 @@ fn run(call: &Call) -> Outcome {
         dialog(
             procedure,
             config,
-            &["name", "backbone", "base", "class-word", "preset", "device", "steps", "replace", "resume"],
+            &[
+                "name",
+                "backbone",
+                "base",
+                "base-file",
+                "class-word",
+                "preset",
+                "device",
+                "steps",
+                "replace",
+                "resume",
+            ],
             None,
             |d| {
                 let fine_tuned: Vec<&str> = pie::Backbone::ALL
@@ -55,6 +76,7 @@ fn run(call: &Call) -> Outcome {
                     .map(pie::Backbone::name)
                     .collect();
                 sensitive_if(d, config, "base", "backbone", &fine_tuned);
+                sensitive_if(d, config, "base-file", "backbone", &fine_tuned);
                 sensitive_if(d, config, "class-word", "backbone", &fine_tuned);
             },
         )?;

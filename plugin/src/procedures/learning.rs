@@ -50,15 +50,21 @@ pub(super) fn learn_params(
     })
 }
 
-/// Learn Scene's `base` for the sd model: a local folder that looks like a
-/// diffusers checkpoint, checked before anything starts.
+/// Learn Scene's checkpoint for the sd model: `base-file` (one .safetensors
+/// file) when set, else `base`, a local folder that looks like a diffusers
+/// checkpoint; checked before anything starts (the trainer checks the file's
+/// contents).
 pub(super) fn sd_base(config: &gimp::ProcedureConfig) -> Outcome<std::path::PathBuf> {
     const LAYOUT: &str =
         "model_index.json, unet/, vae/, text_encoder/, tokenizer/ and scheduler/ (the diffusers layout)";
+    if let Some(file) = config.property::<Option<gimp::gio::File>>("base-file") {
+        return sd_base_file(&file);
+    }
     let Some(file) = config.property::<Option<gimp::gio::File>>("base") else {
         return Err(Failure::msg(format!(
             "The Stable Diffusion model (sd) fine-tunes a checkpoint on this computer: choose its folder as \
-             \"Stable Diffusion checkpoint\", the folder that holds {LAYOUT}; or pick the pixel-unet model."
+             \"Stable Diffusion checkpoint\", the folder that holds {LAYOUT}, or its single .safetensors file; \
+             or pick the pixel-unet model."
         )));
     };
     let Some(path) = file.path() else {
@@ -82,6 +88,36 @@ pub(super) fn sd_base(config: &gimp::ProcedureConfig) -> Outcome<std::path::Path
         )));
     }
     Ok(path)
+}
+
+fn sd_base_file(file: &gimp::gio::File) -> Outcome<std::path::PathBuf> {
+    let Some(path) = file.path() else {
+        return Err(Failure::msg(format!(
+            "The Stable Diffusion checkpoint file {} is not a local file: choose a .safetensors file on this computer.",
+            file.uri()
+        )));
+    };
+    if !path.is_file() {
+        return Err(Failure::msg(format!(
+            "The Stable Diffusion checkpoint file {} is not a file{}: choose the checkpoint's .safetensors file.",
+            path.display(),
+            if path.exists() { "" } else { " (it does not exist)" }
+        )));
+    }
+    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    match ext.as_deref() {
+        Some("safetensors") => Ok(path),
+        Some("ckpt" | "pt" | "pth" | "bin" | "pkl") => Err(Failure::msg(format!(
+            "{} is a pickle checkpoint: pie does not open pickles, since opening one runs whatever code it \
+             holds. Convert it to .safetensors first (with a tool you trust, in a sandbox) and choose that file.",
+            path.display()
+        ))),
+        _ => Err(Failure::msg(format!(
+            "{} is not a .safetensors checkpoint: choose a single-file Stable Diffusion checkpoint \
+             (.safetensors) or, as \"Stable Diffusion checkpoint\", a folder in diffusers layout.",
+            path.display()
+        ))),
+    }
 }
 
 /// Runs one learning job under GIMP's progress bar; from the dialog, the

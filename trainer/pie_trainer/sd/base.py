@@ -1,11 +1,13 @@
-"""The base checkpoint (`--base DIR`): a local folder in diffusers layout, checked
-from its JSON files alone, before torch or diffusers is imported.
+"""The base checkpoint (`--base DIR` or `--base FILE.safetensors`): a local folder in
+diffusers layout, checked from its JSON files alone, before torch or diffusers is
+imported; or a single-file checkpoint (sd/single_file.py), identified from its
+header and converted once into a cached diffusers folder, which is then checked the
+same way.
 
-Only local folders are accepted: a hub id (`runwayml/stable-diffusion-v1-5`),
-a single-file checkpoint (`.safetensors`, `.ckpt`) or a folder missing one of
-the parts is refused with a message saying what to do instead, and nothing
-ever reaches the network (the hub's offline switches are set before the
-libraries load, see `pie_trainer.sd.offline`).
+Only local checkpoints are accepted: a hub id (`runwayml/stable-diffusion-v1-5`),
+a pickle (`.ckpt`), or a folder missing one of the parts is refused with a message
+saying what to do instead, and nothing ever reaches the network (the hub's offline
+switches are set before the libraries load, see `pie_trainer.sd.offline`).
 """
 
 from __future__ import annotations
@@ -30,19 +32,28 @@ LAYOUT = "model_index.json, unet/, vae/, text_encoder/, tokenizer/ and scheduler
 SPACINGS = ("leading", "trailing", "linspace")
 
 
+class OtherBase(BadInput):
+    """`--base` is not the checkpoint whose fingerprint was expected (said before any conversion)."""
+
+
 @dataclass
 class Base:
-    path: Path
+    path: Path                  # what the user named, resolved: the folder, or the single file
     unet: dict[str, Any]
     vae: dict[str, Any]
     text_encoder: dict[str, Any]
     scheduler: dict[str, Any]
     fingerprint: str
     variant: str | None
+    folder: Path | None = None  # the diffusers folder the models load from, when not `path` (a conversion)
 
     @property
     def name(self) -> str:
-        return self.path.name
+        return self.path.stem if self.path.is_file() else self.path.name
+
+    @property
+    def diffusers_folder(self) -> Path:
+        return self.folder or self.path
 
     @property
     def in_channels(self) -> int:
@@ -93,25 +104,41 @@ def _weights_variant(folder: Path, part: str) -> tuple[list[Path], str | None]:
                    "(*.safetensors or *.bin)")
 
 
-def check_base(arg: str) -> Base:
-    """Check `--base` without loading any weights; BadInput with a specific message otherwise.
+def check_base(arg: str, expect: str | None = None) -> Base:
+    """Check `--base` without loading any weights (a single file: converting it first, once);
+    BadInput with a specific message otherwise; OtherBase when `expect` is given and the
+    checkpoint's fingerprint is another.
 
-    The fingerprint covers every config, the tokenizer files, and each weight file's name,
-    size and first and last MiB: a subject refuses a base that is not its scene's."""
+    A folder's fingerprint covers every config, the tokenizer files, and each weight file's
+    name, size and first and last MiB; a single file's, its header and samples of its data
+    (single_file.fingerprint): a subject refuses a base that is not its scene's."""
     p = Path(arg).expanduser()
+    if p.is_file():
+        from . import single_file
+        sf = single_file.check(p.resolve())
+        if expect is not None and sf.fingerprint != expect:
+            raise OtherBase(f"--base {arg!r} is another checkpoint")
+        folder = single_file.convert(sf)
+        base = _check_folder(folder, str(folder))
+        base.path, base.folder, base.fingerprint = p.resolve(), folder, sf.fingerprint
+        return base
+    base = _check_folder(p, arg)
+    if expect is not None and base.fingerprint != expect:
+        raise OtherBase(f"--base {arg!r} is another checkpoint")
+    return base
+
+
+def _check_folder(p: Path, arg: str) -> Base:
     if not p.exists():
         if _HUB_ID.match(arg) and not arg.startswith((".", "/")):
             raise BadInput(f"--base {arg!r} looks like a Hugging Face hub id; pie never downloads models. "
                            "Download the checkpoint in diffusers layout first (for example "
                            f"`huggingface-cli download {arg} --local-dir DIR`) and pass that folder")
-        raise BadInput(f"--base {arg!r} does not exist; it must be a local Stable Diffusion checkpoint folder "
-                       f"in diffusers layout ({LAYOUT})")
-    if p.is_file():
-        if p.suffix in (".safetensors", ".ckpt", ".pt", ".bin"):
-            raise BadInput(f"--base {arg!r} is a single-file checkpoint; pie needs the diffusers folder layout "
-                           f"({LAYOUT}). Convert it first, e.g. with diffusers' "
-                           "StableDiffusionPipeline.from_single_file(...).save_pretrained(DIR)")
-        raise BadInput(f"--base {arg!r} is a file, not a checkpoint folder in diffusers layout ({LAYOUT})")
+        raise BadInput(f"--base {arg!r} does not exist; it must be a local Stable Diffusion checkpoint: a folder "
+                       f"in diffusers layout ({LAYOUT}) or a single .safetensors file")
+    if not p.is_dir():
+        raise BadInput(f"--base {arg!r} is neither a folder in diffusers layout ({LAYOUT}) nor a single-file "
+                       "checkpoint (.safetensors)")
     if not (p / "model_index.json").is_file():
         raise BadInput(f"--base {arg!r} has no model_index.json: it is not a checkpoint in diffusers layout "
                        f"({LAYOUT})")

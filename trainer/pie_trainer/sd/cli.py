@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ..core.bundle import SCENE, concept
@@ -32,9 +33,10 @@ INSTEAD = {"precision": "--mixed-precision"}
 def add_options(p: argparse.ArgumentParser, stage: str, positive: Callable[[type], Any],
                 non_negative: Callable[[str], int]) -> None:
     g = p.add_argument_group("sd backbone (--backbone sd)")
-    g.add_argument("--base", default=None, metavar="DIR",
-                   help="the local Stable Diffusion 1.x/2.x checkpoint in diffusers layout (a folder with "
-                        "model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/); never a hub id"
+    g.add_argument("--base", default=None, metavar="DIR|FILE",
+                   help="the local Stable Diffusion 1.x/2.x checkpoint: a folder in diffusers layout "
+                        "(model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/) or a single "
+                        ".safetensors file (A1111/ComfyUI layout, converted once into pie's cache); never a hub id"
                         + ("" if stage == "scene" else "; default: the scene bundle's base"))
     default_class = SCENE_CLASS if stage == "scene" else SUBJECT_CLASS
     g.add_argument("--class-word", default=None, metavar="WORD",
@@ -85,7 +87,7 @@ def check(args: argparse.Namespace) -> None:
 def train(args: argparse.Namespace, progress: Progress, inputs: TrainInputs) -> int:
     from ..core import resume
     from ..core.library import new_identifier, taken_identifiers
-    from .base import check_base
+    from .base import OtherBase, check_base
 
     stage, name, library, image = inputs.stage, inputs.name, inputs.library, inputs.image
     preset_name = "quick" if args.quick else "default"
@@ -98,11 +100,13 @@ def train(args: argparse.Namespace, progress: Progress, inputs: TrainInputs) -> 
         base_arg = args.base or pm["model"]["base"].get("path")
         if not base_arg:
             raise BadInput(f"the scene bundle {args.scene!r} does not record its base checkpoint; pass --base DIR")
-        base = check_base(base_arg)
         want = pm["model"]["base"].get("fingerprint")
-        if want and base.fingerprint != want:
-            raise BadInput(f"the base checkpoint {str(base.path)!r} is not the one the scene {args.scene!r} was "
-                           f"trained on ({pm['model']['base'].get('path')}), or it changed since")
+        try:
+            base = check_base(base_arg, expect=want or None)
+        except OtherBase:
+            raise BadInput(f"the base checkpoint {str(Path(base_arg).expanduser().resolve())!r} is not the one the "
+                           f"scene {args.scene!r} was trained on ({pm['model']['base'].get('path')}), or it changed "
+                           "since") from None
         ptrain = pm["training"]
         if args.lora_rank is not None and args.lora_rank != ptrain["lora_rank"]:
             raise BadInput(f"the scene {args.scene!r} was trained with --lora-rank {ptrain['lora_rank']}; a subject "
@@ -116,7 +120,8 @@ def train(args: argparse.Namespace, progress: Progress, inputs: TrainInputs) -> 
         resolution = args.resolution or int(pm["model"]["resolution"])
     else:
         if not args.base:
-            raise BadInput("--backbone sd needs --base DIR: a local Stable Diffusion checkpoint in diffusers layout")
+            raise BadInput("--backbone sd needs --base DIR or --base FILE.safetensors: a local Stable Diffusion "
+                           "checkpoint, a folder in diffusers layout or a single file")
         base = check_base(args.base)
         lora_rank = DEFAULT_LORA_RANK if args.lora_rank is None else args.lora_rank
         lora_alpha = args.lora_alpha or float(max(1, lora_rank))

@@ -65,11 +65,11 @@ def have_accelerate() -> bool:
 
 
 def load_base(base: Base, dtype: torch.dtype = torch.float32) -> Parts:
-    """The base checkpoint's parts, fp32 on the CPU, from the local folder only."""
+    """The base checkpoint's parts, fp32 on the CPU, from the local (or converted) folder only."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    p = str(base.path)
+    p = str(base.diffusers_folder)
     common: dict[str, Any] = {"torch_dtype": dtype, "local_files_only": True}
     if base.variant:
         common["variant"] = base.variant

@@ -20,6 +20,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from . import offline
 
@@ -77,6 +78,63 @@ def write_tokenizer(folder: Path) -> dict[str, int]:
     return vocab
 
 
+def unet_kwargs(inpainting: bool) -> dict[str, Any]:
+    return {"sample_size": 32, "in_channels": 9 if inpainting else 4, "out_channels": 4, "layers_per_block": 1,
+            "block_out_channels": (32, 64), "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+            "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"), "cross_attention_dim": 32,
+            "attention_head_dim": 8, "norm_num_groups": 8}
+
+
+VAE_KWARGS: dict[str, Any] = {
+    "in_channels": 3, "out_channels": 3, "down_block_types": ("DownEncoderBlock2D",) * 2,
+    "up_block_types": ("UpDecoderBlock2D",) * 2, "block_out_channels": (32, 64), "layers_per_block": 1,
+    "latent_channels": 4, "norm_num_groups": 8, "sample_size": 64}
+SCHEDULER_KWARGS: dict[str, Any] = {
+    "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+    "prediction_type": "epsilon", "steps_offset": 1, "clip_sample": False}
+
+
+def text_kwargs(vocab: dict[str, int]) -> dict[str, Any]:
+    return {"vocab_size": len(vocab), "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "max_position_embeddings": MAX_LENGTH, "bos_token_id": vocab[BOS],
+            "eos_token_id": vocab[EOS], "pad_token_id": vocab[EOS], "projection_dim": 32}
+
+
+def model_index(inpainting: bool) -> dict[str, Any]:
+    pipeline = "StableDiffusionInpaintPipeline" if inpainting else "StableDiffusionPipeline"
+    return {
+        "_class_name": pipeline, "_diffusers_version": "0.42.1", "_pie_tiny": True,
+        "feature_extractor": [None, None], "requires_safety_checker": False, "safety_checker": [None, None],
+        "scheduler": ["diffusers", "DDPMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+
+
+def write_configs(out: Path, inpainting: bool = False) -> Path:
+    """The tiny checkpoint's folder without its weights: every config and the tokenizer (what a
+    single-file checkpoint of this architecture needs beside it to be converted, sd/single_file.py)."""
+    offline()
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig
+
+    out.mkdir(parents=True, exist_ok=True)
+    vocab = write_tokenizer(out / "tokenizer")
+    _save_config(UNet2DConditionModel, unet_kwargs(inpainting), out / "unet")
+    _save_config(AutoencoderKL, VAE_KWARGS, out / "vae")
+    CLIPTextConfig(**text_kwargs(vocab), architectures=["CLIPTextModel"]).save_pretrained(out / "text_encoder")
+    DDPMScheduler(**SCHEDULER_KWARGS).save_pretrained(out / "scheduler")
+    (out / "model_index.json").write_text(json.dumps(model_index(inpainting), indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+def _save_config(cls: Any, kwargs: dict[str, Any], folder: Path) -> None:
+    """A diffusers model's config.json as save_pretrained writes it, without building the model."""
+    import torch
+    with torch.device("meta"):
+        cls(**kwargs).save_config(folder)
+
+
 def build(out: Path, inpainting: bool = False, seed: int = 0) -> Path:
     offline()
     import torch
@@ -86,37 +144,17 @@ def build(out: Path, inpainting: bool = False, seed: int = 0) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     vocab = write_tokenizer(out / "tokenizer")
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=32, in_channels=9 if inpainting else 4, out_channels=4, layers_per_block=1,
-        block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32, attention_head_dim=8,
-        norm_num_groups=8)
+    unet = UNet2DConditionModel(**unet_kwargs(inpainting))
     torch.manual_seed(seed + 1)
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(32, 64), layers_per_block=1,
-        latent_channels=4, norm_num_groups=8, sample_size=64)
+    vae = AutoencoderKL(**VAE_KWARGS)
     torch.manual_seed(seed + 2)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-        max_position_embeddings=MAX_LENGTH, bos_token_id=vocab[BOS], eos_token_id=vocab[EOS],
-        pad_token_id=vocab[EOS], projection_dim=32))
-    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                              beta_schedule="scaled_linear", prediction_type="epsilon", steps_offset=1,
-                              clip_sample=False)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**text_kwargs(vocab)))
+    scheduler = DDPMScheduler(**SCHEDULER_KWARGS)
     unet.save_pretrained(out / "unet")
     vae.save_pretrained(out / "vae")
     text_encoder.save_pretrained(out / "text_encoder")
     scheduler.save_pretrained(out / "scheduler")
-    pipeline = "StableDiffusionInpaintPipeline" if inpainting else "StableDiffusionPipeline"
-    index = {
-        "_class_name": pipeline, "_diffusers_version": "0.42.1", "_pie_tiny": True,
-        "feature_extractor": [None, None], "requires_safety_checker": False, "safety_checker": [None, None],
-        "scheduler": ["diffusers", "DDPMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"],
-    }
-    (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    (out / "model_index.json").write_text(json.dumps(model_index(inpainting), indent=2) + "\n", encoding="utf-8")
     return out
 
 
