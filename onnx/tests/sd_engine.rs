@@ -644,6 +644,9 @@ fn learn_options_for_sd_are_checked_before_the_trainer_starts() {
     let o = pie(c.lib.path(), &["learn-scene", img, "--name", "new", "--lora-rank", "4"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("--lora-rank is an option of --backbone sd"), "{}", text(&o));
+    let o = pie(c.lib.path(), &["learn-scene", img, "--name", "new", "--optimize", "on"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--optimize is an option of --backbone sd"), "{}", text(&o));
     // A subject grows on its scene's backbone: "field" is an sd scene.
     let o = pie(
         c.lib.path(),
