@@ -406,11 +406,12 @@ def _transformer_heads(cfg: dict) -> list[int]:
 
 
 def test_optimized_unet_has_the_fused_kernels_its_architecture_implies(tmp_path: Path) -> None:
-    import onnx
     from collections import Counter
-    from diffusers import UNet2DConditionModel
     from types import SimpleNamespace
 
+    from diffusers import UNet2DConditionModel
+
+    import onnx
     from pie_trainer.sd import export as ex
     from pie_trainer.sd import optimize as opt
 

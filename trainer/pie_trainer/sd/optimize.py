@@ -8,13 +8,17 @@ BiasSplitGelu, ...) that ONNX Runtime implements for CUDA only; the bundle recor
 `model.optimized`, and the engine refuses such a bundle on the CPU.
 
 What fires depends on the subgraphs the exporter wrote (checked with diffusers 0.42,
-transformers 5.17, torch 2.15, ONNX Runtime 1.31):
+transformers 5.24, torch 2.15, ONNX Runtime 1.31), by graph (the optimizer's model type):
 
-| graph | model type | fused |
-|---|---|---|
-| unet | unet | every self-attention (MultiHeadAttention, packed QKV) and cross-attention (MultiHeadAttention, packed KV); every GroupNorm (SkipGroupNorm where a residual Add precedes it); the GEGLU of every feed-forward (BiasSplitGelu); every Conv (NhwcConv); LayerNorm + residual (SkipLayerNormalization); bias + residual (BiasAdd) |
-| vae_encoder, vae_decoder | vae | GroupNorm / SkipGroupNorm, NhwcConv; the mid-block attention stays unfused (the optimizer's VAE pattern is that of older exporters) |
-| text_encoder | clip | SkipLayerNormalization, QuickGelu; attention stays unfused (transformers 5's causal mask is not the pattern the optimizer knows) |
+- unet (unet): every self-attention (MultiHeadAttention with Q, K and V packed) and
+  cross-attention (MultiHeadAttention with K and V packed); every GroupNorm (SkipGroupNorm
+  where a residual Add precedes it), with its SiLU; the GEGLU of every feed-forward
+  (BiasSplitGelu); every Conv (NhwcConv); LayerNorm after a residual (SkipLayerNormalization);
+  bias + residual (BiasAdd).
+- vae_encoder, vae_decoder (vae): GroupNorm / SkipGroupNorm and NhwcConv; the mid-block
+  attention stays unfused (the optimizer's VAE attention pattern is older exporters').
+- text_encoder (clip): SkipLayerNormalization and QuickGelu; attention stays unfused
+  (transformers 5's causal mask is not the subgraph the optimizer looks for).
 """
 
 from __future__ import annotations
@@ -138,10 +142,11 @@ def optimize_graph(folder: Path, graph: str, made: list[str], external_limit: in
     `heads` and `hidden` (text encoder: its config's) help the CLIP attention fusion; 0 = read them
     from the graph (the UNet's differ by block in SD 2.x). Returns the files it made (the graph, and
     its .data when the weights pass `external_limit` bytes) and the fused operator counts."""
-    import onnx
     from onnx.external_data_helper import load_external_data_for_model
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
+
+    import onnx
 
     model_type = MODEL_TYPES[graph]
     options = FusionOptions(model_type)
