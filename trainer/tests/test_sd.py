@@ -463,6 +463,44 @@ def test_optimized_unet_has_the_fused_kernels_its_architecture_implies(tmp_path:
     assert all(types.get(n.output[0], onnx.TensorProto.FLOAT) == onnx.TensorProto.FLOAT for n in sin)
 
 
+FUSED_VAE = dict(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                 up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(64, 128), layers_per_block=1,
+                 latent_channels=4, norm_num_groups=32, sample_size=32)
+
+
+def test_optimized_vae_has_the_fused_kernels_its_architecture_implies(tmp_path: Path) -> None:
+    from collections import Counter
+    from types import SimpleNamespace
+
+    from diffusers import AutoencoderKL
+
+    import onnx
+    from pie_trainer.sd import export as ex
+    from pie_trainer.sd import optimize as opt
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(**FUSED_VAE).eval()
+    opt.export_for_fusion(SimpleNamespace(vae=vae))
+    for graph, parts in (("vae_encoder", (vae.encoder, vae.quant_conv)), ("vae_decoder", (vae.post_quant_conv,
+                                                                                          vae.decoder))):
+        made = ex.export_graph(graph, SimpleNamespace(vae=vae), tmp_path, 77, 4, 2, torch.device("cpu"),
+                               torch.float32)
+        made, counts = opt.optimize_graph(tmp_path, graph, made, ex.EXTERNAL_LIMIT)
+        proto = onnx.load(str(tmp_path / made[0]))
+        onnx.checker.check_model(proto)
+        modules = Counter(type(m).__name__ for p in parts for m in p.modules())
+        assert counts["Attention"] == modules["Attention"] == 1, graph      # the mid block's
+        # Every GroupNorm but the attention's own, which runs on [N, C, H*W], a rank the fusion does not take.
+        assert counts["GroupNorm"] + counts.get("SkipGroupNorm", 0) == modules["GroupNorm"] - modules["Attention"], \
+            graph
+        assert counts["NhwcConv"] == modules["Conv2d"], graph
+        assert not [n for n in proto.graph.node if n.op_type in ("Conv", "Softmax")], graph
+        assert len([n for n in proto.graph.node if n.op_type == "InstanceNormalization"]) == 1, graph
+        io = [(v.name, v.type.tensor_type.elem_type) for v in list(proto.graph.input) + list(proto.graph.output)]
+        assert io == ([("image", onnx.TensorProto.FLOAT), ("latent", onnx.TensorProto.FLOAT)][::1 if graph ==
+                      "vae_encoder" else -1]), graph
+
+
 def test_optimize_on_makes_a_cuda_only_bundle_the_engine_accepts(tiny: Path, photos: dict, tmp_path: Path) -> None:
     """--optimize on with a float16 export traced here: every graph fused, recorded in bundle.json,
     float32 I/O kept; the CPU cannot run them, so the check is of their interface and no preview."""
@@ -481,6 +519,7 @@ def test_optimize_on_makes_a_cuda_only_bundle_the_engine_accepts(tiny: Path, pho
     assert m["training"]["optimize"] == "on"
     assert fused["unet"]["MultiHeadAttention"] == 8 and fused["unet"]["BiasSplitGelu"] == 4    # tiny: 4 blocks
     assert fused["vae_decoder"]["NhwcConv"] > 0 and fused["text_encoder"]["SkipLayerNormalization"] == 4
+    assert fused["vae_encoder"]["Attention"] == fused["vae_decoder"]["Attention"] == 1
     assert "preview" not in m and "no preview.png" in run.stderr
     for name, g in m["graphs"].items():
         proto = onnx.load(str(folder / g["file"]))

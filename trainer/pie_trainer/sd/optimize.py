@@ -16,7 +16,8 @@ transformers 5.24, torch 2.15, ONNX Runtime 1.31), by graph (the optimizer's mod
   (BiasSplitGelu); every Conv (NhwcConv); LayerNorm after a residual (SkipLayerNormalization);
   bias + residual (BiasAdd).
 - vae_encoder, vae_decoder (vae): GroupNorm / SkipGroupNorm and NhwcConv; the mid-block
-  attention stays unfused (the optimizer's VAE attention pattern is older exporters').
+  attention (Attention) where the VAE was exported with diffusers' classic attention processor,
+  whose subgraph is the one the optimizer knows (export_for_fusion sets it).
 - text_encoder (clip): SkipLayerNormalization and QuickGelu; attention stays unfused
   (transformers 5's causal mask is not the subgraph the optimizer looks for).
 """
@@ -74,33 +75,44 @@ def fused_counts(proto: Any) -> dict[str, int]:
 
 
 @contextlib.contextmanager
-def _unet_heads_from_one_element_arrays() -> Iterator[None]:
-    """ONNX Runtime 1.30/1.31's UNet attention fusion reads a PyTorch 2 graph's head count with
-    int() of a one-element array, which NumPy 2.4 refuses (TypeError), and so never fuses a
-    diffusers UNet exported here. For the optimizer's run, the head count is read from the
-    element instead; the rest of the fusion is the optimizer's own."""
+def _heads_from_one_element_arrays() -> Iterator[None]:
+    """ONNX Runtime 1.30/1.31's UNet and VAE attention fusions read a graph's head count with int()
+    of a one-element array, which NumPy 2.4 refuses (TypeError), and so never fuse a diffusers
+    model exported here. For the optimizer's run, the head count is read from the element
+    instead (the UNet's: the Concat before Q's Reshape; the VAE's: the same, and the hidden size
+    from Q's bias); the rest of each fusion is the optimizer's own."""
     import numpy as np
     import onnxruntime.transformers.optimizer  # noqa: F401 - puts its modules on sys.path
 
-    cls = sys.modules["fusion_attention_unet"].FusionAttentionUnet
-    original = cls.get_num_heads
+    def element(model: Any, name: str) -> int:
+        v = model.get_constant_value(name)
+        return max(0, int(v.reshape(-1)[0])) if isinstance(v, np.ndarray) and v.size == 1 else 0
 
-    def num_heads(self: Any, reshape_q: Any, is_torch2: bool = False) -> int:
+    unet = sys.modules["fusion_attention_unet"].FusionAttentionUnet
+    vae = sys.modules["fusion_attention_vae"].FusionAttentionVae
+    unet_heads, vae_heads = unet.get_num_heads, vae.get_num_heads_and_hidden_size
+
+    def unet_num_heads(self: Any, reshape_q: Any, is_torch2: bool = False) -> int:
         if not is_torch2:
-            return int(original(self, reshape_q, is_torch2))
+            return int(unet_heads(self, reshape_q, is_torch2))
         shape = self.model.get_parent(reshape_q, 1)
         if shape is None or shape.op_type != "Concat" or len(shape.input) != 4:
             return 0
-        heads = self.model.get_constant_value(shape.input[2])
-        if not isinstance(heads, np.ndarray) or heads.size != 1:
-            return 0
-        return max(0, int(heads.reshape(-1)[0]))
+        return element(self.model, shape.input[2])
 
-    cls.get_num_heads = num_heads
+    def vae_heads_and_hidden(self: Any, reshape_q: Any, add_q: Any) -> tuple[int, int]:
+        shape = self.model.get_parent(reshape_q, 1)
+        heads = element(self.model, shape.input[2]) if shape is not None and len(shape.input) == 4 else 0
+        _, bias = self.model.get_constant_input(add_q)
+        if heads <= 0 or not isinstance(bias, np.ndarray) or bias.ndim != 1:
+            return self.num_heads, self.hidden_size
+        return heads, int(bias.shape[0])
+
+    unet.get_num_heads, vae.get_num_heads_and_hidden_size = unet_num_heads, vae_heads_and_hidden
     try:
         yield
     finally:
-        cls.get_num_heads = original
+        unet.get_num_heads, vae.get_num_heads_and_hidden_size = unet_heads, vae_heads
 
 
 @contextlib.contextmanager
@@ -135,6 +147,14 @@ def _timestep_nodes(proto: Any) -> list[str]:
     return names
 
 
+def export_for_fusion(parts: Any) -> None:
+    """Before exporting the graphs to fuse: the VAE's attention as diffusers' classic processor
+    computes it (the same values), whose exported subgraph the VAE attention fusion matches;
+    PyTorch's fused attention exports as one it does not."""
+    from diffusers.models.attention_processor import AttnProcessor
+    parts.vae.set_attn_processor(AttnProcessor())
+
+
 def optimize_graph(folder: Path, graph: str, made: list[str], external_limit: int,
                    heads: int = 0, hidden: int = 0) -> tuple[list[str], dict[str, int]]:
     """Rewrites the float32 graph `made[0]` (with its external data, if any) in `folder` in place:
@@ -155,7 +175,7 @@ def optimize_graph(folder: Path, graph: str, made: list[str], external_limit: in
     # the file (relative to the working folder), the rest is read in before the float16 conversion.
     proto = onnx.load(str(folder / made[0]), load_external_data=False)
     # tqdm bars and the optimizer's own notes would land in the trainer's log.
-    with _unet_heads_from_one_element_arrays(), contextlib.redirect_stderr(io.StringIO()), \
+    with _heads_from_one_element_arrays(), contextlib.redirect_stderr(io.StringIO()), \
             _working_folder(folder):
         m = optimize_model(proto, model_type=model_type, num_heads=heads, hidden_size=hidden,
                            opt_level=0, optimization_options=options, use_gpu=True)

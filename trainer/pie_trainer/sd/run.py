@@ -100,6 +100,8 @@ class SdJob:
                 exp_parts.text_encoder = copy.deepcopy(parts.text_encoder).to(exp_device, dtype)
             else:
                 exp_parts = parts
+            if optimize:
+                opt.export_for_fusion(exp_parts)
             files: dict[str, str] = {}
             written: list[str] = [WEIGHTS]
             fused: dict[str, dict[str, int]] = {}
