@@ -97,13 +97,19 @@ fn main() {
     let mut timed: Vec<f64> = per.iter().skip(1).copied().collect();
     timed.sort_by(|a, b| a.total_cmp(b));
     let median = if timed.is_empty() { first } else { timed[timed.len() / 2] };
-    let precision = match &bundle.manifest.model {
-        pie::manifest::Model::Sd(m) => m.precision,
-        _ => pie::Precision::Float32,
+    let (precision, fused) = match &bundle.manifest.model {
+        pie::manifest::Model::Sd(m) => (m.precision, m.optimized.is_some()),
+        _ => (pie::Precision::Float32, false),
     };
     if args.iter().any(|a| a == "--json") {
+        let variant = match (fused, cuda_graph) {
+            (false, false) => "pie",
+            (false, true) => "pie-cuda-graph",
+            (true, false) => "pie-fused",
+            (true, true) => "pie-fused-cuda-graph",
+        };
         let line = serde_json::json!({
-            "variant": if cuda_graph { "pie-cuda-graph" } else { "pie" },
+            "variant": variant, "graphs": if fused { "fused" } else { "plain" },
             "s_per_image": median, "runs": &per[1.min(per.len())..], "first_image_s": first,
             "session_s": session.as_secs_f64(), "device": ran_on.to_string(), "dtype": precision,
             "size": work.0.max(work.1), "work": [work.0, work.1], "steps": steps, "guidance": guidance,

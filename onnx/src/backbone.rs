@@ -153,6 +153,7 @@ impl Graphs {
 
 /// What a bundle's backbone loaded and checked beyond the common core.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // one per bundle
 pub enum BackboneParts {
     Pixel(crate::pixel::PixelBundle),
     Sd(crate::sd::SdBundle),

@@ -128,8 +128,42 @@ pub enum Error {
     /// CUDA was asked for and cannot be used; says why.
     #[error("--device cuda: CUDA cannot be used here: {0}")]
     CudaUnavailable(String),
+    /// A concept whose graphs run on CUDA only, refused before any of them is
+    /// opened: `cuda` is why CUDA is out (`None`: the CPU was asked for).
+    #[error("{}", cuda_only_words(.concept, .needs, .cuda.as_deref()))]
+    CudaOnly { concept: String, needs: CudaOnly, cuda: Option<String> },
     #[error("{0}")]
     Internal(String),
+}
+
+/// What ties a concept to CUDA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CudaOnly {
+    /// float16 weights.
+    Float16,
+    /// Graphs fused for CUDA after export (bundle.json `model.optimized`):
+    /// the optimizer and the graphs' keys.
+    Fused { by: crate::manifest::Optimizer, graphs: Vec<&'static str> },
+}
+
+/// The command line's words for [`Error::CudaOnly`].
+fn cuda_only_words(concept: &str, needs: &CudaOnly, cuda: Option<&str>) -> String {
+    let why = match cuda {
+        None => String::from(" (--device cpu was asked)"),
+        Some(why) => format!(", and CUDA cannot be used here ({why})"),
+    };
+    match needs {
+        CudaOnly::Float16 => format!(
+            "concept {concept:?} has float16 weights, which pie runs on CUDA only{why}: use --device cuda on a machine with an NVIDIA GPU, \
+             or learn the concept again with float32 weights (the trainer's fp32 export) to run it on the CPU"
+        ),
+        CudaOnly::Fused { by, graphs } => format!(
+            "concept {concept:?} has graphs fused for CUDA by {by} ({}), whose operators ONNX Runtime runs on CUDA only{why}: \
+             use --device cuda on a machine with an NVIDIA GPU, or learn the concept again with --optimize off and float32 weights \
+             (--export-precision fp32) to run it on the CPU",
+            graphs.join(", ")
+        ),
+    }
 }
 
 impl Error {
@@ -139,7 +173,8 @@ impl Error {
             | Error::Bundle { .. }
             | Error::OutOfRange { .. }
             | Error::NotForBackbone { .. }
-            | Error::Conflict { .. } => ErrorKind::BadInput,
+            | Error::Conflict { .. }
+            | Error::CudaOnly { .. } => ErrorKind::BadInput,
             Error::Cancelled => ErrorKind::Cancelled,
             Error::Unavailable(_) | Error::Missing { .. } | Error::CudaUnavailable(_) => {
                 ErrorKind::Unavailable

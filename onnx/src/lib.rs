@@ -52,7 +52,7 @@ pub use add::{add_each, blend_each, AddOutput, AddStats, SOFT_ENLARGEMENT};
 pub use backbone::Backbone;
 pub use bundle::Bundle;
 pub use composite::{Anchor, Look, Placement};
-pub use error::{Error, ErrorKind, Opt, Result};
+pub use error::{CudaOnly, Error, ErrorKind, Opt, Result};
 pub use imageops::Rect;
 pub use library::{ConceptInfo, Library};
 pub use manifest::{Precision, Role, Stage};

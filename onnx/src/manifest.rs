@@ -205,6 +205,71 @@ pub struct SdModel {
     /// The weights' (graph I/O is float32 either way).
     pub precision: Precision,
     pub base: SdBase,
+    /// The graphs were rewritten after export (fused for CUDA); `None`: as exported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimized: Option<Optimized>,
+}
+
+/// `model.optimized` of an sd bundle: what rewrote which graphs after export.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Optimized {
+    pub by: Optimizer,
+    /// The optimizer's version, for people.
+    pub version: String,
+    pub graphs: Vec<SdGraph>,
+}
+
+/// A graph rewriter the trainer may run on an sd bundle's graphs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Optimizer {
+    /// ONNX Runtime's transformer optimizer: fused `com.microsoft` operators
+    /// (GroupNorm, NhwcConv, BiasSplitGelu, ...) that ONNX Runtime has for CUDA only.
+    #[serde(rename = "onnxruntime-transformers")]
+    OrtTransformers,
+}
+
+impl Optimizer {
+    /// Its name in bundle.json.
+    pub fn name(self) -> &'static str {
+        match self {
+            Optimizer::OrtTransformers => "onnxruntime-transformers",
+        }
+    }
+
+    /// Whether the graphs it writes run on CUDA only.
+    pub fn cuda_only(self) -> bool {
+        match self {
+            Optimizer::OrtTransformers => true,
+        }
+    }
+}
+
+impl std::fmt::Display for Optimizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A graph of an sd bundle, by its key in `graphs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SdGraph {
+    TextEncoder,
+    Unet,
+    VaeEncoder,
+    VaeDecoder,
+}
+
+impl SdGraph {
+    pub fn key(self) -> &'static str {
+        match self {
+            SdGraph::TextEncoder => "text_encoder",
+            SdGraph::Unet => "unet",
+            SdGraph::VaeEncoder => "vae_encoder",
+            SdGraph::VaeDecoder => "vae_decoder",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

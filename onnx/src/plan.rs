@@ -152,6 +152,7 @@ mod tests {
             unet_in_channels: 4,
             precision: crate::manifest::Precision::Float32,
             base: crate::manifest::SdBase { name: "x".into(), path: None, extra: Default::default() },
+            optimized: None,
         }
     }
 

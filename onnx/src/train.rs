@@ -45,6 +45,8 @@ pub struct TrainOptions {
     pub exclude: Option<PathBuf>,
     /// sd: weights of the exported graphs, `auto`, `fp32` or `fp16` (fp16 runs on CUDA only).
     pub export_precision: Option<String>,
+    /// sd: `auto`, `on` or `off`: fuse the exported graphs for CUDA (the bundle then runs on CUDA only).
+    pub optimize: Option<String>,
 }
 
 pub use crate::locations::TrainerEnv;
@@ -255,6 +257,7 @@ fn common_args(lib: &Library, o: &TrainOptions) -> Result<Vec<String>> {
         ("--class-word", o.class_word.clone()),
         ("--lora-rank", o.lora_rank.map(|r| r.to_string())),
         ("--export-precision", o.export_precision.clone()),
+        ("--optimize", o.optimize.clone()),
     ];
     for (flag, v) in sd_only {
         if let Some(v) = v {

@@ -285,6 +285,45 @@ fn an_unknown_stage_role_backbone_or_precision_on_disk_is_named_with_what_is_acc
 }
 
 #[test]
+fn optimized_graphs_are_recorded_by_enums_and_only_for_float16() {
+    let d = tempfile::tempdir().unwrap();
+    let sd =
+        pie::sd::testkit::SyntheticSd { name: "c".into(), fp16: true, optimized: true, ..Default::default() };
+    let dir = pie::sd::testkit::write_sd_bundle(d.path(), &sd).unwrap();
+    let b = Bundle::load(&dir).unwrap();
+    let pie::backbone::Model::Sd(m) = &b.manifest.model else { panic!("not an sd model") };
+    let o = m.optimized.as_ref().unwrap();
+    assert_eq!(o.by, pie::manifest::Optimizer::OrtTransformers);
+    assert_eq!(o.graphs, [pie::manifest::SdGraph::Unet, pie::manifest::SdGraph::VaeDecoder]);
+    assert!(o.by.cuda_only());
+
+    let original = std::fs::read(dir.join("bundle.json")).unwrap();
+    let refused = |f: &dyn Fn(&mut Value), what: &str| {
+        std::fs::write(dir.join("bundle.json"), &original).unwrap();
+        edit(&dir, f);
+        fails(&dir, "bundle.json", what);
+    };
+    refused(
+        &|v| v["model"]["optimized"]["by"] = "tensorrt".into(),
+        "unknown variant `tensorrt`, expected `onnxruntime-transformers`",
+    );
+    refused(&|v| v["model"]["optimized"]["graphs"][1] = "refiner".into(), "unknown variant `refiner`");
+    refused(
+        &|v| v["model"]["optimized"]["graphs"] = serde_json::json!(["unet", "unet"]),
+        "model.optimized.graphs must list each rewritten graph once",
+    );
+    refused(
+        &|v| v["model"]["optimized"]["graphs"] = serde_json::json!([]),
+        "model.optimized.graphs must list each rewritten graph once",
+    );
+    refused(
+        &|v| v["model"]["precision"] = "float32".into(),
+        "onnxruntime-transformers rewrites float16 graphs only, model.precision is float32",
+    );
+    refused(&|v| v["model"]["optimized"]["passes"] = 3.into(), "unknown field `passes`");
+}
+
+#[test]
 fn an_unreadable_concept_is_listed_as_before_with_stage_0() {
     let lib = common::synthetic_library();
     std::fs::create_dir(lib.path().join("broken")).unwrap();

@@ -26,7 +26,8 @@ fn text(o: &Output) -> String {
 }
 
 /// A library with the sd toys: "dog" (stage 2), "field" (stage 1),
-/// "inpaint" (9 channels), "vpred" (v_prediction), "half" (float16).
+/// "inpaint" (9 channels), "vpred" (v_prediction), "half" (float16), "fused"
+/// (float16, its manifest saying its graphs were fused for CUDA).
 fn sd_library() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     for s in [
@@ -35,6 +36,7 @@ fn sd_library() -> tempfile::TempDir {
         SyntheticSd { name: "inpaint".into(), inpainting: true, ..Default::default() },
         SyntheticSd { name: "vpred".into(), prediction: "v_prediction".into(), ..Default::default() },
         SyntheticSd { name: "half".into(), fp16: true, ..Default::default() },
+        SyntheticSd { name: "fused".into(), fp16: true, optimized: true, ..Default::default() },
     ] {
         write_sd_bundle(d.path(), &s).unwrap();
     }
@@ -107,7 +109,7 @@ fn check_result(c: &Case, out: &Path) -> image::RgbImage {
 fn sd_bundles_validate_and_pixel_bundles_still_do() {
     let lib = sd_library();
     let l = pie::Library::open(Some(lib.path().to_path_buf())).unwrap();
-    for name in ["dog", "field", "inpaint", "vpred", "half", "ball"] {
+    for name in ["dog", "field", "inpaint", "vpred", "half", "fused", "ball"] {
         let b = l.load(name).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(b.manifest.backbone == pie::Backbone::Sd, name != "ball");
         assert_eq!(matches!(b.parts, pie::backbone::BackboneParts::Sd(_)), name != "ball");
@@ -116,6 +118,14 @@ fn sd_bundles_validate_and_pixel_bundles_still_do() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(
         text(&o).contains("backbone sd at 64 px, base toy-sd (/nonexistent/toy-sd), precision float16"),
+        "{}",
+        text(&o)
+    );
+    // Shown on any machine: only running it needs CUDA.
+    let o = pie(lib.path(), &["concepts", "show", "fused"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("graphs fused by onnxruntime-transformers 1.31.1: unet, vae_decoder (CUDA only)"),
         "{}",
         text(&o)
     );
@@ -416,6 +426,37 @@ fn refusals_exit_2_with_a_specific_message() {
         text(&o)
     );
     assert!(!out.exists());
+    // Fused graphs: refused on the CPU before a session is made (a session
+    // would fail on their contrib operators with ONNX Runtime's own words).
+    let (o, out) = add(&c, "fused", "x.png", &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains(
+            "concept \"fused\" has graphs fused for CUDA by onnxruntime-transformers (unet, vae_decoder), \
+             whose operators ONNX Runtime runs on CUDA only (--device cpu was asked): use --device cuda"
+        ) && t.contains("--optimize off"),
+        "{t}"
+    );
+    assert!(!t.contains("ONNX Runtime failed") && !t.contains("GroupNorm"), "{t}");
+    assert!(!out.exists());
+    let lib = pie::Library::open(Some(c.lib.path().to_path_buf())).unwrap();
+    let fused = lib.load("fused").unwrap();
+    let scene = image::open(&c.scene).unwrap();
+    let mask = image::open(&c.mask).unwrap().to_luma8();
+    let req = pie::AddRequest::default();
+    match library_add(&fused, &scene, &mask, pie::Device::Cpu, &req) {
+        Err(pie::Error::CudaOnly { concept, needs: pie::CudaOnly::Fused { graphs, .. }, cuda: None }) => {
+            assert_eq!((concept.as_str(), graphs), ("fused", vec!["unet", "vae_decoder"]));
+        }
+        other => panic!("expected CudaOnly, got {other:?}"),
+    }
+    // Automatic: CUDA if this machine has it, else the same refusal saying why not.
+    match library_add(&fused, &scene, &mask, pie::Device::Auto, &req) {
+        Ok(outs) => assert_eq!(outs[0].device, pie::Device::Cuda),
+        Err(pie::Error::CudaOnly { cuda: Some(why), .. }) => assert!(!why.is_empty()),
+        Err(e) => panic!("expected CUDA or CudaOnly, got {e}"),
+    }
     let (o, _) = add(&c, "field", "f.png", &["--prompt", "a photo of {subject}"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("{subject}, but \"field\" is a scene concept"), "{}", text(&o));
@@ -603,6 +644,9 @@ fn learn_options_for_sd_are_checked_before_the_trainer_starts() {
     let o = pie(c.lib.path(), &["learn-scene", img, "--name", "new", "--lora-rank", "4"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("--lora-rank is an option of --backbone sd"), "{}", text(&o));
+    let o = pie(c.lib.path(), &["learn-scene", img, "--name", "new", "--optimize", "on"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--optimize is an option of --backbone sd"), "{}", text(&o));
     // A subject grows on its scene's backbone: "field" is an sd scene.
     let o = pie(
         c.lib.path(),

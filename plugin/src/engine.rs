@@ -64,6 +64,22 @@ impl From<pie::Error> for Failure {
             E::CudaUnavailable(why) => {
                 format!("Device CUDA: CUDA cannot be used here: {why}. Choose Automatic or CPU.")
             }
+            E::CudaOnly { concept, needs, cuda } => {
+                let what = match needs {
+                    pie::CudaOnly::Float16 => String::from("has float16 weights"),
+                    pie::CudaOnly::Fused { by, graphs } => {
+                        format!("has graphs fused for CUDA by {by} ({})", graphs.join(", "))
+                    }
+                };
+                let why = match cuda {
+                    None => String::from("Device CPU was chosen"),
+                    Some(why) => format!("CUDA cannot be used here: {why}"),
+                };
+                format!(
+                    "'{concept}' {what}, which pie runs on CUDA only ({why}): choose Device CUDA or Automatic \
+                     on a machine with an NVIDIA GPU, or learn the concept again with float32 weights to run it on the CPU."
+                )
+            }
             // The engine's fix is for a terminal; for the plug-in, the fix is install.sh.
             E::Missing { what, .. } | E::Unavailable(what) => format!(
                 "{} (pie's install.sh sets up ONNX Runtime and the trainer for the plug-in: run it again \
@@ -377,7 +393,28 @@ mod tests {
         assert_eq!(m, "'Sampler' ddpm adds fresh noise: use it with 'Scheduler' ddim.");
         let m = words(pie::Error::CudaUnavailable("no driver".into()));
         assert!(m.starts_with("Device CUDA: CUDA cannot be used here: no driver"), "{m}");
-        for m in [&m, &words(pie::Error::Unavailable("no ONNX Runtime".into()))] {
+        let fused = words(pie::Error::CudaOnly {
+            concept: "dog".into(),
+            needs: pie::CudaOnly::Fused {
+                by: pie::manifest::Optimizer::OrtTransformers,
+                graphs: vec!["unet", "vae_decoder"],
+            },
+            cuda: None,
+        });
+        assert!(
+            fused.starts_with(
+                "'dog' has graphs fused for CUDA by onnxruntime-transformers (unet, vae_decoder), \
+                 which pie runs on CUDA only (Device CPU was chosen): choose Device CUDA or Automatic"
+            ),
+            "{fused}"
+        );
+        let half = words(pie::Error::CudaOnly {
+            concept: "dog".into(),
+            needs: pie::CudaOnly::Float16,
+            cuda: Some("no driver".into()),
+        });
+        assert!(half.starts_with("'dog' has float16 weights, which pie runs on CUDA only (CUDA cannot be used here: no driver)"), "{half}");
+        for m in [&m, &fused, &half, &words(pie::Error::Unavailable("no ONNX Runtime".into()))] {
             assert!(!m.contains("--"), "{m}");
         }
     }

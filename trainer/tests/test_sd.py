@@ -385,6 +385,160 @@ def test_large_graph_keeps_its_weights_in_one_data_file(tiny: Path, tmp_path: Pa
     assert report["unet"] < 1e-3
 
 
+# ---- graphs fused for CUDA (--optimize) -------------------------------------------
+
+# SD's UNet layout at a small size: GroupNorm with SD's 32 groups, a cross-attention down block
+# and up block around the mid block's, and two head counts (2 and 4, head size 32 each, as
+# SD 2.x's per-block heads) so each attention's head count is read from its own subgraph.
+FUSED_UNET = dict(sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
+                  block_out_channels=(64, 128), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                  up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
+                  attention_head_dim=(2, 4), norm_num_groups=32)
+
+
+def _transformer_heads(cfg: dict) -> list[int]:
+    """The head count of every transformer block the config makes: a cross-attention down block
+    has layers_per_block of them, its up block one more, the mid block one (at the last heads)."""
+    heads, L = cfg["attention_head_dim"], cfg["layers_per_block"]
+    down = [heads[i] for i, t in enumerate(cfg["down_block_types"]) if t.startswith("CrossAttn") for _ in range(L)]
+    up_heads = list(reversed(heads))
+    up = [up_heads[i] for i, t in enumerate(cfg["up_block_types"]) if t.startswith("CrossAttn") for _ in range(L + 1)]
+    return down + [heads[-1]] + up
+
+
+def test_optimized_unet_has_the_fused_kernels_its_architecture_implies(tmp_path: Path) -> None:
+    from collections import Counter
+    from types import SimpleNamespace
+
+    from diffusers import UNet2DConditionModel
+
+    import onnx
+    from pie_trainer.sd import export as ex
+    from pie_trainer.sd import optimize as opt
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**FUSED_UNET).eval()
+    made = ex.export_graph("unet", SimpleNamespace(unet=unet), tmp_path, 77, 4, 2, torch.device("cpu"),
+                           torch.float32)
+    plain = onnx.load(str(tmp_path / made[0]))
+    plain_io = [(v.name, v.type.tensor_type.elem_type) for v in list(plain.graph.input) + list(plain.graph.output)]
+    assert not [n for n in plain.graph.node if n.domain == opt.CONTRIB]
+    made, counts = opt.optimize_graph(tmp_path, "unet", made, ex.EXTERNAL_LIMIT)
+    assert made == ["unet.onnx"] and sorted(p.name for p in tmp_path.iterdir()) == made
+    fused = onnx.load(str(tmp_path / "unet.onnx"))
+    onnx.checker.check_model(fused)
+    assert counts == opt.fused_counts(fused)
+
+    heads = _transformer_heads(FUSED_UNET)
+    modules = Counter(type(m).__name__ for m in unet.modules())
+    assert modules["BasicTransformerBlock"] == len(heads) == 4   # the formula and the model agree
+    T = len(heads)
+    # Every attention (self and cross, per transformer block) is one MultiHeadAttention: self with
+    # Q, K and V packed into one input, cross with K and V packed (Q apart).
+    mha = [n for n in fused.graph.node if n.op_type == "MultiHeadAttention"]
+    assert counts["MultiHeadAttention"] == modules["Attention"] == 2 * T
+    assert sorted(len(n.input) for n in mha) == [1] * T + [2] * T
+    got_heads = sorted(next(a.i for a in n.attribute if a.name == "num_heads") for n in mha)
+    assert got_heads == sorted(heads * 2)
+    # Every GroupNorm, with its SiLU where one follows, fused (SkipGroupNorm: with the residual Add before).
+    assert counts["GroupNorm"] + counts["SkipGroupNorm"] == modules["GroupNorm"]
+    assert counts["SkipGroupNorm"] >= modules["ResnetBlock2D"]   # each resnet's norm2 follows the time Add
+    assert not [n for n in fused.graph.node if n.op_type == "InstanceNormalization"]
+    assert counts["BiasSplitGelu"] == modules["GEGLU"] == T       # the feed-forward's GEGLU
+    assert counts["NhwcConv"] == modules["Conv2d"]                  # every convolution, channels last
+    assert not [n for n in fused.graph.node if n.op_type == "Conv"]
+    assert counts["SkipLayerNormalization"] == 2 * T               # norm2, norm3 after each attention's residual
+    assert counts["BiasAdd"] >= 1
+    assert len(fused.graph.node) < len(plain.graph.node) / 2
+
+    # float16 inside, the contract's float32 (int64) inputs and outputs kept.
+    assert [(v.name, v.type.tensor_type.elem_type) for v in list(fused.graph.input) + list(fused.graph.output)] \
+        == plain_io
+    big = {t.data_type for t in fused.graph.initializer if len(t.dims) >= 2}
+    assert big == {onnx.TensorProto.FLOAT16}
+    # The sinusoidal timestep embedding stays float32, as diffusers computes it.
+    kept = set(opt._timestep_nodes(fused))
+    sin = [n for n in fused.graph.node if n.op_type in ("Sin", "Cos")]
+    assert len(sin) == 2 and all(n.name in kept for n in sin)
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in onnx.shape_inference.infer_shapes(fused).graph.value_info}
+    assert all(types.get(n.output[0], onnx.TensorProto.FLOAT) == onnx.TensorProto.FLOAT for n in sin)
+
+
+FUSED_VAE = dict(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                 up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(64, 128), layers_per_block=1,
+                 latent_channels=4, norm_num_groups=32, sample_size=32)
+
+
+def test_optimized_vae_has_the_fused_kernels_its_architecture_implies(tmp_path: Path) -> None:
+    from collections import Counter
+    from types import SimpleNamespace
+
+    from diffusers import AutoencoderKL
+
+    import onnx
+    from pie_trainer.sd import export as ex
+    from pie_trainer.sd import optimize as opt
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(**FUSED_VAE).eval()
+    opt.export_for_fusion(SimpleNamespace(vae=vae))
+    for graph, parts in (("vae_encoder", (vae.encoder, vae.quant_conv)), ("vae_decoder", (vae.post_quant_conv,
+                                                                                          vae.decoder))):
+        made = ex.export_graph(graph, SimpleNamespace(vae=vae), tmp_path, 77, 4, 2, torch.device("cpu"),
+                               torch.float32)
+        made, counts = opt.optimize_graph(tmp_path, graph, made, ex.EXTERNAL_LIMIT)
+        proto = onnx.load(str(tmp_path / made[0]))
+        onnx.checker.check_model(proto)
+        modules = Counter(type(m).__name__ for p in parts for m in p.modules())
+        assert counts["Attention"] == modules["Attention"] == 1, graph      # the mid block's
+        # Every GroupNorm but the attention's own, which runs on [N, C, H*W], a rank the fusion does not take.
+        assert counts["GroupNorm"] + counts.get("SkipGroupNorm", 0) == modules["GroupNorm"] - modules["Attention"], \
+            graph
+        assert counts["NhwcConv"] == modules["Conv2d"], graph
+        assert not [n for n in proto.graph.node if n.op_type in ("Conv", "Softmax")], graph
+        assert len([n for n in proto.graph.node if n.op_type == "InstanceNormalization"]) == 1, graph
+        io = [(v.name, v.type.tensor_type.elem_type) for v in list(proto.graph.input) + list(proto.graph.output)]
+        assert io == ([("image", onnx.TensorProto.FLOAT), ("latent", onnx.TensorProto.FLOAT)][::1 if graph ==
+                      "vae_encoder" else -1]), graph
+
+
+def test_optimize_on_makes_a_cuda_only_bundle_the_engine_accepts(tiny: Path, photos: dict, tmp_path: Path) -> None:
+    """--optimize on with a float16 export traced here: every graph fused, recorded in bundle.json,
+    float32 I/O kept; the CPU cannot run them, so the check is of their interface and no preview."""
+    import onnx
+    run = sd_run("scene", str(photos["scene"]), "--name", "fused", "--library", str(tmp_path), "--backbone", "sd",
+                 "--base", str(tiny), "--steps", "1", "--resolution", RES, "--export-precision", "fp16",
+                 "--optimize", "on", "--threads", "1")
+    assert run.rc == 0, run.stderr[-3000:]
+    folder = tmp_path / "fused"
+    assert bundle_problems(folder) == []
+    m = manifest(folder)
+    assert m["model"]["precision"] == "float16"
+    assert m["model"]["optimized"] == {"by": "onnxruntime-transformers", "version": ort.__version__,
+                                       "graphs": ["text_encoder", "unet", "vae_encoder", "vae_decoder"]}
+    fused = m["training"]["fused_operators"]
+    assert m["training"]["optimize"] == "on"
+    assert fused["unet"]["MultiHeadAttention"] == 8 and fused["unet"]["BiasSplitGelu"] == 4    # tiny: 4 blocks
+    assert fused["vae_decoder"]["NhwcConv"] > 0 and fused["text_encoder"]["SkipLayerNormalization"] == 4
+    assert fused["vae_encoder"]["Attention"] == fused["vae_decoder"]["Attention"] == 1
+    assert "preview" not in m and "no preview.png" in run.stderr
+    for name, g in m["graphs"].items():
+        proto = onnx.load(str(folder / g["file"]))
+        onnx.checker.check_model(proto)
+        assert {n.op_type for n in proto.graph.node if n.domain == "com.microsoft"} == set(fused[name]), name
+        io = [(v.name, v.type.tensor_type.elem_type, len(v.type.tensor_type.shape.dim))
+              for v in list(proto.graph.input) + list(proto.graph.output)]
+        assert io == [(t["name"], onnx.TensorProto.INT64 if t["dtype"] == "int64" else onnx.TensorProto.FLOAT,
+                       len(t["shape"])) for t in g["inputs"] + g["outputs"]], name
+    # The engine's own validation, where it is built (tests/run.sh builds it before this suite).
+    pie = Path(__file__).resolve().parents[2] / "target" / "release" / "pie"
+    if pie.is_file():
+        show = subprocess.run([str(pie), "--library", str(tmp_path), "concepts", "show", "fused"],
+                              capture_output=True, text=True, timeout=60, env={**env(), "PIE_HOME": str(tmp_path)})
+        assert show.returncode == 0, show.stdout + show.stderr
+        assert "graphs fused by onnxruntime-transformers" in show.stdout + show.stderr
+
+
 # ---- refusals -----------------------------------------------------------------
 
 def test_hub_id_and_bad_bases_are_refused_without_network(tmp_path: Path, photos: dict, tiny: Path) -> None:
@@ -414,6 +568,12 @@ def test_hub_id_and_bad_bases_are_refused_without_network(tmp_path: Path, photos
     assert "--class-word" in scene(str(tiny), "--class-word", "Dog!").last("error")["message"]
     assert "bitsandbytes" in scene(str(tiny), "--use-8bit-adam").last("error")["message"]
     assert "does not use --channels" in scene(str(tiny), "--channels", "16").last("error")["message"]
+    # Fused graphs run on CUDA only: never made from a float32 export (the one the CPU runs).
+    for extra in (("--optimize", "on"), ("--optimize", "on", "--export-precision", "fp32")):
+        run = scene(str(tiny), *extra)
+        assert run.rc == 2 and "--optimize on fuses the graphs into ONNX Runtime operators that run on CUDA " \
+            "only" in run.last("error")["message"] and "--export-precision fp16" in run.last("error")["message"]
+        assert not [e for e in run.events if e["event"] == "progress"], extra
     assert "needs --base" in sd_run("scene", str(photos["scene"]), "--name", "n", "--library", str(lib),
                                     "--backbone", "sd", e=e).last("error")["message"]
     pixel = sd_run("scene", str(photos["scene"]), "--name", "n", "--library", str(lib), "--lora-rank", "4", e=e)

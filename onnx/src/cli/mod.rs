@@ -252,6 +252,9 @@ struct TrainArgs {
     /// With --backbone sd: weights of the exported graphs; fp16 runs on CUDA only (default auto: fp16 when training on CUDA)
     #[arg(long, value_parser = ["auto", "fp32", "fp16"])]
     export_precision: Option<String>,
+    /// With --backbone sd: fuse the graphs for CUDA with ONNX Runtime's transformer optimizer; the concept then runs on CUDA only, and on needs fp16 (default auto: on for an fp16 export on CUDA)
+    #[arg(long, value_parser = ["auto", "on", "off"])]
+    optimize: Option<String>,
 }
 
 impl TrainArgs {
@@ -270,6 +273,7 @@ impl TrainArgs {
             lora_rank: self.lora_rank,
             train_text_encoder: self.train_text_encoder,
             export_precision: self.export_precision.clone(),
+            optimize: self.optimize.clone(),
             exclude: None,
         }
     }

@@ -12,7 +12,7 @@ pub mod text;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::manifest::{DimSpec, Graph, Manifest, Role, SdGraphs, SdModel, TensorSpec, Text};
+use crate::manifest::{DimSpec, Graph, Manifest, Precision, Role, SdGraphs, SdModel, TensorSpec, Text};
 
 /// What an sd bundle holds beyond the common core.
 #[derive(Debug, Clone)]
@@ -75,6 +75,18 @@ pub(crate) fn check_model(m: &SdModel) -> Result<(), String> {
     }
     if m.base.name.trim().is_empty() {
         return Err("model.base.name is empty".into());
+    }
+    if let Some(o) = &m.optimized {
+        let mut seen = std::collections::HashSet::new();
+        if o.graphs.is_empty() || !o.graphs.iter().all(|g| seen.insert(*g)) {
+            return Err("model.optimized.graphs must list each rewritten graph once".into());
+        }
+        if m.precision != Precision::Float16 {
+            return Err(format!(
+                "model.optimized: {} rewrites float16 graphs only, model.precision is {}",
+                o.by, m.precision
+            ));
+        }
     }
     Ok(())
 }

@@ -25,8 +25,9 @@ use crate::add::{self, Engine, Job, Prepared, Variant};
 use crate::backbone::{About, BackboneParts, Fault, Graphs};
 use crate::bundle::Bundle;
 use crate::composite::{self, region};
+use crate::error::CudaOnly;
 use crate::imageops::{self, Planes};
-use crate::manifest::{Manifest, Model, Precision, Text};
+use crate::manifest::{Manifest, Model, Precision, SdModel, Text};
 use crate::plan;
 use crate::request::Defaults;
 use crate::runtime::{self, Device, ModelSource};
@@ -34,24 +35,27 @@ use crate::schedule::{NoiseSchedule, Prediction, Sampler, Scheduler, StepPlan, T
 use crate::sd::step::{self, StepShape};
 use crate::{Error, Opt, Progress, Result};
 
-/// The device the bundle's precision allows: float16 graphs run on CUDA only.
-fn device_for(bundle: &Bundle, precision: Precision, asked: Device) -> Result<Device> {
-    if precision != Precision::Float16 {
-        return Ok(asked);
-    }
-    let refuse = |why: String| {
-        Error::bad(format!(
-            "concept {:?} has float16 weights, which pie runs on CUDA only{why}: use --device cuda on a machine with an NVIDIA GPU, \
-             or learn the concept again with float32 weights (the trainer's fp32 export) to run it on the CPU",
-            bundle.name()
-        ))
+/// The device the bundle allows: float16 weights and graphs fused for CUDA
+/// run on CUDA only, so the CPU is refused before any graph is opened.
+fn device_for(bundle: &Bundle, model: &SdModel, asked: Device) -> Result<Device> {
+    let needs = match (&model.optimized, model.precision) {
+        (Some(o), _) if o.by.cuda_only() => {
+            CudaOnly::Fused { by: o.by, graphs: o.graphs.iter().map(|g| g.key()).collect() }
+        }
+        (_, Precision::Float16) => CudaOnly::Float16,
+        _ => return Ok(asked),
+    };
+    let refuse = |cuda: Option<String>| Error::CudaOnly {
+        concept: bundle.name().to_string(),
+        needs: needs.clone(),
+        cuda,
     };
     match asked {
-        Device::Cpu => Err(refuse(String::from(" (--device cpu was asked)"))),
+        Device::Cpu => Err(refuse(None)),
         Device::Cuda => Ok(Device::Cuda),
         Device::Auto => match runtime::probe_cuda()? {
             Ok(()) => Ok(Device::Cuda),
-            Err(why) => Err(refuse(format!(", and CUDA cannot be used here ({why})"))),
+            Err(why) => Err(refuse(Some(why))),
         },
     }
 }
@@ -138,18 +142,21 @@ impl Engine for Sd {
         let BackboneParts::Sd(p) = &bundle.parts else { return Vec::new() };
         let (m, md) = (&bundle.manifest, &p.model);
         let base = md.base.path.as_deref().map(|p| format!(" ({p})")).unwrap_or_default();
-        let mut lines = vec![
-            format!(
-                "backbone {} at {} px, base {}{base}, precision {}",
-                m.backbone, md.resolution, md.base.name, md.precision
-            ),
-            format!(
-                "UNet {} input channels{}, {} prediction",
-                md.unet_in_channels,
-                if md.unet_in_channels > md.latent_channels { " (inpainting)" } else { "" },
-                m.schedule.prediction_type
-            ),
-        ];
+        let mut lines = vec![format!(
+            "backbone {} at {} px, base {}{base}, precision {}",
+            m.backbone, md.resolution, md.base.name, md.precision
+        )];
+        if let Some(o) = &md.optimized {
+            let graphs = o.graphs.iter().map(|g| g.key()).collect::<Vec<_>>().join(", ");
+            let cuda = if o.by.cuda_only() { " (CUDA only)" } else { "" };
+            lines.push(format!("graphs fused by {} {}: {graphs}{cuda}", o.by, o.version));
+        }
+        lines.push(format!(
+            "UNet {} input channels{}, {} prediction",
+            md.unet_in_channels,
+            if md.unet_in_channels > md.latent_channels { " (inpainting)" } else { "" },
+            m.schedule.prediction_type
+        ));
         let t = &p.text;
         lines.push(format!(
             "prompt: {:?}{}",
@@ -176,7 +183,7 @@ impl Engine for Sd {
         let plan = plan::plan_sd(scene.width(), scene.height(), bbox, model)?;
         let prompt = super::add_prompt(m, text, opts.prompt.as_deref())?;
         let negative = opts.negative_prompt.clone().unwrap_or_else(|| text.prompts.negative.clone());
-        let device = device_for(bundle, model.precision, opts.device)?;
+        let device = device_for(bundle, model, opts.device)?;
 
         add::loading(progress)?;
         let path =

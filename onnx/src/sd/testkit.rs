@@ -29,6 +29,9 @@ pub struct SyntheticSd {
     pub inpainting: bool,
     /// Half-precision weights (graph I/O stays float32).
     pub fp16: bool,
+    /// bundle.json says ONNX Runtime's transformer optimizer fused the UNet
+    /// and the VAE decoder for CUDA (the graphs themselves stay plain).
+    pub optimized: bool,
     /// "epsilon" or "v_prediction".
     pub prediction: String,
     /// Below 1 the denoiser is slightly wrong, so seeds differ.
@@ -42,6 +45,7 @@ impl Default for SyntheticSd {
             stage: Stage::Subject,
             inpainting: false,
             fp16: false,
+            optimized: false,
             prediction: "epsilon".into(),
             gain: 0.9,
         }
@@ -323,6 +327,10 @@ pub fn write_sd_bundle(library: &Path, s: &SyntheticSd) -> std::io::Result<PathB
     });
     if s.stage == Stage::Subject {
         m["subject"] = json!({"file": "subject.png", "has_mask": true});
+    }
+    if s.optimized {
+        m["model"]["optimized"] =
+            json!({"by": "onnxruntime-transformers", "version": "1.31.1", "graphs": ["unet", "vae_decoder"]});
     }
     std::fs::write(
         dir.join("bundle.json"),

@@ -19,13 +19,15 @@ from ..core.errors import EXIT_DONE, BadInput
 from ..core.images import TrainInputs
 from ..core.progress import Progress, log
 from . import NAME, WEIGHTS
+from .optimize import CHOICES
+from .optimize import resolve as resolve_optimize
 from .settings import DEFAULT_LORA_RANK, LR_FULL, LR_LORA, SCENE_CLASS, SD_PRESETS, SUBJECT_CLASS, SdSettings, prompt
 
 CLASS_WORD_HELP = "lowercase letters and spaces, at most 32 characters"
 # Options only this backbone uses (argparse destinations; their default is None, so given = not None).
 OPTIONS = ("base", "class_word", "lora_rank", "lora_alpha", "train_text_encoder", "mixed_precision",
            "gradient_checkpointing", "use_8bit_adam", "gradient_accumulation_steps", "prior_loss_weight",
-           "export_precision", "preview_steps")
+           "export_precision", "optimize", "preview_steps")
 # What to use instead of another backbone's option.
 INSTEAD = {"precision": "--mixed-precision"}
 
@@ -68,6 +70,10 @@ def add_options(p: argparse.ArgumentParser, stage: str, positive: Callable[[type
     g.add_argument("--export-precision", choices=("auto", "fp32", "fp16"), default=None,
                    help="weights of the exported graphs (default auto: fp16 when training on CUDA, else fp32); "
                         "graph inputs and outputs are float32 either way")
+    g.add_argument("--optimize", choices=CHOICES, default=None,
+                   help="fuse the exported graphs for CUDA with ONNX Runtime's transformer optimizer (fused "
+                        "attention, GroupNorm, GELU and NHWC convolutions; the bundle then runs on CUDA only): "
+                        "on needs a float16 export (default auto: on when exporting float16 on CUDA)")
 
 
 def _class_word(text: str) -> str:
@@ -82,6 +88,8 @@ def check(args: argparse.Namespace) -> None:
     """Refuse values out of range before any image is read (the rest needs the base checkpoint)."""
     if getattr(args, "prior_loss_weight", None) is not None and args.prior_loss_weight < 0:
         raise BadInput(f"--prior-loss-weight must be 0 or more, got {args.prior_loss_weight}")
+    if args.optimize == "on" and args.export_precision == "fp32":
+        resolve_optimize("on", "float32", False)
 
 
 def train(args: argparse.Namespace, progress: Progress, inputs: TrainInputs) -> int:
@@ -144,7 +152,7 @@ def train(args: argparse.Namespace, progress: Progress, inputs: TrainInputs) -> 
     from ..core.device import start
     from ..core.images import open_library_image
     from ..core.run import Runtime, execute
-    from .run import SdJob, resolve_mixed_precision
+    from .run import SdJob, resolve_mixed_precision, resolved_precision
 
     stop, device, threads = start(args.device, args.threads, deterministic=False)
     if args.use_8bit_adam and device.type != "cuda":
@@ -159,11 +167,13 @@ def train(args: argparse.Namespace, progress: Progress, inputs: TrainInputs) -> 
         prior_loss_weight=1.0 if getattr(args, "prior_loss_weight", None) is None else args.prior_loss_weight,
         caption_dropout=null_prob,
         checkpoint_every=args.checkpoint_every if args.checkpoint_every is not None else (200 if lora_rank else 0),
-        export_precision=args.export_precision or "auto", preset=preset_name,
+        export_precision=args.export_precision or "auto", optimize=args.optimize or "auto", preset=preset_name,
         preview_steps=15 if args.preview_steps is None else args.preview_steps)
     saved = resume.open_checkpoint(library, name, stage, NAME) if args.resume else None
     if saved is not None:
         settings = SdSettings.from_dict(saved["settings"])   # and so the class word the run began with
+    # Refused here, not after training: the export would refuse it.
+    resolve_optimize(settings.optimize, resolved_precision(settings.export_precision, device), device.type == "cuda")
     kept = resume.kept_identifier(library, name) if saved is not None else None
     taken = taken_identifiers(library)
     if stage == 1:

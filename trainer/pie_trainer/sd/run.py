@@ -34,6 +34,7 @@ from ..core.views import SceneCrops, SubjectViews, cutout_rgba, randint, resize_
 from . import NAME, TOKENIZER, WEIGHTS
 from . import export as ex
 from . import models as md
+from . import optimize as opt
 from .base import Base, schedule_manifest
 from .settings import SdSettings
 
@@ -86,9 +87,12 @@ class SdJob:
             run.progress.phase(self.stage, "export", "exporting text encoder, UNet and VAE to ONNX")
             parts, _ = md.finetuned(self.base, staging.file(WEIGHTS))
             precision = export_precision(s.export_precision, rt.device)
-            dtype = torch.float16 if precision == "float16" else torch.float32
+            optimize = opt.resolve(s.optimize, precision, rt.device.type == "cuda")
+            # The fusions read float32 weights: an optimized graph is exported in float32 and
+            # becomes float16 after them (sd/optimize.py).
+            dtype = torch.float16 if precision == "float16" and not optimize else torch.float32
             exp_device = rt.device if precision == "float16" else torch.device("cpu")
-            if precision == "float16":
+            if dtype != torch.float32 or exp_device.type != "cpu":
                 import copy
                 exp_parts = copy.copy(parts)
                 exp_parts.unet = copy.deepcopy(parts.unet).to(exp_device, dtype)
@@ -96,11 +100,19 @@ class SdJob:
                 exp_parts.text_encoder = copy.deepcopy(parts.text_encoder).to(exp_device, dtype)
             else:
                 exp_parts = parts
+            if optimize:
+                opt.export_for_fusion(exp_parts)
             files: dict[str, str] = {}
             written: list[str] = [WEIGHTS]
+            fused: dict[str, dict[str, int]] = {}
+            te = exp_parts.text_encoder.config
             for g in ex.GRAPHS:
                 made = ex.export_graph(g, exp_parts, staging.path, L, self.base.size_multiple,
                                        self.base.vae_scale_factor, exp_device, dtype)
+                if optimize:
+                    log(f"fusing {g} for CUDA (ONNX Runtime's transformer optimizer, then float16)")
+                    heads = (int(te.num_attention_heads), int(te.hidden_size)) if g == "text_encoder" else (0, 0)
+                    made, fused[g] = opt.optimize_graph(staging.path, g, made, ex.EXTERNAL_LIMIT, *heads)
                 files[g] = made[0]
                 written += made
                 if run.stop():
@@ -132,13 +144,16 @@ class SdJob:
             training = {**s.to_dict(), "device": str(rt.device), "threads": rt.threads,
                         "final_loss": round(final_loss, 6), "train_wall_s": round(run.trained - run.started, 1),
                         "resumed": run.saved is not None, "onnx_max_abs_diff": diffs, "torch": torch.__version__,
-                        "export_precision": precision, **self.notes}
+                        "export_precision": precision, **({"fused_operators": fused} if optimize else {}),
+                        **self.notes}
             model = {"resolution": s.resolution, "size_multiple": base.size_multiple,
                      "min_size": base.size_multiple, "channels": 3, "value_range": [-1, 1],
                      "latent_channels": int(base.vae.get("latent_channels", 4)),
                      "vae_scale_factor": base.vae_scale_factor, "scaling_factor": scaling,
                      "unet_in_channels": base.in_channels, "precision": precision,
                      "base": {"name": base.name, "path": str(base.path), "fingerprint": base.fingerprint}}
+            if optimize:
+                model["optimized"] = {"by": opt.TOOL, "version": opt.version(), "graphs": list(fused)}
             body = {"text": {"tokenizer": TOKENIZER, "max_length": L, "bos_id": int(tokenizer.bos_token_id),
                              "eos_id": int(tokenizer.eos_token_id), "pad_id": int(tokenizer.pad_token_id),
                              "hidden_size": D,
@@ -148,7 +163,9 @@ class SdJob:
                        if self.stage == 2 else {})}
             manifest = bd.manifest(self.name, self.stage, NAME, self.parent, model, schedule_manifest(base),
                                    {"null": NULL_TOKEN, "concepts": self.concepts}, body, training)
-            if s.preview_steps > 0:
+            if s.preview_steps > 0 and optimize and not opt.runs_here():
+                log("no preview.png: the fused graphs run on CUDA only, and this ONNX Runtime has no CUDA provider")
+            elif s.preview_steps > 0:
                 log(f"drawing preview.png with the exported graphs ({s.preview_steps} DDIM steps)")
                 draw_preview(staging.path, manifest, s, rt.threads, run.stop)
                 if run.stop():
@@ -432,15 +449,19 @@ def save_tokenizer(tokenizer: Any, path: Path) -> None:
     t.save(str(path))
 
 
-def export_precision(requested: str, device: torch.device) -> str:
+def resolved_precision(requested: str, device: torch.device) -> str:
+    """--export-precision auto|fp32|fp16 as bundle.json's model.precision."""
     if requested == "auto":
         return "float16" if device.type == "cuda" else "float32"
-    if requested == "fp16":
-        if device.type != "cuda":
-            log("--export-precision fp16 on the CPU: the graphs are traced in half precision here; "
-                "the bundle runs on CUDA only")
-        return "float16"
-    return "float32"
+    return "float16" if requested == "fp16" else "float32"
+
+
+def export_precision(requested: str, device: torch.device) -> str:
+    precision = resolved_precision(requested, device)
+    if requested == "fp16" and device.type != "cuda":
+        log("--export-precision fp16 on the CPU: the graphs are traced in half precision here; "
+            "the bundle runs on CUDA only")
+    return precision
 
 
 # ---- Stage II's parent ------------------------------------------------------

@@ -41,6 +41,7 @@ class SdSettings:
     grad_clip: float = 1.0
     checkpoint_every: int = 0
     export_precision: str = "auto"       # auto, fp32, fp16
+    optimize: str = "auto"               # auto, on, off: fused CUDA graphs (sd/optimize.py)
     preview_steps: int = 15               # DDIM steps of the bundle's preview.png (0: none)
     preset: str = "default"
     backbone: str = "sd"
