@@ -18,8 +18,8 @@ use crate::{Error, Result};
 
 /// The largest relative RMS difference of ε (int8 against fp32, measured by the
 /// trainer at export and again here on the probe) with which int8 is used: at
-/// the trainer's 0.02-0.03 an Add's pixels moved by at most 1 level of 255 on
-/// the evaluation pairs (bench/README.md).
+/// the trainer's 0.012 a subject's Add moved by at most 1 level of 255 on the
+/// evaluation pairs, a scene concept's by at most 5 (bench/README.md).
 pub const TOLERANCE: f64 = 0.05;
 
 /// int8 is kept only when it takes at most this share of fp32's time: a tie

@@ -26,8 +26,8 @@ from ..core.views import SceneCrops, SubjectViews, cutout_rgba, resize_exclude, 
 from . import NAME as BACKBONE
 from .diffusion import Schedule
 from .export import export_onnx, graph_manifest, verify_onnx
-from .quantize import CALIBRATION_BATCHES, CHECK_BATCHES, TOLERANCE, add_like_feeds, quantize
 from .model import MIN_SIZE, NULL_TOKEN, SCENE_TOKEN, SIZE_MULTIPLE, SUBJECT_TOKEN, VOCAB_SIZE, TinyUNet, UNetConfig
+from .quantize import CALIBRATION_BATCHES, CHECK_BATCHES, TOLERANCE, add_like_feeds, quantize
 from .settings import Settings
 from .speed import MODES, bf16_usable, time_modes
 from .train import Batch, PixelTraining, preview_grid
