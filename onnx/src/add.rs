@@ -14,6 +14,7 @@ use crate::bundle::Bundle;
 use crate::composite::region;
 use crate::imageops::{self, Planes, Rect};
 use crate::manifest::{Manifest, Text};
+use crate::precision::Precision;
 use crate::request::{AddRequest, Defaults, Settings};
 use crate::runtime::Device;
 use crate::schedule::Scheduler;
@@ -30,6 +31,9 @@ pub struct AddStats {
     pub steps: usize,
     pub work_w: usize,
     pub work_h: usize,
+    /// pixel-unet: which of its denoiser graphs ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub precision: Option<Precision>,
 }
 
 #[derive(Debug, Clone)]
@@ -115,6 +119,8 @@ pub(crate) struct Prepared<'a> {
     /// How many times the subject's cut-out was enlarged to the photo's
     /// pixels; `None` where the backbone does not paste at the photo's scale.
     pub enlarged: Option<f32>,
+    /// Which denoiser graph runs, where a backbone has more than one.
+    pub precision: Option<Precision>,
     pub session: Duration,
     /// What a result is blended through, over the whole image.
     pub write: Cow<'a, GrayImage>,
@@ -231,6 +237,7 @@ fn run_each(
             steps: n,
             work_w: prep.work_w,
             work_h: prep.work_h,
+            precision: prep.precision,
             ..Default::default()
         };
         let total = (variants * n) as f64;

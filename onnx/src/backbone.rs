@@ -140,7 +140,11 @@ impl Graphs {
     /// Every graph, with its key in `graphs`.
     pub fn all(&self) -> Vec<(&'static str, &Graph)> {
         match self {
-            Graphs::Pixel(g) => vec![("denoiser", &g.denoiser)],
+            Graphs::Pixel(g) => {
+                let mut v = vec![("denoiser", &g.denoiser)];
+                v.extend(g.denoiser_int8.as_ref().map(|q| ("denoiser_int8", &q.graph)));
+                v
+            }
             Graphs::Sd(g) => vec![
                 ("text_encoder", &g.text_encoder),
                 ("unet", &g.unet),

@@ -39,6 +39,7 @@ pub mod manifest;
 pub mod onnxfile;
 pub mod pixel;
 pub mod plan;
+pub mod precision;
 pub mod request;
 pub mod runtime;
 pub mod safefs;

@@ -30,6 +30,7 @@ const VARS: &[&str] = &[
     "PIE_TRAINER_PYTHON",
     "PIE_TRAINER_PATH",
     "PIE_CUDA_LIBS",
+    "PIE_PRECISION",
 ];
 
 /// The repair for an installed pie whose own files went missing.
@@ -156,6 +157,11 @@ impl Context {
     /// A variable's value; an empty one counts as unset.
     fn var(&self, k: &str) -> Option<PathBuf> {
         self.vars.iter().find(|(n, v)| *n == k && !v.is_empty()).map(|(_, v)| PathBuf::from(v))
+    }
+
+    /// `$PIE_PRECISION`: which denoiser graph a pixel-unet Add runs (see [`crate::precision`]).
+    pub fn precision(&self) -> Option<String> {
+        self.var("PIE_PRECISION").map(|v| v.to_string_lossy().into_owned())
     }
 
     /// `explicit` (`--library`), else `$PIE_HOME`, else `$XDG_DATA_HOME/pie`,

@@ -377,6 +377,58 @@ pub struct Concept {
 #[serde(deny_unknown_fields)]
 pub struct PixelGraphs {
     pub denoiser: Graph,
+    /// The same denoiser with int8 convolutions, where the trainer made one
+    /// within its tolerance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denoiser_int8: Option<QuantizedGraph>,
+}
+
+/// A graph and how far its quantization moved it from the fp32 graph.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(from = "QuantizedGraphFields", into = "QuantizedGraphFields")]
+pub struct QuantizedGraph {
+    pub graph: Graph,
+    pub quantization: Quantization,
+}
+
+/// bundle.json's spelling of a [`QuantizedGraph`]: a graph's fields and `quantization`.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuantizedGraphFields {
+    file: String,
+    inputs: Vec<TensorSpec>,
+    outputs: Vec<TensorSpec>,
+    quantization: Quantization,
+}
+
+impl From<QuantizedGraphFields> for QuantizedGraph {
+    fn from(f: QuantizedGraphFields) -> Self {
+        QuantizedGraph {
+            graph: Graph { file: f.file, inputs: f.inputs, outputs: f.outputs },
+            quantization: f.quantization,
+        }
+    }
+}
+
+impl From<QuantizedGraph> for QuantizedGraphFields {
+    fn from(q: QuantizedGraph) -> Self {
+        let Graph { file, inputs, outputs } = q.graph;
+        QuantizedGraphFields { file, inputs, outputs, quantization: q.quantization }
+    }
+}
+
+/// What the trainer measured of a quantized graph (its other notes are kept as they are).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Quantization {
+    /// `qdq`: QuantizeLinear/DequantizeLinear pairs around the quantized operators.
+    pub format: String,
+    /// RMS of (ε int8 − ε fp32) over the RMS of ε fp32, on inputs like Add's.
+    pub rel_rms_diff: f64,
+    pub max_abs_diff: f64,
+    /// The largest `rel_rms_diff` the trainer accepted.
+    pub tolerance: f64,
+    #[serde(flatten)]
+    pub notes: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -23,10 +23,11 @@ use crate::backbone::{About, Backbone, BackboneParts, Fault, Graphs, Model};
 use crate::bundle::{self, Bundle};
 use crate::composite::{self, region};
 use crate::imageops::{self, Planes, Rect};
-use crate::manifest::{DimSpec, Manifest, PixelModel, Text};
+use crate::manifest::{DimSpec, Graph, Manifest, PixelModel, Quantization, Text};
 use crate::plan::{self, Plan};
+use crate::precision::{self, Precision, Wanted};
 use crate::request::{Defaults, Settings};
-use crate::runtime;
+use crate::runtime::{self, Device};
 use crate::schedule::{step_coef, NoiseSchedule, Sampler, Scheduler};
 use crate::{Error, Opt, Progress, Result};
 
@@ -39,6 +40,8 @@ pub struct PixelBundle {
     pub model: PixelModel,
     /// The denoiser graph.
     pub denoiser: std::path::PathBuf,
+    /// Its int8 twin, and what the trainer measured of it.
+    pub denoiser_int8: Option<(std::path::PathBuf, Quantization)>,
 }
 
 impl Engine for PixelUnet {
@@ -108,29 +111,14 @@ impl Engine for PixelUnet {
         let Graphs::Pixel(g) = &m.graphs else {
             return Err("graphs and model are of different backbones".into());
         };
-        let g = &g.denoiser;
-        let expect_in: [(&str, &str, usize); 3] =
-            [("x", "float32", 4), ("t", "int64", 1), ("token", "int64", 1)];
-        let expect_out: [(&str, &str, usize); 1] = [("eps", "float32", 4)];
-        bundle::check_contract(
-            "graphs.denoiser",
-            Backbone::PixelUnet.name(),
-            "inputs",
-            &g.inputs,
-            &expect_in,
-        )?;
-        bundle::check_contract(
-            "graphs.denoiser",
-            Backbone::PixelUnet.name(),
-            "outputs",
-            &g.outputs,
-            &expect_out,
-        )?;
-        for spec in [&g.inputs[0], &g.outputs[0]] {
-            if let DimSpec::Fixed(c) = &spec.shape[1] {
-                if *c != 3 {
-                    return Err(format!("graphs.denoiser: {} has {c} channels, expected 3", spec.name));
-                }
+        check_denoiser("graphs.denoiser", &g.denoiser)?;
+        if let Some(q) = &g.denoiser_int8 {
+            check_denoiser("graphs.denoiser_int8", &q.graph)?;
+            if q.quantization.format != "qdq" {
+                return Err(format!(
+                    "graphs.denoiser_int8: quantization format {:?} is not one pie runs (qdq)",
+                    q.quantization.format
+                ));
             }
         }
         Ok(())
@@ -141,6 +129,10 @@ impl Engine for PixelUnet {
             (Model::Pixel(model), Graphs::Pixel(g)) => Ok(BackboneParts::Pixel(PixelBundle {
                 model: model.clone(),
                 denoiser: dir.join(&g.denoiser.file),
+                denoiser_int8: g
+                    .denoiser_int8
+                    .as_ref()
+                    .map(|q| (dir.join(&q.graph.file), q.quantization.clone())),
             })),
             _ => Err(("bundle.json".into(), "graphs and model are of different backbones".into())),
         }
@@ -162,14 +154,14 @@ impl Engine for PixelUnet {
         let plan = plan::plan_pixel(job.scene.width(), job.scene.height(), job.bbox, &parts.model)?;
         let work = prepare(bundle, job.scene, job.selection, job.pasted, &plan, job.bbox, s);
         add::loading(progress)?;
+        let sched = NoiseSchedule::from_manifest(&bundle.manifest.schedule);
+        let ts = sched.timesteps(s.steps, s.strength);
         let t0 = Instant::now();
-        let den = runtime::open(&parts.denoiser, s.device, s.threads)?;
+        let (den, precision) = open_denoiser(bundle, parts, &work, &sched, ts[0], s)?;
         let session = t0.elapsed();
         if let Some(n) = &den.note {
             progress.update(0.0, n);
         }
-        let sched = NoiseSchedule::from_manifest(&bundle.manifest.schedule);
-        let ts = sched.timesteps(s.steps, s.strength);
         let div = if work.edit.is_some() { region::FEATHER_DIV_SUBJECT } else { region::FEATHER_DIV };
         let blend = region::blend_mask(job.selection, job.bbox, div);
         // With a subject, only its footprint and the ring around it are written;
@@ -186,6 +178,7 @@ impl Engine for PixelUnet {
             device: den.device,
             note: den.note,
             enlarged: work.enlarged,
+            precision: Some(precision),
             session,
             write,
             sampler: Box::new(Sampling {
@@ -199,6 +192,22 @@ impl Engine for PixelUnet {
             }),
         })
     }
+}
+
+/// A denoiser graph's declared signature against the backbone's contract.
+fn check_denoiser(key: &str, g: &Graph) -> std::result::Result<(), String> {
+    let expect_in: [(&str, &str, usize); 3] = [("x", "float32", 4), ("t", "int64", 1), ("token", "int64", 1)];
+    let expect_out: [(&str, &str, usize); 1] = [("eps", "float32", 4)];
+    bundle::check_contract(key, Backbone::PixelUnet.name(), "inputs", &g.inputs, &expect_in)?;
+    bundle::check_contract(key, Backbone::PixelUnet.name(), "outputs", &g.outputs, &expect_out)?;
+    for spec in [&g.inputs[0], &g.outputs[0]] {
+        if let DimSpec::Fixed(c) = &spec.shape[1] {
+            if *c != 3 {
+                return Err(format!("{key}: {} has {c} channels, expected 3", spec.name));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The variants' shared state.
@@ -560,6 +569,91 @@ impl Noise {
     }
 }
 
+/// The tokens of one denoiser evaluation: subject, scene, null; a scene
+/// bundle has no subject token, and guidance 1 is the conditional prediction
+/// alone, with no need to run the null token.
+fn batch_tokens(bundle: &Bundle, guidance: f32) -> Array1<i64> {
+    let mut tokens = Vec::with_capacity(3);
+    if let Some(s) = bundle.subject_token {
+        tokens.push(s);
+    }
+    tokens.push(bundle.scene_token);
+    if guidance != 1.0 {
+        tokens.push(bundle.null_token);
+    }
+    Array1::from(tokens)
+}
+
+/// The denoiser session an Add runs, and which graph it is: int8 on the CPU
+/// where the bundle has it within [`precision::TOLERANCE`] and, on this
+/// machine, it runs clearly faster than fp32 (timed once on this Add's own
+/// start, remembered; `PIE_PRECISION` overrides).
+fn open_denoiser(
+    bundle: &Bundle,
+    parts: &PixelBundle,
+    work: &Work,
+    sched: &NoiseSchedule,
+    t: usize,
+    s: &Settings,
+) -> Result<(runtime::Denoiser, Precision)> {
+    let ctx = crate::locations::Context::current();
+    let wanted = Wanted::from_env(&ctx)?;
+    let fp32 = |d| Ok((runtime::open(&parts.denoiser, d, s.threads)?, Precision::Fp32));
+    let Some((int8_path, q)) = parts.denoiser_int8.as_ref().filter(|_| wanted != Wanted::Fp32) else {
+        if wanted == Wanted::Int8 {
+            return Err(Error::bad(format!(
+                "PIE_PRECISION=int8, but {:?} has no int8 denoiser (learned by an older pie, or its quantization was \
+                 too far from fp32)",
+                bundle.name()
+            )));
+        }
+        return fp32(s.device);
+    };
+    let within = q.rel_rms_diff <= precision::TOLERANCE;
+    // int8 is a CPU route: CUDA runs the fp32 graph.
+    let cpu = s.device == Device::Cpu || (s.device == Device::Auto && !runtime::init()?.has_cuda_ep);
+    if wanted == Wanted::Int8 {
+        if !cpu || !within {
+            return Err(Error::bad(format!(
+                "PIE_PRECISION=int8 runs on the CPU only, within a relative difference of {} ({:?}: {})",
+                precision::TOLERANCE,
+                bundle.name(),
+                q.rel_rms_diff
+            )));
+        }
+        return Ok((runtime::open(int8_path, Device::Cpu, s.threads)?, Precision::Int8));
+    }
+    if !cpu || !within {
+        return fp32(s.device);
+    }
+    let threads = s.threads.unwrap_or_else(runtime::default_threads).max(1);
+    let key = precision::key(threads, parts.model.base_channels, &q.format);
+    match precision::remembered(&ctx, &key) {
+        Some(v) if v.int8 => return Ok((runtime::open(int8_path, Device::Cpu, s.threads)?, Precision::Int8)),
+        Some(_) => return fp32(Device::Cpu),
+        None => {}
+    }
+    let mut f = runtime::open(&parts.denoiser, Device::Cpu, s.threads)?;
+    let mut i = runtime::open(int8_path, Device::Cpu, s.threads)?;
+    // The probe is this Add's own first step: its composite at its noise level.
+    let tokens = batch_tokens(bundle, s.guidance);
+    let (_, h, w) = work.composite.dim();
+    let a = sched.abar(Some(t));
+    let (ka, kn) = (a.sqrt() as f32, (1.0 - a).sqrt() as f32);
+    let mut noise = Noise(ChaCha8Rng::seed_from_u64(0));
+    let mut z = Array3::<f32>::zeros((3, h, w));
+    noise.fill(&mut z);
+    let x = Zip::from(&work.composite).and(&z).map_collect(|&c, &e| ka * c + kn * e);
+    let xin = x
+        .broadcast((tokens.len(), 3, h, w))
+        .map(|v| v.to_owned())
+        .ok_or_else(|| Error::internal("the probe's batch does not broadcast"))?;
+    let tv = Array1::from_elem(tokens.len(), t as i64);
+    let v = precision::time(&mut f.session, &mut i.session, &xin, &tv, &tokens, 3)?;
+    precision::remember(&ctx, &key, &v);
+    Ok(if v.int8 { (i, Precision::Int8) } else { (f, Precision::Fp32) })
+}
+
 #[allow(clippy::too_many_arguments)]
 fn sample(
     session: &mut ort::session::Session,
@@ -576,19 +670,9 @@ fn sample(
     let mut noise = Noise(ChaCha8Rng::seed_from_u64(seed));
     let mut z = Array3::<f32>::zeros((3, h, w));
 
-    // Subject, scene, null; a scene bundle has no subject token.
-    let mut tokens = Vec::with_capacity(3);
-    if let Some(s) = bundle.subject_token {
-        tokens.push(s);
-    }
-    tokens.push(bundle.scene_token);
     let g = opts.guidance;
-    // Guidance 1 is the conditional prediction alone: no need to run the null token.
     let guided = g != 1.0;
-    if guided {
-        tokens.push(bundle.null_token);
-    }
-    let tokens = Array1::from(tokens);
+    let tokens = batch_tokens(bundle, g);
     let batch = tokens.len();
     let has_subject = bundle.subject_token.is_some();
 

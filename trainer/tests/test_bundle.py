@@ -115,3 +115,28 @@ def test_bundle_files_get_the_umask_mode(scene_bundle: Path, tmp_path: Path) -> 
     os.umask(umask)
     for e in src["files"]:
         assert (out / e["path"]).stat().st_mode & 0o777 == 0o666 & ~umask, e["path"]
+
+
+def test_int8_twin_is_written_only_within_its_tolerance(scene_bundle: Path, subject_bundle: Path) -> None:
+    from pie_trainer.pixel.quantize import TOLERANCE
+
+    for folder in (scene_bundle, subject_bundle):
+        m = manifest(folder)
+        record = m["training"]["int8"]
+        assert "skipped" not in record, record
+        q = m["graphs"].get("denoiser_int8")
+        if record["rel_rms_diff"] > TOLERANCE:
+            assert q is None and not (folder / "denoiser.int8.onnx").exists()
+            continue
+        assert q is not None and q["quantization"] == record and q["file"] == "denoiser.int8.onnx"
+        assert q["quantization"]["fp32"] == ["/in_conv/Conv", "/out_conv/Conv"]
+        assert "denoiser.int8.onnx" in {f["path"] for f in m["files"]}
+        ops = {n.op_type for n in __import__("onnx").load(str(folder / "denoiser.int8.onnx")).graph.node}
+        assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+        f = ort.InferenceSession(str(folder / "denoiser.onnx"), providers=["CPUExecutionProvider"])
+        i8 = ort.InferenceSession(str(folder / "denoiser.int8.onnx"), providers=["CPUExecutionProvider"])
+        rng = np.random.default_rng(2)
+        feed = {"x": rng.standard_normal((3, 3, 24, 40)).astype(np.float32), "t": np.full(3, 150, np.int64),
+                "token": np.array([2, 1, 0], np.int64)}
+        a, b = f.run(["eps"], feed)[0], i8.run(["eps"], feed)[0]
+        assert a.shape == b.shape and np.isfinite(b).all()

@@ -552,10 +552,10 @@ fn run(cli: Cli) -> Result<()> {
                         path.display(),
                         o.seed,
                         o.stats.steps,
-                        o.device,
+                        ran_on(o.device, o.stats.precision),
                         own.as_secs_f64()
                     ),
-                    json!({"event": "done", "out": path, "seed": o.seed, "device": o.device, "changed": o.changed, "seconds": o.stats.total.as_secs_f64()}),
+                    json!({"event": "done", "out": path, "seed": o.seed, "device": o.device, "precision": o.stats.precision, "changed": o.changed, "seconds": o.stats.total.as_secs_f64()}),
                 );
             }
             Ok(())
@@ -580,10 +580,10 @@ fn run(cli: Cli) -> Result<()> {
                     o.path.display(),
                     o.seed,
                     o.stats.steps,
-                    o.device,
+                    ran_on(o.device, o.stats.precision),
                     o.stats.total.as_secs_f64()
                 ),
-                json!({"event": "done", "out": o.path, "seed": o.seed, "device": o.device, "changed": o.changed, "seconds": o.stats.total.as_secs_f64()}),
+                json!({"event": "done", "out": o.path, "seed": o.seed, "device": o.device, "precision": o.stats.precision, "changed": o.changed, "seconds": o.stats.total.as_secs_f64()}),
             );
             Ok(())
         }
@@ -747,6 +747,14 @@ fn concepts(lib: &Library, action: &ConceptsCmd, json: bool) -> Result<()> {
             say(json, &format!("removed {name:?}"), json!({"event": "removed", "name": name}));
             Ok(())
         }
+    }
+}
+
+/// "cpu", or "cpu, int8" where the int8 denoiser ran.
+fn ran_on(device: Device, precision: Option<pie::precision::Precision>) -> String {
+    match precision {
+        Some(p @ pie::precision::Precision::Int8) => format!("{device}, {p}"),
+        _ => device.to_string(),
     }
 }
 

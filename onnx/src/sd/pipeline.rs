@@ -403,6 +403,7 @@ impl Engine for Sd {
             // sd pastes at its working scale, which the VAE then decodes:
             // the cut-out's own resolution is not what limits its sharpness.
             enlarged: None,
+            precision: None,
             session: session_time,
             write,
             sampler: Box::new(Sampling {

@@ -6,6 +6,7 @@ A `PixelJob` is the `core.run.Job` the run skeleton (`core.run.execute`) drives.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,12 +27,14 @@ from . import NAME as BACKBONE
 from .diffusion import Schedule
 from .export import export_onnx, graph_manifest, verify_onnx
 from .model import MIN_SIZE, NULL_TOKEN, SCENE_TOKEN, SIZE_MULTIPLE, SUBJECT_TOKEN, VOCAB_SIZE, TinyUNet, UNetConfig
+from .quantize import CALIBRATION_BATCHES, CHECK_BATCHES, TOLERANCE, add_like_feeds, quantize
 from .settings import Settings
 from .speed import MODES, bf16_usable, time_modes
 from .train import Batch, PixelTraining, preview_grid
 from .weights import WEIGHTS, load_weights
 
 DENOISER = "denoiser.onnx"
+DENOISER_INT8 = "denoiser.int8.onnx"
 EXCLUDE = "exclude.png"    # Stage I with --exclude: white = never learned, at scene.png's size
 TRAIN_HINT = "python -m pie_trainer scene IMAGE --name NAME"
 
@@ -96,24 +99,48 @@ class PixelJob:
         diff = verify_onnx(tr.ema, staging.file(DENOISER), s.resolution, self.config.vocab_size, rt.threads)
         if stop():
             raise run.cancel(self.stage, tr)
+        graphs = {"denoiser": graph_manifest(DENOISER)}
+        int8 = self.quantized(staging, rt.threads)
+        if int8.get("rel_rms_diff", math.inf) <= TOLERANCE:
+            graphs["denoiser_int8"] = {**graph_manifest(DENOISER_INT8), "quantization": int8}
+            files.append(DENOISER_INT8)
+        else:
+            staging.file(DENOISER_INT8).unlink(missing_ok=True)
+        if stop():
+            raise run.cancel(self.stage, tr)
         progress.phase(self.stage, "write", f"writing the bundle {self.name!r}")
         training_record = {
             **s.to_dict(), "device": str(rt.device), "precision": run.precision, "threads": rt.threads,
             "final_threads": run.final_threads, "benchmark_steps_per_s": self.benchmark,
             "final_loss": round(tr.loss_avg, 6), "train_wall_s": round(run.trained - run.started, 1),
             "resumed": run.saved is not None, "onnx_max_abs_diff": diff, "torch": torch.__version__,
-            **self.notes}
+            "int8": int8, **self.notes}
         model = {"resolution": s.resolution, "size_multiple": SIZE_MULTIPLE, "min_size": MIN_SIZE, "channels": 3,
                  "value_range": [-1, 1], "base_channels": self.config.base_channels,
                  "scene_short_side": s.scene_short_side}
         tokens = {"null": NULL_TOKEN, "vocab_size": self.config.vocab_size, "concepts": self.concepts}
         manifest = bd.manifest(self.name, self.stage, BACKBONE, self.parent, model, self.schedule.manifest(),
-                               tokens, {"graphs": {"denoiser": graph_manifest(DENOISER)}, **self.extra_manifest},
+                               tokens, {"graphs": graphs, **self.extra_manifest},
                                training_record)
         manifest["preview"] = bd.PREVIEW
         if stop():
             raise run.cancel(self.stage, tr)
         return staging.commit(manifest, files, rt.force)
+
+    def quantized(self, staging: bd.Staging, threads: int) -> dict[str, Any]:
+        """The int8 twin of the denoiser (see quantize.py), calibrated on this run's own
+        training views; what bundle.json says of it, or why there is none."""
+        def views(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+            b = self.make_batch(n, gen)
+            return b.x0, b.token
+
+        try:
+            return quantize(staging.file(DENOISER), staging.file(DENOISER_INT8),
+                            add_like_feeds(views, self.schedule, CALIBRATION_BATCHES, self.settings.seed),
+                            add_like_feeds(views, self.schedule, CHECK_BATCHES, self.settings.seed + 1), threads)
+        except Exception as e:  # noqa: BLE001 - the fp32 graph is complete without it
+            log(f"no int8 denoiser: quantizing failed: {e}")
+            return {"skipped": f"quantizing failed: {type(e).__name__}: {e}"}
 
     def finished(self, training: Any, run: Run) -> None:
         # The EMA weights and the previews stay in the checkpoint folder.
