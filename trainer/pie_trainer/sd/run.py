@@ -132,7 +132,7 @@ class SdJob:
             training = {**s.to_dict(), "device": str(rt.device), "threads": rt.threads,
                         "final_loss": round(final_loss, 6), "train_wall_s": round(run.trained - run.started, 1),
                         "resumed": run.saved is not None, "onnx_max_abs_diff": diffs, "torch": torch.__version__,
-                        "export_precision": precision, **self.notes}
+                        "export_precision": precision, **run.record(s.steps), **self.notes}
             model = {"resolution": s.resolution, "size_multiple": base.size_multiple,
                      "min_size": base.size_multiple, "channels": 3, "value_range": [-1, 1],
                      "latent_channels": int(base.vae.get("latent_channels", 4)),
@@ -279,6 +279,7 @@ class Trainer:
                 for k, v in self.ids.items():
                     self.cached[k] = parts.text_encoder(v.to(self.device))[0].float()
         self.step = 0
+        self.fraction = 0.0   # the skeleton's; sd keeps its constant learning rate
         self.loss_avg = 0.0
 
     def tokenize(self, text: str) -> torch.Tensor:
