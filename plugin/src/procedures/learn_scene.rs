@@ -36,6 +36,7 @@ pub(super) fn procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
     );
     trainer_args_argument(&p);
     resume_argument(&p);
+    minutes_argument(&p);
     p
 }
 
@@ -46,7 +47,18 @@ fn run(call: &Call) -> Outcome {
         dialog(
             procedure,
             config,
-            &["name", "backbone", "base", "class-word", "preset", "device", "steps", "replace", "resume"],
+            &[
+                "name",
+                "backbone",
+                "base",
+                "class-word",
+                "preset",
+                "device",
+                "steps",
+                "minutes",
+                "replace",
+                "resume",
+            ],
             None,
             |d| {
                 let fine_tuned: Vec<&str> = pie::Backbone::ALL
