@@ -29,8 +29,11 @@ from .stop import StopFlag
 
 RATE_WINDOW = 20   # steps the reported rate is averaged over
 # With a time budget, training stops early enough for the bundle to be written within it:
-# this much, plus the longest work seen between steps (a preview grid; the bundle draws one too).
-BUDGET_TAIL_S = 10.0
+# BUDGET_TAIL_S, plus the longest work seen between steps (a preview grid; the bundle draws
+# one too), plus BUDGET_TAIL_STEPS steps' time (the export, the probe, the check with ONNX
+# Runtime: they slow down with the machine as the steps do).
+BUDGET_TAIL_S = 5.0
+BUDGET_TAIL_STEPS = 30
 
 
 @dataclass
@@ -185,11 +188,15 @@ def _steps(job: Job, training: Training, run: Run) -> int:
         # At least one step: a bundle of the untrained model would be no use to anyone.
         if clock.spent() and training.step > run.first_step:
             run.stopped_by = "budget"
+            # The last throttled event may lag: say where training ended.
+            run.progress.progress(job.stage, training.step, s.steps, training.loss_avg, 0.0, force=True,
+                                  budget=clock.report())
             log(f"the time budget ({clock.budget_s / 60:g} min) ends training at step {training.step} of {s.steps}")
             break
         training.fraction = clock.fraction(training.step / max(s.steps, 1))
         t0 = time.perf_counter()
         training.train_step()
+        clock.saw_step(time.perf_counter() - t0)
         msg = watcher.add(time.perf_counter() - t0)
         if msg:
             log(msg)
@@ -214,8 +221,8 @@ def _steps(job: Job, training: Training, run: Run) -> int:
 class Budget:
     """--minutes: when training must stop, and how much of the budget is used.
 
-    The budget covers the whole run; training stops BUDGET_TAIL_S plus the longest
-    preview or checkpoint seen before its end, which is what the bundle needs. The
+    The budget covers the run from the trainer's start (its imports, a few seconds, come
+    before); training stops early enough for the bundle (see BUDGET_TAIL_S). The
     time fraction runs from where a resumed run began (`start_fraction`) to 1 at that
     stopping point, so a schedule that follows `fraction` ends as the budget does.
     """
@@ -225,14 +232,19 @@ class Budget:
         self.train_start = time.monotonic()
         self.start_fraction = min(max(start_fraction, 0.0), 1.0)
         self.longest_extra = 0.0
+        self.step_s: list[float] = []
         self._fraction = 0.0
 
     def saw_extra(self, seconds: float) -> None:
         self.longest_extra = max(self.longest_extra, seconds)
 
+    def saw_step(self, seconds: float) -> None:
+        self.step_s = (self.step_s + [seconds])[-RATE_WINDOW:]
+
     def stop_at(self) -> float:
         assert self.budget_s is not None
-        return self.started + self.budget_s - BUDGET_TAIL_S - self.longest_extra
+        step = sorted(self.step_s)[len(self.step_s) // 2] if self.step_s else 0.0
+        return self.started + self.budget_s - BUDGET_TAIL_S - self.longest_extra - BUDGET_TAIL_STEPS * step
 
     def spent(self) -> bool:
         return self.budget_s is not None and time.monotonic() >= self.stop_at()
