@@ -99,7 +99,8 @@ def main() -> int:
     for preset in args.presets.split(","):
         q = ["--quick"] if preset == "quick" else []
         for rnd in range(args.rounds if len(arms) > 1 else 1):
-            tag = lambda arm: f"{preset}{'' if arm == 'as is' else '-cand'}{rnd}"  # noqa: E731
+            def tag(arm: str, preset: str = preset, rnd: int = rnd) -> str:
+                return f"{preset}{'' if arm == 'as is' else '-cand'}{rnd}"
             runs: list[tuple[str, str, list[str]]] = []
             for arm, sa, _ in arms:
                 runs.append((arm, "Stage I (learn-scene)", ["learn-scene", str(paths["scene"]), "--name",

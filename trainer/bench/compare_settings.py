@@ -132,7 +132,7 @@ def make_arm(name: str, s: Settings, stage: int, batcher: Batcher, init: dict[st
 
 
 def report(arms: list[Arm], stage: int, out: Path, tokens: list[int]) -> list[dict[str, Any]]:
-    rows = []
+    rows: list[dict[str, Any]] = []
     for a in arms:
         probe = a.training.probe()
         s = a.settings

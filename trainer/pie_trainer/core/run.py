@@ -191,7 +191,8 @@ def _steps(job: Job, training: Training, run: Run) -> int:
             # The last throttled event may lag: say where training ended.
             run.progress.progress(job.stage, training.step, s.steps, training.loss_avg, 0.0, force=True,
                                   budget=clock.report())
-            log(f"the time budget ({clock.budget_s / 60:g} min) ends training at step {training.step} of {s.steps}")
+            log(f"the time budget ({(clock.budget_s or 0.0) / 60:g} min) ends training at step {training.step} "
+                f"of {s.steps}")
             break
         training.fraction = clock.fraction(training.step / max(s.steps, 1))
         t0 = time.perf_counter()
