@@ -23,6 +23,11 @@ pub enum Event {
         loss: f64,
         rate: f64,
         eta_s: f64,
+        /// With a time budget (`--minutes`): the budget and the seconds of it used.
+        #[serde(default)]
+        budget_s: Option<f64>,
+        #[serde(default)]
+        elapsed_s: Option<f64>,
     },
     Preview {
         stage: Stage,
@@ -104,8 +109,17 @@ mod tests {
                 total: 10,
                 loss: 0.5,
                 rate: 1.5,
-                eta_s: 4.7
+                eta_s: 4.7,
+                budget_s: None,
+                elapsed_s: None
             })
+        );
+        let e = Event::parse(
+            r#"{"v":1,"event":"progress","stage":1,"step":3,"total":10,"loss":0.5,"rate":1.5,"eta_s":4.7,"budget_s":120,"elapsed_s":30.5}"#,
+        );
+        assert!(
+            matches!(e, Some(Event::Progress { budget_s: Some(120.0), elapsed_s: Some(30.5), .. })),
+            "{e:?}"
         );
         let e = Event::parse(
             r#"{"v":1,"event":"start","stage":1,"name":"x","total":5,"device":"cpu","threads":2}"#,

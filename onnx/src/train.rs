@@ -21,6 +21,9 @@ pub struct TrainOptions {
     /// A short run for trying things out (minutes, lower quality).
     pub quick: bool,
     pub steps: Option<u64>,
+    /// A time budget for the whole run, in minutes (positive, finite): training
+    /// stops in time for the bundle to be written from the model at that step.
+    pub minutes: Option<f64>,
     pub seed: Option<u64>,
     pub device: Device,
     /// Replace an existing concept of the same name.
@@ -211,6 +214,42 @@ fn path_arg(p: &Path) -> Result<String> {
     abs.to_str().map(str::to_string).ok_or_else(|| Error::bad(format!("{} is not a UTF-8 path", p.display())))
 }
 
+/// The bar's fraction and text for one progress event. With a time budget the
+/// bar counts time: the fraction is the budget used (or the steps done, when
+/// they end the run sooner), and the text says the time left.
+fn progress_line(
+    stage: u8,
+    step: u64,
+    total: u64,
+    loss: f64,
+    eta_s: f64,
+    budget_s: Option<f64>,
+    elapsed_s: Option<f64>,
+) -> (f64, String) {
+    let by_steps = if total > 0 { step as f64 / total as f64 } else { 0.0 };
+    match (budget_s, elapsed_s) {
+        (Some(budget), Some(elapsed)) if budget > 0.0 => {
+            let frac = (elapsed / budget).max(by_steps).clamp(0.0, 1.0);
+            let text = format!(
+                "stage {stage}: {} left of {}, step {step}, loss {loss:.4}",
+                clock(eta_s),
+                clock(budget)
+            );
+            (frac, text)
+        }
+        _ => (
+            by_steps.clamp(0.0, 1.0),
+            format!("stage {stage}: step {step}/{total}, loss {loss:.4}, {}s left", eta_s.round()),
+        ),
+    }
+}
+
+/// Seconds as m:ss.
+fn clock(seconds: f64) -> String {
+    let s = if seconds.is_finite() { seconds.max(0.0).round() as u64 } else { 0 };
+    format!("{}:{:02}", s / 60, s % 60)
+}
+
 fn common_args(lib: &Library, o: &TrainOptions) -> Result<Vec<String>> {
     let mut a = vec!["--library".to_string(), path_arg(lib.path())?];
     if o.quick {
@@ -218,6 +257,12 @@ fn common_args(lib: &Library, o: &TrainOptions) -> Result<Vec<String>> {
     }
     if let Some(s) = o.steps {
         a.extend(["--steps".into(), s.to_string()]);
+    }
+    if let Some(m) = o.minutes {
+        if !(m.is_finite() && m > 0.0) {
+            return Err(Error::bad(format!("--minutes must be a positive number of minutes, got {m}")));
+        }
+        a.extend(["--minutes".into(), m.to_string()]);
     }
     if let Some(s) = o.seed {
         a.extend(["--seed".into(), s.to_string()]);
@@ -384,14 +429,10 @@ fn run(lib: &Library, name: &str, args: &[String], progress: &mut dyn Progress) 
                     let dev = device.as_deref().unwrap_or("?");
                     progress.update(0.0, &format!("stage {}: training on {dev}", number(stage)));
                 }
-                Some(Event::Progress { step, total, loss, eta_s, .. }) => {
-                    let frac = if total > 0 { step as f64 / total as f64 } else { 0.0 };
-                    let text = format!(
-                        "stage {}: step {step}/{total}, loss {loss:.4}, {}s left",
-                        number(stage),
-                        eta_s.round()
-                    );
-                    progress.update(frac.clamp(0.0, 1.0), &text);
+                Some(Event::Progress { step, total, loss, eta_s, budget_s, elapsed_s, .. }) => {
+                    let (frac, text) =
+                        progress_line(number(stage), step, total, loss, eta_s, budget_s, elapsed_s);
+                    progress.update(frac, &text);
                 }
                 Some(Event::Phase { phase, message }) => {
                     let ph = message.as_deref().or(phase.map(|p| p.name())).unwrap_or("");
@@ -521,5 +562,18 @@ mod tests {
             super::argparse_hint("--resolution must be a multiple of 4, got 7", &args),
             "--resolution must be a multiple of 4, got 7"
         );
+    }
+
+    #[test]
+    fn with_a_budget_the_bar_counts_time_not_steps() {
+        let (f, t) = super::progress_line(1, 200, 2000, 0.05, 90.0, Some(300.0), Some(150.0));
+        assert!((f - 0.5).abs() < 1e-9, "{f}");
+        assert_eq!(t, "stage 1: 1:30 left of 5:00, step 200, loss 0.0500");
+        // The steps ending the run first win the bar too.
+        let (f, _) = super::progress_line(1, 1800, 2000, 0.05, 10.0, Some(300.0), Some(30.0));
+        assert!((f - 0.9).abs() < 1e-9, "{f}");
+        let (f, t) = super::progress_line(2, 3, 10, 0.5, 4.7, None, None);
+        assert!((f - 0.3).abs() < 1e-9, "{f}");
+        assert_eq!(t, "stage 2: step 3/10, loss 0.5000, 5s left");
     }
 }

@@ -717,6 +717,53 @@ fn option_mistakes_are_caught_before_anything_runs() {
 }
 
 #[test]
+fn a_time_budget_reaches_the_trainer_and_bad_ones_are_refused_first() {
+    let c = case();
+    let dir = c.outdir.parent().unwrap();
+    let argv = dir.join("argv.txt");
+    // A stand-in trainer that writes down its arguments and refuses, as a trainer may.
+    let fake = dir.join("python");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" > {}\necho '{{\"v\":1,\"event\":\"error\",\"kind\":\"bad_input\",\"message\":\"stand-in\"}}'\nexit 2\n",
+            argv.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let learn = |python: &Path, extra: &[&str]| {
+        let mut a = vec!["learn-scene", c.scene.to_str().unwrap(), "--name", "budgeted"];
+        a.extend(extra);
+        Command::new(env!("CARGO_BIN_EXE_pie"))
+            .arg("--library")
+            .arg(c.lib.path())
+            .args(&a)
+            .env("PIE_TRAINER_PYTHON", python)
+            .env_remove("PIE_HOME")
+            .output()
+            .unwrap()
+    };
+    for bad in ["0", "-1", "nan", "inf", "five", ""] {
+        // No trainer at all: the value is refused before pie looks for one.
+        let o = learn(Path::new("/nonexistent/python"), &["--minutes", bad]);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", text(&o));
+        assert!(text(&o).contains("--minutes") && text(&o).contains("minutes"), "{bad}: {}", text(&o));
+        assert!(!argv.exists() && !c.lib.path().join("budgeted").exists(), "{bad}");
+    }
+    let o = learn(&fake, &["--minutes", "2.5", "--quick"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let args = std::fs::read_to_string(&argv).unwrap();
+    let args: Vec<&str> = args.lines().collect();
+    let at = args.iter().position(|a| *a == "--minutes").unwrap_or_else(|| panic!("{args:?}"));
+    assert_eq!(args[at + 1], "2.5", "{args:?}");
+    assert!(args.contains(&"scene") && args.contains(&"--quick"), "{args:?}");
+    let o = learn(&fake, &["--minutes=-3"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("positive number of minutes"), "{}", text(&o));
+}
+
+#[test]
 fn stopped_runs_are_listed_and_remove_takes_the_checkpoints_too() {
     let c = case();
     let ck = c.lib.path().join(".checkpoints");

@@ -281,6 +281,8 @@ pub struct LearnParams {
     pub device: String,
     /// 0: the preset's.
     pub steps: u32,
+    /// A time budget for the whole run; `None`: all the steps run.
+    pub minutes: Option<f64>,
     pub replace: bool,
     /// With `base` where it fine-tunes one; `None`: the trainer's default (a subject: its scene's).
     pub backbone: Option<pie::Backbone>,
@@ -303,6 +305,7 @@ fn train_options(lib: &pie::Library, p: &LearnParams, stage: pie::Stage) -> Outc
     Ok(pie::TrainOptions {
         quick: p.preset != "default",
         steps: (p.steps > 0).then_some(p.steps as u64),
+        minutes: p.minutes,
         device: device(&p.device)?,
         force: p.replace,
         backbone: p.backbone,

@@ -134,9 +134,10 @@ def main(argv):
         args = {n: (m or {}).get("arguments", []) for n, m in r.get("menus", {}).items()}
         want = {
             "plug-in-pie-learn-scene": (["name", "preset", "device", "steps", "replace"],
-                                        ["backbone", "base", "base-file", "class-word", "trainer-args", "resume"]),
+                                        ["backbone", "base", "class-word", "trainer-args", "resume", "minutes",
+                                         "base-file"]),
             "plug-in-pie-learn-subject": (["scene", "name", "preset", "device", "steps", "replace"],
-                                          ["class-word", "trainer-args", "resume"]),
+                                          ["class-word", "trainer-args", "resume", "minutes"]),
             "plug-in-pie-add-subject": (["concept", "seed", "steps", "strength", "guidance", "variants", "device"],
                                         ["concept-defaults", "scheduler", "prompt", "negative-prompt", "scale", "anchor",
                                          "flip", "harmonize", "shadow", "match-grain"]),

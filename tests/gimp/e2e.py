@@ -87,7 +87,8 @@ try:
     subject.select_ellipse(Gimp.ChannelOps.REPLACE, sw * 0.1, sh * 0.08, sw * 0.8, sh * 0.84)
     R["times"]["learn_subject"] = call(
         "plug-in-pie-learn-subject", subject, [subject_layer],
-        scene="scene", name="subj", preset="quick", device="cpu", steps=TRAIN_STEPS, replace=True)
+        scene="scene", name="subj", preset="quick", device="cpu", steps=TRAIN_STEPS, replace=True,
+        minutes=30.0)
     subject.delete()
 
     scene.select_rectangle(Gimp.ChannelOps.REPLACE, X, Y, W, H)

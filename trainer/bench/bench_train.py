@@ -58,13 +58,13 @@ def default_images(tmp: Path) -> tuple[Path, Path]:
 
 
 def make_batcher(stage: int, scene: Image.Image, subject: Image.Image,
-                 res: int) -> Callable[[int, torch.Generator], Batch]:
+                 res: int) -> Callable[[int, torch.Generator, int], Batch]:
     crops = SceneCrops(scene, res, 2 * res)
     views = SubjectViews(subject, None, res) if stage == 2 else None
 
-    def batch(n: int, gen: torch.Generator) -> Batch:
+    def batch(n: int, gen: torch.Generator, r: int) -> Batch:
         if views is None:
-            return Batch(crops.sample(n, gen), torch.full((n,), SCENE_TOKEN), torch.ones(n, 1, 1, 1))
+            return Batch(crops.sample(n, gen, r), torch.full((n,), SCENE_TOKEN), torch.ones(n, 1, 1, 1))
         k = n // 2
         xs, ws = views.sample(n - k, gen)
         return Batch(torch.cat([xs, crops.sample(k, gen)]),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib
+import math
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -53,6 +54,16 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of minutes, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of minutes, got {text}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors become BadInput, so they reach the progress stream too."""
 
@@ -73,6 +84,9 @@ def _training_knobs(p: argparse.ArgumentParser, stage: str) -> None:
                    help=f"the quick preset (about a minute: {q['steps']} steps) instead of the default "
                         f"({d['steps']} steps)")
     p.add_argument("--steps", type=_positive(int), help=f"training steps (default {d['steps']}, quick {q['steps']})")
+    p.add_argument("--minutes", type=_minutes, default=None, metavar="N",
+                   help="time budget for the whole run, bundle included: training stops in time to write the "
+                        "bundle from the EMA model at that step (default: none, all the steps run)")
     p.add_argument("--batch", type=_positive(int), help=f"images per step (default {d['batch']})")
     p.add_argument("--lr", type=_positive(float), help=f"AdamW learning rate (default {d['lr']}, quick {q['lr']})")
     p.add_argument("--seed", type=int, default=0,

@@ -94,6 +94,15 @@ fn at_least_one(s: &str) -> std::result::Result<u64, String> {
     }
 }
 
+/// A time budget: a positive, finite number of minutes (fractions allowed).
+fn positive_minutes(s: &str) -> std::result::Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(_) => Err("must be a positive number of minutes".into()),
+        Err(_) => Err("not a number of minutes".into()),
+    }
+}
+
 /// A number that is one: NaN and infinities are refused, not read as "not given".
 fn finite(s: &str) -> std::result::Result<f32, String> {
     match s.trim().parse::<f32>() {
@@ -218,6 +227,10 @@ struct TrainArgs {
     /// Training steps (default: the trainer's, fewer with --quick)
     #[arg(long, value_parser = at_least_one)]
     steps: Option<u64>,
+    /// Time budget in minutes for the whole run: training stops in time to write the concept
+    /// from the model at that step (the bar then counts down time)
+    #[arg(long, value_name = "N", value_parser = positive_minutes, allow_negative_numbers = true)]
+    minutes: Option<f64>,
     /// Random seed, for a reproducible run (default: the trainer's)
     #[arg(long)]
     seed: Option<u64>,
@@ -262,6 +275,7 @@ impl TrainArgs {
         TrainOptions {
             quick: self.quick,
             steps: self.steps,
+            minutes: self.minutes,
             seed: self.seed,
             device: self.device,
             force: self.force,

@@ -206,6 +206,21 @@ pub(super) fn resume_argument(p: &gimp::ImageProcedure) {
     );
 }
 
+/// Appended after `resume` (scripts pass arguments by position): a time budget
+/// for the whole Learn, 0 = none (all the steps run).
+pub(super) fn minutes_argument(p: &gimp::ImageProcedure) {
+    p.add_double_argument(
+        "minutes",
+        "Time _budget (minutes)",
+        Some("Stop learning in time to have the concept within this many minutes, keeping what was learned by \
+              then (the progress bar counts the time down); 0 = no budget, all the steps run"),
+        0.0,
+        24.0 * 60.0,
+        0.0,
+        RW,
+    );
+}
+
 pub(super) fn class_word_argument(p: &gimp::ImageProcedure, blurb: &str) {
     p.add_string_argument("class-word", "Class _word", Some(blurb), "", RW);
 }

@@ -30,7 +30,15 @@ pub(super) fn procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
         None::<&gimp::gio::File>,
         RW,
     );
+    class_word_argument(
+        &p,
+        "Model sd only: the class noun of the scene (e.g. landscape, room); empty = the trainer's default",
+    );
+    trainer_args_argument(&p);
+    resume_argument(&p);
+    minutes_argument(&p);
     // A second argument, not a mode of the first: GTK's chooser picks either folders or files.
+    // Last, so scripts that pass the older arguments by position keep working.
     p.add_file_argument(
         "base-file",
         "...or a single checkpoint _file",
@@ -40,12 +48,6 @@ pub(super) fn procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
         None::<&gimp::gio::File>,
         RW,
     );
-    class_word_argument(
-        &p,
-        "Model sd only: the class noun of the scene (e.g. landscape, room); empty = the trainer's default",
-    );
-    trainer_args_argument(&p);
-    resume_argument(&p);
     p
 }
 
@@ -65,6 +67,7 @@ fn run(call: &Call) -> Outcome {
                 "preset",
                 "device",
                 "steps",
+                "minutes",
                 "replace",
                 "resume",
             ],

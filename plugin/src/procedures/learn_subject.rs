@@ -23,6 +23,7 @@ pub(super) fn procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
     );
     trainer_args_argument(&p);
     resume_argument(&p);
+    minutes_argument(&p);
     concept_list_argument(
         &p,
         "scene-choice",
@@ -40,7 +41,17 @@ fn run(call: &Call) -> Outcome {
         dialog(
             procedure,
             config,
-            &["scene-choice", "name", "class-word", "preset", "device", "steps", "replace", "resume"],
+            &[
+                "scene-choice",
+                "name",
+                "class-word",
+                "preset",
+                "device",
+                "steps",
+                "minutes",
+                "replace",
+                "resume",
+            ],
             Some(("scene-choice", "scene")),
             // the class word is for scenes learned by fine-tuning a base (Stable Diffusion)
             |d| {

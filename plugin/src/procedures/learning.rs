@@ -41,6 +41,7 @@ pub(super) fn learn_params(
         preset: get_string(config, "preset"),
         device: get_string(config, "device"),
         steps: config.property::<i32>("steps").max(0) as u32,
+        minutes: Some(config.property::<f64>("minutes")).filter(|m| m.is_finite() && *m > 0.0),
         replace: config.property::<bool>("replace"),
         backbone,
         base,

@@ -54,14 +54,22 @@ class Progress:
         self.emit("phase", stage=stage, phase=phase, message=message)
         log(message)
 
-    def progress(self, stage: int, step: int, total: int, loss: float, rate: float, force: bool = False) -> None:
+    def progress(self, stage: int, step: int, total: int, loss: float, rate: float, force: bool = False,
+                 budget: tuple[float, float] | None = None) -> None:
+        """`budget`: (seconds used, budget in seconds) of a run with --minutes; the events then
+        carry both, and the time left is the budget's when that is the sooner end."""
         now = time.monotonic()
         if not force and now - self._last_progress < self._min_interval_s:
             return
         self._last_progress = now
         eta = (total - step) / rate if rate > 0 else 0.0
+        extra: dict[str, Any] = {}
+        if budget is not None:
+            used, budget_s = budget
+            eta = min(eta, budget_s - used) if rate > 0 else budget_s - used
+            extra = {"elapsed_s": round(max(used, 0.0), 1), "budget_s": round(budget_s, 1)}
         self.emit("progress", stage=stage, step=step, total=total, loss=round(float(loss), 6),
-                  rate=round(max(rate, 0.0), 4), eta_s=round(max(eta, 0.0), 1))
+                  rate=round(max(rate, 0.0), 4), eta_s=round(max(eta, 0.0), 1), **extra)
 
 
 def log(message: str) -> None:

@@ -101,12 +101,14 @@ class SceneCrops:
                 keep = ~resize_exclude(exclude, level.size)
                 self.weights.append(torch.from_numpy(keep.astype(np.float32))[None])
 
-    def sample(self, n: int, gen: torch.Generator) -> torch.Tensor:
-        return self.sample_weighted(n, gen)[0]
+    def sample(self, n: int, gen: torch.Generator, r: int | None = None) -> torch.Tensor:
+        return self.sample_weighted(n, gen, r)[0]
 
-    def sample_weighted(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Crops [n, 3, R, R] and their loss weights [n, 1, R, R] (all 1 without an exclude mask)."""
-        r = self.resolution
+    def sample_weighted(self, n: int, gen: torch.Generator,
+                        r: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Crops [n, 3, r, r] and their loss weights [n, 1, r, r] (all 1 without an exclude mask);
+        r defaults to the resolution and may be smaller (a coarse phase: same pixels, smaller window)."""
+        r = self.resolution if r is None else min(r, self.resolution)
         out = torch.empty((n, 3, r, r))
         wout = torch.ones((n, 1, r, r))
         for i in range(n):

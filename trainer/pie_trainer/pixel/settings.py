@@ -37,6 +37,13 @@ class Settings:
     preview_every: int = 250
     checkpoint_every: int = 500
     preset: str = "default"
+    # The defaults below keep the constant learning rate and the plain loss the presets began with.
+    lr_schedule: str = "constant"  # or "cosine": linear warm-up, then a cosine down to lr_min of lr
+    warmup: float = 0.0            # fraction of the run the cosine schedule warms up over
+    lr_min: float = 0.0            # the cosine's floor, as a fraction of lr
+    min_snr: float = 0.0           # gamma of min-SNR loss weighting (0: off)
+    coarse: float = 0.0            # Stage I: fraction of the run on crops of coarse_resolution first
+    coarse_resolution: int = 0     # 0: half the resolution
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

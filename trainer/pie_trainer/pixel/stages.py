@@ -48,7 +48,7 @@ class PixelJob:
     config: UNetConfig
     schedule: Schedule
     init_weights: dict[str, torch.Tensor] | None
-    make_batch: Callable[[int, torch.Generator], Batch]
+    make_batch: Callable[[int, torch.Generator, int], Batch]
     preview_tokens: list[int]
     concepts: list[dict[str, Any]]
     parent: dict[str, str] | None
@@ -95,6 +95,8 @@ class PixelJob:
             raise run.cancel(self.stage, tr)
         grid.save(staging.file(bd.PREVIEW))
         files = [DENOISER, WEIGHTS, bd.PREVIEW] + self.extra_files(staging.path)
+        probe = tr.probe()
+        log(f"probe (EMA ε MSE on fixed crops, noise and timesteps): {probe['mean']:.5f}")
         progress.phase(self.stage, "verify", "checking the ONNX graph against PyTorch with ONNX Runtime")
         diff = verify_onnx(tr.ema, staging.file(DENOISER), s.resolution, self.config.vocab_size, rt.threads)
         if stop():
@@ -114,7 +116,7 @@ class PixelJob:
             "final_threads": run.final_threads, "benchmark_steps_per_s": self.benchmark,
             "final_loss": round(tr.loss_avg, 6), "train_wall_s": round(run.trained - run.started, 1),
             "resumed": run.saved is not None, "onnx_max_abs_diff": diff, "torch": torch.__version__,
-            "int8": int8, **self.notes}
+            "int8": int8, **run.record(s.steps), "probe": probe, **self.notes}
         model = {"resolution": s.resolution, "size_multiple": SIZE_MULTIPLE, "min_size": MIN_SIZE, "channels": 3,
                  "value_range": [-1, 1], "base_channels": self.config.base_channels,
                  "scene_short_side": s.scene_short_side}
@@ -181,11 +183,11 @@ def scene_job(name: str, library: Path, scene: LoadedImage, settings: Settings, 
     crops = SceneCrops(scene.image, settings.resolution, settings.scene_short_side,
                        None if exclude is None else exclude.excluded)
 
-    def make_batch(n: int, gen: torch.Generator) -> Batch:
+    def make_batch(n: int, gen: torch.Generator, r: int) -> Batch:
         token = torch.full((n,), SCENE_TOKEN, dtype=torch.int64)
         if exclude is None:
-            return Batch(x0=crops.sample(n, gen), token=token, weight=torch.ones(n, 1, 1, 1))
-        x, w = crops.sample_weighted(n, gen)
+            return Batch(x0=crops.sample(n, gen, r), token=token, weight=torch.ones(n, 1, 1, 1))
+        x, w = crops.sample_weighted(n, gen, r)
         return Batch(x0=x, token=token, weight=w)
 
     def extra_files(folder: Path) -> list[str]:
@@ -225,7 +227,9 @@ def subject_job(name: str, library: Path, parent: bd.SceneBundle, exclude_file: 
     crops = SceneCrops(scene, settings.resolution, settings.scene_short_side, exclude)
     n_scene_frac = settings.replay
 
-    def make_batch(n: int, gen: torch.Generator) -> Batch:
+    def make_batch(n: int, gen: torch.Generator, r: int) -> Batch:
+        if r != settings.resolution:
+            raise BadInput("a subject is learned at one resolution (no coarse phase)")
         k = min(n - 1, max(1, round(n * n_scene_frac)))
         xs, ws = views.sample(n - k, gen)
         if exclude is None:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,11 @@ from .weights import WEIGHTS, weights_payload
 PREVIEW_DDIM_STEPS = 25
 PREVIEW_GUIDANCE = 3.0
 PREVIEW_PER_TOKEN = 4
+# The probe: a fixed denoising test of the EMA model, the same for every run of the same
+# images, so that two settings can be compared by a number as well as by eye.
+PROBE_SEED = 20261203
+PROBE_CROPS = 32
+PROBE_TIMESTEPS = (20, 100, 250, 500, 750)
 
 
 @dataclass
@@ -43,7 +49,7 @@ class PixelTraining:
 
     def __init__(self, stage: int, settings: Settings, config: UNetConfig, schedule: Schedule,
                  device: torch.device, mode: str, init: dict[str, torch.Tensor] | None,
-                 make_batch: Callable[[int, torch.Generator], Batch], preview_tokens: list[int],
+                 make_batch: Callable[[int, torch.Generator, int], Batch], preview_tokens: list[int],
                  weights_info: Callable[[int], dict[str, Any]], checkpoints: Path, progress: Progress,
                  stop: StopFlag) -> None:
         self.stage, self.settings, self.schedule = stage, settings, schedule
@@ -59,6 +65,10 @@ class PixelTraining:
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
         self.gen = torch.Generator().manual_seed(settings.seed)
         self.step = 0
+        # How far the run is, 0..1, set by the run skeleton before each step: the larger of
+        # the steps done and the time budget used, so that a run its budget ends still
+        # reaches the end of its learning-rate schedule.
+        self.fraction = 0.0
         self.ema_updates = 0
         self.loss_avg = 0.0
         self.extra: dict[str, Any] = {}   # stage data kept in the checkpoint
@@ -67,7 +77,10 @@ class PixelTraining:
 
     def train_step(self) -> None:
         s = self.settings
-        b = self.make_batch(s.batch, self.gen)
+        for group in self.opt.param_groups:
+            group["lr"] = learning_rate(s, self.fraction)
+        coarse = s.coarse > 0 and self.fraction < s.coarse
+        b = self.make_batch(s.batch, self.gen, coarse_resolution(s) if coarse else s.resolution)
         n = b.x0.shape[0]
         noise = torch.randn(b.x0.shape, generator=self.gen)
         t = torch.randint(0, self.schedule.num_train_timesteps, (n,), generator=self.gen)
@@ -78,7 +91,7 @@ class PixelTraining:
         xt = add_noise(x0, noise, t, self.acp).contiguous(memory_format=memory_format(self.mode))
         with autocast(self.device, self.mode):
             eps = self.model(xt, t, token)
-        loss = masked_mse(eps, noise, weight)
+        loss = masked_mse(eps, noise, weight, min_snr_weight(self.acp, t, s.min_snr) if s.min_snr > 0 else None)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if s.grad_clip > 0:
@@ -122,6 +135,22 @@ class PixelTraining:
         self.loss_avg = float(saved["loss_avg"])
         self.extra = dict(saved.get("extra") or {})
 
+    @torch.no_grad()
+    def probe(self) -> dict[str, Any]:
+        """The EMA model's denoising error (masked ε MSE, fp32) on PROBE_CROPS crops, noise
+        draws and PROBE_TIMESTEPS that depend only on the images: lower is better."""
+        gen = torch.Generator().manual_seed(PROBE_SEED)
+        b = self.make_batch(PROBE_CROPS, gen, self.settings.resolution)
+        x0, weight, token = b.x0.to(self.device), b.weight.to(self.device), b.token.to(self.device)
+        per_t: dict[str, float] = {}
+        for step in PROBE_TIMESTEPS:
+            noise = torch.randn(b.x0.shape, generator=gen).to(self.device)
+            t = torch.full((x0.shape[0],), step, dtype=torch.int64, device=self.device)
+            eps = self.ema(add_noise(x0, noise, t, self.acp), t, token)
+            per_t[str(step)] = round(float(masked_mse(eps, noise, weight)), 6)
+        return {"mean": round(sum(per_t.values()) / len(per_t), 6), "by_timestep": per_t,
+                "crops": PROBE_CROPS, "seed": PROBE_SEED}
+
     def weights(self) -> dict[str, Any]:
         """weights.pt's content at the current step."""
         return weights_payload(self.ema, self.ema.config, self.weights_info(self.step))
@@ -155,7 +184,35 @@ def preview_grid(ema: nn.Module, tokens: list[int], resolution: int, schedule: S
     return Image.fromarray(grid)
 
 
-def masked_mse(eps: torch.Tensor, noise: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def learning_rate(s: Settings, fraction: float) -> float:
+    """The learning rate `fraction` (0..1) of the way through the run."""
+    if s.lr_schedule == "constant":
+        return s.lr
+    f = min(max(fraction, 0.0), 1.0)
+    if s.warmup > 0 and f < s.warmup:
+        # Never exactly 0: the first step must move the weights.
+        return s.lr * max(f / s.warmup, 0.01)
+    span = max(1.0 - s.warmup, 1e-9)
+    cos = 0.5 * (1.0 + math.cos(math.pi * min((f - s.warmup) / span, 1.0)))
+    return s.lr * (s.lr_min + (1.0 - s.lr_min) * cos)
+
+
+def coarse_resolution(s: Settings) -> int:
+    """The coarse phase's crop side: a multiple of 4 (the network's), at least 16."""
+    r = s.coarse_resolution or s.resolution // 2
+    return max(16, r // 4 * 4)
+
+
+def min_snr_weight(acp: torch.Tensor, t: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Per-sample weights min(SNR, gamma) / SNR for ε prediction (Hang et al., min-SNR):
+    the many easy low-noise steps stop dominating the gradient."""
+    a = acp[t]
+    snr = a / (1.0 - a)
+    return (snr.clamp(max=gamma) / snr).float()
+
+
+def masked_mse(eps: torch.Tensor, noise: torch.Tensor, weight: torch.Tensor,
+               sample_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Mean squared error over the weighted pixels, normalised by their total weight.
 
     `weight` [N, 1, H, W] (or broadcastable to it) is 0 where a pixel must not be
@@ -165,4 +222,7 @@ def masked_mse(eps: torch.Tensor, noise: torch.Tensor, weight: torch.Tensor) -> 
     n = eps.shape[0]
     weight = weight.expand(n, 1, *eps.shape[2:])
     err = (eps.float() - noise).pow(2) * weight
+    if sample_weight is not None:
+        # Normalised by the pixel weights alone, so the loss's scale says how much was weighted down.
+        err = err * sample_weight[:, None, None, None]
     return err.sum() / (weight.sum() * eps.shape[1]).clamp_min(1.0)

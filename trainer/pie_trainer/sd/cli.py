@@ -151,7 +151,7 @@ def train(args: argparse.Namespace, progress: Progress, inputs: TrainInputs) -> 
 
     from ..core.device import start
     from ..core.images import open_library_image
-    from ..core.run import Runtime, execute
+    from ..core.run import Runtime, budget_seconds, execute
     from .run import SdJob, resolve_mixed_precision, resolved_precision
 
     stop, device, threads = start(args.device, args.threads, deterministic=False)
@@ -203,7 +203,8 @@ def train(args: argparse.Namespace, progress: Progress, inputs: TrainInputs) -> 
                     scene=scene, scene_prompt=scene_c["prompt"], subject=image, mask=inputs.mask,
                     subject_prompt=text, init_weights=parent.path / WEIGHTS,
                     notes={"source_downscaled": image.downscaled})
-    execute(job, Runtime(device=device, threads=threads, force=args.force), progress, stop, saved)
+    rt = Runtime(device=device, threads=threads, force=args.force, budget_s=budget_seconds(args))
+    execute(job, rt, progress, stop, saved)
     return EXIT_DONE
 
 

@@ -145,7 +145,7 @@ class SdJob:
                         "final_loss": round(final_loss, 6), "train_wall_s": round(run.trained - run.started, 1),
                         "resumed": run.saved is not None, "onnx_max_abs_diff": diffs, "torch": torch.__version__,
                         "export_precision": precision, **({"fused_operators": fused} if optimize else {}),
-                        **self.notes}
+                        **run.record(s.steps), **self.notes}
             model = {"resolution": s.resolution, "size_multiple": base.size_multiple,
                      "min_size": base.size_multiple, "channels": 3, "value_range": [-1, 1],
                      "latent_channels": int(base.vae.get("latent_channels", 4)),
@@ -296,6 +296,7 @@ class Trainer:
                 for k, v in self.ids.items():
                     self.cached[k] = parts.text_encoder(v.to(self.device))[0].float()
         self.step = 0
+        self.fraction = 0.0   # the skeleton's; sd keeps its constant learning rate
         self.loss_avg = 0.0
 
     def tokenize(self, text: str) -> torch.Tensor:
