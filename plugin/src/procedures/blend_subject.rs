@@ -209,5 +209,6 @@ fn new_scene_params(config: &gimp::ProcedureConfig) -> Outcome<LearnParams> {
         class_word: None,
         trainer_args: Vec::new(),
         resume: false,
+        minutes: None,
     })
 }
