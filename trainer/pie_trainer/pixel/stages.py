@@ -133,7 +133,7 @@ class PixelJob:
         """The int8 twin of the denoiser (see quantize.py), calibrated on this run's own
         training views; what bundle.json says of it, or why there is none."""
         def views(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-            b = self.make_batch(n, gen)
+            b = self.make_batch(n, gen, self.settings.resolution)  # the resolution the model ends at
             return b.x0, b.token
 
         try:
