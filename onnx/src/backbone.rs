@@ -22,16 +22,19 @@ pub enum Backbone {
     PixelUnet,
     #[serde(rename = "sd")]
     Sd,
+    #[serde(rename = "sdxl")]
+    Sdxl,
 }
 
 impl Backbone {
-    pub const ALL: [Backbone; 2] = [Backbone::PixelUnet, Backbone::Sd];
+    pub const ALL: [Backbone; 3] = [Backbone::PixelUnet, Backbone::Sd, Backbone::Sdxl];
 
     /// Its name in bundle.json, on the command line and to the trainer.
     pub fn name(self) -> &'static str {
         match self {
             Backbone::PixelUnet => "pixel-unet",
             Backbone::Sd => "sd",
+            Backbone::Sdxl => "sdxl",
         }
     }
 
@@ -40,6 +43,7 @@ impl Backbone {
         match self {
             Backbone::PixelUnet => &crate::pixel::PixelUnet,
             Backbone::Sd => &crate::sd::pipeline::Sd,
+            Backbone::Sdxl => &crate::sdxl::Sdxl,
         }
     }
 
@@ -78,7 +82,10 @@ impl Backbone {
             Backbone::PixelUnet => {
                 (Model::Pixel(read("model", model)?), Graphs::Pixel(read("graphs", graphs)?))
             }
-            Backbone::Sd => (Model::Sd(read("model", model)?), Graphs::Sd(read("graphs", graphs)?)),
+            // sdxl's branch is sd's with the added conditioning (schema/README.md).
+            Backbone::Sd | Backbone::Sdxl => {
+                (Model::Sd(read("model", model)?), Graphs::Sd(read("graphs", graphs)?))
+            }
         })
     }
 }
@@ -186,9 +193,9 @@ mod tests {
             assert_eq!(serde_json::from_value::<Backbone>(on_disk).unwrap(), b);
             assert_eq!(b.name().parse::<Backbone>().unwrap(), b);
         }
-        let e = "sdxl".parse::<Backbone>().unwrap_err().to_string();
-        assert!(e.contains("\"sdxl\"") && e.contains("pixel-unet or sd"), "{e}");
-        let e = serde_json::from_str::<Backbone>("\"sdxl\"").unwrap_err().to_string();
-        assert!(e.contains("sdxl") && e.contains("pixel-unet") && e.contains("sd"), "{e}");
+        let e = "sd3".parse::<Backbone>().unwrap_err().to_string();
+        assert!(e.contains("\"sd3\"") && e.contains("pixel-unet or sd or sdxl"), "{e}");
+        let e = serde_json::from_str::<Backbone>("\"sd3\"").unwrap_err().to_string();
+        assert!(e.contains("sd3") && e.contains("pixel-unet") && e.contains("sdxl"), "{e}");
     }
 }

@@ -45,6 +45,7 @@ pub mod runtime;
 pub mod safefs;
 pub mod schedule;
 pub mod sd;
+pub mod sdxl;
 #[doc(hidden)]
 pub mod testkit;
 pub mod train;

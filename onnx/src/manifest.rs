@@ -208,6 +208,23 @@ pub struct SdModel {
     /// The graphs were rewritten after export (fused for CUDA); `None`: as exported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub optimized: Option<Optimized>,
+    /// sdxl only: the UNet's added conditioning; `None` in an sd bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditioning: Option<Conditioning>,
+}
+
+/// `model.conditioning` of an sdxl bundle (schema/README.md, "Backbone sdxl").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Conditioning {
+    /// P: the width of `text_embeds`.
+    pub pooled_size: u32,
+    /// What `time_ids` hold, by name, in order.
+    pub time_ids: Vec<String>,
+    /// What `input_ids_2` are padded with.
+    pub pad_id_2: i64,
+    /// An empty negative prompt is all zeros rather than the encoding of "".
+    pub zero_negative: bool,
 }
 
 /// `model.optimized` of an sd bundle: what rewrote which graphs after export.

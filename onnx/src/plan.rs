@@ -153,6 +153,7 @@ mod tests {
             precision: crate::manifest::Precision::Float32,
             base: crate::manifest::SdBase { name: "x".into(), path: None, extra: Default::default() },
             optimized: None,
+            conditioning: None,
         }
     }
 

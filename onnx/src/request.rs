@@ -247,12 +247,12 @@ mod tests {
     fn an_option_the_backbone_does_not_read_is_refused_the_same_way_for_both() {
         let (_d, ball, dog) = concepts();
         let prompt = AddRequest { prompt: Some("a photo".into()), ..Default::default() };
-        assert_eq!(refused(&prompt, &ball), (Opt::Prompt, vec!["sd"]));
+        assert_eq!(refused(&prompt, &ball), (Opt::Prompt, vec!["sd", "sdxl"]));
         assert!(prompt.resolve(&dog).is_ok());
         let graph = AddRequest { cuda_graph: true, ..Default::default() };
         assert_eq!(refused(&graph, &ball).0, Opt::CudaGraph);
         let dpm = AddRequest { scheduler: Some(Scheduler::DpmSolver2M), ..Default::default() };
-        assert_eq!(refused(&dpm, &ball), (Opt::Scheduler, vec!["sd"]));
+        assert_eq!(refused(&dpm, &ball), (Opt::Scheduler, vec!["sd", "sdxl"]));
         let detail = AddRequest { detail: Some(0.5), ..Default::default() };
         assert_eq!(refused(&detail, &dog), (Opt::Detail, vec!["pixel-unet"]));
         assert!(detail.resolve(&ball).is_ok());

@@ -465,7 +465,7 @@ fn refusals_exit_2_with_a_specific_message() {
     assert!(text(&o).contains("unknown placeholder {subjcet}"), "{}", text(&o));
     let (o, _) = add(&c, "ball", "f.png", &["--scheduler", "dpm++2m"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("--scheduler dpm++2m is for sd concepts"), "{}", text(&o));
+    assert!(text(&o).contains("--scheduler dpm++2m is for sd and sdxl concepts"), "{}", text(&o));
     let (o, _) = add(&c, "dog", "f.png", &["--scheduler", "dpm++2m", "--sampler", "ddpm"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     // A corrupted graph: its sha256 no longer matches.
@@ -690,4 +690,113 @@ fn sd_adds_take_on_the_look_options_instead_of_ignoring_them() {
     let (o, harmonized) = add(&c, "dog", "lit.png", &lit);
     assert!(o.status.success(), "{}", text(&o));
     assert_ne!(std::fs::read(c.dir.path().join("none.png")).unwrap(), std::fs::read(harmonized).unwrap());
+}
+
+/// The sdxl toys: "xldog" (a subject, an empty negative is zeros), "xlflat"
+/// (the same, the empty negative encoded), "xlfield" (a scene).
+fn sdxl_library() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    for (name, stage, zero) in [
+        ("xldog", pie::Stage::Subject, true),
+        ("xlflat", pie::Stage::Subject, false),
+        ("xlfield", pie::Stage::Scene, true),
+    ] {
+        write_sd_bundle(
+            d.path(),
+            &SyntheticSd { name: name.into(), stage, xl: Some(zero), ..Default::default() },
+        )
+        .unwrap();
+    }
+    d
+}
+
+#[test]
+fn sdxl_bundles_validate_and_show_their_conditioning() {
+    let lib = sdxl_library();
+    let l = pie::Library::open(Some(lib.path().to_path_buf())).unwrap();
+    for name in ["xldog", "xlflat", "xlfield"] {
+        let b = l.load(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(b.manifest.backbone, pie::Backbone::Sdxl);
+    }
+    let o = pie(lib.path(), &["concepts", "show", "xldog"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("backbone sdxl at 64 px"), "{t}");
+    assert!(
+        t.contains("two text encoders (16 wide together), pooled embeddings 4 wide, size conditioning, an empty negative prompt is zeros"),
+        "{t}"
+    );
+}
+
+#[test]
+fn sdxl_add_feeds_the_added_conditioning_and_keeps_the_outside() {
+    let mut c = case();
+    c.lib = sdxl_library();
+    let (o, a) = add(&c, "xldog", "a.png", &["--seed", "3"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let img = check_result(&c, &a);
+    let (o, b) = add(&c, "xldog", "b.png", &["--seed", "3"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), "same seed, different bytes");
+    for (concept, extra) in [
+        ("xldog", vec!["--scheduler", "dpm++2m"]),
+        ("xldog", vec!["--guidance", "1"]),
+        ("xldog", vec!["--negative-prompt", "red", "--variants", "2"]),
+        ("xlfield", vec!["--prompt", "a red photo of {scene}"]),
+    ] {
+        let (o, out) = add(&c, concept, "r.png", &extra);
+        assert!(o.status.success(), "{concept} {extra:?}: {}", text(&o));
+        if extra.contains(&"--variants") {
+            check_result(&c, &c.dir.path().join("r-1.png"));
+        } else {
+            check_result(&c, &out);
+        }
+    }
+    // Same graphs, same seed: only what the unconditional half is told differs.
+    let (o, flat) = add(&c, "xlflat", "flat.png", &["--seed", "3"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let flat = check_result(&c, &flat);
+    let differ = img.pixels().zip(flat.pixels()).filter(|(p, q)| p != q).count();
+    assert!(differ > 200, "zeros and the encoded empty prompt gave nearly the same result ({differ} pixels)");
+}
+
+#[test]
+fn broken_sdxl_bundles_are_refused_with_what_is_wrong() {
+    let d = tempfile::tempdir().unwrap();
+    let mk = |name: &str, xl: Option<bool>| {
+        write_sd_bundle(d.path(), &SyntheticSd { name: name.into(), xl, ..Default::default() }).unwrap()
+    };
+    let b = mk("nocond", Some(true));
+    edit_manifest(&b, |v| {
+        v["model"].as_object_mut().unwrap().remove("conditioning");
+    });
+    let e = load_err(d.path(), "nocond");
+    assert!(e.contains("an sdxl bundle needs model.conditioning"), "{e}");
+
+    let b = mk("sdwithcond", Some(true));
+    edit_manifest(&b, |v| v["backbone"] = serde_json::json!("sd"));
+    let e = load_err(d.path(), "sdwithcond");
+    assert!(e.contains("model.conditioning is an sdxl bundle's, and this one says backbone sd"), "{e}");
+
+    let b = mk("notime", Some(true));
+    edit_manifest(&b, |v| {
+        v["graphs"]["unet"]["inputs"].as_array_mut().unwrap().pop();
+    });
+    let e = load_err(d.path(), "notime");
+    assert!(e.contains("graphs.unet.inputs are [") && e.contains("time_ids float32 rank 2]"), "{e}");
+
+    let b = mk("refiner", Some(true));
+    edit_manifest(&b, |v| v["model"]["conditioning"]["time_ids"][5] = serde_json::json!("aesthetic_score"));
+    let e = load_err(d.path(), "refiner");
+    assert!(e.contains("model.conditioning.time_ids are [") && e.contains("aesthetic_score"), "{e}");
+
+    // An sd graph set under an sdxl manifest: the text graph lacks input_ids_2.
+    let b = mk("plain", None);
+    edit_manifest(&b, |v| {
+        v["backbone"] = serde_json::json!("sdxl");
+        v["model"]["conditioning"] = serde_json::json!({"pooled_size": 4, "time_ids": pie::sdxl::TIME_IDS,
+                                                        "pad_id_2": 0, "zero_negative": true});
+    });
+    let e = load_err(d.path(), "plain");
+    assert!(e.contains("graphs.text_encoder.inputs are [input_ids int64 rank 2]"), "{e}");
 }

@@ -151,10 +151,10 @@ struct RunArgs {
     #[arg(long)]
     steps: Option<usize>,
     /// How much is re-synthesized where subject and scene meet (0 < F ≤ 1; 1 starts from noise)
-    /// [default: 0.2, 0.7 for sd concepts]
+    /// [default: 0.2, 0.7 for sd and sdxl concepts]
     #[arg(long, value_parser = finite)]
     strength: Option<f32>,
-    /// Classifier-free guidance scale (1 = none, and faster) [default: 3, 7.5 for sd concepts]
+    /// Classifier-free guidance scale (1 = none, and faster) [default: 3, 7.5 for sd and sdxl concepts]
     #[arg(long, value_parser = finite)]
     guidance: Option<f32>,
     /// Where to run the model: auto = CUDA when it works here, else the CPU (saying why); cuda = CUDA or an error

@@ -107,7 +107,9 @@ fn check_io(
     };
     let contract =
         want.iter().map(|(n, d, s)| format!("{n} {d} rank {}", s.len())).collect::<Vec<_>>().join(", ");
-    let mismatch = || format!("graphs.{graph}.{what} are [{}], the sd contract is [{contract}]", show(got));
+    let mismatch = || {
+        format!("graphs.{graph}.{what} are [{}], the contract for this backbone is [{contract}]", show(got))
+    };
     if got.len() != want.len() {
         return Err(mismatch());
     }
@@ -139,22 +141,23 @@ pub(crate) fn check_graphs(g: &SdGraphs, m: &SdModel, t: &Text) -> Result<(), St
         check_io(name, "inputs", &gr.inputs, ins)?;
         check_io(name, "outputs", &gr.outputs, outs)
     };
-    check(
-        "text_encoder",
-        &g.text_encoder,
-        &[("input_ids", "int64", vec![None, l])],
-        &[("last_hidden_state", "float32", vec![None, l, d])],
-    )?;
-    check(
-        "unet",
-        &g.unet,
-        &[
-            ("sample", "float32", vec![None, c, None, None]),
-            ("timestep", "int64", vec![None]),
-            ("encoder_hidden_states", "float32", vec![None, l, d]),
-        ],
-        &[("noise_pred", "float32", vec![None, lc, None, None])],
-    )?;
+    let mut text_in = vec![("input_ids", "int64", vec![None, l])];
+    let mut text_out = vec![("last_hidden_state", "float32", vec![None, l, d])];
+    let mut unet_in = vec![
+        ("sample", "float32", vec![None, c, None, None]),
+        ("timestep", "int64", vec![None]),
+        ("encoder_hidden_states", "float32", vec![None, l, d]),
+    ];
+    // sdxl: the second encoder's ids and pooled output, and the UNet's added conditioning.
+    if let Some(xl) = &m.conditioning {
+        let p = Some(i64::from(xl.pooled_size));
+        text_in.push(("input_ids_2", "int64", vec![None, l]));
+        text_out.push(("text_embeds", "float32", vec![None, p]));
+        unet_in.push(("text_embeds", "float32", vec![None, p]));
+        unet_in.push(("time_ids", "float32", vec![None, Some(crate::sdxl::TIME_IDS.len() as i64)]));
+    }
+    check("text_encoder", &g.text_encoder, &text_in, &text_out)?;
+    check("unet", &g.unet, &unet_in, &[("noise_pred", "float32", vec![None, lc, None, None])])?;
     check(
         "vae_encoder",
         &g.vae_encoder,

@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use ndarray::{s, Array1, Array2, Array3, Array4, ArrayView, Axis, Dimension, Ix3, Ix4, Zip};
+use ndarray::{s, Array1, Array2, Array3, Array4, ArrayView, Axis, Dimension, Ix2, Ix3, Ix4, Zip};
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::Session;
 use ort::value::{Tensor, TensorRef};
@@ -58,6 +58,18 @@ fn device_for(bundle: &Bundle, model: &SdModel, asked: Device) -> Result<Device>
             Err(why) => Err(refuse(Some(why))),
         },
     }
+}
+
+/// `model` and `schedule` of an sd or sdxl bundle.
+pub(crate) fn check_model_and_schedule(m: &Manifest, md: &SdModel) -> std::result::Result<(), String> {
+    super::check_model(md)?;
+    let s = &m.schedule;
+    if s.kind != "ddpm" || !(s.prediction_type == "epsilon" || s.prediction_type == "v_prediction") {
+        return Err(
+            "schedule must be type \"ddpm\" with prediction_type \"epsilon\" or \"v_prediction\"".into()
+        );
+    }
+    Ok(())
 }
 
 /// The backbone named `sd` in bundle.json: Stable Diffusion 1.x/2.x with a
@@ -113,14 +125,10 @@ impl Engine for Sd {
         let Model::Sd(md) = &m.model else {
             return Err("graphs and model are of different backbones".into());
         };
-        super::check_model(md)?;
-        let s = &m.schedule;
-        if s.kind != "ddpm" || !(s.prediction_type == "epsilon" || s.prediction_type == "v_prediction") {
-            return Err(
-                "schedule must be type \"ddpm\" with prediction_type \"epsilon\" or \"v_prediction\"".into(),
-            );
+        if md.conditioning.is_some() {
+            return Err("model.conditioning is an sdxl bundle's, and this one says backbone sd".into());
         }
-        Ok(())
+        check_model_and_schedule(m, md)
     }
 
     fn check_graphs(&self, m: &Manifest) -> std::result::Result<(), String> {
@@ -242,43 +250,25 @@ impl Engine for Sd {
 
         // Prompts → text embeddings, once: [negative, prompt] (just the prompt without guidance).
         progress.update(0.0, "encoding the prompt");
-        let l = prompter.max_length();
-        let mut ids: Vec<i64> = Vec::with_capacity(shape.batch * l);
         let prompts: Vec<&str> =
             if guided { vec![negative.as_str(), prompt.as_str()] } else { vec![prompt.as_str()] };
-        for p in &prompts {
-            let (v, cut) = prompter.ids(p).map_err(Error::bad)?;
-            if cut {
-                progress.update(
-                    -1.0,
-                    &format!(
-                        "the prompt is longer than the text encoder's {} tokens; the rest is ignored",
-                        l - 2
-                    ),
-                );
-            }
-            ids.extend(v);
-        }
-        let ids = Array2::from_shape_vec((shape.batch, l), ids).map_err(|e| {
-            Error::internal(format!("the prompts' token ids are not {} x {l}: {e}", shape.batch))
-        })?;
-        let d = text.hidden_size as usize;
         let t_run = Instant::now();
-        let ehs: Array3<f32> = {
-            let out = text_encoder
-                .run(ort::inputs!["input_ids" => TensorRef::from_array_view(&ids).map_err(ie("text encoder"))?])
-                .map_err(ie("text encoder"))?;
-            let v = out["last_hidden_state"].try_extract_array::<f32>().map_err(ie("text encoder"))?;
-            runtime::shaped::<Ix3>(v, &[shape.batch, l, d])
-                .map_err(|s| {
-                    Error::internal(format!(
-                        "the text encoder of {} returned shape {s:?}, expected [{}, {l}, {d}]",
-                        bundle.name(),
-                        shape.batch
-                    ))
-                })?
-                .to_owned()
-        };
+        let (ehs, added) = encode_prompts(
+            &mut text_encoder,
+            bundle.name(),
+            prompter,
+            model,
+            text,
+            &prompts,
+            guided && negative.is_empty(),
+            progress,
+        )?;
+        // sdxl: the pooled embeddings and the size conditioning, one row per batch entry.
+        let added = added.map(|pooled| {
+            let ids = crate::sdxl::time_ids(ww, wh);
+            let time = Array2::from_shape_fn((shape.batch, ids.len()), |(_, k)| ids[k]);
+            (pooled, time)
+        });
 
         // The crop at working size, in the model's [-1, 1], with the subject placed.
         let crop = imageops::read_rgb(scene, plan.crop);
@@ -391,7 +381,8 @@ impl Engine for Sd {
         );
 
         let cuda_graph = opts.cuda_graph && dev == Device::Cuda;
-        let lp = Loop::new(&unet, dev, &shape, &ehs, &known, &keep, cond, cuda_graph).map_err(ie("UNet"))?;
+        let lp = Loop::new(&unet, dev, &shape, &ehs, added, &known, &keep, cond, cuda_graph)
+            .map_err(ie("UNet"))?;
         let write = region::blend_mask(selection, bbox, region::FEATHER_DIV);
         Ok(Prepared {
             crop: plan.crop,
@@ -548,6 +539,91 @@ impl Variant for Sampling<'_> {
     }
 }
 
+/// The prompts through the text encoder: `[B, L, D]` hidden states, and for
+/// sdxl (`model.conditioning`) the pooled `[B, P]` too. `zero_first`: the
+/// first prompt is an empty negative, which an sdxl bundle may ask to be
+/// all zeros.
+#[allow(clippy::too_many_arguments)]
+fn encode_prompts(
+    text_encoder: &mut Session,
+    name: &str,
+    prompter: &super::text::Prompter,
+    model: &SdModel,
+    text: &Text,
+    prompts: &[&str],
+    zero_first: bool,
+    progress: &mut dyn Progress,
+) -> Result<(Array3<f32>, Option<Array2<f32>>)> {
+    let ie = |e: ort::Error| {
+        Error::internal(format!("ONNX Runtime failed while running the text encoder of {name}: {e}"))
+    };
+    let (b, l, d) = (prompts.len(), prompter.max_length(), text.hidden_size as usize);
+    let xl = model.conditioning.as_ref();
+    let mut ids: Vec<i64> = Vec::with_capacity(b * l);
+    let mut ids_2: Vec<i64> = Vec::with_capacity(b * l);
+    for p in prompts {
+        let (v, cut) = prompter.ids(p).map_err(Error::bad)?;
+        if cut {
+            progress.update(
+                -1.0,
+                &format!(
+                    "the prompt is longer than the text encoder's {} tokens; the rest is ignored",
+                    l - 2
+                ),
+            );
+        }
+        if let Some(c) = xl {
+            ids_2.extend(prompter.ids_padded(p, c.pad_id_2).map_err(Error::bad)?.0);
+        }
+        ids.extend(v);
+    }
+    let as_array = |v: Vec<i64>| {
+        Array2::from_shape_vec((b, l), v)
+            .map_err(|e| Error::internal(format!("the prompts' token ids are not {b} x {l}: {e}")))
+    };
+    let ids = as_array(ids)?;
+    let out = match xl {
+        None => text_encoder
+            .run(ort::inputs!["input_ids" => TensorRef::from_array_view(&ids).map_err(ie)?])
+            .map_err(ie)?,
+        Some(_) => {
+            let ids_2 = as_array(ids_2)?;
+            text_encoder
+                .run(ort::inputs![
+                    "input_ids" => TensorRef::from_array_view(&ids).map_err(ie)?,
+                    "input_ids_2" => TensorRef::from_array_view(&ids_2).map_err(ie)?
+                ])
+                .map_err(ie)?
+        }
+    };
+    let wrong = |what: &str, s: Vec<usize>, want: String| {
+        Error::internal(format!("the text encoder of {name} returned {what} of shape {s:?}, expected {want}"))
+    };
+    let v = out["last_hidden_state"].try_extract_array::<f32>().map_err(ie)?;
+    let mut ehs = runtime::shaped::<Ix3>(v, &[b, l, d])
+        .map_err(|s| wrong("last_hidden_state", s, format!("[{b}, {l}, {d}]")))?
+        .to_owned();
+    let mut pooled = match xl {
+        None => None,
+        Some(c) => {
+            let p = c.pooled_size as usize;
+            let v = out["text_embeds"].try_extract_array::<f32>().map_err(ie)?;
+            Some(
+                runtime::shaped::<Ix2>(v, &[b, p])
+                    .map_err(|s| wrong("text_embeds", s, format!("[{b}, {p}]")))?
+                    .to_owned(),
+            )
+        }
+    };
+    if zero_first && xl.is_some_and(|c| c.zero_negative) {
+        ehs.index_axis_mut(Axis(0), 0).fill(0.0);
+        if let Some(p) = pooled.as_mut() {
+            p.index_axis_mut(Axis(0), 0).fill(0.0);
+        }
+    }
+    Ok((ehs, pooled))
+}
+
 /// Standard normal samples in row-major order (the seeded stream's order).
 fn normals(rng: &mut ChaCha8Rng, shape: (usize, usize, usize, usize)) -> Array4<f32> {
     Array4::from_shape_simple_fn(shape, || rng.sample(StandardNormal))
@@ -600,6 +676,8 @@ struct Loop {
     x: [Tensor<f32>; 2],
     x0: [Tensor<f32>; 2],
     ehs: Tensor<f32>,
+    /// sdxl: `text_embeds` `[B, P]` and `time_ids` `[B, 6]`.
+    added: Option<[Tensor<f32>; 2]>,
     known: Tensor<f32>,
     keep: Tensor<f32>,
     /// Inpainting: mask and masked-image latents, [1, C − lc, h, w].
@@ -616,6 +694,7 @@ impl Loop {
         dev: Device,
         shape: &StepShape,
         ehs: &Array3<f32>,
+        added: Option<(Array2<f32>, Array2<f32>)>,
         known: &Array4<f32>,
         keep: &Array4<f32>,
         cond: Option<Array4<f32>>,
@@ -640,6 +719,12 @@ impl Loop {
             x: [zeros(lat)?, zeros(lat)?],
             x0: [zeros(lat)?, zeros(lat)?],
             ehs: upload(&alloc, dev, ehs.view())?,
+            added: match &added {
+                Some((pooled, time)) => {
+                    Some([upload(&alloc, dev, pooled.view())?, upload(&alloc, dev, time.view())?])
+                }
+                None => None,
+            },
             known: upload(&alloc, dev, known.view())?,
             keep: upload(&alloc, dev, keep.view())?,
             cond: cond.as_ref().map(|c| upload(&alloc, dev, c.view())).transpose()?,
@@ -679,6 +764,10 @@ impl Loop {
         let mut ub = unet.create_binding()?;
         ub.bind_input("sample", &self.sample)?;
         ub.bind_input("encoder_hidden_states", &self.ehs)?;
+        if let Some([pooled, time]) = &self.added {
+            ub.bind_input("text_embeds", pooled)?;
+            ub.bind_input("time_ids", time)?;
+        }
         if let Some(t) = &self.timestep {
             ub.bind_input("timestep", t)?;
         }

@@ -36,6 +36,10 @@ pub struct SyntheticSd {
     pub prediction: String,
     /// Below 1 the denoiser is slightly wrong, so seeds differ.
     pub gain: f32,
+    /// An sdxl bundle: a second embedding table for `input_ids_2` (hidden
+    /// states twice as wide), pooled `text_embeds` that shift the flat latent,
+    /// `time_ids` the UNet must be given; `Some(zero_negative)`.
+    pub xl: Option<bool>,
 }
 
 impl Default for SyntheticSd {
@@ -48,12 +52,15 @@ impl Default for SyntheticSd {
             optimized: false,
             prediction: "epsilon".into(),
             gain: 0.9,
+            xl: None,
         }
     }
 }
 
 pub const MAX_LENGTH: usize = 16;
 pub const HIDDEN: usize = 8;
+/// sdxl: the width of the pooled `text_embeds` (the UNet reads four).
+pub const POOLED: usize = 4;
 const WORDS: [&str; 12] =
     ["a", "photo", "of", "in", "scene", "dog", "red", "blue", "zwx", "qbz", "on", "the"];
 
@@ -163,6 +170,50 @@ fn text_encoder(vocab: usize, fp16: bool) -> Vec<u8> {
     )
 }
 
+/// sdxl's text graph: input_ids, input_ids_2 → last_hidden_state [N, L, 2D]
+/// (two tables, concatenated), text_embeds [N, POOLED] (the mean over L of
+/// the second table's first dims).
+fn text_encoder_xl(vocab: usize) -> Vec<u8> {
+    let table = |k: usize| -> Vec<f32> {
+        (0..vocab * HIDDEN)
+            .map(|i| {
+                let (t, d) = (i / HIDDEN, i % HIDDEN);
+                (((t * (37 + k) + d * 11 + k * 5) % 17) as f32 / 8.0 - 1.0) * 0.5
+            })
+            .collect()
+    };
+    let l = MAX_LENGTH as i64;
+    model(
+        &[
+            node("Gather", &["emb", "input_ids"], &["h1"]),
+            node("Gather", &["emb2", "input_ids_2"], &["h2"]),
+            node_attrs("Concat", &["h1", "h2"], &["last_hidden_state"], &[("axis", 2)]),
+            node("ReduceSum", &["h2", "ax1"], &["s2"]),
+            node("Slice", &["s2", "p0", "pn", "ax2"], &["s2p"]),
+            node("Reshape", &["s2p", "shape_np"], &["s2r"]),
+            node("Mul", &["s2r", "inv_l"], &["text_embeds"]),
+        ],
+        &[
+            tensor_f32("emb", &[vocab as i64, HIDDEN as i64], &table(0)),
+            tensor_f32("emb2", &[vocab as i64, HIDDEN as i64], &table(1)),
+            tensor_i64("p0", &[1], &[0]),
+            tensor_i64("pn", &[1], &[POOLED as i64]),
+            tensor_i64("ax1", &[1], &[1]),
+            tensor_i64("ax2", &[1], &[2]),
+            tensor_i64("shape_np", &[2], &[-1, POOLED as i64]),
+            tensor_f32("inv_l", &[], &[1.0 / MAX_LENGTH as f32]),
+        ],
+        &[
+            value_info("input_ids", INT64, &[(-1, "N"), (l, "")]),
+            value_info("input_ids_2", INT64, &[(-1, "N"), (l, "")]),
+        ],
+        &[
+            value_info("last_hidden_state", FLOAT, &[(-1, "N"), (l, ""), (2 * HIDDEN as i64, "")]),
+            value_info("text_embeds", FLOAT, &[(-1, "N"), (POOLED as i64, "")]),
+        ],
+    )
+}
+
 /// The exact denoiser of the flat latent c(prompt).
 fn unet(s: &SyntheticSd) -> Vec<u8> {
     let sched = NoiseSchedule::from_manifest(&schedule());
@@ -180,6 +231,20 @@ fn unet(s: &SyntheticSd) -> Vec<u8> {
         node("Reshape", &["h4", "shape_n411"], &["h4r"]),
         node("Mul", &["h4r", "inv_l"], &["c"]),
     ];
+    let hidden = if s.xl.is_some() { 2 * HIDDEN } else { HIDDEN } as i64;
+    if s.xl.is_some() {
+        // c also moves with the pooled embedding; time_ids are read (times 0) so they must be fed.
+        nodes.pop();
+        nodes.extend([
+            node("Mul", &["h4r", "inv_l"], &["c_text"]),
+            node("Reshape", &["text_embeds", "shape_n411"], &["pooled4"]),
+            node("Add", &["c_text", "pooled4"], &["c_sum"]),
+            node("Mul", &["time_ids", "zero"], &["t0"]),
+            node("ReduceSum", &["t0", "ax1"], &["t0s"]),
+            node("Reshape", &["t0s", "shape_n111"], &["t04"]),
+            node("Add", &["c_sum", "t04"], &["c"]),
+        ]);
+    }
     if s.prediction == "v_prediction" {
         // v = (√ᾱ·x − c)/√(1−ᾱ)
         nodes.push(node("Mul", &["x", "sat4"], &["sx"]));
@@ -192,6 +257,15 @@ fn unet(s: &SyntheticSd) -> Vec<u8> {
     nodes.push(node("Div", &["diff", "s1t4"], &["raw"]));
     nodes.push(node("Mul", &["raw", "gain"], &["noise_pred"]));
     let l = MAX_LENGTH as i64;
+    let mut unet_inputs = vec![
+        value_info("sample", FLOAT, &[(-1, "N"), (c_in, ""), (-1, "h"), (-1, "w")]),
+        value_info("timestep", INT64, &[(-1, "N")]),
+        value_info("encoder_hidden_states", FLOAT, &[(-1, "N"), (l, ""), (hidden, "")]),
+    ];
+    if s.xl.is_some() {
+        unet_inputs.push(value_info("text_embeds", FLOAT, &[(-1, "N"), (POOLED as i64, "")]));
+        unet_inputs.push(value_info("time_ids", FLOAT, &[(-1, "N"), (6, "")]));
+    }
     model(
         &nodes,
         &[
@@ -205,12 +279,9 @@ fn unet(s: &SyntheticSd) -> Vec<u8> {
             tensor_i64("ax2", &[1], &[2]),
             tensor_i64("shape_n111", &[4], &[-1, 1, 1, 1]),
             tensor_i64("shape_n411", &[4], &[-1, 4, 1, 1]),
+            tensor_f32("zero", &[], &[0.0]),
         ],
-        &[
-            value_info("sample", FLOAT, &[(-1, "N"), (c_in, ""), (-1, "h"), (-1, "w")]),
-            value_info("timestep", INT64, &[(-1, "N")]),
-            value_info("encoder_hidden_states", FLOAT, &[(-1, "N"), (l, ""), (HIDDEN as i64, "")]),
-        ],
+        &unet_inputs,
         &[value_info("noise_pred", FLOAT, &[(-1, "N"), (4, ""), (-1, "h"), (-1, "w")])],
     )
 }
@@ -266,7 +337,11 @@ pub fn write_sd_bundle(library: &Path, s: &SyntheticSd) -> std::io::Result<PathB
     std::fs::create_dir_all(&dir)?;
     let (tok, vocab) = tokenizer_json();
     std::fs::write(dir.join("tokenizer.json"), tok)?;
-    std::fs::write(dir.join("text_encoder.onnx"), text_encoder(vocab.len(), s.fp16))?;
+    let text_graph = match s.xl {
+        Some(_) => text_encoder_xl(vocab.len()),
+        None => text_encoder(vocab.len(), s.fp16),
+    };
+    std::fs::write(dir.join("text_encoder.onnx"), text_graph)?;
     std::fs::write(dir.join("unet.onnx"), unet(s))?;
     std::fs::write(dir.join("vae_encoder.onnx"), vae_encoder())?;
     std::fs::write(dir.join("vae_decoder.onnx"), vae_decoder())?;
@@ -327,6 +402,35 @@ pub fn write_sd_bundle(library: &Path, s: &SyntheticSd) -> std::io::Result<PathB
     });
     if s.stage == Stage::Subject {
         m["subject"] = json!({"file": "subject.png", "has_mask": true});
+    }
+    if let Some(zero_negative) = s.xl {
+        let hidden = 2 * HIDDEN;
+        m["backbone"] = json!("sdxl");
+        m["model"]["conditioning"] = json!({"pooled_size": POOLED, "time_ids": crate::sdxl::TIME_IDS,
+                                            "pad_id_2": 0, "zero_negative": zero_negative});
+        m["text"]["hidden_size"] = json!(hidden);
+        m["graphs"]["text_encoder"] = graph(
+            "text_encoder.onnx",
+            vec![
+                spec("input_ids", "int64", json!(["N", MAX_LENGTH])),
+                spec("input_ids_2", "int64", json!(["N", MAX_LENGTH])),
+            ],
+            vec![
+                spec("last_hidden_state", "float32", json!(["N", MAX_LENGTH, hidden])),
+                spec("text_embeds", "float32", json!(["N", POOLED])),
+            ],
+        );
+        m["graphs"]["unet"] = graph(
+            "unet.onnx",
+            vec![
+                spec("sample", "float32", json!(["N", c_in, "h", "w"])),
+                spec("timestep", "int64", json!(["N"])),
+                spec("encoder_hidden_states", "float32", json!(["N", MAX_LENGTH, hidden])),
+                spec("text_embeds", "float32", json!(["N", POOLED])),
+                spec("time_ids", "float32", json!(["N", 6])),
+            ],
+            vec![spec("noise_pred", "float32", json!(["N", 4, "h", "w"]))],
+        );
     }
     if s.optimized {
         m["model"]["optimized"] =

@@ -57,6 +57,11 @@ impl Prompter {
 
     /// The L ids of `prompt`, and whether it was cut to fit.
     pub fn ids(&self, prompt: &str) -> Result<(Vec<i64>, bool), String> {
+        self.ids_padded(prompt, self.pad)
+    }
+
+    /// As [`Prompter::ids`], padded with `pad` (sdxl's second encoder pads with its own id).
+    pub fn ids_padded(&self, prompt: &str, pad: i64) -> Result<(Vec<i64>, bool), String> {
         let enc = self
             .tokenizer
             .encode(prompt, false)
@@ -67,7 +72,7 @@ impl Prompter {
         ids.push(self.bos);
         ids.extend(raw[..keep].iter().map(|&i| i64::from(i)));
         ids.push(self.eos);
-        ids.resize(self.max_length, self.pad);
+        ids.resize(self.max_length, pad);
         Ok((ids, keep < raw.len()))
     }
 }
