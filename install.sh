@@ -173,6 +173,9 @@ if [ "$with_trainer" = 1 ]; then
     die "installing the trainer into $own failed (the lines above say why; the previous installation, if any, is kept)"
   fi
   rm -f "$out"
+  # Single-file SD checkpoints carry no tokenizer: CLIP's vocabulary from PyPI, into pie's cache.
+  bash build/clip-vocab.sh >/dev/null ||
+    log "warning: CLIP's vocabulary could not be fetched from PyPI; single-file checkpoints will be refused until 'bash build/clip-vocab.sh' works"
   rm -rf "$own.old"
   trainer_python=$own/bin/python
   log "installed the trainer into $own ($venv_how)"

@@ -54,6 +54,7 @@ setup_ort()     { ORT_DYLIB_PATH=$(bash build/onnxruntime.sh cpu); export ORT_DY
 setup_trainer() { PIE_TRAINER_PYTHON=$(bash build/trainer-env.sh); export PIE_TRAINER_PYTHON; }
 setup_eval()    { PIE_EVAL_PYTHON=$(bash build/eval-env.sh); export PIE_EVAL_PYTHON; }
 setup_lint()    { PIE_LINT_PYTHON=$(bash build/lint-env.sh); export PIE_LINT_PYTHON; }
+setup_clip()    { bash build/clip-vocab.sh >/dev/null; }
 setup_gimp()    { bash build/gimp-host.sh "$1" >/dev/null && echo "GIMP $(bash build/gimp-host.sh "$1" version)"; }
 cargo_fetch()   { run_step "cargo fetch (crates.io)" cargo fetch --locked; }
 
@@ -61,6 +62,7 @@ timed "set-up: ONNX Runtime library" setup_ort
 timed "set-up: trainer environment" setup_trainer
 timed "set-up: evaluation environment" setup_eval
 timed "set-up: Python lint tools" setup_lint
+timed "set-up: CLIP vocabulary (PyPI)" setup_clip
 if [ "${PIE_SKIP_GIMP:-0}" != 1 ]; then
   timed "set-up: GIMP 3.0 host (trixie)" setup_gimp 3.0
   timed "set-up: GIMP 3.2 host (sid)" setup_gimp 3.2

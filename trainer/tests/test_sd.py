@@ -974,3 +974,19 @@ def test_real_sd_files_say_what_tokenizer_is_missing(tmp_path: Path, monkeypatch
     assert len(vocab) == 49408 and vocab["<|startoftext|>"] == 49406 and vocab["<|endoftext|>"] == 49407
     assert vocab["!"] == 0 and vocab["!</w>"] == 256 and vocab["q0z</w>"] == 512
     assert (tmp_path / "merges.txt").read_text().splitlines()[1:] == merges
+
+
+def test_the_clip_vocabulary_from_set_up_tokenizes_as_clip_does(tmp_path: Path) -> None:
+    """build/clip-vocab.sh (part of the test command's set-up) puts CLIP's merges into pie's cache; the
+    tokenizer built from them gives CLIP's own ids, so real single files can be converted offline."""
+    from transformers import CLIPTokenizer
+
+    from pie_trainer.sd import single_file as sf
+
+    cached = sf.cache_root() / sf.BPE_CACHED
+    assert cached.is_file(), f"{cached} is missing: run bash build/clip-vocab.sh"
+    sf.write_clip_bpe(cached, tmp_path)
+    tok = CLIPTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"))
+    # CLIP ViT-L/14's ids for this prompt (bos 49406, 'a' 320, 'photo' 1125, 'of' 539, 'dog' 1929, eos 49407).
+    assert tok("a photo of a dog").input_ids == [49406, 320, 1125, 539, 320, 1929, 49407]
+    assert len(tok) == 49408

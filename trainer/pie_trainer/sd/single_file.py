@@ -225,11 +225,14 @@ def cached_folder(sf: SingleFile) -> Path:
 # Where an installed package may already hold CLIP's BPE merges (OpenAI's CLIP, open_clip).
 BPE_PACKAGES = (("open_clip", "bpe_simple_vocab_16e6.txt.gz"), ("clip", "bpe_simple_vocab_16e6.txt.gz"))
 HUB_TOKENIZERS = (("openai/clip-vit-large-patch14", ""), ("stabilityai/stable-diffusion-2", "tokenizer"))
+# Where pie's set-up (build/clip-vocab.sh, run by install.sh and the test command) puts it, under cache_root().
+BPE_CACHED = Path("clip-bpe") / "bpe_simple_vocab_16e6.txt.gz"
 TOKENIZER_MISSING = (
-    "CLIP's BPE tokenizer (vocab.json and merges.txt), which pie does not ship and never downloads. "
-    "Any of these provides it: the Python package open_clip_torch (or OpenAI's clip) in the trainer's "
-    "environment; openai/clip-vit-large-patch14 in the local Hugging Face cache; or convert the file to a "
-    "diffusers folder elsewhere and pass that folder")
+    "CLIP's BPE tokenizer (vocab.json and merges.txt), which is not in the file and which pie never downloads "
+    "from a model hub. Any of these provides it: `bash build/clip-vocab.sh` in pie's source folder (install.sh "
+    "runs it: it takes the vocabulary from the open_clip_torch package on PyPI into pie's cache); the Python "
+    "package open_clip_torch (or OpenAI's clip) in the trainer's environment; openai/clip-vit-large-patch14 in "
+    "the local Hugging Face cache; or convert the file to a diffusers folder elsewhere and pass that folder")
 
 
 def _bpe_from_packages() -> Path | None:
@@ -278,8 +281,13 @@ def write_clip_bpe(bpe_gz: Path, folder: Path) -> None:
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
 
 
+def _bpe_from_pie_cache() -> Path | None:
+    f = cache_root() / BPE_CACHED
+    return f if f.is_file() else None
+
+
 def clip_tokenizer_source() -> Path | tuple[Path, Path] | None:
-    return _bpe_from_packages() or _tokenizer_from_hub_cache()
+    return _bpe_from_packages() or _bpe_from_pie_cache() or _tokenizer_from_hub_cache()
 
 
 # ---- the conversion ----------------------------------------------------------------------
