@@ -68,7 +68,8 @@ fn main() {
         variants: runs + 1,
         device,
         scheduler: Some(scheduler),
-        cuda_graph,
+        // Both rows asked for explicitly: the default would capture a graph wherever it can.
+        cuda_graph: Some(cuda_graph),
         ..Default::default()
     };
 

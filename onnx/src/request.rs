@@ -41,8 +41,10 @@ pub struct AddRequest {
     pub prompt: Option<String>,
     /// Replaces the concept's negative prompt.
     pub negative_prompt: Option<String>,
-    /// CUDA only: capture the denoiser in a CUDA graph and replay it each step.
-    pub cuda_graph: bool,
+    /// CUDA only: capture the denoiser in a CUDA graph and replay it each
+    /// step. `None`: wherever it runs on CUDA, unless ONNX Runtime cannot
+    /// capture it (then without, and the progress says why).
+    pub cuda_graph: Option<bool>,
 }
 
 impl Default for AddRequest {
@@ -62,7 +64,7 @@ impl Default for AddRequest {
             look: Look::default(),
             prompt: None,
             negative_prompt: None,
-            cuda_graph: false,
+            cuda_graph: None,
         }
     }
 }
@@ -94,7 +96,7 @@ pub struct Settings {
     pub look: Look,
     pub prompt: Option<String>,
     pub negative_prompt: Option<String>,
-    pub cuda_graph: bool,
+    pub cuda_graph: Option<bool>,
 }
 
 impl AddRequest {
@@ -110,7 +112,8 @@ impl AddRequest {
         if let Some(p) = &self.negative_prompt {
             v.push((Opt::NegativePrompt, format!("{p:?}")));
         }
-        if self.cuda_graph {
+        // Asking for none where there is none is no conflict.
+        if self.cuda_graph == Some(true) {
             v.push((Opt::CudaGraph, String::new()));
         }
         v
@@ -249,7 +252,7 @@ mod tests {
         let prompt = AddRequest { prompt: Some("a photo".into()), ..Default::default() };
         assert_eq!(refused(&prompt, &ball), (Opt::Prompt, vec!["sd", "sdxl"]));
         assert!(prompt.resolve(&dog).is_ok());
-        let graph = AddRequest { cuda_graph: true, ..Default::default() };
+        let graph = AddRequest { cuda_graph: Some(true), ..Default::default() };
         assert_eq!(refused(&graph, &ball).0, Opt::CudaGraph);
         let dpm = AddRequest { scheduler: Some(Scheduler::DpmSolver2M), ..Default::default() };
         assert_eq!(refused(&dpm, &ball), (Opt::Scheduler, vec!["sd", "sdxl"]));

@@ -190,6 +190,44 @@ pub fn open_with(
     Ok(Denoiser { session: cpu_load(&mut builder(threads)?)?, device: Device::Cpu, note })
 }
 
+/// [`open_with`] for a graph that is best captured in a CUDA graph, fixing
+/// `dims`: `Some(true)` insists (as `open_with` would), `Some(false)` never
+/// captures, `None` captures where the session runs on CUDA and ONNX Runtime
+/// accepts the graph for capture, and otherwise opens it without (on CUDA
+/// still), saying why in the note. Returns whether it is captured.
+pub fn open_captured(
+    model: ModelSource<'_>,
+    device: Device,
+    threads: Option<usize>,
+    dims: &[(&str, i64)],
+    want: Option<bool>,
+) -> Result<(Denoiser, bool)> {
+    match want {
+        Some(false) => Ok((open_with(model, device, threads, None)?, false)),
+        Some(true) => {
+            let d = open_with(model, device, threads, Some(dims))?;
+            let on = d.device == Device::Cuda;
+            Ok((d, on))
+        }
+        None => {
+            if device == Device::Cpu || probe_cuda()?.is_err() {
+                return Ok((open_with(model, device, threads, None)?, false));
+            }
+            let n = threads.unwrap_or_else(default_threads).max(1);
+            match cuda_session(model, n, Some(dims))? {
+                Ok(session) => Ok((Denoiser { session, device: Device::Cuda, note: None }, true)),
+                Err(why) => {
+                    let mut d = open_with(model, device, threads, None)?;
+                    if d.device == Device::Cuda {
+                        d.note = Some(format!("no CUDA graph for {}: {why}", model.label()));
+                    }
+                    Ok((d, false))
+                }
+            }
+        }
+    }
+}
+
 /// A CUDA session, or why there is none.
 fn cuda_session(
     model: ModelSource<'_>,

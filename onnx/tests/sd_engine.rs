@@ -603,10 +603,11 @@ fn cuda_where_there_is_one_matches_the_cpu() {
                 &pie::AddRequest { scheduler: Some(scheduler), ..Default::default() },
             )
             .unwrap();
-            for cuda_graph in [false, true] {
+            // Off, on, and the default (on where ONNX Runtime can capture the UNet).
+            for cuda_graph in [Some(false), Some(true), None] {
                 let sd = pie::AddRequest { scheduler: Some(scheduler), cuda_graph, ..Default::default() };
                 let gpu = library_add(&b, &scene, &mask, pie::Device::Cuda, &sd)
-                    .unwrap_or_else(|e| panic!("{name} {scheduler} graph {cuda_graph}: {e}"));
+                    .unwrap_or_else(|e| panic!("{name} {scheduler} graph {cuda_graph:?}: {e}"));
                 let again = library_add(&b, &scene, &mask, pie::Device::Cuda, &sd).unwrap();
                 assert_eq!(gpu[0].device, pie::Device::Cuda);
                 assert!(
@@ -616,7 +617,7 @@ fn cuda_where_there_is_one_matches_the_cpu() {
                 let d = mean_diff(&gpu[0], &cpu[0]);
                 assert!(
                     d < 1.0,
-                    "{name} {scheduler} graph {cuda_graph}: CUDA and CPU differ by {d} per sample"
+                    "{name} {scheduler} graph {cuda_graph:?}: CUDA and CPU differ by {d} per sample"
                 );
             }
         }
@@ -799,4 +800,20 @@ fn broken_sdxl_bundles_are_refused_with_what_is_wrong() {
     });
     let e = load_err(d.path(), "plain");
     assert!(e.contains("graphs.text_encoder.inputs are [input_ids int64 rank 2]"), "{e}");
+}
+
+#[test]
+fn cuda_graphs_can_be_switched_off_but_not_both_ways_at_once() {
+    let c = case();
+    // On the CPU there is no graph to capture: asking for none changes nothing.
+    let (o, a) = add(&c, "dog", "a.png", &["--seed", "5", "--no-cuda-graph"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let (o, b) = add(&c, "dog", "b.png", &["--seed", "5"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    let (o, _) = add(&c, "ball", "p.png", &["--no-cuda-graph"]);
+    assert!(o.status.success(), "a pixel concept refused --no-cuda-graph: {}", text(&o));
+    let (o, _) = add(&c, "dog", "x.png", &["--cuda-graph", "--no-cuda-graph"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--no-cuda-graph") && text(&o).contains("cannot be used with"), "{}", text(&o));
 }

@@ -356,9 +356,13 @@ enum Cmd {
         /// sd concepts: the negative prompt instead of the concept's (usually empty)
         #[arg(long, value_name = "TEXT")]
         negative_prompt: Option<String>,
-        /// sd concepts on CUDA: capture the UNet in a CUDA graph and replay it every step
-        #[arg(long)]
+        /// sd concepts on CUDA: capture the UNet in a CUDA graph and replay it every step, or
+        /// fail (the default does so wherever ONNX Runtime can, and says when it cannot)
+        #[arg(long, conflicts_with = "no_cuda_graph")]
         cuda_graph: bool,
+        /// sd concepts on CUDA: run the UNet step by step, without a CUDA graph
+        #[arg(long)]
+        no_cuda_graph: bool,
         /// The subject's size, as a fraction of the largest that fits the selection (0.05 to 1)
         #[arg(long, default_value_t = 1.0, value_parser = finite)]
         scale: f32,
@@ -535,6 +539,7 @@ fn run(cli: Cli) -> Result<()> {
             ref prompt,
             ref negative_prompt,
             cuda_graph,
+            no_cuda_graph,
             scale,
             anchor,
             flip,
@@ -548,7 +553,11 @@ fn run(cli: Cli) -> Result<()> {
                 scheduler,
                 prompt: prompt.clone(),
                 negative_prompt: negative_prompt.clone(),
-                cuda_graph,
+                cuda_graph: match (cuda_graph, no_cuda_graph) {
+                    (true, _) => Some(true),
+                    (_, true) => Some(false),
+                    _ => None,
+                },
                 placement: pie::Placement { scale, anchor, flip },
                 ..run.request(look)
             };

@@ -204,11 +204,12 @@ impl Engine for Sd {
         let batch = if guided { 2 } else { 1 };
         // The UNet's free dimensions (schema/README.md), fixed for a CUDA graph.
         let fixed = [("N", batch as i64), ("h", lh as i64), ("w", lw as i64)];
-        let unet = runtime::open_with(
+        let (unet, cuda_graph) = runtime::open_captured(
             ModelSource::File(&path("unet")?),
             device,
             opts.threads,
-            opts.cuda_graph.then_some(&fixed[..]),
+            &fixed,
+            opts.cuda_graph,
         )?;
         // The step graph on the device the UNet really got (it shares the loop's
         // device memory); the text encoder and the VAE there too, where they can
@@ -380,7 +381,6 @@ impl Engine for Sd {
             eta,
         );
 
-        let cuda_graph = opts.cuda_graph && dev == Device::Cuda;
         let lp = Loop::new(&unet, dev, &shape, &ehs, added, &known, &keep, cond, cuda_graph)
             .map_err(ie("UNet"))?;
         let write = region::blend_mask(selection, bbox, region::FEATHER_DIV);
