@@ -282,6 +282,29 @@ def test_bundle_alone_samples_like_diffusers(xl_subject: tuple[Run, Path], tiny:
     assert Image.open(out).size == (80, 32) and np.load(npy).shape == (2, 3, 32, 40)
 
 
+def test_fp16_export_keeps_the_vae_in_float32(tiny: Path, photos: dict, tmp_path: Path) -> None:
+    """A float16 bundle (normally exported on CUDA; traced on the CPU here): the text encoders and UNet
+    in half precision, SDXL's VAE (force_upcast: it overflows in float16) in float32; every graph takes
+    and gives float32."""
+    import onnx
+    run = xl_run("scene", str(photos["scene"]), "--name", "half", "--library", str(tmp_path), "--backbone", "sdxl",
+                 "--base", str(tiny), "--steps", "1", "--resolution", RES, "--export-precision", "fp16",
+                 "--threads", "1", "--preview-steps", "0")
+    assert run.rc == 0, run.stderr[-3000:]
+    folder = tmp_path / "half"
+    assert bundle_problems(folder) == []
+    m = manifest(folder)
+    assert m["model"]["precision"] == "float16" and "preview" not in m
+    for name, g in m["graphs"].items():
+        proto = onnx.load(str(folder / g["file"]))
+        io = {v.name: v.type.tensor_type.elem_type for v in list(proto.graph.input) + list(proto.graph.output)}
+        assert io == {t["name"]: (onnx.TensorProto.INT64 if t["dtype"] == "int64" else onnx.TensorProto.FLOAT)
+                      for t in g["inputs"] + g["outputs"]}, name
+        kinds = {t.data_type for t in proto.graph.initializer if len(t.dims) >= 2}
+        want = onnx.TensorProto.FLOAT if name.startswith("vae_") else onnx.TensorProto.FLOAT16
+        assert kinds == {want}, (name, kinds)
+
+
 # ---- refusals -----------------------------------------------------------------
 
 def test_each_backbone_refuses_the_others_checkpoint(tiny: Path, tmp_path: Path, photos: dict,

@@ -95,6 +95,10 @@ class SdJob:
     def graphs_manifest(self, files: dict[str, str], L: int, D: int, parts: md.Parts) -> dict[str, Any]:
         return ex.graphs_manifest(files, L, D, self.base.in_channels)
 
+    def vae_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        """The VAE's weights when the rest is in `dtype` (training's frozen copy, and the export)."""
+        return dtype
+
     def model_extra(self, parts: md.Parts) -> dict[str, Any]:
         """What the backbone adds to bundle.json's `model` (sd: nothing)."""
         return {}
@@ -124,7 +128,7 @@ class SdJob:
                 import copy
                 exp_parts = copy.copy(parts)
                 exp_parts.unet = copy.deepcopy(parts.unet).to(exp_device, dtype)
-                exp_parts.vae = copy.deepcopy(parts.vae).to(exp_device, dtype)
+                exp_parts.vae = copy.deepcopy(parts.vae).to(exp_device, self.vae_dtype(dtype))
                 exp_parts.text_encoder = copy.deepcopy(parts.text_encoder).to(exp_device, dtype)
                 if parts.text_encoder_2 is not None:
                     exp_parts.text_encoder_2 = copy.deepcopy(parts.text_encoder_2).to(exp_device, dtype)
@@ -281,7 +285,7 @@ class Trainer:
         self.parts = parts
         half = _half(self.mode) if self.device.type == "cuda" else None
         # Frozen weights in half precision on the GPU (memory); trained ones stay fp32.
-        parts.vae.to(self.device, dtype=half or torch.float32)
+        parts.vae.to(self.device, dtype=job.vae_dtype(half or torch.float32))
         parts.text_encoder.to(self.device, dtype=torch.float32 if (s.train_text_encoder and s.lora_rank == 0)
                               else (half or torch.float32))
         if parts.text_encoder_2 is not None:

@@ -8,6 +8,11 @@ export, verification, bundle) with SDXL's conditioning in place of sd's:
   target size), as the engine passes the working size and a crop at 0, 0;
 - the null prompt of caption dropout is all zeros when the checkpoint says
   force_zeros_for_empty_prompt (as diffusers does for SDXL), else the encoding of "".
+- SDXL's VAE overflows in float16 (its config says force_upcast): it stays float32 while
+  training in fp16 and in a float16 bundle's VAE graphs (their inputs and outputs are
+  float32 either way), as diffusers upcasts it.
+- Once the prompts are encoded (the text encoders are frozen), both text encoders leave
+  the GPU.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..core.run import Run
+from ..core.run import Run, Runtime
 from ..sd import models as md
 from ..sd.run import SdJob, Trainer
 from . import NAME, TIME_IDS
@@ -33,9 +38,12 @@ class XlJob(SdJob):
     def export_one(self, name: str, parts: md.Parts, folder: Path, L: int, device: torch.device,
                    dtype: torch.dtype) -> list[str]:
         if name not in xex.OWN:
-            return super().export_one(name, parts, folder, L, device, dtype)
+            return super().export_one(name, parts, folder, L, device, self.vae_dtype(dtype))
         return xex.export_graph(name, parts, folder, L, self.base.size_multiple, self.base.vae_scale_factor,
                                 device, dtype)
+
+    def vae_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        return torch.float32 if dtype == torch.float16 and self.base.vae.get("force_upcast", True) else dtype
 
     def verify(self, parts: md.Parts, folder: Path, files: dict[str, str], L: int, threads: int,
                precision: str) -> dict[str, Any]:
@@ -57,6 +65,13 @@ class XlJob(SdJob):
 class XlTrainer(Trainer):
     """sd's trainer with SDXL's text conditioning and added UNet inputs. `ids[k]` holds both
     tokenizers' ids of prompt k, [1, 2, L] (row 0: tokenizer, row 1: tokenizer_2)."""
+
+    def __init__(self, job: SdJob, rt: Runtime, checkpoints: Path) -> None:
+        super().__init__(job, rt, checkpoints)
+        if self.cached and self.device.type == "cuda":
+            self.parts.text_encoder.to("cpu")
+            self.parts.text_encoder_2.to("cpu")
+            torch.cuda.empty_cache()
 
     def load_parts(self) -> md.Parts:
         parts = md.load_base(self.job.base)
