@@ -282,6 +282,43 @@ def test_bundle_alone_samples_like_diffusers(xl_subject: tuple[Run, Path], tiny:
     assert Image.open(out).size == (80, 32) and np.load(npy).shape == (2, 3, 32, 40)
 
 
+def test_bundle_alone_img2img_like_diffusers(xl_subject: tuple[Run, Path], tiny: Path, photos: dict) -> None:
+    """img2img from the bundle alone (the vae_encoder graph, noise to 60 % of the way, DDIM back) equals
+    diffusers' StableDiffusionXLImg2ImgPipeline given the same latents and noise (its time_ids: the image's
+    size, crop 0, 0)."""
+    from diffusers import DDIMScheduler, StableDiffusionXLImg2ImgPipeline
+
+    from pie_trainer.sd import models as md
+    from pie_trainer.sd.base import check_base
+    from pie_trainer.sd.sample import Bundle
+
+    _, folder = xl_subject
+    b = Bundle(folder)
+    img = Image.open(photos["scene"]).convert("RGB").resize((48, 32))
+    image = (np.asarray(img, np.float32).transpose(2, 0, 1)[None] / 127.5 - 1).repeat(2, axis=0)
+    noise = torch.randn((2, 4, 16, 24), generator=torch.Generator().manual_seed(7))
+    prompt = b.m["text"]["prompts"]["add"]
+    ours = b.img2img(prompt, image, noise.numpy(), steps=10, guidance=3.0, strength=0.6)
+    parts, _ = md.finetuned(check_base(str(tiny), backbone="sdxl"), folder / "weights.safetensors")
+    s = b.m["schedule"]
+    sched = DDIMScheduler(num_train_timesteps=s["num_train_timesteps"], beta_start=s["beta_start"],
+                          beta_end=s["beta_end"], beta_schedule=s["beta_schedule"],
+                          prediction_type=s["prediction_type"], steps_offset=s["steps_offset"], clip_sample=False,
+                          set_alpha_to_one=s["set_alpha_to_one"], timestep_spacing=s["timestep_spacing"])
+    pipe = StableDiffusionXLImg2ImgPipeline(vae=parts.vae, text_encoder=parts.text_encoder,
+                                            text_encoder_2=parts.text_encoder_2, tokenizer=parts.tokenizer,
+                                            tokenizer_2=parts.tokenizer_2, unet=parts.unet, scheduler=sched,
+                                            requires_aesthetics_score=False, force_zeros_for_empty_prompt=True,
+                                            add_watermarker=False)
+    pipe.set_progress_bar_config(disable=True)
+    latents = torch.from_numpy(b.sess["vae_encoder"].run(None, {"image": image})[0])   # posterior mean x factor
+    want = pipe([prompt] * 2, image=latents, strength=0.6, num_inference_steps=10, guidance_scale=3.0,
+                generator=torch.Generator().manual_seed(7), output_type="np").images
+    got = np.clip(ours / 2 + 0.5, 0, 1).transpose(0, 2, 3, 1)
+    assert got.shape == want.shape == (2, 32, 48, 3)
+    assert np.abs(got - want).max() < 2e-3
+
+
 def test_fp16_export_keeps_the_vae_in_float32(tiny: Path, photos: dict, tmp_path: Path) -> None:
     """A float16 bundle (normally exported on CUDA; traced on the CPU here): the text encoders and UNet
     in half precision, SDXL's VAE (force_upcast: it overflows in float16) in float32; every graph takes

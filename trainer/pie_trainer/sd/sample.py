@@ -99,7 +99,30 @@ class Bundle:
     def txt2img(self, prompt: str, noise: np.ndarray, steps: int, guidance: float,
                 should_stop: Any = None) -> np.ndarray:
         """noise [N,4,h,w] float32 -> images [N,3,H,W] float32 in [-1, 1]."""
+        return self._denoise(prompt, noise.astype(np.float32), ddim_timesteps(self.m["schedule"], steps), steps,
+                             guidance, should_stop)
+
+    def img2img(self, prompt: str, image: np.ndarray, noise: np.ndarray, steps: int, guidance: float,
+                strength: float) -> np.ndarray:
+        """image [N,3,H,W] in [-1, 1] -> images [N,3,H,W] in [-1, 1]: its latents (the vae_encoder graph) noised
+        to the step `strength` of the way back (diffusers' img2img: the last int(steps x strength) of the
+        DDIM steps), then denoised; noise [N,4,H/f,W/f]."""
+        if self.m["model"]["unet_in_channels"] != 4:
+            raise BadInput("img2img draws with a text-to-image UNet (4 input channels) only")
+        init = self.sess["vae_encoder"].run(None, {"image": image.astype(np.float32)})[0].astype(np.float64)
+        ts = ddim_timesteps(self.m["schedule"], steps)
+        ts = ts[steps - min(int(steps * strength), steps):]
+        if not ts:
+            return image
+        a = alphas_cumprod(self.m["schedule"])[ts[0]]
+        x = (math.sqrt(a) * init + math.sqrt(1 - a) * noise).astype(np.float32)
+        return self._denoise(prompt, x, ts, steps, guidance, None)
+
+    def _denoise(self, prompt: str, x: np.ndarray, ts: list[int], steps: int, guidance: float,
+                 should_stop: Any) -> np.ndarray:
+        """DDIM from the latents `x` over the timesteps `ts` (of a `steps`-step schedule), then decoded."""
         model = self.m["model"]
+        noise = x
         n = noise.shape[0]
         extra = None
         if model["unet_in_channels"] == 9:
@@ -118,9 +141,7 @@ class Bundle:
             text_feeds["time_ids"] = np.tile(np.array([[H, W, 0, 0, H, W]], np.float32), (2 * n, 1))
         sch = self.m["schedule"]
         acp = alphas_cumprod(sch)
-        ts = ddim_timesteps(sch, steps)
         ratio = int(sch["num_train_timesteps"]) // steps
-        x = noise.astype(np.float32)
         for t in ts:
             if should_stop is not None and should_stop():
                 break
