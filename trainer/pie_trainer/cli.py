@@ -115,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("image", help="the scene photograph")
     _training_knobs(sc, "scene")
     sc.add_argument("--resolution", type=_positive(int),
-                    help="side of the square training crops, a multiple of 4 (default 64, quick 32)")
+                    help="side of the square training crops, a multiple of 4 (default 64, quick 32; sd: the base's "
+                         "native size; sdxl: 1024)")
 
     su = sub.add_parser("subject", help="Stage II: learn a subject, growing from a scene bundle")
     su.add_argument("image", help="the subject photograph")
