@@ -178,6 +178,47 @@ def test_sdxl_subject_bundle(xl_subject: tuple[Run, Path], xl_scene: tuple[Run, 
     assert any(not torch.equal(a[k], b[k]) for k in a)
 
 
+def test_training_conditions_the_unet_as_sdxl_does(tiny: Path, photos: dict, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """What one training step feeds the UNet: diffusers' SDXL prompt embeddings and pooled embeddings, an
+    all-zero null prompt (force_zeros_for_empty_prompt), and time_ids [R, R, 0, 0, R, R]."""
+    from diffusers import StableDiffusionXLPipeline
+
+    from pie_trainer.core.run import Runtime
+    from pie_trainer.sd.base import check_base
+    from pie_trainer.sd.settings import SdSettings
+    from pie_trainer.sdxl.run import XlJob, XlTrainer
+
+    base = check_base(str(tiny), backbone="sdxl")
+    settings = SdSettings(stage=1, steps=1, batch=2, lr=1e-3, resolution=24, class_word="scene",
+                          mixed_precision="no", caption_dropout=0.5, backbone="sdxl")
+    job = XlJob(stage=1, name="t", library=tmp_path, base=base, settings=settings, concepts=[], parent=None,
+                meta={}, scene=Image.open(photos["scene"]).convert("RGB"), scene_prompt="a photo of zwx scene")
+    tr = XlTrainer(job, Runtime(device=torch.device("cpu"), threads=1, force=False), tmp_path / "ck")
+    hidden, pooled = tr.cached["scene"]
+    assert hidden.shape == (1, 77, D1 + D2) and pooled.shape == (1, P)
+    assert all(float(c.abs().max()) == 0.0 for c in tr.cached["null"])
+    pipe = StableDiffusionXLPipeline.from_pretrained(str(tiny), local_files_only=True, add_watermarker=False)
+    with torch.no_grad():
+        want_h, _, want_p, _ = pipe.encode_prompt("a photo of zwx scene", device="cpu",
+                                                  do_classifier_free_guidance=False)
+    assert torch.allclose(hidden, want_h, atol=1e-5) and torch.allclose(pooled, want_p, atol=1e-5)
+
+    seen: list[dict] = []
+    forward = tr.parts.unet.forward
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.append(kwargs["added_cond_kwargs"])  # type: ignore[arg-type]
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(tr.parts.unet, "forward", spy)
+    tr.train_step()
+    (added,) = seen
+    assert added["time_ids"].tolist() == [[24.0, 24.0, 0.0, 0.0, 24.0, 24.0]] * 2
+    assert added["text_embeds"].shape == (2, P)
+    assert tr.step == 1 and np.isfinite(tr.loss_avg)
+
+
 # ---- graphs -------------------------------------------------------------------
 
 def _ids(tok: object, text: dict, prompt: str, pad: int) -> np.ndarray:
