@@ -29,7 +29,7 @@ from .core.progress import Progress, claim_stdout, log
 from .pixel.settings import PRESETS
 
 # Backbone name -> its package; a scene's default is the first.
-BACKBONES = {"pixel-unet": "pixel", "sd": "sd"}
+BACKBONES = {"pixel-unet": "pixel", "sd": "sd", "sdxl": "sdxl"}
 
 
 def backbone_cli(name: str) -> ModuleType:
@@ -75,7 +75,8 @@ def _training_knobs(p: argparse.ArgumentParser, stage: str) -> None:
     d, q = PRESETS[stage]["default"], PRESETS[stage]["quick"]
     p.add_argument("--backbone", choices=tuple(BACKBONES), default=None,
                    help="pixel-unet: the small embedded model trained from scratch; sd: DreamBooth on a local "
-                        "Stable Diffusion checkpoint (--base). Default: pixel-unet for a scene, the scene's "
+                        "Stable Diffusion 1.x/2.x checkpoint (--base); sdxl: the same on a local Stable Diffusion "
+                        "XL checkpoint. Default: pixel-unet for a scene, the scene's "
                         "backbone for a subject")
     p.add_argument("--name", required=True, help="the concept's name in the library (a-z, 0-9, _ and -)")
     p.add_argument("--library", default=None,
@@ -114,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("image", help="the scene photograph")
     _training_knobs(sc, "scene")
     sc.add_argument("--resolution", type=_positive(int),
-                    help="side of the square training crops, a multiple of 4 (default 64, quick 32)")
+                    help="side of the square training crops, a multiple of 4 (default 64, quick 32; sd: the base's "
+                         "native size; sdxl: 1024)")
 
     su = sub.add_parser("subject", help="Stage II: learn a subject, growing from a scene bundle")
     su.add_argument("image", help="the subject photograph")
@@ -125,9 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
     _training_knobs(su, "subject")
     su.add_argument("--resolution", type=_positive(int),
                     help="working size of the subject view, a multiple of 4 (default: the scene's resolution)")
+    declared: list[object] = []
     for name in BACKBONES:
+        add = backbone_cli(name).add_options
+        if add in declared:   # a backbone taking another's options (sdxl takes sd's): declared once
+            continue
+        declared.append(add)
         for p, stage in ((sc, "scene"), (su, "subject")):
-            backbone_cli(name).add_options(p, stage, _positive, _non_negative_int)
+            add(p, stage, _positive, _non_negative_int)
 
     sa = sub.add_parser("sample", help="PyTorch reference sampler (DDIM, classifier-free guidance)")
     src = sa.add_mutually_exclusive_group(required=True)

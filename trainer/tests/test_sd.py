@@ -868,14 +868,14 @@ def test_bad_single_files_are_refused_and_nothing_is_written(tiny: Path, tiny_fi
             "has no text encoder keys")
     sdxl = ldm_file(tiny, tmp_path / "sdxl.safetensors", drop=("cond_stage_model.",),
                     extra={"conditioner.embedders.1.model.positional_embedding": z})
-    refused(sdxl, "Stable Diffusion XL checkpoint.*SDXL is not supported by the sd backbone yet")
+    refused(sdxl, "Stable Diffusion XL checkpoint.*for SDXL use --backbone sdxl")
     assert not cache.exists()
 
     # The same through the command line: exit 2, the message, no bundle, no conversion.
     e, log = net_env(tmp_path)
     e["PIE_CACHE"] = str(cache)
     lib = tmp_path / "lib"
-    for f, message in ((sdxl, "SDXL is not supported"), (ckpt, "pickle checkpoint")):
+    for f, message in ((sdxl, "use --backbone sdxl"), (ckpt, "pickle checkpoint")):
         run = sd_run("scene", str(photos["scene"]), "--name", "n", "--library", str(lib), "--backbone", "sd",
                      "--base", str(f), "--steps", "1", "--resolution", RES, e=e, timeout=120)
         assert run.rc == 2 and message in run.last("error")["message"]

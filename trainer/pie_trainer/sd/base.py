@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,10 @@ from ..core.errors import BadInput
 PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 CONFIGS = {"unet": "config.json", "vae": "config.json", "text_encoder": "config.json",
            "scheduler": "scheduler_config.json"}
+# What an SDXL checkpoint has on top (the sdxl backbone).
+XL_PARTS = ("text_encoder_2", "tokenizer_2")
+XL_CONFIGS = {"text_encoder_2": "config.json"}
+BACKBONES = ("sd", "sdxl")
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 SAMPLE = 1 << 20
@@ -46,6 +50,13 @@ class Base:
     fingerprint: str
     variant: str | None
     folder: Path | None = None  # the diffusers folder the models load from, when not `path` (a conversion)
+    index: dict[str, Any] = field(default_factory=dict)   # model_index.json
+    text_encoder_2: dict[str, Any] | None = None           # SDXL's second text encoder's config
+
+    @property
+    def force_zeros_for_empty_prompt(self) -> bool:
+        """SDXL: whether the empty (negative) prompt is all zeros rather than its encoding."""
+        return bool(self.index.get("force_zeros_for_empty_prompt", True))
 
     @property
     def name(self) -> str:
@@ -104,7 +115,14 @@ def _weights_variant(folder: Path, part: str) -> tuple[list[Path], str | None]:
                    "(*.safetensors or *.bin)")
 
 
-def check_base(arg: str, expect: str | None = None) -> Base:
+def is_sdxl(index: dict[str, Any], unet: dict[str, Any] | None, folder: Path | None = None) -> bool:
+    """Whether model_index.json (and the UNet's config) describe a Stable Diffusion XL checkpoint."""
+    return str(index.get("_class_name", "")).startswith("StableDiffusionXL") or "text_encoder_2" in index \
+        or (unet or {}).get("addition_embed_type") == "text_time" \
+        or (folder is not None and (folder / "text_encoder_2").is_dir())
+
+
+def check_base(arg: str, expect: str | None = None, backbone: str = "sd") -> Base:
     """Check `--base` without loading any weights (a single file: converting it first, once);
     BadInput with a specific message otherwise; OtherBase when `expect` is given and the
     checkpoint's fingerprint is another.
@@ -113,6 +131,10 @@ def check_base(arg: str, expect: str | None = None) -> Base:
     name, size and first and last MiB; a single file's, its header and samples of its data
     (single_file.fingerprint): a subject refuses a base that is not its scene's."""
     p = Path(arg).expanduser()
+    if p.is_file() and backbone == "sdxl":
+        raise BadInput(f"--base {arg!r} is a single file; the sdxl backbone takes an SDXL checkpoint in diffusers "
+                       "layout only for now (model_index.json, unet/, vae/, text_encoder/, text_encoder_2/, "
+                       "tokenizer/, tokenizer_2/, scheduler/)")
     if p.is_file():
         from . import single_file
         sf = single_file.check(p.resolve())
@@ -122,13 +144,13 @@ def check_base(arg: str, expect: str | None = None) -> Base:
         base = _check_folder(folder, str(folder))
         base.path, base.folder, base.fingerprint = p.resolve(), folder, sf.fingerprint
         return base
-    base = _check_folder(p, arg)
+    base = _check_folder(p, arg, backbone)
     if expect is not None and base.fingerprint != expect:
         raise OtherBase(f"--base {arg!r} is another checkpoint")
     return base
 
 
-def _check_folder(p: Path, arg: str) -> Base:
+def _check_folder(p: Path, arg: str, backbone: str = "sd") -> Base:
     if not p.exists():
         if _HUB_ID.match(arg) and not arg.startswith((".", "/")):
             raise BadInput(f"--base {arg!r} looks like a Hugging Face hub id; pie never downloads models. "
@@ -143,27 +165,54 @@ def _check_folder(p: Path, arg: str) -> Base:
         raise BadInput(f"--base {arg!r} has no model_index.json: it is not a checkpoint in diffusers layout "
                        f"({LAYOUT})")
     index = _read_json(p / "model_index.json", "the base checkpoint's")
-    missing = [part for part in PARTS if not (p / part).is_dir()]
+    xl = backbone == "sdxl"
+    unet_json = p / "unet" / "config.json"
+    unet_cfg = _read_json(unet_json, "the base checkpoint's unet/config.json") if unet_json.is_file() else None
+    kind = str(index.get("_class_name") or "checkpoint")
+    if not xl and is_sdxl(index, unet_cfg, p):
+        raise BadInput(f"the base checkpoint {arg!r} is a Stable Diffusion XL checkpoint ({kind}); the sd backbone "
+                       "takes Stable Diffusion 1.x/2.x checkpoints: use --backbone sdxl for it")
+    if xl and not is_sdxl(index, unet_cfg, p):
+        if kind.startswith("StableDiffusion") and not kind.startswith(("StableDiffusion3", "StableDiffusionXL")):
+            raise BadInput(f"the base checkpoint {arg!r} is a Stable Diffusion 1.x/2.x checkpoint ({kind}), not "
+                           "SDXL: use --backbone sd for it")
+        raise BadInput(f"the base checkpoint {arg!r} is a {kind}, not a Stable Diffusion XL checkpoint "
+                       "(StableDiffusionXLPipeline); the sdxl backbone needs one")
+    if xl and kind.startswith("StableDiffusionXL") and kind != "StableDiffusionXLPipeline":
+        if not (p / "text_encoder").is_dir():
+            raise BadInput(f"the base checkpoint {arg!r} is an SDXL refiner ({kind}: one text encoder); the sdxl "
+                           "backbone needs the SDXL base model (StableDiffusionXLPipeline)")
+    parts = PARTS + (XL_PARTS if xl else ())
+    layout = LAYOUT.replace("text_encoder/, tokenizer/", "text_encoder/, text_encoder_2/, tokenizer/, tokenizer_2/") \
+        if xl else LAYOUT
+    missing = [part for part in parts if not (p / part).is_dir()]
     if missing:
         raise BadInput(f"the base checkpoint {arg!r} has no {', '.join(m + '/' for m in missing)} folder"
-                       f"{'s' if len(missing) > 1 else ''}; a diffusers-layout checkpoint needs {LAYOUT}")
+                       f"{'s' if len(missing) > 1 else ''}; a diffusers-layout checkpoint needs {layout}")
     cfg: dict[str, dict[str, Any]] = {}
-    for part, fname in CONFIGS.items():
+    for part, fname in {**CONFIGS, **(XL_CONFIGS if xl else {})}.items():
         f = p / part / fname
         if not f.is_file():
             raise BadInput(f"the base checkpoint {arg!r} has no {part}/{fname}")
         cfg[part] = _read_json(f, f"the base checkpoint's {part}/{fname}")
-    tok = p / "tokenizer"
-    if not ((tok / "tokenizer.json").is_file() or ((tok / "vocab.json").is_file() and (tok / "merges.txt").is_file())):
-        raise BadInput(f"the base checkpoint's tokenizer/ folder ({tok}) has neither tokenizer.json nor "
-                       "vocab.json + merges.txt")
+    for tname in ("tokenizer", "tokenizer_2") if xl else ("tokenizer",):
+        tok = p / tname
+        if not ((tok / "tokenizer.json").is_file()
+                or ((tok / "vocab.json").is_file() and (tok / "merges.txt").is_file())):
+            raise BadInput(f"the base checkpoint's {tname}/ folder ({tok}) has neither tokenizer.json nor "
+                           "vocab.json + merges.txt")
+    if xl:
+        _same_vocabulary(p, arg)
+        if int(cfg["unet"].get("in_channels", 4)) != 4:
+            raise BadInput(f"the base checkpoint {arg!r} has an SDXL UNet with {cfg['unet'].get('in_channels')} "
+                           "input channels; the sdxl backbone supports the text-to-image SDXL UNet (4) only")
     sd_unet = cfg["unet"].get("_class_name", "UNet2DConditionModel")
     if sd_unet != "UNet2DConditionModel":
-        raise BadInput(f"the base checkpoint {arg!r} has a {sd_unet}; the sd backbone supports Stable Diffusion "
-                       "1.x/2.x checkpoints (UNet2DConditionModel) only")
-    if index.get("_class_name", "").startswith(("StableDiffusionXL", "StableDiffusion3", "Flux")):
-        raise BadInput(f"the base checkpoint {arg!r} is a {index['_class_name']}; the sd backbone supports "
-                       "Stable Diffusion 1.x/2.x checkpoints only")
+        raise BadInput(f"the base checkpoint {arg!r} has a {sd_unet}; pie supports UNet2DConditionModel "
+                       "checkpoints only (Stable Diffusion 1.x/2.x and SDXL)")
+    if index.get("_class_name", "").startswith(("StableDiffusion3", "Flux")):
+        raise BadInput(f"the base checkpoint {arg!r} is a {index['_class_name']}; pie supports Stable Diffusion "
+                       "1.x/2.x (--backbone sd) and SDXL (--backbone sdxl) checkpoints only")
     in_ch = int(cfg["unet"].get("in_channels", 4))
     if in_ch not in (4, 9) or int(cfg["unet"].get("out_channels", 4)) != 4 or \
             int(cfg["vae"].get("latent_channels", 4)) != 4:
@@ -187,9 +236,9 @@ def _check_folder(p: Path, arg: str) -> Base:
                        "pie supports 'epsilon' and 'v_prediction'")
     h = hashlib.sha256()
     variant = None
-    for part in PARTS:
+    for part in parts:
         folder = p / part
-        if part in ("unet", "vae", "text_encoder"):
+        if part in ("unet", "vae", "text_encoder", "text_encoder_2"):
             weights, v = _weights_variant(folder, part)
             variant = variant or v
             for w in weights:
@@ -206,7 +255,34 @@ def _check_folder(p: Path, arg: str) -> Base:
             h.update(f"{part}/{f.name}\n".encode())
             h.update(f.read_bytes())
     return Base(path=p.resolve(), unet=cfg["unet"], vae=cfg["vae"], text_encoder=cfg["text_encoder"],
-                scheduler=sch, fingerprint=h.hexdigest(), variant=variant)
+                scheduler=sch, fingerprint=h.hexdigest(), variant=variant, index=index,
+                text_encoder_2=cfg.get("text_encoder_2"))
+
+
+def _vocabulary(folder: Path) -> dict[str, Any] | None:
+    """A tokenizer folder's vocabulary and merges (None when it cannot be read cheaply)."""
+    try:
+        if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+            merges = (folder / "merges.txt").read_text(encoding="utf-8").splitlines()
+            return {"vocab": json.loads((folder / "vocab.json").read_text(encoding="utf-8")),
+                    "merges": [m for m in merges if m and not m.startswith("#version")]}
+        model = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8")).get("model") or {}
+        merges = [" ".join(m) if isinstance(m, list) else m for m in model.get("merges") or []]
+        return {"vocab": model.get("vocab"), "merges": merges}
+    except (OSError, ValueError):
+        return None
+
+
+def _same_vocabulary(p: Path, arg: str) -> None:
+    """An sdxl bundle ships one tokenizer.json for both encoders (schema/README.md): their vocabularies must agree."""
+    a, b = _vocabulary(p / "tokenizer"), _vocabulary(p / "tokenizer_2")
+    if a is None or b is None:
+        raise BadInput(f"the base checkpoint {arg!r} has a tokenizer that cannot be read "
+                       "(tokenizer/ or tokenizer_2/: vocab.json + merges.txt or tokenizer.json)")
+    if a != b:
+        raise BadInput(f"the base checkpoint {arg!r} has two tokenizers with different vocabularies (tokenizer/ and "
+                       "tokenizer_2/); pie's sdxl bundle holds one tokenizer for both text encoders, so it supports "
+                       "SDXL checkpoints whose tokenizers share one vocabulary (as SDXL's do)")
 
 
 def schedule_manifest(base: Base) -> dict[str, Any]:

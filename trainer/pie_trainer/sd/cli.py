@@ -1,9 +1,10 @@
-"""The `--backbone sd` side of `python -m pie_trainer scene|subject`.
+"""The `--backbone sd` side of `python -m pie_trainer scene|subject` (and of `--backbone sdxl`,
+which takes the same options: sdxl/cli.py).
 
 `add_options` declares the sd knobs on both sub-commands (defaults None, so
 another backbone can refuse them); `train` checks everything that can be
 refused before torch or diffusers is imported, then runs the run skeleton
-(`core.run.execute`) on an `SdJob`.
+(`core.run.execute`) on an `SdJob` (sdxl: its `XlJob`).
 """
 
 from __future__ import annotations
@@ -34,11 +35,12 @@ INSTEAD = {"precision": "--mixed-precision"}
 
 def add_options(p: argparse.ArgumentParser, stage: str, positive: Callable[[type], Any],
                 non_negative: Callable[[str], int]) -> None:
-    g = p.add_argument_group("sd backbone (--backbone sd)")
+    g = p.add_argument_group("sd and sdxl backbones (--backbone sd, --backbone sdxl)")
     g.add_argument("--base", default=None, metavar="DIR|FILE",
-                   help="the local Stable Diffusion 1.x/2.x checkpoint: a folder in diffusers layout "
+                   help="the local Stable Diffusion checkpoint. sd (1.x/2.x): a folder in diffusers layout "
                         "(model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/) or a single "
-                        ".safetensors file (A1111/ComfyUI layout, converted once into pie's cache); never a hub id"
+                        ".safetensors file (A1111/ComfyUI layout, converted once into pie's cache); sdxl: an SDXL "
+                        "folder in diffusers layout (also text_encoder_2/, tokenizer_2/); never a hub id"
                         + ("" if stage == "scene" else "; default: the scene bundle's base"))
     default_class = SCENE_CLASS if stage == "scene" else SUBJECT_CLASS
     g.add_argument("--class-word", default=None, metavar="WORD",
@@ -51,7 +53,7 @@ def add_options(p: argparse.ArgumentParser, stage: str, positive: Callable[[type
     g.add_argument("--lora-alpha", type=positive(float), default=None, metavar="F",
                    help="LoRA alpha (default: the rank)")
     g.add_argument("--train-text-encoder", action="store_true", default=None,
-                   help="also fine-tune the text encoder (LoRA or full, like the UNet)")
+                   help="also fine-tune the text encoder (LoRA or full, like the UNet; sd only)")
     g.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"), default=None,
                    help="autocast precision; trained weights stay fp32 (default auto: fp16 on CUDA, bf16 on a "
                         "CPU with native bf16, else no)")
@@ -73,7 +75,8 @@ def add_options(p: argparse.ArgumentParser, stage: str, positive: Callable[[type
     g.add_argument("--optimize", choices=CHOICES, default=None,
                    help="fuse the exported graphs for CUDA with ONNX Runtime's transformer optimizer (fused "
                         "attention, GroupNorm, GELU and NHWC convolutions; the bundle then runs on CUDA only): "
-                        "on needs a float16 export (default auto: on when exporting float16 on CUDA)")
+                        "on needs a float16 export (default auto: on when exporting float16 on CUDA; sdxl: off, "
+                        "on is refused)")
 
 
 def _class_word(text: str) -> str:
@@ -93,9 +96,16 @@ def check(args: argparse.Namespace) -> None:
 
 
 def train(args: argparse.Namespace, progress: Progress, inputs: TrainInputs) -> int:
+    return train_on(NAME, args, progress, inputs)
+
+
+def train_on(backbone: str, args: argparse.Namespace, progress: Progress, inputs: TrainInputs) -> int:
+    """A run of `backbone`: "sd", or "sdxl" (the same run with SDXL's job, sdxl/run.py)."""
     from ..core import resume
     from ..core.library import new_identifier, taken_identifiers
     from .base import OtherBase, check_base
+
+    xl = backbone == "sdxl"   # what it refuses is refused by sdxl/cli.py's check, before this
 
     stage, name, library, image = inputs.stage, inputs.name, inputs.library, inputs.image
     preset_name = "quick" if args.quick else "default"
@@ -103,14 +113,14 @@ def train(args: argparse.Namespace, progress: Progress, inputs: TrainInputs) -> 
     parent = None
     if stage == 2:
         from .run import load_scene  # imports torch: fine, the cheap checks are done
-        parent = load_scene(library, args.scene)
+        parent = load_scene(library, args.scene, backbone)
         pm = parent.manifest
         base_arg = args.base or pm["model"]["base"].get("path")
         if not base_arg:
             raise BadInput(f"the scene bundle {args.scene!r} does not record its base checkpoint; pass --base DIR")
         want = pm["model"]["base"].get("fingerprint")
         try:
-            base = check_base(base_arg, expect=want or None)
+            base = check_base(base_arg, expect=want or None, backbone=backbone)
         except OtherBase:
             raise BadInput(f"the base checkpoint {str(Path(base_arg).expanduser().resolve())!r} is not the one the "
                            f"scene {args.scene!r} was trained on ({pm['model']['base'].get('path')}), or it changed "
@@ -127,14 +137,18 @@ def train(args: argparse.Namespace, progress: Progress, inputs: TrainInputs) -> 
             log("the scene's text encoder was fine-tuned, so the subject fine-tunes it too")
         resolution = args.resolution or int(pm["model"]["resolution"])
     else:
+        if not args.base and xl:
+            raise BadInput("--backbone sdxl needs --base DIR: a local Stable Diffusion XL checkpoint, a folder in "
+                           "diffusers layout")
         if not args.base:
             raise BadInput("--backbone sd needs --base DIR or --base FILE.safetensors: a local Stable Diffusion "
                            "checkpoint, a folder in diffusers layout or a single file")
-        base = check_base(args.base)
+        base = check_base(args.base, backbone=backbone)
         lora_rank = DEFAULT_LORA_RANK if args.lora_rank is None else args.lora_rank
         lora_alpha = args.lora_alpha or float(max(1, lora_rank))
         train_te = bool(args.train_text_encoder)
-        resolution = args.resolution or base.native_resolution
+        from ..sdxl import DEFAULT_RESOLUTION as XL_RESOLUTION
+        resolution = args.resolution or (XL_RESOLUTION if xl else base.native_resolution)
     if resolution % base.size_multiple or resolution < base.size_multiple:
         raise BadInput(f"--resolution must be a multiple of {base.size_multiple} for this checkpoint "
                        f"({base.name}), got {resolution}")
@@ -153,6 +167,10 @@ def train(args: argparse.Namespace, progress: Progress, inputs: TrainInputs) -> 
     from ..core.images import open_library_image
     from ..core.run import Runtime, budget_seconds, execute
     from .run import SdJob, resolve_mixed_precision, resolved_precision
+    job_class: type[SdJob] = SdJob
+    if xl:
+        from ..sdxl.run import XlJob
+        job_class = XlJob
 
     stop, device, threads = start(args.device, args.threads, deterministic=False)
     if args.use_8bit_adam and device.type != "cuda":
@@ -167,9 +185,10 @@ def train(args: argparse.Namespace, progress: Progress, inputs: TrainInputs) -> 
         prior_loss_weight=1.0 if getattr(args, "prior_loss_weight", None) is None else args.prior_loss_weight,
         caption_dropout=null_prob,
         checkpoint_every=args.checkpoint_every if args.checkpoint_every is not None else (200 if lora_rank else 0),
-        export_precision=args.export_precision or "auto", optimize=args.optimize or "auto", preset=preset_name,
-        preview_steps=15 if args.preview_steps is None else args.preview_steps)
-    saved = resume.open_checkpoint(library, name, stage, NAME) if args.resume else None
+        export_precision=args.export_precision or "auto", optimize="off" if xl else (args.optimize or "auto"),
+        preset=preset_name, preview_steps=15 if args.preview_steps is None else args.preview_steps,
+        backbone=backbone)
+    saved = resume.open_checkpoint(library, name, stage, backbone) if args.resume else None
     if saved is not None:
         settings = SdSettings.from_dict(saved["settings"])   # and so the class word the run began with
     # Refused here, not after training: the export would refuse it.
@@ -180,8 +199,8 @@ def train(args: argparse.Namespace, progress: Progress, inputs: TrainInputs) -> 
         ident = kept or new_identifier(args.seed, taken)
         text = prompt(ident, settings.class_word)
         concepts = [concept(ident, name, "scene", 1, image, 1, class_word=settings.class_word, prompt=text)]
-        job = SdJob(stage=1, name=name, library=library, base=base, settings=settings, concepts=concepts,
-                    parent=None, meta={"backbone": NAME, "stage": 1, "scene_sha256": image.sha256,
+        job = job_class(stage=1, name=name, library=library, base=base, settings=settings, concepts=concepts,
+                    parent=None, meta={"backbone": backbone, "stage": 1, "scene_sha256": image.sha256,
                                        "base": base.fingerprint},
                     scene=image.image.convert("RGB"), scene_prompt=text,
                     notes={"source_downscaled": image.downscaled, "working_size": list(image.image.size)})
@@ -195,9 +214,9 @@ def train(args: argparse.Namespace, progress: Progress, inputs: TrainInputs) -> 
         scene = open_library_image(parent.path / SCENE, library).convert("RGB")
         concepts = [dict(scene_c), concept(ident, name, "subject", 2, image, 2, class_word=settings.class_word,
                                            prompt=text)]
-        job = SdJob(stage=2, name=name, library=library, base=base, settings=settings, concepts=concepts,
+        job = job_class(stage=2, name=name, library=library, base=base, settings=settings, concepts=concepts,
                     parent=parent.parent_record(),
-                    meta={"backbone": NAME, "stage": 2, "parent_sha256": parent.manifest_sha256,
+                    meta={"backbone": backbone, "stage": 2, "parent_sha256": parent.manifest_sha256,
                           "subject_sha256": image.sha256, "mask_sha256": inputs.mask_sha256,
                           "base": base.fingerprint},
                     scene=scene, scene_prompt=scene_c["prompt"], subject=image, mask=inputs.mask,

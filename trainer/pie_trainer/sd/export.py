@@ -121,9 +121,14 @@ def _spec(name: str, parts: Any, L: int, size_multiple: int, vsf: int, device: t
 def export_graph(name: str, parts: Any, folder: Path, L: int, size_multiple: int, vsf: int,
                  device: torch.device, dtype: torch.dtype) -> list[str]:
     """Export one graph into `folder`; returns the bundle files it made (graph, and its .data when large)."""
+    return export_module(name, *_spec(name, parts, L, size_multiple, vsf, device, dtype), folder)
+
+
+def export_module(name: str, module: nn.Module, args: tuple[torch.Tensor, ...], ins: list[str], outs: list[str],
+                  axes: dict[str, Any], folder: Path) -> list[str]:
+    """Export `module` as the graph `name` (`<name>.onnx`, and `<name>.onnx.data` when its weights are large)."""
     import onnx
 
-    module, args, ins, outs, axes = _spec(name, parts, L, size_multiple, vsf, device, dtype)
     module.eval()
     tmp = folder / f"tmp-export-{name}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -160,7 +165,7 @@ def _session(path: Path, threads: int, providers: list[str]) -> Any:
 
 
 def verify(parts: Any, folder: Path, files: dict[str, str], L: int, size_multiple: int, vsf: int,
-           threads: int, precision: str, seed: int = 0) -> dict[str, Any]:
+           threads: int, precision: str, seed: int = 0, graphs: tuple[str, ...] = GRAPHS) -> dict[str, Any]:
     """Run every graph with ONNX Runtime and compare with the fp32 PyTorch model (CPU).
 
     Checks names, dtypes and ranks first. fp32 graphs must agree within a
@@ -169,10 +174,6 @@ def verify(parts: Any, folder: Path, files: dict[str, str], L: int, size_multipl
     catches a broken graph, not half-precision rounding), and
     otherwise only their interface is checked. Returns the worst |diff| per graph.
     """
-    import onnxruntime as ort
-
-    import onnx
-
     gen = torch.Generator().manual_seed(seed)
     vocab = int(parts.text_encoder.config.vocab_size)
     C = int(parts.unet.config.in_channels)
@@ -180,18 +181,10 @@ def verify(parts: Any, folder: Path, files: dict[str, str], L: int, size_multipl
     m = max(1, size_multiple // vsf)
     h1, w1 = 2 * m, 3 * m   # latent sizes: non-square, multiples of the UNet's down-sampling
     report: dict[str, Any] = {}
-    avail = ort.get_available_providers()
-    providers = ["CPUExecutionProvider"]
-    if precision == "float16" and "CUDAExecutionProvider" in avail:
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    for name in GRAPHS:
+    providers = providers_for(precision)
+    for name in graphs:
         path = folder / files[name]
-        onnx.checker.check_model(str(path))
-        proto = onnx.load(str(path), load_external_data=False)
-        for vi in list(proto.graph.input) + list(proto.graph.output):
-            et = vi.type.tensor_type.elem_type
-            if et not in (onnx.TensorProto.FLOAT, onnx.TensorProto.INT64):
-                raise RuntimeError(f"{files[name]}: {vi.name} has element type {et}, not float32/int64")
+        check_graph(path, files[name])
         if name == "text_encoder":
             ids = torch.randint(0, vocab, (2, L), generator=gen)
             feeds = {"input_ids": ids}
@@ -214,26 +207,58 @@ def verify(parts: Any, folder: Path, files: dict[str, str], L: int, size_multipl
             feeds = {"latent": lat}
             ref = (VaeDecoder(parts.vae, torch.float32), (lat,))
             out = "image"
-        names_in = [i.name for i in proto.graph.input]
-        names_out = [o.name for o in proto.graph.output]
-        if names_in != list(feeds) or names_out != [out]:
-            raise RuntimeError(f"{files[name]} has inputs {names_in} and outputs {names_out}")
-        try:
-            sess = _session(path, threads, providers)
-        except Exception as exc:  # noqa: BLE001 - fp16 kernels missing on this provider
-            if precision == "float16":
-                report[name] = f"interface only ({type(exc).__name__})"
-                continue
-            raise
-        with torch.no_grad():
-            expected = ref[0](*ref[1]).numpy()
-        got = sess.run([out], {k: v.numpy() for k, v in feeds.items()})[0]
-        if got.shape != expected.shape or got.dtype != np.float32:
-            raise RuntimeError(f"{files[name]}: ONNX output {got.shape} {got.dtype}, PyTorch {expected.shape} float32")
-        diff = float(np.abs(got - expected).max())
-        scale = max(1.0, float(np.abs(expected).max()))
+        report[name] = compare(path, files[name], ref[0], feeds, [out], threads, providers, precision)
+    return report
+
+
+def check_graph(path: Path, fname: str) -> None:
+    """The ONNX checker, and every graph input and output float32 or int64."""
+    import onnx
+
+    onnx.checker.check_model(str(path))
+    proto = onnx.load(str(path), load_external_data=False)
+    for vi in list(proto.graph.input) + list(proto.graph.output):
+        et = vi.type.tensor_type.elem_type
+        if et not in (onnx.TensorProto.FLOAT, onnx.TensorProto.INT64):
+            raise RuntimeError(f"{fname}: {vi.name} has element type {et}, not float32/int64")
+
+
+def compare(path: Path, fname: str, module: nn.Module, feeds: dict[str, torch.Tensor], outs: list[str],
+            threads: int, providers: list[str], precision: str) -> float | str:
+    """One graph against its PyTorch module on the same inputs: the names in order, then every output
+    within the tolerance (2e-3 x scale for float32, 0.1 x scale for float16); the worst |diff|."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    names_in = [i.name for i in proto.graph.input]
+    names_out = [o.name for o in proto.graph.output]
+    if names_in != list(feeds) or names_out != outs:
+        raise RuntimeError(f"{fname} has inputs {names_in} and outputs {names_out}")
+    try:
+        sess = _session(path, threads, providers)
+    except Exception as exc:  # noqa: BLE001 - fp16 kernels missing on this provider
+        if precision == "float16":
+            return f"interface only ({type(exc).__name__})"
+        raise
+    with torch.no_grad():
+        want = module(*feeds.values())
+    expected = [w.numpy() for w in (want if isinstance(want, tuple) else (want,))]
+    worst = 0.0
+    for got, exp, oname in zip(sess.run(outs, {k: v.numpy() for k, v in feeds.items()}), expected, outs, strict=True):
+        if got.shape != exp.shape or got.dtype != np.float32:
+            raise RuntimeError(f"{fname}: ONNX output {oname} {got.shape} {got.dtype}, PyTorch {exp.shape} float32")
+        diff = float(np.abs(got - exp).max())
+        scale = max(1.0, float(np.abs(exp).max()))
         limit = (2e-3 if precision == "float32" else 1e-1) * scale
         if not diff <= limit:
-            raise RuntimeError(f"{files[name]}: ONNX Runtime and PyTorch disagree by {diff:.3g} (limit {limit:.3g})")
-        report[name] = round(diff, 8)
-    return report
+            raise RuntimeError(f"{fname}: ONNX Runtime and PyTorch disagree on {oname} by {diff:.3g} "
+                               f"(limit {limit:.3g})")
+        worst = max(worst, diff)
+    return round(worst, 8)
+
+
+def providers_for(precision: str) -> list[str]:
+    import onnxruntime as ort
+    if precision == "float16" and "CUDAExecutionProvider" in ort.get_available_providers():
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]

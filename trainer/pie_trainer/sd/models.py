@@ -58,6 +58,12 @@ class Parts:
     text_encoder: Any
     tokenizer: Any
     scheduler: Any
+    text_encoder_2: Any = None   # SDXL's second text encoder (CLIPTextModelWithProjection), frozen
+    tokenizer_2: Any = None
+
+    def models(self) -> list[Any]:
+        """Every torch module of the checkpoint."""
+        return [m for m in (self.unet, self.vae, self.text_encoder, self.text_encoder_2) if m is not None]
 
 
 def have_accelerate() -> bool:
@@ -81,9 +87,16 @@ def load_base(base: Base, dtype: torch.dtype = torch.float32) -> Parts:
                                                  **({"variant": base.variant} if base.variant else {}))
     tokenizer = CLIPTokenizer.from_pretrained(p, subfolder="tokenizer", local_files_only=True)
     scheduler = DDPMScheduler.from_pretrained(p, subfolder="scheduler", local_files_only=True)
-    for m in (unet, vae, text_encoder):
+    parts = Parts(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
+    if base.text_encoder_2 is not None:
+        from transformers import CLIPTextModelWithProjection
+        parts.text_encoder_2 = CLIPTextModelWithProjection.from_pretrained(
+            p, subfolder="text_encoder_2", dtype=dtype, local_files_only=True, attn_implementation="eager",
+            **({"variant": base.variant} if base.variant else {}))
+        parts.tokenizer_2 = CLIPTokenizer.from_pretrained(p, subfolder="tokenizer_2", local_files_only=True)
+    for m in parts.models():
         m.requires_grad_(False).eval()
-    return Parts(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
+    return parts
 
 
 def add_lora(model: nn.Module, rank: int, alpha: float, targets: list[str]) -> None:
@@ -183,6 +196,6 @@ def finetuned(base: Base, weights: Path | None, tuning: Tuning | None = None) ->
         merge_lora(parts.unet)
         if t.text_encoder:
             merge_lora(parts.text_encoder)
-    for m in (parts.unet, parts.vae, parts.text_encoder):
+    for m in parts.models():
         m.requires_grad_(False).eval()
     return parts, t

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -58,6 +58,9 @@ class SdJob:
     subject_prompt: str | None = None
     init_weights: Path | None = None          # Stage II: the scene bundle's weights.safetensors
     notes: dict[str, Any] = field(default_factory=dict)
+    # What another backbone built on this one (sdxl/run.py) changes: its name, its trainer, and the
+    # arch-specific parts of the export below (the text encoder and UNet graphs, the manifest's additions).
+    backbone: ClassVar[str] = NAME
 
     def precision(self, rt: Runtime, progress: Progress) -> str:
         return self.settings.mixed_precision
@@ -66,10 +69,39 @@ class SdJob:
         return f"training {self.name!r} on {self.base.name}: step {step} of {self.settings.steps}"
 
     def begin(self, run: Run) -> Trainer:
-        tr = Trainer(self, run.rt, run.checkpoints)
+        tr = self.trainer(run)
         if run.saved is not None:
             tr.restore(run.saved)
         return tr
+
+    def trainer(self, run: Run) -> Trainer:
+        return Trainer(self, run.rt, run.checkpoints)
+
+    def export_one(self, name: str, parts: md.Parts, folder: Path, L: int, device: torch.device,
+                   dtype: torch.dtype) -> list[str]:
+        """One graph of ex.GRAPHS into `folder`; the bundle files it made."""
+        return ex.export_graph(name, parts, folder, L, self.base.size_multiple, self.base.vae_scale_factor,
+                               device, dtype)
+
+    def verify(self, parts: md.Parts, folder: Path, files: dict[str, str], L: int, threads: int,
+               precision: str) -> dict[str, Any]:
+        return ex.verify(parts, folder, files, L, self.base.size_multiple, self.base.vae_scale_factor, threads,
+                         precision)
+
+    def hidden_size(self, parts: md.Parts) -> int:
+        """D: the width of the text encoder graph's last_hidden_state."""
+        return int(parts.text_encoder.config.hidden_size)
+
+    def graphs_manifest(self, files: dict[str, str], L: int, D: int, parts: md.Parts) -> dict[str, Any]:
+        return ex.graphs_manifest(files, L, D, self.base.in_channels)
+
+    def vae_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        """The VAE's weights when the rest is in `dtype` (training's frozen copy, and the export)."""
+        return dtype
+
+    def model_extra(self, parts: md.Parts) -> dict[str, Any]:
+        """What the backbone adds to bundle.json's `model` (sd: nothing)."""
+        return {}
 
     def write_bundle(self, training: Any, staging: bd.Staging, run: Run) -> Path:
         tr: Trainer = training
@@ -96,8 +128,10 @@ class SdJob:
                 import copy
                 exp_parts = copy.copy(parts)
                 exp_parts.unet = copy.deepcopy(parts.unet).to(exp_device, dtype)
-                exp_parts.vae = copy.deepcopy(parts.vae).to(exp_device, dtype)
+                exp_parts.vae = copy.deepcopy(parts.vae).to(exp_device, self.vae_dtype(dtype))
                 exp_parts.text_encoder = copy.deepcopy(parts.text_encoder).to(exp_device, dtype)
+                if parts.text_encoder_2 is not None:
+                    exp_parts.text_encoder_2 = copy.deepcopy(parts.text_encoder_2).to(exp_device, dtype)
             else:
                 exp_parts = parts
             if optimize:
@@ -107,8 +141,7 @@ class SdJob:
             fused: dict[str, dict[str, int]] = {}
             te = exp_parts.text_encoder.config
             for g in ex.GRAPHS:
-                made = ex.export_graph(g, exp_parts, staging.path, L, self.base.size_multiple,
-                                       self.base.vae_scale_factor, exp_device, dtype)
+                made = self.export_one(g, exp_parts, staging.path, L, exp_device, dtype)
                 if optimize:
                     log(f"fusing {g} for CUDA (ONNX Runtime's transformer optimizer, then float16)")
                     heads = (int(te.num_attention_heads), int(te.hidden_size)) if g == "text_encoder" else (0, 0)
@@ -130,10 +163,11 @@ class SdJob:
                 cutout_rgba(self.subject.image, self.mask).save(staging.file(bd.SUBJECT))
                 written.append(bd.SUBJECT)
             run.progress.phase(self.stage, "verify", "checking every graph against PyTorch with ONNX Runtime")
-            diffs = ex.verify(parts, staging.path, files, L, self.base.size_multiple, self.base.vae_scale_factor,
-                              rt.threads, precision)
-            D = int(parts.text_encoder.config.hidden_size)
+            diffs = self.verify(parts, staging.path, files, L, rt.threads, precision)
+            D = self.hidden_size(parts)
             scaling = float(parts.vae.config.scaling_factor)
+            extra = self.model_extra(parts)
+            graphs = self.graphs_manifest(files, L, D, parts)
             if run.stop():
                 raise _cancel_from_weights(self, staging.file(WEIGHTS), run.checkpoints)
             del parts
@@ -151,17 +185,18 @@ class SdJob:
                      "latent_channels": int(base.vae.get("latent_channels", 4)),
                      "vae_scale_factor": base.vae_scale_factor, "scaling_factor": scaling,
                      "unet_in_channels": base.in_channels, "precision": precision,
-                     "base": {"name": base.name, "path": str(base.path), "fingerprint": base.fingerprint}}
+                     "base": {"name": base.name, "path": str(base.path), "fingerprint": base.fingerprint},
+                     **extra}
             if optimize:
                 model["optimized"] = {"by": opt.TOOL, "version": opt.version(), "graphs": list(fused)}
             body = {"text": {"tokenizer": TOKENIZER, "max_length": L, "bos_id": int(tokenizer.bos_token_id),
                              "eos_id": int(tokenizer.eos_token_id), "pad_id": int(tokenizer.pad_token_id),
                              "hidden_size": D,
                              "prompts": {"add": add, "scene": self.scene_prompt, "negative": ""}},
-                    "graphs": ex.graphs_manifest(files, L, D, base.in_channels),
+                    "graphs": graphs,
                     **({"subject": {"file": bd.SUBJECT, "has_mask": self.mask is not None}}
                        if self.stage == 2 else {})}
-            manifest = bd.manifest(self.name, self.stage, NAME, self.parent, model, schedule_manifest(base),
+            manifest = bd.manifest(self.name, self.stage, self.backbone, self.parent, model, schedule_manifest(base),
                                    {"null": NULL_TOKEN, "concepts": self.concepts}, body, training)
             if s.preview_steps > 0 and optimize and not opt.runs_here():
                 log("no preview.png: the fused graphs run on CUDA only, and this ONNX Runtime has no CUDA provider")
@@ -242,7 +277,7 @@ class Trainer:
         self.mode = s.mixed_precision
         torch.manual_seed(s.seed)
         self.tuning = md.Tuning(lora_rank=s.lora_rank, lora_alpha=s.lora_alpha, text_encoder=s.train_text_encoder)
-        parts = md.load_base(job.base)
+        parts = self.load_parts()
         md.prepare(parts, self.tuning)
         if job.init_weights is not None:
             state, _, _ = md.read_weights(job.init_weights)
@@ -250,9 +285,11 @@ class Trainer:
         self.parts = parts
         half = _half(self.mode) if self.device.type == "cuda" else None
         # Frozen weights in half precision on the GPU (memory); trained ones stay fp32.
-        parts.vae.to(self.device, dtype=half or torch.float32)
+        parts.vae.to(self.device, dtype=job.vae_dtype(half or torch.float32))
         parts.text_encoder.to(self.device, dtype=torch.float32 if (s.train_text_encoder and s.lora_rank == 0)
                               else (half or torch.float32))
+        if parts.text_encoder_2 is not None:
+            parts.text_encoder_2.to(self.device, dtype=half or torch.float32)
         parts.unet.to(self.device, dtype=torch.float32 if s.lora_rank == 0 else (half or torch.float32))
         for p in md.trainable(parts, self.tuning).values():
             p.data = p.data.float()
@@ -290,11 +327,11 @@ class Trainer:
         self.views = SubjectViews(job.subject.image, job.mask, r) if job.subject is not None else None
         self.prompts = {"scene": job.scene_prompt, "subject": job.subject_prompt or "", "null": ""}
         self.ids = {k: self.tokenize(v) for k, v in self.prompts.items()}
-        self.cached: dict[str, torch.Tensor] = {}
+        self.cached: dict[str, tuple[torch.Tensor, ...]] = {}
         if not s.train_text_encoder:
             with torch.no_grad(), _autocast(self.device, self.mode):
-                for k, v in self.ids.items():
-                    self.cached[k] = parts.text_encoder(v.to(self.device))[0].float()
+                for k in self.ids:
+                    self.cached[k] = tuple(c.float() for c in self.encode_text([k]))
         self.step = 0
         self.fraction = 0.0   # the skeleton's; sd keeps its constant learning rate
         self.loss_avg = 0.0
@@ -303,11 +340,24 @@ class Trainer:
         return self.parts.tokenizer(text, padding="max_length", max_length=self.L, truncation=True,
                                     return_tensors="pt").input_ids
 
-    def embed(self, keys: list[str]) -> torch.Tensor:
-        if self.cached:
-            return torch.cat([self.cached[k] for k in keys])
+    # ---- what another backbone built on this one overrides (sdxl/run.py) -----
+    def load_parts(self) -> md.Parts:
+        return md.load_base(self.job.base)
+
+    def encode_text(self, keys: list[str]) -> tuple[torch.Tensor, ...]:
+        """The UNet's text conditioning for these prompts (sd: the text encoder's last hidden state)."""
         ids = torch.cat([self.ids[k] for k in keys]).to(self.device)
-        return self.parts.text_encoder(ids)[0]
+        return (self.parts.text_encoder(ids)[0],)
+
+    def predict(self, inp: torch.Tensor, t: torch.Tensor, cond: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The UNet's prediction for the noisy latents `inp` at `t` under `cond` (from encode_text)."""
+        return self.parts.unet(inp, t, cond[0], return_dict=False)[0]
+
+    # --------------------------------------------------------------------------
+    def embed(self, keys: list[str]) -> tuple[torch.Tensor, ...]:
+        if self.cached:
+            return tuple(torch.cat(c) for c in zip(*(self.cached[k] for k in keys), strict=True))
+        return self.encode_text(keys)
 
     def encode(self, x: torch.Tensor, sample: bool) -> torch.Tensor:
         vae = self.parts.vae
@@ -348,8 +398,7 @@ class Trainer:
             ml = F.interpolate(m, size=latents.shape[-2:]).to(self.device)
             inp = torch.cat([noisy, ml, masked], dim=1)
         with _autocast(self.device, self.mode):
-            enc = self.embed(keys)
-            pred = self.parts.unet(inp, t, enc, return_dict=False)[0]
+            pred = self.predict(inp, t, self.embed(keys))
         wl = F.avg_pool2d(w, self.vsf).to(self.device) if self.vsf > 1 else w.to(self.device)
         err = (pred.float() - target).pow(2) * wl
         per = err.sum(dim=(1, 2, 3)) / (wl.sum(dim=(1, 2, 3)) * latents.shape[1]).clamp_min(1e-6)
@@ -384,7 +433,7 @@ class Trainer:
 
     # ---- checkpoints --------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        return {"version": 1, "backbone": "sd", "settings": self.s.to_dict(), "step": self.step,
+        return {"version": 1, "backbone": self.job.backbone, "settings": self.s.to_dict(), "step": self.step,
                 "loss_avg": self.loss_avg, "trainable": md.trained_state(self.parts, self.tuning),
                 "opt": self.opt.state_dict(), "gen": self.gen.get_state(),
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
@@ -419,7 +468,7 @@ def _cancel_from_weights(job: SdJob, weights: Path, ckdir: Path) -> Cancelled:
     """Stopped after training: keep a checkpoint at the last step (no optimizer state is needed to export)."""
     s = job.settings
     state, _, _ = md.read_weights(weights)
-    ck.save_torch({"version": 1, "backbone": NAME, "settings": s.to_dict(), "step": s.steps, "loss_avg": 0.0,
+    ck.save_torch({"version": 1, "backbone": job.backbone, "settings": s.to_dict(), "step": s.steps, "loss_avg": 0.0,
                    "trainable": state, "opt": None, "gen": None, "scaler": None, "extra": {"meta": job.meta},
                    "finished": True}, ckdir / ck.STATE)
     return Cancelled(job.stage, s.steps, str(ckdir))
@@ -470,5 +519,6 @@ def export_precision(requested: str, device: torch.device) -> str:
 TRAIN_HINT = "python -m pie_trainer scene IMAGE --name NAME --backbone sd --base DIR"
 
 
-def load_scene(library: Path, scene: str) -> bd.SceneBundle:
-    return bd.load_scene_bundle(library, scene, NAME, (WEIGHTS, bd.SCENE), TRAIN_HINT)
+def load_scene(library: Path, scene: str, backbone: str = NAME) -> bd.SceneBundle:
+    hint = TRAIN_HINT.replace("--backbone sd", f"--backbone {backbone}")
+    return bd.load_scene_bundle(library, scene, backbone, (WEIGHTS, bd.SCENE), hint)

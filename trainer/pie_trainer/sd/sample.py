@@ -5,6 +5,9 @@ four ONNX graphs through ONNX Runtime, the schedule from the manifest. DDIM
 the last step to alpha_cumprod[0], or 1 with `set_alpha_to_one`),
 classifier-free guidance with `text.prompts.negative`. An inpainting UNet (9
 channels) draws with everything masked (mask 1, masked-image latents of a zero image).
+An sdxl bundle (schema/README.md, "Backbone sdxl") is drawn the same way with its added
+inputs: input_ids_2 (padded with `model.conditioning.pad_id_2`), the pooled text_embeds,
+time_ids [H, W, 0, 0, H, W], and an all-zero negative when `zero_negative` says so.
 
 A reference for people and for the engine's tests; the tests check it against
 diffusers' StableDiffusionPipeline on the same fine-tuned weights and noise.
@@ -44,11 +47,13 @@ def ddim_timesteps(schedule: dict[str, Any], steps: int) -> list[int]:
     return [int(t) + int(schedule.get("steps_offset", 0)) for t in (np.arange(0, steps) * ratio).round()[::-1]]
 
 
-def encode_prompt(tok: Any, text: dict[str, Any], prompt: str) -> np.ndarray:
-    """schema/README.md: no special tokens, at most L-2 ids, bos + ids + eos, pad to L."""
+def encode_prompt(tok: Any, text: dict[str, Any], prompt: str, pad_id: int | None = None) -> np.ndarray:
+    """schema/README.md: no special tokens, at most L-2 ids, bos + ids + eos, pad to L (with `pad_id`,
+    default text.pad_id)."""
     L = int(text["max_length"])
     ids = tok.encode(prompt, add_special_tokens=False).ids[: L - 2]
-    row = [text["bos_id"], *ids, text["eos_id"]] + [text["pad_id"]] * (L - 2 - len(ids))
+    pad = text["pad_id"] if pad_id is None else pad_id
+    row = [text["bos_id"], *ids, text["eos_id"]] + [pad] * (L - 2 - len(ids))
     return np.array([row], dtype=np.int64)
 
 
@@ -59,8 +64,9 @@ class Bundle:
 
         self.folder = folder
         self.m = manifest if manifest is not None else read_manifest_checked(folder)
-        if self.m.get("backbone") != "sd":
-            raise BadInput(f"{folder} is not an sd bundle")
+        if self.m.get("backbone") not in ("sd", "sdxl"):
+            raise BadInput(f"{folder} is not an sd or sdxl bundle")
+        self.xl = self.m["backbone"] == "sdxl"
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = max(1, threads)
         opts.log_severity_level = 3
@@ -71,14 +77,52 @@ class Bundle:
                      for k, g in self.m["graphs"].items()}
         self.tok = Tokenizer.from_file(str(folder / self.m["text"]["tokenizer"]))
 
-    def embed(self, prompt: str) -> np.ndarray:
-        ids = encode_prompt(self.tok, self.m["text"], prompt)
-        return self.sess["text_encoder"].run(None, {"input_ids": ids})[0]
+    def embed(self, prompt: str) -> dict[str, np.ndarray]:
+        """The UNet's text inputs for `prompt`, [1,...] each: encoder_hidden_states (and sdxl's text_embeds)."""
+        text = self.m["text"]
+        ids = encode_prompt(self.tok, text, prompt)
+        if not self.xl:
+            return {"encoder_hidden_states": self.sess["text_encoder"].run(None, {"input_ids": ids})[0]}
+        cond = self.m["model"]["conditioning"]
+        ids_2 = encode_prompt(self.tok, text, prompt, int(cond["pad_id_2"]))
+        hidden, pooled = self.sess["text_encoder"].run(["last_hidden_state", "text_embeds"],
+                                                       {"input_ids": ids, "input_ids_2": ids_2})
+        return {"encoder_hidden_states": hidden, "text_embeds": pooled}
+
+    def negative(self) -> dict[str, np.ndarray]:
+        prompt = self.m["text"]["prompts"]["negative"]
+        out = self.embed(prompt)
+        if self.xl and prompt == "" and self.m["model"]["conditioning"]["zero_negative"]:
+            out = {k: np.zeros_like(v) for k, v in out.items()}
+        return out
 
     def txt2img(self, prompt: str, noise: np.ndarray, steps: int, guidance: float,
                 should_stop: Any = None) -> np.ndarray:
         """noise [N,4,h,w] float32 -> images [N,3,H,W] float32 in [-1, 1]."""
+        return self._denoise(prompt, noise.astype(np.float32), ddim_timesteps(self.m["schedule"], steps), steps,
+                             guidance, should_stop)
+
+    def img2img(self, prompt: str, image: np.ndarray, noise: np.ndarray, steps: int, guidance: float,
+                strength: float) -> np.ndarray:
+        """image [N,3,H,W] in [-1, 1] -> images [N,3,H,W] in [-1, 1]: its latents (the vae_encoder graph) noised
+        to the step `strength` of the way back (diffusers' img2img: the last int(steps x strength) of the
+        DDIM steps), then denoised; noise [N,4,H/f,W/f]."""
+        if self.m["model"]["unet_in_channels"] != 4:
+            raise BadInput("img2img draws with a text-to-image UNet (4 input channels) only")
+        init = self.sess["vae_encoder"].run(None, {"image": image.astype(np.float32)})[0].astype(np.float64)
+        ts = ddim_timesteps(self.m["schedule"], steps)
+        ts = ts[steps - min(int(steps * strength), steps):]
+        if not ts:
+            return image
+        a = alphas_cumprod(self.m["schedule"])[ts[0]]
+        x = (math.sqrt(a) * init + math.sqrt(1 - a) * noise).astype(np.float32)
+        return self._denoise(prompt, x, ts, steps, guidance, None)
+
+    def _denoise(self, prompt: str, x: np.ndarray, ts: list[int], steps: int, guidance: float,
+                 should_stop: Any) -> np.ndarray:
+        """DDIM from the latents `x` over the timesteps `ts` (of a `steps`-step schedule), then decoded."""
         model = self.m["model"]
+        noise = x
         n = noise.shape[0]
         extra = None
         if model["unet_in_channels"] == 9:
@@ -88,22 +132,24 @@ class Bundle:
             masked = self.sess["vae_encoder"].run(None, {"image": zeros})[0]
             extra = np.concatenate([np.ones((n, 1, *noise.shape[2:]), np.float32), masked], axis=1)
             extra = np.concatenate([extra, extra])
-        cond = np.repeat(self.embed(prompt), n, axis=0)
-        uncond = np.repeat(self.embed(self.m["text"]["prompts"]["negative"]), n, axis=0)
+        cond, uncond = self.embed(prompt), self.negative()
+        text_feeds = {k: np.concatenate([np.repeat(uncond[k], n, axis=0), np.repeat(cond[k], n, axis=0)])
+                      .astype(np.float32) for k in cond}
+        if self.xl:
+            vsf = int(model["vae_scale_factor"])
+            H, W = noise.shape[2] * vsf, noise.shape[3] * vsf
+            text_feeds["time_ids"] = np.tile(np.array([[H, W, 0, 0, H, W]], np.float32), (2 * n, 1))
         sch = self.m["schedule"]
         acp = alphas_cumprod(sch)
-        ts = ddim_timesteps(sch, steps)
         ratio = int(sch["num_train_timesteps"]) // steps
-        x = noise.astype(np.float32)
         for t in ts:
             if should_stop is not None and should_stop():
                 break
             inp = np.concatenate([x, x])
             if extra is not None:
                 inp = np.concatenate([inp, extra], axis=1)
-            out = self.sess["unet"].run(None, {
-                "sample": inp, "timestep": np.full(2 * n, t, np.int64),
-                "encoder_hidden_states": np.concatenate([uncond, cond]).astype(np.float32)})[0].astype(np.float64)
+            out = self.sess["unet"].run(None, {"sample": inp, "timestep": np.full(2 * n, t, np.int64),
+                                               **text_feeds})[0].astype(np.float64)
             u, c = out[:n], out[n:]
             pred = u + guidance * (c - u)
             a = acp[t]

@@ -115,7 +115,8 @@ def identify(path: Path, tensors: dict[str, dict[str, Any]], v_prediction: bool 
     keys = tensors.keys()
     if any(k.startswith(SDXL_MARKS) for k in keys):
         raise BadInput(f"{name} is a Stable Diffusion XL checkpoint (it has conditioner.embedders.* text encoders); "
-                       "SDXL is not supported by the sd backbone yet: use an SD 1.x or 2.x checkpoint")
+                       "the sd backbone takes SD 1.x/2.x files; for SDXL use --backbone sdxl with the checkpoint in "
+                       "diffusers layout (single-file SDXL checkpoints are not supported yet)")
     if not any(k.startswith(UNET) for k in keys):
         if any(k.startswith(("down_blocks.", "conv_in.", "encoder.down_blocks.", "text_model.")) for k in keys):
             raise BadInput(f"{name} holds a single diffusers-layout part (no model.diffusion_model.* keys), not a "
