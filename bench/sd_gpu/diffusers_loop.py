@@ -1,8 +1,9 @@
 """Seconds per image of diffusers' own Stable Diffusion loop, eager and with torch.compile.
 
 The reference half of the GPU benchmark (bench/sd_gpu/README.md): StableDiffusionPipeline
-built from a local checkpoint folder (bench/sd_gpu/checkpoint.py), DDIM, batch 1, classifier-free
-guidance (the UNet runs at batch 2), fp16 with PyTorch's SDPA attention on CUDA (fp32 on a CPU).
+(StableDiffusionXLPipeline for an SDXL folder) built from a local checkpoint folder
+(bench/sd_gpu/checkpoint.py), DDIM, batch 1, classifier-free guidance (the UNet runs at batch 2),
+fp16 with PyTorch's SDPA attention on CUDA (fp32 on a CPU).
 Prints one JSON object per measured variant on stdout:
 
     {"variant": "diffusers-eager", "s_per_image": ..., "runs": [...], "setup_s": ...}
@@ -27,13 +28,15 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
-def load(checkpoint: Path, device: str, dtype: Any) -> Any:  # a StableDiffusionPipeline
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
+def load(checkpoint: Path, device: str, dtype: Any) -> Any:  # a StableDiffusion(XL)Pipeline
+    from diffusers import DDIMScheduler, DiffusionPipeline
     from diffusers.models.attention_processor import AttnProcessor2_0
 
-    pipe = StableDiffusionPipeline.from_pretrained(
-        str(checkpoint), dtype=dtype, safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False, local_files_only=True, low_cpu_mem_usage=False).to(device)
+    index = json.loads((checkpoint / "model_index.json").read_text())
+    sd1 = {} if "XL" in index.get("_class_name", "") else \
+        {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+    pipe = DiffusionPipeline.from_pretrained(
+        str(checkpoint), dtype=dtype, local_files_only=True, low_cpu_mem_usage=False, **sd1).to(device)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.unet.set_attn_processor(AttnProcessor2_0())   # SDPA, stated rather than left to the default
     pipe.set_progress_bar_config(disable=True)

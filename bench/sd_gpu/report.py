@@ -41,6 +41,7 @@ def main(argv: list[str]) -> int:
         print(json.dumps(match(Path(argv[1]), Path(argv[2]))))
         return 0
     machine, results = Path(argv[0]), Path(argv[1])
+    backbone = argv[2] if len(argv) > 2 else "sd"
     # GPU and library versions; `pie doctor`'s report follows them in the same file.
     lines = [line for line in machine.read_text().splitlines() if line.strip()][:2]
     all_rows = rows(results / "pie.json") + rows(results / "diffusers.json")
@@ -81,6 +82,13 @@ def main(argv: list[str]) -> int:
             if plain in by_name and fused in by_name:
                 p, f = by_name[plain]["s_per_image"], by_name[fused]["s_per_image"]
                 print(f"- fused graphs: {fused} {f:.3f} s against {plain} {p:.3f} s ({p / f:.2f}x)")
+        if backbone == "sdxl":
+            # Issue 15's SDXL goal: faster than diffusers eager, compiled reported beside it.
+            eager = by_name.get("diffusers-eager")
+            verdict = "not measured in this run" if eager is None else \
+                ("met" if pie["s_per_image"] < eager["s_per_image"] else "not met")
+            print(f"- goal (SDXL faster than diffusers eager): {verdict} ({pie['s_per_image']:.3f} s)")
+            return _matches(results)
         compiled = by_name.get("diffusers-compiled")
         fast = pie["s_per_image"] <= GOAL_S_PER_IMAGE and pie["session_s"] < GOAL_SESSION_S
         beats = compiled is None or pie["s_per_image"] < compiled["s_per_image"]
@@ -90,6 +98,10 @@ def main(argv: list[str]) -> int:
               f"sessions under {GOAL_SESSION_S:.0f} s): {'met' if fast and beats else 'not met'} "
               f"({pie['s_per_image']:.3f} s, {pie['session_s']:.1f} s); "
               f"stretch goal {STRETCH_S_PER_IMAGE} s: {stretch}")
+    return _matches(results)
+
+
+def _matches(results: Path) -> int:
     for m in rows(results / "match.json"):
         if "error" in m:
             print(f"- image match {m['a']} / {m['b']}: {m['error']}")

@@ -4,7 +4,8 @@
 #   PARTS  folder holding the ONNX Runtime CUDA parts (build/gpu-transfer.sh) and SHA256SUMS
 #   KIT    target/gpu-sd as bench/sd_gpu/prepare.sh made it (bin/, wheels/)
 #   OUT    where results go (pie.json, diffusers.json, memory.json, match.json, report.md, logs)
-# Knobs (environment): ARCH=sd15 (or tiny: the trainer's tiny model, to try this on a CPU),
+# Knobs (environment): ARCH=sd15 (or sdxl: SDXL's shapes, the sdxl backbone, 1024 px and 30 steps by
+#   default; tiny or tiny-xl: the trainer's tiny sd / sdxl models, to try this on a CPU),
 #   DEVICE=cuda (or cpu), SIZE=512, STEPS=50, GUIDANCE=7.5, RUNS=5,
 #   GRAPHS=plain,fused (the sd bundles pie is timed with: the graphs as exported, and fused for
 #   CUDA by --optimize on; on a CPU the fused one is exported and validated only),
@@ -18,7 +19,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 parts=${1:?usage: run.sh PARTS KIT OUT} kit=${2:?usage: run.sh PARTS KIT OUT} out=${3:?usage: run.sh PARTS KIT OUT}
-ARCH=${ARCH:-sd15} DEVICE=${DEVICE:-cuda} SIZE=${SIZE:-512} STEPS=${STEPS:-50} GUIDANCE=${GUIDANCE:-7.5}
+ARCH=${ARCH:-sd15}
+case "$ARCH" in
+  sdxl|tiny-xl) BACKBONE=sdxl; xl_default() { echo "$1"; } ;;
+  sd15|tiny) BACKBONE=sd; xl_default() { echo "$2"; } ;;
+  *) echo "ARCH must be sd15, sdxl, tiny or tiny-xl" >&2; exit 2 ;;
+esac
+DEVICE=${DEVICE:-cuda} SIZE=${SIZE:-$(xl_default 1024 512)} STEPS=${STEPS:-$(xl_default 30 50)} GUIDANCE=${GUIDANCE:-7.5}
 RUNS=${RUNS:-5} VARIANTS=${VARIANTS-eager,compiled} SUBJECT=${SUBJECT:-0} GRAPHS=${GRAPHS:-plain,fused} PIE=${PIE:-1}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -49,8 +56,11 @@ pie=$kit/bin/pie bench=$kit/bin/bench_sd
 stamp "building the random $ARCH checkpoint"
 ckpt=$work/base-$ARCH
 if [ ! -f "$ckpt/model_index.json" ]; then
-  if [ "$ARCH" = tiny ]; then "$PY" -m pie_trainer.sd.tiny "$ckpt" >/dev/null
-  else "$PY" bench/sd_gpu/checkpoint.py "$ckpt" >/dev/null; fi
+  case "$ARCH" in
+    tiny) "$PY" -m pie_trainer.sd.tiny "$ckpt" >/dev/null ;;
+    tiny-xl) "$PY" -m pie_trainer.sdxl.tiny "$ckpt" >/dev/null ;;
+    *) "$PY" bench/sd_gpu/checkpoint.py "$ckpt" --arch "$ARCH" >/dev/null ;;
+  esac
 fi
 "$PY" bench/sd_gpu/inputs.py "$work" --size "$SIZE"
 
@@ -59,15 +69,15 @@ fi
 # No preview.png: drawing it is not timed, and on the GPU image's CPU-only ONNX Runtime it costs
 # a minute of the call.
 precision=$([ "$DEVICE" = cuda ] && echo fp16 || echo fp32)
-common=(--backbone sd --base "$ckpt" --steps 1 --device "$DEVICE" --force
+common=(--backbone "$BACKBONE" --base "$ckpt" --steps 1 --device "$DEVICE" --force
         --trainer-arg=--resolution --trainer-arg="$SIZE" --trainer-arg=--batch --trainer-arg=1
         --trainer-arg=--preview-steps --trainer-arg=0)
-results=$work/results   # every call's rows on this (warm) machine: each report shows all of them
+results=$work/results-$ARCH   # every call's rows of this ARCH on this (warm) machine: each report shows all of them
 mkdir -p "$results"
 # plain: the graphs as exported (--optimize off); fused: ONNX Runtime's transformer optimizer
 # (--optimize on, always float16: its fused operators run on CUDA only).
-concept_of() { local p=${1/plain/}; echo "bench-sd${p:+-$p}$([ "$SUBJECT" = 1 ] || echo -scene)"; }
-scene_of() { local p=${1/plain/}; echo "bench-sd${p:+-$p}-scene"; }
+concept_of() { local p=${1/plain/}; echo "bench-$ARCH${p:+-$p}$([ "$SUBJECT" = 1 ] || echo -scene)"; }
+scene_of() { local p=${1/plain/}; echo "bench-$ARCH${p:+-$p}-scene"; }
 learn() {
   local g=$1 opt=off prec=$precision
   [ "$g" = plain ] || { opt=on; prec=fp16; }
@@ -130,5 +140,5 @@ if [ -n "$VARIANTS" ]; then
 fi
 
 cp "$results"/*.json "$out/" 2>/dev/null || true
-"$PY" bench/sd_gpu/report.py "$out/machine.txt" "$results" | tee "$out/report.md"
+"$PY" bench/sd_gpu/report.py "$out/machine.txt" "$results" "$BACKBONE" | tee "$out/report.md"
 stamp "done"

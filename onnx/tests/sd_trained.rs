@@ -129,3 +129,56 @@ fn a_scene_learned_from_a_single_file_checkpoint_adds_what_its_folder_gives() {
     assert_eq!(base["name"], "tiny");
     assert!(base["path"].as_str().unwrap().ends_with("tiny.safetensors"), "{base}");
 }
+
+#[test]
+fn trained_sdxl_bundles_show_their_conditioning_and_add_keeps_the_outside() {
+    let Some(lib) = trained_sd_library() else { return };
+    let o = pie(&lib, &["concepts", "show", "xl-subject"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("backbone sdxl at") && t.contains("two text encoders"), "{t}");
+    let dir = tempfile::tempdir().unwrap();
+    let scene = dir.path().join("scene.png");
+    let mask = dir.path().join("sel.png");
+    scene_rgb8(96, 72).save(&scene).unwrap();
+    rect_mask(96, 72, 30, 20, 32, 28, 1).save(&mask).unwrap();
+    let scene_img = image::open(&scene).unwrap().to_rgb8();
+    let sel = image::open(&mask).unwrap().to_luma8();
+    let run = |concept: &str, out: &str, extra: &[&str]| {
+        let out = dir.path().join(out);
+        let mut a = vec![
+            "add",
+            scene.to_str().unwrap(),
+            "--selection",
+            mask.to_str().unwrap(),
+            "--concept",
+            concept,
+            "--out",
+            out.to_str().unwrap(),
+            "--steps",
+            "4",
+            "--device",
+            "cpu",
+            "--seed",
+            "1",
+        ];
+        a.extend_from_slice(extra);
+        let o = pie(&lib, &a);
+        assert!(o.status.success(), "{concept} {extra:?}: {}", text(&o));
+        let img = image::open(&out).unwrap().to_rgb8();
+        let mut inside_changed = 0;
+        for (x, y, p) in img.enumerate_pixels() {
+            if sel.get_pixel(x, y).0[0] == 0 {
+                assert_eq!(p, scene_img.get_pixel(x, y), "{concept}: outside the selection at {x},{y}");
+            } else if p != scene_img.get_pixel(x, y) {
+                inside_changed += 1;
+            }
+        }
+        assert!(inside_changed > 100, "{concept} {extra:?}: only {inside_changed} pixels changed inside");
+        std::fs::read(&out).unwrap()
+    };
+    let a = run("xl-subject", "a.png", &[]);
+    assert_eq!(a, run("xl-subject", "b.png", &[]), "same seed, different bytes");
+    run("xl-subject", "d.png", &["--scheduler", "dpm++2m", "--prompt", "a photo of {subject} in {scene}"]);
+    run("xl-scene", "e.png", &["--strength", "1"]);
+}

@@ -231,7 +231,7 @@ pub fn trained_sd_library() -> Option<PathBuf> {
     }
     let root = target_dir().join(format!("pie-test-sd-bundles/{}", trainer_tree_key()));
     let lib = root.join("library");
-    if lib.join("inpaint-scene/bundle.json").is_file() {
+    if lib.join("xl-subject/bundle.json").is_file() {
         return Some(lib);
     }
     let _ = std::fs::remove_dir_all(&root);
@@ -329,6 +329,44 @@ pub fn trained_sd_library() -> Option<PathBuf> {
         "sd",
         "--base",
         &inpaint_base,
+    ]);
+    a.extend(s(&tiny));
+    run_ok(pie, &a);
+    // A tiny SDXL checkpoint, its scene and subject (the last bundle written: the marker above).
+    let out = env
+        .python_code(
+            "import runpy; runpy.run_module('pie_trainer.sdxl.tiny', run_name='__main__', alter_sys=True)",
+        )
+        .arg(root.join("tiny-xl"))
+        .output()
+        .expect("run the trainer's python");
+    assert!(out.status.success(), "pie_trainer.sdxl.tiny failed: {}", String::from_utf8_lossy(&out.stderr));
+    let xl_base = root.join("tiny-xl").display().to_string();
+    let mut a = s(&[
+        "--library",
+        &l,
+        "learn-scene",
+        &img.display().to_string(),
+        "--name",
+        "xl-scene",
+        "--backbone",
+        "sdxl",
+        "--base",
+        &xl_base,
+    ]);
+    a.extend(s(&tiny));
+    run_ok(pie, &a);
+    let mut a = s(&[
+        "--library",
+        &l,
+        "learn-subject",
+        &subj.display().to_string(),
+        "--scene",
+        "xl-scene",
+        "--name",
+        "xl-subject",
+        "--class-word",
+        "ball",
     ]);
     a.extend(s(&tiny));
     run_ok(pie, &a);
