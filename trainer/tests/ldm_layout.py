@@ -26,7 +26,8 @@ def unet_key(key: str, layers: int, attn_up: set[int]) -> str:
     """One diffusers UNet key -> its LDM name (without the model.diffusion_model. prefix).
     `layers`: layers_per_block; `attn_up`: the up blocks that have attentions."""
     top = {"conv_in.": "input_blocks.0.0.", "time_embedding.linear_1.": "time_embed.0.",
-           "time_embedding.linear_2.": "time_embed.2.", "conv_norm_out.": "out.0.", "conv_out.": "out.2."}
+           "time_embedding.linear_2.": "time_embed.2.", "conv_norm_out.": "out.0.", "conv_out.": "out.2.",
+           "add_embedding.linear_1.": "label_emb.0.0.", "add_embedding.linear_2.": "label_emb.0.2."}
     for new, old in top.items():
         if key.startswith(new):
             return old + key[len(new):]
@@ -73,22 +74,55 @@ def vae_key(key: str, levels: int) -> tuple[str, bool]:
     return key, False   # quant_conv, post_quant_conv
 
 
+OPEN_CLIP_TOP = {"embeddings.position_embedding.weight": "positional_embedding",
+                 "embeddings.token_embedding.weight": "token_embedding.weight",
+                 "final_layer_norm.weight": "ln_final.weight", "final_layer_norm.bias": "ln_final.bias"}
+OPEN_CLIP_LAYER = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj",
+                   "self_attn.out_proj": "attn.out_proj"}
+
+
+def open_clip_state(text: dict[str, Any]) -> dict[str, Any]:
+    """A CLIPTextModelWithProjection's state dict in OpenCLIP's layout (SDXL's second encoder): q, k
+    and v fused into in_proj, the projection transposed (no prefix)."""
+    import torch
+    out: dict[str, Any] = {}
+    for k, v in text.items():
+        k = k.removeprefix("text_model.")
+        if k == "text_projection.weight":
+            out["text_projection"] = v.T
+        elif k in OPEN_CLIP_TOP:
+            out[OPEN_CLIP_TOP[k]] = v
+        elif m := re.match(r"encoder\.layers\.(\d+)\.(.*)", k):
+            i, rest = m[1], m[2]
+            if q := re.match(r"self_attn\.q_proj\.(weight|bias)", rest):
+                kind = q[1]
+                fused = [text[f"text_model.encoder.layers.{i}.self_attn.{p}_proj.{kind}"] for p in "qkv"]
+                out[f"transformer.resblocks.{i}.attn.in_proj_{kind}"] = torch.cat(fused)
+            elif not re.match(r"self_attn\.[kv]_proj\.", rest):
+                out[f"transformer.resblocks.{i}." + _resnet(rest, OPEN_CLIP_LAYER)] = v
+    return out
+
+
 def to_ldm(unet: dict[str, Any], vae: dict[str, Any], text: dict[str, Any], layers: int, attn_up: set[int],
-           vae_levels: int) -> dict[str, Any]:
-    """The three parts' state dicts as one LDM-layout state dict (CLIP ViT-L text encoder layout)."""
+           vae_levels: int, text_2: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The parts' state dicts as one LDM-layout state dict: CLIP ViT-L's text encoder layout, or with
+    `text_2` SDXL's (conditioner.embedders.0 CLIP, .1 OpenCLIP)."""
     out: dict[str, Any] = {}
     for k, v in unet.items():
         out["model.diffusion_model." + unet_key(k, layers, attn_up)] = v
     for k, v in vae.items():
         name, conv = vae_key(k, vae_levels)
         out["first_stage_model." + name] = v.reshape(*v.shape, 1, 1) if conv else v
+    clip = "cond_stage_model.transformer." if text_2 is None else "conditioner.embedders.0.transformer."
     for k, v in text.items():
-        out["cond_stage_model.transformer.text_model." + k.removeprefix("text_model.")] = v
+        out[clip + "text_model." + k.removeprefix("text_model.")] = v
+    for k, v in open_clip_state(text_2 or {}).items():
+        out["conditioner.embedders.1.model." + k] = v
     return out
 
 
 def save_single_file(folder: str, out: str) -> None:
-    """A diffusers-layout SD checkpoint folder -> one LDM-layout .safetensors file."""
+    """A diffusers-layout SD (or SDXL) checkpoint folder -> one LDM-layout .safetensors file."""
     import json
     from pathlib import Path
 
@@ -97,10 +131,12 @@ def save_single_file(folder: str, out: str) -> None:
     unet_cfg = json.loads((f / "unet" / "config.json").read_text())
     vae_cfg = json.loads((f / "vae" / "config.json").read_text())
     attn_up = {i for i, b in enumerate(unet_cfg["up_block_types"]) if b.startswith("CrossAttn")}
+    text_2 = f / "text_encoder_2" / "model.safetensors"
     state = to_ldm(load_file(f / "unet" / "diffusion_pytorch_model.safetensors"),
                    load_file(f / "vae" / "diffusion_pytorch_model.safetensors"),
                    load_file(f / "text_encoder" / "model.safetensors"),
-                   unet_cfg["layers_per_block"], attn_up, len(vae_cfg["block_out_channels"]))
+                   unet_cfg["layers_per_block"], attn_up, len(vae_cfg["block_out_channels"]),
+                   load_file(text_2) if text_2.is_file() else None)
     save_file({k: v.contiguous() for k, v in state.items()}, out)
 
 

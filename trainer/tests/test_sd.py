@@ -866,9 +866,13 @@ def test_bad_single_files_are_refused_and_nothing_is_written(tiny: Path, tiny_fi
             re.escape("has no VAE keys (first_stage_model.*)"))
     refused(ldm_file(tiny, tmp_path / "notext.safetensors", drop=("cond_stage_model.",)),
             "has no text encoder keys")
+    # Its header says SDXL (pie's tiny one): the sd backbone refuses it before converting anything.
+    vocab = int(json.loads((tiny / "text_encoder" / "config.json").read_text())["vocab_size"])
     sdxl = ldm_file(tiny, tmp_path / "sdxl.safetensors", drop=("cond_stage_model.",),
-                    extra={"conditioner.embedders.1.model.positional_embedding": z})
-    refused(sdxl, "Stable Diffusion XL checkpoint.*for SDXL use --backbone sdxl")
+                    extra={"conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight":
+                           torch.zeros(vocab, 32),
+                           "conditioner.embedders.1.model.token_embedding.weight": torch.zeros(vocab, 48)})
+    refused(sdxl, "is a Stable Diffusion XL checkpoint .*use --backbone sdxl")
     assert not cache.exists()
 
     # The same through the command line: exit 2, the message, no bundle, no conversion.

@@ -407,9 +407,6 @@ def test_each_backbone_refuses_the_others_checkpoint(tiny: Path, tmp_path: Path,
     refused(scene("sdxl", str(tiny), "--channels", "16"), "does not use --channels")
     refused(xl_run("scene", str(photos["scene"]), "--name", "n", "--library", str(lib), "--backbone", "sdxl"),
             "--backbone sdxl needs --base DIR")
-    f = tmp_path / "model.safetensors"
-    f.write_bytes(b"x" * 100)
-    refused(scene("sdxl", str(f)), "single file", "diffusers layout")
     # An SDXL folder whose second tokenizer has another vocabulary: one tokenizer.json cannot serve both.
     odd = tmp_path / "odd"
     shutil.copytree(tiny, odd)
@@ -454,3 +451,102 @@ def test_sdxl_cancel_and_resume(tmp_path: Path, photos: dict, tiny: Path) -> Non
     m = manifest(lib / "c")
     assert m["backbone"] == "sdxl" and m["training"]["resumed"] is True and m["training"]["steps"] == 60
     assert bundle_problems(lib / "c") == []
+
+
+# ---- single-file SDXL checkpoints -----------------------------------------------
+
+def test_single_file_sdxl_converts_to_the_same_model_and_learns_the_same_scene(
+        tiny: Path, xl_scene: tuple[Run, Path], photos: dict, tmp_path: Path) -> None:
+    """The tiny SDXL checkpoint saved as ONE file in the original layout (conditioner.embedders.0 CLIP,
+    .1 OpenCLIP with fused in_proj): converted offline, its four models are the folder's weight for weight,
+    both tokenizers come along, and `scene --base FILE` trains what `--base DIR` trains."""
+    from ldm_layout import save_single_file
+    from safetensors.torch import load_file
+
+    single = tmp_path / "tiny-xl.safetensors"
+    save_single_file(str(tiny), str(single))
+    e = env()
+    e["PIE_CACHE"] = str(tmp_path / "cache")
+    lib = tmp_path / "lib"
+    p = subprocess.run([sys.executable, "-m", "pie_trainer", "scene", str(photos["scene"]), "--name", "lake",
+                        "--library", str(lib), "--backbone", "sdxl", "--base", str(single), "--steps", "3",
+                        "--resolution", RES, "--lr", "1e-2", "--threads", "1", "--null-prob", "0.5"],
+                       capture_output=True, text=True, env=e, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "converting tiny-xl.safetensors (pie's tiny SDXL test architecture)" in p.stderr
+    (converted,) = (tmp_path / "cache" / "sd-single-file").iterdir()
+    for part, f in (("unet", "diffusion_pytorch_model.safetensors"), ("vae", "diffusion_pytorch_model.safetensors"),
+                    ("text_encoder", "model.safetensors"), ("text_encoder_2", "model.safetensors")):
+        a, b = load_file(tiny / part / f), load_file(converted / part / f)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), part
+    for tok in ("tokenizer", "tokenizer_2"):
+        for f in ("vocab.json", "merges.txt", "special_tokens_map.json"):
+            assert (converted / tok / f).read_text() == (tiny / tok / f).read_text(), f"{tok}/{f}"
+    assert bundle_problems(lib / "lake") == []
+    m = manifest(lib / "lake")
+    assert m["backbone"] == "sdxl" and m["model"]["base"]["path"] == str(single.resolve())
+    assert m["model"]["conditioning"] == manifest(xl_scene[1])["model"]["conditioning"]
+    a, b = load_file(xl_scene[1] / "weights.safetensors"), load_file(lib / "lake" / "weights.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_single_files_go_to_their_own_backbone_and_the_refiner_is_refused(tiny: Path, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from ldm_layout import save_single_file
+
+    from pie_trainer.core.errors import BadInput
+    from pie_trainer.sd.base import check_base
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("PIE_CACHE", str(cache))
+    xl = tmp_path / "xl.safetensors"
+    save_single_file(str(tiny), str(xl))
+    sd = tmp_path / "sd.safetensors"
+    save_single_file(str(make_tiny(tmp_path / "tiny-sd", module="pie_trainer.sd.tiny")), str(sd))
+    with pytest.raises(BadInput, match="is a Stable Diffusion XL checkpoint .*use --backbone sdxl"):
+        check_base(str(xl), backbone="sd")
+    with pytest.raises(BadInput, match="pie's tiny test architecture, not Stable Diffusion XL: use --backbone sd"):
+        check_base(str(sd), backbone="sdxl")
+    from pie_trainer.sd import single_file as sf
+    header = sf.read_header(xl)[0]
+    refiner = {k: v["shape"] for k, v in header.items()} | {sf.XL_REFINER: [48, 24]}
+    raw = json.dumps({k: {"dtype": "F16", "shape": s, "data_offsets": [0, 0]} for k, s in refiner.items()}).encode()
+    f = tmp_path / "refiner.safetensors"
+    f.write_bytes(len(raw).to_bytes(8, "little") + raw)
+    with pytest.raises(BadInput, match="Stable Diffusion XL refiner"):
+        check_base(str(f), backbone="sdxl")
+    assert not cache.exists(), "a refused file was converted"
+
+
+def test_shipped_sdxl_configs_fit_the_real_sdxl_layout(tmp_path: Path) -> None:
+    """sd/configs/sdxl builds SDXL 1.0 base's models (its published parameter counts, on the meta device);
+    their weights in the original layout are what diffusers itself takes for an SDXL base file, and what
+    pie identifies as one; the config folder a real file is converted with has both of SDXL's tokenizers
+    (CLIP's vocabulary from set-up, the second padding with '!')."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import infer_diffusers_model_type
+    from ldm_layout import to_ldm
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from pie_trainer.sd import single_file as sf
+
+    c = sf.CONFIGS / "sdxl"
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(c / "unet"))
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(c / "vae"))
+        te = CLIPTextModel(CLIPTextConfig.from_pretrained(c / "text_encoder"))
+        te2 = CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(c / "text_encoder_2"))
+    counts = [sum(p.numel() for p in m.parameters()) for m in (unet, vae, te, te2)]
+    assert counts == [2_567_463_684, 83_653_863, 123_060_480, 694_659_840]
+    state = to_ldm(unet.state_dict(), vae.state_dict(), te.state_dict(), 2, {0, 1}, 4, te2.state_dict())
+    assert infer_diffusers_model_type(state) == "xl_base"
+    header = {k: {"dtype": "F16", "shape": list(v.shape)} for k, v in state.items()}
+    assert sf.identify(Path("sdxl.safetensors"), header) == sf.Arch("sdxl", "Stable Diffusion XL 1.0", False)
+    from transformers import CLIPTokenizer
+    fake = sf.SingleFile(path=tmp_path / "sdxl.safetensors", arch=sf.Arch("sdxl", "Stable Diffusion XL 1.0", False),
+                         fingerprint="0" * 64, half=True)
+    folder = sf._config_folder(fake, tmp_path / "config")
+    for sub, pad in (("tokenizer", 49407), ("tokenizer_2", 0)):
+        tok = CLIPTokenizer.from_pretrained(folder / sub)
+        assert tok("a photo of a dog").input_ids == [49406, 320, 1125, 539, 320, 1929, 49407]
+        assert tok.pad_token_id == pad, sub

@@ -24,7 +24,7 @@ pub(super) fn procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
     p.add_file_argument(
         "base",
         "Stable Diffusion chec_kpoint",
-        Some("Model sd only: the folder of a local Stable Diffusion checkpoint in diffusers layout (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)"),
+        Some("Models sd and sdxl only: the folder of a local Stable Diffusion (or SDXL) checkpoint in diffusers layout (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/; SDXL also text_encoder_2/, tokenizer_2/)"),
         gimp::FileChooserAction::SelectFolder,
         true,
         None::<&gimp::gio::File>,
@@ -32,7 +32,7 @@ pub(super) fn procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
     );
     class_word_argument(
         &p,
-        "Model sd only: the class noun of the scene (e.g. landscape, room); empty = the trainer's default",
+        "Models sd and sdxl only: the class noun of the scene (e.g. landscape, room); empty = the trainer's default",
     );
     trainer_args_argument(&p);
     resume_argument(&p);
@@ -42,7 +42,7 @@ pub(super) fn procedure(plug_in: &gimp::PlugIn) -> gimp::ImageProcedure {
     p.add_file_argument(
         "base-file",
         "...or a single checkpoint _file",
-        Some("Model sd only: one .safetensors file of a Stable Diffusion 1.x/2.x checkpoint as A1111 or ComfyUI keep it (converted once into pie's cache); used instead of the folder when set. Pickles (.ckpt) are refused"),
+        Some("Models sd and sdxl only: one .safetensors file of a Stable Diffusion 1.x/2.x (sd) or SDXL 1.0 base (sdxl) checkpoint as A1111 or ComfyUI keep it (converted once into pie's cache); used instead of the folder when set. Pickles (.ckpt) are refused"),
         gimp::FileChooserAction::Open,
         true,
         None::<&gimp::gio::File>,

@@ -131,17 +131,19 @@ def check_base(arg: str, expect: str | None = None, backbone: str = "sd") -> Bas
     name, size and first and last MiB; a single file's, its header and samples of its data
     (single_file.fingerprint): a subject refuses a base that is not its scene's."""
     p = Path(arg).expanduser()
-    if p.is_file() and backbone == "sdxl":
-        raise BadInput(f"--base {arg!r} is a single file; the sdxl backbone takes an SDXL checkpoint in diffusers "
-                       "layout only for now (model_index.json, unet/, vae/, text_encoder/, text_encoder_2/, "
-                       "tokenizer/, tokenizer_2/, scheduler/)")
     if p.is_file():
         from . import single_file
         sf = single_file.check(p.resolve())
+        # Told apart before the (long) conversion: each backbone converts only its own family.
+        if sf.arch.xl and backbone != "sdxl":
+            raise BadInput(f"--base {arg!r} is a Stable Diffusion XL checkpoint ({sf.arch.title}); the sd backbone "
+                           "takes SD 1.x/2.x: use --backbone sdxl")
+        if backbone == "sdxl" and not sf.arch.xl:
+            raise BadInput(f"--base {arg!r} is {sf.arch.title}, not Stable Diffusion XL: use --backbone sd")
         if expect is not None and sf.fingerprint != expect:
             raise OtherBase(f"--base {arg!r} is another checkpoint")
         folder = single_file.convert(sf)
-        base = _check_folder(folder, str(folder))
+        base = _check_folder(folder, str(folder), backbone)
         base.path, base.folder, base.fingerprint = p.resolve(), folder, sf.fingerprint
         return base
     base = _check_folder(p, arg, backbone)

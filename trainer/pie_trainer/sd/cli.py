@@ -40,7 +40,8 @@ def add_options(p: argparse.ArgumentParser, stage: str, positive: Callable[[type
                    help="the local Stable Diffusion checkpoint. sd (1.x/2.x): a folder in diffusers layout "
                         "(model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/) or a single "
                         ".safetensors file (A1111/ComfyUI layout, converted once into pie's cache); sdxl: an SDXL "
-                        "folder in diffusers layout (also text_encoder_2/, tokenizer_2/); never a hub id"
+                        "folder in diffusers layout (also text_encoder_2/, tokenizer_2/) or an SDXL 1.0 base "
+                        "single file; never a hub id"
                         + ("" if stage == "scene" else "; default: the scene bundle's base"))
     default_class = SCENE_CLASS if stage == "scene" else SUBJECT_CLASS
     g.add_argument("--class-word", default=None, metavar="WORD",

@@ -2,9 +2,9 @@
 the whole model in one file in the original ("LDM") key layout.
 
 `identify` tells the architecture from the file's tensor names and shapes alone (the
-safetensors header, read without torch): SD 1.x, SD 2.x, their inpainting variants, and
-pie's own tiny test architecture are converted; SDXL and anything else is refused with
-what is missing. `.ckpt` and other pickles are refused: unpickling runs code.
+safetensors header, read without torch): SD 1.x, SD 2.x, their inpainting variants, SDXL
+1.0 base, and pie's own tiny test architectures are converted; the SDXL refiner and anything
+else is refused with what is missing. `.ckpt` and other pickles are refused: unpickling runs code.
 
 `convert` turns the file into a diffusers folder with diffusers' single-file loader,
 strictly offline: each architecture's configs ship with pie (sd/configs/<name>/, the
@@ -49,6 +49,9 @@ CLIP_TOKENS = CLIP + "text_model.embeddings.token_embedding.weight"
 OPEN_CLIP = "cond_stage_model.model."
 OPEN_CLIP_TOKENS = OPEN_CLIP + "token_embedding.weight"
 SDXL_MARKS = ("conditioner.embedders.",)
+XL_CLIP_TOKENS = "conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight"
+XL_OPEN_CLIP_TOKENS = "conditioner.embedders.1.model.token_embedding.weight"
+XL_REFINER = "conditioner.embedders.0.model.text_projection"
 CLIP_VOCAB = 49408
 
 
@@ -62,6 +65,11 @@ class Arch:
     @property
     def tiny(self) -> bool:
         return self.name.startswith("tiny")
+
+    @property
+    def xl(self) -> bool:
+        """An SDXL architecture: converted for the sdxl backbone, with two text encoders."""
+        return self.name in ("sdxl", "tiny-xl")
 
     @property
     def pad_token(self) -> str:
@@ -109,14 +117,12 @@ def _shape(tensors: dict[str, dict[str, Any]], key: str) -> list[int] | None:
 def identify(path: Path, tensors: dict[str, dict[str, Any]], v_prediction: bool | None = None) -> Arch:
     """Which architecture the tensors are, from their names and shapes; BadInput naming what is missing.
 
-    The one place single files are told apart: a new architecture (SDXL) is added here.
+    The one place single files are told apart: another architecture is added here.
     `v_prediction`: what a sidecar YAML says of an SD 2.x file (None: not said)."""
     name = str(path)
     keys = tensors.keys()
     if any(k.startswith(SDXL_MARKS) for k in keys):
-        raise BadInput(f"{name} is a Stable Diffusion XL checkpoint (it has conditioner.embedders.* text encoders); "
-                       "the sd backbone takes SD 1.x/2.x files; for SDXL use --backbone sdxl with the checkpoint in "
-                       "diffusers layout (single-file SDXL checkpoints are not supported yet)")
+        return _identify_xl(name, tensors)
     if not any(k.startswith(UNET) for k in keys):
         if any(k.startswith(("down_blocks.", "conv_in.", "encoder.down_blocks.", "text_model.")) for k in keys):
             raise BadInput(f"{name} holds a single diffusers-layout part (no model.diffusion_model.* keys), not a "
@@ -157,6 +163,31 @@ def identify(path: Path, tensors: dict[str, dict[str, Any]], v_prediction: bool 
     text = f"CLIP {clip}" if clip is not None else f"OpenCLIP {open_clip}"
     raise BadInput(f"{name} pairs a UNet of cross-attention width {context} with a {text} token embedding: "
                    "neither SD 1.x (768, CLIP ViT-L) nor SD 2.x (1024, OpenCLIP ViT-H)")
+
+
+def _identify_xl(name: str, tensors: dict[str, dict[str, Any]]) -> Arch:
+    """An SDXL-layout file (conditioner.embedders.*): the base, or pie's tiny SDXL; the rest refused."""
+    if XL_REFINER in tensors:
+        raise BadInput(f"{name} is a Stable Diffusion XL refiner (one OpenCLIP text encoder, no CLIP); pie learns on "
+                       "the SDXL base: pass the base checkpoint")
+    unet_in = _shape(tensors, UNET_IN)
+    if unet_in is None or len(unet_in) != 4:
+        raise BadInput(f"{name} has SDXL text encoders but no UNet ({UNET_IN}); not a whole SDXL checkpoint")
+    if _shape(tensors, VAE_IN) is None:
+        raise BadInput(f"{name} has no VAE keys (first_stage_model.*); pie needs a checkpoint with its VAE baked in")
+    clip, open_clip = _shape(tensors, XL_CLIP_TOKENS), _shape(tensors, XL_OPEN_CLIP_TOKENS)
+    if clip is None or open_clip is None:
+        missing = " and ".join(k for k, s in ((XL_CLIP_TOKENS, clip), (XL_OPEN_CLIP_TOKENS, open_clip)) if s is None)
+        raise BadInput(f"{name} is an SDXL file without both text encoders (no {missing})")
+    if unet_in[1] != 4:
+        raise BadInput(f"{name} is an SDXL file with a UNet of {unet_in[1]} input channels; pie supports the "
+                       "4-channel SDXL base (no SDXL inpainting)")
+    if unet_in[0] == 32 and clip[1] == 32 and open_clip[1] == 48:
+        return Arch("tiny-xl", "pie's tiny SDXL test architecture", False)
+    if unet_in[0] == 320 and clip == [CLIP_VOCAB, 768] and open_clip == [CLIP_VOCAB, 1280]:
+        return Arch("sdxl", "Stable Diffusion XL 1.0", False)
+    raise BadInput(f"{name} is an SDXL-layout file with a UNet of {unet_in[0]} base channels and text encoders of "
+                   f"{clip[1]} and {open_clip[1]}: not SDXL 1.0's (320; 768 and 1280)")
 
 
 def sidecar_v_prediction(path: Path) -> bool | None:
@@ -295,6 +326,9 @@ def clip_tokenizer_source() -> Path | tuple[Path, Path] | None:
 
 def _config_folder(sf: SingleFile, into: Path) -> Path:
     """The diffusers config folder the loader reads (no weights): shipped configs plus the tokenizer."""
+    if sf.arch.name == "tiny-xl":
+        from ..sdxl.tiny import write_configs as write_xl_configs
+        return write_xl_configs(into)
     if sf.arch.tiny:
         from .tiny import write_configs
         return write_configs(into, sf.arch.inpainting)
@@ -302,13 +336,18 @@ def _config_folder(sf: SingleFile, into: Path) -> Path:
     source = clip_tokenizer_source()
     if source is None:
         raise BadInput(f"converting {sf.path} ({sf.arch.title}) needs {TOKENIZER_MISSING}")
-    tok = into / "tokenizer"
-    if isinstance(source, tuple):
-        shutil.copyfile(source[0], tok / "vocab.json")
-        shutil.copyfile(source[1], tok / "merges.txt")
-    else:
-        write_clip_bpe(source, tok)
+    # SDXL's two tokenizers share CLIP's vocabulary; only their configs (the pad token) differ.
+    for tok in tokenizer_folders(into):
+        if isinstance(source, tuple):
+            shutil.copyfile(source[0], tok / "vocab.json")
+            shutil.copyfile(source[1], tok / "merges.txt")
+        else:
+            write_clip_bpe(source, tok)
     return into
+
+
+def tokenizer_folders(folder: Path) -> list[Path]:
+    return [folder / t for t in ("tokenizer", "tokenizer_2") if (folder / t).is_dir()]
 
 
 STALE_S = 24 * 3600
@@ -338,19 +377,23 @@ def _load(sf: SingleFile, config: Path) -> Any:
     from . import offline
     offline()
     import torch
-    from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline
+    from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
     from diffusers.loaders.single_file_utils import SingleFileComponentError
     from diffusers.utils import logging as diffusers_logging
 
     diffusers_logging.disable_progress_bar()   # stderr is for pie's own lines
-    cls = StableDiffusionInpaintPipeline if sf.arch.inpainting else StableDiffusionPipeline
+    cls: Any = StableDiffusionInpaintPipeline if sf.arch.inpainting else StableDiffusionPipeline
+    extra: dict[str, Any] = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+    parts = ["unet", "vae", "text_encoder"]
+    if sf.arch.xl:
+        cls, extra, parts = StableDiffusionXLPipeline, {}, parts + ["text_encoder_2"]
     dtype = torch.float16 if sf.half else torch.float32
     try:
         pipe = cls.from_single_file(str(sf.path), config=str(config), local_files_only=True, torch_dtype=dtype,
-                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+                                    **extra)
     except (SingleFileComponentError, ValueError, RuntimeError, KeyError, TypeError, OSError) as exc:
         raise BadInput(f"{sf.path} looks like {sf.arch.title} but does not load as one: {exc}") from None
-    for part in ("unet", "vae", "text_encoder"):
+    for part in parts:
         model = getattr(pipe, part)
         empty = [n for n, p in model.named_parameters() if p.is_meta]
         if empty:
@@ -375,9 +418,10 @@ def convert(sf: SingleFile) -> Path:
             raise OSError(exc.errno, f"cannot write the converted checkpoint under {final.parent}: "
                           f"{exc.strerror or exc}", str(out)) from exc
         del pipe
-        # The tokenizer as configured (its pad token), whatever save_pretrained made of it.
-        shutil.rmtree(out / "tokenizer", ignore_errors=True)
-        shutil.copytree(config / "tokenizer", out / "tokenizer")
+        # The tokenizers as configured (their pad tokens), whatever save_pretrained made of them.
+        for tok in tokenizer_folders(config):
+            shutil.rmtree(out / tok.name, ignore_errors=True)
+            shutil.copytree(tok, out / tok.name)
         index = json.loads((out / "model_index.json").read_text(encoding="utf-8"))
         index["_pie_single_file"] = {"source": str(sf.path), "architecture": sf.arch.name,
                                      "fingerprint": sf.fingerprint}

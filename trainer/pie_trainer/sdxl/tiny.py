@@ -69,15 +69,44 @@ def write_tokenizer_2(folder: Path) -> dict[str, int]:
     return vocab
 
 
+def _write_common(out: Path) -> dict[str, int]:
+    """Tokenizers, scheduler and model_index.json: what the folder holds beside its models."""
+    out.mkdir(parents=True, exist_ok=True)
+    vocab = write_tokenizer(out / "tokenizer")
+    write_tokenizer_2(out / "tokenizer_2")
+    (out / "scheduler").mkdir(exist_ok=True)
+    (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER_CONFIG, indent=2) + "\n",
+                                                             encoding="utf-8")
+    (out / "model_index.json").write_text(json.dumps(MODEL_INDEX, indent=2) + "\n", encoding="utf-8")
+    return vocab
+
+
+def write_configs(out: Path) -> Path:
+    """The tiny checkpoint's folder without its weights: every config and both tokenizers (what a
+    single-file checkpoint of this architecture needs beside it to be converted, sd/single_file.py)."""
+    offline()
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig
+
+    vocab = _write_common(out)
+    with torch.device("meta"):
+        UNet2DConditionModel(**UNET_KWARGS).save_config(out / "unet")
+        AutoencoderKL(**XL_VAE_KWARGS).save_config(out / "vae")
+    CLIPTextConfig(**text_kwargs(vocab, D1, "quick_gelu"), architectures=["CLIPTextModel"]) \
+        .save_pretrained(out / "text_encoder")
+    CLIPTextConfig(**text_kwargs(vocab, D2, "gelu"), architectures=["CLIPTextModelWithProjection"]) \
+        .save_pretrained(out / "text_encoder_2")
+    return out
+
+
 def build(out: Path, seed: int = 0) -> Path:
     offline()
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    out.mkdir(parents=True, exist_ok=True)
-    vocab = write_tokenizer(out / "tokenizer")
-    write_tokenizer_2(out / "tokenizer_2")
+    vocab = _write_common(out)
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(**UNET_KWARGS)
     torch.manual_seed(seed + 1)
@@ -90,10 +119,6 @@ def build(out: Path, seed: int = 0) -> Path:
     vae.save_pretrained(out / "vae")
     te.save_pretrained(out / "text_encoder")
     te2.save_pretrained(out / "text_encoder_2")
-    (out / "scheduler").mkdir(exist_ok=True)
-    (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER_CONFIG, indent=2) + "\n",
-                                                             encoding="utf-8")
-    (out / "model_index.json").write_text(json.dumps(MODEL_INDEX, indent=2) + "\n", encoding="utf-8")
     return out
 
 
