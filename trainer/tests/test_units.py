@@ -94,3 +94,14 @@ def test_tiny_mask_and_16_bit_images(tmp_path: Path) -> None:
     Image.fromarray(np.full((40, 40), 32768, np.uint16)).save(deep)
     rgb = np.asarray(load_image(str(deep)).image)
     assert rgb.shape == (40, 40, 3) and 120 < rgb.mean() < 136
+
+
+def test_every_package_of_the_trainer_is_installed_by_install_sh() -> None:
+    """install.sh pip-installs trainer/ by pyproject.toml's package list: a package missing there works
+    from the source tree and fails only in the installed pie (`No module named ...`)."""
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(root).parts) for p in (root / "pie_trainer").rglob("__init__.py")}
+    assert listed == found
