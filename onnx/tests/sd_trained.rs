@@ -23,32 +23,31 @@ fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
-#[test]
-fn trained_sd_bundles_load_and_add_keeps_the_outside() {
-    let Some(lib) = trained_sd_library() else { return };
-    let o = pie(&lib, &["concepts", "show", "subject"]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("backbone sd at") && text(&o).contains("precision float32"), "{}", text(&o));
-    let b = pie::Library::open(Some(lib.clone())).unwrap().load("inpaint-scene").unwrap();
-    match &b.manifest.model {
-        pie::manifest::Model::Sd(m) => assert_eq!(m.unet_in_channels, 9),
-        _ => panic!("not sd"),
+/// A 96x72 scene and a rectangular selection in a folder of their own.
+struct Photo {
+    dir: tempfile::TempDir,
+    scene: std::path::PathBuf,
+    mask: std::path::PathBuf,
+}
+
+impl Photo {
+    fn new() -> Photo {
+        let dir = tempfile::tempdir().unwrap();
+        let (scene, mask) = (dir.path().join("scene.png"), dir.path().join("sel.png"));
+        scene_rgb8(96, 72).save(&scene).unwrap();
+        rect_mask(96, 72, 30, 20, 32, 28, 1).save(&mask).unwrap();
+        Photo { dir, scene, mask }
     }
 
-    let dir = tempfile::tempdir().unwrap();
-    let scene = dir.path().join("scene.png");
-    let mask = dir.path().join("sel.png");
-    scene_rgb8(96, 72).save(&scene).unwrap();
-    rect_mask(96, 72, 30, 20, 32, 28, 1).save(&mask).unwrap();
-    let scene_img = image::open(&scene).unwrap().to_rgb8();
-    let sel = image::open(&mask).unwrap().to_luma8();
-    let run = |concept: &str, out: &str, extra: &[&str]| {
-        let out = dir.path().join(out);
+    /// `pie add` of `concept` (4 steps, seed 1, then `extra`): the pixels outside
+    /// the selection exactly the scene's, more than 100 inside changed; the file's bytes.
+    fn add(&self, lib: &std::path::Path, concept: &str, out: &str, extra: &[&str]) -> Vec<u8> {
+        let out = self.dir.path().join(out);
         let mut a = vec![
             "add",
-            scene.to_str().unwrap(),
+            self.scene.to_str().unwrap(),
             "--selection",
-            mask.to_str().unwrap(),
+            self.mask.to_str().unwrap(),
             "--concept",
             concept,
             "--out",
@@ -61,20 +60,38 @@ fn trained_sd_bundles_load_and_add_keeps_the_outside() {
             "1",
         ];
         a.extend_from_slice(extra);
-        let o = pie(&lib, &a);
+        let o = pie(lib, &a);
         assert!(o.status.success(), "{concept} {extra:?}: {}", text(&o));
-        let img = image::open(&out).unwrap().to_rgb8();
+        let (img, scene) =
+            (image::open(&out).unwrap().to_rgb8(), image::open(&self.scene).unwrap().to_rgb8());
+        let sel = image::open(&self.mask).unwrap().to_luma8();
         let mut inside_changed = 0;
         for (x, y, p) in img.enumerate_pixels() {
             if sel.get_pixel(x, y).0[0] == 0 {
-                assert_eq!(p, scene_img.get_pixel(x, y), "{concept}: outside the selection at {x},{y}");
-            } else if p != scene_img.get_pixel(x, y) {
+                assert_eq!(p, scene.get_pixel(x, y), "{concept}: outside the selection at {x},{y}");
+            } else if p != scene.get_pixel(x, y) {
                 inside_changed += 1;
             }
         }
         assert!(inside_changed > 100, "{concept} {extra:?}: only {inside_changed} pixels changed inside");
         std::fs::read(&out).unwrap()
-    };
+    }
+}
+
+#[test]
+fn trained_sd_bundles_load_and_add_keeps_the_outside() {
+    let Some(lib) = trained_sd_library() else { return };
+    let o = pie(&lib, &["concepts", "show", "subject"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("backbone sd at") && text(&o).contains("precision float32"), "{}", text(&o));
+    let b = pie::Library::open(Some(lib.clone())).unwrap().load("inpaint-scene").unwrap();
+    match &b.manifest.model {
+        pie::manifest::Model::Sd(m) => assert_eq!(m.unet_in_channels, 9),
+        _ => panic!("not sd"),
+    }
+
+    let photo = Photo::new();
+    let run = |concept: &str, out: &str, extra: &[&str]| photo.add(&lib, concept, out, extra);
     let a = run("subject", "a.png", &[]);
     let b = run("subject", "b.png", &[]);
     assert_eq!(a, b, "same seed, different bytes");
@@ -137,46 +154,8 @@ fn trained_sdxl_bundles_show_their_conditioning_and_add_keeps_the_outside() {
     assert!(o.status.success(), "{}", text(&o));
     let t = text(&o);
     assert!(t.contains("backbone sdxl at") && t.contains("two text encoders"), "{t}");
-    let dir = tempfile::tempdir().unwrap();
-    let scene = dir.path().join("scene.png");
-    let mask = dir.path().join("sel.png");
-    scene_rgb8(96, 72).save(&scene).unwrap();
-    rect_mask(96, 72, 30, 20, 32, 28, 1).save(&mask).unwrap();
-    let scene_img = image::open(&scene).unwrap().to_rgb8();
-    let sel = image::open(&mask).unwrap().to_luma8();
-    let run = |concept: &str, out: &str, extra: &[&str]| {
-        let out = dir.path().join(out);
-        let mut a = vec![
-            "add",
-            scene.to_str().unwrap(),
-            "--selection",
-            mask.to_str().unwrap(),
-            "--concept",
-            concept,
-            "--out",
-            out.to_str().unwrap(),
-            "--steps",
-            "4",
-            "--device",
-            "cpu",
-            "--seed",
-            "1",
-        ];
-        a.extend_from_slice(extra);
-        let o = pie(&lib, &a);
-        assert!(o.status.success(), "{concept} {extra:?}: {}", text(&o));
-        let img = image::open(&out).unwrap().to_rgb8();
-        let mut inside_changed = 0;
-        for (x, y, p) in img.enumerate_pixels() {
-            if sel.get_pixel(x, y).0[0] == 0 {
-                assert_eq!(p, scene_img.get_pixel(x, y), "{concept}: outside the selection at {x},{y}");
-            } else if p != scene_img.get_pixel(x, y) {
-                inside_changed += 1;
-            }
-        }
-        assert!(inside_changed > 100, "{concept} {extra:?}: only {inside_changed} pixels changed inside");
-        std::fs::read(&out).unwrap()
-    };
+    let photo = Photo::new();
+    let run = |concept: &str, out: &str, extra: &[&str]| photo.add(&lib, concept, out, extra);
     let a = run("xl-subject", "a.png", &[]);
     assert_eq!(a, run("xl-subject", "b.png", &[]), "same seed, different bytes");
     run("xl-subject", "d.png", &["--scheduler", "dpm++2m", "--prompt", "a photo of {subject} in {scene}"]);

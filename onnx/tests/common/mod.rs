@@ -256,34 +256,21 @@ pub fn trained_sd_library() -> Option<PathBuf> {
     let base = root.join("tiny").display().to_string();
     let inpaint_base = root.join("tiny-inpaint").display().to_string();
     let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<String>>();
-    let mut a = s(&[
-        "--library",
-        &l,
-        "learn-scene",
-        &img.display().to_string(),
-        "--name",
-        "scene",
-        "--backbone",
-        "sd",
-        "--base",
-        &base,
-    ]);
-    a.extend(s(&tiny));
-    run_ok(pie, &a);
-    let mut a = s(&[
-        "--library",
-        &l,
-        "learn-subject",
-        &subj.display().to_string(),
-        "--scene",
-        "scene",
-        "--name",
-        "subject",
-        "--class-word",
-        "ball",
-    ]);
-    a.extend(s(&tiny));
-    run_ok(pie, &a);
+    let (img_arg, subj_arg) = (img.display().to_string(), subj.display().to_string());
+    let learn_scene = |name: &str, backbone: &str, base: &str| {
+        let mut a = s(&["--library", &l, "learn-scene", &img_arg, "--name", name, "--backbone", backbone]);
+        a.extend(s(&["--base", base]));
+        a.extend(s(&tiny));
+        run_ok(pie, &a);
+    };
+    let learn_subject = |scene: &str, name: &str| {
+        let mut a = s(&["--library", &l, "learn-subject", &subj_arg, "--scene", scene, "--name", name]);
+        a.extend(s(&["--class-word", "ball"]));
+        a.extend(s(&tiny));
+        run_ok(pie, &a);
+    };
+    learn_scene("scene", "sd", &base);
+    learn_subject("scene", "subject");
     // The tiny checkpoint again as ONE file in the original (LDM) layout, learned into a library of
     // its own, where its scene gets the identifier "scene" got: same weights, same pixels expected.
     let single = root.join("tiny.safetensors");
@@ -318,20 +305,7 @@ pub fn trained_sd_library() -> Option<PathBuf> {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut a = s(&[
-        "--library",
-        &l,
-        "learn-scene",
-        &img.display().to_string(),
-        "--name",
-        "inpaint-scene",
-        "--backbone",
-        "sd",
-        "--base",
-        &inpaint_base,
-    ]);
-    a.extend(s(&tiny));
-    run_ok(pie, &a);
+    learn_scene("inpaint-scene", "sd", &inpaint_base);
     // A tiny SDXL checkpoint, its scene and subject (the last bundle written: the marker above).
     let out = env
         .python_code(
@@ -342,34 +316,8 @@ pub fn trained_sd_library() -> Option<PathBuf> {
         .expect("run the trainer's python");
     assert!(out.status.success(), "pie_trainer.sdxl.tiny failed: {}", String::from_utf8_lossy(&out.stderr));
     let xl_base = root.join("tiny-xl").display().to_string();
-    let mut a = s(&[
-        "--library",
-        &l,
-        "learn-scene",
-        &img.display().to_string(),
-        "--name",
-        "xl-scene",
-        "--backbone",
-        "sdxl",
-        "--base",
-        &xl_base,
-    ]);
-    a.extend(s(&tiny));
-    run_ok(pie, &a);
-    let mut a = s(&[
-        "--library",
-        &l,
-        "learn-subject",
-        &subj.display().to_string(),
-        "--scene",
-        "xl-scene",
-        "--name",
-        "xl-subject",
-        "--class-word",
-        "ball",
-    ]);
-    a.extend(s(&tiny));
-    run_ok(pie, &a);
+    learn_scene("xl-scene", "sdxl", &xl_base);
+    learn_subject("xl-scene", "xl-subject");
     Some(lib)
 }
 
