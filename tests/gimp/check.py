@@ -13,6 +13,7 @@ exits 1.
   menus E2E_JSON              the three procedures: labels, Filters > Personalize, help, attribution
   arguments E2E_JSON          the sd arguments come after the older ones (positional scripts keep working)
   sd-bundle BUNDLE_JSON RES SCENE_WORD SUBJECT_WORD   an sd subject bundle: backbone, resolution, class words
+  sdxl-scene BUNDLE_JSON RES                         an sdxl scene bundle: backbone, conditioning, resolution
   sd-bad-prompt SD_JSON       Add Subject refused a prompt with an unknown placeholder, named it, added no layer
   why E2E_JSON                print the failure recorded by e2e.py
   gui-dialog | gui-last-values | gui-undo | gui-cancel | gui-cancel-scene | gui-forget GUI_JSON
@@ -189,6 +190,12 @@ def main(argv):
         before, learned = rgb(argv[2]), rgb(argv[3])
         if (np.abs(learned.astype(int) - before.astype(int)).max(axis=2) > 2).sum() < 100:
             fail("Blend after learning the scene first did not blend the subject")
+    elif cmd == "sdxl-scene":
+        m = json.load(open(argv[1]))
+        if m.get("backbone") != "sdxl" or m.get("stage") != 1 or "conditioning" not in m.get("model", {}):
+            fail(f"backbone {m.get('backbone')!r}, stage {m.get('stage')}: want an sdxl scene with its conditioning")
+        if m["model"]["resolution"] != int(argv[2]):
+            fail(f"resolution {m['model']['resolution']}, want {argv[2]} (the trainer-args argument)")
     elif cmd == "sd-bundle":
         m = json.load(open(argv[1]))
         if m.get("backbone") != "sd" or m.get("stage") != 2:

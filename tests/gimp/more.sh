@@ -10,13 +10,16 @@ elif ! sd_probe; then
   log "SKIP the sd backbone test: the trainer's environment cannot run it (diffusers, transformers, peft)"
 else
   sd_prompt="a photo of {subject} on the grass of {scene}" sd_negative="blurry"
-  sd_tiny() { PYTHONPATH=$PIE_ROOT/trainer "$PY" -m pie_trainer.sd.tiny "$T/sd-base" >"$T/out/sd-tiny.log" 2>&1; }
+  sd_tiny() {
+    PYTHONPATH=$PIE_ROOT/trainer "$PY" -m pie_trainer.sd.tiny "$T/sd-base" >"$T/out/sd-tiny.log" 2>&1 &&
+      PYTHONPATH=$PIE_ROOT/trainer "$PY" -m pie_trainer.sdxl.tiny "$T/sdxl-base" >>"$T/out/sd-tiny.log" 2>&1
+  }
   sd_e2e() {
-    inside env PIE_TEST_SD_BASE="$TI/sd-base" PIE_TEST_SD_SEED=3 PIE_TEST_SD_PROMPT="$sd_prompt" \
+    inside env PIE_TEST_SD_BASE="$TI/sd-base" PIE_TEST_SDXL_BASE="$TI/sdxl-base" PIE_TEST_SD_SEED=3 PIE_TEST_SD_PROMPT="$sd_prompt" \
       PIE_TEST_SD_NEGATIVE="$sd_negative" timeout 600 "$CONSOLE" -i \
       --batch-interpreter=python-fu-eval -b "exec(open('/pie/tests/gimp/sd.py').read())" --quit >"$T/out/sd.log" 2>&1
   }
-  name="Python-Fu batch, model sd (tiny checkpoint): Learn Scene, Learn Subject, Add Subject with DPM++ 2M"
+  name="Python-Fu batch, model sd (tiny checkpoint): Learn Scene, Learn Subject, Add Subject with DPM++ 2M; model sdxl: Learn Scene, Learn Subject, Add Subject"
   if ! timed sd_tiny; then fail "$name" "pie_trainer.sd.tiny failed: $(tail -n 5 "$T/out/sd-tiny.log")"
   elif timed sd_e2e; then pass "$name"
   else fail "$name" "$("$PY" tests/gimp/check.py why "$T/out/sd.json" 2>&1 || tail -n 8 "$T/out/sd.log")"; fi
@@ -33,6 +36,12 @@ else
       "$PY" tests/gimp/check.py same "$T/data/scene.png" "$T/out/sd-source.png"
     check "sd: a prompt with an unknown placeholder is refused, named, and adds no layer" \
       "$PY" tests/gimp/check.py sd-bad-prompt "$T/out/sd.json"
+    check "sdxl: Learn Scene with the model sdxl wrote an sdxl scene with the trainer arguments given" \
+      "$PY" tests/gimp/check.py sdxl-scene "$H/.local/share/pie/sdxl-scene/bundle.json" 64
+    check "sdxl: Add Subject with a subject learned on that scene kept the pixels outside the selection" \
+      "$PY" tests/gimp/check.py outside "$T/data/scene.png" "$T/out/sdxl-flat.png" "$T/data/mask.png"
+    check "sdxl: and changed the selected region" \
+      "$PY" tests/gimp/check.py changed "$T/data/scene.png" "$T/out/sdxl-flat.png" "$T/data/mask.png"
     # The same Add through the command line, with the prompts and without them.
     sd_cli() {
       inside "$HI/.local/bin/pie" add "$TI/data/scene.png" --selection "$TI/data/mask.png" --concept sd-subj \
@@ -75,8 +84,9 @@ bad_input() { # bad_input NAME EXPECTED-TEXT SCHEME [ENV...]
 }
 bad_input "Add with no selection: GIMP exits 70 with the message" \
   "Add Subject needs a selection" "$(sf_add "" subj)"
-learned=subj   # the sd test (3b) adds its own subject
-[ -e "$H/.local/share/pie/sd-subj" ] && learned="sd-subj, subj"
+# The sd test (3b) adds its own subjects, sorted by name in the message.
+learned=$(for s in sd-subj sdxl-subj subj; do [ "$s" = subj ] || [ -e "$H/.local/share/pie/$s" ] && printf '%s\n' "$s"; done \
+  | paste -sd, - | sed 's/,/, /g')
 bad_input "Add with an unknown subject: the message lists the learned ones" \
   "Learned subjects: $learned." "$(sf_add "(gimp-image-select-rectangle image CHANNEL-OP-REPLACE ${RECT//,/ })" nope)"
 mkdir -p "$T/empty-library"

@@ -4,10 +4,12 @@
 # Learn Subject on that scene, then Add Subject with the concept's own strength
 # and guidance, the DPM++ 2M scheduler and a prompt and negative prompt of its
 # own, and once with a prompt the engine refuses. tests/gimp/run.sh starts it and
-# checks the files it writes (sd.json, sd-flat.png, sd-source.png).
+# checks the files it writes (sd.json, sd-flat.png, sd-source.png). With
+# PIE_TEST_SDXL_BASE (the trainer's tiny SDXL checkpoint) also Learn Scene with
+# the model "sdxl", Learn Subject on it and Add Subject (sdxl-flat.png).
 #
 # Environment: as e2e.py, plus PIE_TEST_SD_BASE (the tiny checkpoint folder)
-# PIE_TEST_SD_SEED, PIE_TEST_SD_PROMPT and PIE_TEST_SD_NEGATIVE.
+# PIE_TEST_SD_SEED, PIE_TEST_SD_PROMPT, PIE_TEST_SD_NEGATIVE and PIE_TEST_SDXL_BASE.
 import json
 import os
 import sys
@@ -91,6 +93,24 @@ try:
     save_flat(scene, os.path.join(OUT, "sd-flat.png"))
     save_flat(scene, os.path.join(OUT, "sd-source.png"), hide=[0])
     scene.delete()
+    if os.environ.get("PIE_TEST_SDXL_BASE"):
+        # The sdxl model from the same dialogs: its scene, a subject on it, then Add Subject.
+        scene = load(os.path.join(T, "data", "scene.png"))
+        scene_layer = scene.get_layers()[0]
+        call("plug-in-pie-learn-scene", scene, [scene_layer], name="sdxl-scene", backbone="sdxl",
+             base=Gio.File.new_for_path(os.environ["PIE_TEST_SDXL_BASE"]), class_word="landscape",
+             preset="quick", device="cpu", steps=2, trainer_args="--resolution 64", replace=True)
+        subject = load(SUBJECT)
+        subject.select_ellipse(Gimp.ChannelOps.REPLACE, sw * 0.1, sh * 0.08, sw * 0.8, sh * 0.84)
+        call("plug-in-pie-learn-subject", subject, [subject.get_layers()[0]], scene="sdxl-scene",
+             name="sdxl-subj", class_word="ball", preset="quick", device="cpu", steps=2, replace=True)
+        subject.delete()
+        scene.select_rectangle(Gimp.ChannelOps.REPLACE, X, Y, W, H)
+        call("plug-in-pie-add-subject", scene, [scene_layer], concept="sdxl-subj", seed=SEED, steps=4,
+             variants=1, device="cpu")
+        R["sdxl_layers"] = [layer_info(layer) for layer in scene.get_layers()]
+        save_flat(scene, os.path.join(OUT, "sdxl-flat.png"))
+        scene.delete()
     R["done"] = True
 finally:
     R["traceback"] = traceback.format_exc() if not R.get("done") else None
