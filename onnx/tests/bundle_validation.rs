@@ -271,8 +271,8 @@ fn an_unknown_stage_role_backbone_or_precision_on_disk_is_named_with_what_is_acc
     edit(&dir, |v| v["tokens"]["concepts"][1]["role"] = "object".into());
     fails(&dir, "bundle.json", "unknown variant `object`, expected `scene` or `subject`");
     let (_d, dir) = fresh(Stage::Subject);
-    edit(&dir, |v| v["backbone"] = "sdxl".into());
-    fails(&dir, "bundle.json", "unknown variant `sdxl`, expected `pixel-unet` or `sd`");
+    edit(&dir, |v| v["backbone"] = "sd3".into());
+    fails(&dir, "bundle.json", "unknown variant `sd3`, expected one of `pixel-unet`, `sd`, `sdxl`");
     let (_d, dir) = fresh(Stage::Subject);
     edit(&dir, |v| v["tokens"]["concepts"][1]["stage"] = 1.into());
     fails(&dir, "bundle.json", "role \"subject\" cannot be bound in stage 1");
