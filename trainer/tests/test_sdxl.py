@@ -14,23 +14,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import Run, bundle_problems, env, parse_stream, visible_entries
+from conftest import Run, bundle_problems, env, parse_stream, run_trainer, visible_entries
 from PIL import Image
 
 RES = "32"
 D1, D2, P = 32, 48, 24          # the tiny checkpoint's encoder widths and pooled size (sdxl/tiny.py)
 TIME_IDS = ["original_height", "original_width", "crop_top", "crop_left", "target_height", "target_width"]
-
-
-def xl_run(*args: str, timeout: float = 300) -> Run:
-    p = subprocess.run([sys.executable, "-m", "pie_trainer", *args], capture_output=True, text=True, env=env(),
-                       timeout=timeout)
-    return Run(p.returncode, parse_stream(p.stdout), p.stderr)
 
 
 def make_tiny(out: Path, *extra: str, module: str = "pie_trainer.sdxl.tiny") -> Path:
@@ -41,6 +36,15 @@ def make_tiny(out: Path, *extra: str, module: str = "pie_trainer.sdxl.tiny") -> 
 
 def manifest(folder: Path) -> dict:
     return json.loads((folder / "bundle.json").read_text())
+
+
+def ddim_of(s: dict) -> Any:
+    """diffusers' DDIM scheduler for a bundle's `schedule`, as the engine's DDIM reads it."""
+    from diffusers import DDIMScheduler
+    return DDIMScheduler(num_train_timesteps=s["num_train_timesteps"], beta_start=s["beta_start"],
+                         beta_end=s["beta_end"], beta_schedule=s["beta_schedule"],
+                         prediction_type=s["prediction_type"], steps_offset=s["steps_offset"], clip_sample=False,
+                         set_alpha_to_one=s["set_alpha_to_one"], timestep_spacing=s["timestep_spacing"])
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +60,7 @@ def xl_lib(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def xl_scene(tiny: Path, xl_lib: Path, photos: dict) -> tuple[Run, Path]:
     """Stage I: LoRA, default mixed precision, caption dropout on (the null prompt is all zeros)."""
-    run = xl_run("scene", str(photos["scene"]), "--name", "lake", "--library", str(xl_lib), "--backbone", "sdxl",
+    run = run_trainer("scene", str(photos["scene"]), "--name", "lake", "--library", str(xl_lib), "--backbone", "sdxl",
                  "--base", str(tiny), "--steps", "3", "--resolution", RES, "--lr", "1e-2", "--threads", "1",
                  "--null-prob", "0.5")
     assert run.rc == 0, run.stderr[-3000:]
@@ -66,7 +70,7 @@ def xl_scene(tiny: Path, xl_lib: Path, photos: dict) -> tuple[Run, Path]:
 @pytest.fixture(scope="module")
 def xl_subject(xl_scene: tuple[Run, Path], xl_lib: Path, photos: dict) -> tuple[Run, Path]:
     """Stage II: the backbone and base come from the scene bundle; a mask; class word 'backpack'."""
-    run = xl_run("subject", str(photos["subject"]), "--scene", "lake", "--name", "backpack", "--mask",
+    run = run_trainer("subject", str(photos["subject"]), "--scene", "lake", "--name", "backpack", "--mask",
                  str(photos["mask"]), "--class-word", "backpack", "--library", str(xl_lib), "--steps", "3",
                  "--lr", "1e-2", "--threads", "1", "--mixed-precision", "no")
     assert run.rc == 0, run.stderr[-3000:]
@@ -289,7 +293,7 @@ def test_bundle_alone_samples_like_diffusers(xl_subject: tuple[Run, Path], tiny:
     """Text-to-image from the bundle's files only (ONNX Runtime, tokenizer.json, manifest schedule and
     conditioning) equals diffusers' StableDiffusionXLPipeline on base + weights.safetensors: same prompt,
     noise, DDIM steps and guidance, the negative all zeros (force_zeros_for_empty_prompt)."""
-    from diffusers import DDIMScheduler, StableDiffusionXLPipeline
+    from diffusers import StableDiffusionXLPipeline
 
     from pie_trainer.sd import models as md
     from pie_trainer.sd.base import check_base
@@ -300,11 +304,7 @@ def test_bundle_alone_samples_like_diffusers(xl_subject: tuple[Run, Path], tiny:
     noise = np.random.default_rng(5).standard_normal((2, 4, 16, 24)).astype(np.float32)
     ours = b.txt2img(b.m["text"]["prompts"]["add"], noise, steps=6, guidance=4.0)
     parts, _ = md.finetuned(check_base(str(tiny), backbone="sdxl"), folder / "weights.safetensors")
-    s = b.m["schedule"]
-    sched = DDIMScheduler(num_train_timesteps=s["num_train_timesteps"], beta_start=s["beta_start"],
-                          beta_end=s["beta_end"], beta_schedule=s["beta_schedule"],
-                          prediction_type=s["prediction_type"], steps_offset=s["steps_offset"], clip_sample=False,
-                          set_alpha_to_one=s["set_alpha_to_one"], timestep_spacing=s["timestep_spacing"])
+    sched = ddim_of(b.m["schedule"])
     pipe = StableDiffusionXLPipeline(vae=parts.vae, text_encoder=parts.text_encoder,
                                      text_encoder_2=parts.text_encoder_2, tokenizer=parts.tokenizer,
                                      tokenizer_2=parts.tokenizer_2, unet=parts.unet, scheduler=sched,
@@ -317,7 +317,7 @@ def test_bundle_alone_samples_like_diffusers(xl_subject: tuple[Run, Path], tiny:
     assert np.abs(got - want).max() < 2e-3
 
     out, npy = tmp_path / "s.png", tmp_path / "s.npy"
-    run = xl_run("sample", "--bundle", str(folder), "--token", "subject", "--count", "2", "--steps", "3",
+    run = run_trainer("sample", "--bundle", str(folder), "--token", "subject", "--count", "2", "--steps", "3",
                  "--height", "32", "--width", "40", "--out", str(out), "--npy", str(npy))
     assert run.rc == 0 and run.events == [], run.stderr[-2000:]
     assert Image.open(out).size == (80, 32) and np.load(npy).shape == (2, 3, 32, 40)
@@ -327,7 +327,7 @@ def test_bundle_alone_img2img_like_diffusers(xl_subject: tuple[Run, Path], tiny:
     """img2img from the bundle alone (the vae_encoder graph, noise to 60 % of the way, DDIM back) equals
     diffusers' StableDiffusionXLImg2ImgPipeline given the same latents and noise (its time_ids: the image's
     size, crop 0, 0)."""
-    from diffusers import DDIMScheduler, StableDiffusionXLImg2ImgPipeline
+    from diffusers import StableDiffusionXLImg2ImgPipeline
 
     from pie_trainer.sd import models as md
     from pie_trainer.sd.base import check_base
@@ -341,11 +341,7 @@ def test_bundle_alone_img2img_like_diffusers(xl_subject: tuple[Run, Path], tiny:
     prompt = b.m["text"]["prompts"]["add"]
     ours = b.img2img(prompt, image, noise.numpy(), steps=10, guidance=3.0, strength=0.6)
     parts, _ = md.finetuned(check_base(str(tiny), backbone="sdxl"), folder / "weights.safetensors")
-    s = b.m["schedule"]
-    sched = DDIMScheduler(num_train_timesteps=s["num_train_timesteps"], beta_start=s["beta_start"],
-                          beta_end=s["beta_end"], beta_schedule=s["beta_schedule"],
-                          prediction_type=s["prediction_type"], steps_offset=s["steps_offset"], clip_sample=False,
-                          set_alpha_to_one=s["set_alpha_to_one"], timestep_spacing=s["timestep_spacing"])
+    sched = ddim_of(b.m["schedule"])
     pipe = StableDiffusionXLImg2ImgPipeline(vae=parts.vae, text_encoder=parts.text_encoder,
                                             text_encoder_2=parts.text_encoder_2, tokenizer=parts.tokenizer,
                                             tokenizer_2=parts.tokenizer_2, unet=parts.unet, scheduler=sched,
@@ -365,7 +361,7 @@ def test_fp16_export_keeps_the_vae_in_float32(tiny: Path, photos: dict, tmp_path
     in half precision, SDXL's VAE (force_upcast: it overflows in float16) in float32; every graph takes
     and gives float32."""
     import onnx
-    run = xl_run("scene", str(photos["scene"]), "--name", "half", "--library", str(tmp_path), "--backbone", "sdxl",
+    run = run_trainer("scene", str(photos["scene"]), "--name", "half", "--library", str(tmp_path), "--backbone", "sdxl",
                  "--base", str(tiny), "--steps", "1", "--resolution", RES, "--export-precision", "fp16",
                  "--threads", "1", "--preview-steps", "0")
     assert run.rc == 0, run.stderr[-3000:]
@@ -391,7 +387,7 @@ def test_each_backbone_refuses_the_others_checkpoint(tiny: Path, tmp_path: Path,
     lib = tmp_path / "lib"
 
     def scene(backbone: str, base: str, *extra: str) -> Run:
-        return xl_run("scene", str(photos["scene"]), "--name", "n", "--library", str(lib), "--backbone", backbone,
+        return run_trainer("scene", str(photos["scene"]), "--name", "n", "--library", str(lib), "--backbone", backbone,
                       "--base", base, "--steps", "1", "--resolution", RES, *extra, timeout=60)
 
     def refused(run: Run, *words: str) -> None:
@@ -405,7 +401,7 @@ def test_each_backbone_refuses_the_others_checkpoint(tiny: Path, tmp_path: Path,
     refused(scene("sdxl", str(tiny), "--optimize", "on"), "--optimize on is not available for the sdxl backbone")
     refused(scene("sdxl", str(tiny), "--train-text-encoder"), "--train-text-encoder is not supported")
     refused(scene("sdxl", str(tiny), "--channels", "16"), "does not use --channels")
-    refused(xl_run("scene", str(photos["scene"]), "--name", "n", "--library", str(lib), "--backbone", "sdxl"),
+    refused(run_trainer("scene", str(photos["scene"]), "--name", "n", "--library", str(lib), "--backbone", "sdxl"),
             "--backbone sdxl needs --base DIR")
     # An SDXL folder whose second tokenizer has another vocabulary: one tokenizer.json cannot serve both.
     odd = tmp_path / "odd"
@@ -415,7 +411,7 @@ def test_each_backbone_refuses_the_others_checkpoint(tiny: Path, tmp_path: Path,
     (odd / "tokenizer_2" / "vocab.json").write_text(json.dumps(vocab))
     refused(scene("sdxl", str(odd)), "two tokenizers with different vocabularies")
     # A subject grows on its scene's backbone.
-    refused(xl_run("subject", str(photos["subject"]), "--scene", "lake", "--name", "s", "--library", str(xl_lib),
+    refused(run_trainer("subject", str(photos["subject"]), "--scene", "lake", "--name", "s", "--library", str(xl_lib),
                    "--backbone", "sd", "--base", str(sd_tiny), "--steps", "1"), "uses the backbone 'sdxl'")
     assert visible_entries(lib) == []
 
@@ -444,7 +440,7 @@ def test_sdxl_cancel_and_resume(tmp_path: Path, photos: dict, tiny: Path) -> Non
     stopped = run.last("cancelled")["step"]
     assert 2 <= stopped < 60 and visible_entries(lib) == []
 
-    resumed = xl_run(*common, "--steps", "1", "--resume")        # the checkpoint's settings win
+    resumed = run_trainer(*common, "--steps", "1", "--resume")        # the checkpoint's settings win
     assert resumed.rc == 0, resumed.stderr[-2000:]
     first = next(e for e in resumed.events if e["event"] == "progress")
     assert first["step"] == stopped + 1 and first["total"] == 60
